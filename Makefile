@@ -1,0 +1,22 @@
+# The two set-up commands of the README:
+#   make demo   install, then run the main job on sample_inputs/
+#   make test   install, then run the test suite (what .ci/run calls)
+PYTHON ?= python3
+
+.PHONY: install demo test bench
+
+# One pip command. torch==2.13.0 is named first so pip takes the CPU wheel this
+# machine has on disk; the project's own range (torch>=2.1) then adds nothing,
+# and no multi-gigabyte CUDA build is ever downloaded.
+install:
+	$(PYTHON) -m pip install --disable-pip-version-check -q torch==2.13.0 -e '.[test]'
+
+demo: install
+	sh sample_inputs/demo.sh
+
+test: install
+	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) -m pip install --disable-pip-version-check -q -e '.[bench]'
+	$(PYTHON) tests/benchmarks/bench.py

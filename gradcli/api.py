@@ -1,0 +1,194 @@
+"""The library: build a problem, pick a backend, compute, return a Result.
+
+Importable without typer, rich or torch::
+
+    import gradcli
+    res = gradcli.jacobian("softmax", input=x, layout="blocks", backend="analytic")
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from .arrays import check_finite
+from .backends import BackendOptions, get_backend, resolve
+from .errors import UsageError
+from .problem import Problem, build_problem
+from .results import BackendName, Layout, Quantity, Result, frozen
+
+DEFAULT_MAX_MEMORY = 2 * 2**30
+ARRAY_ARGS = ("input", "target", "class_weight", "weight", "bias", "pos_weight")
+
+
+def solve(
+    problem: Problem,
+    quantity: Quantity,
+    *,
+    backend: BackendName = BackendName.AUTO,
+    layout: Layout = Layout.AUTO,
+    cotangent: np.ndarray | None = None,
+    tangent: np.ndarray | None = None,
+    options: BackendOptions = BackendOptions(),
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    allow_nonfinite: bool = False,
+) -> Result:
+    """Compute ``quantity`` for a validated ``problem``.
+
+    ``cotangent`` (vjp) is shaped like the output, default ones: what
+    ``out.backward(torch.ones_like(out))`` uses. ``tangent`` (jvp) is shaped
+    like the ``wrt`` argument and required for jvp.
+    """
+    name = resolve(BackendName(backend), problem)
+    layout = resolve_layout(problem, quantity, Layout(layout))
+    vector = None
+    if quantity is Quantity.GRAD:
+        if problem.output_shape != ():
+            raise UsageError(
+                f"grad: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not one number; "
+                "use --reduction mean or sum, or `gradcli vjp` (what out.backward(v) computes)"
+            )
+        vector = np.ones((), dtype=problem.dtype)
+    elif quantity is Quantity.VJP:
+        if cotangent is None:
+            cotangent = np.ones(problem.output_shape, dtype=problem.dtype)
+        vector = _vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
+    elif quantity is Quantity.JVP:
+        if tangent is None:
+            raise UsageError(f"--tangent: jvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, e.g. --tangent randn")
+        vector = _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
+    check_memory(problem, quantity, layout, max_memory)
+
+    engine = get_backend(name, options)
+    start = time.perf_counter()
+    if quantity is Quantity.JACOBIAN:
+        got = engine.jacobian(problem, layout)
+    elif quantity is Quantity.JVP:
+        got = engine.jvp(problem, vector)
+    else:
+        got = engine.vjp(problem, vector)
+    seconds = time.perf_counter() - start
+    return Result(
+        quantity=quantity,
+        function=problem.function.name,
+        params=dict(problem.params),
+        wrt=problem.wrt,
+        backend=name,
+        dtype=str(problem.dtype),
+        input_shape=problem.input_shape,
+        wrt_shape=problem.wrt_shape,
+        output_shape=problem.output_shape,
+        layout=layout if quantity is Quantity.JACOBIAN else None,
+        value=frozen(got.value),
+        output=frozen(got.output),
+        notes=problem.notes + got.notes,
+        seconds=seconds,
+        error=None if got.error is None else frozen(got.error),
+        evaluations=got.evaluations,
+        formulas=problem.function.formulas,
+    )
+
+
+def resolve_layout(problem: Problem, quantity: Quantity, layout: Layout) -> Layout:
+    """``auto``: per-row blocks when the output keeps batch rows, else full."""
+    if quantity is not Quantity.JACOBIAN:
+        return Layout.FULL
+    rows = problem.rows
+    has_blocks = rows is not None and not rows.reduced
+    if layout is Layout.AUTO:
+        return Layout.BLOCKS if has_blocks and rows.rows else Layout.FULL
+    if layout is Layout.BLOCKS and not has_blocks:
+        why = "its output is one number (use --reduction none for per-row blocks)" if rows is not None else "it has no row structure"
+        raise UsageError(f"--layout blocks: {problem.function.name} has no per-row blocks here because {why}; use --layout full")
+    return layout
+
+
+def result_shape(problem: Problem, quantity: Quantity, layout: Layout) -> tuple[int, ...]:
+    if quantity is Quantity.JVP:
+        return problem.output_shape
+    if quantity is not Quantity.JACOBIAN:
+        return problem.wrt_shape
+    if layout is Layout.BLOCKS:
+        return problem.rows.blocks_shape
+    return problem.output_shape + problem.wrt_shape
+
+
+def check_memory(problem: Problem, quantity: Quantity, layout: Layout, max_memory: int) -> None:
+    """Refuse, before any work, a result larger than ``max_memory`` bytes."""
+    need = math.prod(result_shape(problem, quantity, layout)) * problem.dtype.itemsize
+    if need <= max_memory:
+        return
+    fits = []
+    if quantity is Quantity.JACOBIAN and layout is Layout.FULL and problem.rows is not None and not problem.rows.reduced:
+        blocks = math.prod(problem.rows.blocks_shape) * problem.dtype.itemsize
+        if blocks <= max_memory:
+            fits.append(f"--layout blocks ({format_bytes(blocks)})")
+    fits.append("`gradcli vjp` or `gradcli jvp` (the size of one argument)")
+    raise UsageError(
+        f"--max-memory: the {quantity.value} result {list(result_shape(problem, quantity, layout))} needs {format_bytes(need)}, "
+        f"over the limit of {format_bytes(max_memory)}; try {' or '.join(fits)}, or raise --max-memory"
+    )
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError
+
+
+def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:
+    vector = np.asarray(value)
+    if vector.dtype.kind not in "iuf":
+        raise UsageError(f"{option}: dtype {vector.dtype} is not numeric")
+    if vector.shape != tuple(shape):
+        raise UsageError(f"{option}: shape {list(vector.shape)} does not match {what} {list(shape)}; give that shape")
+    vector = vector.astype(problem.dtype)
+    if not allow_nonfinite:
+        check_finite(vector, option)
+    return vector
+
+
+# --- the public API ----------------------------------------------------------------
+
+
+def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
+    kw = dict(kwargs)
+    arrays = {name: kw.pop(name) for name in ARRAY_ARGS if name in kw}
+    run = {name: kw.pop(name) for name in ("backend", "layout", "cotangent", "tangent", "max_memory", "allow_nonfinite") if name in kw}
+    options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
+    problem = build_problem(function, arrays, {k: v for k, v in kw.items() if k not in ("wrt", "dtype")},
+                            wrt=kw.get("wrt", "input"), dtype=kw.get("dtype", "float64"),
+                            allow_nonfinite=run.get("allow_nonfinite", False))
+    return solve(problem, quantity, options=options, **run)
+
+
+def jacobian(function: str, **kwargs: Any) -> Result:
+    """The Jacobian of ``function`` w.r.t. ``wrt`` (default the input).
+
+    Keyword arguments: the arrays (``input``, ``target``, ``class_weight``), the
+    function's options (``dim``, ``reduction``, ``ignore_index``,
+    ``label_smoothing``), and ``wrt``, ``backend``, ``layout``
+    (auto|full|blocks), ``dtype``, ``device``, ``fd_method``, ``fd_step``,
+    ``fd_dtype``, ``max_memory``, ``allow_nonfinite``.
+    """
+    return _run(Quantity.JACOBIAN, function, kwargs)
+
+
+def grad(function: str, **kwargs: Any) -> Result:
+    """The gradient of a scalar output, shaped like the ``wrt`` argument."""
+    return _run(Quantity.GRAD, function, kwargs)
+
+
+def vjp(function: str, **kwargs: Any) -> Result:
+    """``v^T J`` for ``cotangent`` v (default ones): what ``out.backward(v)`` gives."""
+    return _run(Quantity.VJP, function, kwargs)
+
+
+def jvp(function: str, **kwargs: Any) -> Result:
+    """``J t`` for ``tangent`` t (required): the directional derivative."""
+    return _run(Quantity.JVP, function, kwargs)

@@ -1,0 +1,300 @@
+"""ARRAY specs -> NumPy arrays (SPEC §2, "Arrays on the command line").
+
+One entry point, :func:`load_array`, turns the text given to an array option
+(``--input``, ``--target``, ...) into a ``np.ndarray``. It never loads a pickle:
+``.npy``/``.npz`` go through ``np.load(allow_pickle=False)`` and ``.pt`` through
+``torch.load(weights_only=True)``. Every refusal is a :class:`UsageError` that
+names the option and the fix.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import sys
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import UsageError
+
+FILE_SUFFIXES = (".npy", ".npz", ".json", ".pt")
+GENERATORS = ("randn", "rand", "randint", "arange", "eye", "ones", "zeros")
+# Generators that need no shape when the option's shape is implied (a cotangent
+# is shaped like the output, a tangent like the differentiated argument).
+SHAPELESS_GENERATORS = ("randn", "rand", "ones", "zeros")
+_NPY_MAGIC = b"\x93NUMPY"
+_GENERATOR_RE = re.compile(r"^(?P<name>[a-z]+)(?::(?P<args>.*))?$")
+
+
+def load_array(
+    spec: str,
+    option: str,
+    *,
+    seed: int = 0,
+    like: tuple[int, ...] | None = None,
+    stdin: BinaryIO | None = None,
+    max_bytes: int = 2**31,
+) -> np.ndarray:
+    """Load the array that ``spec`` names for ``option`` (e.g. ``"--input"``).
+
+    ``like`` is the shape implied by context; it lets shapeless generators
+    (``ones``, ``randn``) through. ``stdin`` is read for ``-``. Returns a numeric,
+    non-empty array (integer or floating); finiteness is checked by the caller.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise UsageError(f"{option}: empty value; give a file, a JSON literal or a generator such as randn:3,5")
+    if spec == "-":
+        array = _from_stdin(option, stdin if stdin is not None else sys.stdin.buffer)
+    elif _looks_like_generator(spec):
+        array = _generate(spec, option, seed=seed, like=like, max_bytes=max_bytes)
+    elif _file_part(spec).lower().endswith(FILE_SUFFIXES):
+        array = _from_file(spec, option)
+    else:
+        array = _from_json_text(spec, option, source="inline value")
+    return _check_numeric(array, option)
+
+
+def check_finite(array: np.ndarray, option: str) -> None:
+    """Refuse NaN/Inf, naming the first bad index (SPEC §2)."""
+    if array.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise UsageError(
+            f"{option}: non-finite value {array[index]} at index {list(index)}; "
+            "fix the data or pass --allow-nonfinite to let it propagate"
+        )
+
+
+# --- forms -----------------------------------------------------------------
+
+
+def _file_part(spec: str) -> str:
+    """``batch.npz:logits`` -> ``batch.npz``; anything else unchanged."""
+    head, sep, _ = spec.rpartition(":")
+    return head if sep and head.lower().endswith(".npz") else spec
+
+
+def _from_file(spec: str, option: str) -> np.ndarray:
+    path = Path(_file_part(spec))
+    if not path.is_file():
+        raise UsageError(f"{option}: file not found: {path}; check the path")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return _load_npy(path, option)
+        if suffix == ".npz":
+            key = spec[len(str(path)) + 1 :] if len(spec) > len(str(path)) else None
+            return _load_npz(path, key, option)
+        if suffix == ".json":
+            return _from_json_text(path.read_text(encoding="utf-8"), option, source=str(path))
+        return _load_pt(path, option)
+    except OSError as err:
+        raise UsageError(f"{option}: cannot read {path}: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{option}: {path} is not UTF-8 text; JSON files must be UTF-8") from err
+
+
+def _load_npy(source, option: str) -> np.ndarray:
+    name = getattr(source, "name", "standard input")
+    try:
+        return np.load(source, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise UsageError(f"{option}: {name} holds Python objects (a pickle); gradcli never loads pickles, save a numeric array") from err
+        raise UsageError(f"{option}: {name} is not a valid .npy file ({err}); re-save it with np.save") from err
+    except (EOFError, OSError) as err:
+        raise UsageError(f"{option}: {name} is truncated or not a .npy file; re-save it with np.save") from err
+
+
+def _load_npz(path: Path, key: str | None, option: str) -> np.ndarray:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as err:  # zipfile raises several unrelated types for a bad archive
+        raise UsageError(f"{option}: {path} is not a valid .npz archive; re-save it with np.savez") from err
+    with archive:
+        keys = list(archive.files)
+        if key is None:
+            if len(keys) != 1:
+                raise UsageError(f"{option}: {path} holds {len(keys)} arrays {keys}; name one as {path}:KEY")
+            key = keys[0]
+        if key not in keys:
+            raise UsageError(f"{option}: {path} has no array {key!r}; it holds {keys}")
+        try:
+            return archive[key]
+        except ValueError as err:
+            raise UsageError(f"{option}: {path}:{key} holds Python objects (a pickle) or is corrupt; gradcli never loads pickles") from err
+        except Exception as err:
+            raise UsageError(f"{option}: {path}:{key} is truncated or corrupt; re-save it with np.savez") from err
+
+
+def _load_pt(path: Path, option: str) -> np.ndarray:
+    try:
+        import torch
+    except ImportError as err:
+        raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the restricted unpickler raises many types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(
+            f"{option}: {path} is not a tensor file that loads with weights_only=True ({first[:120]}); "
+            "save a tensor with torch.save(t, path)"
+        ) from err
+    if not isinstance(obj, torch.Tensor):
+        raise UsageError(f"{option}: {path} holds a {type(obj).__name__}, not a tensor; save a single tensor")
+    tensor = obj.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()
+    if tensor.is_complex():
+        raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
+    return tensor.numpy()
+
+
+def _from_stdin(option: str, stream: BinaryIO) -> np.ndarray:
+    data = stream.read()
+    if data.startswith(_NPY_MAGIC):
+        return _load_npy(io.BytesIO(data), option)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{option}: standard input is neither .npy bytes nor UTF-8 JSON") from err
+    if not text.strip():
+        raise UsageError(f"{option}: standard input is empty; pipe JSON or .npy bytes into it")
+    return _from_json_text(text, option, source="standard input")
+
+
+# --- JSON ------------------------------------------------------------------
+
+_JSON_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8")
+
+
+def _from_json_text(text: str, option: str, *, source: str) -> np.ndarray:
+    try:
+        data = json.loads(text)
+    except RecursionError as err:
+        raise UsageError(f"{option}: {source} is nested too deeply to be an array") from err
+    except ValueError as err:
+        hint = "" if source != "inline value" else "; give a file (.npy, .npz, .json, .pt), JSON such as '[[0.1, 0.2]]', or a generator such as randn:3,5"
+        raise UsageError(f"{option}: {source} is not valid JSON ({err.msg} at position {err.pos}){hint}") from err
+    dtype = None
+    if isinstance(data, dict):
+        if set(data) - {"data", "dtype"} or "data" not in data:
+            raise UsageError(f'{option}: a JSON object must look like {{"data": [...], "dtype": "int64"}}; got keys {sorted(data)}')
+        dtype = data.get("dtype")
+        if dtype is not None and dtype not in _JSON_DTYPES:
+            raise UsageError(f"{option}: unknown dtype {dtype!r} in {source}; use one of {', '.join(_JSON_DTYPES)}")
+        data = data["data"]
+    try:
+        shape, has_float = _json_shape(data, option, source)
+    except RecursionError as err:
+        raise UsageError(f"{option}: {source} is nested too deeply to be an array") from err
+    if dtype is None:
+        dtype = "float64" if has_float else "int64"
+    try:
+        array = np.array(data, dtype=dtype)
+    except (OverflowError, ValueError) as err:
+        raise UsageError(f"{option}: {source} does not fit dtype {dtype} ({err})") from err
+    if np.dtype(dtype).kind in "iu" and has_float:
+        raise UsageError(f"{option}: {source} has fractional numbers but dtype {dtype}; use a float dtype")
+    assert array.shape == shape
+    return array
+
+
+def _json_shape(data, option: str, source: str) -> tuple[tuple[int, ...], bool]:
+    """Shape of a rectangular nested list of numbers, and whether any is a float."""
+    if isinstance(data, bool) or data is None or isinstance(data, (str, dict)):
+        kind = "boolean" if isinstance(data, bool) else "null" if data is None else type(data).__name__.replace("str", "string").replace("dict", "object")
+        raise UsageError(f"{option}: {source} contains a {kind}; arrays hold numbers only")
+    if isinstance(data, (int, float)):
+        return (), isinstance(data, float)
+    if not data:
+        raise UsageError(f"{option}: {source} contains an empty list; arrays must not be empty")
+    parts = [_json_shape(item, option, source) for item in data]
+    first = parts[0][0]
+    if any(shape != first for shape, _ in parts):
+        raise UsageError(f"{option}: {source} is ragged (rows of different lengths); every row needs the same shape")
+    return (len(data), *first), any(f for _, f in parts)
+
+
+# --- generators ------------------------------------------------------------
+
+
+def _looks_like_generator(spec: str) -> bool:
+    match = _GENERATOR_RE.match(spec)
+    return bool(match) and match["name"] in GENERATORS
+
+
+def _parse_shape(text: str, option: str, spec: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(n <= 0 for n in shape):
+        raise UsageError(f"{option}: bad shape in {spec!r}; write positive sizes separated by commas, e.g. randn:3,5")
+    return shape
+
+
+def _generate(spec: str, option: str, *, seed: int, like, max_bytes: int) -> np.ndarray:
+    match = _GENERATOR_RE.match(spec)
+    name, args = match["name"], match["args"]
+    # Each option draws from its own stream of --seed, so that `-x randn:3 -t randn:3`
+    # gives two different arrays, and the same command always gives the same ones.
+    rng = np.random.default_rng([seed, zlib.crc32(option.encode())])
+    high = None
+    if name == "randint":
+        high_text, _, args = (args or "").partition(":")
+        try:
+            high = int(high_text)
+        except ValueError:
+            high = 0
+        if high <= 0:
+            raise UsageError(f"{option}: randint needs randint:HIGH:SHAPE with HIGH > 0, e.g. randint:5:3 (3 integers in [0, 5))")
+        args = args or None
+    if args is None:
+        if like is None or name not in (*SHAPELESS_GENERATORS, "randint"):
+            raise UsageError(f"{option}: {name} needs a shape here, e.g. {name}:{'5:3' if name == 'randint' else '3,5'}")
+        shape = tuple(like)
+    elif name == "eye":
+        (n,) = _parse_shape(args, option, spec) if "," not in args else (0,)
+        if n <= 0:
+            raise UsageError(f"{option}: eye takes one size, e.g. eye:3")
+        shape = (n, n)
+    else:
+        shape = _parse_shape(args, option, spec)
+    if math.prod(shape) * 8 > max_bytes:
+        raise UsageError(f"{option}: {spec} would take {math.prod(shape) * 8} bytes, over --max-memory; use a smaller shape")
+    if name == "randn":
+        return rng.standard_normal(shape)
+    if name == "rand":
+        return rng.random(shape)
+    if name == "randint":
+        return rng.integers(0, high, size=shape, dtype=np.int64)
+    if name == "arange":
+        return np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
+    if name == "eye":
+        return np.eye(shape[0])
+    return np.ones(shape) if name == "ones" else np.zeros(shape)
+
+
+# --- validation ------------------------------------------------------------
+
+
+def _check_numeric(array: np.ndarray, option: str) -> np.ndarray:
+    kind = array.dtype.kind
+    if kind == "b":
+        raise UsageError(f"{option}: booleans are not numbers here; convert to 0/1 integers or floats")
+    if kind == "c":
+        raise UsageError(f"{option}: complex values are not supported; give a real array")
+    if kind not in "iuf":
+        raise UsageError(f"{option}: dtype {array.dtype} is not numeric; give integers or floats")
+    if array.size == 0:
+        raise UsageError(f"{option}: the array is empty (shape {list(array.shape)}); give at least one value")
+    return array

@@ -1,0 +1,47 @@
+"""forward: torch forward mode (torch.func.jvp / jacfwd)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import blockmath
+from ..problem import Problem
+from ..results import BackendName, Layout
+from .base import Computed
+from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors
+
+
+class ForwardBackend(TorchBackend):
+    name = BackendName.FORWARD
+
+    def blocks(self, torch, F, x0, rows, output):
+        """Per-row blocks from one batched forward pass per input feature: the
+        tangent "1 at feature c of every row" gives column c of every block."""
+        eye = torch.eye(rows.features, dtype=x0.dtype, device=x0.device)
+
+        def column(e):
+            return torch.func.jvp(F, (x0,), (expand_along(torch, e, rows.in_axis, x0.shape),))[1]
+
+        cols = torch.func.vmap(column)(eye)  # (C_in, *out_shape)
+        if rows.out_axis is not None:
+            cols = cols.movedim(1 + rows.out_axis, -1)  # (C_in, *rows, C_out)
+        return cols.movedim(0, -1)
+
+    def full(self, torch, F, x0):
+        return torch.func.jacfwd(F)(x0)
+
+    def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
+        """``v^T J`` from the forward-mode Jacobian (blocks where rows are independent)."""
+        if problem.rows is not None and not problem.rows.reduced:
+            got = self.jacobian(problem, Layout.BLOCKS)
+            return Computed(value=blockmath.vjp(got.value, problem.rows, None, cotangent), output=got.output)
+        got = self.jacobian(problem, Layout.FULL)
+        value = np.tensordot(cotangent, got.value, axes=cotangent.ndim)
+        return Computed(value=value, output=got.output)
+
+    def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
+        torch, F, x0 = self.setup(problem)
+        with torch_errors(self.name.value):
+            t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
+            output, value = torch.func.jvp(F, (x0,), (t,))
+        return Computed(value=to_numpy(value), output=to_numpy(output))

@@ -1,0 +1,92 @@
+"""Shared by the torch backends (autograd, forward): the problem as a torch
+function of the differentiated argument, and the row-structured Jacobians.
+
+Only this module and its two users import torch, and only when they run.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+
+import numpy as np
+
+from .. import blockmath
+from ..errors import BackendError
+from ..problem import Problem
+from ..results import Layout
+from .base import Backend, Computed
+
+
+def import_torch():
+    try:
+        import torch
+    except ImportError as err:
+        raise BackendError("torch is not installed; install torch==2.13.0, or use --backend analytic or fd") from err
+    return torch
+
+
+class TorchBackend(Backend):
+    """Common set-up; subclasses give the mode-specific pieces."""
+
+    def setup(self, problem: Problem):
+        """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
+        torch = import_torch()
+        device = self.options.device
+        if device not in ("cpu", "cuda"):
+            raise BackendError(f"--device: unknown device {device!r}; use cpu or cuda")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendError("--device cuda: torch sees no CUDA device here; use --device cpu")
+        tensors = {name: torch.from_numpy(np.array(a)).to(device) for name, a in problem.args.items()}
+        fixed = {name: t for name, t in tensors.items() if name != problem.wrt}
+
+        def F(x):
+            return problem.function.torch_forward({**fixed, problem.wrt: x}, problem.params)
+
+        return torch, F, tensors[problem.wrt]
+
+    def jacobian(self, problem: Problem, layout: Layout) -> Computed:
+        torch, F, x0 = self.setup(problem)
+        rows = problem.rows
+        with torch_errors(self.name.value):
+            output = F(x0)
+            if rows is not None and not rows.reduced:
+                blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
+                value = blocks if layout is Layout.BLOCKS else blockmath.blocks_to_full(blocks, rows)
+            else:
+                value = to_numpy(self.full(torch, F, x0))
+        return Computed(value=value, output=to_numpy(output))
+
+    # --- pieces the modes provide ------------------------------------------
+
+    def blocks(self, torch, F, x0, rows, output):
+        raise NotImplementedError
+
+    def full(self, torch, F, x0):
+        raise NotImplementedError
+
+
+def expand_along(torch, e, axis: int, shape):
+    """A length-n vector ``e`` placed along ``axis`` and broadcast to ``shape``:
+    the same basis direction in every row at once."""
+    view = [1] * len(shape)
+    view[axis] = e.shape[0]
+    return e.reshape(view).expand(shape)
+
+
+def to_numpy(tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy()
+
+
+@contextmanager
+def torch_errors(backend: str):
+    """torch's errors inside a backend -> BackendError (exit 3) with the op's name."""
+    try:
+        yield
+    except (RuntimeError, NotImplementedError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        op = re.search(r"forward AD with (\w+)", text)
+        if op:
+            raise BackendError(f"--backend forward: torch has no forward-mode formula for {op.group(1)}; "
+                               "use --backend autograd") from err
+        raise BackendError(f"--backend {backend}: torch failed: {text[:300]}") from err

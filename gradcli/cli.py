@@ -1,0 +1,315 @@
+"""The typer app: options -> library call -> renderer -> exit code.
+
+Every computing command shares one option list (built once, below) and one
+body, :func:`run_command`. Errors become exit codes in one place,
+:func:`errors_to_exit_codes`. torch is imported only by the backends that need it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import os
+import re
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from . import __version__
+from .errors import ExitCode, GradcliError, UsageError
+from .results import BackendName, Layout, Quantity
+
+app = typer.Typer(
+    name="gradcli",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help="Inspect derivatives of PyTorch losses and functions from the shell: Jacobians, per-row blocks, "
+    "gradients, vector-Jacobian and Jacobian-vector products, with torch autograd, forward mode, "
+    "closed forms or finite differences.",
+)
+
+
+class DType(str, enum.Enum):
+    float64 = "float64"
+    float32 = "float32"
+
+
+class Reduction(str, enum.Enum):
+    mean = "mean"
+    sum = "sum"
+    none = "none"
+
+
+class FdMethod(str, enum.Enum):
+    central = "central"
+    richardson = "richardson"
+    forward = "forward"
+
+
+class FdDType(str, enum.Enum):
+    float64 = "float64"
+    same = "same"
+
+
+class Format(str, enum.Enum):
+    table = "table"
+    json = "json"
+
+
+class Device(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ARRAY_HELP = "ARRAY: a .npy/.npz[:key]/.json/.pt file, inline JSON, - for stdin, or a generator such as randn:3,5"
+
+
+def _option(name: str, type_: Any, default: Any, *decls: str, help: str, **kw: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[type_, typer.Option(*decls, help=help, **kw)])
+
+
+FUNCTION_ARG = inspect.Parameter(
+    "function", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    annotation=Annotated[str, typer.Argument(help="a built-in name such as softmax or cross_entropy (see `gradcli functions`)",
+                                             show_default=False, metavar="FUNCTION")],
+)
+
+COMMON = [
+    FUNCTION_ARG,
+    _option("input", Optional[str], None, "--input", "-x", help=f"the input (logits). {ARRAY_HELP}"),
+    _option("target", Optional[str], None, "--target", "-t", help="class indices (integers) or probabilities (floats)"),
+    _option("class_weight", Optional[str], None, "--class-weight", help="a weight per class, shape (C,)"),
+    _option("dim", Optional[int], None, "--dim", help="softmax/log_softmax dim (default -1); losses use torch's class dim"),
+    _option("reduction", Optional[Reduction], None, "--reduction", help="losses: mean (default), sum or none, as torch"),
+    _option("ignore_index", Optional[int], None, "--ignore-index", help="losses: target value to skip (default -100)"),
+    _option("label_smoothing", Optional[float], None, "--label-smoothing", help="cross_entropy: in [0, 1] (default 0)"),
+    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, or target (probability targets)"),
+    _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
+            help="auto = analytic where a closed form exists, else autograd"),
+    _option("dtype", DType, DType.float64, "--dtype", help="working precision"),
+    _option("device", Device, Device.cpu, "--device", help="torch backends"),
+    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
+    _option("fd_method", FdMethod, FdMethod.richardson, "--fd-method", help="finite-difference formula"),
+    _option("fd_step", str, "auto", "--fd-step", help="auto, or a base step (scaled by max(1, |x|))"),
+    _option("fd_dtype", FdDType, FdDType.float64, "--fd-dtype", help="difference float32 problems in float64, or same"),
+    _option("json", bool, False, "--json", help="print one JSON document (same as --format json)"),
+    _option("format", Format, Format.table, "--format", help="table or json"),
+    _option("output", Optional[str], None, "--output", "-o", help="also write the result to .npy, .npz or .json"),
+    _option("precision", int, 4, "--precision", help="digits in tables", min=0, max=17),
+    _option("explain", bool, False, "--explain", help="add the formula and what the structure means"),
+    _option("max_memory", str, "2GiB", "--max-memory", help="refuse results larger than this (e.g. 512MiB, 4GiB)"),
+    _option("allow_nonfinite", bool, False, "--allow-nonfinite", help="accept NaN/Inf in inputs and let them propagate"),
+    _option("no_summarize", bool, False, "--no-summarize", help="print every value of a large array"),
+    _option("no_timing", bool, False, "--no-timing", help="drop timing fields (byte-identical JSON between runs)"),
+    _option("traceback", bool, False, "--traceback", help="show the full traceback of an error"),
+]
+EXTRA = {
+    Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
+                                help="auto: blocks for row-independent functions of a batch, else full")],
+    Quantity.VJP: [_option("cotangent", str, "ones", "--cotangent",
+                           help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],
+    Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
+                           help="the direction v, shaped like the differentiated argument (randn allowed)")],
+    Quantity.GRAD: [],
+}
+EXAMPLES = {
+    Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)",
+    Quantity.GRAD: "Example: gradcli grad cross_entropy -x randn:3,5 -t '[1, 0, 4]'  ((softmax - onehot) / 3)",
+    Quantity.VJP: "Example: gradcli vjp softmax -x randn:2,3  (zero: softmax rows sum to 1)",
+    Quantity.JVP: "Example: gradcli jvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn",
+}
+HELP = {
+    Quantity.JACOBIAN: "The Jacobian: per-row blocks (*rows, out, in), or full (output axes then input axes).",
+    Quantity.GRAD: "The gradient of a scalar output (a reduced loss), shaped like the differentiated argument.",
+    Quantity.VJP: "v^T J: what out.backward(v) puts in x.grad (v = --cotangent, default ones).",
+    Quantity.JVP: "J v: the forward-mode directional derivative along --tangent.",
+}
+ARRAY_OPTIONS = ("input", "target", "class_weight")
+PARAM_OPTIONS = ("dim", "reduction", "ignore_index", "label_smoothing")
+
+
+def errors_to_exit_codes(func):
+    """The one place that turns errors into a message on stderr and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        show_traceback = kwargs.get("traceback", False)
+        try:
+            return func(*args, **kwargs)
+        except GradcliError as err:
+            if show_traceback:
+                raise
+            typer.echo(f"gradcli: error: {err}", err=True)
+            raise typer.Exit(int(err.exit_code)) from None
+        except KeyboardInterrupt:
+            typer.echo("gradcli: interrupted", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except (typer.Exit, typer.TyperException):
+            raise
+        except Exception as err:
+            if show_traceback:
+                raise
+            typer.echo(f"gradcli: internal error: {type(err).__name__}: {err}; rerun with --traceback and report it", err=True)
+            raise typer.Exit(int(ExitCode.BACKEND)) from None
+
+    return wrapper
+
+
+def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
+    """Load, build the problem, compute, render, write: the body of every computing command."""
+    from .api import solve
+    from .arrays import load_array
+    from .backends import BackendOptions
+    from .outfile import check_output_path, write_result
+    from .problem import build_problem
+
+    specs = {name: opts[name] for name in ARRAY_OPTIONS if opts.get(name) is not None}
+    vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent"}.get(quantity)
+    if vector_option and opts.get(vector_option) is not None:
+        specs_with_vector = [*specs.values(), opts[vector_option]]
+    else:
+        specs_with_vector = list(specs.values())
+    if specs_with_vector.count("-") > 1:
+        raise UsageError("-: only one option can read standard input; give the others as files")
+    if opts.get("input") is None:
+        raise UsageError("--input: missing; give the input with -x, e.g. -x randn:3,5 or -x logits.npy")
+    max_memory = parse_size(opts["max_memory"])
+    out_path = check_output_path(opts["output"]) if opts.get("output") else None
+    arrays = {name: load_array(spec, "--" + name.replace("_", "-"), seed=opts["seed"], max_bytes=max_memory)
+              for name, spec in specs.items()}
+    params = {name: opts[name].value if isinstance(opts[name], enum.Enum) else opts[name]
+              for name in PARAM_OPTIONS if opts.get(name) is not None}
+    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"].value,
+                            allow_nonfinite=opts["allow_nonfinite"])
+    vectors = {}
+    if quantity is Quantity.VJP:
+        vectors["cotangent"] = load_array(opts["cotangent"], "--cotangent", seed=opts["seed"], like=problem.output_shape)
+    if quantity is Quantity.JVP and opts.get("tangent") is not None:
+        vectors["tangent"] = load_array(opts["tangent"], "--tangent", seed=opts["seed"], like=problem.wrt_shape)
+    fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
+    options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
+                             fd_dtype=opts["fd_dtype"].value)
+    result = solve(problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO), options=options,
+                   max_memory=max_memory, allow_nonfinite=opts["allow_nonfinite"], **vectors)
+    timing = not opts["no_timing"]
+    as_json = opts["json"] or opts["format"] is Format.json
+    if as_json:
+        from .render.json import dumps, result_to_dict
+
+        text = dumps(result_to_dict(result, timing=timing))
+    else:
+        from .render.table import render_result
+
+        renderable = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
+                                   explain=opts["explain"], timing=timing)
+    if out_path is not None:
+        write_result(out_path, result, timing=timing)
+    if as_json:
+        sys.stdout.write(text)
+    else:
+        make_console().print(renderable)
+
+
+def make_console():
+    from rich.console import Console
+
+    # A pipe has no width; 140 columns keeps tables whole in files and logs.
+    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$", re.IGNORECASE)
+_UNITS = {None: 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30,
+          "tb": 10**12, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise UsageError(f"--max-memory: cannot read {text!r} as a size; write e.g. 512MiB or 4GiB")
+    return int(float(match[1]) * _UNITS[match[2].lower() if match[2] else None])
+
+
+def parse_positive_float(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise UsageError(f"{option}: {text!r} is not a positive number; write auto or e.g. 1e-4")
+    return value
+
+
+def _make_command(quantity: Quantity):
+    def command(**opts: Any) -> None:
+        run_command(quantity, opts)
+
+    command.__signature__ = inspect.Signature(COMMON + EXTRA[quantity])
+    command.__name__ = quantity.value
+    command.__doc__ = f"{HELP[quantity]}\n\n{EXAMPLES[quantity]}"
+    app.command(quantity.value)(errors_to_exit_codes(command))
+
+
+for _quantity in (Quantity.JACOBIAN, Quantity.GRAD, Quantity.VJP, Quantity.JVP):
+    _make_command(_quantity)
+
+
+@app.command("functions")
+@errors_to_exit_codes
+def functions_command(
+    name: Annotated[Optional[str], typer.Argument(help="show one function's formulas and options")] = None,
+    json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """The catalogue: every built-in with its arguments, options and Jacobian structure.
+
+    Example: gradcli functions softmax
+    """
+    from .render.catalogue import catalogue_to_dict, render_catalogue
+
+    if json:
+        from .render.json import dumps
+
+        sys.stdout.write(dumps(catalogue_to_dict(name)))
+    else:
+        make_console().print(render_catalogue(name))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
+) -> None:
+    """gradcli: derivatives of PyTorch losses and functions, from the shell."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. Usage errors from option parsing get the same
+    short form as gradcli's own errors: one or two lines, exit 2."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="gradcli", standalone_mode=False)
+    except typer.TyperException as err:  # click's parsing errors, vendored by typer
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `gradcli`: the help is the answer
+            typer.echo(err.format_message())
+            sys.exit(0)
+        hint = ""
+        if err.exit_code == ExitCode.USAGE:
+            ctx = getattr(err, "ctx", None)
+            hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        typer.echo(f"gradcli: error: {err.format_message().rstrip('.')}{hint}", err=True)
+        code = err.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("gradcli: interrupted", err=True)
+        code = ExitCode.INTERRUPTED
+    sys.stdout.flush()
+    sys.exit(int(code or 0))

@@ -1,0 +1,271 @@
+"""Classification losses with class-index or probability targets:
+cross_entropy and nll_loss, exactly as ``torch.nn.functional``.
+
+In row form (class axis last) each sample ``r`` gives a loss ``l_r``; the
+reduction is ``sum_r coef_r l_r`` with ``coef`` fixed by targets and weights:
+``mean`` divides by the total weight of the non-ignored targets (class
+indices) or by the number of rows (probabilities), as torch does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+from .base import (
+    ArrayArg,
+    ArrayKind,
+    Function,
+    Param,
+    Reduction,
+    RowKernel,
+    RowLayout,
+    Structure,
+    reduction_of,
+)
+from .softmax import log_softmax_rows, softmax_rows
+
+_REDUCTION = Param("reduction", "mean", "mean | sum | none, as torch")
+_IGNORE = Param("ignore_index", -100, "target value whose rows contribute nothing (class indices only)")
+_CLASS_WEIGHT = ArrayArg("class_weight", "a weight per class, shape (C,)")
+
+
+def class_axis(input_ndim: int) -> int:
+    """torch's class dim: 0 for an unbatched (C,) input, else 1."""
+    return 0 if input_ndim == 1 else 1
+
+
+class _ClassLoss(Function):
+    """Shared validation and row structure of cross_entropy and nll_loss."""
+
+    structure = Structure.BLOCKS
+
+    def check(self, args, params):
+        x = args["input"]
+        if x.ndim == 0:
+            raise UsageError(f"--input: {self.name} needs an input of shape (C), (N, C) or (N, C, d1, ...); got a scalar")
+        axis = class_axis(x.ndim)
+        n_classes = x.shape[axis]
+        if params.get("dim") is not None and params["dim"] % x.ndim != axis:
+            raise UsageError(f"--dim: {self.name} always uses dim {axis} as the class dim, as torch; drop --dim")
+        params["dim"] = axis
+        reduction_of(params)
+        if "class_weight" in args:
+            w = args["class_weight"]
+            if w.shape != (n_classes,):
+                raise UsageError(f"--class-weight: shape {list(w.shape)} does not match the {n_classes} classes of --input; give shape [{n_classes}]")
+        t = args["target"]
+        if t.dtype.kind == "f":
+            return self._check_probabilities(x, t, params)
+        rows_shape = x.shape[:axis] + x.shape[axis + 1 :]
+        if t.shape != rows_shape:
+            raise UsageError(
+                f"--target: class indices of shape {list(t.shape)} do not match --input {list(x.shape)}; "
+                f"give shape {list(rows_shape)} (the input without its class dim {axis})"
+            )
+        bad = ((t < 0) | (t >= n_classes)) & (t != params["ignore_index"])
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0]) if t.ndim else ()
+            raise UsageError(
+                f"--target: class index {int(t[index])} at {list(index)} is out of range for {n_classes} classes; "
+                f"use 0..{n_classes - 1} (or --ignore-index {params['ignore_index']} to skip a row)"
+            )
+        return []
+
+    def _check_probabilities(self, x, t, params):
+        raise UsageError(f"--target: {self.name} needs integer class indices; got {t.dtype} values. "
+                         'Write them without decimal points, or as {"data": [...], "dtype": "int64"}')
+
+    def output_shape(self, args, params):
+        if reduction_of(params) is not Reduction.NONE:
+            return ()
+        x = args["input"]
+        return x.shape[: params["dim"]] + x.shape[params["dim"] + 1 :]
+
+    def row_layout(self, args, params, wrt):
+        shape = args[wrt].shape
+        return RowLayout(shape, params["dim"], None, 1, reduced=reduction_of(params) is not Reduction.NONE)
+
+    # --- shared pieces of the row-form kernels --------------------------------
+
+    @staticmethod
+    def _index_rows(args, params):
+        """Row-form targets: safe indices, ignore mask and per-row target weight."""
+        y = args["target"]
+        ignored = y == params["ignore_index"]
+        y_safe = np.where(ignored, 0, y)
+        w = args.get("class_weight")
+        w_y = (np.ones(y.shape, dtype=args["input"].dtype) if w is None else w[y_safe]) * ~ignored
+        return y_safe, ignored, w_y
+
+    @staticmethod
+    def _coef(params, rows_shape, dtype, total_weight=None, ignored=None):
+        """Reduction weights: ``sum`` -> 1, ``mean`` -> 1 / total weight (torch's
+        normaliser); 0 on ignored rows, which contribute nothing."""
+        reduction = reduction_of(params)
+        if reduction is Reduction.NONE:
+            return None
+        coef = np.ones(rows_shape, dtype=dtype)
+        if reduction is Reduction.MEAN and total_weight:
+            coef /= dtype.type(total_weight)
+        return coef if ignored is None else np.where(ignored, dtype.type(0), coef)
+
+    @staticmethod
+    def _empty_mean(params, ignored) -> bool:
+        return reduction_of(params) is Reduction.MEAN and bool(ignored.all())
+
+    def notes(self, args, params, wrt):
+        notes = []
+        if args["target"].dtype.kind in "iu":
+            ignored = int((args["target"] == params["ignore_index"]).sum())
+            if ignored:
+                notes.append(f"{ignored} row(s) have target {params['ignore_index']} (--ignore-index): their loss and gradient are 0")
+                if ignored == args["target"].size and reduction_of(params) is Reduction.MEAN:
+                    notes.append("every target is ignored: the mean divides 0 by 0 and is nan, as in torch")
+        return notes
+
+
+class CrossEntropy(_ClassLoss):
+    name = "cross_entropy"
+    summary = "cross entropy of logits against class indices or probabilities (torch.nn.functional.cross_entropy)"
+    arrays = (
+        ArrayArg("input", "logits of shape (C), (N, C) or (N, C, d1, ...)", required=True),
+        ArrayArg("target", "class indices (integers, the input's shape without dim 1) or probabilities (floats, the input's shape)",
+                 required=True, kind=ArrayKind.INDEX_OR_FLOAT),
+        _CLASS_WEIGHT,
+    )
+    params = (
+        Param("dim", None, "fixed by torch: 1, or 0 for an unbatched (C) input"),
+        _REDUCTION,
+        _IGNORE,
+        Param("label_smoothing", 0.0, "eps in [0, 1]: mixes the target with the uniform distribution"),
+    )
+    formulas = (
+        "s = softmax(z) over the class dim; y = target; w = class weight (1 if not given); eps = label smoothing; C classes",
+        "class indices: l = (1 - eps) w_y (-log s_y) + (eps / C) sum_c w_c (-log s_c)",
+        "  dl/dz = (1 - eps) w_y (s - onehot(y)) + (eps / C) (sum_c w_c s - w)",
+        "probabilities: t = (1 - eps) y + eps / C; l = -sum_c w_c t_c log s_c",
+        "  dl/dz = (sum_c w_c t_c) s - w t;  dl/dy = -(1 - eps) w log s",
+        "mean: divide by sum of w_y over non-ignored rows (indices) or by the number of rows (probabilities); sum: no division",
+        "so with no weights, mean reduction over N rows: dL/dz = (softmax(z) - onehot(y)) / N",
+    )
+
+    def check(self, args, params):
+        if not 0.0 <= params["label_smoothing"] <= 1.0:
+            raise UsageError(f"--label-smoothing: {params['label_smoothing']} is outside [0, 1]; use e.g. 0.1")
+        return super().check(args, params)
+
+    def _check_probabilities(self, x, t, params):
+        if t.shape != x.shape:
+            axis = class_axis(x.ndim)
+            raise UsageError(
+                f"--target: float values are read as class probabilities, which need the input's shape {list(x.shape)}; "
+                f"got {list(t.shape)}. For class indices give integers of shape {list(x.shape[:axis] + x.shape[axis + 1:])}"
+            )
+        if params["ignore_index"] >= 0:
+            raise UsageError("--ignore-index: torch does not support ignore_index with probability targets; drop it")
+        sums = np.moveaxis(t, class_axis(x.ndim), -1).sum(axis=-1)
+        if (t < 0).any() or not np.allclose(sums, 1.0, atol=1e-6):
+            return ["--target: probability rows are not all non-negative and summing to 1; torch computes the loss anyway"]
+        return []
+
+    def differentiable(self, args):
+        return ("input", "target") if args["target"].dtype.kind == "f" else ("input",)
+
+    def kernel(self, args, params, wrt):
+        axis, eps = params["dim"], params["label_smoothing"]
+        z = np.moveaxis(args["input"], axis, -1)
+        n_classes = z.shape[-1]
+        dtype = z.dtype
+        w = args.get("class_weight")
+        w_c = np.ones(n_classes, dtype=dtype) if w is None else w
+        if args["target"].dtype.kind == "f":
+            y = np.moveaxis(args["target"], axis, -1)
+            coef = self._coef(params, z.shape[:-1], dtype, total_weight=int(np.prod(z.shape[:-1])))
+            if wrt == "target":
+                logp0 = log_softmax_rows(z)
+                return RowKernel(
+                    x0=y,
+                    forward=lambda t: -(logp0 * ((1 - eps) * t + eps / n_classes) * w_c).sum(-1),
+                    blocks=lambda: -(1 - eps) * w_c * logp0,
+                    coef=coef,
+                )
+            t = (1 - eps) * y + eps / n_classes
+            wt = w_c * t
+
+            def blocks():
+                return wt.sum(-1, keepdims=True) * softmax_rows(z) - wt
+
+            return RowKernel(x0=z, forward=lambda x: -(log_softmax_rows(x) * wt).sum(-1), blocks=blocks, coef=coef)
+
+        y_safe, ignored, w_y = self._index_rows(args, params)
+        keep = (~ignored).astype(dtype)
+        coef = self._coef(params, z.shape[:-1], dtype, total_weight=w_y.sum(), ignored=ignored)
+
+        def forward(x):
+            logp = log_softmax_rows(x)
+            nll = -np.take_along_axis(logp, np.broadcast_to(y_safe[..., None], logp.shape[:-1] + (1,)), -1)[..., 0]
+            smooth = -(logp * w_c).sum(-1)
+            return (1 - eps) * w_y * nll + (eps / n_classes) * keep * smooth
+
+        def blocks():
+            s = softmax_rows(z)
+            onehot = np.eye(n_classes, dtype=dtype)[y_safe]
+            return (1 - eps) * w_y[..., None] * (s - onehot) + (eps / n_classes) * keep[..., None] * (w_c.sum() * s - w_c)
+
+        return RowKernel(x0=z, forward=forward, blocks=blocks, coef=coef, empty_mean=self._empty_mean(params, ignored))
+
+    def torch_forward(self, args, params):
+        import torch.nn.functional as F
+
+        return F.cross_entropy(
+            args["input"], args["target"], weight=args.get("class_weight"), ignore_index=params["ignore_index"],
+            reduction=params["reduction"], label_smoothing=params["label_smoothing"],
+        )
+
+
+class NllLoss(_ClassLoss):
+    name = "nll_loss"
+    summary = "negative log-likelihood of log-probabilities at class indices (torch.nn.functional.nll_loss)"
+    arrays = (
+        ArrayArg("input", "log-probabilities of shape (C), (N, C) or (N, C, d1, ...)", required=True),
+        ArrayArg("target", "class indices: integers, the input's shape without dim 1", required=True, kind=ArrayKind.INDEX),
+        _CLASS_WEIGHT,
+    )
+    params = (Param("dim", None, "fixed by torch: 1, or 0 for an unbatched (C) input"), _REDUCTION, _IGNORE)
+    formulas = (
+        "x = input (log-probabilities), y = target index, w = class weight (1 if not given)",
+        "l = -w_y x_y: only the true class's entry is picked",
+        "dl/dx = -w_y onehot(y): zero for every other class, whatever x holds",
+        "mean: divide by sum of w_y over non-ignored rows; sum: no division",
+    )
+
+    def kernel(self, args, params, wrt):
+        x0 = np.moveaxis(args["input"], params["dim"], -1)
+        y_safe, ignored, w_y = self._index_rows(args, params)
+        n_classes = x0.shape[-1]
+
+        def forward(x):
+            picked = np.take_along_axis(x, np.broadcast_to(y_safe[..., None], x.shape[:-1] + (1,)), -1)[..., 0]
+            return -w_y * picked
+
+        return RowKernel(
+            x0=x0,
+            forward=forward,
+            blocks=lambda: -w_y[..., None] * np.eye(n_classes, dtype=x0.dtype)[y_safe],
+            coef=self._coef(params, x0.shape[:-1], x0.dtype, total_weight=w_y.sum(), ignored=ignored),
+            empty_mean=self._empty_mean(params, ignored),
+        )
+
+    def notes(self, args, params, wrt):
+        notes = super().notes(args, params, wrt)
+        if (args["input"] > 0).any():
+            notes.append("nll_loss expects log-probabilities (<= 0), but --input has positive values: "
+                         "apply log_softmax first, or use cross_entropy, which does both")
+        return notes
+
+    def torch_forward(self, args, params):
+        import torch.nn.functional as F
+
+        return F.nll_loss(args["input"], args["target"], weight=args.get("class_weight"),
+                          ignore_index=params["ignore_index"], reduction=params["reduction"])

@@ -1,0 +1,107 @@
+"""softmax and log_softmax along one dim: a Jacobian block per row."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import ArrayArg, Function, Param, RowKernel, RowLayout, Structure, check_axis
+
+
+def log_softmax_rows(x: np.ndarray) -> np.ndarray:
+    """Stable log-softmax over the last axis: ``x - max - log(sum(exp(x - max)))``.
+
+    Subtracting the row maximum keeps every exponent <= 0, so logits of +-1e4
+    neither overflow nor lose the largest term.
+    """
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_rows(x: np.ndarray) -> np.ndarray:
+    """Stable softmax over the last axis."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class _AlongDim(Function):
+    """Shared by softmax and log_softmax: one block per row along ``dim``."""
+
+    arrays = (ArrayArg("input", "the logits, any shape with at least one dim", required=True),)
+    params = (Param("dim", -1, "the dim the function normalises over (torch's dim)"),)
+    structure = Structure.BLOCKS
+
+    def check(self, args, params):
+        if args["input"].ndim == 0:
+            from ..errors import UsageError
+
+            raise UsageError(f"--input: {self.name} needs at least a 1-D input; wrap a scalar in a list, e.g. '[2.5]'")
+        check_axis(params["dim"], args["input"].ndim)
+        return []
+
+    def output_shape(self, args, params):
+        return args["input"].shape
+
+    def row_layout(self, args, params, wrt):
+        shape = args["input"].shape
+        axis = check_axis(params["dim"], len(shape))
+        return RowLayout(shape, axis, axis, shape[axis], reduced=False)
+
+
+class Softmax(_AlongDim):
+    name = "softmax"
+    summary = "softmax(x)_i = exp(x_i) / sum_j exp(x_j) along --dim"
+    formulas = (
+        "s = softmax(x) along dim (per row)",
+        "J[i, j] = ds_i/dx_j = s_i (delta_ij - s_j), i.e. J = diag(s) - s s^T per row",
+        "each block is symmetric and its rows and columns sum to 0 (sum_i s_i = 1), "
+        "so the vjp with ones is 0",
+    )
+
+    def kernel(self, args, params, wrt):
+        x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
+
+        def blocks():
+            s = softmax_rows(x)
+            c = s.shape[-1]
+            # One pass over the result: -s_i s_j everywhere, then + s_i on the diagonal.
+            out = np.multiply(-s[..., :, None], s[..., None, :])
+            out.reshape(-1, c * c)[:, :: c + 1] += s.reshape(-1, c)
+            return out
+
+        return RowKernel(x0=x, forward=softmax_rows, blocks=blocks, coef=None)
+
+    def notes(self, args, params, wrt):
+        return ["each block's rows and columns sum to 0 because every softmax row sums to 1: "
+                "out.backward(torch.ones_like(out)) gives a zero gradient"]
+
+    def torch_forward(self, args, params):
+        import torch
+
+        return torch.softmax(args["input"], dim=params["dim"])
+
+
+class LogSoftmax(_AlongDim):
+    name = "log_softmax"
+    summary = "log_softmax(x)_i = x_i - log sum_j exp(x_j) along --dim"
+    formulas = (
+        "s = softmax(x) along dim (per row)",
+        "J[i, j] = d log_softmax(x)_i / dx_j = delta_ij - s_j, i.e. J = I - 1 s^T per row",
+        "each block's rows sum to 0 (sum_j s_j = 1); its columns sum to 1 - C s_j",
+    )
+
+    def kernel(self, args, params, wrt):
+        x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
+
+        def blocks():
+            s = softmax_rows(x)
+            c = s.shape[-1]
+            out = np.broadcast_to(-s[..., None, :], s.shape[:-1] + (c, c)).copy()
+            out.reshape(-1, c * c)[:, :: c + 1] += 1.0
+            return out
+
+        return RowKernel(x0=x, forward=log_softmax_rows, blocks=blocks, coef=None)
+
+    def torch_forward(self, args, params):
+        import torch
+
+        return torch.log_softmax(args["input"], dim=params["dim"])

@@ -1,0 +1,55 @@
+"""``-o PATH``: write a result to .npy, .npz or .json, whole or not at all.
+
+The file is written to a temporary file in the same folder and renamed over
+the target, so a reader never sees half a file and an error leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+from .render.json import dumps, result_to_dict
+from .results import Result
+
+SUFFIXES = (".npy", ".npz", ".json")
+
+
+def check_output_path(path: str) -> Path:
+    """Refuse, before any work, a path that cannot be written."""
+    target = Path(path)
+    if target.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"--output: unknown extension {target.suffix or '(none)'!r} in {path}; use .npy, .npz or .json")
+    folder = target.parent
+    if not folder.is_dir():
+        raise UsageError(f"--output: folder {folder} does not exist; create it first")
+    if target.is_dir():
+        raise UsageError(f"--output: {path} is a folder; give a file name")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"--output: folder {folder} is not writable")
+    return target
+
+
+def write_result(path: Path, result: Result, *, timing: bool = True) -> None:
+    """``.npy``: the value; ``.npz``: value, output (and fd error); ``.json``: the --json document."""
+    suffix = path.suffix.lower()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if suffix == ".npy":
+                np.save(handle, result.value, allow_pickle=False)
+            elif suffix == ".npz":
+                arrays = {"value": result.value, "output": result.output}
+                if result.error is not None:
+                    arrays["error"] = result.error
+                np.savez(handle, **arrays)
+            else:
+                handle.write(dumps(result_to_dict(result, timing=timing)).encode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

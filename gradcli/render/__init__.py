@@ -1,0 +1,1 @@
+"""Renderers: pure functions from results to a dict (JSON) or a rich renderable (tables)."""

@@ -1,0 +1,62 @@
+"""`gradcli functions`: the catalogue as a table, one entry in detail, or a dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from ..functions import CATALOGUE, Function, lookup
+
+
+def entry_to_dict(fn: Function) -> dict[str, Any]:
+    return {
+        "name": fn.name,
+        "summary": fn.summary,
+        "arrays": [{"option": a.option, "required": a.required, "kind": a.kind.value, "help": a.help} for a in fn.arrays],
+        "params": [{"option": p.option, "default": p.default, "help": p.help} for p in fn.params],
+        "structure": fn.structure.value,
+        "formulas": list(fn.formulas),
+    }
+
+
+def catalogue_to_dict(name: str | None = None) -> dict[str, Any]:
+    entries = [lookup(name)] if name else list(CATALOGUE.values())
+    return {"schema": "gradcli/1", "command": "functions", "functions": [entry_to_dict(fn) for fn in entries]}
+
+
+def render_catalogue(name: str | None = None) -> RenderableType:
+    if name:
+        return render_entry(lookup(name))
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for column in ("function", "arrays", "options (default)", "Jacobian structure"):
+        table.add_column(column)
+    for fn in CATALOGUE.values():
+        arrays = " ".join(a.option + ("" if a.required else "?") for a in fn.arrays)
+        params = " ".join(f"{p.option}={p.default}" for p in fn.params) or "-"
+        table.add_row(fn.name, arrays, params, fn.structure.value)
+    return Group(table, Text("`gradcli functions NAME` shows the formulas; ? marks an optional array.", style="dim"))
+
+
+def render_entry(fn: Function) -> RenderableType:
+    parts: list[RenderableType] = [Text(fn.name, style="bold"), Text(fn.summary), Text()]
+    args = Table(box=box.SIMPLE_HEAD, show_edge=False, title="arrays", title_justify="left")
+    for column in ("option", "required", "kind", "meaning"):
+        args.add_column(column)
+    for a in fn.arrays:
+        args.add_row(a.option, "yes" if a.required else "no", a.kind.value, a.help)
+    parts.append(args)
+    if fn.params:
+        params = Table(box=box.SIMPLE_HEAD, show_edge=False, title="options", title_justify="left")
+        for column in ("option", "default", "meaning"):
+            params.add_column(column)
+        for p in fn.params:
+            params.add_row(p.option, str(p.default), p.help)
+        parts.append(params)
+    parts += [Text(), Text("formulas", style="bold")]
+    parts += [Text(f"  {line}") for line in fn.formulas]
+    parts += [Text(), Text(f"Jacobian structure: {fn.structure.value}")]
+    return Group(*parts)

@@ -1,0 +1,76 @@
+"""Frozen result values and the enums that name modes. Pure data, no torch."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+class Quantity(str, enum.Enum):
+    JACOBIAN = "jacobian"
+    GRAD = "grad"
+    VJP = "vjp"
+    JVP = "jvp"
+
+
+class Layout(str, enum.Enum):
+    AUTO = "auto"
+    FULL = "full"
+    BLOCKS = "blocks"
+
+
+class BackendName(str, enum.Enum):
+    AUTO = "auto"
+    AUTOGRAD = "autograd"
+    FORWARD = "forward"
+    ANALYTIC = "analytic"
+    FD = "fd"
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    """A read-only array (results are immutable values)."""
+    array = np.asarray(array)
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True)
+class Result:
+    """One computed derivative and its provenance.
+
+    ``value``: the Jacobian (``layout`` full: ``output_shape + wrt_shape``;
+    blocks: ``(*rows, *out_block, C)``), the gradient or vjp (shaped like the
+    ``wrt`` argument) or the jvp (shaped like the output). ``output`` is the
+    function's value. ``error`` is the fd backend's per-entry error estimate,
+    shaped like ``value``.
+    """
+
+    quantity: Quantity
+    function: str
+    params: Mapping[str, Any]
+    wrt: str
+    backend: BackendName
+    dtype: str
+    input_shape: tuple[int, ...]
+    wrt_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    layout: Layout | None
+    value: np.ndarray
+    output: np.ndarray
+    notes: tuple[str, ...]
+    seconds: float
+    error: np.ndarray | None = None
+    evaluations: int | None = None
+    formulas: tuple[str, ...] = field(default=())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    @property
+    def nonfinite(self) -> int:
+        """How many entries of ``value`` are NaN or infinite."""
+        return int(np.size(self.value) - np.count_nonzero(np.isfinite(self.value)))

@@ -1,0 +1,23 @@
+#!/bin/sh
+# The main job on the sample inputs: a Jacobian as per-row blocks, the full
+# block-diagonal Jacobian, gradients of cross_entropy and nll_loss, a jvp, and
+# a cross-check of every backend in JSON. Run from the project root.
+set -eu
+cd "$(dirname "$0")/.."
+run() { printf '\n$ %s\n' "$*"; "$@"; }
+
+run gradcli jacobian softmax -x sample_inputs/logits.npy
+run gradcli jacobian softmax -x '[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]' --layout full
+run gradcli vjp softmax -x sample_inputs/logits.npy
+run gradcli grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --explain
+run gradcli jvp cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --tangent randn --backend forward
+run gradcli grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/soft_targets.json --wrt target
+run gradcli grad nll_loss -x sample_inputs/logits.npy -t sample_inputs/targets.json
+run gradcli jacobian cross_entropy -x sample_inputs/segmentation.npz:logits -t sample_inputs/segmentation.npz:labels \
+    --reduction none --class-weight '[1.0, 2.0, 0.5]' --backend fd
+for backend in analytic autograd forward fd; do
+  printf '%s: ' "$backend"
+  gradcli grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json \
+      --label-smoothing 0.1 --backend "$backend" --json --no-timing | python3 -c \
+      'import json, sys; d = json.load(sys.stdin); print(d["backend"], "row 0 of dL/dz:", [round(v, 6) for v in d["value"][0]])'
+done

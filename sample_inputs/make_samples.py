@@ -1,0 +1,26 @@
+"""Recreate the sample inputs (they are committed; run this only to change them).
+
+    python sample_inputs/make_samples.py
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+here = Path(__file__).parent
+rng = np.random.default_rng(7)
+
+# Story 4: a batch of 5 rows of 4 logits (the softmax Jacobian is (5, 4, 5, 4), block-diagonal).
+logits = np.round(rng.standard_normal((5, 4)) * 2, 2)
+np.save(here / "logits.npy", logits)
+# Stories 1 and 2: one class index per row (integers: never differentiated).
+(here / "targets.json").write_text(json.dumps([3, 0, 1, 1, 2]) + "\n")
+# Soft targets: a probability row per sample (differentiable with --wrt target).
+soft = rng.dirichlet(np.ones(4), size=5).round(3)
+soft[:, -1] = 1 - soft[:, :-1].sum(axis=1)
+(here / "soft_targets.json").write_text(json.dumps(np.round(soft, 3).tolist()) + "\n")
+(here / "class_weight.json").write_text(json.dumps([1.0, 2.0, 0.5, 1.0]) + "\n")
+# A segmentation-style batch: (N, C, H, W) = (2, 3, 2, 2) logits and (2, 2, 2) class maps.
+np.savez(here / "segmentation.npz", logits=np.round(rng.standard_normal((2, 3, 2, 2)), 2),
+         labels=rng.integers(0, 3, size=(2, 2, 2)))
