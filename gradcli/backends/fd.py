@@ -5,8 +5,8 @@ whole Jacobian takes ``C`` perturbed copies of the input (times the number of
 step multiples), stacked on leading axes and evaluated in a few batched
 calls sized to a memory budget, never one call per entry.
 
-Per entry, with step ``h = base * max(1, |x|)`` and ``D(h)`` the difference
-quotient:
+Per entry, with step ``h = base * max(1, |x|)`` (or the absolute ``--fd-step``)
+and ``D(h)`` the difference quotient:
 
 - ``central``: ``D(h) = (f(x+h) - f(x-h)) / 2h``, error O(h^2); base eps^(1/3);
 - ``forward``: ``D(h) = (f(x+h) - f(x)) / h``, error O(h); base eps^(1/2);
@@ -60,19 +60,27 @@ class FdBackend(RowBackend):
         args = {k: v.astype(fd_dtype) if v.dtype.kind == "f" else v for k, v in problem.args.items()}
         kernel = problem.function.kernel(args, problem.params, problem.wrt)
         eps = np.finfo(fd_dtype).eps
-        base = self.options.fd_step if self.options.fd_step is not None else eps**method.base_power
-        blocks, error, evaluations = difference_blocks(kernel.forward, kernel.x0, method, base, eps)
+        x0 = kernel.x0
+        if self.options.fd_step is None:
+            h = eps**method.base_power * np.maximum(1.0, np.abs(x0))
+        else:
+            h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
+        blocks, error, evaluations = difference_blocks(kernel.forward, x0, h, method, eps)
+        worst = float(error.max()) if error.size else 0.0
+        if worst > 1e-6 * max(1.0, float(np.abs(blocks).max())):
+            notes += (f"fd: the error estimate reaches {worst:.1e}: the step is too coarse or too fine here "
+                      f"(automatic steps grow with |x|, up to {float(np.abs(x0).max()):.3g}); try --fd-step 1e-4",)
         return Blocks(kernel=kernel, blocks=blocks, error=error, evaluations=evaluations, notes=notes)
 
 
-def difference_blocks(forward, x0: np.ndarray, method: Method, base: float, eps: float):
-    """Blocks ``(*rows, *out_block, C)`` of a row-form ``forward`` at ``x0`` ``(*rows, C)``.
+def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float):
+    """Blocks ``(*rows, *out_block, C)`` of a row-form ``forward`` at ``x0`` ``(*rows, C)``,
+    with steps ``h`` shaped like ``x0``.
 
     Returns the blocks, a per-entry error estimate, and the number of points
     evaluated.
     """
     n_cols = x0.shape[-1]
-    h = base * np.maximum(1.0, np.abs(x0))
     h = (x0 + h) - x0  # a step the dtype represents exactly
     multiples = np.asarray(method.multiples, dtype=x0.dtype)
     m = len(multiples)

@@ -64,7 +64,9 @@ class Softmax(_AlongDim):
             s = softmax_rows(x)
             c = s.shape[-1]
             # One pass over the result: -s_i s_j everywhere, then + s_i on the diagonal.
-            out = np.multiply(-s[..., :, None], s[..., None, :])
+            # `out` must be C-contiguous so that the reshape below is a view, not a copy.
+            out = np.empty(s.shape + (c,), dtype=s.dtype)
+            np.multiply(-s[..., :, None], s[..., None, :], out=out)
             out.reshape(-1, c * c)[:, :: c + 1] += s.reshape(-1, c)
             return out
 
@@ -95,7 +97,8 @@ class LogSoftmax(_AlongDim):
         def blocks():
             s = softmax_rows(x)
             c = s.shape[-1]
-            out = np.broadcast_to(-s[..., None, :], s.shape[:-1] + (c, c)).copy()
+            out = np.empty(s.shape + (c,), dtype=s.dtype)  # C-contiguous: the reshape is a view
+            out[...] = -s[..., None, :]
             out.reshape(-1, c * c)[:, :: c + 1] += 1.0
             return out
 
