@@ -12,7 +12,7 @@ install:
 	$(PYTHON) -m pip install --disable-pip-version-check -q torch==2.13.0 -e '.[test]'
 
 demo: install
-	sh sample_inputs/demo.sh
+	GRADCLI="$(PYTHON) -m gradcli" sh sample_inputs/demo.sh
 
 test: install
 	$(PYTHON) -m pytest

@@ -4,7 +4,9 @@
 # a cross-check of every backend in JSON. Run from the project root.
 set -eu
 cd "$(dirname "$0")/.."
-run() { printf '\n$ %s\n' "$*"; "$@"; }
+# `make demo` sets GRADCLI to "$(PYTHON) -m gradcli", the interpreter it installed into.
+GRADCLI=${GRADCLI:-gradcli}
+run() { printf '\n$ %s\n' "$*"; shift; $GRADCLI "$@"; }
 
 run gradcli jacobian softmax -x sample_inputs/logits.npy
 run gradcli jacobian softmax -x '[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]' --layout full
@@ -17,7 +19,7 @@ run gradcli jacobian cross_entropy -x sample_inputs/segmentation.npz:logits -t s
     --reduction none --class-weight '[1.0, 2.0, 0.5]' --backend fd
 for backend in analytic autograd forward fd; do
   printf '%s: ' "$backend"
-  gradcli grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json \
+  $GRADCLI grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json \
       --label-smoothing 0.1 --backend "$backend" --json --no-timing | python3 -c \
       'import json, sys; d = json.load(sys.stdin); print(d["backend"], "row 0 of dL/dz:", [round(v, 6) for v in d["value"][0]])'
 done
