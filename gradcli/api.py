@@ -8,6 +8,7 @@ Importable without typer, rich or torch::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Mapping
@@ -44,6 +45,8 @@ def solve(
     """
     name = resolve(BackendName(backend), problem)
     layout = resolve_layout(problem, quantity, Layout(layout))
+    if layout is Layout.BLOCKS and problem.rows.elementwise:
+        problem = as_blocks_along_last_axis(problem)
     vector = None
     if quantity is Quantity.GRAD:
         if problem.output_shape != ():
@@ -74,7 +77,7 @@ def solve(
     return Result(
         quantity=quantity,
         function=problem.function.name,
-        params=dict(problem.params),
+        params={k: v for k, v in problem.params.items() if not k.startswith("_")},
         wrt=problem.wrt,
         backend=name,
         dtype=str(problem.dtype),
@@ -93,17 +96,32 @@ def solve(
 
 
 def resolve_layout(problem: Problem, quantity: Quantity, layout: Layout) -> Layout:
-    """``auto``: per-row blocks when the output keeps batch rows, else full."""
+    """``auto``: diag for elementwise functions, per-row blocks when the output
+    keeps batch rows, else full."""
     if quantity is not Quantity.JACOBIAN:
         return Layout.FULL
     rows = problem.rows
     has_blocks = rows is not None and not rows.reduced
     if layout is Layout.AUTO:
+        if has_blocks and rows.elementwise:
+            return Layout.DIAG
         return Layout.BLOCKS if has_blocks and rows.rows else Layout.FULL
-    if layout is Layout.BLOCKS and not has_blocks:
-        why = "its output is one number (use --reduction none for per-row blocks)" if rows is not None else "it has no row structure"
-        raise UsageError(f"--layout blocks: {problem.function.name} has no per-row blocks here because {why}; use --layout full")
+    if layout in (Layout.BLOCKS, Layout.DIAG) and not has_blocks:
+        why = "its output is one number (use --reduction none to keep rows)" if rows is not None else "it has no row structure"
+        raise UsageError(f"--layout {layout.value}: {problem.function.name} has no {layout.value} here because {why}; use --layout full")
+    if layout is Layout.DIAG and not rows.elementwise:
+        raise UsageError(f"--layout diag: {problem.function.name} is not elementwise; use --layout blocks or full")
+    if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
+        raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
     return layout
+
+
+def as_blocks_along_last_axis(problem: Problem) -> Problem:
+    """An elementwise problem shown as blocks: rows along the last axis, each
+    block the diagonal matrix of that row's derivatives."""
+    axis = len(problem.wrt_shape) - 1
+    rows = problem.function.row_layout(problem.args, problem.params, problem.wrt, axis=axis)
+    return dataclasses.replace(problem, rows=rows, axis=axis)
 
 
 def result_shape(problem: Problem, quantity: Quantity, layout: Layout) -> tuple[int, ...]:
@@ -112,7 +130,9 @@ def result_shape(problem: Problem, quantity: Quantity, layout: Layout) -> tuple[
     if quantity is not Quantity.JACOBIAN:
         return problem.wrt_shape
     if layout is Layout.BLOCKS:
-        return problem.rows.blocks_shape
+        return problem.rows.blocks_shape + ((problem.rows.features,) if problem.rows.elementwise else ())
+    if layout is Layout.DIAG:
+        return problem.wrt_shape
     return problem.output_shape + problem.wrt_shape
 
 

@@ -10,13 +10,16 @@ reduction weights ``coef`` (``(*rows)`` or None):
 - reduced gradient: ``dL/dx_r = coef_r B_r``;
 - vjp: ``(v^T J)_r = v_r^T B_r`` (or ``v coef_r B_r`` for a reduced output);
 - jvp: ``(J t)_r = B_r t_r`` (summed with ``coef`` for a reduced output).
+
+``vjp``, ``jvp`` and ``forward`` accept extra leading (stack) axes on their
+vector argument, so a chain can push a whole basis through at once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .functions import RowLayout
+from .functions import RowKernel, RowLayout
 
 
 def full_shape(layout: RowLayout) -> tuple[int, ...]:
@@ -31,6 +34,12 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout) -> np.ndarray:
         raise ValueError("a reduced output has no blocks; use reduced_grad")
     out_ndim = len(layout.unreduced_shape)
     full = np.zeros(full_shape(layout), dtype=blocks.dtype)
+    if layout.in_axis is None:  # elementwise: J[i..., i...] = B[i..., 0]
+        if not layout.rows:
+            return blocks.reshape(()).copy()
+        index = tuple(np.indices(layout.rows).reshape(len(layout.rows), -1))
+        full[index + index] = blocks.reshape(-1)
+        return full
     # A view whose axes are (*rows, *out_block, *rows, C): no copy, writes land in `full`.
     view = full
     if layout.out_axis is not None:
@@ -44,15 +53,12 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout) -> np.ndarray:
     return full
 
 
-def reduced_grad(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray) -> np.ndarray:
-    """Gradient of ``sum(coef * per_row)``, shaped like the differentiated argument."""
-    return layout.from_rows(coef[..., None] * blocks)
-
-
 def vjp(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, v: np.ndarray) -> np.ndarray:
-    """``v^T J`` for ``v`` shaped like the output; result shaped like the argument."""
+    """``v^T J`` for ``v`` shaped like the output (after any stack axes);
+    shaped like the argument."""
     if layout.reduced:
-        return reduced_grad(blocks, layout, coef * v)
+        v = np.asarray(v)[(...,) + (None,) * (len(layout.rows) + 1)]
+        return layout.from_rows(v * coef[..., None] * blocks)
     v_rows = layout.out_to_rows(v)
     if layout.out_axis is None:
         return layout.from_rows(v_rows[..., None] * blocks)
@@ -60,16 +66,33 @@ def vjp(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, v: np.nd
 
 
 def jvp(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, t: np.ndarray) -> np.ndarray:
-    """``J t`` for ``t`` shaped like the argument; result shaped like the output."""
+    """``J t`` for ``t`` shaped like the argument (after any stack axes);
+    shaped like the output."""
     t_rows = layout.to_rows(t)
     if layout.out_axis is None:
         per_row = np.einsum("...c,...c->...", blocks, t_rows)
-        return np.asarray((coef * per_row).sum()) if layout.reduced else per_row
+        if not layout.reduced:
+            return per_row
+        return (coef * per_row).sum(axis=tuple(range(-len(layout.rows), 0)))
     return layout.out_from_rows(np.einsum("...kc,...c->...k", blocks, t_rows))
 
 
-def jacobian(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, full: bool) -> np.ndarray:
-    """The Jacobian in the requested form: blocks, or full (reduced outputs: the gradient)."""
+def forward(kernel: RowKernel, layout: RowLayout, x: np.ndarray) -> np.ndarray:
+    """The function's value at ``x`` (shaped like the argument, after any stack
+    axes) from the kernel's row-form forward, reduced when the layout says so."""
+    per_row = kernel.forward(layout.to_rows(x))
     if layout.reduced:
-        return reduced_grad(blocks, layout, coef)
-    return blocks_to_full(blocks, layout) if full else blocks
+        if kernel.empty_mean:  # torch: a mean over no rows is nan
+            return np.full(per_row.shape[: per_row.ndim - len(layout.rows)], np.nan, dtype=per_row.dtype)
+        return (kernel.coef * per_row).sum(axis=tuple(range(-len(layout.rows), 0)))
+    return layout.out_from_rows(per_row)
+
+
+def jacobian(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, form: str) -> np.ndarray:
+    """The Jacobian as ``form``: "blocks", "diag" (elementwise: the derivative
+    shaped like the input) or "full" (for a reduced output: the gradient)."""
+    if layout.reduced:
+        return vjp(blocks, layout, coef, np.ones((), dtype=blocks.dtype))
+    if form == "diag":
+        return layout.from_rows(blocks)
+    return blocks_to_full(blocks, layout) if form == "full" else blocks

@@ -43,6 +43,7 @@ class Reduction(str, enum.Enum):
     mean = "mean"
     sum = "sum"
     none = "none"
+    batchmean = "batchmean"
 
 
 class FdMethod(str, enum.Enum):
@@ -76,7 +77,8 @@ def _option(name: str, type_: Any, default: Any, *decls: str, help: str, **kw: A
 
 FUNCTION_ARG = inspect.Parameter(
     "function", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[str, typer.Argument(help="a built-in name such as softmax or cross_entropy (see `gradcli functions`)",
+    annotation=Annotated[str, typer.Argument(help="a built-in (see `gradcli functions`), a chain such as linear,cross_entropy, "
+                                             "or expr:EXPRESSION in x such as 'expr:(x+1)**2'",
                                              show_default=False, metavar="FUNCTION")],
 )
 
@@ -85,11 +87,18 @@ COMMON = [
     _option("input", Optional[str], None, "--input", "-x", help=f"the input (logits). {ARRAY_HELP}"),
     _option("target", Optional[str], None, "--target", "-t", help="class indices (integers) or probabilities (floats)"),
     _option("class_weight", Optional[str], None, "--class-weight", help="a weight per class, shape (C,)"),
+    _option("weight", Optional[str], None, "--weight", help="linear: the weight W, shape (out, in)"),
+    _option("bias", Optional[str], None, "--bias", help="linear: the bias b, shape (out,)"),
+    _option("pos_weight", Optional[str], None, "--pos-weight", help="binary_cross_entropy_with_logits: positive-class weight"),
     _option("dim", Optional[int], None, "--dim", help="softmax/log_softmax dim (default -1); losses use torch's class dim"),
-    _option("reduction", Optional[Reduction], None, "--reduction", help="losses: mean (default), sum or none, as torch"),
+    _option("reduction", Optional[Reduction], None, "--reduction",
+            help="losses: mean (default), sum or none (kl_div: also batchmean), as torch"),
     _option("ignore_index", Optional[int], None, "--ignore-index", help="losses: target value to skip (default -100)"),
     _option("label_smoothing", Optional[float], None, "--label-smoothing", help="cross_entropy: in [0, 1] (default 0)"),
-    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, or target (probability targets)"),
+    _option("beta", Optional[float], None, "--beta", help="smooth_l1_loss: where quadratic turns linear (default 1)"),
+    _option("delta", Optional[float], None, "--delta", help="huber_loss: where quadratic turns linear (default 1)"),
+    _option("log_target", Optional[bool], None, "--log-target/--no-log-target", help="kl_div: the target holds log-probabilities"),
+    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, bias"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", DType, DType.float64, "--dtype", help="working precision"),
@@ -111,7 +120,7 @@ COMMON = [
 ]
 EXTRA = {
     Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
-                                help="auto: blocks for row-independent functions of a batch, else full")],
+                                help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, else full")],
     Quantity.VJP: [_option("cotangent", str, "ones", "--cotangent",
                            help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],
     Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
@@ -130,8 +139,8 @@ HELP = {
     Quantity.VJP: "v^T J: what out.backward(v) puts in x.grad (v = --cotangent, default ones).",
     Quantity.JVP: "J v: the forward-mode directional derivative along --tangent.",
 }
-ARRAY_OPTIONS = ("input", "target", "class_weight")
-PARAM_OPTIONS = ("dim", "reduction", "ignore_index", "label_smoothing")
+ARRAY_OPTIONS = ("input", "target", "class_weight", "weight", "bias", "pos_weight")
+PARAM_OPTIONS = ("dim", "reduction", "ignore_index", "label_smoothing", "beta", "delta", "log_target")
 
 
 def errors_to_exit_codes(func):

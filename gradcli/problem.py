@@ -36,6 +36,7 @@ class Problem:
     output_shape: tuple[int, ...]
     rows: RowLayout | None
     notes: tuple[str, ...] = field(default=())
+    axis: int | None = None  # elementwise functions shown as blocks: the feature axis they adopt
 
     @property
     def wrt_shape(self) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ class Layout(str, enum.Enum):
     AUTO = "auto"
     FULL = "full"
     BLOCKS = "blocks"
+    DIAG = "diag"
 
 
 class BackendName(str, enum.Enum):

@@ -8,8 +8,48 @@ import torch
 import torch.nn.functional as F
 
 
+# expr: texts used by the tests, written out as torch code.
+EXPRESSIONS = {
+    "(x+1)**2": lambda x: (x + 1) ** 2,
+    "sin(x)*exp(-x**2/2)": lambda x: torch.sin(x) * torch.exp(-x**2 / 2),
+    "sigmoid(x) - abs(x)/3": lambda x: torch.sigmoid(x) - torch.abs(x) / 3,
+    "log(1 + x**2)": lambda x: torch.log(1 + x**2),
+    "tanh(2*x) + 0.5*x": lambda x: torch.tanh(2 * x) + 0.5 * x,
+    "log(x)": lambda x: torch.log(x),
+}
+STAGE_ARRAYS = {"linear": ("weight", "bias"), "cross_entropy": ("target", "class_weight"), "nll_loss": ("target", "class_weight"),
+                "binary_cross_entropy_with_logits": ("target", "pos_weight")}
+
+
 def call(name: str, args: dict, params: dict):
-    """The torch function ``name`` on tensors ``args`` with ``params``."""
+    """The torch function ``name`` on tensors ``args`` with ``params``; a chain
+    ``a,b`` is b(a(input)) with each stage taking the arrays it knows."""
+    if "," in name:
+        z = args["input"]
+        for stage in name.split(","):
+            known = STAGE_ARRAYS.get(stage, ("target",))
+            z = call(stage, {"input": z, **{k: v for k, v in args.items() if k in known}}, params)
+        return z
+    x = args["input"]
+    if name.startswith("expr:"):
+        return EXPRESSIONS[name[5:]](x)
+    if name in ("sigmoid", "tanh", "relu", "exp", "log"):
+        return getattr(torch, name)(x)
+    if name == "linear":
+        return F.linear(x, args["weight"], args.get("bias"))
+    red = params.get("reduction", "mean")
+    if name in ("mse_loss", "l1_loss"):
+        return getattr(F, name)(x, args["target"], reduction=red)
+    if name == "smooth_l1_loss":
+        return F.smooth_l1_loss(x, args["target"], reduction=red, beta=params.get("beta", 1.0))
+    if name == "huber_loss":
+        return F.huber_loss(x, args["target"], reduction=red, delta=params.get("delta", 1.0))
+    if name == "binary_cross_entropy_with_logits":
+        return F.binary_cross_entropy_with_logits(x, args["target"], pos_weight=args.get("pos_weight"), reduction=red)
+    if name == "binary_cross_entropy":
+        return F.binary_cross_entropy(x, args["target"], reduction=red)
+    if name == "kl_div":
+        return F.kl_div(x, args["target"], reduction=red, log_target=params.get("log_target", False))
     if name == "softmax":
         return torch.softmax(args["input"], dim=params.get("dim", -1))
     if name == "log_softmax":

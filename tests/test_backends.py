@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 import gradcli
 import reference as ref
 from conftest import assert_close, tol
-from strategies import cases, class_loss_cases, softmax_cases
+from strategies import (cases, chain_cases, class_loss_cases, elementwise_cases, linear_cases, pointwise_loss_cases,
+                        softmax_cases)
 
 BACKENDS = ["analytic", "fd", "autograd", "forward"]
 
@@ -57,6 +58,11 @@ def check_all_quantities(case, dtype, backend, seed):
         assert_close(auto.value, expected, tolerance, f"{backend} blocks")
         # The blocks are the whole Jacobian: nothing lies off the block diagonal.
         assert np.isclose(np.square(full).sum(), np.square(expected).sum(), rtol=tolerance)
+    elif auto.layout.value == "diag":
+        n = arrays[wrt].size
+        expected = full.reshape(n, n).diagonal().reshape(arrays[wrt].shape)
+        assert_close(auto.value, expected, tolerance, f"{backend} diag")
+        assert np.isclose(np.square(full).sum(), np.square(expected).sum(), rtol=tolerance)  # nothing off the diagonal
     else:
         assert_close(auto.value, full, tolerance, f"{backend} auto layout")
 
@@ -193,3 +199,27 @@ def test_fd_differences_float32_in_float64_unless_asked():
     assert wide.value.dtype == np.float32 and any("differenced in float64" in n for n in wide.notes)
     assert np.abs(wide.value - exact).max() < 1e-6  # float32 rounding of an accurate value
     assert np.abs(same.value - exact).max() > np.abs(wide.value - exact).max()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=elementwise_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
+def test_elementwise_matches_torch(backend, case, dtype, seed):
+    check_all_quantities(case, dtype, backend, seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=pointwise_loss_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
+def test_pointwise_losses_match_torch(backend, case, dtype, seed):
+    check_all_quantities(case, dtype, backend, seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=linear_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
+def test_linear_and_its_chains_match_torch(backend, case, dtype, seed):
+    check_all_quantities(case, dtype, backend, seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@given(case=chain_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
+def test_chains_match_torch(backend, case, dtype, seed):
+    check_all_quantities(case, dtype, backend, seed)

@@ -143,7 +143,7 @@ BAD = [
     (["grad", "cross_entropy", "-x", json.dumps(X), "-t", "[[0.5, 0.5]]"], 2, "probabilities"),
     (["jacobian", "softmax", "-x", json.dumps(X), "--reduction", "sum"], 2, "softmax takes no such option"),
     (["jacobian", "softmax", "-x", json.dumps(X), "--class-weight", "[1.0]"], 2, "softmax takes no such array"),
-    (["jacobian", "cross_entropy", "-x", json.dumps(X), "-t", json.dumps(Y), "--layout", "blocks"], 2, "no per-row blocks"),
+    (["jacobian", "cross_entropy", "-x", json.dumps(X), "-t", json.dumps(Y), "--layout", "blocks"], 2, "has no blocks here"),
     (["jacobian", "softmax", "-x", "randn:64,64", "--layout", "full", "--max-memory", "4MiB"], 2, "--layout blocks"),
     (["vjp", "softmax", "-x", json.dumps(X), "--cotangent", "[1.0, 2.0]"], 2, "--cotangent: shape"),
     (["jvp", "softmax", "-x", json.dumps(X)], 2, "--tangent"),

@@ -19,7 +19,8 @@ class AutogradBackend(TorchBackend):
         rows do not interact (the functorch sum-over-the-batch trick)."""
         _, vjp_fn = torch.func.vjp(F, x0)
         if rows.out_axis is None:
-            return vjp_fn(torch.ones_like(output))[0].movedim(rows.in_axis, -1)
+            grad = vjp_fn(torch.ones_like(output))[0]
+            return grad.unsqueeze(-1) if rows.in_axis is None else grad.movedim(rows.in_axis, -1)
         eye = torch.eye(rows.out_features, dtype=output.dtype, device=output.device)
         grads = torch.func.vmap(lambda e: vjp_fn(expand_along(torch, e, rows.out_axis, output.shape))[0])(eye)
         return grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)  # (*rows, C_out, C_in)

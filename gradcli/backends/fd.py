@@ -27,7 +27,8 @@ import numpy as np
 from ..errors import UsageError
 from ..problem import Problem
 from ..results import BackendName
-from .rowwise import Blocks, RowBackend
+from ..functions import GeneralKernel
+from .rowwise import Derivative, RowBackend
 
 _BUDGET_BYTES = 256 * 2**20  # perturbed inputs and outputs held at once
 
@@ -49,7 +50,7 @@ METHODS = {
 class FdBackend(RowBackend):
     name = BackendName.FD
 
-    def blocks(self, problem: Problem) -> Blocks:
+    def derivative(self, problem: Problem) -> Derivative:
         method = METHODS.get(self.options.fd_method)
         if method is None:
             raise UsageError(f"--fd-method: unknown method {self.options.fd_method!r}; use {', '.join(METHODS)}")
@@ -58,19 +59,30 @@ class FdBackend(RowBackend):
         if fd_dtype != problem.dtype:
             notes = (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
         args = {k: v.astype(fd_dtype) if v.dtype.kind == "f" else v for k, v in problem.args.items()}
-        kernel = problem.function.kernel(args, problem.params, problem.wrt)
+        kernel = problem.function.kernel(args, problem.params, problem.wrt, axis=problem.axis)
+        if isinstance(kernel, GeneralKernel):
+            # No rows: every entry of the argument is its own column of one big row.
+            shape, out_shape = kernel.x0.shape, kernel.output_shape
+            x0 = kernel.x0.reshape(1, -1)
+
+            def forward(x):
+                y = kernel.forward(x.reshape(x.shape[:-2] + shape))
+                return y.reshape(y.shape[: y.ndim - len(out_shape)] + (1, -1))
+        else:
+            x0, forward = kernel.x0, kernel.forward
         eps = np.finfo(fd_dtype).eps
-        x0 = kernel.x0
         if self.options.fd_step is None:
             h = eps**method.base_power * np.maximum(1.0, np.abs(x0))
         else:
             h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
-        blocks, error, evaluations = difference_blocks(kernel.forward, x0, h, method, eps)
+        blocks, error, evaluations = difference_blocks(forward, x0, h, method, eps)
         worst = float(error.max()) if error.size else 0.0
         if worst > 1e-6 * max(1.0, float(np.abs(blocks).max())):
             notes += (f"fd: the error estimate reaches {worst:.1e}: the step is too coarse or too fine here "
                       f"(automatic steps grow with |x|, up to {float(np.abs(x0).max()):.3g}); try --fd-step 1e-4",)
-        return Blocks(kernel=kernel, blocks=blocks, error=error, evaluations=evaluations, notes=notes)
+        if isinstance(kernel, GeneralKernel):  # (1, n_out, n_in) -> output_shape + wrt_shape
+            blocks, error = (a.reshape(kernel.output_shape + kernel.x0.shape) for a in (blocks, error))
+        return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=evaluations, notes=notes)
 
 
 def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float):

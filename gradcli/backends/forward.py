@@ -17,6 +17,8 @@ class ForwardBackend(TorchBackend):
     def blocks(self, torch, F, x0, rows, output):
         """Per-row blocks from one batched forward pass per input feature: the
         tangent "1 at feature c of every row" gives column c of every block."""
+        if rows.in_axis is None:  # elementwise: one tangent of ones gives every diagonal entry
+            return torch.func.jvp(F, (x0,), (torch.ones_like(x0),))[1].unsqueeze(-1)
         eye = torch.eye(rows.features, dtype=x0.dtype, device=x0.device)
 
         def column(e):
@@ -33,8 +35,9 @@ class ForwardBackend(TorchBackend):
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
         """``v^T J`` from the forward-mode Jacobian (blocks where rows are independent)."""
         if problem.rows is not None and not problem.rows.reduced:
-            got = self.jacobian(problem, Layout.BLOCKS)
-            return Computed(value=blockmath.vjp(got.value, problem.rows, None, cotangent), output=got.output)
+            got = self.jacobian(problem, Layout.BLOCKS if not problem.rows.elementwise else Layout.DIAG)
+            blocks = problem.rows.to_rows(got.value) if problem.rows.elementwise else got.value
+            return Computed(value=blockmath.vjp(blocks, problem.rows, None, cotangent), output=got.output)
         got = self.jacobian(problem, Layout.FULL)
         value = np.tensordot(cotangent, got.value, axes=cotangent.ndim)
         return Computed(value=value, output=got.output)

@@ -1,78 +1,109 @@
-"""Shared by the NumPy backends (analytic, fd): they produce per-row blocks,
-and every quantity follows from the blocks through :mod:`gradcli.blockmath`.
+"""Shared by the NumPy backends (analytic, fd). A backend supplies the
+derivative at the point — per-row blocks for a row kernel, or for a general
+kernel either nothing (use the kernel's closed-form vjp/jvp) or the full
+Jacobian (fd) — and every quantity follows here.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from .. import blockmath
-from ..functions import RowKernel
+from ..functions import GeneralKernel, RowKernel
 from ..problem import Problem
-from ..results import Layout
+from ..results import Layout, Quantity
 from .base import Backend, Computed
 
 
 @dataclass(frozen=True)
-class Blocks:
-    """Blocks ``(*rows, *out_block, C)`` at one point, with an optional
-    per-entry error estimate of the same shape."""
+class Derivative:
+    """The derivative at one point, as a backend produced it.
 
-    kernel: RowKernel
-    blocks: np.ndarray
+    Row kernel: ``blocks`` ``(*rows, *out_block, C)``. General kernel:
+    ``blocks`` is None (closed-form operators) or the full Jacobian
+    ``output_shape + wrt_shape``. ``error`` is a per-entry estimate shaped like
+    ``blocks`` (fd only).
+    """
+
+    kernel: RowKernel | GeneralKernel
+    blocks: np.ndarray | None
     error: np.ndarray | None = None
     evaluations: int | None = None
     notes: tuple[str, ...] = ()
 
 
-# A linear map of the blocks: (blocks, coef, vector) -> value.
-LinearMap = Callable[[np.ndarray, "np.ndarray | None", "np.ndarray | None"], np.ndarray]
-
-
 class RowBackend(Backend):
-    """A backend that computes per-row blocks; subclasses implement :meth:`blocks`."""
+    """A NumPy backend; subclasses implement :meth:`derivative`."""
 
     @abc.abstractmethod
-    def blocks(self, problem: Problem) -> Blocks:
-        """The Jacobian blocks of ``problem``."""
+    def derivative(self, problem: Problem) -> Derivative:
+        """The derivative of ``problem`` at its point."""
 
     def jacobian(self, problem: Problem, layout: Layout) -> Computed:
-        full = layout is Layout.FULL
-        return self._finish(problem, lambda b, coef, _: blockmath.jacobian(b, problem.rows, coef, full), None)
+        return self._finish(problem, Quantity.JACOBIAN, layout.value)
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
-        return self._finish(problem, lambda b, coef, v: blockmath.vjp(b, problem.rows, coef, v), cotangent)
+        return self._finish(problem, Quantity.VJP, cotangent)
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
-        return self._finish(problem, lambda b, coef, t: blockmath.jvp(b, problem.rows, coef, t), tangent)
+        return self._finish(problem, Quantity.JVP, tangent)
 
-    def _finish(self, problem: Problem, apply: LinearMap, vector: np.ndarray | None) -> Computed:
-        """Apply the linear map to the blocks; an error estimate goes through the
-        same map with absolute values (a bound on how the entries' errors add)."""
-        got = self.blocks(problem)
-        coef = got.kernel.coef
-        value = apply(got.blocks, coef, vector)
-        error = None
-        if got.error is not None:
-            error = apply(got.error, None if coef is None else np.abs(coef), None if vector is None else np.abs(vector))
-        return Computed(
-            value=value.astype(problem.dtype, copy=False),
-            output=evaluate(got.kernel, problem).astype(problem.dtype, copy=False),
-            error=None if error is None else error.astype(problem.dtype, copy=False),
-            evaluations=got.evaluations,
-            notes=got.notes,
-        )
+    def _finish(self, problem: Problem, quantity: Quantity, arg) -> Computed:
+        """Apply the quantity's linear map to the derivative; an error estimate
+        goes through the same map with absolute values (how entries' errors add)."""
+        got = self.derivative(problem)
+        kernel = got.kernel
+        if isinstance(kernel, GeneralKernel):
+            value = general_map(kernel, got.blocks, quantity, arg)
+            error = None if got.error is None else general_map(kernel, got.error, quantity, _abs(arg))
+            output = kernel.forward(kernel.x0)
+        else:
+            value = row_map(problem, got.blocks, kernel.coef, quantity, arg)
+            error = None
+            if got.error is not None:
+                coef = None if kernel.coef is None else np.abs(kernel.coef)
+                error = row_map(problem, got.error, coef, quantity, _abs(arg))
+            output = blockmath.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
+        dtype = problem.dtype
+        return Computed(value=np.asarray(value).astype(dtype, copy=False), output=np.asarray(output).astype(dtype, copy=False),
+                        error=None if error is None else np.asarray(error).astype(dtype, copy=False),
+                        evaluations=got.evaluations, notes=got.notes)
 
 
-def evaluate(kernel: RowKernel, problem: Problem) -> np.ndarray:
-    """The function's value from its NumPy row-form forward."""
-    per_row = kernel.forward(kernel.x0)
-    if kernel.empty_mean:
-        return np.asarray(np.nan, dtype=per_row.dtype)
-    if kernel.coef is not None:
-        return np.asarray((kernel.coef * per_row).sum())
-    return problem.rows.out_from_rows(per_row)
+def _abs(arg):
+    return arg if isinstance(arg, str) else np.abs(arg)
+
+
+def row_map(problem: Problem, blocks, coef, quantity: Quantity, arg):
+    if quantity is Quantity.JACOBIAN:
+        return blockmath.jacobian(blocks, problem.rows, coef, arg)
+    if quantity is Quantity.JVP:
+        return blockmath.jvp(blocks, problem.rows, coef, arg)
+    return blockmath.vjp(blocks, problem.rows, coef, arg)
+
+
+def general_map(kernel: GeneralKernel, full: np.ndarray | None, quantity: Quantity, arg):
+    """A quantity of a general kernel: from its closed-form operators, or by
+    contracting a full Jacobian ``output_shape + wrt_shape``."""
+    out_ndim, wrt_ndim = len(kernel.output_shape), kernel.x0.ndim
+    if quantity is Quantity.JACOBIAN:
+        return general_full(kernel) if full is None else full
+    if quantity is Quantity.JVP:
+        return kernel.jvp(arg) if full is None else np.tensordot(full, arg, axes=wrt_ndim)
+    return kernel.vjp(arg) if full is None else np.tensordot(arg, full, axes=out_ndim)
+
+
+def general_full(kernel: GeneralKernel) -> np.ndarray:
+    """The full Jacobian from whole bases pushed through the vjp (one per output
+    entry) or the jvp (one per input entry), whichever basis is smaller."""
+    n_out, n_in = math.prod(kernel.output_shape), kernel.x0.size
+    dtype = kernel.x0.dtype
+    if n_out <= n_in:
+        rows = kernel.vjp(np.eye(n_out, dtype=dtype).reshape((n_out,) + kernel.output_shape))
+        return rows.reshape(kernel.output_shape + kernel.x0.shape)
+    cols = kernel.jvp(np.eye(n_in, dtype=dtype).reshape((n_in,) + kernel.x0.shape))
+    return np.moveaxis(cols.reshape((n_in,) + kernel.output_shape), 0, -1).reshape(kernel.output_shape + kernel.x0.shape)

@@ -52,7 +52,7 @@ class TorchBackend(Backend):
             output = F(x0)
             if rows is not None and not rows.reduced:
                 blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
-                value = blocks if layout is Layout.BLOCKS else blockmath.blocks_to_full(blocks, rows)
+                value = blockmath.jacobian(blocks, rows, None, layout.value)
             else:
                 value = to_numpy(self.full(torch, F, x0))
         return Computed(value=value, output=to_numpy(output))

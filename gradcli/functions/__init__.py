@@ -1,19 +1,53 @@
-"""The catalogue of built-in functions, looked up by name."""
+"""The catalogue of built-in functions, looked up by name.
+
+``lookup`` also builds the composite names: ``expr:EXPRESSION`` and chains
+of built-ins joined by commas (``linear,cross_entropy``).
+"""
 
 from __future__ import annotations
 
 import difflib
 
 from ..errors import UsageError
-from .base import ArrayArg, ArrayKind, Function, Param, Reduction, RowKernel, RowLayout, Structure
+from .base import ArrayArg, ArrayKind, Function, GeneralKernel, Param, Reduction, RowKernel, RowLayout, Structure
+from .elementwise import Exp, Log, Relu, Sigmoid, Tanh
+from .linear import Linear
 from .losses import CrossEntropy, NllLoss
+from .pointwise_losses import (
+    BinaryCrossEntropy,
+    BinaryCrossEntropyWithLogits,
+    HuberLoss,
+    KlDiv,
+    L1Loss,
+    MseLoss,
+    SmoothL1Loss,
+)
 from .softmax import LogSoftmax, Softmax
 
-CATALOGUE: dict[str, Function] = {f.name: f for f in (Softmax(), LogSoftmax(), CrossEntropy(), NllLoss())}
+CATALOGUE: dict[str, Function] = {
+    f.name: f
+    for f in (
+        Softmax(), LogSoftmax(), Sigmoid(), Tanh(), Relu(), Exp(), Log(),
+        CrossEntropy(), NllLoss(), BinaryCrossEntropyWithLogits(), BinaryCrossEntropy(),
+        MseLoss(), L1Loss(), SmoothL1Loss(), HuberLoss(), KlDiv(), Linear(),
+    )
+}
 
 
 def lookup(name: str) -> Function:
-    """The catalogue entry called ``name``; unknown names get the closest suggestions."""
+    """The function called ``name``: a built-in, ``expr:...``, or a comma chain of those."""
+    name = name.strip()
+    if "," in name:  # (an expression never holds a comma: its functions take one argument)
+        from .chain import Chain
+
+        parts = [part.strip() for part in name.split(",")]
+        if any(not part for part in parts):
+            raise UsageError(f"FUNCTION: empty stage in chain {name!r}; join names with single commas, e.g. linear,cross_entropy")
+        return Chain([lookup(part) for part in parts])
+    if name.startswith("expr:"):
+        from .elementwise import Expr
+
+        return Expr(name[len("expr:"):])
     try:
         return CATALOGUE[name]
     except KeyError:
@@ -23,5 +57,6 @@ def lookup(name: str) -> Function:
 
 
 __all__ = [
-    "ArrayArg", "ArrayKind", "CATALOGUE", "Function", "Param", "Reduction", "RowKernel", "RowLayout", "Structure", "lookup",
+    "ArrayArg", "ArrayKind", "CATALOGUE", "Function", "GeneralKernel", "Param", "Reduction", "RowKernel", "RowLayout",
+    "Structure", "lookup",
 ]

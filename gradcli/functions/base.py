@@ -84,24 +84,33 @@ class RowLayout:
     """How the differentiated argument and the output split into independent rows.
 
     ``in_shape`` is the differentiated argument's shape and ``in_axis`` its
-    feature axis (non-negative). ``out_axis`` is the feature axis of the
-    unreduced output, or None when each row gives one number. ``reduced`` is
-    True when the output is one number, ``sum(coef * per_row)``.
+    feature axis (non-negative), or None for an elementwise function, where
+    every entry is a row with one feature. ``out_axis`` is the feature axis of
+    the unreduced output, or None when each row gives one number. ``reduced``
+    is True when the output is one number, ``sum(coef * per_row)``.
+
+    The conversions accept extra leading (stack) axes.
     """
 
     in_shape: tuple[int, ...]
-    in_axis: int
+    in_axis: int | None
     out_axis: int | None
     out_features: int
     reduced: bool
 
     @property
+    def elementwise(self) -> bool:
+        return self.in_axis is None
+
+    @property
     def rows(self) -> tuple[int, ...]:
+        if self.in_axis is None:
+            return self.in_shape
         return self.in_shape[: self.in_axis] + self.in_shape[self.in_axis + 1 :]
 
     @property
     def features(self) -> int:
-        return self.in_shape[self.in_axis]
+        return 1 if self.in_axis is None else self.in_shape[self.in_axis]
 
     @property
     def out_block(self) -> tuple[int, ...]:
@@ -119,18 +128,26 @@ class RowLayout:
 
     def to_rows(self, array: np.ndarray) -> np.ndarray:
         """An array shaped like the differentiated argument -> row form ``(*rows, C)``."""
-        return np.moveaxis(array, self.in_axis, -1)
+        if self.in_axis is None:
+            return array[..., None]
+        return np.moveaxis(array, self.in_axis - len(self.in_shape), -1)
 
     def from_rows(self, array: np.ndarray) -> np.ndarray:
         """Row form ``(*rows, C)`` -> shaped like the differentiated argument."""
-        return np.moveaxis(array, -1, self.in_axis)
+        if self.in_axis is None:
+            return array[..., 0]
+        return np.moveaxis(array, -1, self.in_axis - len(self.in_shape))
 
     def out_to_rows(self, array: np.ndarray) -> np.ndarray:
         """An unreduced output -> row form ``(*rows, *out_block)``."""
-        return array if self.out_axis is None else np.moveaxis(array, self.out_axis, -1)
+        if self.out_axis is None:
+            return array
+        return np.moveaxis(array, self.out_axis - len(self.unreduced_shape), -1)
 
     def out_from_rows(self, array: np.ndarray) -> np.ndarray:
-        return array if self.out_axis is None else np.moveaxis(array, -1, self.out_axis)
+        if self.out_axis is None:
+            return array
+        return np.moveaxis(array, -1, self.out_axis - len(self.unreduced_shape))
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,24 @@ class RowKernel:
     blocks: Callable[[], np.ndarray]
     coef: np.ndarray | None
     empty_mean: bool = False
+
+
+@dataclass(frozen=True)
+class GeneralKernel:
+    """The NumPy side of a function with no row structure w.r.t. its argument
+    (a Linear layer's weight: every row uses all of it).
+
+    Shapes are natural: ``forward(w)``: ``(..., *wrt_shape) -> (..., *output_shape)``;
+    ``vjp(v)``: ``(..., *output_shape) -> (..., *wrt_shape)``; ``jvp(t)``:
+    ``(..., *wrt_shape) -> (..., *output_shape)``. Leading axes are a stack.
+    """
+
+    x0: np.ndarray
+    output_shape: tuple[int, ...]
+    forward: Callable[[np.ndarray], np.ndarray]
+    vjp: Callable[[np.ndarray], np.ndarray]
+    jvp: Callable[[np.ndarray], np.ndarray]
+
 
 
 class Function:
@@ -186,8 +221,8 @@ class Function:
     def output_shape(self, args: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def row_layout(self, args, params, wrt: str) -> RowLayout | None:
-        """The row structure of the Jacobian w.r.t. ``wrt``, or None."""
+    def row_layout(self, args, params, wrt: str, axis: int | None = None) -> RowLayout | None:
+        """The row structure of the Jacobian w.r.t. ``wrt``, or None (``axis``: as in :meth:`kernel`)."""
         return None
 
     def notes(self, args, params, wrt: str) -> list[str]:
@@ -196,8 +231,12 @@ class Function:
 
     # --- evaluation -------------------------------------------------------
 
-    def kernel(self, args, params, wrt: str) -> RowKernel:
-        """NumPy forward and closed-form blocks (analytic and fd backends)."""
+    def kernel(self, args, params, wrt: str, axis: int | None = None) -> RowKernel | GeneralKernel:
+        """NumPy forward and closed-form derivative (analytic and fd backends).
+
+        ``axis`` (elementwise functions only, inside a chain): build the kernel
+        in the row form of that feature axis, with diagonal blocks.
+        """
         raise NotImplementedError
 
     def torch_forward(self, args: Mapping[str, Any], params: Mapping[str, Any]):

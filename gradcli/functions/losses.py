@@ -82,7 +82,7 @@ class _ClassLoss(Function):
         x = args["input"]
         return x.shape[: params["dim"]] + x.shape[params["dim"] + 1 :]
 
-    def row_layout(self, args, params, wrt):
+    def row_layout(self, args, params, wrt, axis=None):
         shape = args[wrt].shape
         return RowLayout(shape, params["dim"], None, 1, reduced=reduction_of(params) is not Reduction.NONE)
 
@@ -172,7 +172,7 @@ class CrossEntropy(_ClassLoss):
     def differentiable(self, args):
         return ("input", "target") if args["target"].dtype.kind == "f" else ("input",)
 
-    def kernel(self, args, params, wrt):
+    def kernel(self, args, params, wrt, axis=None):
         axis, eps = params["dim"], params["label_smoothing"]
         z = np.moveaxis(args["input"], axis, -1)
         n_classes = z.shape[-1]
@@ -240,7 +240,7 @@ class NllLoss(_ClassLoss):
         "mean: divide by sum of w_y over non-ignored rows; sum: no division",
     )
 
-    def kernel(self, args, params, wrt):
+    def kernel(self, args, params, wrt, axis=None):
         x0 = np.moveaxis(args["input"], params["dim"], -1)
         y_safe, ignored, w_y = self._index_rows(args, params)
         n_classes = x0.shape[-1]

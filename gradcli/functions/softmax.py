@@ -41,7 +41,7 @@ class _AlongDim(Function):
     def output_shape(self, args, params):
         return args["input"].shape
 
-    def row_layout(self, args, params, wrt):
+    def row_layout(self, args, params, wrt, axis=None):
         shape = args["input"].shape
         axis = check_axis(params["dim"], len(shape))
         return RowLayout(shape, axis, axis, shape[axis], reduced=False)
@@ -57,7 +57,7 @@ class Softmax(_AlongDim):
         "so the vjp with ones is 0",
     )
 
-    def kernel(self, args, params, wrt):
+    def kernel(self, args, params, wrt, axis=None):
         x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
 
         def blocks():
@@ -91,7 +91,7 @@ class LogSoftmax(_AlongDim):
         "each block's rows sum to 0 (sum_j s_j = 1); its columns sum to 1 - C s_j",
     )
 
-    def kernel(self, args, params, wrt):
+    def kernel(self, args, params, wrt, axis=None):
         x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
 
         def blocks():

@@ -37,7 +37,7 @@ def render_catalogue(name: str | None = None) -> RenderableType:
     for fn in CATALOGUE.values():
         arrays = " ".join(a.option + ("" if a.required else "?") for a in fn.arrays)
         params = " ".join(f"{p.option}={p.default}" for p in fn.params) or "-"
-        table.add_row(fn.name, arrays, params, fn.structure.value)
+        table.add_row(Text(fn.name), Text(arrays), Text(params), fn.structure.value)
     return Group(table, Text("`gradcli functions NAME` shows the formulas; ? marks an optional array.", style="dim"))
 
 
@@ -47,14 +47,14 @@ def render_entry(fn: Function) -> RenderableType:
     for column in ("option", "required", "kind", "meaning"):
         args.add_column(column)
     for a in fn.arrays:
-        args.add_row(a.option, "yes" if a.required else "no", a.kind.value, a.help)
+        args.add_row(a.option, "yes" if a.required else "no", a.kind.value, Text(a.help))
     parts.append(args)
     if fn.params:
         params = Table(box=box.SIMPLE_HEAD, show_edge=False, title="options", title_justify="left")
         for column in ("option", "default", "meaning"):
             params.add_column(column)
         for p in fn.params:
-            params.add_row(p.option, str(p.default), p.help)
+            params.add_row(p.option, str(p.default), Text(p.help))
         parts.append(params)
     parts += [Text(), Text("formulas", style="bold")]
     parts += [Text(f"  {line}") for line in fn.formulas]

@@ -55,7 +55,8 @@ def shown(n: int, summarize: bool) -> list[int | None]:
 def matrix_table(m: np.ndarray, fmt: NumberFormat, summarize: bool, title: str | None = None) -> Table:
     """A 1-D or 2-D array as a table with indices (1-D: a single row)."""
     m2 = m.reshape(1, -1) if m.ndim == 1 else m
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left", show_edge=False)
+    table = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
+                  show_edge=False)
     table.add_column("", style="dim", justify="right")
     cols = shown(m2.shape[1], summarize)
     for c in cols:
@@ -146,7 +147,7 @@ def render_result(result: Result, *, precision: int = 4, summarize: bool = True,
         parts.append(Text(f"fd error estimate: max {float(np.max(result.error)):.2e} "
                           f"({result.evaluations} points evaluated)", style="dim"))
     if explain:
-        parts.append(Panel("\n".join(result.formulas), title=f"{result.function}: formula", title_align="left",
+        parts.append(Panel(Text("\n".join(result.formulas)), title=Text(f"{result.function}: formula"), title_align="left",
                            box=box.ROUNDED, expand=False))
     if result.notes:
         parts.append(Text())
