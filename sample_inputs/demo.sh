@@ -15,6 +15,10 @@ run gradcli grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targ
 run gradcli jvp cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --tangent randn --backend forward
 run gradcli grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/soft_targets.json --wrt target
 run gradcli grad nll_loss -x sample_inputs/logits.npy -t sample_inputs/targets.json
+run gradcli grad linear,cross_entropy -x sample_inputs/logits.npy --weight sample_inputs/linear_weight.npy \
+    --bias sample_inputs/linear_bias.json -t '[2, 0, 1, 1, 2]' --wrt weight --explain
+run gradcli jacobian 'expr:(x+1)**2' -x eye:2 --layout full
+run gradcli vjp 'expr:(x+1)**2' -x eye:2
 run gradcli jacobian cross_entropy -x sample_inputs/segmentation.npz:logits -t sample_inputs/segmentation.npz:labels \
     --reduction none --class-weight '[1.0, 2.0, 0.5]' --backend fd
 for backend in analytic autograd forward fd; do

@@ -24,3 +24,6 @@ soft[:, -1] = 1 - soft[:, :-1].sum(axis=1)
 # A segmentation-style batch: (N, C, H, W) = (2, 3, 2, 2) logits and (2, 2, 2) class maps.
 np.savez(here / "segmentation.npz", logits=np.round(rng.standard_normal((2, 3, 2, 2)), 2),
          labels=rng.integers(0, 3, size=(2, 2, 2)))
+# Story 2: a Linear layer 4 -> 3 in front of the loss (weight (out, in), bias (out,)).
+np.save(here / "linear_weight.npy", np.round(rng.standard_normal((3, 4)) * 0.5, 2))
+(here / "linear_bias.json").write_text(json.dumps([0.1, -0.2, 0.05]) + "\n")
