@@ -85,11 +85,13 @@ def solve(
         wrt_shape=problem.wrt_shape,
         output_shape=problem.output_shape,
         layout=layout if quantity is Quantity.JACOBIAN else None,
-        value=frozen(got.value),
-        output=frozen(got.output),
+        # Every backend's value in the working dtype (torch's forward mode can
+        # promote a 0-d float32 tangent to float64).
+        value=frozen(np.asarray(got.value).astype(problem.dtype, copy=False)),
+        output=frozen(np.asarray(got.output).astype(problem.dtype, copy=False)),
         notes=problem.notes + got.notes,
         seconds=seconds,
-        error=None if got.error is None else frozen(got.error),
+        error=None if got.error is None else frozen(np.asarray(got.error).astype(problem.dtype, copy=False)),
         evaluations=got.evaluations,
         formulas=problem.function.formulas,
     )

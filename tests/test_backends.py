@@ -78,22 +78,23 @@ def check_all_quantities(case, dtype, backend, seed):
                  f"{backend} jvp")
 
 
+FAMILIES = {
+    "softmax": softmax_cases(),
+    "cross_entropy": class_loss_cases("cross_entropy"),
+    "nll_loss": class_loss_cases("nll_loss"),
+    "elementwise": elementwise_cases(),
+    "pointwise_losses": pointwise_loss_cases(),
+    "linear_and_chains": linear_cases(),
+    "chains": chain_cases(),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("backend", BACKENDS)
-@given(case=softmax_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_softmax_family_matches_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=class_loss_cases("cross_entropy"), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_cross_entropy_matches_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=class_loss_cases("nll_loss"), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_nll_loss_matches_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)
+@given(data=st.data(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
+def test_family_matches_torch(family, backend, data, dtype, seed):
+    """Full Jacobian, auto layout, vjp, grad and jvp of every family against torch."""
+    check_all_quantities(data.draw(FAMILIES[family], label="case"), dtype, backend, seed)
 
 
 @given(case=cases())
@@ -200,26 +201,3 @@ def test_fd_differences_float32_in_float64_unless_asked():
     assert np.abs(wide.value - exact).max() < 1e-6  # float32 rounding of an accurate value
     assert np.abs(same.value - exact).max() > np.abs(wide.value - exact).max()
 
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=elementwise_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_elementwise_matches_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=pointwise_loss_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_pointwise_losses_match_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=linear_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_linear_and_its_chains_match_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@given(case=chain_cases(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
-def test_chains_match_torch(backend, case, dtype, seed):
-    check_all_quantities(case, dtype, backend, seed)

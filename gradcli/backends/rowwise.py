@@ -68,10 +68,7 @@ class RowBackend(Backend):
                 coef = None if kernel.coef is None else np.abs(kernel.coef)
                 error = row_map(problem, got.error, coef, quantity, _abs(arg))
             output = blockmath.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
-        dtype = problem.dtype
-        return Computed(value=np.asarray(value).astype(dtype, copy=False), output=np.asarray(output).astype(dtype, copy=False),
-                        error=None if error is None else np.asarray(error).astype(dtype, copy=False),
-                        evaluations=got.evaluations, notes=got.notes)
+        return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes)
 
 
 def _abs(arg):
