@@ -20,6 +20,7 @@ from .backends import BackendOptions, get_backend, resolve
 from .errors import UsageError
 from .problem import Problem, build_problem
 from .results import BackendName, Layout, Quantity, Result, frozen
+from .structure import describe
 
 DEFAULT_MAX_MEMORY = 2 * 2**30
 ARRAY_ARGS = ("input", "target", "class_weight", "weight", "bias", "pos_weight")
@@ -74,6 +75,8 @@ def solve(
     else:
         got = engine.vjp(problem, vector)
     seconds = time.perf_counter() - start
+    value = np.asarray(got.value).astype(problem.dtype, copy=False)
+    structure = describe(value, layout, problem.rows, problem.dtype) if quantity is Quantity.JACOBIAN else ()
     return Result(
         quantity=quantity,
         function=problem.function.name,
@@ -87,13 +90,14 @@ def solve(
         layout=layout if quantity is Quantity.JACOBIAN else None,
         # Every backend's value in the working dtype (torch's forward mode can
         # promote a 0-d float32 tangent to float64).
-        value=frozen(np.asarray(got.value).astype(problem.dtype, copy=False)),
+        value=frozen(value),
         output=frozen(np.asarray(got.output).astype(problem.dtype, copy=False)),
         notes=problem.notes + got.notes,
         seconds=seconds,
         error=None if got.error is None else frozen(np.asarray(got.error).astype(problem.dtype, copy=False)),
         evaluations=got.evaluations,
         formulas=problem.function.formulas,
+        structure=structure,
     )
 
 

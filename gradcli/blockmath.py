@@ -96,3 +96,21 @@ def jacobian(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, for
     if form == "diag":
         return layout.from_rows(blocks)
     return blocks_to_full(blocks, layout) if form == "full" else blocks
+
+
+def full_to_blocks(full: np.ndarray, layout: RowLayout) -> np.ndarray:
+    """Gather the per-row blocks out of a full Jacobian (the inverse of
+    :func:`blocks_to_full` on block-diagonal input)."""
+    if layout.in_axis is None:
+        n = int(np.prod(layout.rows, dtype=int))
+        return full.reshape(n, n).diagonal().reshape(layout.rows + (1,))
+    out_ndim = len(layout.unreduced_shape)
+    view = full
+    if layout.out_axis is not None:
+        view = np.moveaxis(view, layout.out_axis, len(layout.rows))
+    view = np.moveaxis(view, out_ndim + layout.in_axis, -1)
+    if not layout.rows:
+        return np.array(view)
+    rows = tuple(np.indices(layout.rows).reshape(len(layout.rows), -1))
+    selector = rows + ((slice(None),) if layout.out_axis is not None else ()) + rows + (slice(None),)
+    return view[selector].reshape(layout.blocks_shape)

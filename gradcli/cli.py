@@ -13,6 +13,7 @@ import inspect
 import os
 import re
 import sys
+from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 import typer
@@ -170,21 +171,30 @@ def errors_to_exit_codes(func):
     return wrapper
 
 
-def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
-    """Load, build the problem, compute, render, write: the body of every computing command."""
-    from .api import solve
+@dataclass(frozen=True)
+class Loaded:
+    """What every computing command needs, read from its options."""
+
+    problem: Any
+    vectors: dict
+    options: Any
+    max_memory: int
+    out_path: Any
+    as_json: bool
+    timing: bool
+
+
+def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
+    """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
     from .arrays import load_array
     from .backends import BackendOptions
-    from .outfile import check_output_path, write_result
+    from .outfile import check_output_path
     from .problem import build_problem
 
     specs = {name: opts[name] for name in ARRAY_OPTIONS if opts.get(name) is not None}
     vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent"}.get(quantity)
-    if vector_option and opts.get(vector_option) is not None:
-        specs_with_vector = [*specs.values(), opts[vector_option]]
-    else:
-        specs_with_vector = list(specs.values())
-    if specs_with_vector.count("-") > 1:
+    vector_spec = opts.get(vector_option) if vector_option else None
+    if [*specs.values(), vector_spec].count("-") > 1:
         raise UsageError("-: only one option can read standard input; give the others as files")
     if opts.get("input") is None:
         raise UsageError("--input: missing; give the input with -x, e.g. -x randn:3,5 or -x logits.npy")
@@ -197,32 +207,87 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
     problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"].value,
                             allow_nonfinite=opts["allow_nonfinite"])
     vectors = {}
-    if quantity is Quantity.VJP:
-        vectors["cotangent"] = load_array(opts["cotangent"], "--cotangent", seed=opts["seed"], like=problem.output_shape)
-    if quantity is Quantity.JVP and opts.get("tangent") is not None:
-        vectors["tangent"] = load_array(opts["tangent"], "--tangent", seed=opts["seed"], like=problem.wrt_shape)
+    if vector_spec is not None:
+        like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
+        vectors[vector_option] = load_array(vector_spec, "--" + vector_option, seed=opts["seed"], like=like)
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"].value)
-    result = solve(problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO), options=options,
-                   max_memory=max_memory, allow_nonfinite=opts["allow_nonfinite"], **vectors)
-    timing = not opts["no_timing"]
-    as_json = opts["json"] or opts["format"] is Format.json
-    if as_json:
+    return Loaded(problem, vectors, options, max_memory, out_path,
+                  as_json=opts["json"] or opts["format"] is Format.json, timing=not opts["no_timing"])
+
+
+def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
+    """Load, compute, render, write: the body of jacobian, grad, vjp and jvp."""
+    from .api import solve
+    from .outfile import write_result
+
+    got = load(quantity, opts)
+    result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
+                   options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"], **got.vectors)
+    if got.as_json:
         from .render.json import dumps, result_to_dict
 
-        text = dumps(result_to_dict(result, timing=timing))
+        output = dumps(result_to_dict(result, timing=got.timing))
     else:
         from .render.table import render_result
 
-        renderable = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
-                                   explain=opts["explain"], timing=timing)
-    if out_path is not None:
-        write_result(out_path, result, timing=timing)
-    if as_json:
-        sys.stdout.write(text)
+        output = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
+                               explain=opts["explain"], timing=got.timing)
+    if got.out_path is not None:
+        write_result(got.out_path, result, timing=got.timing)
+    emit(output)
+
+
+def check_command(opts: dict[str, Any]) -> int:
+    """Every backend against a reference; exit 1 on a mismatch."""
+    from .checking import default_quantity, run_check
+    from .outfile import write_text
+
+    quantity = Quantity(opts["quantity"].value) if opts.get("quantity") else None
+    if quantity is Quantity.JVP and opts.get("tangent") is None:
+        opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
+    if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
+        raise UsageError("--output: check writes its report as .json; give PATH.json")
+    got = load(quantity or Quantity.GRAD, opts)
+    quantity = quantity or default_quantity(got.problem)
+    backends = None
+    if opts.get("backends"):
+        backends = [parse_backend(name, "--backends") for name in opts["backends"].split(",") if name.strip()]
+    report = run_check(
+        got.problem, quantity=quantity, backends=backends,
+        reference=parse_backend(opts["reference"], "--reference") if opts.get("reference") else None,
+        atol=opts.get("atol"), rtol=opts.get("rtol"), top=opts["top"], layout=opts.get("layout", Layout.AUTO),
+        options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"], **got.vectors,
+    )
+    from .render.json import dumps, report_to_dict
+
+    document = dumps(report_to_dict(report, timing=got.timing))
+    if got.as_json:
+        output = document
     else:
-        make_console().print(renderable)
+        from .render.check import render_report
+
+        output = render_report(report, timing=got.timing)
+    if got.out_path is not None:
+        write_text(got.out_path, document)
+    emit(output)
+    return int(ExitCode.OK if report.ok else ExitCode.MISMATCH)
+
+
+def parse_backend(name: str, option: str) -> BackendName:
+    try:
+        return BackendName(name.strip())
+    except ValueError:
+        raise UsageError(f"{option}: unknown backend {name.strip()!r}; use autograd, forward, analytic or fd") from None
+
+
+def emit(output) -> None:
+    """The one place that writes a result to standard output."""
+    if isinstance(output, str):
+        sys.stdout.write(output)
+    else:
+        make_console().print(output)
 
 
 def make_console():
@@ -266,6 +331,40 @@ def _make_command(quantity: Quantity):
 
 for _quantity in (Quantity.JACOBIAN, Quantity.GRAD, Quantity.VJP, Quantity.JVP):
     _make_command(_quantity)
+
+
+class QuantityChoice(str, enum.Enum):
+    jacobian = "jacobian"
+    grad = "grad"
+    vjp = "vjp"
+    jvp = "jvp"
+
+
+CHECK_OPTIONS = [
+    _option("quantity", Optional[QuantityChoice], None, "--quantity",
+            help="what to compare (default: grad for a scalar output, else jacobian)"),
+    _option("backends", Optional[str], None, "--backends",
+            help="comma-separated, e.g. analytic,fd (default: all that apply)"),
+    _option("reference", Optional[str], None, "--reference", help="the backend the others are compared with (default autograd)"),
+    _option("atol", Optional[float], None, "--atol", help="absolute tolerance (default from the dtype: float64 1e-8)"),
+    _option("rtol", Optional[float], None, "--rtol", help="relative tolerance (default from the dtype: float64 1e-6)"),
+    _option("top", int, 5, "--top", help="offending entries to list", min=0),
+    *EXTRA[Quantity.JACOBIAN], *EXTRA[Quantity.VJP],
+    _option("tangent", Optional[str], None, "--tangent", help="jvp: the direction (default randn, seeded by --seed)"),
+]
+
+
+def _check(**opts: Any) -> int:
+    code = check_command(opts)
+    if code:
+        raise typer.Exit(code)
+    return code
+
+
+_check.__signature__ = inspect.Signature(COMMON + CHECK_OPTIONS)
+_check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry; exit 1 on a "
+                  "mismatch.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1")
+app.command("check")(errors_to_exit_codes(_check))
 
 
 @app.command("functions")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -34,22 +35,37 @@ def check_output_path(path: str) -> Path:
     return target
 
 
-def write_result(path: Path, result: Result, *, timing: bool = True) -> None:
-    """``.npy``: the value; ``.npz``: value, output (and fd error); ``.json``: the --json document."""
-    suffix = path.suffix.lower()
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write`` on a temporary file in ``path``'s folder, then rename it
+    over ``path``; on any error (or Ctrl-C) the temporary file is removed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            if suffix == ".npy":
-                np.save(handle, result.value, allow_pickle=False)
-            elif suffix == ".npz":
-                arrays = {"value": result.value, "output": result.output}
-                if result.error is not None:
-                    arrays["error"] = result.error
-                np.savez(handle, **arrays)
-            else:
-                handle.write(dumps(result_to_dict(result, timing=timing)).encode())
+            write(handle)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_result(path: Path, result: Result, *, timing: bool = True) -> None:
+    """``.npy``: the value; ``.npz``: value, output (and fd error); ``.json``: the --json document."""
+    suffix = path.suffix.lower()
+
+    def write(handle: BinaryIO) -> None:
+        if suffix == ".npy":
+            np.save(handle, result.value, allow_pickle=False)
+        elif suffix == ".npz":
+            arrays = {"value": result.value, "output": result.output}
+            if result.error is not None:
+                arrays["error"] = result.error
+            np.savez(handle, **arrays)
+        else:
+            handle.write(dumps(result_to_dict(result, timing=timing)).encode())
+
+    atomic_write(path, write)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) whole or not at all."""
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))

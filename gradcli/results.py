@@ -66,6 +66,7 @@ class Result:
     error: np.ndarray | None = None
     evaluations: int | None = None
     formulas: tuple[str, ...] = field(default=())
+    structure: tuple[str, ...] = field(default=())  # notes on the Jacobian's structure (jacobian only)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -75,3 +76,27 @@ class Result:
     def nonfinite(self) -> int:
         """How many entries of ``value`` are NaN or infinite."""
         return int(np.size(self.value) - np.count_nonzero(np.isfinite(self.value)))
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Several backends against a reference: ``ok`` when every backend that ran
+    is within tolerance. ``backends`` holds ``compare.Comparison`` values,
+    ``top`` the worst offending ``compare.Entry`` values across backends."""
+
+    function: str
+    quantity: Quantity
+    reference: BackendName
+    dtype: str
+    params: Mapping[str, Any]
+    wrt: str
+    shape: tuple[int, ...]
+    atol: float
+    rtol: float
+    tolerance_source: str
+    ok: bool
+    backends: tuple[Any, ...]
+    top: tuple[Any, ...]
+    notes: tuple[str, ...]
+    reference_seconds: float
+    layout: Layout | None = None

@@ -1,9 +1,17 @@
-"""autograd: torch reverse mode (torch.func.vjp / jacrev)."""
+"""autograd: torch reverse mode.
+
+Blocks and full Jacobians batch their backward passes with torch.func
+(``vmap`` over cotangents, ``jacrev``). Code that torch.func cannot
+transform — an old-style ``torch.autograd.Function`` with ``forward(ctx, ...)``
+— falls back to classic autograd, one backward pass per output row. vjp and
+jvp always use classic autograd, which runs any code.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..functions.user import functorch_refused
 from ..problem import Problem
 from ..results import BackendName
 from .base import Computed
@@ -26,26 +34,28 @@ class AutogradBackend(TorchBackend):
         return grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)  # (*rows, C_out, C_in)
 
     def full(self, torch, F, x0):
-        return torch.func.jacrev(F)(x0)
+        try:
+            return torch.func.jacrev(F)(x0)
+        except RuntimeError as err:
+            if not functorch_refused(err):
+                raise
+            return torch.autograd.functional.jacobian(F, x0, vectorize=False)
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
         with torch_errors(self.name.value):
-            output, vjp_fn = torch.func.vjp(F, x0)
-            (value,) = vjp_fn(torch.as_tensor(cotangent, device=output.device, dtype=output.dtype))
+            x = x0.detach().requires_grad_(True)
+            output = F(x)
+            v = torch.as_tensor(cotangent, device=output.device, dtype=output.dtype)
+            (value,) = torch.autograd.grad(output, x, v, allow_unused=True)
+            value = torch.zeros_like(x) if value is None else value
         return Computed(value=to_numpy(value), output=to_numpy(output))
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
         """``J t`` in reverse mode, by differentiating the (linear) vjp map
-        ``u -> u^T J`` once more: what torch.autograd.functional.jvp does."""
+        ``u -> u^T J`` once more: torch.autograd.functional.jvp."""
         torch, F, x0 = self.setup(problem)
         with torch_errors(self.name.value):
-            output = F(x0)
-            t = torch.as_tensor(tangent, device=output.device, dtype=output.dtype)
-
-            def vjp_map(u):
-                return torch.func.vjp(F, x0)[1](u)[0]
-
-            _, back = torch.func.vjp(vjp_map, torch.zeros_like(output))
-            (value,) = back(t)
+            t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
+            output, value = torch.autograd.functional.jvp(F, x0, t)
         return Computed(value=to_numpy(value), output=to_numpy(output))

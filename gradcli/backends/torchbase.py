@@ -29,6 +29,10 @@ def import_torch():
 class TorchBackend(Backend):
     """Common set-up; subclasses give the mode-specific pieces."""
 
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        import_torch()  # here, so a result's timing does not include torch's import
+
     def setup(self, problem: Problem):
         """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
         torch = import_torch()
@@ -84,6 +88,11 @@ def torch_errors(backend: str):
     try:
         yield
     except (RuntimeError, NotImplementedError) as err:
+        from ..functions.user import functorch_refused
+
+        if functorch_refused(err):
+            raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
+                               "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         op = re.search(r"forward AD with (\w+)", text)
         if op:

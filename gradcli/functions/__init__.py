@@ -23,6 +23,7 @@ from .pointwise_losses import (
     SmoothL1Loss,
 )
 from .softmax import LogSoftmax, Softmax
+from .user import USER_RE, UserFunction
 
 CATALOGUE: dict[str, Function] = {
     f.name: f
@@ -37,6 +38,9 @@ CATALOGUE: dict[str, Function] = {
 def lookup(name: str) -> Function:
     """The function called ``name``: a built-in, ``expr:...``, or a comma chain of those."""
     name = name.strip()
+    user = USER_RE.match(name)
+    if user:
+        return UserFunction(user["path"], user["name"])
     if "," in name:  # (an expression never holds a comma: its functions take one argument)
         from .chain import Chain
 

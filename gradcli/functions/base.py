@@ -229,6 +229,11 @@ class Function:
         """Facts about this function at this point worth telling the user."""
         return []
 
+    def kinks(self, args, params) -> np.ndarray | None:
+        """Entries of the input where the function is not differentiable (torch
+        picks a convention there), as a mask shaped like the input; None if none."""
+        return None
+
     # --- evaluation -------------------------------------------------------
 
     def kernel(self, args, params, wrt: str, axis: int | None = None) -> RowKernel | GeneralKernel:

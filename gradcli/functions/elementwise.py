@@ -125,8 +125,11 @@ class Relu(Elementwise):
 
         return torch.relu(x)
 
+    def kinks(self, args, params):
+        return args["input"] == 0
+
     def notes(self, args, params, wrt):
-        return kink_notes(args["input"] == 0, "relu", "x = 0", "0", "1/2")
+        return kink_notes(self.kinks(args, params), "relu", "x = 0", "0", "1/2")
 
 
 class Exp(Elementwise):

@@ -138,8 +138,11 @@ class L1Loss(PointwiseLoss):
     def d_target(self, x, t, extra, params):
         return -np.sign(x - t)
 
+    def kinks(self, args, params):
+        return args["input"] == args["target"]
+
     def notes(self, args, params, wrt):
-        return kink_notes(args["input"] == args["target"], "l1_loss", "x = t", "0", "0")
+        return kink_notes(self.kinks(args, params), "l1_loss", "x = t", "0", "0")
 
 
 class SmoothL1Loss(PointwiseLoss):
@@ -170,10 +173,12 @@ class SmoothL1Loss(PointwiseLoss):
     def d_target(self, x, t, extra, params):
         return -self.d_input(x, t, extra, params)
 
+    def kinks(self, args, params):
+        return args["input"] == args["target"] if params["beta"] == 0 else None
+
     def notes(self, args, params, wrt):
-        if params["beta"] == 0:
-            return kink_notes(args["input"] == args["target"], "smooth_l1_loss (beta = 0)", "x = t", "0", "0")
-        return []
+        mask = self.kinks(args, params)
+        return [] if mask is None else kink_notes(mask, "smooth_l1_loss (beta = 0)", "x = t", "0", "0")
 
     def torch_extra(self, args, params):
         return {"beta": params["beta"]}

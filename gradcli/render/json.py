@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..results import Result
+from ..results import CheckReport, Result
 
 SCHEMA = "gradcli/1"
 
@@ -41,8 +41,45 @@ def result_to_dict(result: Result, *, timing: bool = True) -> dict[str, Any]:
         doc["error_estimate"] = _finite_or_none(float(np.max(result.error))) if result.error.size else 0.0
         doc["evaluations"] = result.evaluations
     doc["notes"] = list(result.notes)
+    if result.structure:
+        doc["structure"] = list(result.structure)
     if timing:
         doc["seconds"] = round(result.seconds, 6)
+    return doc
+
+
+def report_to_dict(report: CheckReport, *, timing: bool = True) -> dict[str, Any]:
+    """``check --json`` (SPEC §5): one entry per compared backend, then the top offenders."""
+    backends = []
+    for c in report.backends:
+        entry: dict[str, Any] = {"name": c.name, "ok": c.ok}
+        if c.skipped is not None:
+            entry["skipped"] = c.skipped
+        else:
+            entry.update({"max_abs": _finite_or_none(c.max_abs), "max_rel": _finite_or_none(c.max_rel),
+                          "worst_index": list(c.worst_index), "mismatches": c.mismatches})
+            if c.kink_entries:
+                entry["kink_entries"] = c.kink_entries
+            if timing:
+                entry["seconds"] = round(c.seconds, 6)
+            if c.error_estimate is not None:
+                entry["error_estimate"] = _finite_or_none(c.error_estimate)
+        backends.append(entry)
+    top = [{"backend": e.backend, "index": list(e.index), "value": _finite_or_none(e.value),
+            "reference": _finite_or_none(e.reference), "abs_error": _finite_or_none(e.abs_error),
+            "rel_error": _finite_or_none(e.rel_error),
+            **({} if e.error_estimate is None else {"error_estimate": _finite_or_none(e.error_estimate)})}
+           for e in report.top]
+    doc: dict[str, Any] = {
+        "schema": SCHEMA, "command": "check", "function": report.function, "params": dict(report.params),
+        "wrt": report.wrt, "dtype": report.dtype, "quantity": report.quantity.value,
+    }
+    if report.layout is not None:
+        doc["layout"] = report.layout.value
+    doc.update({"shape": list(report.shape), "reference": report.reference.value, "atol": report.atol,
+                "rtol": report.rtol, "ok": report.ok, "backends": backends, "top": top, "notes": list(report.notes)})
+    if timing:
+        doc["reference_seconds"] = round(report.reference_seconds, 6)
     return doc
 
 

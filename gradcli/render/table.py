@@ -122,7 +122,7 @@ def header(result: Result, timing: bool) -> Text:
     text.append(f" · input {_shape(result.input_shape)} → output {_shape(result.output_shape)}")
     text.append(f" · {result.layout.value if result.layout is not None else 'value'} {_shape(result.shape)}")
     if timing:
-        text.append(f" · {_seconds(result.seconds)}", style="dim")
+        text.append(f" · {seconds_text(result.seconds)}", style="dim")
     return text
 
 
@@ -168,5 +168,5 @@ def _shape(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _seconds(s: float) -> str:
+def seconds_text(s: float) -> str:
     return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"

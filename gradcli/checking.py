@@ -1,0 +1,114 @@
+"""``check``: one quantity from several backends, each compared with a reference.
+
+The reference runs first (its failure is the command's failure, exit 3);
+another backend that cannot run is reported as skipped with the reason.
+Entries on a kink (relu at 0, l1 at x = t) are reported, not counted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .api import resolve_layout, solve
+from .backends import BackendOptions
+from .compare import Comparison, compare, default_tolerance
+from .errors import BackendError, UsageError
+from .problem import Problem
+from .results import BackendName, CheckReport, Layout, Quantity, Result
+
+ORDER = (BackendName.AUTOGRAD, BackendName.FORWARD, BackendName.ANALYTIC, BackendName.FD)
+
+
+def default_backends(problem: Problem) -> list[BackendName]:
+    return [b for b in ORDER if b is not BackendName.ANALYTIC or problem.function.closed_form]
+
+
+def default_quantity(problem: Problem) -> Quantity:
+    return Quantity.GRAD if problem.output_shape == () else Quantity.JACOBIAN
+
+
+def run_check(
+    problem: Problem,
+    *,
+    quantity: Quantity | None = None,
+    backends: list[BackendName] | None = None,
+    reference: BackendName | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    top: int = 5,
+    layout: Layout = Layout.AUTO,
+    cotangent: np.ndarray | None = None,
+    tangent: np.ndarray | None = None,
+    options: BackendOptions = BackendOptions(),
+    max_memory: int | None = None,
+    allow_nonfinite: bool = False,
+) -> CheckReport:
+    quantity = quantity or default_quantity(problem)
+    backends = list(backends or default_backends(problem))
+    reference = reference or (BackendName.AUTOGRAD if _torch_available() else BackendName.ANALYTIC)
+    if BackendName.AUTO in backends or reference is BackendName.AUTO:
+        raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
+    default_atol, default_rtol = default_tolerance(problem.dtype)
+    source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    if atol < 0 or rtol < 0:
+        raise UsageError("--atol/--rtol: tolerances must be >= 0")
+    if quantity is Quantity.JVP and tangent is None:
+        tangent = np.random.default_rng(0).standard_normal(problem.wrt_shape)
+    kw = dict(layout=resolve_layout(problem, quantity, layout), cotangent=cotangent, tangent=tangent, options=options,
+              allow_nonfinite=allow_nonfinite, **({} if max_memory is None else {"max_memory": max_memory}))
+    ref = solve(problem, quantity, backend=reference, **kw)
+    kinks = _kink_mask(problem, ref)
+    comparisons: list[Comparison] = []
+    for name in backends:
+        if name is reference:
+            continue
+        try:
+            got = solve(problem, quantity, backend=name, **kw)
+        except BackendError as err:
+            comparisons.append(Comparison(name.value, True, 0.0, 0.0, (), 0, 0.0, skipped=str(err)))
+            continue
+        comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
+                                   error=got.error, kinks=kinks))
+    top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
+    notes = list(ref.notes) + list(ref.structure)
+    kinked = sum(c.kink_entries for c in comparisons)
+    if kinked:
+        notes.append(f"{kinked} entr{'y differs' if kinked == 1 else 'ies differ'} on a kink, where torch's convention and "
+                     "finite differences legitimately disagree: reported, not counted as mismatches")
+    return CheckReport(
+        function=problem.function.name, quantity=quantity, reference=reference, dtype=str(problem.dtype),
+        params=ref.params, wrt=problem.wrt, shape=ref.shape, atol=atol, rtol=rtol, tolerance_source=source,
+        ok=all(c.ok for c in comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
+        reference_seconds=ref.seconds, layout=ref.layout,
+    )
+
+
+def _torch_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def _kink_mask(problem: Problem, ref: Result) -> np.ndarray | None:
+    """Entries of the result that depend on an input entry sitting on a kink."""
+    mask = problem.function.kinks(problem.args, problem.params) if problem.wrt == "input" else None
+    if mask is None or not mask.any():
+        return None
+    value_shape = ref.shape
+    if value_shape == mask.shape:  # grad, vjp, diag, an elementwise jvp
+        return mask
+    if value_shape == ():  # a reduced jvp
+        return np.asarray(mask.any())
+    if value_shape == mask.shape + mask.shape:  # a full elementwise Jacobian: the diagonal
+        full = np.zeros(value_shape, dtype=bool)
+        n = mask.size
+        full.reshape(n, n)[np.arange(n), np.arange(n)] = mask.reshape(-1)
+        return full
+    if ref.layout is Layout.BLOCKS and mask.ndim and value_shape == mask.shape + mask.shape[-1:]:
+        blocks = np.zeros(value_shape, dtype=bool)
+        c = mask.shape[-1]
+        blocks.reshape(-1, c * c)[:, :: c + 1] = mask.reshape(-1, c)
+        return blocks
+    return np.broadcast_to(mask.any(), value_shape)  # no finer map: every entry may feel the kink

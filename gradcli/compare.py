@@ -1,0 +1,86 @@
+"""Tolerances and mismatch reports between two arrays, pure NumPy.
+
+An entry matches when ``|value - reference| <= atol + rtol |reference|`` (as
+``np.isclose``); NaN matches NaN. Entries flagged as sitting on a kink are
+reported but never counted as mismatches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def default_tolerance(dtype) -> tuple[float, float]:
+    """``(atol, rtol)``: ``sqrt(eps)`` and ``eps**(3/8)`` rounded to a power of
+    ten — float64: (1e-8, 1e-6); float32: (1e-3, 1e-3)."""
+    eps = float(np.finfo(dtype).eps)
+    return 10.0 ** round(math.log10(eps**0.5)), 10.0 ** round(math.log10(eps**0.375))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One offending entry: where, both values and by how much."""
+
+    backend: str
+    index: tuple[int, ...]
+    value: float
+    reference: float
+    abs_error: float
+    rel_error: float
+    error_estimate: float | None = None
+    excess: float = 0.0  # |diff| / (atol + rtol |reference|): above 1 is out of tolerance
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    ok: bool
+    max_abs: float
+    max_rel: float
+    worst_index: tuple[int, ...]
+    mismatches: int
+    seconds: float
+    error_estimate: float | None = None
+    kink_entries: int = 0
+    skipped: str | None = None
+    worst: tuple[Entry, ...] = field(default=())
+
+
+def compare(name: str, value: np.ndarray, reference: np.ndarray, atol: float, rtol: float, *, seconds: float,
+            top: int, error: np.ndarray | None = None, kinks: np.ndarray | None = None) -> Comparison:
+    value, reference = np.asarray(value, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.abs(value - reference)
+        both_nan = np.isnan(value) & np.isnan(reference)
+        diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
+        scale = np.where(np.isnan(reference), 0.0, np.abs(reference))
+        rel = np.where(scale != 0, diff / scale, np.where(diff == 0, 0.0, np.inf))
+        excess = np.where(diff == 0, 0.0, diff / (atol + rtol * scale))
+    kinks = np.zeros(value.shape, dtype=bool) if kinks is None else np.broadcast_to(kinks, value.shape)
+    out = (excess > 1) & ~kinks
+    counted = np.where(kinks, 0.0, excess)
+    worst_flat = int(np.argmax(counted)) if counted.size else 0
+    worst_index = tuple(int(i) for i in np.unravel_index(worst_flat, value.shape)) if value.ndim else ()
+    order = np.argsort(-counted, axis=None, kind="stable")[: max(0, top)]
+    entries = tuple(
+        Entry(name, idx, float(value[idx]), float(reference[idx]), float(diff[idx]), float(rel[idx]),
+              None if error is None else float(np.asarray(error)[idx]), float(counted[idx]))
+        for idx in (tuple(int(i) for i in np.unravel_index(k, value.shape)) for k in order)
+        if out[idx]
+    )
+    finite_rel = rel[~kinks] if kinks.any() else rel
+    return Comparison(
+        name=name,
+        ok=not out.any(),
+        max_abs=float(np.where(kinks, 0.0, diff).max()) if diff.size else 0.0,
+        max_rel=float(finite_rel.max()) if finite_rel.size else 0.0,
+        worst_index=worst_index,
+        mismatches=int(out.sum()),
+        seconds=seconds,
+        error_estimate=None if error is None else float(np.max(error)) if np.size(error) else 0.0,
+        kink_entries=int((kinks & (excess > 1)).sum()),
+        worst=entries,
+    )

@@ -1,0 +1,175 @@
+"""``PATH.py:NAME``: the user's own function of torch tensors, a
+``torch.nn.Module`` instance, or a zero-argument factory returning one.
+
+The file is imported from its path (its folder on ``sys.path`` while it
+loads) only because the user named it. Extra arrays reach the callable as
+keyword arguments when it accepts them (``--target`` -> ``target=``), so a
+custom loss ``def loss(input, target)`` works with integer targets that are
+never differentiated. There is no closed form: the torch backends and fd
+(evaluated under ``no_grad``) apply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BackendError, UsageError
+from .base import ArrayArg, ArrayKind, Function, GeneralKernel, Structure
+
+USER_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+EXTRA_ARRAYS = ("target", "weight", "bias", "class_weight", "pos_weight")
+
+
+def functorch_refused(err: BaseException) -> bool:
+    """torch.func cannot transform this code (an old-style autograd.Function):
+    the caller falls back to classic autograd or to a loop."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("autograd.Function" in text or "functorch" in text or "setup_context" in text)
+
+
+def user_error(err: BaseException, path: Path) -> BackendError:
+    """The user's exception as one or two lines: type, message, and the line in their file."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    where = f" (at {path.name}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return BackendError(f"{path.name}: your code raised {type(err).__name__}: {message}{where}")
+
+
+def load_callable(path_text: str, name: str):
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"FUNCTION: file not found: {path}; give PATH.py:NAME with an existing file")
+    spec = importlib.util.spec_from_file_location(f"gradcli_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        raise user_error(err, path) from err
+    finally:
+        if sys.path and sys.path[0] == folder:
+            sys.path.pop(0)
+    if not hasattr(module, name):
+        public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise UsageError(f"FUNCTION: {path} has no {name!r}; it defines {', '.join(public) or 'nothing callable'}")
+    obj = getattr(module, name)
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if not callable(obj):
+        raise UsageError(f"FUNCTION: {path}:{name} is a {type(obj).__name__}, not a function or module")
+    if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) or _takes_no_arguments(obj):
+        try:
+            made = obj()
+        except Exception as err:
+            raise user_error(err, path) from err
+        if not callable(made):
+            raise UsageError(f"FUNCTION: {path}:{name}() returned a {type(made).__name__}, not a module or function")
+        return made
+    return obj
+
+
+def _takes_no_arguments(obj) -> bool:
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   for p in params)
+
+
+class UserFunction(Function):
+    closed_form = False
+    structure = Structure.FULL
+    formulas = ("no closed form: the derivative is what torch's autograd computes through your code",)
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path = Path(path)
+        self.name = f"{path}:{name}"
+        self.summary = f"{name} from {path} (your code)"
+        self.callable = load_callable(path, name)
+        self.accepts = _keyword_names(self.callable)
+        self.arrays = (ArrayArg("input", "the input your code takes first", required=True),) + tuple(
+            ArrayArg(n, f"passed as {n}=", kind=ArrayKind.INDEX_OR_FLOAT if n == "target" else ArrayKind.FLOAT)
+            for n in EXTRA_ARRAYS if n in self.accepts)
+
+    def call(self, args: dict[str, Any]):
+        """Run the user's code; its exceptions become BackendError naming the line."""
+        kwargs = {k: v for k, v in args.items() if k != "input"}
+        try:
+            return self.callable(args["input"], **kwargs)
+        except Exception as err:
+            if functorch_refused(err):
+                raise
+            raise user_error(err, self.path) from err
+
+    def check(self, args, params):
+        import torch
+
+        with torch.no_grad():
+            out = self.call({k: torch.from_numpy(np.array(v)) for k, v in args.items()})
+        if not isinstance(out, torch.Tensor):
+            raise BackendError(f"{self.name} returned a {type(out).__name__}; it must return one tensor")
+        if not out.is_floating_point():
+            raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
+        params["_output_shape"] = tuple(out.shape)
+        return []
+
+    def differentiable(self, args):
+        return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")
+
+    def output_shape(self, args, params):
+        return params["_output_shape"]
+
+    def kernel(self, args, params, wrt, axis=None):
+        """For fd only: the forward under no_grad, over a stack of points
+        (``torch.func.vmap``; a loop where the code cannot be vmapped)."""
+        import torch
+
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in args.items()}
+        x0 = args[wrt]
+
+        def one(x):
+            return self.call({**tensors, wrt: x})
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            stack = x.shape[: x.ndim - x0.ndim]
+            flat = torch.from_numpy(np.ascontiguousarray(x).reshape((-1,) + x0.shape))
+            with torch.no_grad():
+                try:
+                    out = torch.func.vmap(one)(flat)
+                except BackendError:
+                    raise
+                except Exception:  # code vmap cannot batch (.item(), control flow, old-style autograd.Function)
+                    out = torch.stack([one(p) for p in flat])
+            return out.numpy().reshape(stack + tuple(out.shape[1:]))
+
+        def no_closed_form(_):
+            raise BackendError(f"{self.name} has no closed form")
+
+        return GeneralKernel(x0=x0, output_shape=self.output_shape(args, params), forward=forward,
+                             vjp=no_closed_form, jvp=no_closed_form)
+
+    def torch_forward(self, args, params):
+        return self.call(dict(args))
+
+
+def _keyword_names(obj) -> set[str]:
+    target = obj.forward if hasattr(obj, "forward") and not inspect.isfunction(obj) else obj
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return set(EXTRA_ARRAYS)
+    return set(params)

@@ -1,0 +1,168 @@
+"""`gradcli check`: a wrong custom backward is caught and located; the whole
+cross_entropy option space passes in float64 and float32; the JSON schema."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gradcli.cli import app
+from gradcli.compare import compare, default_tolerance
+
+runner = CliRunner()
+
+CUSTOM = '''
+import torch
+
+
+class Square(torch.autograd.Function):
+    """x**2 with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return {backward} * grad
+
+
+def fn(x):
+    return Square.apply(x)
+'''
+
+
+def write_custom(tmp_path, backward: str):
+    path = tmp_path / "custom.py"
+    path.write_text(textwrap.dedent(CUSTOM.format(backward=backward)))
+    return path
+
+
+def test_a_wrong_backward_exits_1_and_points_at_the_wrong_entries(tmp_path):
+    path = write_custom(tmp_path, "torch.where(x > 1, 3 * x, 2 * x)")  # wrong where x > 1
+    x = [0.5, 2.0, -1.0, 3.0, 1.5]
+    result = runner.invoke(app, ["check", f"{path}:fn", "-x", json.dumps(x), "--json"])
+    assert result.exit_code == 1, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is False and doc["reference"] == "autograd"
+    fd = next(b for b in doc["backends"] if b["name"] == "fd")
+    assert not fd["ok"] and fd["mismatches"] == 3
+    wrong = {(i, i) for i, v in enumerate(x) if v > 1}
+    assert {tuple(e["index"]) for e in doc["top"]} == wrong
+    for e in doc["top"]:
+        i = e["index"][0]
+        assert e["reference"] == pytest.approx(3 * x[i]) and e["value"] == pytest.approx(2 * x[i], abs=1e-9)
+    forward = next(b for b in doc["backends"] if b["name"] == "forward")
+    assert "skipped" in forward and "autograd.Function" in forward["skipped"]
+    table = runner.invoke(app, ["check", f"{path}:fn", "-x", json.dumps(x)])
+    assert table.exit_code == 1 and "MISMATCH" in table.stdout and "[3, 3]" in table.stdout
+
+
+def test_the_fixed_backward_exits_0(tmp_path):
+    path = write_custom(tmp_path, "2 * x")
+    result = runner.invoke(app, ["check", f"{path}:fn", "-x", "randn:6", "--json"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+
+
+CE_OPTIONS = list(itertools.product(["mean", "sum", "none"], ["0", "0.2"], [False, True], ["index", "prob"]))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("reduction, smoothing, weighted, target", CE_OPTIONS)
+def test_check_cross_entropy_over_its_option_space(dtype, reduction, smoothing, weighted, target):
+    rng = np.random.default_rng(len(reduction) + int(weighted))
+    x = rng.standard_normal((4, 3, 2)) * 2
+    if target == "index":
+        t = rng.integers(0, 3, size=(4, 2)).tolist()
+        t[0][0] = -100
+    else:
+        p = rng.random((4, 3, 2))
+        t = (p / p.sum(axis=1, keepdims=True)).tolist()
+    args = ["check", "cross_entropy", "-x", json.dumps(x.tolist()), "-t", json.dumps(t), "--reduction", reduction,
+            "--label-smoothing", smoothing, "--dtype", dtype, "--json"]
+    if weighted:
+        args += ["--class-weight", "[0.5, 2.0, 1.0]"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    atol, rtol = default_tolerance(np.dtype(dtype))
+    for key in ["schema", "command", "function", "quantity", "reference", "atol", "rtol", "ok", "backends", "top"]:
+        assert key in doc
+    assert doc["atol"] == atol and doc["rtol"] == rtol and doc["ok"] is True and doc["top"] == []
+    assert doc["quantity"] == ("jacobian" if reduction == "none" else "grad")
+    assert {b["name"] for b in doc["backends"]} == {"forward", "analytic", "fd"}
+    for b in doc["backends"]:
+        for key in ["name", "ok", "max_abs", "max_rel", "worst_index", "mismatches", "seconds"]:
+            assert key in b
+    assert "error_estimate" in next(b for b in doc["backends"] if b["name"] == "fd")
+
+
+@pytest.mark.parametrize("quantity", ["jacobian", "grad", "vjp", "jvp"])
+def test_check_every_quantity(quantity):
+    args = ["check", "log_softmax,nll_loss", "-x", "randn:3,4", "-t", "[0, 3, 1]", "--quantity", quantity, "--json"]
+    if quantity in ("jacobian", "vjp", "jvp"):
+        args += ["--reduction", "none"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["quantity"] == quantity
+
+
+def test_kinks_are_reported_not_failed():
+    result = runner.invoke(app, ["check", "relu", "-x", "[0.0, 1.0, -2.0]", "--json"])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    fd = next(b for b in doc["backends"] if b["name"] == "fd")
+    assert fd["kink_entries"] == 1 and fd["mismatches"] == 0
+    assert any("kink" in n for n in doc["notes"])
+
+
+def test_tight_tolerance_makes_fd_a_mismatch_and_backends_reference_options():
+    result = runner.invoke(app, ["check", "softmax", "-x", "randn:3,4", "--backends", "analytic,fd", "--reference", "analytic",
+                                 "--atol", "1e-20", "--rtol", "0", "--json"])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["reference"] == "analytic" and [b["name"] for b in doc["backends"]] == ["fd"]
+    assert doc["top"] and all(e["backend"] == "fd" for e in doc["top"])
+
+
+def test_structure_notes_say_why_the_vjp_with_ones_is_zero():
+    result = runner.invoke(app, ["check", "softmax", "-x", "randn:5,4", "--json"])
+    notes = json.loads(result.stdout)["notes"]
+    assert any("block-diagonal" in n for n in notes)
+    assert any("columns sum to 0" in n and "vjp with ones" in n for n in notes)
+    assert any("symmetric" in n for n in notes)
+    full = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:3,4", "--layout", "full", "--json"])
+    assert any("verified" in n for n in json.loads(full.stdout)["structure"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "analytic,jax"], "unknown backend 'jax'"),
+    (["--reference", "nope"], "unknown backend"),
+    (["--atol", "-1"], ">= 0"),
+    (["-o", "report.npy"], ".json"),
+])
+def test_check_usage_errors(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["check", "softmax", "-x", "randn:2,3", *args])
+    assert result.exit_code == 2 and message in result.stderr and result.stdout == ""
+
+
+def test_check_writes_its_report(tmp_path):
+    path = tmp_path / "report.json"
+    result = runner.invoke(app, ["check", "softmax", "-x", "randn:2,3", "-o", str(path)])
+    assert result.exit_code == 0 and json.loads(path.read_text())["ok"] is True
+
+
+def test_compare_counts_nan_and_tolerance():
+    c = compare("x", np.array([1.0, np.nan, 2.0 + 1e-3]), np.array([1.0, np.nan, 2.0]), 1e-8, 1e-6, seconds=0, top=5)
+    assert c.mismatches == 1 and c.worst_index == (2,) and not c.ok
+    c = compare("x", np.array([1.0, 0.0]), np.array([1.0, np.nan]), 1e-8, 1e-6, seconds=0, top=5)
+    assert c.mismatches == 1
