@@ -20,7 +20,6 @@ from .backends import BackendOptions, get_backend, resolve
 from .errors import UsageError
 from .problem import Problem, build_problem
 from .results import BackendName, Layout, Quantity, Result, frozen
-from .structure import describe
 
 DEFAULT_MAX_MEMORY = 2 * 2**30
 ARRAY_ARGS = ("input", "target", "class_weight", "weight", "bias", "pos_weight")
@@ -76,7 +75,6 @@ def solve(
         got = engine.vjp(problem, vector)
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
-    structure = describe(value, layout, problem.rows, problem.dtype) if quantity is Quantity.JACOBIAN else ()
     return Result(
         quantity=quantity,
         function=problem.function.name,
@@ -97,7 +95,7 @@ def solve(
         error=None if got.error is None else frozen(np.asarray(got.error).astype(problem.dtype, copy=False)),
         evaluations=got.evaluations,
         formulas=problem.function.formulas,
-        structure=structure,
+        rows=problem.rows,
     )
 
 

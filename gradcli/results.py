@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -66,7 +67,16 @@ class Result:
     error: np.ndarray | None = None
     evaluations: int | None = None
     formulas: tuple[str, ...] = field(default=())
-    structure: tuple[str, ...] = field(default=())  # notes on the Jacobian's structure (jacobian only)
+    rows: Any = None  # the RowLayout the value was computed with (structure notes read it)
+
+    @functools.cached_property
+    def structure(self) -> tuple[str, ...]:
+        """Notes on the Jacobian's structure (jacobian only), computed when first asked for."""
+        if self.quantity is not Quantity.JACOBIAN:
+            return ()
+        from .structure import describe
+
+        return describe(self.value, self.layout, self.rows, np.dtype(self.dtype))
 
     @property
     def shape(self) -> tuple[int, ...]:
