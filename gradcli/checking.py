@@ -73,6 +73,12 @@ def run_check(
                                    error=got.error, kinks=kinks))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
     notes = list(ref.notes) + list(ref.structure)
+    for c in comparisons:
+        if c.name == BackendName.FD.value and c.worst and all(
+                e.error_estimate is not None and e.abs_error > 100 * e.error_estimate for e in c.worst):
+            notes.append(f"fd's own error estimate is far below its difference from {reference.value} at every listed "
+                         f"entry: the finite differences are trustworthy there, so suspect {reference.value}'s result "
+                         "(a hand-written backward, say)")
     kinked = sum(c.kink_entries for c in comparisons)
     if kinked:
         notes.append(f"{kinked} entr{'y differs' if kinked == 1 else 'ies differ'} on a kink, where torch's convention and "

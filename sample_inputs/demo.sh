@@ -21,6 +21,9 @@ run gradcli jacobian 'expr:(x+1)**2' -x eye:2 --layout full
 run gradcli vjp 'expr:(x+1)**2' -x eye:2
 run gradcli jacobian cross_entropy -x sample_inputs/segmentation.npz:logits -t sample_inputs/segmentation.npz:labels \
     --reduction none --class-weight '[1.0, 2.0, 0.5]' --backend fd
+run gradcli check cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --label-smoothing 0.1
+run gradcli check sample_inputs/custom_square.py:square -x '[0.5, 2.0, -1.0, 3.0]' \
+  || echo "(exit $?: check found the wrong backward, as intended)"
 for backend in analytic autograd forward fd; do
   printf '%s: ' "$backend"
   $GRADCLI grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json \
