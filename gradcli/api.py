@@ -36,14 +36,20 @@ def solve(
     options: BackendOptions = BackendOptions(),
     max_memory: int = DEFAULT_MAX_MEMORY,
     allow_nonfinite: bool = False,
+    verify_blocks: bool = False,
 ) -> Result:
     """Compute ``quantity`` for a validated ``problem``.
 
     ``cotangent`` (vjp) is shaped like the output, default ones: what
     ``out.backward(torch.ones_like(out))`` uses. ``tangent`` (jvp) is shaped
-    like the ``wrt`` argument and required for jvp.
+    like the ``wrt`` argument and required for jvp. ``verify_blocks`` (user
+    code, per-sample blocks): check on a few rows that samples do not interact.
     """
     name = resolve(BackendName(backend), problem)
+    natural = problem
+    if quantity is Quantity.JACOBIAN and Layout(layout) is Layout.BLOCKS and problem.rows is None \
+            and hasattr(problem.function, "per_sample"):
+        problem = per_sample_problem(problem)
     layout = resolve_layout(problem, quantity, Layout(layout))
     if layout is Layout.BLOCKS and problem.rows.elementwise:
         problem = as_blocks_along_last_axis(problem)
@@ -75,6 +81,13 @@ def solve(
         got = engine.vjp(problem, vector)
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
+    notes = problem.notes + got.notes
+    if problem is not natural and problem.function is natural.function:  # per-sample blocks of user code
+        value = value.reshape(natural.output_shape + natural.wrt_shape[1:])
+        got = dataclasses.replace(got, output=np.asarray(got.output).reshape(natural.output_shape))
+        if verify_blocks:
+            notes += (verify_samples_independent(natural, engine),)
+        problem = dataclasses.replace(natural, rows=None)
     return Result(
         quantity=quantity,
         function=problem.function.name,
@@ -90,7 +103,7 @@ def solve(
         # promote a 0-d float32 tangent to float64).
         value=frozen(value),
         output=frozen(np.asarray(got.output).astype(problem.dtype, copy=False)),
-        notes=problem.notes + got.notes,
+        notes=notes,
         seconds=seconds,
         error=None if got.error is None else frozen(np.asarray(got.error).astype(problem.dtype, copy=False)),
         evaluations=got.evaluations,
@@ -118,6 +131,39 @@ def resolve_layout(problem: Problem, quantity: Quantity, layout: Layout) -> Layo
     if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
         raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
     return layout
+
+
+def per_sample_problem(problem: Problem) -> Problem:
+    """User code as per-sample blocks: input ``(B, *in)`` and output ``(B, *out)``
+    seen as ``(B, F_in)`` and ``(B, F_out)``, the batch as rows."""
+    if problem.wrt != "input":
+        raise UsageError("--layout blocks: per-sample blocks are w.r.t. the input; use --layout full for parameters")
+    args, params = problem.function.per_sample(dict(problem.args), dict(problem.params))
+    for array in args.values():
+        array.flags.writeable = False
+    return dataclasses.replace(problem, args=args, params=params, output_shape=problem.function.output_shape(args, params),
+                               rows=problem.function.row_layout(args, params, "input"))
+
+
+def verify_samples_independent(problem: Problem, engine, rows: int = 3) -> str:
+    """The full Jacobian of the first few samples: any non-zero entry between two
+    different samples means the samples interact (batch norm in training mode)."""
+    k = min(rows, problem.input_shape[0])
+    if k < 2:
+        return "--verify-blocks: one sample only, nothing to verify"
+    sub = {name: (a[:k] if name == "input" or (a.ndim and a.shape[0] == problem.input_shape[0]) else a)
+           for name, a in problem.args.items()}
+    params = {key: v for key, v in problem.params.items() if key != "_output_shape"}
+    small = dataclasses.replace(problem, args=sub, params=params)
+    small.function.check(sub, params)
+    small = dataclasses.replace(small, output_shape=small.function.output_shape(sub, params), params=params)
+    full = np.asarray(engine.jacobian(small, Layout.FULL).value).reshape(k, -1, k, int(np.prod(sub["input"].shape[1:])))
+    scale = max(1.0, float(np.abs(full).max()))
+    cross = max(float(np.abs(full[i, :, j]).max()) for i in range(k) for j in range(k) if i != j)
+    if cross <= 100 * float(np.finfo(problem.dtype).eps) * scale:
+        return f"--verify-blocks: samples do not interact (checked on the first {k}: every cross-sample derivative is 0)"
+    return (f"--verify-blocks: samples INTERACT (a cross-sample derivative of {cross:.2e} among the first {k}): the "
+            "blocks are not the whole Jacobian; batch norm in training mode does this (call model.eval())")
 
 
 def as_blocks_along_last_axis(problem: Problem) -> Problem:

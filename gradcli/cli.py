@@ -121,7 +121,10 @@ COMMON = [
 ]
 EXTRA = {
     Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
-                                help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, else full")],
+                                help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, "
+                                     "else full; user code: blocks = per-sample Jacobians (B, *out, *in)"),
+                        _option("verify_blocks", bool, False, "--verify-blocks",
+                                help="user code with --layout blocks: check on a few rows that samples do not interact")],
     Quantity.VJP: [_option("cotangent", str, "ones", "--cotangent",
                            help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],
     Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
@@ -224,7 +227,8 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
 
     got = load(quantity, opts)
     result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
-                   options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"], **got.vectors)
+                   options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
+                   verify_blocks=opts.get("verify_blocks", False), **got.vectors)
     if got.as_json:
         from .render.json import dumps, result_to_dict
 
@@ -349,7 +353,7 @@ CHECK_OPTIONS = [
     _option("atol", Optional[float], None, "--atol", help="absolute tolerance (default from the dtype: float64 1e-8)"),
     _option("rtol", Optional[float], None, "--rtol", help="relative tolerance (default from the dtype: float64 1e-6)"),
     _option("top", int, 5, "--top", help="offending entries to list", min=0),
-    *EXTRA[Quantity.JACOBIAN], *EXTRA[Quantity.VJP],
+    EXTRA[Quantity.JACOBIAN][0], *EXTRA[Quantity.VJP],
     _option("tangent", Optional[str], None, "--tangent", help="jvp: the direction (default randn, seeded by --seed)"),
 ]
 

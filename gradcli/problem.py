@@ -80,6 +80,8 @@ def build_problem(
         if arg.required and arg.name not in args:
             raise UsageError(f"{arg.option}: {fn.name} needs {arg.help}; give it as a file, JSON or generator")
     resolved = fn.resolve_params(dict(params or {}))
+    if wrt.startswith("param:"):
+        args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work)
     notes += fn.check(args, resolved)
     allowed = fn.differentiable(args)
     if wrt not in allowed:

@@ -21,6 +21,8 @@ run gradcli jacobian 'expr:(x+1)**2' -x eye:2 --layout full
 run gradcli vjp 'expr:(x+1)**2' -x eye:2
 run gradcli jacobian cross_entropy -x sample_inputs/segmentation.npz:logits -t sample_inputs/segmentation.npz:labels \
     --reduction none --class-weight '[1.0, 2.0, 0.5]' --backend fd
+run gradcli jacobian sample_inputs/convnet.py:net -x sample_inputs/images.npy --layout blocks --verify-blocks --no-summarize
+run gradcli grad sample_inputs/convnet.py:loss -x sample_inputs/images.npy -t '[0, 2, 1, 1]' --wrt param:net.fc.bias
 run gradcli check cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --label-smoothing 0.1
 run gradcli check sample_inputs/custom_square.py:square -x '[0.5, 2.0, -1.0, 3.0]' \
   || echo "(exit $?: check found the wrong backward, as intended)"

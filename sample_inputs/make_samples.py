@@ -27,3 +27,5 @@ np.savez(here / "segmentation.npz", logits=np.round(rng.standard_normal((2, 3, 2
 # Story 2: a Linear layer 4 -> 3 in front of the loss (weight (out, in), bias (out,)).
 np.save(here / "linear_weight.npy", np.round(rng.standard_normal((3, 4)) * 0.5, 2))
 (here / "linear_bias.json").write_text(json.dumps([0.1, -0.2, 0.05]) + "\n")
+# Story 3: four 1x6x6 images for sample_inputs/convnet.py.
+np.save(here / "images.npy", np.round(np.random.default_rng(11).standard_normal((4, 1, 6, 6)), 2))

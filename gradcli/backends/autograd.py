@@ -25,6 +25,24 @@ class AutogradBackend(TorchBackend):
         """Per-row blocks from one batched reverse pass per output feature: the
         cotangent "1 at feature k of every row" gives row k of every block, since
         rows do not interact (the functorch sum-over-the-batch trick)."""
+        try:
+            return self._batched_blocks(torch, F, x0, rows, output)
+        except RuntimeError as err:
+            if not functorch_refused(err):
+                raise
+        # Classic autograd, one backward pass per output feature (code torch.func
+        # cannot transform: an old-style autograd.Function, in-place updates).
+        x = x0.detach().requires_grad_(True)
+        out = F(x)
+        if rows.out_axis is None:
+            (grad,) = torch.autograd.grad(out.sum(), x)
+            return grad.unsqueeze(-1) if rows.in_axis is None else grad.movedim(rows.in_axis, -1)
+        out = out.movedim(rows.out_axis, -1)
+        per_feature = [torch.autograd.grad(out[..., k].sum(), x, retain_graph=True)[0].movedim(rows.in_axis, -1)
+                       for k in range(rows.out_features)]
+        return torch.stack(per_feature, dim=-2)
+
+    def _batched_blocks(self, torch, F, x0, rows, output):
         _, vjp_fn = torch.func.vjp(F, x0)
         if rows.out_axis is None:
             grad = vjp_fn(torch.ones_like(output))[0]

@@ -23,7 +23,7 @@ from .pointwise_losses import (
     SmoothL1Loss,
 )
 from .softmax import LogSoftmax, Softmax
-from .user import USER_RE, UserFunction
+from .user import MODEL_RE, USER_RE, UserFunction
 
 CATALOGUE: dict[str, Function] = {
     f.name: f
@@ -41,6 +41,8 @@ def lookup(name: str) -> Function:
     user = USER_RE.match(name)
     if user:
         return UserFunction(user["path"], user["name"])
+    if MODEL_RE.match(name):
+        return UserFunction(name)
     if "," in name:  # (an expression never holds a comma: its functions take one argument)
         from .chain import Chain
 

@@ -229,6 +229,10 @@ class Function:
         """Facts about this function at this point worth telling the user."""
         return []
 
+    def parameter_array(self, name: str) -> np.ndarray:
+        """The value of a module parameter, for ``--wrt param:NAME``."""
+        raise UsageError(f"--wrt param:{name}: {self.name} is not a torch.nn.Module; only modules have parameters")
+
     def kinks(self, args, params) -> np.ndarray | None:
         """Entries of the input where the function is not differentiable (torch
         picks a convention there), as a mask shaped like the input; None if none."""

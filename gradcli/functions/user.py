@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import BackendError, UsageError
-from .base import ArrayArg, ArrayKind, Function, GeneralKernel, Structure
+from .base import ArrayArg, ArrayKind, Function, GeneralKernel, RowKernel, RowLayout, Structure
 
 USER_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+MODEL_RE = re.compile(r"^(?P<path>.+\.pt2?)$")
 EXTRA_ARRAYS = ("target", "weight", "bias", "class_weight", "pos_weight")
 
 
@@ -32,7 +33,8 @@ def functorch_refused(err: BaseException) -> bool:
     """torch.func cannot transform this code (an old-style autograd.Function):
     the caller falls back to classic autograd or to a loop."""
     text = str(err)
-    return isinstance(err, RuntimeError) and ("autograd.Function" in text or "functorch" in text or "setup_context" in text)
+    return isinstance(err, RuntimeError) and any(
+        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform"))
 
 
 def user_error(err: BaseException, path: Path) -> BackendError:
@@ -88,34 +90,88 @@ def _takes_no_arguments(obj) -> bool:
                    for p in params)
 
 
+def load_model_file(path_text: str):
+    """``PATH.pt`` (TorchScript, ``torch.jit.load``) or ``PATH.pt2`` (``torch.export.load(...).module()``)."""
+    import torch
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"FUNCTION: file not found: {path}")
+    try:
+        if path.suffix == ".pt2":
+            return torch.export.load(str(path)).module()
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "a torch.export program (torch.export.save)" if path.suffix == ".pt2" else "a TorchScript module (torch.jit.save)"
+        raise UsageError(f"FUNCTION: {path} is not {kind}: {first[:160]}") from err
+
+
 class UserFunction(Function):
+    """The user's callable. ``params["_batch"]`` switches on per-sample mode:
+    the input and output are seen flattened to ``(B, features)``, so the
+    row machinery (blocks, fd by columns) applies with the batch as rows."""
+
     closed_form = False
     structure = Structure.FULL
     formulas = ("no closed form: the derivative is what torch's autograd computes through your code",)
 
-    def __init__(self, path: str, name: str) -> None:
+    def __init__(self, path: str, name: str | None = None) -> None:
         self.path = Path(path)
-        self.name = f"{path}:{name}"
-        self.summary = f"{name} from {path} (your code)"
-        self.callable = load_callable(path, name)
+        self.name = f"{path}:{name}" if name else path
+        self.summary = f"{name or 'the model'} from {path} (your code)"
+        self.callable = load_callable(path, name) if name else load_model_file(path)
         self.accepts = _keyword_names(self.callable)
         self.arrays = (ArrayArg("input", "the input your code takes first", required=True),) + tuple(
             ArrayArg(n, f"passed as {n}=", kind=ArrayKind.INDEX_OR_FLOAT if n == "target" else ArrayKind.FLOAT)
             for n in EXTRA_ARRAYS if n in self.accepts)
+        self._dtype = None
 
-    def call(self, args: dict[str, Any]):
-        """Run the user's code; its exceptions become BackendError naming the line."""
-        kwargs = {k: v for k, v in args.items() if k != "input"}
+    # --- running the user's code -------------------------------------------
+
+    @property
+    def module(self):
+        import torch
+
+        return self.callable if isinstance(self.callable, torch.nn.Module) else None
+
+    def parameters(self) -> dict[str, tuple[int, ...]]:
+        """Named parameters of a module and their shapes (empty for a function)."""
+        return {} if self.module is None else {n: tuple(p.shape) for n, p in self.module.named_parameters()}
+
+    def call(self, args: dict[str, Any], params: dict | None = None):
+        """Run the user's code on tensors; ``param:NAME`` entries replace module
+        parameters (torch.func.functional_call). Its exceptions become
+        BackendError naming the line."""
+        import torch
+
+        x = args["input"]
+        if self.module is not None and x.dtype != self._dtype:
+            self.module.to(x.dtype)  # the working dtype: float64 by default, as gradcli computes
+            self._dtype = x.dtype
+        batch = params is not None and params.get("_batch")
+        if batch:
+            x = x.reshape(x.shape[:-1] + params["_batch_in"])  # (..., B, F_in) -> (..., B, *in)
+        replaced = {k[len("param:"):]: v for k, v in args.items() if k.startswith("param:")}
+        kwargs = {k: v for k, v in args.items() if k != "input" and not k.startswith("param:")}
         try:
-            return self.callable(args["input"], **kwargs)
+            if replaced:
+                out = torch.func.functional_call(self.module, replaced, (x,), kwargs)
+            else:
+                out = self.callable(x, **kwargs)
         except Exception as err:
             if functorch_refused(err):
                 raise
             raise user_error(err, self.path) from err
+        if batch:
+            out = out.reshape(out.shape[: out.ndim - len(params["_batch_out"])] + (-1,))
+        return out
 
     def check(self, args, params):
         import torch
 
+        if "_output_shape" in params:
+            return []
         with torch.no_grad():
             out = self.call({k: torch.from_numpy(np.array(v)) for k, v in args.items()})
         if not isinstance(out, torch.Tensor):
@@ -125,14 +181,39 @@ class UserFunction(Function):
         params["_output_shape"] = tuple(out.shape)
         return []
 
+    def parameter_array(self, name: str) -> np.ndarray:
+        params = dict(self.module.named_parameters()) if self.module is not None else {}
+        if name not in params:
+            raise UsageError(f"--wrt param:{name}: {self.name} has no parameter {name!r}; it has "
+                             f"{', '.join(params) or 'none (it is not a torch.nn.Module)'}")
+        return params[name].detach().cpu().double().numpy()
+
     def differentiable(self, args):
         return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")
 
     def output_shape(self, args, params):
+        if params.get("_batch"):
+            return (params["_output_shape"][0], int(np.prod(params["_batch_out"], dtype=int)))
         return params["_output_shape"]
 
+    def row_layout(self, args, params, wrt, axis=None):
+        if not params.get("_batch"):
+            return None
+        b, features = args["input"].shape
+        return RowLayout((b, features), 1, 1, self.output_shape(args, params)[1], reduced=False)
+
+    def per_sample(self, args, params) -> tuple[dict, dict]:
+        """Arguments and params of per-sample mode: input ``(B, *in)`` seen as ``(B, F_in)``."""
+        x = args["input"]
+        out_shape = params["_output_shape"]
+        if x.ndim == 0 or not out_shape or out_shape[0] != x.shape[0]:
+            raise UsageError(f"--layout blocks: per-sample blocks need an output whose first dim is the batch: "
+                             f"input {list(x.shape)}, output {list(out_shape)}; use --layout full")
+        flat = {**args, "input": x.reshape(x.shape[0], -1)}
+        return flat, {**params, "_batch": True, "_batch_in": x.shape[1:], "_batch_out": out_shape[1:]}
+
     def kernel(self, args, params, wrt, axis=None):
-        """For fd only: the forward under no_grad, over a stack of points
+        """For fd only: the forward under no_grad over a stack of points
         (``torch.func.vmap``; a loop where the code cannot be vmapped)."""
         import torch
 
@@ -140,7 +221,7 @@ class UserFunction(Function):
         x0 = args[wrt]
 
         def one(x):
-            return self.call({**tensors, wrt: x})
+            return self.call({**tensors, wrt: x}, params)
 
         def forward(x: np.ndarray) -> np.ndarray:
             stack = x.shape[: x.ndim - x0.ndim]
@@ -157,11 +238,13 @@ class UserFunction(Function):
         def no_closed_form(_):
             raise BackendError(f"{self.name} has no closed form")
 
+        if params.get("_batch"):
+            return RowKernel(x0=x0, forward=forward, blocks=lambda: no_closed_form(None), coef=None)
         return GeneralKernel(x0=x0, output_shape=self.output_shape(args, params), forward=forward,
                              vjp=no_closed_form, jvp=no_closed_form)
 
     def torch_forward(self, args, params):
-        return self.call(dict(args))
+        return self.call(dict(args), params)
 
 
 def _keyword_names(obj) -> set[str]:

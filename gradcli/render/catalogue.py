@@ -13,7 +13,9 @@ from ..functions import CATALOGUE, Function, lookup
 
 
 def entry_to_dict(fn: Function) -> dict[str, Any]:
+    parameters = fn.parameters() if hasattr(fn, "parameters") else {}
     return {
+        **({"parameters": {name: list(shape) for name, shape in parameters.items()}} if parameters else {}),
         "name": fn.name,
         "summary": fn.summary,
         "arrays": [{"option": a.option, "required": a.required, "kind": a.kind.value, "help": a.help} for a in fn.arrays],
@@ -56,6 +58,15 @@ def render_entry(fn: Function) -> RenderableType:
         for p in fn.params:
             params.add_row(p.option, str(p.default), Text(p.help))
         parts.append(params)
+    parameters = fn.parameters() if hasattr(fn, "parameters") else {}
+    if parameters:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, title="module parameters (--wrt param:NAME)",
+                      title_justify="left")
+        table.add_column("name")
+        table.add_column("shape", justify="right")
+        for name, shape in parameters.items():
+            table.add_row(Text(name), str(list(shape)))
+        parts.append(table)
     parts += [Text(), Text("formulas", style="bold")]
     parts += [Text(f"  {line}") for line in fn.formulas]
     parts += [Text(), Text(f"Jacobian structure: {fn.structure.value}")]

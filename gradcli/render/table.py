@@ -110,7 +110,9 @@ def blocks_view(blocks: np.ndarray, rows: tuple[int, ...], fmt: NumberFormat, su
             continue
         index = np.unravel_index(k, rows)
         label = f"row {index[0]}" if len(rows) == 1 else f"row ({', '.join(str(int(i)) for i in index)})"
-        tables.append(matrix_table(flat[k], fmt, summarize, title=label))
+        block = flat[k]
+        tables.append(matrix_table(block, fmt, summarize, title=label) if block.ndim <= 2
+                      else array_view(block, fmt, summarize, name=label + " "))
     return Columns(tables, padding=(0, 3))
 
 
@@ -134,7 +136,8 @@ def render_result(result: Result, *, precision: int = 4, summarize: bool = True,
     fmt = NumberFormat(value, precision)
     parts: list[RenderableType] = [header(result, timing), Text()]
     if result.layout is Layout.BLOCKS:
-        rows = result.shape[: len(result.wrt_shape) - 1]  # blocks: (*rows, *out_block, C)
+        # blocks: (*rows, *out_block, C); user code's per-sample blocks: (B, *out, *in)
+        rows = result.shape[:1] if result.rows is None else result.shape[: len(result.wrt_shape) - 1]
         parts.append(blocks_view(value, rows, fmt, big))
     else:
         parts.append(array_view(value, fmt, big))

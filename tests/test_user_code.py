@@ -1,0 +1,190 @@
+"""User code: functions and modules from files, TorchScript and torch.export
+programs, per-sample Jacobians, module parameters, and the user's errors."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gradcli.cli import app
+
+runner = CliRunner()
+
+NET = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(3 * 4 * 4, 5)
+
+    def forward(self, x):
+        return self.fc(torch.tanh(self.conv(x)).flatten(1))
+
+
+net = Net()
+
+
+def make():
+    return Net()
+
+
+class Loss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = Net()
+
+    def forward(self, input, target):
+        return nn.functional.cross_entropy(self.net(input), target)
+
+
+loss = Loss()
+
+
+def custom_loss(input, target):
+    return ((input.softmax(-1) - nn.functional.one_hot(target, input.shape[-1])) ** 2).sum()
+
+
+class Trainable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(x)
+
+
+def broken(x):
+    return x.reshape(7, 7)
+
+
+not_callable = 3
+'''
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "net.py").write_text(textwrap.dedent(NET))
+    x = np.random.default_rng(0).standard_normal((3, 2, 4, 4))
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path, x
+
+
+def reference_blocks(tmp_path, x):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ref_net", tmp_path / "net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Net().double()
+    per_sample = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))
+    return model, per_sample(torch.tensor(x)).detach().numpy()
+
+
+def run_json(*args):
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("backend, tolerance", [("autograd", 1e-10), ("forward", 1e-10), ("fd", 1e-6)])
+@pytest.mark.parametrize("name", ["net", "make"])
+def test_story3_per_sample_blocks_equal_vmap_jacrev(files, backend, tolerance, name):
+    tmp_path, x = files
+    _, expected = reference_blocks(tmp_path, x)
+    doc = run_json("jacobian", f"{tmp_path}/net.py:{name}", "-x", str(tmp_path / "x.npy"), "--layout", "blocks", "-b", backend)
+    assert doc["shape"] == [3, 5, 2, 4, 4] and doc["backend"] == backend and doc["layout"] == "blocks"
+    np.testing.assert_allclose(np.array(doc["value"]), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_torchscript_and_export_give_the_same_jacobian(files):
+    tmp_path, x = files
+    model, expected = reference_blocks(tmp_path, x)
+    model.eval()
+    torch.jit.save(torch.jit.script(model), tmp_path / "net.pt")
+    torch.export.save(torch.export.export(model, (torch.tensor(x),)), tmp_path / "net.pt2")
+    python = run_json("jacobian", f"{tmp_path}/net.py:net", "-x", str(tmp_path / "x.npy"), "--layout", "full")
+    for path in ("net.pt", "net.pt2"):
+        for layout in ("full", "blocks"):
+            doc = run_json("jacobian", str(tmp_path / path), "-x", str(tmp_path / "x.npy"), "--layout", layout)
+            want = python["value"] if layout == "full" else expected
+            np.testing.assert_allclose(np.array(doc["value"]), np.array(want), atol=1e-10, rtol=1e-10)
+
+
+def test_wrt_param_equals_what_backward_accumulates(files):
+    tmp_path, x = files
+    y = [1, 4, 0]
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ref_net2", tmp_path / "net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Loss().double()
+    model(torch.tensor(x), torch.tensor(y)).backward()
+    for name in ("net.fc.weight", "net.conv.bias"):
+        doc = run_json("grad", f"{tmp_path}/net.py:loss", "-x", str(tmp_path / "x.npy"), "-t", json.dumps(y),
+                       "--wrt", f"param:{name}")
+        expected = dict(model.named_parameters())[name].grad.numpy()
+        assert doc["wrt_shape"] == list(expected.shape)
+        np.testing.assert_allclose(np.array(doc["value"]), expected, atol=1e-12, rtol=1e-10)
+    fd = run_json("grad", f"{tmp_path}/net.py:loss", "-x", str(tmp_path / "x.npy"), "-t", json.dumps(y),
+                  "--wrt", "param:net.fc.bias", "-b", "fd")
+    np.testing.assert_allclose(np.array(fd["value"]), model.net.fc.bias.grad.numpy(), atol=1e-8)
+
+
+def test_custom_loss_gets_integer_targets_as_a_keyword(files):
+    tmp_path, _ = files
+    z, y = np.random.default_rng(1).standard_normal((4, 3)), [0, 2, 1, 1]
+    xt = torch.tensor(z, requires_grad=True)
+    ((xt.softmax(-1) - torch.nn.functional.one_hot(torch.tensor(y), 3)) ** 2).sum().backward()
+    for backend in ("autograd", "forward", "fd"):
+        doc = run_json("grad", f"{tmp_path}/net.py:custom_loss", "-x", json.dumps(z.tolist()), "-t", json.dumps(y), "-b", backend)
+        np.testing.assert_allclose(np.array(doc["value"]), xt.grad.numpy(), atol=1e-7 if backend == "fd" else 1e-12)
+
+
+def test_verify_blocks_sees_samples_interact_in_training_batch_norm(files):
+    tmp_path, _ = files
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/net.py:Trainable", "-x", "randn:4,4", "--layout", "blocks",
+                                 "--verify-blocks", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert any("INTERACT" in n for n in json.loads(result.stdout)["notes"])
+    ok = run_json("jacobian", f"{tmp_path}/net.py:net", "-x", str(tmp_path / "x.npy"), "--layout", "blocks", "--verify-blocks")
+    assert any("do not interact" in n for n in ok["notes"])
+
+
+def test_functions_lists_module_parameters(files):
+    tmp_path, _ = files
+    doc = run_json("functions", f"{tmp_path}/net.py:net")
+    assert doc["functions"][0]["parameters"] == {"conv.weight": [3, 2, 3, 3], "conv.bias": [3], "fc.weight": [5, 48],
+                                                 "fc.bias": [5]}
+
+
+@pytest.mark.parametrize("function, code, message", [
+    ("missing.py:net", 2, "file not found"),
+    ("{tmp}/net.py:nosuch", 2, "has no 'nosuch'"),
+    ("{tmp}/net.py:not_callable", 2, "not a function or module"),
+    ("{tmp}/net.py:broken", 3, r"RuntimeError: shape '\[7, 7\]' is invalid.*net\.py:\d+: return x\.reshape\(7, 7\)"),
+])
+def test_user_code_errors(files, function, code, message):
+    import re
+
+    tmp_path, _ = files
+    result = runner.invoke(app, ["jacobian", function.format(tmp=tmp_path), "-x", "randn:3"])
+    assert result.exit_code == code and result.stdout == ""
+    assert re.search(message, result.stderr), result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_analytic_has_no_closed_form_for_user_code(files):
+    tmp_path, _ = files
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/net.py:net", "-x", "randn:1,2,4,4", "-b", "analytic"])
+    assert result.exit_code == 3 and "no closed form" in result.stderr
