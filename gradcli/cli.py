@@ -13,6 +13,7 @@ import inspect
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
@@ -112,7 +113,9 @@ COMMON = [
     _option("format", Format, Format.table, "--format", help="table or json"),
     _option("output", Optional[str], None, "--output", "-o", help="also write the result to .npy, .npz or .json"),
     _option("precision", int, 4, "--precision", help="digits in tables", min=0, max=17),
-    _option("explain", bool, False, "--explain", help="add the formula and what the structure means"),
+    _option("explain", bool, False, "--explain", help="add the formula, how to read the value, and its structure"),
+    _option("heatmap", bool, False, "--heatmap", help="colour cells by value: red positive, blue negative (on a terminal)"),
+    _option("plot", Optional[str], None, "--plot", help="also draw the value as a heatmap image PATH.png (needs gradcli[plot])"),
     _option("max_memory", str, "2GiB", "--max-memory", help="refuse results larger than this (e.g. 512MiB, 4GiB)"),
     _option("allow_nonfinite", bool, False, "--allow-nonfinite", help="accept NaN/Inf in inputs and let them propagate"),
     _option("no_summarize", bool, False, "--no-summarize", help="print every value of a large array"),
@@ -183,6 +186,7 @@ class Loaded:
     options: Any
     max_memory: int
     out_path: Any
+    plot_path: Any
     as_json: bool
     timing: bool
 
@@ -203,6 +207,11 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         raise UsageError("--input: missing; give the input with -x, e.g. -x randn:3,5 or -x logits.npy")
     max_memory = parse_size(opts["max_memory"])
     out_path = check_output_path(opts["output"]) if opts.get("output") else None
+    plot_path = None
+    if opts.get("plot"):
+        from .render.plot import check_plot_path
+
+        plot_path = check_plot_path(opts["plot"])
     arrays = {name: load_array(spec, "--" + name.replace("_", "-"), seed=opts["seed"], max_bytes=max_memory)
               for name, spec in specs.items()}
     params = {name: opts[name].value if isinstance(opts[name], enum.Enum) else opts[name]
@@ -215,8 +224,8 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         vectors[vector_option] = load_array(vector_spec, "--" + vector_option, seed=opts["seed"], like=like)
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
-                             fd_dtype=opts["fd_dtype"].value)
-    return Loaded(problem, vectors, options, max_memory, out_path,
+                             fd_dtype=opts["fd_dtype"].value, progress=DelayedProgress())
+    return Loaded(problem, vectors, options, max_memory, out_path, plot_path,
                   as_json=opts["json"] or opts["format"] is Format.json, timing=not opts["no_timing"])
 
 
@@ -237,9 +246,13 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
         from .render.table import render_result
 
         output = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
-                               explain=opts["explain"], timing=got.timing)
+                               explain=opts["explain"], timing=got.timing, heatmap=opts["heatmap"])
     if got.out_path is not None:
         write_result(got.out_path, result, timing=got.timing)
+    if got.plot_path is not None:
+        from .render.plot import write_plot
+
+        write_plot(got.plot_path, result)
     emit(output)
 
 
@@ -284,6 +297,34 @@ def parse_backend(name: str, option: str) -> BackendName:
         return BackendName(name.strip())
     except ValueError:
         raise UsageError(f"{option}: unknown backend {name.strip()!r}; use autograd, forward, analytic or fd") from None
+
+
+class DelayedProgress:
+    """A progress bar on standard error, shown only once a computation has run
+    for a second and only when standard error is a terminal."""
+
+    DELAY = 1.0
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.bar = None
+        self.task = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if time.perf_counter() - self.start < self.DELAY or not sys.stderr.isatty():
+                return
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("computing", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+        if done >= total:
+            self.bar.stop()
+            self.bar = None
+            self.start = time.perf_counter()
 
 
 def emit(output) -> None:

@@ -40,3 +40,8 @@ def assert_close(actual, expected, tolerance, what=""):
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size and np.isfinite(expected).any() else 1.0)
     np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * scale, equal_nan=True, err_msg=what)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-goldens", action="store_true", default=False,
+                     help="rewrite tests/goldens/*.txt from the current table output instead of comparing")

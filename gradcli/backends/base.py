@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -20,6 +20,7 @@ class BackendOptions:
     fd_method: str = "richardson"
     fd_step: float | None = None  # None: automatic
     fd_dtype: str = "float64"  # or "same"
+    progress: Callable[[int, int], None] | None = None  # (done, total) as long computations advance
 
 
 @dataclass(frozen=True)

@@ -75,7 +75,7 @@ class FdBackend(RowBackend):
             h = eps**method.base_power * np.maximum(1.0, np.abs(x0))
         else:
             h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
-        blocks, error, evaluations = difference_blocks(forward, x0, h, method, eps)
+        blocks, error, evaluations = difference_blocks(forward, x0, h, method, eps, self.options.progress)
         worst = float(error.max()) if error.size else 0.0
         if worst > 1e-6 * max(1.0, float(np.abs(blocks).max())):
             notes += (f"fd: the error estimate reaches {worst:.1e}: the step is too coarse or too fine here "
@@ -85,7 +85,7 @@ class FdBackend(RowBackend):
         return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=evaluations, notes=notes)
 
 
-def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float):
+def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float, progress=None):
     """Blocks ``(*rows, *out_block, C)`` of a row-form ``forward`` at ``x0`` ``(*rows, C)``,
     with steps ``h`` shaped like ``x0``.
 
@@ -116,6 +116,8 @@ def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, ep
         values = forward(points)  # (m, k, *rows, *out_block)
         h_out = h_t[start:stop].reshape((k,) + x0.shape[:-1] + (1,) * len(out_block))
         blocks_t[start:stop], error_t[start:stop] = _combine(values, h_out, method, eps)
+        if progress is not None:
+            progress(stop, n_cols)
     return np.moveaxis(blocks_t, 0, -1).copy(), np.moveaxis(error_t, 0, -1).copy(), m * n_cols
 
 

@@ -18,6 +18,8 @@ from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
+from rich.color import Color
+from rich.style import Style
 from rich.text import Text
 
 from ..results import Layout, Result
@@ -30,13 +32,25 @@ ELLIPSIS = "…"
 
 class NumberFormat:
     """Fixed-point at ``precision`` digits, or scientific when the magnitudes
-    need it (NumPy's rule: largest >= 1e8 or smallest non-zero < 1e-4)."""
+    need it (NumPy's rule: largest >= 1e8 or smallest non-zero < 1e-4).
+    With ``heatmap``, :meth:`cell` colours each cell on a diverging scale:
+    red for positive, blue for negative, white for zero."""
 
-    def __init__(self, array: np.ndarray, precision: int) -> None:
+    def __init__(self, array: np.ndarray, precision: int, heatmap: bool = False) -> None:
         finite = np.abs(array[np.isfinite(array)]) if array.dtype.kind == "f" else np.abs(array)
         nonzero = finite[finite > 0]
         self.precision = precision
         self.scientific = bool(nonzero.size) and (nonzero.max() >= 1e8 or nonzero.min() < 1e-4)
+        self.heat_scale = float(nonzero.max()) if heatmap and nonzero.size else 0.0
+
+    def cell(self, v) -> str | Text:
+        text = self(v)
+        if not self.heat_scale or not np.isfinite(v):
+            return text
+        t = max(-1.0, min(1.0, float(v) / self.heat_scale))
+        fade = int(round(255 * (1 - abs(t))))
+        rgb = (255, fade, fade) if t > 0 else (fade, fade, 255)
+        return Text(text, style=Style(color="black", bgcolor=Color.from_rgb(*rgb)))
 
     def __call__(self, v) -> str:
         v = float(v)
@@ -66,7 +80,7 @@ def matrix_table(m: np.ndarray, fmt: NumberFormat, summarize: bool, title: str |
             table.add_row(ELLIPSIS, *[ELLIPSIS] * len(cols))
             continue
         label = "" if m.ndim == 1 else str(r)
-        table.add_row(label, *[ELLIPSIS if c is None else fmt(m2[r, c]) for c in cols])
+        table.add_row(label, *[ELLIPSIS if c is None else fmt.cell(m2[r, c]) for c in cols])
     return table
 
 
@@ -128,34 +142,64 @@ def header(result: Result, timing: bool) -> Text:
     return text
 
 
+def reading_guide(result: Result) -> str:
+    """One line on how to index the value shown (axis order: output, then input)."""
+    wrt = result.wrt
+    if result.layout is Layout.BLOCKS:
+        if result.rows is None:
+            return f"value[b, k..., j...] = d output[b, k...] / d {wrt}[b, j...]: one block per sample b"
+        return f"value[r..., i, j] = d output[row r, feature i] / d {wrt}[row r, feature j]: one block per row r"
+    if result.layout is Layout.DIAG:
+        return f"value[i...] = d output[i...] / d {wrt}[i...]: the diagonal; every other entry of the Jacobian is 0"
+    if result.layout is Layout.FULL:
+        return f"value[i..., j...] = d output[i...] / d {wrt}[j...]: output axes first, then {wrt} axes (as torch, JAX)"
+    if result.quantity.value == "jvp":
+        return f"value = J t: how the output moves when {wrt} moves along the tangent t"
+    return f"value = v^T J, shaped like {wrt}: what out.backward(v) accumulates in {wrt}.grad"
+
+
 def render_result(result: Result, *, precision: int = 4, summarize: bool = True, explain: bool = False,
-                  timing: bool = True) -> RenderableType:
+                  timing: bool = True, heatmap: bool = False) -> RenderableType:
     """The whole table output of one result."""
     value = result.value
     big = summarize and value.size > THRESHOLD
-    fmt = NumberFormat(value, precision)
-    parts: list[RenderableType] = [header(result, timing), Text()]
+    fmt = NumberFormat(value, precision, heatmap)
     if result.layout is Layout.BLOCKS:
         # blocks: (*rows, *out_block, C); user code's per-sample blocks: (B, *out, *in)
         rows = result.shape[:1] if result.rows is None else result.shape[: len(result.wrt_shape) - 1]
-        parts.append(blocks_view(value, rows, fmt, big))
+        view = blocks_view(value, rows, fmt, big)
     else:
-        parts.append(array_view(value, fmt, big))
+        view = array_view(value, fmt, big)
+    parts: list[RenderableType] = [header(result, timing), Text()]
+    if result.layout is not Layout.BLOCKS:
+        view = Group(Text(_value_title(result), style="bold"), view)
+    if result.output.size <= SMALL_OUTPUT:
+        output = Group(Text(f"output: {result.function}(...)", style="bold"),
+                       array_view(result.output, NumberFormat(result.output, precision), False))
+        beside = value.ndim <= 2 and result.layout is not Layout.BLOCKS
+        parts += [Columns([view, output], padding=(0, 6))] if beside else [view, Text(), output]
+    else:
+        parts.append(view)
     if big:
         parts.append(Text(_stats(value), style="dim"))
-    if result.output.size <= SMALL_OUTPUT:
-        parts += [Text(), Text(f"output: {result.function}(...)", style="bold")]
-        parts.append(array_view(result.output, NumberFormat(result.output, precision), False))
     if result.error is not None:
         parts.append(Text(f"fd error estimate: max {float(np.max(result.error)):.2e} "
                           f"({result.evaluations} points evaluated)", style="dim"))
     if explain:
-        parts.append(Panel(Text("\n".join(result.formulas)), title=Text(f"{result.function}: formula"), title_align="left",
+        lines = [*result.formulas, "", f"reading: {reading_guide(result)}"]
+        lines += [f"structure: {s}" for s in result.structure]
+        parts.append(Panel(Text("\n".join(lines)), title=Text(f"{result.function}: formula"), title_align="left",
                            box=box.ROUNDED, expand=False))
     if result.notes:
         parts.append(Text())
         parts += [Text(f"note: {note}", style="yellow") for note in result.notes]
     return Group(*parts)
+
+
+def _value_title(result: Result) -> str:
+    what = {"jacobian": f"d output / d {result.wrt}", "grad": f"d output / d {result.wrt}",
+            "vjp": f"v^T J (shaped like {result.wrt})", "jvp": "J t (shaped like the output)"}[result.quantity.value]
+    return f"{result.quantity.value}: {what}" + (f" ({result.layout.value})" if result.layout else "")
 
 
 def _stats(a: np.ndarray) -> str:

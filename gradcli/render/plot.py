@@ -1,0 +1,80 @@
+"""``--plot PATH.png``: the value as a heatmap image (matplotlib, the optional
+extra ``gradcli[plot]``), on a diverging scale centred at zero, with axes
+labelled by output and input index. Written atomically."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..outfile import atomic_write
+from ..results import Layout, Result
+
+MAX_PANELS = 16  # blocks drawn at most, one panel each
+
+
+def check_plot_path(path: str) -> Path:
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"--plot: {path} must end in .png")
+    if not target.parent.is_dir():
+        raise UsageError(f"--plot: folder {target.parent} does not exist; create it first")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("--plot: needs matplotlib, which is not installed; pip install 'gradcli[plot]'") from None
+    return target
+
+
+def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:
+    """(title, 2-D matrix, y label, x label) for each panel."""
+    value = np.asarray(result.value, dtype=np.float64)
+    if result.layout is Layout.BLOCKS:
+        n_rows = 1 if result.rows is None else len(result.wrt_shape) - 1
+        rows = value.shape[:n_rows]
+        flat = value.reshape((-1,) + value.shape[n_rows:])
+        panels = []
+        for k in range(min(len(flat), MAX_PANELS)):
+            block = flat[k]
+            block = block.reshape(1, -1) if block.ndim == 1 else block.reshape(block.shape[0], -1)
+            index = np.unravel_index(k, rows)
+            panels.append((f"row {', '.join(str(int(i)) for i in index)}", block, "output feature", "input feature"))
+        return panels
+    if value.ndim == 0:
+        value = value.reshape(1, 1)
+    if result.layout is Layout.FULL and result.quantity.value == "jacobian" and result.output_shape:
+        n_out = int(np.prod(result.output_shape, dtype=int))
+        return [("J", value.reshape(n_out, -1), "output index (flattened)", f"{result.wrt} index (flattened)")]
+    matrix = value.reshape(1, -1) if value.ndim == 1 else value.reshape(value.shape[0], -1)
+    return [(result.quantity.value, matrix, "index 0", "other indices (flattened)")]
+
+
+def write_plot(path: Path, result: Result) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = _panels(result)
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.5 * rows), squeeze=False, constrained_layout=True)
+    limit = max((float(np.nanmax(np.abs(m))) for _, m, _, _ in panels if np.isfinite(m).any()), default=1.0) or 1.0
+    for ax, (title, matrix, ylabel, xlabel) in zip(axes.flat, panels):
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="value (0 is white)")
+    fig.suptitle(f"{result.quantity.value} of {result.function} w.r.t. {result.wrt} ({result.backend.value})")
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=80))
+    plt.close(fig)
