@@ -69,7 +69,7 @@ def solve(
         if tangent is None:
             raise UsageError(f"--tangent: jvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, e.g. --tangent randn")
         vector = _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
-    check_memory(problem, quantity, layout, max_memory)
+    check_memory(problem, quantity, layout, max_memory, streaming=options.allocate is not np.zeros)
 
     engine = get_backend(name, options)
     start = time.perf_counter()
@@ -186,16 +186,20 @@ def result_shape(problem: Problem, quantity: Quantity, layout: Layout) -> tuple[
     return problem.output_shape + problem.wrt_shape
 
 
-def check_memory(problem: Problem, quantity: Quantity, layout: Layout, max_memory: int) -> None:
-    """Refuse, before any work, a result larger than ``max_memory`` bytes."""
+def check_memory(problem: Problem, quantity: Quantity, layout: Layout, max_memory: int, streaming: bool = False) -> None:
+    """Refuse, before any work, a result larger than ``max_memory`` bytes.
+    ``streaming``: a full Jacobian scattered from blocks goes straight into a
+    memory-mapped ``.npy`` file, so only the blocks must fit."""
     need = math.prod(result_shape(problem, quantity, layout)) * problem.dtype.itemsize
-    if need <= max_memory:
+    scattered = (quantity is Quantity.JACOBIAN and layout is Layout.FULL and problem.rows is not None
+                 and not problem.rows.reduced)
+    blocks = math.prod(problem.rows.blocks_shape) * problem.dtype.itemsize if scattered else None
+    if need <= max_memory or (streaming and scattered and blocks <= max_memory):
         return
     fits = []
-    if quantity is Quantity.JACOBIAN and layout is Layout.FULL and problem.rows is not None and not problem.rows.reduced:
-        blocks = math.prod(problem.rows.blocks_shape) * problem.dtype.itemsize
-        if blocks <= max_memory:
-            fits.append(f"--layout blocks ({format_bytes(blocks)})")
+    if scattered and blocks <= max_memory:
+        fits.append(f"--layout blocks ({format_bytes(blocks)})")
+        fits.append("-o J.npy alone (written in chunks, never held whole)")
     fits.append("`gradcli vjp` or `gradcli jvp` (the size of one argument)")
     raise UsageError(
         f"--max-memory: the {quantity.value} result {list(result_shape(problem, quantity, layout))} needs {format_bytes(need)}, "

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import sys
+import warnings
 import zlib
 from pathlib import Path
 from typing import BinaryIO
@@ -141,7 +142,9 @@ def _load_pt(path: Path, option: str) -> np.ndarray:
     except ImportError as err:
         raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns on stderr about what it refuses; our message says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # the restricted unpickler raises many types
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(

@@ -27,13 +27,15 @@ def full_shape(layout: RowLayout) -> tuple[int, ...]:
     return out_shape + layout.in_shape
 
 
-def blocks_to_full(blocks: np.ndarray, layout: RowLayout) -> np.ndarray:
+def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> np.ndarray:
     """Scatter ``(*rows, *out_block, C)`` blocks into the full Jacobian
-    ``output_shape + input_shape`` (output axes first, as torch and JAX)."""
+    ``output_shape + input_shape`` (output axes first, as torch and JAX).
+    ``allocate(shape, dtype)`` gives the zero-filled array to fill: a
+    memory-mapped ``.npy`` file for results larger than memory."""
     if layout.reduced:
         raise ValueError("a reduced output has no blocks; use reduced_grad")
     out_ndim = len(layout.unreduced_shape)
-    full = np.zeros(full_shape(layout), dtype=blocks.dtype)
+    full = allocate(full_shape(layout), dtype=blocks.dtype)
     if layout.in_axis is None:  # elementwise: J[i..., i...] = B[i..., 0]
         if not layout.rows:
             return blocks.reshape(()).copy()
@@ -88,14 +90,14 @@ def forward(kernel: RowKernel, layout: RowLayout, x: np.ndarray) -> np.ndarray:
     return layout.out_from_rows(per_row)
 
 
-def jacobian(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, form: str) -> np.ndarray:
+def jacobian(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, form: str, allocate=np.zeros) -> np.ndarray:
     """The Jacobian as ``form``: "blocks", "diag" (elementwise: the derivative
     shaped like the input) or "full" (for a reduced output: the gradient)."""
     if layout.reduced:
         return vjp(blocks, layout, coef, np.ones((), dtype=blocks.dtype))
     if form == "diag":
         return layout.from_rows(blocks)
-    return blocks_to_full(blocks, layout) if form == "full" else blocks
+    return blocks_to_full(blocks, layout, allocate) if form == "full" else blocks
 
 
 def full_to_blocks(full: np.ndarray, layout: RowLayout) -> np.ndarray:

@@ -7,23 +7,51 @@ body, :func:`run_command`. Errors become exit codes in one place,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import inspect
-import os
+import math
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import ExitCode, GradcliError, UsageError
 from .results import BackendName, Layout, Quantity
 
+class ShortErrorsGroup(TyperGroup):
+    """Click's own parsing errors (a bad choice, an unknown option) in gradcli's
+    short form — one or two lines on stderr, exit 2 — instead of a usage block."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:
+            if type(err).__name__ == "NoArgsIsHelpError":  # bare `gradcli`: the help is the answer
+                typer.echo(err.format_message())
+                sys.exit(0)
+            ctx = getattr(err, "ctx", None)
+            hint = f"; see `{ctx.command_path} --help`" if err.exit_code == ExitCode.USAGE and ctx is not None else ""
+            typer.echo(f"gradcli: error: {err.format_message().rstrip('.')}{hint}", err=True)
+            code = err.exit_code
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("gradcli: interrupted", err=True)
+            code = ExitCode.INTERRUPTED
+        sys.stdout.flush()
+        sys.exit(int(code or 0))
+
+
 app = typer.Typer(
+    cls=ShortErrorsGroup,
     name="gradcli",
     add_completion=False,
     no_args_is_help=True,
@@ -119,6 +147,7 @@ COMMON = [
     _option("max_memory", str, "2GiB", "--max-memory", help="refuse results larger than this (e.g. 512MiB, 4GiB)"),
     _option("allow_nonfinite", bool, False, "--allow-nonfinite", help="accept NaN/Inf in inputs and let them propagate"),
     _option("no_summarize", bool, False, "--no-summarize", help="print every value of a large array"),
+    _option("rows", Optional[str], None, "--rows", help="only these batch rows (dim 0): 0 | 0,3 | 2:10 (row-independent outputs)"),
     _option("no_timing", bool, False, "--no-timing", help="drop timing fields (byte-identical JSON between runs)"),
     _option("traceback", bool, False, "--traceback", help="show the full traceback of an error"),
 ]
@@ -218,6 +247,10 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
               for name in PARAM_OPTIONS if opts.get(name) is not None}
     problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"].value,
                             allow_nonfinite=opts["allow_nonfinite"])
+    if opts.get("rows"):
+        from .rows import select_rows
+
+        problem = select_rows(problem, opts["rows"])
     vectors = {}
     if vector_spec is not None:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
@@ -232,12 +265,39 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
 def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
     """Load, compute, render, write: the body of jacobian, grad, vjp and jvp."""
     from .api import solve
-    from .outfile import write_result
 
     got = load(quantity, opts)
-    result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
-                   options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
-                   verify_blocks=opts.get("verify_blocks", False), **got.vectors)
+    stream = None
+    if got.out_path is not None and got.out_path.suffix.lower() == ".npy" and quantity is Quantity.JACOBIAN:
+        from .outfile import NpyStream
+
+        if got.as_json:
+            _refuse_json_over_memory(got, quantity, opts)
+        stream = NpyStream(got.out_path)
+    try:
+        options = got.options if stream is None else dataclasses.replace(got.options, allocate=stream.allocate)
+        result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
+                       options=options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
+                       verify_blocks=opts.get("verify_blocks", False), **got.vectors)
+        _emit_result(result, got, opts, stream)
+    finally:
+        if stream is not None:
+            stream.abort()  # a no-op once committed: the temporary file is gone
+
+
+def _refuse_json_over_memory(got: Loaded, quantity: Quantity, opts) -> None:
+    from .api import format_bytes, resolve_layout, result_shape
+
+    layout = resolve_layout(got.problem, quantity, opts.get("layout", Layout.AUTO))
+    need = math.prod(result_shape(got.problem, quantity, layout)) * got.problem.dtype.itemsize
+    if need > got.max_memory:
+        raise UsageError(f"--json: the result needs {format_bytes(need)}, over --max-memory; drop --json and let "
+                         "-o write it in chunks")
+
+
+def _emit_result(result, got: Loaded, opts, stream) -> None:
+    from .outfile import write_result
+
     if got.as_json:
         from .render.json import dumps, result_to_dict
 
@@ -248,7 +308,7 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
         output = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
                                explain=opts["explain"], timing=got.timing, heatmap=opts["heatmap"])
     if got.out_path is not None:
-        write_result(got.out_path, result, timing=got.timing)
+        write_result(got.out_path, result, timing=got.timing, stream=stream)
     if got.plot_path is not None:
         from .render.plot import write_plot
 
@@ -446,23 +506,7 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point. Usage errors from option parsing get the same
-    short form as gradcli's own errors: one or two lines, exit 2."""
-    command = typer.main.get_command(app)
-    try:
-        code = command.main(args=argv, prog_name="gradcli", standalone_mode=False)
-    except typer.TyperException as err:  # click's parsing errors, vendored by typer
-        if type(err).__name__ == "NoArgsIsHelpError":  # bare `gradcli`: the help is the answer
-            typer.echo(err.format_message())
-            sys.exit(0)
-        hint = ""
-        if err.exit_code == ExitCode.USAGE:
-            ctx = getattr(err, "ctx", None)
-            hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
-        typer.echo(f"gradcli: error: {err.format_message().rstrip('.')}{hint}", err=True)
-        code = err.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("gradcli: interrupted", err=True)
-        code = ExitCode.INTERRUPTED
-    sys.stdout.flush()
-    sys.exit(int(code or 0))
+    """Console entry point (``gradcli`` and ``python -m gradcli``)."""
+    # SIGTERM as Ctrl-C: the same clean stop (no partial output file), exit 130.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    typer.main.get_command(app).main(args=argv, prog_name="gradcli")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 import numpy as np
+import numpy.lib.format  # noqa: F401  (open_memmap)
 
 from .errors import UsageError
 from .render.json import dumps, result_to_dict
@@ -51,8 +52,44 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         raise
 
 
-def write_result(path: Path, result: Result, *, timing: bool = True) -> None:
-    """``.npy``: the value; ``.npz``: value, output (and fd error); ``.json``: the --json document."""
+class NpyStream:
+    """A ``.npy`` result filled in place: a memory-mapped temporary file in the
+    target's folder (``allocate``), renamed over the target by :meth:`commit`,
+    removed by :meth:`abort`. The result is never held whole in memory: the
+    operating system writes its pages out as they fill."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.array: np.ndarray | None = None
+
+    def allocate(self, shape, dtype=np.float64) -> np.ndarray:
+        # A new file is sparse: every entry reads as zero until written.
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        return self.array
+
+    def holds(self, value: np.ndarray) -> bool:
+        return self.array is not None and (value is self.array or getattr(value, "base", None) is self.array)
+
+    def commit(self) -> None:
+        self.array.flush()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None) -> None:
+    """``.npy``: the value; ``.npz``: value, output (and fd error); ``.json``: the --json document.
+    A value already streamed into ``stream``'s file is just committed."""
+    if stream is not None and stream.holds(result.value):
+        stream.commit()
+        return
     suffix = path.suffix.lower()
 
     def write(handle: BinaryIO) -> None:

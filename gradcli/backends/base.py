@@ -21,6 +21,7 @@ class BackendOptions:
     fd_step: float | None = None  # None: automatic
     fd_dtype: str = "float64"  # or "same"
     progress: Callable[[int, int], None] | None = None  # (done, total) as long computations advance
+    allocate: Callable[..., np.ndarray] = np.zeros  # (shape, dtype=) -> zeros: where a full Jacobian is scattered
 
 
 @dataclass(frozen=True)

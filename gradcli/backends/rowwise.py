@@ -62,7 +62,7 @@ class RowBackend(Backend):
             error = None if got.error is None else general_map(kernel, got.error, quantity, _abs(arg))
             output = kernel.forward(kernel.x0)
         else:
-            value = row_map(problem, got.blocks, kernel.coef, quantity, arg)
+            value = row_map(problem, got.blocks, kernel.coef, quantity, arg, self.options.allocate)
             error = None
             if got.error is not None:
                 coef = None if kernel.coef is None else np.abs(kernel.coef)
@@ -75,9 +75,9 @@ def _abs(arg):
     return arg if isinstance(arg, str) else np.abs(arg)
 
 
-def row_map(problem: Problem, blocks, coef, quantity: Quantity, arg):
+def row_map(problem: Problem, blocks, coef, quantity: Quantity, arg, allocate=np.zeros):
     if quantity is Quantity.JACOBIAN:
-        return blockmath.jacobian(blocks, problem.rows, coef, arg)
+        return blockmath.jacobian(blocks, problem.rows, coef, arg, allocate)
     if quantity is Quantity.JVP:
         return blockmath.jvp(blocks, problem.rows, coef, arg)
     return blockmath.vjp(blocks, problem.rows, coef, arg)

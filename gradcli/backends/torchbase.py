@@ -56,7 +56,7 @@ class TorchBackend(Backend):
             output = F(x0)
             if rows is not None and not rows.reduced:
                 blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
-                value = blockmath.jacobian(blocks, rows, None, layout.value)
+                value = blockmath.jacobian(blocks, rows, None, layout.value, self.options.allocate)
             else:
                 value = to_numpy(self.full(torch, F, x0))
         return Computed(value=value, output=to_numpy(output))
