@@ -1,8 +1,22 @@
-"""gradcli: a command-line gradient inspector, and the library behind it."""
+"""gradcli: a command-line gradient inspector, and the library behind it.
+
+``gradcli.jacobian``, ``grad``, ``vjp``, ``jvp`` and ``check`` are imported on
+first use, so ``import gradcli`` (and ``gradcli --help``) stays fast.
+"""
 
 __version__ = "0.1.0"
 
-from .api import grad, jacobian, jvp, vjp  # noqa: E402
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 
-__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "grad", "jacobian", "jvp", "vjp"]
+_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "checking"}
+
+
+def __getattr__(name):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'gradcli' has no attribute {name!r}")
+
+
+__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "jacobian", "jvp", "vjp"]

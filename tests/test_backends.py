@@ -201,3 +201,25 @@ def test_fd_differences_float32_in_float64_unless_asked():
     assert np.abs(wide.value - exact).max() < 1e-6  # float32 rounding of an accurate value
     assert np.abs(same.value - exact).max() > np.abs(wide.value - exact).max()
 
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="no CUDA device on this machine (tested where one exists)")
+@pytest.mark.parametrize("backend", ["autograd", "forward"])
+def test_cuda_device_gives_the_cpu_result(backend):
+    x = np.random.default_rng(6).standard_normal((4, 5))
+    cpu = gradcli.jacobian("softmax", input=x, backend=backend, device="cpu")
+    gpu = gradcli.jacobian("softmax", input=x, backend=backend, device="cuda")
+    assert_close(gpu.value, cpu.value, 1e-12)
+
+
+def test_cuda_without_a_device_is_a_backend_error():
+    if _cuda_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(gradcli.BackendError, match="no CUDA device"):
+        gradcli.jacobian("softmax", input=np.ones((2, 3)), backend="autograd", device="cuda")

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 import gradcli
 from conftest import assert_close, tol
 from gradcli.cli import app
-from gradcli.functions import CATALOGUE
+from gradcli.functions import catalogue
+
+CATALOGUE = catalogue()
 
 runner = CliRunner()
 BACKENDS = ["analytic", "fd", "autograd", "forward"]

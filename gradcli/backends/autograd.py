@@ -15,7 +15,7 @@ from ..functions.user import functorch_refused
 from ..problem import Problem
 from ..results import BackendName
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors
+from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, vmap_chunk
 
 
 class AutogradBackend(TorchBackend):
@@ -48,7 +48,8 @@ class AutogradBackend(TorchBackend):
             grad = vjp_fn(torch.ones_like(output))[0]
             return grad.unsqueeze(-1) if rows.in_axis is None else grad.movedim(rows.in_axis, -1)
         eye = torch.eye(rows.out_features, dtype=output.dtype, device=output.device)
-        grads = torch.func.vmap(lambda e: vjp_fn(expand_along(torch, e, rows.out_axis, output.shape))[0])(eye)
+        grads = torch.func.vmap(lambda e: vjp_fn(expand_along(torch, e, rows.out_axis, output.shape))[0],
+                                chunk_size=vmap_chunk(x0))(eye)
         return grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)  # (*rows, C_out, C_in)
 
     def full(self, torch, F, x0):

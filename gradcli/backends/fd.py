@@ -25,12 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..parallel import run_chunks
 from ..problem import Problem
 from ..results import BackendName
 from ..functions import GeneralKernel
 from .rowwise import Derivative, RowBackend
 
-_BUDGET_BYTES = 2 * 2**20  # perturbed inputs and outputs at once: small enough to stay in cache
+_BUDGET_BYTES = 4 * 2**20  # perturbed inputs and outputs per chunk (one chunk per core at a time): near cache size
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ class FdBackend(RowBackend):
             h = eps**method.base_power * np.maximum(1.0, np.abs(x0))
         else:
             h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
-        blocks, error, evaluations = difference_blocks(forward, x0, h, method, eps, self.options.progress)
+        # Built-ins are pure NumPy: their columns run on every core. User code stays on this thread.
+        blocks, error, evaluations = difference_blocks(forward, x0, h, method, eps, self.options.progress,
+                                                       parallel=problem.function.closed_form)
         worst = float(error.max()) if error.size else 0.0
         if worst > 1e-6 * max(1.0, float(np.abs(blocks).max())):
             notes += (f"fd: the error estimate reaches {worst:.1e}: the step is too coarse or too fine here "
@@ -85,7 +88,8 @@ class FdBackend(RowBackend):
         return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=evaluations, notes=notes)
 
 
-def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float, progress=None):
+def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float, progress=None,
+                      parallel: bool = False):
     """Blocks ``(*rows, *out_block, C)`` of a row-form ``forward`` at ``x0`` ``(*rows, C)``,
     with steps ``h`` shaped like ``x0``.
 
@@ -104,20 +108,23 @@ def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, ep
     blocks_t = np.empty((n_cols,) + x0.shape[:-1] + out_block, dtype=x0.dtype)
     error_t = np.empty_like(blocks_t)
     h_t = np.moveaxis(h, -1, 0)  # (C, *rows)
-    for start in range(0, n_cols, chunk):
-        stop = min(start + chunk, n_cols)
+    done = [0]
+
+    def columns(start: int, stop: int) -> None:
         k = stop - start
         # (m, k, *rows, C): copy j of the stack moves column start + j of every row.
         points = np.broadcast_to(x0, (m, k) + x0.shape).copy()
         flat = points.reshape(m, k, -1, n_cols)  # a view: rows flattened to one axis
         steps = multiples[:, None, None] * h_t[start:stop].reshape(1, k, -1)  # (m, k, R)
-        cols = np.arange(start, stop)
-        flat[:, np.arange(k), :, cols] += np.moveaxis(steps, 0, 1)
+        flat[:, np.arange(k), :, np.arange(start, stop)] += np.moveaxis(steps, 0, 1)
         values = forward(points)  # (m, k, *rows, *out_block)
         h_out = h_t[start:stop].reshape((k,) + x0.shape[:-1] + (1,) * len(out_block))
         blocks_t[start:stop], error_t[start:stop] = _combine(values, h_out, method, eps)
+        done[0] += k
         if progress is not None:
-            progress(stop, n_cols)
+            progress(done[0], n_cols)
+
+    run_chunks(n_cols, columns, chunk=chunk, parallel=parallel)
     return np.moveaxis(blocks_t, 0, -1).copy(), np.moveaxis(error_t, 0, -1).copy(), m * n_cols
 
 

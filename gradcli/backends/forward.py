@@ -8,7 +8,7 @@ from .. import blockmath
 from ..problem import Problem
 from ..results import BackendName, Layout
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors
+from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, vmap_chunk
 
 
 class ForwardBackend(TorchBackend):
@@ -24,7 +24,7 @@ class ForwardBackend(TorchBackend):
         def column(e):
             return torch.func.jvp(F, (x0,), (expand_along(torch, e, rows.in_axis, x0.shape),))[1]
 
-        cols = torch.func.vmap(column)(eye)  # (C_in, *out_shape)
+        cols = torch.func.vmap(column, chunk_size=vmap_chunk(output))(eye)  # (C_in, *out_shape)
         if rows.out_axis is not None:
             cols = cols.movedim(1 + rows.out_axis, -1)  # (C_in, *rows, C_out)
         return cols.movedim(0, -1)

@@ -78,6 +78,15 @@ def expand_along(torch, e, axis: int, shape):
     return e.reshape(view).expand(shape)
 
 
+VMAP_BUDGET_BYTES = 512 * 2**20  # the batched gradients or tangents one vmap call holds
+
+
+def vmap_chunk(tensor) -> int:
+    """vmap's ``chunk_size`` for a batch of tensors shaped like ``tensor``: as many
+    as fit the budget (a large Jacobian is computed in slices, not all at once)."""
+    return max(1, VMAP_BUDGET_BYTES // max(1, tensor.numel() * tensor.element_size()))
+
+
 def to_numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 

@@ -7,42 +7,56 @@ of built-ins joined by commas (``linear,cross_entropy``).
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib
+import re
 
 from ..errors import UsageError
 from .base import ArrayArg, ArrayKind, Function, GeneralKernel, Param, Reduction, RowKernel, RowLayout, Structure
-from .elementwise import Exp, Log, Relu, Sigmoid, Tanh
-from .linear import Linear
-from .losses import CrossEntropy, NllLoss
-from .pointwise_losses import (
-    BinaryCrossEntropy,
-    BinaryCrossEntropyWithLogits,
-    HuberLoss,
-    KlDiv,
-    L1Loss,
-    MseLoss,
-    SmoothL1Loss,
-)
-from .softmax import LogSoftmax, Softmax
-from .user import MODEL_RE, USER_RE, UserFunction
 
-CATALOGUE: dict[str, Function] = {
-    f.name: f
-    for f in (
-        Softmax(), LogSoftmax(), Sigmoid(), Tanh(), Relu(), Exp(), Log(),
-        CrossEntropy(), NllLoss(), BinaryCrossEntropyWithLogits(), BinaryCrossEntropy(),
-        MseLoss(), L1Loss(), SmoothL1Loss(), HuberLoss(), KlDiv(), Linear(),
-    )
+# name -> (module, class): a run imports only the module of the function it needs.
+REGISTRY: dict[str, tuple[str, str]] = {
+    "softmax": ("softmax", "Softmax"),
+    "log_softmax": ("softmax", "LogSoftmax"),
+    "sigmoid": ("elementwise", "Sigmoid"),
+    "tanh": ("elementwise", "Tanh"),
+    "relu": ("elementwise", "Relu"),
+    "exp": ("elementwise", "Exp"),
+    "log": ("elementwise", "Log"),
+    "cross_entropy": ("losses", "CrossEntropy"),
+    "nll_loss": ("losses", "NllLoss"),
+    "binary_cross_entropy_with_logits": ("pointwise_losses", "BinaryCrossEntropyWithLogits"),
+    "binary_cross_entropy": ("pointwise_losses", "BinaryCrossEntropy"),
+    "mse_loss": ("pointwise_losses", "MseLoss"),
+    "l1_loss": ("pointwise_losses", "L1Loss"),
+    "smooth_l1_loss": ("pointwise_losses", "SmoothL1Loss"),
+    "huber_loss": ("pointwise_losses", "HuberLoss"),
+    "kl_div": ("pointwise_losses", "KlDiv"),
+    "linear": ("linear", "Linear"),
 }
+USER_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+MODEL_RE = re.compile(r"^(?P<path>.+\.pt2?)$")
+
+
+@functools.cache
+def builtin(name: str) -> Function:
+    module, cls = REGISTRY[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+
+
+def catalogue() -> dict[str, Function]:
+    """Every built-in, in catalogue order."""
+    return {name: builtin(name) for name in REGISTRY}
 
 
 def lookup(name: str) -> Function:
     """The function called ``name``: a built-in, ``expr:...``, or a comma chain of those."""
     name = name.strip()
     user = USER_RE.match(name)
-    if user:
-        return UserFunction(user["path"], user["name"])
-    if MODEL_RE.match(name):
-        return UserFunction(name)
+    if user or MODEL_RE.match(name):
+        from .user import UserFunction
+
+        return UserFunction(user["path"], user["name"]) if user else UserFunction(name)
     if "," in name:  # (an expression never holds a comma: its functions take one argument)
         from .chain import Chain
 
@@ -54,15 +68,14 @@ def lookup(name: str) -> Function:
         from .elementwise import Expr
 
         return Expr(name[len("expr:"):])
-    try:
-        return CATALOGUE[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, CATALOGUE, n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise UsageError(f"FUNCTION: unknown function {name!r}; {hint}`gradcli functions` lists them all") from None
+    if name in REGISTRY:
+        return builtin(name)
+    close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    raise UsageError(f"FUNCTION: unknown function {name!r}; {hint}`gradcli functions` lists them all")
 
 
 __all__ = [
-    "ArrayArg", "ArrayKind", "CATALOGUE", "Function", "GeneralKernel", "Param", "Reduction", "RowKernel", "RowLayout",
-    "Structure", "lookup",
+    "ArrayArg", "ArrayKind", "REGISTRY", "Function", "GeneralKernel", "Param", "Reduction", "RowKernel", "RowLayout",
+    "Structure", "builtin", "catalogue", "lookup",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import run_chunks
 from .base import ArrayArg, Function, Param, RowKernel, RowLayout, Structure, check_axis
 
 
@@ -66,11 +67,17 @@ class Softmax(_AlongDim):
         def blocks():
             s = softmax_rows(x)
             c = s.shape[-1]
-            # One pass over the result: -s_i s_j everywhere, then + s_i on the diagonal.
-            # `out` must be C-contiguous so that the reshape below is a view, not a copy.
+            # One pass over the result: -s_i s_j everywhere, then + s_i on the diagonal,
+            # rows split across the cores. `out` is C-contiguous so the reshapes are views;
+            # einsum's outer product writes faster than a broadcasting multiply.
             out = np.empty(s.shape + (c,), dtype=s.dtype)
-            np.multiply(-s[..., :, None], s[..., None, :], out=out)
-            out.reshape(-1, c * c)[:, :: c + 1] += s.reshape(-1, c)
+            flat_out, flat_s = out.reshape(-1, c, c), s.reshape(-1, c)
+
+            def rows(start, stop):
+                np.einsum("ri,rj->rij", -flat_s[start:stop], flat_s[start:stop], out=flat_out[start:stop])
+                flat_out[start:stop].reshape(-1, c * c)[:, :: c + 1] += flat_s[start:stop]
+
+            run_chunks(len(flat_s), rows, chunk=max(1, (1 << 18) // (c * c)))
             return out
 
         return RowKernel(x0=x, forward=softmax_rows, blocks=blocks, coef=None)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import re
 import sys
 import traceback
 from pathlib import Path
@@ -24,8 +23,6 @@ import numpy as np
 from ..errors import BackendError, UsageError
 from .base import ArrayArg, ArrayKind, Function, GeneralKernel, RowKernel, RowLayout, Structure
 
-USER_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
-MODEL_RE = re.compile(r"^(?P<path>.+\.pt2?)$")
 EXTRA_ARRAYS = ("target", "weight", "bias", "class_weight", "pos_weight")
 
 

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..functions import CATALOGUE, Function, lookup
+from ..functions import Function, catalogue, lookup
 
 
 def entry_to_dict(fn: Function) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def entry_to_dict(fn: Function) -> dict[str, Any]:
 
 
 def catalogue_to_dict(name: str | None = None) -> dict[str, Any]:
-    entries = [lookup(name)] if name else list(CATALOGUE.values())
+    entries = [lookup(name)] if name else list(catalogue().values())
     return {"schema": "gradcli/1", "command": "functions", "functions": [entry_to_dict(fn) for fn in entries]}
 
 
@@ -36,7 +36,7 @@ def render_catalogue(name: str | None = None) -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("function", "arrays", "options (default)", "Jacobian structure"):
         table.add_column(column)
-    for fn in CATALOGUE.values():
+    for fn in catalogue().values():
         arrays = " ".join(a.option + ("" if a.required else "?") for a in fn.arrays)
         params = " ".join(f"{p.option}={p.default}" for p in fn.params) or "-"
         table.add_row(Text(fn.name), Text(arrays), Text(params), fn.structure.value)

@@ -10,6 +10,7 @@ columns around an ellipsis) with min/max/mean.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -37,11 +38,10 @@ class NumberFormat:
     red for positive, blue for negative, white for zero."""
 
     def __init__(self, array: np.ndarray, precision: int, heatmap: bool = False) -> None:
-        finite = np.abs(array[np.isfinite(array)]) if array.dtype.kind == "f" else np.abs(array)
-        nonzero = finite[finite > 0]
+        stats = Stats.of(array)
         self.precision = precision
-        self.scientific = bool(nonzero.size) and (nonzero.max() >= 1e8 or nonzero.min() < 1e-4)
-        self.heat_scale = float(nonzero.max()) if heatmap and nonzero.size else 0.0
+        self.scientific = stats.max_abs >= 1e8 or 0 < stats.min_abs_nonzero < 1e-4
+        self.heat_scale = stats.max_abs if heatmap else 0.0
 
     def cell(self, v) -> str | Text:
         text = self(v)
@@ -202,13 +202,50 @@ def _value_title(result: Result) -> str:
     return f"{result.quantity.value}: {what}" + (f" ({result.layout.value})" if result.layout else "")
 
 
+@dataclass(frozen=True)
+class Stats:
+    """Summary numbers of an array, gathered a chunk at a time: a huge result
+    (a memory-mapped full Jacobian) never gets a temporary of its own size."""
+
+    size: int
+    finite: int
+    zeros: int
+    total: float
+    min: float
+    max: float
+    max_abs: float
+    min_abs_nonzero: float
+
+    CHUNK = 1 << 20
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> "Stats":
+        flat = np.asarray(array).reshape(-1)
+        finite = zeros = 0
+        total, lo, hi, max_abs, min_nz = 0.0, np.inf, -np.inf, 0.0, np.inf
+        for start in range(0, flat.size, cls.CHUNK):
+            part = flat[start:start + cls.CHUNK]
+            part = part[np.isfinite(part)] if part.dtype.kind == "f" else part
+            if not part.size:
+                continue
+            magnitude = np.abs(part)
+            nonzero = magnitude[magnitude > 0]
+            finite += part.size
+            zeros += part.size - nonzero.size
+            total += float(part.sum(dtype=np.float64))
+            lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+            max_abs = max(max_abs, float(magnitude.max()))
+            if nonzero.size:
+                min_nz = min(min_nz, float(nonzero.min()))
+        return cls(flat.size, finite, zeros, total, lo, hi, max_abs, min_nz if np.isfinite(min_nz) else 0.0)
+
+
 def _stats(a: np.ndarray) -> str:
-    finite = a[np.isfinite(a)]
-    if not finite.size:
+    stats = Stats.of(a)
+    if not stats.finite:
         return "every entry is non-finite"
-    zeros = float(np.mean(a == 0))
-    return (f"{a.size} entries, summarised (--no-summarize shows all): min {finite.min():.4g}  max {finite.max():.4g}  "
-            f"mean {finite.mean():.4g}  zeros {zeros:.1%}")
+    return (f"{a.size} entries, summarised (--no-summarize shows all): min {stats.min:.4g}  max {stats.max:.4g}  "
+            f"mean {stats.total / stats.finite:.4g}  zeros {stats.zeros / a.size:.1%}")
 
 
 def _shape(shape) -> str:

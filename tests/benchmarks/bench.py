@@ -108,7 +108,7 @@ def memory(b=64, c=128):
         out = Path(tmp) / "J.npy"
         code = ("import resource, subprocess, sys; "
                 f"subprocess.run([sys.executable, '-m', 'gradcli', 'jacobian', 'softmax', '-x', 'randn:{b},{c}', "
-                f"'--layout', 'full', '-o', {str(out)!r}, '--json'], check=True, stdout=subprocess.DEVNULL); "
+                f"'--layout', 'full', '-o', {str(out)!r}], check=True, stdout=subprocess.DEVNULL); "
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
         peak_kib = int(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
         baseline = int(subprocess.run([sys.executable, "-c", "import resource, subprocess, sys; subprocess.run([sys.executable, "
