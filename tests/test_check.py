@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,39 +16,23 @@ from gradcli.compare import compare, default_tolerance
 
 runner = CliRunner()
 
-CUSTOM = '''
-import torch
-
-
-class Square(torch.autograd.Function):
-    """x**2 with a hand-written backward."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x ** 2
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return {backward} * grad
-
-
-def fn(x):
-    return Square.apply(x)
-'''
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_inputs" / "custom_square.py"
+BUG = "torch.where(x > 1, 3 * x, 2 * x)"
 
 
 def write_custom(tmp_path, backward: str):
+    """The sample's custom autograd.Function with the backward replaced."""
+    text = SAMPLE.read_text()
+    assert BUG in text
     path = tmp_path / "custom.py"
-    path.write_text(textwrap.dedent(CUSTOM.format(backward=backward)))
+    path.write_text(text.replace(BUG, backward))
     return path
 
 
 def test_a_wrong_backward_exits_1_and_points_at_the_wrong_entries(tmp_path):
-    path = write_custom(tmp_path, "torch.where(x > 1, 3 * x, 2 * x)")  # wrong where x > 1
+    path = write_custom(tmp_path, BUG)  # wrong where x > 1
     x = [0.5, 2.0, -1.0, 3.0, 1.5]
-    result = runner.invoke(app, ["check", f"{path}:fn", "-x", json.dumps(x), "--json"])
+    result = runner.invoke(app, ["check", f"{path}:square", "-x", json.dumps(x), "--json"])
     assert result.exit_code == 1, result.stderr
     doc = json.loads(result.stdout)
     assert doc["ok"] is False and doc["reference"] == "autograd"
@@ -61,13 +45,13 @@ def test_a_wrong_backward_exits_1_and_points_at_the_wrong_entries(tmp_path):
         assert e["reference"] == pytest.approx(3 * x[i]) and e["value"] == pytest.approx(2 * x[i], abs=1e-9)
     forward = next(b for b in doc["backends"] if b["name"] == "forward")
     assert "skipped" in forward and "autograd.Function" in forward["skipped"]
-    table = runner.invoke(app, ["check", f"{path}:fn", "-x", json.dumps(x)])
+    table = runner.invoke(app, ["check", f"{path}:square", "-x", json.dumps(x)])
     assert table.exit_code == 1 and "MISMATCH" in table.stdout and "[3, 3]" in table.stdout
 
 
 def test_the_fixed_backward_exits_0(tmp_path):
     path = write_custom(tmp_path, "2 * x")
-    result = runner.invoke(app, ["check", f"{path}:fn", "-x", "randn:6", "--json"])
+    result = runner.invoke(app, ["check", f"{path}:square", "-x", "randn:6", "--json"])
     assert result.exit_code == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["ok"] is True
 
