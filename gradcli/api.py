@@ -230,14 +230,23 @@ def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfin
 # --- the public API ----------------------------------------------------------------
 
 
-def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
+def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str, ...]):
+    """Split a library call's keywords: arrays and options build the problem,
+    backend settings make the BackendOptions, ``run_names`` pass through.
+    Returns ``(problem, options, run)``."""
     kw = dict(kwargs)
     arrays = {name: kw.pop(name) for name in ARRAY_ARGS if name in kw}
-    run = {name: kw.pop(name) for name in ("backend", "layout", "cotangent", "tangent", "max_memory", "allow_nonfinite") if name in kw}
+    run = {name: kw.pop(name) for name in run_names if name in kw}
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
     problem = build_problem(function, arrays, {k: v for k, v in kw.items() if k not in ("wrt", "dtype")},
                             wrt=kw.get("wrt", "input"), dtype=kw.get("dtype", "float64"),
                             allow_nonfinite=run.get("allow_nonfinite", False))
+    return problem, options, run
+
+
+def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
+    problem, options, run = library_call(function, kwargs, ("backend", "layout", "cotangent", "tangent", "max_memory",
+                                                            "allow_nonfinite", "verify_blocks"))
     return solve(problem, quantity, options=options, **run)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import resolve_layout, solve
+from .api import library_call, resolve_layout, solve
 from .backends import BackendOptions
 from .compare import Comparison, compare, default_tolerance
 from .errors import BackendError, UsageError
@@ -118,3 +118,24 @@ def _kink_mask(problem: Problem, ref: Result) -> np.ndarray | None:
         blocks.reshape(-1, c * c)[:, :: c + 1] = mask.reshape(-1, c)
         return blocks
     return np.broadcast_to(mask.any(), value_shape)  # no finer map: every entry may feel the kink
+
+
+def check(function: str, **kwargs) -> CheckReport:
+    """The library's ``check``: the same keywords as ``gradcli.jacobian`` plus
+    ``quantity``, ``backends`` (names), ``reference``, ``atol``, ``rtol``, ``top``::
+
+        report = gradcli.check("cross_entropy", input=x, target=t)
+        report.ok
+    """
+    problem, options, run = library_call(function, kwargs, ("quantity", "backends", "reference", "atol", "rtol", "top",
+                                                            "layout", "cotangent", "tangent", "max_memory",
+                                                            "allow_nonfinite"))
+    if run.get("quantity") is not None:
+        run["quantity"] = Quantity(run["quantity"])
+    if run.get("backends") is not None:
+        run["backends"] = [BackendName(b) for b in run["backends"]]
+    if run.get("reference") is not None:
+        run["reference"] = BackendName(run["reference"])
+    if "layout" in run:
+        run["layout"] = Layout(run["layout"])
+    return run_check(problem, options=options, **run)

@@ -438,15 +438,8 @@ for _quantity in (Quantity.JACOBIAN, Quantity.GRAD, Quantity.VJP, Quantity.JVP):
     _make_command(_quantity)
 
 
-class QuantityChoice(str, enum.Enum):
-    jacobian = "jacobian"
-    grad = "grad"
-    vjp = "vjp"
-    jvp = "jvp"
-
-
 CHECK_OPTIONS = [
-    _option("quantity", Optional[QuantityChoice], None, "--quantity",
+    _option("quantity", Optional[Quantity], None, "--quantity",
             help="what to compare (default: grad for a scalar output, else jacobian)"),
     _option("backends", Optional[str], None, "--backends",
             help="comma-separated, e.g. analytic,fd (default: all that apply)"),

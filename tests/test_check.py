@@ -150,3 +150,13 @@ def test_compare_counts_nan_and_tolerance():
     assert c.mismatches == 1 and c.worst_index == (2,) and not c.ok
     c = compare("x", np.array([1.0, 0.0]), np.array([1.0, np.nan]), 1e-8, 1e-6, seconds=0, top=5)
     assert c.mismatches == 1
+
+
+def test_library_check_as_the_spec_shows():
+    import gradcli
+
+    x, t = np.random.default_rng(0).standard_normal((3, 4)), np.array([0, 1, 3])
+    report = gradcli.check("cross_entropy", input=x, target=t)
+    assert report.ok and {c.name for c in report.backends} == {"forward", "analytic", "fd"}
+    report = gradcli.check("softmax", input=x, backends=["fd"], reference="analytic", atol=0.0, rtol=0.0)
+    assert not report.ok and report.top

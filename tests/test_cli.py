@@ -27,7 +27,7 @@ def run_json(*args, input=None):
     return json.loads(result.stdout)
 
 
-@pytest.mark.parametrize("command", ["jacobian", "grad", "vjp", "jvp", "functions"])
+@pytest.mark.parametrize("command", ["jacobian", "grad", "vjp", "jvp", "check", "functions"])
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0
