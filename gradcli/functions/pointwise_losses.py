@@ -298,5 +298,18 @@ class KlDiv(PointwiseLoss):
     def d_input(self, x, t, extra, params):
         return -np.exp(t) if params["log_target"] else -t
 
+    def notes(self, args, params, wrt):
+        if params["reduction"] == "mean":
+            return ["kl_div with --reduction mean divides by every entry, not by the batch: it is not the KL "
+                    "divergence (torch warns the same); --reduction batchmean is"]
+        return []
+
+    def torch_forward(self, args, params):
+        import warnings
+
+        with warnings.catch_warnings():  # torch's warning about 'mean' is our note
+            warnings.simplefilter("ignore", UserWarning)
+            return super().torch_forward(args, params)
+
     def torch_extra(self, args, params):
         return {"log_target": params["log_target"]}

@@ -94,10 +94,14 @@ def load_model_file(path_text: str):
     path = Path(path_text)
     if not path.is_file():
         raise UsageError(f"FUNCTION: file not found: {path}")
+    import warnings
+
     try:
-        if path.suffix == ".pt2":
-            return torch.export.load(str(path)).module()
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():  # torch.jit's deprecation notice is not the user's concern here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if path.suffix == ".pt2":
+                return torch.export.load(str(path)).module()
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         kind = "a torch.export program (torch.export.save)" if path.suffix == ".pt2" else "a TorchScript module (torch.jit.save)"
