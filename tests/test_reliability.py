@@ -113,9 +113,9 @@ def test_the_catalogue_has_forty_cases():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupt_leaves_no_partial_file_and_exits_130(tmp_path, sig):
     out = tmp_path / "out.npy"
-    proc = subprocess.Popen([sys.executable, "-m", "gradcli", "jacobian", "softmax", "-x", "randn:256,512", "-b", "fd",
+    proc = subprocess.Popen([sys.executable, "-m", "gradcli", "jacobian", "softmax", "-x", "randn:384,512", "-b", "fd",
                              "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    time.sleep(2.5)
     assert proc.poll() is None, "the run finished before it could be interrupted: make it longer"
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=60)

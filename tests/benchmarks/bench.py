@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -127,8 +126,8 @@ def scaling(repeats):
     rows = []
     for c in (64, 128, 256, 512):
         x = np.random.default_rng(c).standard_normal((64, c))
-        tb = best(lambda: gradcli.jacobian("softmax", input=x, backend="analytic", layout="blocks"), repeats)
-        tf = best(lambda: gradcli.jacobian("softmax", input=x, backend="fd", layout="blocks"), max(1, repeats // 2))
+        tb = best(lambda x=x: gradcli.jacobian("softmax", input=x, backend="analytic", layout="blocks"), repeats)
+        tf = best(lambda x=x: gradcli.jacobian("softmax", input=x, backend="fd", layout="blocks"), max(1, repeats // 2))
         rows.append((c, tb, tf))
     out = []
     for (c, tb, tf), prev in zip(rows, [None] + rows[:-1]):
