@@ -20,6 +20,7 @@ error ``eps * |f| / h``.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,11 +110,18 @@ def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, ep
     error_t = np.empty_like(blocks_t)
     h_t = np.moveaxis(h, -1, 0)  # (C, *rows)
     done = [0]
+    buffers = threading.local()  # one stack of points per thread, reused: no fresh pages per chunk
 
     def columns(start: int, stop: int) -> None:
         k = stop - start
         # (m, k, *rows, C): copy j of the stack moves column start + j of every row.
-        points = np.broadcast_to(x0, (m, k) + x0.shape).copy()
+        if k == chunk:
+            if getattr(buffers, "points", None) is None:
+                buffers.points = np.empty((m, chunk) + x0.shape, dtype=x0.dtype)
+            points = buffers.points
+        else:
+            points = np.empty((m, k) + x0.shape, dtype=x0.dtype)
+        points[...] = x0
         flat = points.reshape(m, k, -1, n_cols)  # a view: rows flattened to one axis
         steps = multiples[:, None, None] * h_t[start:stop].reshape(1, k, -1)  # (m, k, R)
         flat[:, np.arange(k), :, np.arange(start, stop)] += np.moveaxis(steps, 0, 1)
