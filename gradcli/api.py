@@ -47,8 +47,9 @@ def solve(
     """
     name = resolve(BackendName(backend), problem)
     natural = problem
-    if quantity is Quantity.JACOBIAN and Layout(layout) is Layout.BLOCKS and problem.rows is None \
-            and hasattr(problem.function, "per_sample"):
+    per_sample = (quantity is Quantity.JACOBIAN and Layout(layout) is Layout.BLOCKS and problem.rows is None
+                  and hasattr(problem.function, "per_sample"))
+    if per_sample:
         problem = per_sample_problem(problem)
     layout = resolve_layout(problem, quantity, Layout(layout))
     if layout is Layout.BLOCKS and problem.rows.elementwise:
@@ -82,7 +83,7 @@ def solve(
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
     notes = problem.notes + got.notes
-    if problem is not natural and problem.function is natural.function:  # per-sample blocks of user code
+    if per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in)
         value = value.reshape(natural.output_shape + natural.wrt_shape[1:])
         got = dataclasses.replace(got, output=np.asarray(got.output).reshape(natural.output_shape))
         if verify_blocks:

@@ -63,6 +63,10 @@ def check_all_quantities(case, dtype, backend, seed):
         expected = full.reshape(n, n).diagonal().reshape(arrays[wrt].shape)
         assert_close(auto.value, expected, tolerance, f"{backend} diag")
         assert np.isclose(np.square(full).sum(), np.square(expected).sum(), rtol=tolerance)  # nothing off the diagonal
+        if expected.ndim:  # --layout blocks: the diagonal blocks along the last axis
+            blocks = gradcli.jacobian(name, layout="blocks", **kw).value
+            c = expected.shape[-1]
+            assert_close(blocks, expected[..., :, None] * np.eye(c), tolerance, f"{backend} elementwise blocks")
     else:
         assert_close(auto.value, full, tolerance, f"{backend} auto layout")
 
