@@ -109,17 +109,17 @@ class Chain(Function):
 
     # --- structure and kernels ----------------------------------------------
 
-    def _plan(self, args, params, wrt):
+    def _plan(self, args, params, wrt, axis=None):
         """Stages from the owner of ``wrt`` on, with their arguments, the name
         each is differentiated w.r.t., and the axis elementwise stages adopt
-        (None if every stage is elementwise). Returns (plan, axes, layouts)."""
+        (``axis``, or None, if every stage is elementwise). Returns (plan, axes, layouts)."""
         start = self.owner(wrt)
         plan = [(stage, a, p, wrt if i == start else "input") for i, stage, a, p in self._walk(args, params) if i >= start]
         plain = [stage.row_layout(a, p, w) for stage, a, p, w in plan]
         axes: list[int | None] = [None] * len(plan)
         if any(lay is None for lay in plain):
             return plan, axes, None
-        feature = None  # the feature axis of the current stage's input, once known
+        feature = axis  # the feature axis of the current stage's input, once known
         first = next((j for j, lay in enumerate(plain) if not lay.elementwise), None)
         if first is not None:
             feature = plain[first].in_axis
@@ -137,14 +137,14 @@ class Chain(Function):
         return plan, axes, layouts
 
     def row_layout(self, args, params, wrt, axis=None):
-        plan, _, layouts = self._plan(args, params, wrt)
+        plan, _, layouts = self._plan(args, params, wrt, axis)
         if layouts is None:
             return None
         first, last = layouts[0], layouts[-1]
         return RowLayout(first.in_shape, first.in_axis, last.out_axis, last.out_features, reduced=last.reduced)
 
     def kernel(self, args, params, wrt, axis=None):
-        plan, axes, layouts = self._plan(args, params, wrt)
+        plan, axes, layouts = self._plan(args, params, wrt, axis)
         kernels = [stage.kernel(a, p, w, axis=ax) for (stage, a, p, w), ax in zip(plan, axes)]
         if layouts is not None:
             return _row_chain(kernels, layouts)
