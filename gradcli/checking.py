@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api import library_call, resolve_layout, solve
+from .api import library_call, solve
 from .backends import BackendOptions
 from .compare import Comparison, compare, default_tolerance
 from .errors import BackendError, UsageError
@@ -56,7 +56,7 @@ def run_check(
         raise UsageError("--atol/--rtol: tolerances must be >= 0")
     if quantity is Quantity.JVP and tangent is None:
         tangent = np.random.default_rng(0).standard_normal(problem.wrt_shape)
-    kw = dict(layout=resolve_layout(problem, quantity, layout), cotangent=cotangent, tangent=tangent, options=options,
+    kw = dict(layout=layout, cotangent=cotangent, tangent=tangent, options=options,
               allow_nonfinite=allow_nonfinite, **({} if max_memory is None else {"max_memory": max_memory}))
     ref = solve(problem, quantity, backend=reference, **kw)
     kinks = _kink_mask(problem, ref)

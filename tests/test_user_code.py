@@ -188,3 +188,10 @@ def test_analytic_has_no_closed_form_for_user_code(files):
     tmp_path, _ = files
     result = runner.invoke(app, ["jacobian", f"{tmp_path}/net.py:net", "-x", "randn:1,2,4,4", "-b", "analytic"])
     assert result.exit_code == 3 and "no closed form" in result.stderr
+
+
+def test_check_compares_per_sample_blocks(files):
+    tmp_path, _ = files
+    doc = run_json("check", f"{tmp_path}/net.py:net", "-x", str(tmp_path / "x.npy"), "--layout", "blocks")
+    assert doc["ok"] and doc["layout"] == "blocks" and doc["shape"] == [3, 5, 2, 4, 4]
+    assert {b["name"] for b in doc["backends"]} == {"forward", "fd"}

@@ -147,9 +147,10 @@ class UserFunction(Function):
         import torch
 
         x = args["input"]
-        if self.module is not None and x.dtype != self._dtype:
-            self.module.to(x.dtype)  # the working dtype: float64 by default, as gradcli computes
-            self._dtype = x.dtype
+        if self.module is not None and (x.dtype, x.device) != self._dtype:
+            # The working dtype (float64 by default) and device, as gradcli computes.
+            self.module.to(dtype=x.dtype, device=x.device)
+            self._dtype = (x.dtype, x.device)
         batch = params is not None and params.get("_batch")
         if batch:
             x = x.reshape(x.shape[:-1] + params["_batch_in"])  # (..., B, F_in) -> (..., B, *in)
