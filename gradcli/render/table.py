@@ -182,6 +182,9 @@ def render_result(result: Result, *, precision: int = 4, summarize: bool = True,
         parts.append(view)
     if big:
         parts.append(Text(_stats(value), style="dim"))
+    if result.nonfinite:
+        parts.append(Text(f"{result.nonfinite} of {value.size} entries are NaN or infinite "
+                          "(non-finite inputs propagate with --allow-nonfinite)", style="yellow"))
     if result.error is not None:
         parts.append(Text(f"fd error estimate: max {float(np.max(result.error)):.2e} "
                           f"({result.evaluations} points evaluated)", style="dim"))
