@@ -152,12 +152,12 @@ def verify_samples_independent(problem: Problem, engine, rows: int = 3) -> str:
     k = min(rows, problem.input_shape[0])
     if k < 2:
         return "--verify-blocks: one sample only, nothing to verify"
-    sub = {name: (a[:k] if name == "input" or (a.ndim and a.shape[0] == problem.input_shape[0]) else a)
-           for name, a in problem.args.items()}
+    from .rows import batch_rows
+
+    sub = batch_rows(dict(problem.args), slice(0, k))
     params = {key: v for key, v in problem.params.items() if key != "_output_shape"}
-    small = dataclasses.replace(problem, args=sub, params=params)
-    small.function.check(sub, params)
-    small = dataclasses.replace(small, output_shape=small.function.output_shape(sub, params), params=params)
+    problem.function.check(sub, params)
+    small = dataclasses.replace(problem, args=sub, params=params, output_shape=problem.function.output_shape(sub, params))
     full = np.asarray(engine.jacobian(small, Layout.FULL).value).reshape(k, -1, k, int(np.prod(sub["input"].shape[1:])))
     scale = max(1.0, float(np.abs(full).max()))
     cross = max(float(np.abs(full[i, :, j]).max()) for i in range(k) for j in range(k) if i != j)

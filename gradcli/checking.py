@@ -13,6 +13,7 @@ from .api import library_call, solve
 from .backends import BackendOptions
 from .compare import Comparison, compare, default_tolerance
 from .errors import BackendError, UsageError
+from .functions.elementwise import diagonal_blocks
 from .problem import Problem
 from .results import BackendName, CheckReport, Layout, Quantity, Result
 
@@ -113,10 +114,7 @@ def _kink_mask(problem: Problem, ref: Result) -> np.ndarray | None:
         full.reshape(n, n)[np.arange(n), np.arange(n)] = mask.reshape(-1)
         return full
     if ref.layout is Layout.BLOCKS and mask.ndim and value_shape == mask.shape + mask.shape[-1:]:
-        blocks = np.zeros(value_shape, dtype=bool)
-        c = mask.shape[-1]
-        blocks.reshape(-1, c * c)[:, :: c + 1] = mask.reshape(-1, c)
-        return blocks
+        return diagonal_blocks(mask)  # elementwise blocks along the last axis
     return np.broadcast_to(mask.any(), value_shape)  # no finer map: every entry may feel the kink
 
 

@@ -36,6 +36,15 @@ def check_output_path(path: str) -> Path:
     return target
 
 
+def _publish(tmp: Path, path: Path) -> None:
+    """Give the finished temporary file the mode a plain open() would (mkstemp
+    makes it 0600), then rename it over ``path`` in one step."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Call ``write`` on a temporary file in ``path``'s folder, then rename it
     over ``path``; on any error (or Ctrl-C) the temporary file is removed."""
@@ -43,10 +52,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain open() would give
-        os.replace(tmp, path)
+        _publish(Path(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -75,10 +81,7 @@ class NpyStream:
 
     def commit(self) -> None:
         self.array.flush()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        os.replace(self.tmp, self.path)
+        _publish(self.tmp, self.path)
 
     def abort(self) -> None:
         self.tmp.unlink(missing_ok=True)

@@ -37,6 +37,14 @@ def parse_rows(text: str, n: int) -> np.ndarray:
     return indices
 
 
+def batch_rows(args, index) -> dict[str, np.ndarray]:
+    """The input and the target at batch rows ``index`` (dim 0); every other
+    argument (weights, parameters) is shared by all rows and kept whole."""
+    n = args["input"].shape[0]
+    return {name: (a[index] if name in ("input", "target") and a.ndim and a.shape[0] == n else a)
+            for name, a in args.items()}
+
+
 def select_rows(problem: Problem, text: str) -> Problem:
     x = problem.args["input"]
     user = hasattr(problem.function, "per_sample")
@@ -49,8 +57,7 @@ def select_rows(problem: Problem, text: str) -> Problem:
         raise UsageError("--rows: selects rows of the input; it cannot be combined with --wrt " + problem.wrt)
     indices = parse_rows(text, x.shape[0])
     n = x.shape[0]
-    args = {name: (a[indices] if a.ndim and a.shape[0] == n and name in ("input", "target") else a)
-            for name, a in problem.args.items() if not name.startswith("param:")}
+    args = batch_rows({k: a for k, a in problem.args.items() if not k.startswith("param:")}, indices)
     params = {k: v for k, v in problem.params.items() if not k.startswith("_")}
     sub = build_problem(problem.function, args, params, wrt=problem.wrt, dtype=str(problem.dtype), allow_nonfinite=True)
     note = f"--rows {text}: rows {indices.tolist() if indices.size <= 8 else f'{indices[0]}..{indices[-1]}'} of {n}"

@@ -30,6 +30,12 @@ _IGNORE = Param("ignore_index", -100, "target value whose rows contribute nothin
 _CLASS_WEIGHT = ArrayArg("class_weight", "a weight per class, shape (C,)")
 
 
+def pick(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[..., index]`` per row: ``(..., *rows, C)`` at ``(*rows)`` indices -> ``(..., *rows)``
+    (leading stack axes broadcast over the same indices)."""
+    return np.take_along_axis(values, np.broadcast_to(index[..., None], values.shape[:-1] + (1,)), -1)[..., 0]
+
+
 def class_axis(input_ndim: int) -> int:
     """torch's class dim: 0 for an unbatched (C,) input, else 1."""
     return 0 if input_ndim == 1 else 1
@@ -204,7 +210,7 @@ class CrossEntropy(_ClassLoss):
 
         def forward(x):
             logp = log_softmax_rows(x)
-            nll = -np.take_along_axis(logp, np.broadcast_to(y_safe[..., None], logp.shape[:-1] + (1,)), -1)[..., 0]
+            nll = -pick(logp, y_safe)
             smooth = -(logp * w_c).sum(-1)
             return (1 - eps) * w_y * nll + (eps / n_classes) * keep * smooth
 
@@ -246,8 +252,7 @@ class NllLoss(_ClassLoss):
         n_classes = x0.shape[-1]
 
         def forward(x):
-            picked = np.take_along_axis(x, np.broadcast_to(y_safe[..., None], x.shape[:-1] + (1,)), -1)[..., 0]
-            return -w_y * picked
+            return -w_y * pick(x, y_safe)
 
         return RowKernel(
             x0=x0,
