@@ -224,6 +224,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
     from .arrays import load_array
     from .backends import BackendOptions
+    from .functions.base import option_name
     from .outfile import check_output_path
     from .problem import build_problem
 
@@ -241,7 +242,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         from .render.plot import check_plot_path
 
         plot_path = check_plot_path(opts["plot"])
-    arrays = {name: load_array(spec, "--" + name.replace("_", "-"), seed=opts["seed"], max_bytes=max_memory)
+    arrays = {name: load_array(spec, option_name(name), seed=opts["seed"], max_bytes=max_memory)
               for name, spec in specs.items()}
     params = {name: opts[name].value if isinstance(opts[name], enum.Enum) else opts[name]
               for name in PARAM_OPTIONS if opts.get(name) is not None}
@@ -254,7 +255,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     vectors = {}
     if vector_spec is not None:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
-        vectors[vector_option] = load_array(vector_spec, "--" + vector_option, seed=opts["seed"], like=like)
+        vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like)
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"].value, progress=DelayedProgress())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from ..parallel import run_chunks
 from .base import ArrayArg, Function, Param, RowKernel, RowLayout, Structure, check_axis
 
@@ -36,8 +37,6 @@ class _AlongDim(Function):
 
     def check(self, args, params):
         if args["input"].ndim == 0:
-            from ..errors import UsageError
-
             raise UsageError(f"--input: {self.name} needs at least a 1-D input; wrap a scalar in a list, e.g. '[2.5]'")
         check_axis(params["dim"], args["input"].ndim)
         return []

@@ -175,7 +175,7 @@ class UserFunction(Function):
         if "_output_shape" in params:
             return []
         with torch.no_grad():
-            out = self.call({k: torch.from_numpy(np.array(v)) for k, v in args.items()})
+            out = self.call(_tensors(args))
         if not isinstance(out, torch.Tensor):
             raise BackendError(f"{self.name} returned a {type(out).__name__}; it must return one tensor")
         if not out.is_floating_point():
@@ -219,7 +219,7 @@ class UserFunction(Function):
         (``torch.func.vmap``; a loop where the code cannot be vmapped)."""
         import torch
 
-        tensors = {k: torch.from_numpy(np.array(v)) for k, v in args.items()}
+        tensors = _tensors(args)
         x0 = args[wrt]
 
         def one(x):
@@ -247,6 +247,13 @@ class UserFunction(Function):
 
     def torch_forward(self, args, params):
         return self.call(dict(args), params)
+
+
+def _tensors(args) -> dict[str, Any]:
+    """NumPy arguments as CPU tensors (copies: the problem's arrays are read-only)."""
+    import torch
+
+    return {k: torch.from_numpy(np.array(v)) for k, v in args.items()}
 
 
 def _keyword_names(obj) -> set[str]:
