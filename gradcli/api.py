@@ -8,21 +8,19 @@ Importable without typer, rich or torch::
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import time
 from typing import Any, Mapping
 
 import numpy as np
 
 from .arrays import check_finite
-from .backends import BackendOptions, get_backend, resolve
+from .backends import get_backend, resolve
 from .errors import UsageError
+from .options import BackendName, BackendOptions, DType, Layout, Quantity
+from .plan import DEFAULT_MAX_MEMORY, make_plan
 from .problem import Problem, build_problem
-from .results import BackendName, Layout, Quantity, Result, frozen
-
-DEFAULT_MAX_MEMORY = 2 * 2**30
-ARRAY_ARGS = ("input", "target", "class_weight", "weight", "bias", "pos_weight")
+from .results import Result, frozen
+from .structure import describe
 
 
 def solve(
@@ -45,105 +43,77 @@ def solve(
     like the ``wrt`` argument and required for jvp. ``verify_blocks`` (user
     code, per-sample blocks): check on a few rows that samples do not interact.
     """
+    quantity, layout = Quantity(quantity), Layout(layout)
     name = resolve(BackendName(backend), problem)
-    natural = problem
-    per_sample = (quantity is Quantity.JACOBIAN and Layout(layout) is Layout.BLOCKS and problem.rows is None
-                  and hasattr(problem.function, "per_sample"))
-    if per_sample:
-        problem = per_sample_problem(problem)
-    layout = resolve_layout(problem, quantity, Layout(layout))
-    if layout is Layout.BLOCKS and problem.rows.elementwise:
-        problem = as_blocks_along_last_axis(problem)
-    vector = None
-    if quantity is Quantity.GRAD:
-        if problem.output_shape != ():
-            raise UsageError(
-                f"grad: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not one number; "
-                "use --reduction mean or sum, or `gradcli vjp` (what out.backward(v) computes)"
-            )
-        vector = np.ones((), dtype=problem.dtype)
-    elif quantity is Quantity.VJP:
-        if cotangent is None:
-            cotangent = np.ones(problem.output_shape, dtype=problem.dtype)
-        vector = _vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
-    elif quantity is Quantity.JVP:
-        if tangent is None:
-            raise UsageError(f"--tangent: jvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, e.g. --tangent randn")
-        vector = _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
-    check_memory(problem, quantity, layout, max_memory, streaming=options.allocate is not np.zeros)
-
+    vector = _quantity_vector(problem, quantity, cotangent, tangent, allow_nonfinite)
+    plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros)
+    view = plan.problem
     engine = get_backend(name, options)
     start = time.perf_counter()
     if quantity is Quantity.JACOBIAN:
-        got = engine.jacobian(problem, layout)
+        got = engine.jacobian(view, plan.layout)
     elif quantity is Quantity.JVP:
-        got = engine.jvp(problem, vector)
+        got = engine.jvp(view, vector)
     else:
-        got = engine.vjp(problem, vector)
+        got = engine.vjp(view, vector)
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
-    notes = problem.notes + got.notes
-    if per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in)
-        value = value.reshape(natural.output_shape + natural.wrt_shape[1:])
-        got = dataclasses.replace(got, output=np.asarray(got.output).reshape(natural.output_shape))
+    output = np.asarray(got.output).astype(problem.dtype, copy=False)
+    error = None if got.error is None else np.asarray(got.error).astype(problem.dtype, copy=False)
+    notes = view.notes + got.notes
+    if view.per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in)
+        shape = problem.output_shape + problem.wrt_shape[1:]
+        value, output = value.reshape(shape), output.reshape(problem.output_shape)
+        error = None if error is None else error.reshape(shape)
         if verify_blocks:
-            notes += (verify_samples_independent(natural, engine),)
-        problem = dataclasses.replace(natural, rows=None)
+            notes += (verify_samples_independent(problem, engine),)
+    structure = describe(value, plan.layout, view.rows, problem.dtype, per_sample=view.per_sample) \
+        if quantity is Quantity.JACOBIAN else ()
     return Result(
         quantity=quantity,
         function=problem.function.name,
-        params={k: v for k, v in problem.params.items() if not k.startswith("_")},
+        params=problem.params,
         wrt=problem.wrt,
         backend=name,
         dtype=str(problem.dtype),
         input_shape=problem.input_shape,
         wrt_shape=problem.wrt_shape,
         output_shape=problem.output_shape,
-        layout=layout if quantity is Quantity.JACOBIAN else None,
+        layout=plan.layout if quantity is Quantity.JACOBIAN else None,
         # Every backend's value in the working dtype (torch's forward mode can
         # promote a 0-d float32 tangent to float64).
         value=frozen(value),
-        output=frozen(np.asarray(got.output).astype(problem.dtype, copy=False)),
+        output=frozen(output),
         notes=notes,
+        structure=structure,
         seconds=seconds,
-        error=None if got.error is None else frozen(np.asarray(got.error).astype(problem.dtype, copy=False)),
+        error=None if error is None else frozen(error),
         evaluations=got.evaluations,
         formulas=problem.function.formulas,
-        rows=problem.rows,
+        per_sample=view.per_sample,
+        batch_axes=len(view.rows.rows) if view.rows is not None and plan.layout is Layout.BLOCKS else 0,
     )
 
 
-def resolve_layout(problem: Problem, quantity: Quantity, layout: Layout) -> Layout:
-    """``auto``: diag for elementwise functions, per-row blocks when the output
-    keeps batch rows, else full."""
-    if quantity is not Quantity.JACOBIAN:
-        return Layout.FULL
-    rows = problem.rows
-    has_blocks = rows is not None and not rows.reduced
-    if layout is Layout.AUTO:
-        if has_blocks and rows.elementwise:
-            return Layout.DIAG
-        return Layout.BLOCKS if has_blocks and rows.rows else Layout.FULL
-    if layout in (Layout.BLOCKS, Layout.DIAG) and not has_blocks:
-        why = "its output is one number (use --reduction none to keep rows)" if rows is not None else "it has no row structure"
-        raise UsageError(f"--layout {layout.value}: {problem.function.name} has no {layout.value} here because {why}; use --layout full")
-    if layout is Layout.DIAG and not rows.elementwise:
-        raise UsageError(f"--layout diag: {problem.function.name} is not elementwise; use --layout blocks or full")
-    if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
-        raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
-    return layout
-
-
-def per_sample_problem(problem: Problem) -> Problem:
-    """User code as per-sample blocks: input ``(B, *in)`` and output ``(B, *out)``
-    seen as ``(B, F_in)`` and ``(B, F_out)``, the batch as rows."""
-    if problem.wrt != "input":
-        raise UsageError("--layout blocks: per-sample blocks are w.r.t. the input; use --layout full for parameters")
-    args, params = problem.function.per_sample(dict(problem.args), dict(problem.params))
-    for array in args.values():
-        array.flags.writeable = False
-    return dataclasses.replace(problem, args=args, params=params, output_shape=problem.function.output_shape(args, params),
-                               rows=problem.function.row_layout(args, params, "input"))
+def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, allow_nonfinite: bool):
+    """The vector a quantity contracts with: ones for grad, the cotangent (default
+    ones) for vjp, the tangent (required) for jvp; None for jacobian."""
+    if quantity is Quantity.GRAD:
+        if problem.output_shape != ():
+            raise UsageError(
+                f"grad: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not one number; "
+                "use --reduction mean or sum, or `gradcli vjp` (what out.backward(v) computes)"
+            )
+        return np.ones((), dtype=problem.dtype)
+    if quantity is Quantity.VJP:
+        if cotangent is None:
+            cotangent = np.ones(problem.output_shape, dtype=problem.dtype)
+        return _vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
+    if quantity is Quantity.JVP:
+        if tangent is None:
+            raise UsageError(f"--tangent: jvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, e.g. --tangent randn")
+        return _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
+    return None
 
 
 def verify_samples_independent(problem: Problem, engine, rows: int = 3) -> str:
@@ -152,68 +122,14 @@ def verify_samples_independent(problem: Problem, engine, rows: int = 3) -> str:
     k = min(rows, problem.input_shape[0])
     if k < 2:
         return "--verify-blocks: one sample only, nothing to verify"
-    from .rows import batch_rows
-
-    sub = batch_rows(dict(problem.args), slice(0, k))
-    params = {key: v for key, v in problem.params.items() if key != "_output_shape"}
-    problem.function.check(sub, params)
-    small = dataclasses.replace(problem, args=sub, params=params, output_shape=problem.function.output_shape(sub, params))
-    full = np.asarray(engine.jacobian(small, Layout.FULL).value).reshape(k, -1, k, int(np.prod(sub["input"].shape[1:])))
+    small = problem.restrict_rows(np.arange(k))
+    full = np.asarray(engine.jacobian(small, Layout.FULL).value).reshape(k, -1, k, int(np.prod(small.input_shape[1:])))
     scale = max(1.0, float(np.abs(full).max()))
     cross = max(float(np.abs(full[i, :, j]).max()) for i in range(k) for j in range(k) if i != j)
     if cross <= 100 * float(np.finfo(problem.dtype).eps) * scale:
         return f"--verify-blocks: samples do not interact (checked on the first {k}: every cross-sample derivative is 0)"
     return (f"--verify-blocks: samples INTERACT (a cross-sample derivative of {cross:.2e} among the first {k}): the "
             "blocks are not the whole Jacobian; batch norm in training mode does this (call model.eval())")
-
-
-def as_blocks_along_last_axis(problem: Problem) -> Problem:
-    """An elementwise problem shown as blocks: rows along the last axis, each
-    block the diagonal matrix of that row's derivatives."""
-    axis = len(problem.wrt_shape) - 1
-    rows = problem.function.row_layout(problem.args, problem.params, problem.wrt, axis=axis)
-    return dataclasses.replace(problem, rows=rows, axis=axis)
-
-
-def result_shape(problem: Problem, quantity: Quantity, layout: Layout) -> tuple[int, ...]:
-    if quantity is Quantity.JVP:
-        return problem.output_shape
-    if quantity is not Quantity.JACOBIAN:
-        return problem.wrt_shape
-    if layout is Layout.BLOCKS:
-        return problem.rows.blocks_shape + ((problem.rows.features,) if problem.rows.elementwise else ())
-    if layout is Layout.DIAG:
-        return problem.wrt_shape
-    return problem.output_shape + problem.wrt_shape
-
-
-def check_memory(problem: Problem, quantity: Quantity, layout: Layout, max_memory: int, streaming: bool = False) -> None:
-    """Refuse, before any work, a result larger than ``max_memory`` bytes.
-    ``streaming``: a full Jacobian scattered from blocks goes straight into a
-    memory-mapped ``.npy`` file, so only the blocks must fit."""
-    need = math.prod(result_shape(problem, quantity, layout)) * problem.dtype.itemsize
-    scattered = (quantity is Quantity.JACOBIAN and layout is Layout.FULL and problem.rows is not None
-                 and not problem.rows.reduced)
-    blocks = math.prod(problem.rows.blocks_shape) * problem.dtype.itemsize if scattered else None
-    if need <= max_memory or (streaming and scattered and blocks <= max_memory):
-        return
-    fits = []
-    if scattered and blocks <= max_memory:
-        fits.append(f"--layout blocks ({format_bytes(blocks)})")
-        fits.append("-o J.npy alone (written in chunks, never held whole)")
-    fits.append("`gradcli vjp` or `gradcli jvp` (the size of one argument)")
-    raise UsageError(
-        f"--max-memory: the {quantity.value} result {list(result_shape(problem, quantity, layout))} needs {format_bytes(need)}, "
-        f"over the limit of {format_bytes(max_memory)}; try {' or '.join(fits)}, or raise --max-memory"
-    )
-
-
-def format_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError
 
 
 def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:
@@ -235,12 +151,14 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
     """Split a library call's keywords: arrays and options build the problem,
     backend settings make the BackendOptions, ``run_names`` pass through.
     Returns ``(problem, options, run)``."""
+    from .functions import array_arguments
+
     kw = dict(kwargs)
-    arrays = {name: kw.pop(name) for name in ARRAY_ARGS if name in kw}
+    arrays = {name: kw.pop(name) for name in array_arguments() if name in kw}
     run = {name: kw.pop(name) for name in run_names if name in kw}
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
-    problem = build_problem(function, arrays, {k: v for k, v in kw.items() if k not in ("wrt", "dtype")},
-                            wrt=kw.get("wrt", "input"), dtype=kw.get("dtype", "float64"),
+    wrt, dtype = kw.pop("wrt", "input"), kw.pop("dtype", DType.FLOAT64)
+    problem = build_problem(function, arrays, kw, wrt=wrt, dtype=dtype,
                             allow_nonfinite=run.get("allow_nonfinite", False))
     return problem, options, run
 

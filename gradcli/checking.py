@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .api import library_call, solve
-from .backends import BackendOptions
 from .compare import Comparison, compare, default_tolerance
 from .errors import BackendError, UsageError
-from .functions.elementwise import diagonal_blocks
+from .options import BackendName, BackendOptions, Layout, Quantity
 from .problem import Problem
-from .results import BackendName, CheckReport, Layout, Quantity, Result
+from .results import CheckReport, Result
+from .rowform import diagonal_blocks
 
 ORDER = (BackendName.AUTOGRAD, BackendName.FORWARD, BackendName.ANALYTIC, BackendName.FD)
 
@@ -100,7 +100,7 @@ def _torch_available() -> bool:
 
 def _kink_mask(problem: Problem, ref: Result) -> np.ndarray | None:
     """Entries of the result that depend on an input entry sitting on a kink."""
-    mask = problem.function.kinks(problem.args, problem.params) if problem.wrt == "input" else None
+    mask = problem.bound.kinks() if problem.wrt == "input" else None
     if mask is None or not mask.any():
         return None
     value_shape = ref.shape

@@ -1,22 +1,22 @@
 """The typer app: options -> library call -> renderer -> exit code.
 
-Every computing command shares one option list (built once, below) and one
-body, :func:`run_command`. Errors become exit codes in one place,
-:func:`errors_to_exit_codes`. torch is imported only by the backends that need it.
+The computing commands share one option list, generated from the catalogue
+(every built-in's array arguments and typed Params, with their help and
+defaults) plus the run options below, and one body, :func:`run_command`.
+Commands raise or return an exit code; :class:`GradcliGroup.main` is the one
+place that turns click errors, GradcliError, interrupts and a command's
+returned code into the exit status. torch is imported only by the backends
+that need it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import functools
 import inspect
-import math
 import re
-import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Optional
 
 import typer
@@ -24,34 +24,62 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import ExitCode, GradcliError, UsageError
-from .results import BackendName, Layout, Quantity
+from .options import BackendName, Device, DType, FdDType, FdMethod, Format, Layout, Quantity
 
-class ShortErrorsGroup(TyperGroup):
-    """Click's own parsing errors (a bad choice, an unknown option) in gradcli's
-    short form — one or two lines on stderr, exit 2 — instead of a usage block."""
+
+class GradcliGroup(TyperGroup):
+    """The one place errors become exit codes (SPEC §2): one or two lines on
+    stderr, never a traceback unless ``--traceback``, nothing on stdout."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        argv = list(sys.argv[1:] if args is None else args)
+        show_traceback = "--traceback" in argv
         try:
-            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except typer.TyperException as err:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as err:  # click's own errors (typer vendors click)
             if type(err).__name__ == "NoArgsIsHelpError":  # bare `gradcli`: the help is the answer
                 typer.echo(err.format_message())
                 sys.exit(0)
             ctx = getattr(err, "ctx", None)
             hint = f"; see `{ctx.command_path} --help`" if err.exit_code == ExitCode.USAGE and ctx is not None else ""
-            typer.echo(f"gradcli: error: {err.format_message().rstrip('.')}{hint}", err=True)
+            _error(f"{err.format_message().rstrip('.')}{hint}")
+            code = err.exit_code
+        except typer.Exit as err:
             code = err.exit_code
         except (typer.Abort, KeyboardInterrupt):
-            typer.echo("gradcli: interrupted", err=True)
             code = ExitCode.INTERRUPTED
-        sys.stdout.flush()
+        except GradcliError as err:
+            if show_traceback:
+                raise
+            _error(str(err))
+            code = err.exit_code
+        except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+            code = ExitCode.OK
+        except Exception as err:
+            if show_traceback:
+                raise
+            _error(f"internal error: {type(err).__name__}: {err}; rerun with --traceback and report it", prefix="gradcli: ")
+            code = ExitCode.BACKEND
+        if code == ExitCode.INTERRUPTED:  # typer turns a Ctrl-C inside a command into a silent 130
+            _error("interrupted", prefix="gradcli: ")
+        try:
+            if sys.stdout is not None:
+                sys.stdout.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
         sys.exit(int(code or 0))
 
 
+def _error(message: str, prefix: str = "gradcli: error: ") -> None:
+    if sys.stderr is not None:
+        sys.stderr.write(f"{prefix}{message}\n")
+        sys.stderr.flush()
+
+
 app = typer.Typer(
-    cls=ShortErrorsGroup,
+    cls=GradcliGroup,
     name="gradcli",
     add_completion=False,
     no_args_is_help=True,
@@ -62,39 +90,6 @@ app = typer.Typer(
     "gradients, vector-Jacobian and Jacobian-vector products, with torch autograd, forward mode, "
     "closed forms or finite differences.",
 )
-
-
-class DType(str, enum.Enum):
-    float64 = "float64"
-    float32 = "float32"
-
-
-class Reduction(str, enum.Enum):
-    mean = "mean"
-    sum = "sum"
-    none = "none"
-    batchmean = "batchmean"
-
-
-class FdMethod(str, enum.Enum):
-    central = "central"
-    richardson = "richardson"
-    forward = "forward"
-
-
-class FdDType(str, enum.Enum):
-    float64 = "float64"
-    same = "same"
-
-
-class Format(str, enum.Enum):
-    table = "table"
-    json = "json"
-
-
-class Device(str, enum.Enum):
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 ARRAY_HELP = "ARRAY: a .npy/.npz[:key]/.json/.pt file, inline JSON, - for stdin, or a generator such as randn:3,5"
@@ -112,33 +107,49 @@ FUNCTION_ARG = inspect.Parameter(
                                              show_default=False, metavar="FUNCTION")],
 )
 
-COMMON = [
-    FUNCTION_ARG,
-    _option("input", Optional[str], None, "--input", "-x", help=f"the input (logits). {ARRAY_HELP}"),
-    _option("target", Optional[str], None, "--target", "-t", help="class indices (integers) or probabilities (floats)"),
-    _option("class_weight", Optional[str], None, "--class-weight", help="a weight per class, shape (C,)"),
-    _option("weight", Optional[str], None, "--weight", help="linear: the weight W, shape (out, in)"),
-    _option("bias", Optional[str], None, "--bias", help="linear: the bias b, shape (out,)"),
-    _option("pos_weight", Optional[str], None, "--pos-weight", help="binary_cross_entropy_with_logits: positive-class weight"),
-    _option("dim", Optional[int], None, "--dim", help="softmax/log_softmax dim (default -1); losses use torch's class dim"),
-    _option("reduction", Optional[Reduction], None, "--reduction",
-            help="losses: mean (default), sum or none (kl_div: also batchmean), as torch"),
-    _option("ignore_index", Optional[int], None, "--ignore-index", help="losses: target value to skip (default -100)"),
-    _option("label_smoothing", Optional[float], None, "--label-smoothing", help="cross_entropy: in [0, 1] (default 0)"),
-    _option("beta", Optional[float], None, "--beta", help="smooth_l1_loss: where quadratic turns linear (default 1)"),
-    _option("delta", Optional[float], None, "--delta", help="huber_loss: where quadratic turns linear (default 1)"),
-    _option("log_target", Optional[bool], None, "--log-target/--no-log-target", help="kl_div: the target holds log-probabilities"),
-    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, bias"),
+SHORT = {"input": "-x", "target": "-t"}  # the two arrays every story uses
+
+
+def catalogue_options() -> list[inspect.Parameter]:
+    """One option per array argument and per scalar Param of the built-ins,
+    with help and defaults read from the catalogue: a new loss touches one file."""
+    from .functions import array_arguments, parameters
+
+    options = []
+    for name, arg in array_arguments().items():
+        decls = [f"--{name.replace('_', '-')}"] + ([SHORT[name]] if name in SHORT else [])
+        options.append(_option(name, Optional[str], None, *decls, help=f"{arg.help}. {ARRAY_HELP}" if name == "input"
+                               else arg.help))
+    for name, users in parameters().items():
+        first = users[0][1]
+        defaults = {repr(p.default) for _, p in users}
+        names = ", ".join(function for function, _ in users[:4]) + (", ..." if len(users) > 4 else "")
+        default = f"; default {_show(first.default)}" if len(defaults) == 1 and first.default is not None else ""
+        text = first.help if first.help.split(":")[0] in names else f"{names}: {first.help}"
+        option = f"--{name.replace('_', '-')}"
+        kind = first.kind
+        decls = (f"{option}/--no-{name.replace('_', '-')}",) if kind is bool else (option,)
+        options.append(_option(name, Optional[kind], None, *decls, help=f"{text}{default}"))
+    return options
+
+
+def _show(value) -> str:
+    return value.value if isinstance(value, enum.Enum) else str(value)
+
+
+RUN_OPTIONS = [
+    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, "
+            "bias, or param:NAME (a parameter of your torch.nn.Module)"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
-    _option("dtype", DType, DType.float64, "--dtype", help="working precision"),
-    _option("device", Device, Device.cpu, "--device", help="torch backends"),
+    _option("dtype", DType, DType.FLOAT64, "--dtype", help="working precision"),
+    _option("device", Device, Device.CPU, "--device", help="torch backends"),
     _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
-    _option("fd_method", FdMethod, FdMethod.richardson, "--fd-method", help="finite-difference formula"),
-    _option("fd_step", str, "auto", "--fd-step", help="auto (eps-based, scaled by max(1, |x|)), or an absolute step such as 1e-4"),
-    _option("fd_dtype", FdDType, FdDType.float64, "--fd-dtype", help="difference float32 problems in float64, or same"),
+    _option("fd_method", FdMethod, FdMethod.RICHARDSON, "--fd-method", help="finite-difference formula"),
+    _option("fd_step", str, "auto", "--fd-step", help="auto (adaptive), or an absolute step such as 1e-4"),
+    _option("fd_dtype", FdDType, FdDType.FLOAT64, "--fd-dtype", help="difference float32 problems in float64, or same"),
     _option("json", bool, False, "--json", help="print one JSON document (same as --format json)"),
-    _option("format", Format, Format.table, "--format", help="table or json"),
+    _option("format", Format, Format.TABLE, "--format", help="table or json"),
     _option("output", Optional[str], None, "--output", "-o", help="also write the result to .npy, .npz or .json"),
     _option("precision", int, 4, "--precision", help="digits in tables", min=0, max=17),
     _option("explain", bool, False, "--explain", help="add the formula, how to read the value, and its structure"),
@@ -151,6 +162,7 @@ COMMON = [
     _option("no_timing", bool, False, "--no-timing", help="drop timing fields (byte-identical JSON between runs)"),
     _option("traceback", bool, False, "--traceback", help="show the full traceback of an error"),
 ]
+COMMON = [FUNCTION_ARG, *catalogue_options(), *RUN_OPTIONS]
 EXTRA = {
     Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
                                 help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, "
@@ -175,35 +187,6 @@ HELP = {
     Quantity.VJP: "v^T J: what out.backward(v) puts in x.grad (v = --cotangent, default ones).",
     Quantity.JVP: "J v: the forward-mode directional derivative along --tangent.",
 }
-ARRAY_OPTIONS = ("input", "target", "class_weight", "weight", "bias", "pos_weight")
-PARAM_OPTIONS = ("dim", "reduction", "ignore_index", "label_smoothing", "beta", "delta", "log_target")
-
-
-def errors_to_exit_codes(func):
-    """The one place that turns errors into a message on stderr and an exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        show_traceback = kwargs.get("traceback", False)
-        try:
-            return func(*args, **kwargs)
-        except GradcliError as err:
-            if show_traceback:
-                raise
-            typer.echo(f"gradcli: error: {err}", err=True)
-            raise typer.Exit(int(err.exit_code)) from None
-        except KeyboardInterrupt:
-            typer.echo("gradcli: interrupted", err=True)
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except (typer.Exit, typer.TyperException):
-            raise
-        except Exception as err:
-            if show_traceback:
-                raise
-            typer.echo(f"gradcli: internal error: {type(err).__name__}: {err}; rerun with --traceback and report it", err=True)
-            raise typer.Exit(int(ExitCode.BACKEND)) from None
-
-    return wrapper
 
 
 @dataclass(frozen=True)
@@ -223,12 +206,13 @@ class Loaded:
 def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
     from .arrays import load_array
-    from .backends import BackendOptions
+    from .functions import array_arguments, parameters
     from .functions.base import option_name
+    from .options import BackendOptions
     from .outfile import check_output_path
     from .problem import build_problem
 
-    specs = {name: opts[name] for name in ARRAY_OPTIONS if opts.get(name) is not None}
+    specs = {name: opts[name] for name in array_arguments() if opts.get(name) is not None}
     vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent"}.get(quantity)
     vector_spec = opts.get(vector_option) if vector_option else None
     if [*specs.values(), vector_spec].count("-") > 1:
@@ -244,9 +228,8 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         plot_path = check_plot_path(opts["plot"])
     arrays = {name: load_array(spec, option_name(name), seed=opts["seed"], max_bytes=max_memory)
               for name, spec in specs.items()}
-    params = {name: opts[name].value if isinstance(opts[name], enum.Enum) else opts[name]
-              for name in PARAM_OPTIONS if opts.get(name) is not None}
-    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"].value,
+    params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
+    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"])
     if opts.get("rows"):
         from .rows import select_rows
@@ -257,14 +240,16 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
         vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like)
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
-    options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
-                             fd_dtype=opts["fd_dtype"].value, progress=DelayedProgress())
+    options = BackendOptions(device=opts["device"], fd_method=opts["fd_method"], fd_step=fd_step,
+                             fd_dtype=opts["fd_dtype"], progress=DelayedProgress())
     return Loaded(problem, vectors, options, max_memory, out_path, plot_path,
-                  as_json=opts["json"] or opts["format"] is Format.json, timing=not opts["no_timing"])
+                  as_json=opts["json"] or opts["format"] is Format.JSON, timing=not opts["no_timing"])
 
 
-def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
-    """Load, compute, render, write: the body of jacobian, grad, vjp and jvp."""
+def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
+    """Load, compute, render, print, then publish files: the body of jacobian,
+    grad, vjp and jvp. Standard output is written first; an output file is
+    published only after it, so a failure leaves nothing behind."""
     from .api import solve
 
     got = load(quantity, opts)
@@ -276,7 +261,7 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
             _refuse_json_over_memory(got, quantity, opts)
         stream = NpyStream(got.out_path)
     try:
-        options = got.options if stream is None else dataclasses.replace(got.options, allocate=stream.allocate)
+        options = got.options if stream is None else replace(got.options, allocate=stream.allocate)
         result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
                        options=options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
                        verify_blocks=opts.get("verify_blocks", False), **got.vectors)
@@ -284,20 +269,20 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
     finally:
         if stream is not None:
             stream.abort()  # a no-op once committed: the temporary file is gone
+    return ExitCode.OK
 
 
 def _refuse_json_over_memory(got: Loaded, quantity: Quantity, opts) -> None:
-    from .api import format_bytes, resolve_layout, result_shape
+    from .plan import format_bytes, make_plan
 
-    layout = resolve_layout(got.problem, quantity, opts.get("layout", Layout.AUTO))
-    need = math.prod(result_shape(got.problem, quantity, layout)) * got.problem.dtype.itemsize
-    if need > got.max_memory:
-        raise UsageError(f"--json: the result needs {format_bytes(need)}, over --max-memory; drop --json and let "
+    plan = make_plan(got.problem, quantity, opts.get("layout", Layout.AUTO), max_memory=2**62)
+    if plan.nbytes > got.max_memory:
+        raise UsageError(f"--json: the result needs {format_bytes(plan.nbytes)}, over --max-memory; drop --json and let "
                          "-o write it in chunks")
 
 
 def _emit_result(result, got: Loaded, opts, stream) -> None:
-    from .outfile import write_result
+    from .outfile import atomic_write, write_result
 
     if got.as_json:
         from .render.json import dumps, result_to_dict
@@ -308,13 +293,13 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
 
         output = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
                                explain=opts["explain"], timing=got.timing, heatmap=opts["heatmap"])
+    emit(output)
     if got.out_path is not None:
         write_result(got.out_path, result, timing=got.timing, stream=stream)
     if got.plot_path is not None:
-        from .render.plot import write_plot
+        from .render.plot import draw_plot
 
-        write_plot(got.plot_path, result)
-    emit(output)
+        atomic_write(got.plot_path, lambda handle: draw_plot(result, handle))
 
 
 def check_command(opts: dict[str, Any]) -> int:
@@ -322,7 +307,7 @@ def check_command(opts: dict[str, Any]) -> int:
     from .checking import default_quantity, run_check
     from .outfile import write_text
 
-    quantity = Quantity(opts["quantity"].value) if opts.get("quantity") else None
+    quantity = opts.get("quantity")
     if quantity is Quantity.JVP and opts.get("tangent") is None:
         opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
@@ -426,13 +411,13 @@ def parse_positive_float(text: str, option: str) -> float:
 
 
 def _make_command(quantity: Quantity):
-    def command(**opts: Any) -> None:
-        run_command(quantity, opts)
+    def command(**opts: Any) -> int:
+        return run_command(quantity, opts)
 
     command.__signature__ = inspect.Signature(COMMON + EXTRA[quantity])
     command.__name__ = quantity.value
     command.__doc__ = f"{HELP[quantity]}\n\n{EXAMPLES[quantity]}"
-    app.command(quantity.value)(errors_to_exit_codes(command))
+    app.command(quantity.value)(command)
 
 
 for _quantity in (Quantity.JACOBIAN, Quantity.GRAD, Quantity.VJP, Quantity.JVP):
@@ -454,20 +439,16 @@ CHECK_OPTIONS = [
 
 
 def _check(**opts: Any) -> int:
-    code = check_command(opts)
-    if code:
-        raise typer.Exit(code)
-    return code
+    return check_command(opts)
 
 
 _check.__signature__ = inspect.Signature(COMMON + CHECK_OPTIONS)
 _check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry; exit 1 on a "
                   "mismatch.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1")
-app.command("check")(errors_to_exit_codes(_check))
+app.command("check")(_check)
 
 
 @app.command("functions")
-@errors_to_exit_codes
 def functions_command(
     name: Annotated[Optional[str], typer.Argument(help="show one function's formulas and options")] = None,
     json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
@@ -497,10 +478,3 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")] = False,
 ) -> None:
     """gradcli: derivatives of PyTorch losses and functions, from the shell."""
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point (``gradcli`` and ``python -m gradcli``)."""
-    # SIGTERM as Ctrl-C: the same clean stop (no partial output file), exit 130.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    typer.main.get_command(app).main(args=argv, prog_name="gradcli")

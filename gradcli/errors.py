@@ -34,3 +34,12 @@ class BackendError(GradcliError):
     the user's own code raised (exit 3)."""
 
     exit_code = ExitCode.BACKEND
+
+
+class UserCodeError(BackendError):
+    """The user's code raised. ``original`` is its exception: the torch
+    backends classify it (a torch.func refusal means "fall back", not "fail")."""
+
+    def __init__(self, message: str, original: BaseException) -> None:
+        super().__init__(message)
+        self.original = original

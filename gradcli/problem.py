@@ -1,42 +1,63 @@
-"""Problem: a function, its arguments, what to differentiate and in which dtype,
-validated once. Backends trust a Problem.
+"""Problem: a bound function, what to differentiate and in which dtype —
+validated once, final once built. Backends trust a Problem.
+
+Other views of the same problem are explicit and return new Problems:
+:meth:`Problem.as_per_sample` (user code's per-sample blocks),
+:meth:`Problem.along_axis` (an elementwise function shown as blocks) and
+:meth:`Problem.restrict_rows` (``--rows``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
 
 from .arrays import check_finite
 from .errors import UsageError
-from .functions import ArrayKind, Function, RowLayout, lookup
+from .functions import ArrayKind, Bound, Function, lookup
 from .functions.base import option_name
-
-DTYPES = ("float64", "float32")
+from .options import DType
+from .rowform import GeneralKernel, RowKernel, RowLayout
+from .rows import batch_rows
 
 
 @dataclass(frozen=True)
 class Problem:
     """Everything a backend needs.
 
-    ``args`` holds read-only arrays: float arguments in ``dtype``, class
-    indices as int64. ``params`` holds every scalar option with defaults filled
-    and axes normalised. ``rows`` is the row structure of the Jacobian w.r.t.
-    ``wrt`` (None when the function has none).
+    ``bound``: the function bound to its read-only arrays (float arguments in
+    ``dtype``, class indices int64) and resolved options. ``rows``: the row
+    structure of the Jacobian w.r.t. ``wrt`` (None when there is none).
+    ``axis``: the feature axis an elementwise function adopts when shown as
+    blocks. ``per_sample``: user code seen as ``(B, F_out)`` of ``(B, F_in)``.
     """
 
-    function: Function
-    args: Mapping[str, np.ndarray]
-    params: Mapping[str, Any]
+    bound: Bound
     wrt: str
     dtype: np.dtype
-    output_shape: tuple[int, ...]
     rows: RowLayout | None
     notes: tuple[str, ...] = field(default=())
-    axis: int | None = None  # elementwise functions shown as blocks: the feature axis they adopt
+    axis: int | None = None
+    per_sample: bool = False
+
+    @property
+    def function(self) -> Function:
+        return self.bound.function
+
+    @property
+    def args(self) -> Mapping[str, np.ndarray]:
+        return self.bound.args
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.bound.params
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.bound.output_shape
 
     @property
     def wrt_shape(self) -> tuple[int, ...]:
@@ -46,6 +67,50 @@ class Problem:
     def input_shape(self) -> tuple[int, ...]:
         return self.args["input"].shape
 
+    def kernel(self) -> RowKernel | GeneralKernel:
+        """The NumPy kernel of this view (computed once per bound function)."""
+        return self.bound.kernel(self.wrt, axis=self.axis)
+
+    def torch_forward(self, tensors: Mapping[str, Any]):
+        return self.bound.torch_forward(tensors)
+
+    # --- views ----------------------------------------------------------------
+
+    def as_per_sample(self) -> "Problem":
+        """User code as per-sample blocks: input ``(B, *in)`` and output ``(B, *out)``
+        seen as ``(B, F_in)`` and ``(B, F_out)``, the batch as rows."""
+        if self.wrt != "input":
+            raise UsageError("--layout blocks: per-sample blocks are w.r.t. the input; use --layout full for parameters")
+        bound = self.bound.per_sample()
+        return dataclasses.replace(self, bound=bound, rows=bound.row_layout("input"), per_sample=True)
+
+    def along_axis(self, axis: int) -> "Problem":
+        """An elementwise problem shown as blocks: rows along ``axis``, each
+        block the diagonal matrix of that row's derivatives."""
+        return dataclasses.replace(self, rows=self.bound.row_layout(self.wrt, axis=axis), axis=axis)
+
+    def restrict_rows(self, index: np.ndarray) -> "Problem":
+        """The same problem on batch rows ``index`` (dim 0) of the input and of
+        every argument that has the batch axis."""
+        bound = self.bound.rebind(batch_rows(self.args, index))
+        return dataclasses.replace(self, bound=bound, rows=bound.row_layout(self.wrt, axis=self.axis))
+
+    def with_notes(self, *notes: str) -> "Problem":
+        return dataclasses.replace(self, notes=self.notes + notes)
+
+    def astype(self, dtype: np.dtype) -> "Problem":
+        """The same problem with its float arrays in ``dtype`` (fd differences
+        float32 problems in float64)."""
+        if np.dtype(dtype) == self.dtype:
+            return self
+        args = {k: _readonly(v.astype(dtype)) if v.dtype.kind == "f" else v for k, v in self.args.items()}
+        return dataclasses.replace(self, bound=self.bound.rebind(args), dtype=np.dtype(dtype))
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
 
 def build_problem(
     function: str | Function,
@@ -53,17 +118,18 @@ def build_problem(
     params: Mapping[str, Any] | None = None,
     *,
     wrt: str = "input",
-    dtype: str = "float64",
+    dtype: DType | str = DType.FLOAT64,
     allow_nonfinite: bool = False,
 ) -> Problem:
-    """Validate ``arrays`` (name -> array-like) and ``params`` for ``function``.
+    """Validate ``arrays`` (name -> array-like) and ``params`` for ``function``, once.
 
     Raises :class:`UsageError` naming the option at fault.
     """
     fn = lookup(function) if isinstance(function, str) else function
-    if dtype not in DTYPES:
-        raise UsageError(f"--dtype: unknown dtype {dtype!r}; use float64 or float32")
-    work = np.dtype(dtype)
+    try:
+        work = DType(dtype).numpy
+    except ValueError:
+        raise UsageError(f"--dtype: unknown dtype {dtype!r}; use float64 or float32") from None
     accepted = {a.name: a for a in fn.arrays}
     notes: list[str] = []
     args: dict[str, np.ndarray] = {}
@@ -79,26 +145,16 @@ def build_problem(
     for arg in fn.arrays:
         if arg.required and arg.name not in args:
             raise UsageError(f"{arg.option}: {fn.name} needs {arg.help}; give it as a file, JSON or generator")
-    resolved = fn.resolve_params(dict(params or {}))
     if wrt.startswith("param:"):
         args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work)
-    notes += fn.check(args, resolved)
-    allowed = fn.differentiable(args)
-    if wrt not in allowed:
-        raise UsageError(_wrt_message(fn, wrt, args, allowed))
     for array in args.values():
         array.flags.writeable = False
-    notes += fn.notes(args, resolved, wrt)
-    return Problem(
-        function=fn,
-        args=MappingProxyType(args),
-        params=MappingProxyType(resolved),
-        wrt=wrt,
-        dtype=work,
-        output_shape=tuple(fn.output_shape(args, resolved)),
-        rows=fn.row_layout(args, resolved, wrt),
-        notes=tuple(notes),
-    )
+    bound = fn.bind(args, dict(params or {}))
+    allowed = bound.differentiable()
+    if wrt not in allowed:
+        raise UsageError(_wrt_message(fn, wrt, args, allowed))
+    return Problem(bound=bound, wrt=wrt, dtype=work, rows=bound.row_layout(wrt),
+                   notes=tuple(notes) + bound.notes + bound.wrt_notes(wrt))
 
 
 def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, notes: list[str]) -> np.ndarray:

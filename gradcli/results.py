@@ -1,35 +1,13 @@
-"""Frozen result values and the enums that name modes. Pure data, no torch."""
+"""Frozen result values with their provenance. Pure data, no torch."""
 
 from __future__ import annotations
 
-import enum
-import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-
-class Quantity(str, enum.Enum):
-    JACOBIAN = "jacobian"
-    GRAD = "grad"
-    VJP = "vjp"
-    JVP = "jvp"
-
-
-class Layout(str, enum.Enum):
-    AUTO = "auto"
-    FULL = "full"
-    BLOCKS = "blocks"
-    DIAG = "diag"
-
-
-class BackendName(str, enum.Enum):
-    AUTO = "auto"
-    AUTOGRAD = "autograd"
-    FORWARD = "forward"
-    ANALYTIC = "analytic"
-    FD = "fd"
+from .options import BackendName, Layout, Quantity
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
@@ -64,19 +42,12 @@ class Result:
     output: np.ndarray
     notes: tuple[str, ...]
     seconds: float
+    structure: tuple[str, ...] = ()  # notes on the Jacobian's structure (jacobian only), computed by solve
     error: np.ndarray | None = None
     evaluations: int | None = None
     formulas: tuple[str, ...] = field(default=())
-    rows: Any = None  # the RowLayout the value was computed with (structure notes read it)
-
-    @functools.cached_property
-    def structure(self) -> tuple[str, ...]:
-        """Notes on the Jacobian's structure (jacobian only), computed when first asked for."""
-        if self.quantity is not Quantity.JACOBIAN:
-            return ()
-        from .structure import describe
-
-        return describe(self.value, self.layout, self.rows, np.dtype(self.dtype))
+    per_sample: bool = False  # user code's per-sample blocks (B, *out, *in)
+    batch_axes: int = 0  # blocks: how many leading axes of ``value`` index the rows
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -9,12 +9,14 @@ through the normaliser.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from .errors import UsageError
-from .problem import Problem, build_problem
+
+if TYPE_CHECKING:  # rows.py sits below problem.py: Problem only names a type here
+    from .problem import Problem
 
 
 def parse_rows(text: str, n: int) -> np.ndarray:
@@ -45,9 +47,10 @@ def batch_rows(args, index) -> dict[str, np.ndarray]:
             for name, a in args.items()}
 
 
-def select_rows(problem: Problem, text: str) -> Problem:
+def select_rows(problem: "Problem", text: str) -> "Problem":
+    """The problem on the rows ``text`` selects, with a note saying which."""
     x = problem.args["input"]
-    user = hasattr(problem.function, "per_sample")
+    user = not problem.function.closed_form
     keeps_rows = user or (problem.rows is not None and not problem.rows.reduced and problem.rows.rows
                           and problem.rows.in_axis != 0)
     if x.ndim < 2 or not keeps_rows or problem.output_shape[:1] != x.shape[:1]:
@@ -56,9 +59,5 @@ def select_rows(problem: Problem, text: str) -> Problem:
     if problem.wrt != "input":
         raise UsageError("--rows: selects rows of the input; it cannot be combined with --wrt " + problem.wrt)
     indices = parse_rows(text, x.shape[0])
-    n = x.shape[0]
-    args = batch_rows({k: a for k, a in problem.args.items() if not k.startswith("param:")}, indices)
-    params = {k: v for k, v in problem.params.items() if not k.startswith("_")}
-    sub = build_problem(problem.function, args, params, wrt=problem.wrt, dtype=str(problem.dtype), allow_nonfinite=True)
-    note = f"--rows {text}: rows {indices.tolist() if indices.size <= 8 else f'{indices[0]}..{indices[-1]}'} of {n}"
-    return dataclasses.replace(sub, notes=sub.notes + (note,))
+    shown = indices.tolist() if indices.size <= 8 else f"{indices[0]}..{indices[-1]}"
+    return problem.restrict_rows(indices).with_notes(f"--rows {text}: rows {shown} of {x.shape[0]}")

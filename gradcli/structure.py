@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import blockmath
-from .functions import RowLayout
-from .results import Layout
+from .options import Layout
+from .rowform import RowLayout, full_to_blocks, off_block_max
 
 MAX_ENTRIES = 50_000_000  # past this, the notes would cost more than they tell
 
 
-def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype) -> tuple[str, ...]:
+def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *, per_sample: bool = False) -> tuple[str, ...]:
     if value.size == 0 or value.size > MAX_ENTRIES or not np.isfinite(value).all():
         return ()
     tol = 100 * float(np.finfo(dtype).eps) * max(1.0, float(np.abs(value).max()))
@@ -21,17 +20,19 @@ def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype) -
     blocks = None
     if layout is Layout.DIAG:
         notes.append("diagonal (elementwise): J[i, j] = 0 whenever i != j; the value shown is the diagonal")
-    elif layout is Layout.BLOCKS and rows is None:  # user code, per sample
+    elif layout is Layout.BLOCKS and per_sample:  # user code
         notes.append(f"per-sample blocks: one Jacobian of shape {list(value.shape[1:])} per sample, "
-                     f"the samples assumed independent (--verify-blocks checks it)")
+                     f"the samples assumed independent (jacobian --verify-blocks checks it)")
+        rows = None
     elif layout is Layout.BLOCKS:
         blocks = value
         notes.append(f"block-diagonal across batch rows: {int(np.prod(rows.rows, dtype=int))} blocks of shape "
                      f"{list(rows.out_block + (rows.features,))}; every entry between different rows is 0")
     elif rows is not None and not rows.reduced and rows.rows:
-        blocks = blockmath.full_to_blocks(value, rows)
-        off_block = float(np.square(value).sum() - np.square(blocks).sum())
-        if off_block <= tol * tol * value.size:
+        blocks = full_to_blocks(value, rows)
+        # The entries between different rows themselves, not a difference of two sums
+        # of squares (which rounding can push either way).
+        if off_block_max(value, rows) <= tol:
             notes.append("block-diagonal across batch rows (verified: every entry between different rows is 0); "
                          "--layout blocks shows only the blocks")
         else:

@@ -10,7 +10,7 @@ import pytest
 
 PROBE = """
 import sys
-from gradcli.cli import main
+from gradcli.__main__ import main
 sys.argv = ["gradcli", *{args!r}]
 try:
     main()

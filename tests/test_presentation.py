@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
 
 import pytest
 from typer.testing import CliRunner
@@ -48,6 +50,20 @@ CASES = {
 }
 
 
+ROUNDOFF = re.compile(r"-?\d\.\d+e-(1[3-9]|[2-9]\d)")
+
+
+def without_roundoff(text: str) -> str:
+    """Errors at round-off level (|x| < 1e-12) and the index where they peak depend
+    on the machine's SIMD kernels, not on gradcli: a golden shows them as ≈0 and [·]."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        if ROUNDOFF.search(line):
+            line = re.sub(r"\[[\d, ]+\]", "[·]", ROUNDOFF.sub("≈0", line))
+        lines.append(line)
+    return "".join(lines)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_golden_table_output(name, request, monkeypatch):
     monkeypatch.chdir(ROOT)
@@ -56,6 +72,8 @@ def test_golden_table_output(name, request, monkeypatch):
     assert result.exit_code == 0, result.stderr
     golden = GOLDENS / f"{name}.txt"
     text = f"$ gradcli {' '.join(CASES[name])}\n{result.stdout}"
+    if name.startswith("check"):
+        text = without_roundoff(text)
     if request.config.getoption("--update-goldens"):
         golden.write_text(text)
     assert golden.exists(), f"no golden for {name}: run pytest --update-goldens"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 
 from ..problem import Problem
-from ..results import BackendName
-from .base import Backend, BackendOptions, Computed
+from ..options import BackendName, BackendOptions
+from .base import Backend, Computed
 
 _MODULES = {
     BackendName.AUTOGRAD: ("autograd", "AutogradBackend"),

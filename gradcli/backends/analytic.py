@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..errors import BackendError
-from ..functions import GeneralKernel
 from ..problem import Problem
-from ..results import BackendName
+from ..options import BackendName
+from ..rowform import GeneralKernel
 from .rowwise import Derivative, RowBackend
 
 
@@ -16,6 +16,6 @@ class AnalyticBackend(RowBackend):
         if not problem.function.closed_form:
             raise BackendError(f"--backend analytic: {problem.function.name} has no closed form; "
                                "use autograd, forward or fd")
-        kernel = problem.function.kernel(problem.args, problem.params, problem.wrt, axis=problem.axis)
-        blocks = None if isinstance(kernel, GeneralKernel) else kernel.blocks()
-        return Derivative(kernel=kernel, blocks=blocks)
+        # Blocks are formed only when a Jacobian asks for them: vjp, jvp and
+        # gradients use the kernel's own row operators (O(rows C), never C x C).
+        return Derivative(kernel=problem.kernel(), blocks=None)

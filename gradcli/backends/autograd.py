@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..functions.user import functorch_refused
+from ..errors import UserCodeError
+from ..options import BackendName
 from ..problem import Problem
-from ..results import BackendName
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, vmap_chunk
+from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, vmap_chunk
 
 
 class AutogradBackend(TorchBackend):
@@ -27,7 +27,7 @@ class AutogradBackend(TorchBackend):
         rows do not interact (the functorch sum-over-the-batch trick)."""
         try:
             return self._batched_blocks(torch, F, x0, rows, output)
-        except RuntimeError as err:
+        except (RuntimeError, UserCodeError) as err:
             if not functorch_refused(err):
                 raise
         # Classic autograd, one backward pass per output feature (code torch.func
@@ -55,7 +55,7 @@ class AutogradBackend(TorchBackend):
     def full(self, torch, F, x0):
         try:
             return torch.func.jacrev(F)(x0)
-        except RuntimeError as err:
+        except (RuntimeError, UserCodeError) as err:
             if not functorch_refused(err):
                 raise
             return torch.autograd.functional.jacobian(F, x0, vectorize=False)

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..problem import Problem
-from ..results import BackendName, Layout
-
-
-@dataclass(frozen=True)
-class BackendOptions:
-    """Settings a backend may read; the others ignore them."""
-
-    device: str = "cpu"
-    fd_method: str = "richardson"
-    fd_step: float | None = None  # None: automatic
-    fd_dtype: str = "float64"  # or "same"
-    progress: Callable[[int, int], None] | None = None  # (done, total) as long computations advance
-    allocate: Callable[..., np.ndarray] = np.zeros  # (shape, dtype=) -> zeros: where a full Jacobian is scattered
+from ..options import BackendName, BackendOptions, Layout
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
 from ..parallel import run_chunks
 from ..problem import Problem
-from ..results import BackendName
-from ..functions import GeneralKernel
+from ..options import BackendName, FdDType
+from ..rowform import GeneralKernel
 from .rowwise import Derivative, RowBackend
 
 _BUDGET_BYTES = 4 * 2**20  # perturbed inputs and outputs per chunk (one chunk per core at a time): near cache size
@@ -53,15 +52,12 @@ class FdBackend(RowBackend):
     name = BackendName.FD
 
     def derivative(self, problem: Problem) -> Derivative:
-        method = METHODS.get(self.options.fd_method)
-        if method is None:
-            raise UsageError(f"--fd-method: unknown method {self.options.fd_method!r}; use {', '.join(METHODS)}")
-        fd_dtype = problem.dtype if self.options.fd_dtype == "same" else np.dtype(np.float64)
+        method = METHODS[self.options.fd_method.value]
+        fd_dtype = problem.dtype if self.options.fd_dtype is FdDType.SAME else np.dtype(np.float64)
         notes = ()
         if fd_dtype != problem.dtype:
             notes = (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
-        args = {k: v.astype(fd_dtype) if v.dtype.kind == "f" else v for k, v in problem.args.items()}
-        kernel = problem.function.kernel(args, problem.params, problem.wrt, axis=problem.axis)
+        kernel = problem.astype(fd_dtype).kernel()
         if isinstance(kernel, GeneralKernel):
             # No rows: every entry of the argument is its own column of one big row.
             shape, out_shape = kernel.x0.shape, kernel.output_shape

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import blockmath
+from .. import rowform
+from ..options import BackendName, Layout
 from ..problem import Problem
-from ..results import BackendName, Layout
 from .base import Computed
 from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, vmap_chunk
 
@@ -37,7 +37,7 @@ class ForwardBackend(TorchBackend):
         if problem.rows is not None and not problem.rows.reduced:
             got = self.jacobian(problem, Layout.BLOCKS if not problem.rows.elementwise else Layout.DIAG)
             blocks = problem.rows.to_rows(got.value) if problem.rows.elementwise else got.value
-            return Computed(value=blockmath.vjp(blocks, problem.rows, None, cotangent), output=got.output)
+            return Computed(value=rowform.vjp_blocks(blocks, problem.rows, None, cotangent), output=got.output)
         got = self.jacobian(problem, Layout.FULL)
         value = np.tensordot(cotangent, got.value, axes=cotangent.ndim)
         return Computed(value=value, output=got.output)

@@ -1,21 +1,23 @@
 """Shared by the NumPy backends (analytic, fd). A backend supplies the
-derivative at the point — per-row blocks for a row kernel, or for a general
-kernel either nothing (use the kernel's closed-form vjp/jvp) or the full
-Jacobian (fd) — and every quantity follows here.
+derivative at the point — per-row blocks (fd), or nothing and the kernel's
+own operators (analytic) — and every quantity follows here, through
+:mod:`gradcli.rowform`.
+
+An fd error estimate goes through the same linear map as the value, with
+absolute values (how entries' errors add).
 """
 
 from __future__ import annotations
 
 import abc
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import blockmath
-from ..functions import GeneralKernel, RowKernel
+from .. import rowform
+from ..options import Layout
 from ..problem import Problem
-from ..results import Layout, Quantity
+from ..rowform import GeneralKernel, RowKernel
 from .base import Backend, Computed
 
 
@@ -23,10 +25,10 @@ from .base import Backend, Computed
 class Derivative:
     """The derivative at one point, as a backend produced it.
 
-    Row kernel: ``blocks`` ``(*rows, *out_block, C)``. General kernel:
-    ``blocks`` is None (closed-form operators) or the full Jacobian
-    ``output_shape + wrt_shape``. ``error`` is a per-entry estimate shaped like
-    ``blocks`` (fd only).
+    Row kernel: ``blocks`` ``(*rows, *out_block, C)``, or None to use the
+    kernel's closed forms. General kernel: ``blocks`` is None (closed-form
+    operators) or the full Jacobian ``output_shape + wrt_shape``. ``error`` is
+    a per-entry estimate shaped like ``blocks`` (fd only).
     """
 
     kernel: RowKernel | GeneralKernel
@@ -44,63 +46,71 @@ class RowBackend(Backend):
         """The derivative of ``problem`` at its point."""
 
     def jacobian(self, problem: Problem, layout: Layout) -> Computed:
-        return self._finish(problem, Quantity.JACOBIAN, layout.value)
-
-    def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
-        return self._finish(problem, Quantity.VJP, cotangent)
-
-    def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
-        return self._finish(problem, Quantity.JVP, tangent)
-
-    def _finish(self, problem: Problem, quantity: Quantity, arg) -> Computed:
-        """Apply the quantity's linear map to the derivative; an error estimate
-        goes through the same map with absolute values (how entries' errors add)."""
         got = self.derivative(problem)
         kernel = got.kernel
         if isinstance(kernel, GeneralKernel):
-            value = general_map(kernel, got.blocks, quantity, arg)
-            error = None if got.error is None else general_map(kernel, got.error, quantity, _abs(arg))
+            value = rowform.general_full(kernel) if got.blocks is None else got.blocks
+            return self._computed(problem, got, value, got.error)
+        rows = problem.rows
+        blocks = kernel.blocks() if got.blocks is None else got.blocks
+        if rows.reduced:  # the Jacobian of one number is its gradient
+            one = np.ones((), dtype=blocks.dtype)
+            error = None if got.error is None else rowform.vjp_blocks(got.error, rows, np.abs(kernel.coef), one)
+            return self._computed(problem, got, rowform.vjp_blocks(blocks, rows, kernel.coef, one), error)
+        if layout is Layout.DIAG:
+            shape = rows.from_rows
+        elif layout is Layout.FULL:
+            def shape(b):
+                return rowform.blocks_to_full(b, rows, self.options.allocate)
+        else:
+            def shape(b):
+                return b
+        # fd's error is small next to the value: it is shaped in memory, never streamed.
+        error = None if got.error is None else (rowform.blocks_to_full(got.error, rows) if layout is Layout.FULL
+                                                 else shape(got.error))
+        return self._computed(problem, got, shape(blocks), error)
+
+    def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
+        got = self.derivative(problem)
+        kernel = got.kernel
+        if isinstance(kernel, GeneralKernel):
+            if got.blocks is None:
+                return self._computed(problem, got, kernel.vjp(cotangent), None)
+            axes = len(kernel.output_shape)
+            return self._computed(problem, got, np.tensordot(cotangent, got.blocks, axes=axes),
+                                  _maybe(got.error, lambda e: np.tensordot(np.abs(cotangent), e, axes=axes)))
+        rows = problem.rows
+        if got.blocks is None:
+            return self._computed(problem, got, rowform.vjp(kernel, rows, cotangent), None)
+        coef = None if kernel.coef is None else np.abs(kernel.coef)
+        return self._computed(problem, got, rowform.vjp_blocks(got.blocks, rows, kernel.coef, cotangent),
+                              _maybe(got.error, lambda e: rowform.vjp_blocks(e, rows, coef, np.abs(cotangent))))
+
+    def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
+        got = self.derivative(problem)
+        kernel = got.kernel
+        if isinstance(kernel, GeneralKernel):
+            if got.blocks is None:
+                return self._computed(problem, got, kernel.jvp(tangent), None)
+            axes = kernel.x0.ndim
+            return self._computed(problem, got, np.tensordot(got.blocks, tangent, axes=axes),
+                                  _maybe(got.error, lambda e: np.tensordot(e, np.abs(tangent), axes=axes)))
+        rows = problem.rows
+        if got.blocks is None:
+            return self._computed(problem, got, rowform.jvp(kernel, rows, tangent), None)
+        coef = None if kernel.coef is None else np.abs(kernel.coef)
+        return self._computed(problem, got, rowform.jvp_blocks(got.blocks, rows, kernel.coef, tangent),
+                              _maybe(got.error, lambda e: rowform.jvp_blocks(e, rows, coef, np.abs(tangent))))
+
+    @staticmethod
+    def _computed(problem: Problem, got: Derivative, value: np.ndarray, error: np.ndarray | None) -> Computed:
+        kernel = got.kernel
+        if isinstance(kernel, GeneralKernel):
             output = kernel.forward(kernel.x0)
         else:
-            value = row_map(problem, got.blocks, kernel.coef, quantity, arg, self.options.allocate)
-            error = None
-            if got.error is not None:
-                coef = None if kernel.coef is None else np.abs(kernel.coef)
-                error = row_map(problem, got.error, coef, quantity, _abs(arg))
-            output = blockmath.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
+            output = rowform.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
         return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes)
 
 
-def _abs(arg):
-    return arg if isinstance(arg, str) else np.abs(arg)
-
-
-def row_map(problem: Problem, blocks, coef, quantity: Quantity, arg, allocate=np.zeros):
-    if quantity is Quantity.JACOBIAN:
-        return blockmath.jacobian(blocks, problem.rows, coef, arg, allocate)
-    if quantity is Quantity.JVP:
-        return blockmath.jvp(blocks, problem.rows, coef, arg)
-    return blockmath.vjp(blocks, problem.rows, coef, arg)
-
-
-def general_map(kernel: GeneralKernel, full: np.ndarray | None, quantity: Quantity, arg):
-    """A quantity of a general kernel: from its closed-form operators, or by
-    contracting a full Jacobian ``output_shape + wrt_shape``."""
-    out_ndim, wrt_ndim = len(kernel.output_shape), kernel.x0.ndim
-    if quantity is Quantity.JACOBIAN:
-        return general_full(kernel) if full is None else full
-    if quantity is Quantity.JVP:
-        return kernel.jvp(arg) if full is None else np.tensordot(full, arg, axes=wrt_ndim)
-    return kernel.vjp(arg) if full is None else np.tensordot(arg, full, axes=out_ndim)
-
-
-def general_full(kernel: GeneralKernel) -> np.ndarray:
-    """The full Jacobian from whole bases pushed through the vjp (one per output
-    entry) or the jvp (one per input entry), whichever basis is smaller."""
-    n_out, n_in = math.prod(kernel.output_shape), kernel.x0.size
-    dtype = kernel.x0.dtype
-    if n_out <= n_in:
-        rows = kernel.vjp(np.eye(n_out, dtype=dtype).reshape((n_out,) + kernel.output_shape))
-        return rows.reshape(kernel.output_shape + kernel.x0.shape)
-    cols = kernel.jvp(np.eye(n_in, dtype=dtype).reshape((n_in,) + kernel.x0.shape))
-    return np.moveaxis(cols.reshape((n_in,) + kernel.output_shape), 0, -1).reshape(kernel.output_shape + kernel.x0.shape)
+def _maybe(error, apply):
+    return None if error is None else apply(error)

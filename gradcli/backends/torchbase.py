@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import blockmath
-from ..errors import BackendError
+from .. import rowform
+from ..errors import BackendError, UserCodeError
+from ..options import Device, Layout
 from ..problem import Problem
-from ..results import Layout
 from .base import Backend, Computed
 
 
@@ -36,16 +36,14 @@ class TorchBackend(Backend):
     def setup(self, problem: Problem):
         """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
         torch = import_torch()
-        device = self.options.device
-        if device not in ("cpu", "cuda"):
-            raise BackendError(f"--device: unknown device {device!r}; use cpu or cuda")
-        if device == "cuda" and not torch.cuda.is_available():
+        device = self.options.device.value
+        if self.options.device is Device.CUDA and not torch.cuda.is_available():
             raise BackendError("--device cuda: torch sees no CUDA device here; use --device cpu")
         tensors = {name: torch.from_numpy(np.array(a)).to(device) for name, a in problem.args.items()}
         fixed = {name: t for name, t in tensors.items() if name != problem.wrt}
 
         def F(x):
-            return problem.function.torch_forward({**fixed, problem.wrt: x}, problem.params)
+            return problem.torch_forward({**fixed, problem.wrt: x})
 
         return torch, F, tensors[problem.wrt]
 
@@ -56,7 +54,12 @@ class TorchBackend(Backend):
             output = F(x0)
             if rows is not None and not rows.reduced:
                 blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
-                value = blockmath.jacobian(blocks, rows, None, layout.value, self.options.allocate)
+                if layout is Layout.DIAG:
+                    value = rows.from_rows(blocks)
+                elif layout is Layout.FULL:
+                    value = rowform.blocks_to_full(blocks, rows, self.options.allocate)
+                else:
+                    value = blocks
             else:
                 value = to_numpy(self.full(torch, F, x0))
         return Computed(value=value, output=to_numpy(output))
@@ -87,6 +90,16 @@ def vmap_chunk(tensor) -> int:
     return max(1, VMAP_BUDGET_BYTES // max(1, tensor.numel() * tensor.element_size()))
 
 
+def functorch_refused(err: BaseException) -> bool:
+    """torch.func cannot transform this code (an old-style autograd.Function, an
+    in-place update of a captured tensor): the caller falls back to classic
+    autograd or to a loop. User code's errors are classified by what they wrap."""
+    err = getattr(err, "original", err)
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(
+        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform"))
+
+
 def to_numpy(tensor) -> np.ndarray:
     return tensor.detach().cpu().numpy()
 
@@ -96,9 +109,12 @@ def torch_errors(backend: str):
     """torch's errors inside a backend -> BackendError (exit 3) with the op's name."""
     try:
         yield
+    except UserCodeError as err:
+        if functorch_refused(err):
+            raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
+                               "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err
+        raise
     except (RuntimeError, NotImplementedError) as err:
-        from ..functions.user import functorch_refused
-
         if functorch_refused(err):
             raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
                                "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err

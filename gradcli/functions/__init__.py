@@ -12,17 +12,20 @@ import importlib
 import re
 
 from ..errors import UsageError
-from .base import ArrayArg, ArrayKind, Function, GeneralKernel, Param, Reduction, RowKernel, RowLayout, Structure
+from .base import ArrayArg, ArrayKind, Bound, Function, Param, Structure
 
-# name -> (module, class): a run imports only the module of the function it needs.
+# name -> (module, attribute): a class, or a dict of ready entries keyed by name (the
+# elementwise table). A run imports only the module of the function it needs.
 REGISTRY: dict[str, tuple[str, str]] = {
     "softmax": ("softmax", "Softmax"),
     "log_softmax": ("softmax", "LogSoftmax"),
-    "sigmoid": ("elementwise", "Sigmoid"),
-    "tanh": ("elementwise", "Tanh"),
-    "relu": ("elementwise", "Relu"),
-    "exp": ("elementwise", "Exp"),
-    "log": ("elementwise", "Log"),
+    "sigmoid": ("elementwise", "ELEMENTWISE"),
+    "tanh": ("elementwise", "ELEMENTWISE"),
+    "relu": ("elementwise", "ELEMENTWISE"),
+    "exp": ("elementwise", "ELEMENTWISE"),
+    "log": ("elementwise", "ELEMENTWISE"),
+    "gelu": ("elementwise", "ELEMENTWISE"),
+    "softplus": ("elementwise", "ELEMENTWISE"),
     "cross_entropy": ("losses", "CrossEntropy"),
     "nll_loss": ("losses", "NllLoss"),
     "binary_cross_entropy_with_logits": ("pointwise_losses", "BinaryCrossEntropyWithLogits"),
@@ -40,13 +43,33 @@ MODEL_RE = re.compile(r"^(?P<path>.+\.pt2?)$")
 
 @functools.cache
 def builtin(name: str) -> Function:
-    module, cls = REGISTRY[name]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+    module, attribute = REGISTRY[name]
+    entry = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    return entry[name] if isinstance(entry, dict) else entry()
 
 
 def catalogue() -> dict[str, Function]:
     """Every built-in, in catalogue order."""
     return {name: builtin(name) for name in REGISTRY}
+
+
+def array_arguments() -> dict[str, ArrayArg]:
+    """Every built-in's array arguments by name, first declaration first: the
+    one list the CLI's array options and user code's extra arrays come from."""
+    found: dict[str, ArrayArg] = {}
+    for function in catalogue().values():
+        for arg in function.arrays:
+            found.setdefault(arg.name, arg)
+    return found
+
+
+def parameters() -> dict[str, list[tuple[str, Param]]]:
+    """Every built-in's scalar options by name, with the functions that take them."""
+    found: dict[str, list[tuple[str, Param]]] = {}
+    for function in catalogue().values():
+        for p in function.params:
+            found.setdefault(p.name, []).append((function.name, p))
+    return found
 
 
 def lookup(name: str) -> Function:
@@ -76,6 +99,6 @@ def lookup(name: str) -> Function:
 
 
 __all__ = [
-    "ArrayArg", "ArrayKind", "REGISTRY", "Function", "GeneralKernel", "Param", "Reduction", "RowKernel", "RowLayout",
-    "Structure", "builtin", "catalogue", "lookup",
+    "ArrayArg", "ArrayKind", "Bound", "REGISTRY", "Function", "Param", "Structure", "array_arguments", "builtin",
+    "catalogue", "lookup", "parameters",
 ]

@@ -1,28 +1,32 @@
-"""What every catalogue entry provides, and the row structure they share.
+"""What a catalogue entry is: a static description, and ``bind``.
 
-A *row-independent* function (softmax along a dim, a loss per sample) is
-described once, in "row form": the differentiated argument with its feature
-axis moved last, ``x_rows`` of shape ``(*rows, C)``. Its derivative is then a
-stack of per-row blocks ``(*rows, *out_block, C)`` where ``out_block`` is
-``(C_out,)`` when each row maps to a vector (softmax) and ``()`` when it maps to
-one number (a loss with ``reduction='none'``). A reduced loss is the linear
-combination ``sum(coef * per_row)`` of those per-row values; ``coef`` depends
-only on targets and class weights, never on the differentiated argument.
+A :class:`Function` is data about a function — its array arguments, its typed
+:class:`Param` options with defaults and help (the CLI's options are generated
+from them), its Jacobian structure and its formulas — plus pure methods of
+``(args, params)``. :meth:`Function.bind` validates a call once and returns a
+:class:`Bound`: the arrays, the resolved (read-only) options, the output
+shape, the notes, and, computed on first use and kept, the row layout and the
+NumPy kernel for each differentiated argument. Backends and renderers read a
+Bound; nothing re-validates or re-computes it.
 
-Every backend reads the same entry: the analytic backend its closed-form
-``blocks``, the fd backend its NumPy ``forward``, the torch backends its
-``torch_forward``; ``--explain`` and ``gradcli functions`` its ``formulas``.
+Row-independent functions are described in "row form" (see
+:mod:`gradcli.rowform`): the differentiated argument with its feature axis
+last, ``(*rows, C)``, and per-row blocks ``(*rows, *out_block, C)``.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
 from ..errors import UsageError
+from ..options import Reduction
+from ..rowform import GeneralKernel, RowKernel, RowLayout
 
 
 class Structure(str, enum.Enum):
@@ -33,23 +37,48 @@ class Structure(str, enum.Enum):
     FULL = "full"  # no structure worth exploiting
 
 
-class Reduction(str, enum.Enum):
-    MEAN = "mean"
-    SUM = "sum"
-    NONE = "none"
-
-
 @dataclass(frozen=True)
 class Param:
-    """A scalar option of a function (``--dim``, ``--reduction``, ...)."""
+    """A scalar option of a function (``--dim``, ``--reduction``, ...).
+
+    ``kind`` is the Python type of its value (``int``, ``float``, ``bool``) or an
+    enum class (its values are the choices); ``choices`` narrows an enum to the
+    values this function accepts. The CLI option, its help and its default are
+    generated from this one declaration.
+    """
 
     name: str
     default: Any
     help: str
+    kind: type = int
+    choices: tuple[Any, ...] | None = None
 
     @property
     def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return option_name(self.name)
+
+    def validate(self, value: Any, function: str) -> Any:
+        """``value`` as this parameter's type, or UsageError naming the option."""
+        if value is None:
+            return None
+        if isinstance(self.kind, type) and issubclass(self.kind, enum.Enum):
+            allowed = self.choices or tuple(self.kind)
+            try:
+                value = self.kind(value)
+            except ValueError:
+                value = None
+            if value not in allowed:
+                raise UsageError(f"{self.option}: {function} takes {', '.join(a.value for a in allowed)}")
+            return value
+        if self.kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageError(f"{self.option}: {value!r} is not a finite number")
+            return float(value)
+        if self.kind is int and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise UsageError(f"{self.option}: {value!r} is not an integer")
+        if self.kind is bool and not isinstance(value, bool):
+            raise UsageError(f"{self.option}: {value!r} is not true or false")
+        return value
 
 
 class ArrayKind(str, enum.Enum):
@@ -75,121 +104,13 @@ class ArrayArg:
 
 
 def option_name(arg: str) -> str:
-    """The command-line option that carries array argument ``arg``."""
+    """The command-line option that carries argument ``arg``."""
     return "--" + arg.replace("_", "-")
 
 
-@dataclass(frozen=True)
-class RowLayout:
-    """How the differentiated argument and the output split into independent rows.
-
-    ``in_shape`` is the differentiated argument's shape and ``in_axis`` its
-    feature axis (non-negative), or None for an elementwise function, where
-    every entry is a row with one feature. ``out_axis`` is the feature axis of
-    the unreduced output, or None when each row gives one number. ``reduced``
-    is True when the output is one number, ``sum(coef * per_row)``.
-
-    The conversions accept extra leading (stack) axes.
-    """
-
-    in_shape: tuple[int, ...]
-    in_axis: int | None
-    out_axis: int | None
-    out_features: int
-    reduced: bool
-
-    @property
-    def elementwise(self) -> bool:
-        return self.in_axis is None
-
-    @property
-    def rows(self) -> tuple[int, ...]:
-        if self.in_axis is None:
-            return self.in_shape
-        return self.in_shape[: self.in_axis] + self.in_shape[self.in_axis + 1 :]
-
-    @property
-    def features(self) -> int:
-        return 1 if self.in_axis is None else self.in_shape[self.in_axis]
-
-    @property
-    def out_block(self) -> tuple[int, ...]:
-        return () if self.out_axis is None else (self.out_features,)
-
-    @property
-    def unreduced_shape(self) -> tuple[int, ...]:
-        if self.out_axis is None:
-            return self.rows
-        return self.rows[: self.out_axis] + (self.out_features,) + self.rows[self.out_axis :]
-
-    @property
-    def blocks_shape(self) -> tuple[int, ...]:
-        return self.rows + self.out_block + (self.features,)
-
-    def to_rows(self, array: np.ndarray) -> np.ndarray:
-        """An array shaped like the differentiated argument -> row form ``(*rows, C)``."""
-        if self.in_axis is None:
-            return array[..., None]
-        return np.moveaxis(array, self.in_axis - len(self.in_shape), -1)
-
-    def from_rows(self, array: np.ndarray) -> np.ndarray:
-        """Row form ``(*rows, C)`` -> shaped like the differentiated argument."""
-        if self.in_axis is None:
-            return array[..., 0]
-        return np.moveaxis(array, -1, self.in_axis - len(self.in_shape))
-
-    def out_to_rows(self, array: np.ndarray) -> np.ndarray:
-        """An unreduced output -> row form ``(*rows, *out_block)``."""
-        if self.out_axis is None:
-            return array
-        return np.moveaxis(array, self.out_axis - len(self.unreduced_shape), -1)
-
-    def out_from_rows(self, array: np.ndarray) -> np.ndarray:
-        if self.out_axis is None:
-            return array
-        return np.moveaxis(array, -1, self.out_axis - len(self.unreduced_shape))
-
-
-@dataclass(frozen=True)
-class RowKernel:
-    """The NumPy side of a row-independent function at one point.
-
-    ``x0``: the differentiated argument in row form, ``(*rows, C)``.
-    ``forward(x)``: ``(..., *rows, C) -> (..., *rows, *out_block)``; extra
-    leading axes are a stack of evaluation points (the fd backend uses them).
-    ``blocks()``: the closed-form per-row Jacobian ``(*rows, *out_block, C)``.
-    ``coef``: ``(*rows)`` weights of the reduction, or None when unreduced.
-    ``empty_mean``: a mean over no rows (every target ignored): torch returns
-    nan for the value but zero derivatives, and so do we.
-    """
-
-    x0: np.ndarray
-    forward: Callable[[np.ndarray], np.ndarray]
-    blocks: Callable[[], np.ndarray]
-    coef: np.ndarray | None
-    empty_mean: bool = False
-
-
-@dataclass(frozen=True)
-class GeneralKernel:
-    """The NumPy side of a function with no row structure w.r.t. its argument
-    (a Linear layer's weight: every row uses all of it).
-
-    Shapes are natural: ``forward(w)``: ``(..., *wrt_shape) -> (..., *output_shape)``;
-    ``vjp(v)``: ``(..., *output_shape) -> (..., *wrt_shape)``; ``jvp(t)``:
-    ``(..., *wrt_shape) -> (..., *output_shape)``. Leading axes are a stack.
-    """
-
-    x0: np.ndarray
-    output_shape: tuple[int, ...]
-    forward: Callable[[np.ndarray], np.ndarray]
-    vjp: Callable[[np.ndarray], np.ndarray]
-    jvp: Callable[[np.ndarray], np.ndarray]
-
-
-
 class Function:
-    """A catalogue entry. Subclasses fill in the class attributes and methods."""
+    """A catalogue entry. Subclasses fill in the class attributes and the pure
+    methods of ``(args, params)``; :meth:`bind` is the one entry point."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -199,16 +120,29 @@ class Function:
     structure: ClassVar[Structure]
     closed_form: ClassVar[bool] = True  # has NumPy forward and blocks (analytic, fd)
 
-    # --- validation -------------------------------------------------------
+    # --- binding ----------------------------------------------------------
 
     def resolve_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Fill defaults; refuse options this function does not take."""
+        """Typed values with defaults filled; refuse options this function does not take."""
         known = {p.name: p for p in self.params}
         for name, value in given.items():
             if name not in known and value is not None:
                 raise UsageError(f"{option_name(name)}: {self.name} takes no such option; its options are "
                                  f"{', '.join(p.option for p in self.params) or 'none'}")
-        return {p.name: given.get(p.name) if given.get(p.name) is not None else p.default for p in self.params}
+        resolved = {}
+        for p in self.params:
+            value = p.validate(given.get(p.name), self.name)
+            resolved[p.name] = p.default if value is None else value
+        return resolved
+
+    def bind(self, args: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> "Bound":
+        """Validate ``args`` (converted, read-only arrays) and ``params`` once."""
+        resolved = self.resolve_params(params)
+        notes = self.check(dict(args), resolved)
+        return Bound(self, MappingProxyType(dict(args)), MappingProxyType(resolved),
+                     tuple(self.output_shape(args, resolved)), tuple(notes))
+
+    # --- the pure description -----------------------------------------------
 
     def check(self, args: dict[str, np.ndarray], params: dict[str, Any]) -> list[str]:
         """Validate shapes, dtypes and ranges; may normalise ``params`` in place. Returns notes."""
@@ -238,19 +172,69 @@ class Function:
         picks a convention there), as a mask shaped like the input; None if none."""
         return None
 
-    # --- evaluation -------------------------------------------------------
-
     def kernel(self, args, params, wrt: str, axis: int | None = None) -> RowKernel | GeneralKernel:
         """NumPy forward and closed-form derivative (analytic and fd backends).
 
-        ``axis`` (elementwise functions only, inside a chain): build the kernel
-        in the row form of that feature axis, with diagonal blocks.
+        ``axis`` (elementwise functions only, inside a chain or shown as blocks):
+        build the kernel in the row form of that feature axis, with diagonal blocks.
         """
         raise NotImplementedError
 
     def torch_forward(self, args: Mapping[str, Any], params: Mapping[str, Any]):
         """The torch reference: the real torch call on tensors."""
         raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class Bound:
+    """A function bound to validated arguments: what every later layer reads.
+
+    ``args``: read-only arrays (floats in the working dtype, class indices
+    int64); ``params``: resolved options, read-only; ``output_shape``;
+    ``notes``: what validation found. Row layouts and kernels are computed on
+    first use and kept, so a query never re-walks the function.
+    """
+
+    function: Function
+    args: Mapping[str, np.ndarray]
+    params: Mapping[str, Any]
+    output_shape: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _cached(self, key, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    def differentiable(self) -> tuple[str, ...]:
+        return tuple(self.function.differentiable(self.args))
+
+    def row_layout(self, wrt: str, axis: int | None = None) -> RowLayout | None:
+        return self._cached(("rows", wrt, axis), lambda: self.function.row_layout(self.args, self.params, wrt, axis))
+
+    def kernel(self, wrt: str, axis: int | None = None) -> RowKernel | GeneralKernel:
+        return self._cached(("kernel", wrt, axis), lambda: self.function.kernel(self.args, self.params, wrt, axis))
+
+    def wrt_notes(self, wrt: str) -> tuple[str, ...]:
+        return tuple(self.function.notes(self.args, self.params, wrt))
+
+    def kinks(self) -> np.ndarray | None:
+        return self.function.kinks(self.args, self.params)
+
+    def torch_forward(self, tensors: Mapping[str, Any]):
+        return self.function.torch_forward(tensors, self.params)
+
+    def per_sample(self) -> "Bound":
+        raise UsageError(f"--layout blocks: {self.name} is a built-in; per-sample blocks are for user code")
+
+    def rebind(self, args: Mapping[str, np.ndarray]) -> "Bound":
+        """The same function and options at other arrays (fd's dtype, ``--rows``)."""
+        return self.function.bind(args, self.params)
 
 
 def check_axis(dim: int, ndim: int, option: str = "--dim") -> int:
@@ -260,8 +244,5 @@ def check_axis(dim: int, ndim: int, option: str = "--dim") -> int:
     return dim % ndim
 
 
-def reduction_of(params: Mapping[str, Any]) -> Reduction:
-    try:
-        return Reduction(params["reduction"])
-    except ValueError:
-        raise UsageError(f"--reduction: unknown value {params['reduction']!r}; use mean, sum or none") from None
+__all__ = ["ArrayArg", "ArrayKind", "Bound", "Function", "GeneralKernel", "Param", "Reduction", "RowKernel",
+           "RowLayout", "Structure", "check_axis", "option_name"]

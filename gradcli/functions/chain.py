@@ -14,13 +14,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import blockmath
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from .. import rowform
 from ..errors import UsageError
-from .base import ArrayArg, Function, GeneralKernel, Param, RowKernel, RowLayout, Structure
+from ..rowform import GeneralKernel, RowKernel, RowLayout
+from .base import ArrayArg, Bound, Function, Param, Structure, option_name
 
 
 class Chain(Function):
     def __init__(self, stages: list[Function]) -> None:
+        for stage in stages:
+            if not stage.closed_form:
+                raise UsageError(f"FUNCTION: {stage.name} is your code, which cannot be a stage of a chain; "
+                                 "apply the rest inside your file (e.g. return F.cross_entropy(model(x), target))")
+        names = [arg.name for stage in stages for arg in stage.arrays if arg.name != "input"]
+        shared = next((name for name in names if names.count(name) > 1), None)
+        if shared is not None:
+            raise UsageError(f"FUNCTION: two stages of {','.join(s.name for s in stages)} take {option_name(shared)}, "
+                             "but a chain has one of each array; write the network as a .py model "
+                             "(PATH.py:NAME) to give each layer its own weights")
         self.stages = stages
         self.name = ",".join(stage.name for stage in stages)
         self.summary = " then ".join(stage.name for stage in stages)
@@ -51,71 +65,64 @@ class Chain(Function):
         for i, stage in enumerate(self.stages):
             if any(a.name == name for a in stage.arrays) and (name != "input" or i == 0):
                 return i
-        raise KeyError(name)
+        raise UsageError(f"--wrt {name}: {self.name} takes no array {name!r}")
 
-    def stage_args(self, i: int, args, z) -> dict[str, np.ndarray]:
+    def stage_args(self, i: int, args, z) -> dict:
         own = {a.name for a in self.stages[i].arrays} - {"input"}
         return {"input": z, **{k: v for k, v in args.items() if k in own and self.owner(k) == i}}
 
-    def resolve_params(self, given):
-        merged = super().resolve_params(given)
-        merged["_stages"] = [stage.resolve_params({k: v for k, v in given.items() if k in {p.name for p in stage.params}})
-                             for stage in self.stages]
-        return merged
-
-    def _walk(self, args, params, module=np):
-        """Yield ``(i, stage, stage_args, stage_params)`` with each stage's input
-        computed from the previous stage (NumPy values)."""
+    def bind(self, args, params) -> "ChainBound":
+        """Bind every stage once, each at the NumPy activation of the stage before."""
+        resolved = self.resolve_params(params)
+        given = dict(params)
+        bounds, notes = [], []
         z = args["input"]
         for i, stage in enumerate(self.stages):
-            a, p = self.stage_args(i, args, z), params["_stages"][i]
-            yield i, stage, a, p
-            if i + 1 < len(self.stages):
-                kernel = stage.kernel(a, p, "input")
-                z = blockmath.forward(kernel, stage.row_layout(a, p, "input"), a["input"])
-
-    def check(self, args, params):
-        notes = []
-        for i, stage, a, p in self._walk(args, params):
+            own = {p.name for p in stage.params}
             try:
-                notes += stage.check(a, p)
+                bound = stage.bind(self.stage_args(i, args, z), {k: v for k, v in given.items() if k in own})
             except UsageError as err:
                 if i == 0:
                     raise
-                raise UsageError(f"{self.name}: stage {i + 1} ({stage.name}) gets shape {list(a['input'].shape)} "
+                raise UsageError(f"{self.name}: stage {i + 1} ({stage.name}) gets shape {list(z.shape)} "
                                  f"from the stage before: {err}") from None
-            if i + 1 < len(self.stages) and stage.output_shape(a, p) == ():
-                raise UsageError(f"{self.name}: {stage.name} gives one number, so it must be the last stage "
-                                 "(use --reduction none to keep rows)")
-        return notes
+            bounds.append(bound)
+            notes += bound.notes
+            if i + 1 < len(self.stages):
+                if bound.output_shape == ():
+                    raise UsageError(f"{self.name}: {stage.name} gives one number, so it must be the last stage "
+                                     "(use --reduction none to keep rows)")
+                z = rowform.forward(bound.kernel("input"), bound.row_layout("input"), z)
+        return ChainBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), bounds[-1].output_shape,
+                          tuple(notes), stages=tuple(bounds))
 
-    def notes(self, args, params, wrt):
-        notes = []
-        for i, stage, a, p in self._walk(args, params):
-            notes += [f"[{stage.name}] {n}" for n in stage.notes(a, p, wrt if i == self.owner(wrt) else "input")]
-        return notes
 
-    def differentiable(self, args):
-        names = []
-        for i, stage in enumerate(self.stages):
-            own = {a.name for a in stage.arrays if (a.name != "input" or i == 0) and a.name in args}
-            names += [n for n in stage.differentiable({k: v for k, v in args.items() if k in own or k == "input"})
-                      if n in own and self.owner(n) == i]
-        return tuple(dict.fromkeys(names))
+@dataclass(frozen=True, eq=False)
+class ChainBound(Bound):
+    """A chain bound once: ``stages`` holds each stage's Bound at its activation."""
 
-    def output_shape(self, args, params):
-        *_, (i, stage, a, p) = self._walk(args, params)
-        return stage.output_shape(a, p)
+    stages: tuple[Bound, ...] = ()
 
-    # --- structure and kernels ----------------------------------------------
+    def differentiable(self):
+        chain = self.function
+        return tuple(dict.fromkeys(n for i, bound in enumerate(self.stages) for n in bound.differentiable()
+                                   if n in self.args and (n != "input" or i == 0) and chain.owner(n) == i))
 
-    def _plan(self, args, params, wrt, axis=None):
-        """Stages from the owner of ``wrt`` on, with their arguments, the name
-        each is differentiated w.r.t., and the axis elementwise stages adopt
-        (``axis``, or None, if every stage is elementwise). Returns (plan, axes, layouts)."""
-        start = self.owner(wrt)
-        plan = [(stage, a, p, wrt if i == start else "input") for i, stage, a, p in self._walk(args, params) if i >= start]
-        plain = [stage.row_layout(a, p, w) for stage, a, p, w in plan]
+    def wrt_notes(self, wrt):
+        start = self.function.owner(wrt)
+        return tuple(f"[{b.name}] {n}" for i, b in enumerate(self.stages) for n in b.wrt_notes(wrt if i == start else "input"))
+
+    def kinks(self):
+        return None
+
+    def _plan(self, wrt, axis=None):
+        """Stages from the owner of ``wrt`` on, the name each is differentiated
+        w.r.t., and the axis elementwise stages adopt (``axis``, or None if every
+        stage is elementwise). Returns ``(plan, axes, layouts)``; layouts is None
+        when the stages' rows do not line up."""
+        start = self.function.owner(wrt)
+        plan = [(bound, wrt if i == start else "input") for i, bound in enumerate(self.stages) if i >= start]
+        plain = [bound.row_layout(w) for bound, w in plan]
         axes: list[int | None] = [None] * len(plan)
         if any(lay is None for lay in plain):
             return plan, axes, None
@@ -124,48 +131,57 @@ class Chain(Function):
         if first is not None:
             feature = plain[first].in_axis
         layouts = []
-        for j, (stage, a, p, w) in enumerate(plan):
+        for j, (bound, w) in enumerate(plan):
             lay = plain[j]
             if lay.elementwise and feature is not None:
                 axes[j] = feature
-                lay = stage.row_layout(a, p, w, axis=feature)
+                lay = bound.row_layout(w, axis=feature)
             elif feature is not None and lay.in_axis != feature:
-                return plan, axes, None  # the rows of consecutive stages do not line up
+                return plan, axes, None
             layouts.append(lay)
             if feature is not None:
                 feature = lay.out_axis
         return plan, axes, layouts
 
-    def row_layout(self, args, params, wrt, axis=None):
-        plan, _, layouts = self._plan(args, params, wrt, axis)
-        if layouts is None:
-            return None
-        first, last = layouts[0], layouts[-1]
-        return RowLayout(first.in_shape, first.in_axis, last.out_axis, last.out_features, reduced=last.reduced)
+    def row_layout(self, wrt, axis=None):
+        def make():
+            _, _, layouts = self._plan(wrt, axis)
+            if layouts is None:
+                return None
+            first, last = layouts[0], layouts[-1]
+            return RowLayout(first.in_shape, first.in_axis, last.out_axis, last.out_features, reduced=last.reduced)
 
-    def kernel(self, args, params, wrt, axis=None):
-        plan, axes, layouts = self._plan(args, params, wrt, axis)
-        kernels = [stage.kernel(a, p, w, axis=ax) for (stage, a, p, w), ax in zip(plan, axes)]
-        if layouts is not None:
-            return _row_chain(kernels, layouts)
-        layouts = [stage.row_layout(a, p, w) for stage, a, p, w in plan]
-        return _general_chain(kernels, layouts, plan[0][1][plan[0][3]], self.output_shape(args, params))
+        return self._cached(("rows", wrt, axis), make)
 
-    def torch_forward(self, args, params):
-        z = args["input"]
-        for i, stage in enumerate(self.stages):
-            z = stage.torch_forward(self.stage_args(i, args, z), params["_stages"][i])
+    def kernel(self, wrt, axis=None):
+        def make():
+            plan, axes, layouts = self._plan(wrt, axis)
+            kernels = [bound.kernel(w, axis=ax) for (bound, w), ax in zip(plan, axes)]
+            if layouts is not None:
+                return _row_chain(kernels, layouts)
+            layouts = [bound.row_layout(w) for bound, w in plan]
+            return _general_chain(kernels, layouts, plan[0][0].args[plan[0][1]], self.output_shape)
+
+        return self._cached(("kernel", wrt, axis), make)
+
+    def torch_forward(self, tensors):
+        z = tensors["input"]
+        for i, bound in enumerate(self.stages):
+            z = bound.torch_forward(self.function.stage_args(i, tensors, z))
         return z
 
 
 def _row_chain(kernels: list[RowKernel], layouts: list[RowLayout]) -> RowKernel:
-    """Compose row-form kernels that share their rows."""
+    """Compose row-form kernels that share their rows: blocks multiply row by
+    row, vjp and jvp compose the stages' own row operators (no block formed).
+    A stage giving one number per row feeds the next as its single feature."""
+    last = len(kernels) - 1
 
     def forward(x):
-        for kernel, layout in zip(kernels, layouts):
+        for j, (kernel, layout) in enumerate(zip(kernels, layouts)):
             x = kernel.forward(x)
-            if layout.out_axis is None and layout is not layouts[-1]:
-                x = x[..., None]  # one number per row feeds the next stage as its single feature
+            if layout.out_axis is None and j < last:
+                x = x[..., None]
         return x
 
     def blocks():
@@ -176,8 +192,22 @@ def _row_chain(kernels: list[RowKernel], layouts: list[RowLayout]) -> RowKernel:
             total = b if total is None else b @ total
         return total if layouts[-1].out_axis is not None else total[..., 0, :]
 
-    last = kernels[-1]
-    return RowKernel(x0=kernels[0].x0, forward=forward, blocks=blocks, coef=last.coef, empty_mean=last.empty_mean)
+    def vjp(u):
+        for j in reversed(range(len(kernels))):
+            if layouts[j].out_axis is None and j < last:
+                u = u[..., 0]
+            u = rowform.row_vjp(kernels[j], layouts[j], u)
+        return u
+
+    def jvp(t):
+        for j, (kernel, layout) in enumerate(zip(kernels, layouts)):
+            t = rowform.row_jvp(kernel, layout, t)
+            if layout.out_axis is None and j < last:
+                t = t[..., None]
+        return t
+
+    return RowKernel(x0=kernels[0].x0, forward=forward, blocks=blocks, coef=kernels[-1].coef,
+                     empty_mean=kernels[-1].empty_mean, vjp=vjp, jvp=jvp)
 
 
 def _general_chain(kernels, layouts, x0, output_shape) -> GeneralKernel:
@@ -206,11 +236,9 @@ def _natural(kernel, layout) -> GeneralKernel:
     """A row kernel as natural-shape operators (stack axes allowed)."""
     if isinstance(kernel, GeneralKernel):
         return kernel
-    blocks = kernel.blocks()
-    out_shape = () if layout.reduced else layout.unreduced_shape
     return GeneralKernel(
-        x0=layout.from_rows(kernel.x0), output_shape=out_shape,
-        forward=lambda x: blockmath.forward(kernel, layout, x),
-        vjp=lambda v: blockmath.vjp(blocks, layout, kernel.coef, v),
-        jvp=lambda t: blockmath.jvp(blocks, layout, kernel.coef, t),
+        x0=layout.from_rows(kernel.x0), output_shape=layout.output_shape,
+        forward=lambda x: rowform.forward(kernel, layout, x),
+        vjp=lambda v: rowform.vjp(kernel, layout, v),
+        jvp=lambda t: rowform.jvp(kernel, layout, t),
     )

@@ -1,65 +1,186 @@
-"""Elementwise functions: sigmoid, tanh, relu, exp, log and ``expr:``.
+"""Elementwise functions: a table of specs (sigmoid, tanh, relu, exp, log,
+gelu, softplus), and ``expr:``.
 
 Their Jacobian is diagonal: ``J[i..., j...] = f'(x[i...])`` where the indices
 agree, else 0. Alone, each entry is its own row (``RowLayout.in_axis`` None,
 blocks ``(*shape, 1)``, layout ``diag`` = ``f'(x)`` shaped like ``x``). Inside a
-chain they take the chain's feature axis and give diagonal blocks.
+chain, or shown as blocks, they take a feature axis and give diagonal blocks.
+
+A new elementwise function is one :class:`Spec` in ``SPECS`` (and its torch
+reference in the tests): NumPy ``f``, ``df``, ``d2f`` of ``(x, params)``, the
+torch call, the formulas, and where it has a kink.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
 import numpy as np
 
-from .base import ArrayArg, Function, RowKernel, RowLayout, Structure
+from ..rowform import RowKernel, RowLayout, diagonal_blocks
+from .base import ArrayArg, Function, Param, Structure
+
+Array = np.ndarray
+Params = Mapping[str, Any]
 
 
-def sigmoid_np(x: np.ndarray) -> np.ndarray:
+def sigmoid_np(x: Array) -> Array:
     """Stable logistic: exp(-|x|) never overflows."""
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def softplus_np(x: np.ndarray) -> np.ndarray:
+def softplus_np(x: Array) -> Array:
     """Stable log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
-def diagonal_blocks(d: np.ndarray) -> np.ndarray:
-    """``(*rows, C)`` derivatives -> ``(*rows, C, C)`` diagonal blocks."""
-    c = d.shape[-1]
-    out = np.zeros(d.shape + (c,), dtype=d.dtype)
-    out.reshape(-1, c * c)[:, :: c + 1] = d.reshape(-1, c)
-    return out
+def _normal_pdf(x: Array) -> Array:
+    return np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
 
 
-def elementwise_kernel(x: np.ndarray, f, df, axis: int | None) -> RowKernel:
-    """The kernel of ``f`` at ``x``: one-feature rows, or rows along ``axis`` (a chain's)."""
+def _normal_cdf(x: Array) -> Array:
+    from scipy.special import ndtr  # exact to the last bit in both tails (a runtime dependency)
+
+    return ndtr(x)
+
+
+def _log(x: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(x)
+
+
+def _reciprocal(x: Array, power: int = 1) -> Array:
+    with np.errstate(divide="ignore"):
+        return 1 / x**power
+
+
+def _softplus_beta(x: Array, p: Params) -> Array:
+    """torch's softplus: ``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold``."""
+    bx = p["beta"] * x
+    return np.where(bx > p["threshold"], x, softplus_np(bx) / p["beta"])
+
+
+def _softplus_d(x: Array, p: Params) -> Array:
+    bx = p["beta"] * x
+    return np.where(bx > p["threshold"], 1.0, sigmoid_np(bx)).astype(x.dtype)
+
+
+def _softplus_d2(x: Array, p: Params) -> Array:
+    bx = p["beta"] * x
+    s = sigmoid_np(bx)
+    return np.where(bx > p["threshold"], 0.0, p["beta"] * s * (1 - s)).astype(x.dtype)
+
+
+@dataclass(frozen=True)
+class Kink:
+    """Where an elementwise function is not differentiable, and what each side says there."""
+
+    mask: Callable[[Array], Array]
+    where: str
+    torch_value: str
+    fd_value: str
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One elementwise built-in. ``f``, ``df``, ``d2f``: NumPy, ``(x, params) -> like x``;
+    ``torch_f(torch, x, params)``: the torch reference."""
+
+    name: str
+    summary: str
+    formulas: tuple[str, ...]
+    f: Callable[[Array, Params], Array]
+    df: Callable[[Array, Params], Array]
+    d2f: Callable[[Array, Params], Array]
+    torch_f: Callable[..., Any]
+    params: tuple[Param, ...] = ()
+    kink: Kink | None = None
+    domain: Callable[[Array], Array] | None = None  # mask of entries outside the domain (a note names them)
+
+
+SPECS = {spec.name: spec for spec in (
+    Spec("sigmoid", "sigmoid(x) = 1 / (1 + exp(-x)), elementwise",
+         ("s = sigmoid(x)", "ds/dx = s (1 - s);  d2s/dx2 = s (1 - s)(1 - 2s), elementwise: a diagonal Jacobian"),
+         f=lambda x, p: sigmoid_np(x),
+         df=lambda x, p: sigmoid_np(x) * (1 - sigmoid_np(x)),
+         d2f=lambda x, p: sigmoid_np(x) * (1 - sigmoid_np(x)) * (1 - 2 * sigmoid_np(x)),
+         torch_f=lambda torch, x, p: torch.sigmoid(x)),
+    Spec("tanh", "tanh(x), elementwise",
+         ("d tanh(x)/dx = 1 - tanh(x)^2;  d2/dx2 = -2 tanh(x) (1 - tanh(x)^2), elementwise: a diagonal Jacobian",),
+         f=lambda x, p: np.tanh(x),
+         df=lambda x, p: 1 - np.tanh(x) ** 2,
+         d2f=lambda x, p: -2 * np.tanh(x) * (1 - np.tanh(x) ** 2),
+         torch_f=lambda torch, x, p: torch.tanh(x)),
+    Spec("relu", "relu(x) = max(x, 0), elementwise",
+         ("d relu(x)/dx = 1 where x > 0, else 0 (at x = 0 torch uses 0; relu has a kink there); d2/dx2 = 0",),
+         f=lambda x, p: np.maximum(x, 0),
+         df=lambda x, p: (x > 0).astype(x.dtype),
+         d2f=lambda x, p: np.zeros_like(x),
+         torch_f=lambda torch, x, p: torch.relu(x),
+         kink=Kink(lambda x: x == 0, "x = 0", "0", "1/2")),
+    Spec("exp", "exp(x), elementwise",
+         ("d exp(x)/dx = exp(x) = d2 exp(x)/dx2, elementwise: a diagonal Jacobian",),
+         f=lambda x, p: np.exp(x), df=lambda x, p: np.exp(x), d2f=lambda x, p: np.exp(x),
+         torch_f=lambda torch, x, p: torch.exp(x)),
+    Spec("log", "natural log(x), elementwise",
+         ("d log(x)/dx = 1 / x;  d2/dx2 = -1 / x^2, elementwise: a diagonal Jacobian",),
+         f=lambda x, p: _log(x), df=lambda x, p: _reciprocal(x), d2f=lambda x, p: -_reciprocal(x, 2),
+         torch_f=lambda torch, x, p: torch.log(x),
+         domain=lambda x: x <= 0),
+    Spec("gelu", "gelu(x) = x Phi(x), the exact (erf) form, elementwise (torch.nn.functional.gelu)",
+         ("gelu(x) = x Phi(x), Phi the standard normal CDF, phi its density",
+          "d gelu/dx = Phi(x) + x phi(x);  d2 gelu/dx2 = phi(x) (2 - x^2), elementwise: a diagonal Jacobian"),
+         f=lambda x, p: x * _normal_cdf(x),
+         df=lambda x, p: _normal_cdf(x) + x * _normal_pdf(x),
+         d2f=lambda x, p: _normal_pdf(x) * (2 - x * x),
+         torch_f=lambda torch, x, p: torch.nn.functional.gelu(x)),
+    Spec("softplus", "softplus(x) = log(1 + exp(beta x)) / beta, linear above the threshold "
+                     "(torch.nn.functional.softplus), elementwise",
+         ("softplus(x) = log(1 + exp(beta x)) / beta where beta x <= threshold, else x (as torch)",
+          "d/dx = sigmoid(beta x) (1 above the threshold);  d2/dx2 = beta s (1 - s), s = sigmoid(beta x) "
+          "(0 above the threshold), elementwise: a diagonal Jacobian"),
+         f=_softplus_beta, df=_softplus_d, d2f=_softplus_d2,
+         torch_f=lambda torch, x, p: torch.nn.functional.softplus(x, beta=p["beta"], threshold=p["threshold"]),
+         params=(Param("beta", 1.0, "softplus: the sharpness beta (torch's default 1)", kind=float),
+                 Param("threshold", 20.0, "softplus: above beta x > threshold it is linear (torch's default 20)",
+                       kind=float))),
+)}
+
+
+def elementwise_kernel(x: Array, f, df, axis: int | None) -> RowKernel:
+    """The kernel of ``f`` at ``x``: one-feature rows, or rows along ``axis``
+    (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them)."""
     if axis is None:
         return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None)
     xr = np.moveaxis(x, axis, -1)
-    return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(df(xr)), coef=None)
+    d = df(xr)
+    return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d), coef=None,
+                     vjp=lambda u: u * d, jvp=lambda t: d * t)
 
 
 def elementwise_layout(shape, axis: int | None) -> RowLayout:
-    if axis is None:
-        return RowLayout(tuple(shape), None, None, 1, reduced=False)
-    return RowLayout(tuple(shape), axis, axis, shape[axis], reduced=False)
+    layout = RowLayout(tuple(shape), None, None, 1, reduced=False)
+    return layout if axis is None else layout.along_axis(axis)
 
 
 class Elementwise(Function):
-    """f applied to every entry. Subclasses give ``f``, ``df`` (NumPy) and ``torch_f``."""
+    """f applied to every entry, from a :class:`Spec` (or, for ``expr:``, from sympy)."""
 
     arrays = (ArrayArg("input", "any shape", required=True),)
     structure = Structure.DIAGONAL
 
-    def f(self, x):
-        raise NotImplementedError
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.name, self.summary, self.formulas, self.params = spec.name, spec.summary, spec.formulas, spec.params
 
-    def df(self, x):
-        raise NotImplementedError
+    def f(self, x, params):
+        return self.spec.f(x, params)
 
-    def torch_f(self, x):
-        raise NotImplementedError
+    def df(self, x, params):
+        return self.spec.df(x, params)
 
     def output_shape(self, args, params):
         return args["input"].shape
@@ -68,108 +189,30 @@ class Elementwise(Function):
         return elementwise_layout(args["input"].shape, axis)
 
     def kernel(self, args, params, wrt, axis=None):
-        return elementwise_kernel(args["input"], self.f, self.df, axis)
+        return elementwise_kernel(args["input"], lambda x: self.f(x, params), lambda x: self.df(x, params), axis)
 
     def torch_forward(self, args, params):
-        return self.torch_f(args["input"])
-
-
-class Sigmoid(Elementwise):
-    name = "sigmoid"
-    summary = "sigmoid(x) = 1 / (1 + exp(-x)), elementwise"
-    formulas = ("s = sigmoid(x)", "ds/dx = s (1 - s), elementwise: a diagonal Jacobian")
-
-    def f(self, x):
-        return sigmoid_np(x)
-
-    def df(self, x):
-        s = sigmoid_np(x)
-        return s * (1 - s)
-
-    def torch_f(self, x):
         import torch
 
-        return torch.sigmoid(x)
-
-
-class Tanh(Elementwise):
-    name = "tanh"
-    summary = "tanh(x), elementwise"
-    formulas = ("d tanh(x)/dx = 1 - tanh(x)^2, elementwise: a diagonal Jacobian",)
-
-    def f(self, x):
-        return np.tanh(x)
-
-    def df(self, x):
-        return 1 - np.tanh(x) ** 2
-
-    def torch_f(self, x):
-        import torch
-
-        return torch.tanh(x)
-
-
-class Relu(Elementwise):
-    name = "relu"
-    summary = "relu(x) = max(x, 0), elementwise"
-    formulas = ("d relu(x)/dx = 1 where x > 0, else 0 (at x = 0 torch uses 0; relu has a kink there)",)
-
-    def f(self, x):
-        return np.maximum(x, 0)
-
-    def df(self, x):
-        return (x > 0).astype(x.dtype)
-
-    def torch_f(self, x):
-        import torch
-
-        return torch.relu(x)
+        return self.spec.torch_f(torch, args["input"], params)
 
     def kinks(self, args, params):
-        return args["input"] == 0
+        return None if self.spec.kink is None else self.spec.kink.mask(args["input"])
 
     def notes(self, args, params, wrt):
-        return kink_notes(self.kinks(args, params), "relu", "x = 0", "0", "1/2")
+        notes = []
+        if self.spec.kink is not None:
+            k = self.spec.kink
+            notes += kink_notes(k.mask(args["input"]), self.name, k.where, k.torch_value, k.fd_value)
+        if self.spec.domain is not None:
+            bad = int(self.spec.domain(args["input"]).sum())
+            if bad:
+                notes.append(f"{self.name} is undefined at {bad} entr{'y' if bad == 1 else 'ies'} outside its domain: "
+                             "the value there is nan or -inf, as in torch")
+        return notes
 
 
-class Exp(Elementwise):
-    name = "exp"
-    summary = "exp(x), elementwise"
-    formulas = ("d exp(x)/dx = exp(x), elementwise: a diagonal Jacobian",)
-
-    def f(self, x):
-        return np.exp(x)
-
-    def df(self, x):
-        return np.exp(x)
-
-    def torch_f(self, x):
-        import torch
-
-        return torch.exp(x)
-
-
-class Log(Elementwise):
-    name = "log"
-    summary = "natural log(x), elementwise"
-    formulas = ("d log(x)/dx = 1 / x, elementwise: a diagonal Jacobian",)
-
-    def f(self, x):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.log(x)
-
-    def df(self, x):
-        with np.errstate(divide="ignore"):
-            return 1 / x
-
-    def torch_f(self, x):
-        import torch
-
-        return torch.log(x)
-
-    def notes(self, args, params, wrt):
-        bad = int((args["input"] <= 0).sum())
-        return [f"log is undefined at {bad} entr(y/ies) <= 0: the value there is nan or -inf, as in torch"] if bad else []
+ELEMENTWISE = {name: Elementwise(spec) for name, spec in SPECS.items()}
 
 
 class Expr(Elementwise):
@@ -183,23 +226,31 @@ class Expr(Elementwise):
         self._module = expr_module
         self.text = text
         self.name = f"expr:{text}"
+        self.params = ()
+        self.spec = None
         self.expression = expr_module.parse(text)
         self.derivative = sympy.diff(self.expression, sympy.Symbol("x", real=True))
         self.summary = f"the elementwise expression {text} in x"
         self.formulas = (f"f(x) = {self.expression}", f"df/dx = {self.derivative} (sympy), elementwise: a diagonal Jacobian")
 
-    def f(self, x):
+    def f(self, x, params):
         with np.errstate(all="ignore"):
             return np.asarray(self._module.evaluate(self.expression, x, np), dtype=x.dtype)
 
-    def df(self, x):
+    def df(self, x, params):
         with np.errstate(all="ignore"):
             return np.asarray(self._module.evaluate(self.derivative, x, np), dtype=x.dtype)
 
-    def torch_f(self, x):
+    def torch_forward(self, args, params):
         import torch
 
-        return self._module.evaluate(self.expression, x, torch)
+        return self._module.evaluate(self.expression, args["input"], torch)
+
+    def kinks(self, args, params):
+        return None
+
+    def notes(self, args, params, wrt):
+        return []
 
 
 def kink_notes(on_kink: np.ndarray, name: str, where: str, torch_value: str, fd_value: str) -> list[str]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .base import ArrayArg, Function, GeneralKernel, RowKernel, RowLayout, Structure
+from ..rowform import GeneralKernel, RowKernel, RowLayout
+from .base import ArrayArg, Function, Structure
 
 
 class Linear(Function):
@@ -61,8 +62,10 @@ class Linear(Function):
         b = args.get("bias", np.zeros(w.shape[0], dtype=w.dtype))
         out_shape = self.output_shape(args, params)
         if wrt == "input":
+            # Every row's block is W: u^T J = u W, J t = t W^T, without copying W per row.
             return RowKernel(x0=x, forward=lambda v: v @ w.T + b,
-                             blocks=lambda: np.broadcast_to(w, x.shape[:-1] + w.shape).copy(), coef=None)
+                             blocks=lambda: np.broadcast_to(w, x.shape[:-1] + w.shape).copy(), coef=None,
+                             vjp=lambda u: u @ w, jvp=lambda t: t @ w.T)
         rows = x.reshape(-1, x.shape[-1])  # (R, in)
 
         def unflatten(y):  # (..., R, out) -> (..., *out_shape)

@@ -12,20 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .base import (
-    ArrayArg,
-    ArrayKind,
-    Function,
-    Param,
-    Reduction,
-    RowKernel,
-    RowLayout,
-    Structure,
-    reduction_of,
-)
+from ..options import Reduction
+from ..rowform import RowKernel, RowLayout
+from .base import ArrayArg, ArrayKind, Function, Param, Structure
 from .softmax import log_softmax_rows, softmax_rows
 
-_REDUCTION = Param("reduction", "mean", "mean | sum | none, as torch")
+_REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
+                   choices=(Reduction.MEAN, Reduction.SUM, Reduction.NONE))
 _IGNORE = Param("ignore_index", -100, "target value whose rows contribute nothing (class indices only)")
 _CLASS_WEIGHT = ArrayArg("class_weight", "a weight per class, shape (C,)")
 
@@ -39,6 +32,13 @@ def pick(values: np.ndarray, index: np.ndarray) -> np.ndarray:
 def class_axis(input_ndim: int) -> int:
     """torch's class dim: 0 for an unbatched (C,) input, else 1."""
     return 0 if input_ndim == 1 else 1
+
+
+def _scatter_rows(values: np.ndarray, index: np.ndarray, n_classes: int, dtype) -> np.ndarray:
+    """``(*rows, C)`` zeros with ``values[r]`` at class ``index[r]`` of each row (a weighted one-hot)."""
+    out = np.zeros(index.shape + (n_classes,), dtype=dtype)
+    np.put_along_axis(out, index[..., None], values[..., None].astype(dtype), -1)
+    return out
 
 
 class _ClassLoss(Function):
@@ -55,7 +55,6 @@ class _ClassLoss(Function):
         if params.get("dim") is not None and params["dim"] % x.ndim != axis:
             raise UsageError(f"--dim: {self.name} always uses dim {axis} as the class dim, as torch; drop --dim")
         params["dim"] = axis
-        reduction_of(params)
         if "class_weight" in args:
             w = args["class_weight"]
             if w.shape != (n_classes,):
@@ -83,14 +82,14 @@ class _ClassLoss(Function):
                          'Write them without decimal points, or as {"data": [...], "dtype": "int64"}')
 
     def output_shape(self, args, params):
-        if reduction_of(params) is not Reduction.NONE:
+        if params["reduction"] is not Reduction.NONE:
             return ()
         x = args["input"]
         return x.shape[: params["dim"]] + x.shape[params["dim"] + 1 :]
 
     def row_layout(self, args, params, wrt, axis=None):
         shape = args[wrt].shape
-        return RowLayout(shape, params["dim"], None, 1, reduced=reduction_of(params) is not Reduction.NONE)
+        return RowLayout(shape, params["dim"], None, 1, reduced=params["reduction"] is not Reduction.NONE)
 
     # --- shared pieces of the row-form kernels --------------------------------
 
@@ -108,7 +107,7 @@ class _ClassLoss(Function):
     def _coef(params, rows_shape, dtype, total_weight=None, ignored=None):
         """Reduction weights: ``sum`` -> 1, ``mean`` -> 1 / total weight (torch's
         normaliser); 0 on ignored rows, which contribute nothing."""
-        reduction = reduction_of(params)
+        reduction = params["reduction"]
         if reduction is Reduction.NONE:
             return None
         coef = np.ones(rows_shape, dtype=dtype)
@@ -118,7 +117,7 @@ class _ClassLoss(Function):
 
     @staticmethod
     def _empty_mean(params, ignored) -> bool:
-        return reduction_of(params) is Reduction.MEAN and bool(ignored.all())
+        return params["reduction"] is Reduction.MEAN and bool(ignored.all())
 
     def notes(self, args, params, wrt):
         notes = []
@@ -126,7 +125,7 @@ class _ClassLoss(Function):
             ignored = int((args["target"] == params["ignore_index"]).sum())
             if ignored:
                 notes.append(f"{ignored} row(s) have target {params['ignore_index']} (--ignore-index): their loss and gradient are 0")
-                if ignored == args["target"].size and reduction_of(params) is Reduction.MEAN:
+                if ignored == args["target"].size and params["reduction"] is Reduction.MEAN:
                     notes.append("every target is ignored: the mean divides 0 by 0 and is nan, as in torch")
         return notes
 
@@ -144,7 +143,7 @@ class CrossEntropy(_ClassLoss):
         Param("dim", None, "fixed by torch: 1, or 0 for an unbatched (C) input"),
         _REDUCTION,
         _IGNORE,
-        Param("label_smoothing", 0.0, "eps in [0, 1]: mixes the target with the uniform distribution"),
+        Param("label_smoothing", 0.0, "eps in [0, 1]: mixes the target with the uniform distribution", kind=float),
     )
     formulas = (
         "s = softmax(z) over the class dim; y = target; w = class weight (1 if not given); eps = label smoothing; C classes",
@@ -214,10 +213,11 @@ class CrossEntropy(_ClassLoss):
             smooth = -(logp * w_c).sum(-1)
             return (1 - eps) * w_y * nll + (eps / n_classes) * keep * smooth
 
-        def blocks():
+        def blocks():  # (*rows, C): O(rows C), no one-hot matrix of C x C
             s = softmax_rows(z)
-            onehot = np.eye(n_classes, dtype=dtype)[y_safe]
-            return (1 - eps) * w_y[..., None] * (s - onehot) + (eps / n_classes) * keep[..., None] * (w_c.sum() * s - w_c)
+            g = (1 - eps) * w_y[..., None] * s + (eps / n_classes) * keep[..., None] * (w_c.sum() * s - w_c)
+            np.put_along_axis(g, y_safe[..., None], pick(g, y_safe)[..., None] - ((1 - eps) * w_y)[..., None], -1)
+            return g
 
         return RowKernel(x0=z, forward=forward, blocks=blocks, coef=coef, empty_mean=self._empty_mean(params, ignored))
 
@@ -226,7 +226,7 @@ class CrossEntropy(_ClassLoss):
 
         return F.cross_entropy(
             args["input"], args["target"], weight=args.get("class_weight"), ignore_index=params["ignore_index"],
-            reduction=params["reduction"], label_smoothing=params["label_smoothing"],
+            reduction=params["reduction"].value, label_smoothing=params["label_smoothing"],
         )
 
 
@@ -257,7 +257,7 @@ class NllLoss(_ClassLoss):
         return RowKernel(
             x0=x0,
             forward=forward,
-            blocks=lambda: -w_y[..., None] * np.eye(n_classes, dtype=x0.dtype)[y_safe],
+            blocks=lambda: _scatter_rows(-w_y, y_safe, n_classes, x0.dtype),
             coef=self._coef(params, x0.shape[:-1], x0.dtype, total_weight=w_y.sum(), ignored=ignored),
             empty_mean=self._empty_mean(params, ignored),
         )
@@ -273,4 +273,4 @@ class NllLoss(_ClassLoss):
         import torch.nn.functional as F
 
         return F.nll_loss(args["input"], args["target"], weight=args.get("class_weight"),
-                          ignore_index=params["ignore_index"], reduction=params["reduction"])
+                          ignore_index=params["ignore_index"], reduction=params["reduction"].value)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .base import ArrayArg, Function, Param, RowKernel, RowLayout, Structure
-from .elementwise import diagonal_blocks, kink_notes, sigmoid_np, softplus_np
+from ..options import Reduction
+from ..rowform import RowKernel, RowLayout, diagonal_blocks
+from .base import ArrayArg, Function, Param, Structure
+from .elementwise import kink_notes, sigmoid_np, softplus_np
 
 _TARGET = ArrayArg("target", "the target, the input's shape", required=True)
-_REDUCTION = Param("reduction", "mean", "mean | sum | none, as torch")
+_REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
+                   choices=(Reduction.MEAN, Reduction.SUM, Reduction.NONE))
 
 
 class PointwiseLoss(Function):
@@ -25,7 +28,6 @@ class PointwiseLoss(Function):
     arrays = (ArrayArg("input", "the prediction, any shape", required=True), _TARGET)
     params = (_REDUCTION,)
     structure = Structure.DIAGONAL
-    reductions = ("mean", "sum", "none")
 
     def loss(self, x, t, extra, params):
         raise NotImplementedError
@@ -40,8 +42,6 @@ class PointwiseLoss(Function):
         if t.shape != x.shape:
             raise UsageError(f"--target: shape {list(t.shape)} does not match --input {list(x.shape)}; "
                              "give the input's shape (gradcli does not broadcast targets)")
-        if params["reduction"] not in self.reductions:
-            raise UsageError(f"--reduction: {self.name} takes {', '.join(self.reductions)}; got {params['reduction']!r}")
         return self.check_extra(args, params)
 
     def check_extra(self, args, params):
@@ -94,14 +94,15 @@ class PointwiseLoss(Function):
             coef = None if c is None else np.full(x0.shape, c, dtype=x0.dtype)
             return RowKernel(x0=x0[..., None], forward=lambda v: loss(v[..., 0]), blocks=lambda: derivative[..., None], coef=coef)
         if c is None:
-            return RowKernel(x0=x0, forward=loss, blocks=lambda: diagonal_blocks(derivative), coef=None)
+            return RowKernel(x0=x0, forward=loss, blocks=lambda: diagonal_blocks(derivative), coef=None,
+                             vjp=lambda u: u * derivative, jvp=lambda t: derivative * t)
         return RowKernel(x0=x0, forward=lambda v: loss(v).sum(-1), blocks=lambda: derivative,
                          coef=np.full(x0.shape[:-1], c, dtype=x0.dtype))
 
     def torch_forward(self, args, params):
         import torch.nn.functional as F
 
-        return getattr(F, self.name)(args["input"], args["target"], reduction=params["reduction"],
+        return getattr(F, self.name)(args["input"], args["target"], reduction=params["reduction"].value,
                                      **self.torch_extra(args, params))
 
     def torch_extra(self, args, params) -> dict:
@@ -148,7 +149,7 @@ class L1Loss(PointwiseLoss):
 class SmoothL1Loss(PointwiseLoss):
     name = "smooth_l1_loss"
     summary = "quadratic below beta, linear above (torch.nn.functional.smooth_l1_loss)"
-    params = (_REDUCTION, Param("beta", 1.0, "where the loss turns from quadratic to linear (>= 0)"))
+    params = (_REDUCTION, Param("beta", 1.0, "where the loss turns from quadratic to linear (>= 0)", kind=float))
     formulas = ("d = x - t;  l = 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta",
                 "dl/dx = d / beta if |d| < beta else sign(d);  dl/dt = -dl/dx",
                 "beta = 0 is l1_loss (with its kink at d = 0)")
@@ -187,7 +188,7 @@ class SmoothL1Loss(PointwiseLoss):
 class HuberLoss(PointwiseLoss):
     name = "huber_loss"
     summary = "quadratic below delta, delta-scaled linear above (torch.nn.functional.huber_loss)"
-    params = (_REDUCTION, Param("delta", 1.0, "where the loss turns from quadratic to linear (> 0)"))
+    params = (_REDUCTION, Param("delta", 1.0, "where the loss turns from quadratic to linear (> 0)", kind=float))
     formulas = ("d = x - t;  l = 0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)",
                 "dl/dx = d if |d| < delta else delta sign(d);  dl/dt = -dl/dx")
 
@@ -277,9 +278,9 @@ class KlDiv(PointwiseLoss):
     summary = "Kullback-Leibler divergence of log-probabilities from a target (torch.nn.functional.kl_div)"
     arrays = (ArrayArg("input", "log-probabilities, any shape", required=True),
               ArrayArg("target", "probabilities (or log-probabilities with --log-target), the input's shape", required=True))
-    params = (Param("reduction", "mean", "mean | batchmean | sum | none; batchmean is the true KL divergence"),
-              Param("log_target", False, "the target holds log-probabilities"))
-    reductions = ("mean", "batchmean", "sum", "none")
+    params = (Param("reduction", Reduction.MEAN, "mean | batchmean | sum | none; batchmean is the true KL divergence",
+                    kind=Reduction),
+              Param("log_target", False, "the target holds log-probabilities", kind=bool))
     formulas = ("l = t (log t - x) (0 where t = 0);  with --log-target: l = exp(t) (t - x)",
                 "dl/dx = -t;  with --log-target: dl/dx = -exp(t)",
                 "batchmean: divide by input.size(0); mean: by the number of entries (torch warns: not the KL divergence)")

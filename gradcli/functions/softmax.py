@@ -6,7 +6,8 @@ import numpy as np
 
 from ..errors import UsageError
 from ..parallel import run_chunks
-from .base import ArrayArg, Function, Param, RowKernel, RowLayout, Structure, check_axis
+from ..rowform import RowKernel, RowLayout
+from .base import ArrayArg, Function, Param, Structure, check_axis
 
 
 def log_softmax_rows(x: np.ndarray) -> np.ndarray:
@@ -28,11 +29,28 @@ def softmax_rows(x: np.ndarray) -> np.ndarray:
     return e
 
 
+def _softmax_apply(s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``(diag(s) - s s^T) v`` per row, without the C×C block: ``s * (v - <v, s>)``."""
+    return s * (v - (v * s).sum(-1, keepdims=True))
+
+
+def _lazy(make):
+    """A value computed on first call and kept (a kernel's softmax, needed only by some quantities)."""
+    kept = []
+
+    def get():
+        if not kept:
+            kept.append(make())
+        return kept[0]
+
+    return get
+
+
 class _AlongDim(Function):
     """Shared by softmax and log_softmax: one block per row along ``dim``."""
 
     arrays = (ArrayArg("input", "the logits, any shape with at least one dim", required=True),)
-    params = (Param("dim", -1, "the dim the function normalises over (torch's dim)"),)
+    params = (Param("dim", -1, "softmax, log_softmax: the dim they normalise over (torch's dim)"),)
     structure = Structure.BLOCKS
 
     def check(self, args, params):
@@ -79,7 +97,10 @@ class Softmax(_AlongDim):
             run_chunks(len(flat_s), rows, chunk=max(1, (1 << 18) // (c * c)))
             return out
 
-        return RowKernel(x0=x, forward=softmax_rows, blocks=blocks, coef=None)
+        s = _lazy(lambda: softmax_rows(x))
+        # J = diag(s) - s s^T is symmetric: vjp and jvp are both s * (v - <v, s>), O(C) per row.
+        return RowKernel(x0=x, forward=softmax_rows, blocks=blocks, coef=None,
+                         vjp=lambda u: _softmax_apply(s(), u), jvp=lambda t: _softmax_apply(s(), t))
 
     def notes(self, args, params, wrt):
         return ["each block's rows and columns sum to 0 because every softmax row sums to 1: "
@@ -111,7 +132,11 @@ class LogSoftmax(_AlongDim):
             out.reshape(-1, c * c)[:, :: c + 1] += 1.0
             return out
 
-        return RowKernel(x0=x, forward=log_softmax_rows, blocks=blocks, coef=None)
+        s = _lazy(lambda: softmax_rows(x))
+        # J = I - 1 s^T: u^T J = u - s sum(u);  J t = t - <s, t>, O(C) per row.
+        return RowKernel(x0=x, forward=log_softmax_rows, blocks=blocks, coef=None,
+                         vjp=lambda u: u - s() * u.sum(-1, keepdims=True),
+                         jvp=lambda t: t - (s() * t).sum(-1, keepdims=True))
 
     def torch_forward(self, args, params):
         import torch

@@ -20,26 +20,27 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, UsageError
-from .base import ArrayArg, ArrayKind, Function, GeneralKernel, RowKernel, RowLayout, Structure
+from dataclasses import dataclass, replace
+from types import MappingProxyType
 
-EXTRA_ARRAYS = ("target", "weight", "bias", "class_weight", "pos_weight")
-
-
-def functorch_refused(err: BaseException) -> bool:
-    """torch.func cannot transform this code (an old-style autograd.Function):
-    the caller falls back to classic autograd or to a loop."""
-    text = str(err)
-    return isinstance(err, RuntimeError) and any(
-        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform"))
+from ..errors import BackendError, UsageError, UserCodeError
+from ..rowform import GeneralKernel, RowKernel, RowLayout
+from .base import ArrayArg, ArrayKind, Bound, Function, Structure
 
 
-def user_error(err: BaseException, path: Path) -> BackendError:
+def extra_array_names() -> tuple[str, ...]:
+    """The catalogue's array arguments besides the input: what user code may take by name."""
+    from . import array_arguments
+
+    return tuple(name for name in array_arguments() if name != "input")
+
+
+def user_error(err: BaseException, path: Path) -> UserCodeError:
     """The user's exception as one or two lines: type, message, and the line in their file."""
     frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
     where = f" (at {path.name}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return BackendError(f"{path.name}: your code raised {type(err).__name__}: {message}{where}")
+    return UserCodeError(f"{path.name}: your code raised {type(err).__name__}: {message}{where}", err)
 
 
 def load_callable(path_text: str, name: str):
@@ -109,9 +110,7 @@ def load_model_file(path_text: str):
 
 
 class UserFunction(Function):
-    """The user's callable. ``params["_batch"]`` switches on per-sample mode:
-    the input and output are seen flattened to ``(B, features)``, so the
-    row machinery (blocks, fd by columns) applies with the batch as rows."""
+    """The user's callable; :meth:`bind` runs it once to learn its output."""
 
     closed_form = False
     structure = Structure.FULL
@@ -125,7 +124,7 @@ class UserFunction(Function):
         self.accepts = _keyword_names(self.callable)
         self.arrays = (ArrayArg("input", "the input your code takes first", required=True),) + tuple(
             ArrayArg(n, f"passed as {n}=", kind=ArrayKind.INDEX_OR_FLOAT if n == "target" else ArrayKind.FLOAT)
-            for n in EXTRA_ARRAYS if n in self.accepts)
+            for n in extra_array_names() if n in self.accepts)
         self._dtype = None
 
     # --- running the user's code -------------------------------------------
@@ -140,10 +139,11 @@ class UserFunction(Function):
         """Named parameters of a module and their shapes (empty for a function)."""
         return {} if self.module is None else {n: tuple(p.shape) for n, p in self.module.named_parameters()}
 
-    def call(self, args: dict[str, Any], params: dict | None = None):
+    def call(self, args: dict[str, Any], batch: tuple[tuple, tuple] | None = None):
         """Run the user's code on tensors; ``param:NAME`` entries replace module
-        parameters (torch.func.functional_call). Its exceptions become
-        BackendError naming the line."""
+        parameters (torch.func.functional_call). ``batch = (in_shape, out_shape)``:
+        per-sample mode, the input arrives as ``(..., B, F_in)`` and the output
+        leaves as ``(..., B, F_out)``. Its exceptions become UserCodeError naming the line."""
         import torch
 
         x = args["input"]
@@ -151,9 +151,8 @@ class UserFunction(Function):
             # The working dtype (float64 by default) and device, as gradcli computes.
             self.module.to(dtype=x.dtype, device=x.device)
             self._dtype = (x.dtype, x.device)
-        batch = params is not None and params.get("_batch")
         if batch:
-            x = x.reshape(x.shape[:-1] + params["_batch_in"])  # (..., B, F_in) -> (..., B, *in)
+            x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
         replaced = {k[len("param:"):]: v for k, v in args.items() if k.startswith("param:")}
         kwargs = {k: v for k, v in args.items() if k != "input" and not k.startswith("param:")}
         try:
@@ -162,26 +161,23 @@ class UserFunction(Function):
             else:
                 out = self.callable(x, **kwargs)
         except Exception as err:
-            if functorch_refused(err):
-                raise
             raise user_error(err, self.path) from err
         if batch:
-            out = out.reshape(out.shape[: out.ndim - len(params["_batch_out"])] + (-1,))
+            out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
 
-    def check(self, args, params):
+    def bind(self, args, params) -> "UserBound":
+        """Run the code once (no_grad) to learn and check its output."""
         import torch
 
-        if "_output_shape" in params:
-            return []
+        resolved = self.resolve_params(params)
         with torch.no_grad():
             out = self.call(_tensors(args))
         if not isinstance(out, torch.Tensor):
             raise BackendError(f"{self.name} returned a {type(out).__name__}; it must return one tensor")
         if not out.is_floating_point():
             raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
-        params["_output_shape"] = tuple(out.shape)
-        return []
+        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape))
 
     def parameter_array(self, name: str) -> np.ndarray:
         params = dict(self.module.named_parameters()) if self.module is not None else {}
@@ -193,37 +189,53 @@ class UserFunction(Function):
     def differentiable(self, args):
         return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")
 
-    def output_shape(self, args, params):
-        if params.get("_batch"):
-            return (params["_output_shape"][0], int(np.prod(params["_batch_out"], dtype=int)))
-        return params["_output_shape"]
 
-    def row_layout(self, args, params, wrt, axis=None):
-        if not params.get("_batch"):
-            return None
-        b, features = args["input"].shape
-        return RowLayout((b, features), 1, 1, self.output_shape(args, params)[1], reduced=False)
+@dataclass(frozen=True, eq=False)
+class UserBound(Bound):
+    """User code bound to its arrays. ``batch = (in_shape, out_shape)`` in
+    per-sample mode (:meth:`per_sample`): the input and output are seen
+    flattened to ``(B, F_in)`` and ``(B, F_out)``, so the row machinery
+    (blocks, fd by columns) applies with the batch as rows."""
 
-    def per_sample(self, args, params) -> tuple[dict, dict]:
-        """Arguments and params of per-sample mode: input ``(B, *in)`` seen as ``(B, F_in)``."""
-        x = args["input"]
-        out_shape = params["_output_shape"]
+    batch: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+
+    def per_sample(self) -> "UserBound":
+        """The per-sample view: input ``(B, *in)`` seen as ``(B, F_in)``."""
+        x = self.args["input"]
+        out_shape = self.output_shape
         if x.ndim == 0 or not out_shape or out_shape[0] != x.shape[0]:
             raise UsageError(f"--layout blocks: per-sample blocks need an output whose first dim is the batch: "
                              f"input {list(x.shape)}, output {list(out_shape)}; use --layout full")
-        flat = {**args, "input": x.reshape(x.shape[0], -1)}
-        return flat, {**params, "_batch": True, "_batch_in": x.shape[1:], "_batch_out": out_shape[1:]}
+        flat = x.reshape(x.shape[0], -1)
+        flat.flags.writeable = False
+        return UserBound(self.function, MappingProxyType({**self.args, "input": flat}), self.params,
+                         (out_shape[0], int(np.prod(out_shape[1:], dtype=int))), self.notes,
+                         batch=(x.shape[1:], out_shape[1:]))
 
-    def kernel(self, args, params, wrt, axis=None):
+    def rebind(self, args):
+        if self.batch is None:
+            return self.function.bind(args, self.params)
+        x = args["input"]
+        natural = self.function.bind({**args, "input": x.reshape((x.shape[0],) + self.batch[0])}, self.params)
+        return natural.per_sample()
+
+    def row_layout(self, wrt, axis=None):
+        if self.batch is None:
+            return None
+        b, features = self.args["input"].shape
+        return RowLayout((b, features), 1, 1, self.output_shape[1], reduced=False)
+
+    def kernel(self, wrt, axis=None):
         """For fd only: the forward under no_grad over a stack of points
         (``torch.func.vmap``; a loop where the code cannot be vmapped)."""
         import torch
 
-        tensors = _tensors(args)
-        x0 = args[wrt]
+        function = self.function
+        tensors = _tensors(self.args)
+        x0 = self.args[wrt]
 
         def one(x):
-            return self.call({**tensors, wrt: x}, params)
+            return function.call({**tensors, wrt: x}, self.batch)
 
         def forward(x: np.ndarray) -> np.ndarray:
             stack = x.shape[: x.ndim - x0.ndim]
@@ -231,22 +243,22 @@ class UserFunction(Function):
             with torch.no_grad():
                 try:
                     out = torch.func.vmap(one)(flat)
-                except BackendError:
-                    raise
-                except Exception:  # code vmap cannot batch (.item(), control flow, old-style autograd.Function)
+                except Exception:
+                    # Code vmap cannot batch (.item(), control flow, an old-style autograd.Function)
+                    # runs point by point; an error of the code itself raises again there.
                     out = torch.stack([one(p) for p in flat])
             return out.numpy().reshape(stack + tuple(out.shape[1:]))
 
         def no_closed_form(_):
-            raise BackendError(f"{self.name} has no closed form")
+            raise BackendError(f"{function.name} has no closed form")
 
-        if params.get("_batch"):
+        if self.batch is not None:
             return RowKernel(x0=x0, forward=forward, blocks=lambda: no_closed_form(None), coef=None)
-        return GeneralKernel(x0=x0, output_shape=self.output_shape(args, params), forward=forward,
+        return GeneralKernel(x0=x0, output_shape=self.output_shape, forward=forward,
                              vjp=no_closed_form, jvp=no_closed_form)
 
-    def torch_forward(self, args, params):
-        return self.call(dict(args), params)
+    def torch_forward(self, tensors):
+        return self.function.call(dict(tensors), self.batch)
 
 
 def _tensors(args) -> dict[str, Any]:
@@ -263,5 +275,5 @@ def _keyword_names(obj) -> set[str]:
     except (TypeError, ValueError):
         return set()
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return set(EXTRA_ARRAYS)
+        return set(extra_array_names())
     return set(params)

@@ -1,6 +1,6 @@
 """``--plot PATH.png``: the value as a heatmap image (matplotlib, the optional
 extra ``gradcli[plot]``), on a diverging scale centred at zero, with axes
-labelled by output and input index. Written atomically."""
+labelled by output and input index. Only draws: ``outfile`` writes the file."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..outfile import atomic_write
-from ..results import Layout, Result
+from ..options import Layout
+from ..results import Result
 
 MAX_PANELS = 16  # blocks drawn at most, one panel each
 
@@ -33,7 +33,7 @@ def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:
     """(title, 2-D matrix, y label, x label) for each panel."""
     value = np.asarray(result.value, dtype=np.float64)
     if result.layout is Layout.BLOCKS:
-        n_rows = 1 if result.rows is None else len(result.wrt_shape) - 1
+        n_rows = result.batch_axes
         rows = value.shape[:n_rows]
         flat = value.reshape((-1,) + value.shape[n_rows:])
         panels = []
@@ -52,7 +52,8 @@ def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:
     return [(result.quantity.value, matrix, "index 0", "other indices (flattened)")]
 
 
-def write_plot(path: Path, result: Result) -> None:
+def draw_plot(result: Result, handle) -> None:
+    """Draw ``result`` as PNG into the binary file ``handle`` (the caller writes the file)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,5 +77,7 @@ def write_plot(path: Path, result: Result) -> None:
         ax.axis("off")
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="value (0 is white)")
     fig.suptitle(f"{result.quantity.value} of {result.function} w.r.t. {result.wrt} ({result.backend.value})")
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=80))
-    plt.close(fig)
+    try:
+        fig.savefig(handle, format="png", dpi=80)
+    finally:
+        plt.close(fig)

@@ -23,7 +23,8 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from ..results import Layout, Result
+from ..options import Layout
+from ..results import Result
 
 EDGE = 3  # items kept at each end of a summarised axis, as NumPy's edgeitems
 THRESHOLD = 1000  # arrays with more entries are summarised, as NumPy's threshold
@@ -146,7 +147,7 @@ def reading_guide(result: Result) -> str:
     """One line on how to index the value shown (axis order: output, then input)."""
     wrt = result.wrt
     if result.layout is Layout.BLOCKS:
-        if result.rows is None:
+        if result.per_sample:
             return f"value[b, k..., j...] = d output[b, k...] / d {wrt}[b, j...]: one block per sample b"
         return f"value[r..., i, j] = d output[row r, feature i] / d {wrt}[row r, feature j]: one block per row r"
     if result.layout is Layout.DIAG:
@@ -166,7 +167,7 @@ def render_result(result: Result, *, precision: int = 4, summarize: bool = True,
     fmt = NumberFormat(value, precision, heatmap)
     if result.layout is Layout.BLOCKS:
         # blocks: (*rows, *out_block, C); user code's per-sample blocks: (B, *out, *in)
-        rows = result.shape[:1] if result.rows is None else result.shape[: len(result.wrt_shape) - 1]
+        rows = result.shape[: result.batch_axes]
         view = blocks_view(value, rows, fmt, big)
     else:
         view = array_view(value, fmt, big)

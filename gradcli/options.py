@@ -1,0 +1,91 @@
+"""Every mode gradcli has, as an enum, and the settings a backend reads.
+
+Strings exist only at the edges (the CLI's options, JSON); everything below
+passes these values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+class Quantity(str, enum.Enum):
+    JACOBIAN = "jacobian"
+    GRAD = "grad"
+    VJP = "vjp"
+    JVP = "jvp"
+
+
+class Layout(str, enum.Enum):
+    AUTO = "auto"
+    FULL = "full"
+    BLOCKS = "blocks"
+    DIAG = "diag"
+
+
+class BackendName(str, enum.Enum):
+    AUTO = "auto"
+    AUTOGRAD = "autograd"
+    FORWARD = "forward"
+    ANALYTIC = "analytic"
+    FD = "fd"
+
+
+class DType(str, enum.Enum):
+    FLOAT64 = "float64"
+    FLOAT32 = "float32"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.value)
+
+
+class Reduction(str, enum.Enum):
+    """torch's reductions; each loss declares which it takes (batchmean: kl_div only)."""
+
+    MEAN = "mean"
+    SUM = "sum"
+    NONE = "none"
+    BATCHMEAN = "batchmean"
+
+
+class FdMethod(str, enum.Enum):
+    CENTRAL = "central"
+    RICHARDSON = "richardson"
+    FORWARD = "forward"
+
+
+class FdDType(str, enum.Enum):
+    FLOAT64 = "float64"
+    SAME = "same"
+
+
+class Device(str, enum.Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Format(str, enum.Enum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Settings a backend may read; the others ignore them."""
+
+    device: Device = Device.CPU
+    fd_method: FdMethod = FdMethod.RICHARDSON
+    fd_step: float | None = None  # None: automatic
+    fd_dtype: FdDType = FdDType.FLOAT64
+    progress: Callable[[int, int], None] | None = None  # (done, total) as long computations advance
+    allocate: Callable[..., np.ndarray] = np.zeros  # (shape, dtype=) -> zeros: where a full Jacobian is scattered
+
+    def __post_init__(self) -> None:  # library callers may pass strings
+        object.__setattr__(self, "device", Device(self.device))
+        object.__setattr__(self, "fd_method", FdMethod(self.fd_method))
+        object.__setattr__(self, "fd_dtype", FdDType(self.fd_dtype))

@@ -1,0 +1,53 @@
+"""The NumPy side of a function at one point: what the analytic and fd
+backends compute from, and what chains compose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RowKernel:
+    """A row-independent function at one point.
+
+    ``x0``: the differentiated argument in row form, ``(*rows, C)``.
+    ``forward(x)``: ``(..., *rows, C) -> (..., *rows, *out_block)``; extra
+    leading axes are a stack of evaluation points (fd uses them).
+    ``blocks()``: the closed-form per-row Jacobian ``(*rows, *out_block, C)``.
+    ``vjp(u)``: ``(..., *rows, *out_block) -> (..., *rows, C)``, per row
+    ``u_r^T B_r``; ``jvp(t)``: ``(..., *rows, C) -> (..., *rows, *out_block)``,
+    ``B_r t_r``. Given where a block is larger than its row (softmax: C×C),
+    so that vjp, jvp and gradients cost O(rows·C) and never form a block;
+    None means "contract ``blocks()``".
+    ``coef``: ``(*rows)`` weights of the reduction, or None when unreduced.
+    ``empty_mean``: a mean over no rows (every target ignored): torch returns
+    nan for the value but zero derivatives, and so do we.
+    """
+
+    x0: np.ndarray
+    forward: Callable[[np.ndarray], np.ndarray]
+    blocks: Callable[[], np.ndarray]
+    coef: np.ndarray | None
+    empty_mean: bool = False
+    vjp: Callable[[np.ndarray], np.ndarray] | None = None
+    jvp: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class GeneralKernel:
+    """A function with no row structure w.r.t. its argument (a Linear layer's
+    weight: every row uses all of it).
+
+    Shapes are natural: ``forward(w)``: ``(..., *wrt_shape) -> (..., *output_shape)``;
+    ``vjp(v)``: ``(..., *output_shape) -> (..., *wrt_shape)``; ``jvp(t)``:
+    ``(..., *wrt_shape) -> (..., *output_shape)``. Leading axes are a stack.
+    """
+
+    x0: np.ndarray
+    output_shape: tuple[int, ...]
+    forward: Callable[[np.ndarray], np.ndarray]
+    vjp: Callable[[np.ndarray], np.ndarray]
+    jvp: Callable[[np.ndarray], np.ndarray]
