@@ -232,7 +232,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"])
     if opts.get("rows"):
-        from .rows import select_rows
+        from .problem import select_rows
 
         problem = select_rows(problem, opts["rows"])
     vectors = {}

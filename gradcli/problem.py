@@ -21,7 +21,7 @@ from .functions import ArrayKind, Bound, Function, lookup
 from .functions.base import option_name
 from .options import DType
 from .rowform import GeneralKernel, RowKernel, RowLayout
-from .rows import batch_rows
+from .rows import batch_rows, parse_rows
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,27 @@ class Problem:
             return self
         args = {k: _readonly(v.astype(dtype)) if v.dtype.kind == "f" else v for k, v in self.args.items()}
         return dataclasses.replace(self, bound=self.bound.rebind(args), dtype=np.dtype(dtype))
+
+
+def select_rows(problem: Problem, text: str) -> Problem:
+    """``--rows TEXT``: the problem on the rows it selects, with a note saying which.
+
+    Only where rows are independent and the output keeps them (softmax, a loss
+    with ``--reduction none``, user code's per-sample outputs): a reduced loss
+    is refused, its mean couples every row through the normaliser.
+    """
+    x = problem.args["input"]
+    user = not problem.function.closed_form
+    keeps_rows = user or (problem.rows is not None and not problem.rows.reduced and problem.rows.rows
+                          and problem.rows.in_axis != 0)
+    if x.ndim < 2 or not keeps_rows or problem.output_shape[:1] != x.shape[:1]:
+        raise UsageError("--rows: needs a batch of independent rows along dim 0 that the output keeps "
+                         "(softmax, a loss with --reduction none, a per-sample model); drop --rows")
+    if problem.wrt != "input":
+        raise UsageError("--rows: selects rows of the input; it cannot be combined with --wrt " + problem.wrt)
+    indices = parse_rows(text, x.shape[0])
+    shown = indices.tolist() if indices.size <= 8 else f"{indices[0]}..{indices[-1]}"
+    return problem.restrict_rows(indices).with_notes(f"--rows {text}: rows {shown} of {x.shape[0]}")
 
 
 def _readonly(array: np.ndarray) -> np.ndarray:

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
 from .errors import UsageError
-
-if TYPE_CHECKING:  # rows.py sits below problem.py: Problem only names a type here
-    from .problem import Problem
 
 
 def parse_rows(text: str, n: int) -> np.ndarray:
@@ -45,19 +40,3 @@ def batch_rows(args, index) -> dict[str, np.ndarray]:
     n = args["input"].shape[0]
     return {name: (a[index] if name in ("input", "target") and a.ndim and a.shape[0] == n else a)
             for name, a in args.items()}
-
-
-def select_rows(problem: "Problem", text: str) -> "Problem":
-    """The problem on the rows ``text`` selects, with a note saying which."""
-    x = problem.args["input"]
-    user = not problem.function.closed_form
-    keeps_rows = user or (problem.rows is not None and not problem.rows.reduced and problem.rows.rows
-                          and problem.rows.in_axis != 0)
-    if x.ndim < 2 or not keeps_rows or problem.output_shape[:1] != x.shape[:1]:
-        raise UsageError("--rows: needs a batch of independent rows along dim 0 that the output keeps "
-                         "(softmax, a loss with --reduction none, a per-sample model); drop --rows")
-    if problem.wrt != "input":
-        raise UsageError("--rows: selects rows of the input; it cannot be combined with --wrt " + problem.wrt)
-    indices = parse_rows(text, x.shape[0])
-    shown = indices.tolist() if indices.size <= 8 else f"{indices[0]}..{indices[-1]}"
-    return problem.restrict_rows(indices).with_notes(f"--rows {text}: rows {shown} of {x.shape[0]}")

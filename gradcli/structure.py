@@ -10,12 +10,31 @@ from .options import Layout
 from .rowform import RowLayout, full_to_blocks, off_block_max
 
 MAX_ENTRIES = 50_000_000  # past this, the notes would cost more than they tell
+SAMPLE_ENTRIES = 1 << 20  # per-block properties are checked on the first blocks that fit this
+
+
+def _largest(value: np.ndarray) -> float:
+    """max |value| without a temporary the size of ``value`` (NaN propagates)."""
+    return max(abs(float(value.max())), abs(float(value.min())))
 
 
 def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *, per_sample: bool = False) -> tuple[str, ...]:
-    if value.size == 0 or value.size > MAX_ENTRIES or not np.isfinite(value).all():
+    """Notes on ``value``'s structure, checked on the value itself. Whole-array
+    checks are single passes without temporaries; per-block properties (sums,
+    symmetry) are checked on the first blocks that fit ``SAMPLE_ENTRIES`` and
+    say so when that is not all of them."""
+    if value.size == 0 or value.size > MAX_ENTRIES:
         return ()
-    tol = 100 * float(np.finfo(dtype).eps) * max(1.0, float(np.abs(value).max()))
+    whole = value
+    if layout is Layout.BLOCKS and rows is not None and not per_sample and value.size > SAMPLE_ENTRIES:
+        # Blocks are independent rows: their properties are read off the first ones,
+        # so the notes cost O(1) next to the result, not a pass over all of it.
+        flat = value.reshape((-1,) + rows.out_block + (rows.features,))
+        value = flat[: max(1, SAMPLE_ENTRIES // max(1, flat[0].size))]
+    largest = _largest(value)
+    if not np.isfinite(largest):
+        return ()
+    tol = 100 * float(np.finfo(dtype).eps) * max(1.0, largest)
     notes: list[str] = []
     blocks = None
     if layout is Layout.DIAG:
@@ -26,28 +45,34 @@ def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *
         rows = None
     elif layout is Layout.BLOCKS:
         blocks = value
-        notes.append(f"block-diagonal across batch rows: {int(np.prod(rows.rows, dtype=int))} blocks of shape "
+        notes.append(f"block-diagonal across batch rows: {rows.n_rows} blocks of shape "
                      f"{list(rows.out_block + (rows.features,))}; every entry between different rows is 0")
     elif rows is not None and not rows.reduced and rows.rows:
-        blocks = full_to_blocks(value, rows)
         # The entries between different rows themselves, not a difference of two sums
         # of squares (which rounding can push either way).
         if off_block_max(value, rows) <= tol:
             notes.append("block-diagonal across batch rows (verified: every entry between different rows is 0); "
                          "--layout blocks shows only the blocks")
+            blocks = full_to_blocks(value, rows) if not rows.elementwise else None
         else:
             notes.append("NOT block-diagonal: entries between different rows are non-zero")
     if blocks is not None and rows is not None and rows.out_axis is not None and not rows.elementwise:
-        if np.abs(blocks.sum(axis=-1)).max() <= tol * blocks.shape[-1]:
-            notes.append("each block's rows sum to 0: the output does not change when every input of a row moves together")
-        if np.abs(blocks.sum(axis=-2)).max() <= tol * blocks.shape[-2]:
-            notes.append("each block's columns sum to 0: the vjp with ones (out.backward(ones)) is zero")
-        if blocks.shape[-1] == blocks.shape[-2] and np.abs(blocks - np.swapaxes(blocks, -1, -2)).max() <= tol:
-            notes.append("each block is symmetric")
+        flat = blocks.reshape((-1,) + blocks.shape[-2:])
+        sample = flat[: max(1, SAMPLE_ENTRIES // max(1, flat[0].size))]
+        total = rows.n_rows
+        checked = "" if len(sample) == total else f" (checked on the first {len(sample)} of {total} blocks)"
+        if np.abs(sample.sum(axis=-1)).max() <= tol * sample.shape[-1]:
+            notes.append("each block's rows sum to 0: the output does not change when every input of a row moves "
+                         f"together{checked}")
+        if np.abs(sample.sum(axis=-2)).max() <= tol * sample.shape[-2]:
+            notes.append(f"each block's columns sum to 0: the vjp with ones (out.backward(ones)) is zero{checked}")
+        if sample.shape[-1] == sample.shape[-2] and np.abs(sample - np.swapaxes(sample, -1, -2)).max() <= tol:
+            notes.append(f"each block is symmetric{checked}")
     elif value.ndim == 2 and value.shape[0] == value.shape[1] and layout is Layout.FULL:
         if np.abs(value - value.T).max() <= tol:
             notes.append("symmetric")
-    zeros = float(np.mean(value == 0))
+    zeros = 1.0 - np.count_nonzero(value) / value.size
     if zeros:
-        notes.append(f"{zeros:.1%} of the entries shown are exactly 0")
+        of = "shown" if value is whole else "of the blocks checked"
+        notes.append(f"{zeros:.1%} of the entries {of} are exactly 0")
     return tuple(notes)

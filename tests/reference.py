@@ -35,6 +35,10 @@ def call(name: str, args: dict, params: dict):
         return EXPRESSIONS[name[5:]](x)
     if name in ("sigmoid", "tanh", "relu", "exp", "log"):
         return getattr(torch, name)(x)
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "softplus":
+        return F.softplus(x, beta=params.get("beta", 1.0), threshold=params.get("threshold", 20.0))
     if name == "linear":
         return F.linear(x, args["weight"], args.get("bias"))
     red = params.get("reduction", "mean")

@@ -67,15 +67,19 @@ def _shape(draw, min_dims=1, max_dims=3):
 def elementwise_cases(draw):
     from reference import EXPRESSIONS
 
-    names = ["sigmoid", "tanh", "relu", "exp", "log"] + ["expr:" + e for e in EXPRESSIONS]
+    names = ["sigmoid", "tanh", "relu", "exp", "log", "gelu", "softplus"] + ["expr:" + e for e in EXPRESSIONS]
     name = draw(st.sampled_from(names))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = rng.standard_normal(_shape(draw, 0, 3)) * 2
+    params = {}
+    if name == "softplus":  # torch's beta and threshold, the linear branch included
+        params = {"beta": draw(st.sampled_from([1.0, 0.5, 3.0])), "threshold": draw(st.sampled_from([20.0, 1.0, 0.5]))}
+        x = np.where(np.abs(params["beta"] * x - params["threshold"]) < 1e-3, x + 0.01, x)  # off the switch point
     if "log" in name and "1 + x" not in name:
         x = np.abs(x) + 0.1  # log's domain
     if name == "relu":
         x = np.where(np.abs(x) < 1e-3, 0.5, x)  # keep off the kink: torch's convention is tested separately
-    return {"function": name, "arrays": {"input": x}, "params": {}, "wrt": "input"}
+    return {"function": name, "arrays": {"input": x}, "params": params, "wrt": "input"}
 
 
 @st.composite

@@ -71,36 +71,34 @@ class RowBackend(Backend):
         return self._computed(problem, got, shape(blocks), error)
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
-        got = self.derivative(problem)
-        kernel = got.kernel
-        if isinstance(kernel, GeneralKernel):
-            if got.blocks is None:
-                return self._computed(problem, got, kernel.vjp(cotangent), None)
-            axes = len(kernel.output_shape)
-            return self._computed(problem, got, np.tensordot(cotangent, got.blocks, axes=axes),
-                                  _maybe(got.error, lambda e: np.tensordot(np.abs(cotangent), e, axes=axes)))
-        rows = problem.rows
-        if got.blocks is None:
-            return self._computed(problem, got, rowform.vjp(kernel, rows, cotangent), None)
-        coef = None if kernel.coef is None else np.abs(kernel.coef)
-        return self._computed(problem, got, rowform.vjp_blocks(got.blocks, rows, kernel.coef, cotangent),
-                              _maybe(got.error, lambda e: rowform.vjp_blocks(e, rows, coef, np.abs(cotangent))))
+        return self._linear_map(problem, cotangent, transpose=True)
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
+        return self._linear_map(problem, tangent, transpose=False)
+
+    def _linear_map(self, problem: Problem, vector: np.ndarray, transpose: bool) -> Computed:
+        """``v^T J`` (``transpose``) or ``J t``: from the kernel's own operators, or by
+        contracting the backend's blocks (and, with absolute values, its error)."""
         got = self.derivative(problem)
         kernel = got.kernel
         if isinstance(kernel, GeneralKernel):
             if got.blocks is None:
-                return self._computed(problem, got, kernel.jvp(tangent), None)
-            axes = kernel.x0.ndim
-            return self._computed(problem, got, np.tensordot(got.blocks, tangent, axes=axes),
-                                  _maybe(got.error, lambda e: np.tensordot(e, np.abs(tangent), axes=axes)))
+                return self._computed(problem, got, (kernel.vjp if transpose else kernel.jvp)(vector), None)
+            if transpose:
+                def contract(m, v):
+                    return np.tensordot(v, m, axes=len(kernel.output_shape))
+            else:
+                def contract(m, v):
+                    return np.tensordot(m, v, axes=kernel.x0.ndim)
+            return self._computed(problem, got, contract(got.blocks, vector),
+                                  _maybe(got.error, lambda e: contract(e, np.abs(vector))))
         rows = problem.rows
         if got.blocks is None:
-            return self._computed(problem, got, rowform.jvp(kernel, rows, tangent), None)
+            return self._computed(problem, got, (rowform.vjp if transpose else rowform.jvp)(kernel, rows, vector), None)
+        apply = rowform.vjp_blocks if transpose else rowform.jvp_blocks
         coef = None if kernel.coef is None else np.abs(kernel.coef)
-        return self._computed(problem, got, rowform.jvp_blocks(got.blocks, rows, kernel.coef, tangent),
-                              _maybe(got.error, lambda e: rowform.jvp_blocks(e, rows, coef, np.abs(tangent))))
+        return self._computed(problem, got, apply(got.blocks, rows, kernel.coef, vector),
+                              _maybe(got.error, lambda e: apply(e, rows, coef, np.abs(vector))))
 
     @staticmethod
     def _computed(problem: Problem, got: Derivative, value: np.ndarray, error: np.ndarray | None) -> Computed:

@@ -7,79 +7,27 @@ of built-ins joined by commas (``linear,cross_entropy``).
 from __future__ import annotations
 
 import difflib
-import functools
-import importlib
 import re
+from pathlib import Path
 
 from ..errors import UsageError
 from .base import ArrayArg, ArrayKind, Bound, Function, Param, Structure
+from .registry import REGISTRY, array_arguments, builtin, catalogue, parameters
 
-# name -> (module, attribute): a class, or a dict of ready entries keyed by name (the
-# elementwise table). A run imports only the module of the function it needs.
-REGISTRY: dict[str, tuple[str, str]] = {
-    "softmax": ("softmax", "Softmax"),
-    "log_softmax": ("softmax", "LogSoftmax"),
-    "sigmoid": ("elementwise", "ELEMENTWISE"),
-    "tanh": ("elementwise", "ELEMENTWISE"),
-    "relu": ("elementwise", "ELEMENTWISE"),
-    "exp": ("elementwise", "ELEMENTWISE"),
-    "log": ("elementwise", "ELEMENTWISE"),
-    "gelu": ("elementwise", "ELEMENTWISE"),
-    "softplus": ("elementwise", "ELEMENTWISE"),
-    "cross_entropy": ("losses", "CrossEntropy"),
-    "nll_loss": ("losses", "NllLoss"),
-    "binary_cross_entropy_with_logits": ("pointwise_losses", "BinaryCrossEntropyWithLogits"),
-    "binary_cross_entropy": ("pointwise_losses", "BinaryCrossEntropy"),
-    "mse_loss": ("pointwise_losses", "MseLoss"),
-    "l1_loss": ("pointwise_losses", "L1Loss"),
-    "smooth_l1_loss": ("pointwise_losses", "SmoothL1Loss"),
-    "huber_loss": ("pointwise_losses", "HuberLoss"),
-    "kl_div": ("pointwise_losses", "KlDiv"),
-    "linear": ("linear", "Linear"),
-}
 USER_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 MODEL_RE = re.compile(r"^(?P<path>.+\.pt2?)$")
-
-
-@functools.cache
-def builtin(name: str) -> Function:
-    module, attribute = REGISTRY[name]
-    entry = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
-    return entry[name] if isinstance(entry, dict) else entry()
-
-
-def catalogue() -> dict[str, Function]:
-    """Every built-in, in catalogue order."""
-    return {name: builtin(name) for name in REGISTRY}
-
-
-def array_arguments() -> dict[str, ArrayArg]:
-    """Every built-in's array arguments by name, first declaration first: the
-    one list the CLI's array options and user code's extra arrays come from."""
-    found: dict[str, ArrayArg] = {}
-    for function in catalogue().values():
-        for arg in function.arrays:
-            found.setdefault(arg.name, arg)
-    return found
-
-
-def parameters() -> dict[str, list[tuple[str, Param]]]:
-    """Every built-in's scalar options by name, with the functions that take them."""
-    found: dict[str, list[tuple[str, Param]]] = {}
-    for function in catalogue().values():
-        for p in function.params:
-            found.setdefault(p.name, []).append((function.name, p))
-    return found
 
 
 def lookup(name: str) -> Function:
     """The function called ``name``: a built-in, ``expr:...``, or a comma chain of those."""
     name = name.strip()
-    user = USER_RE.match(name)
-    if user or MODEL_RE.match(name):
+    user, model = USER_RE.match(name), MODEL_RE.match(name)
+    path = user["path"] if user else model["path"] if model else None
+    # A comma joins stages, unless it is part of a file name that exists.
+    if path is not None and ("," not in name or Path(path).is_file()):
         from .user import UserFunction
 
-        return UserFunction(user["path"], user["name"]) if user else UserFunction(name)
+        return UserFunction(path, user["name"]) if user else UserFunction(path)
     if "," in name:  # (an expression never holds a comma: its functions take one argument)
         from .chain import Chain
 

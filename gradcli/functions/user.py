@@ -26,12 +26,11 @@ from types import MappingProxyType
 from ..errors import BackendError, UsageError, UserCodeError
 from ..rowform import GeneralKernel, RowKernel, RowLayout
 from .base import ArrayArg, ArrayKind, Bound, Function, Structure
+from .registry import array_arguments
 
 
 def extra_array_names() -> tuple[str, ...]:
     """The catalogue's array arguments besides the input: what user code may take by name."""
-    from . import array_arguments
-
     return tuple(name for name in array_arguments() if name != "input")
 
 

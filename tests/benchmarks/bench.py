@@ -122,6 +122,26 @@ def memory(b=64, c=128):
             f"file {written / 2**20:.0f} MiB")
 
 
+def vocabulary(repeats, n=64, c=32000):
+    """A language model's vocabulary: the gradient is O(N C); no C x C block is formed."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((n, c)), rng.integers(0, c, n)
+    xt, tt = torch.tensor(x), torch.tensor(t)
+
+    def torch_grad():
+        v = xt.detach().requires_grad_(True)
+        torch.nn.functional.cross_entropy(v, tt).backward()
+        return v.grad
+
+    diff = float(np.abs(gradcli.grad("cross_entropy", input=x, target=t, backend="analytic").value
+                        - torch_grad().numpy()).max())
+    ours = best(lambda: gradcli.grad("cross_entropy", input=x, target=t, backend="analytic"), repeats)
+    base = best(torch_grad, repeats)
+    return row(f"7 grad cross_entropy N={n} C={c}: analytic vs torch autograd", ours, base, 1.5, f"max |diff| {diff:.1e}")
+
+
 def scaling(repeats):
     rows = []
     for c in (64, 128, 256, 512):
@@ -140,7 +160,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     repeats = 3 if parser.parse_args().quick else 7
-    rows = [startup(repeats), *blocks(repeats), fd(repeats), *full(repeats), memory(), *scaling(repeats)]
+    rows = [startup(repeats), *blocks(repeats), fd(repeats), *full(repeats), memory(), *scaling(repeats),
+            vocabulary(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
