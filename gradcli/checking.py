@@ -46,7 +46,7 @@ def run_check(
 ) -> CheckReport:
     quantity = quantity or default_quantity(problem)
     backends = list(backends or default_backends(problem))
-    reference = reference or (BackendName.AUTOGRAD if _torch_available() else BackendName.ANALYTIC)
+    reference = reference or default_reference()
     if BackendName.AUTO in backends or reference is BackendName.AUTO:
         raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
     default_atol, default_rtol = default_tolerance(problem.dtype)
@@ -90,6 +90,11 @@ def run_check(
         ok=all(c.ok for c in comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
         reference_seconds=ref.seconds, layout=ref.layout,
     )
+
+
+def default_reference() -> BackendName:
+    """autograd, or analytic where torch is not installed."""
+    return BackendName.AUTOGRAD if _torch_available() else BackendName.ANALYTIC
 
 
 def _torch_available() -> bool:

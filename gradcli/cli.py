@@ -163,6 +163,10 @@ RUN_OPTIONS = [
     _option("traceback", bool, False, "--traceback", help="show the full traceback of an error"),
 ]
 COMMON = [FUNCTION_ARG, *catalogue_options(), *RUN_OPTIONS]
+CHECK_FUNCTION_ARG = FUNCTION_ARG.replace(
+    default=None,
+    annotation=Annotated[Optional[str], typer.Argument(help="as for jacobian; omit it with --suite",
+                                                       show_default=False, metavar="[FUNCTION]")])
 EXTRA = {
     Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
                                 help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, "
@@ -252,6 +256,9 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
     published only after it, so a failure leaves nothing behind."""
     from .api import solve
 
+    if opts["backend"] is BackendName.COMPILE:
+        raise UsageError("--backend compile: compares compiled gradients with eager ones, so it belongs to check: "
+                         "gradcli check ... --backends autograd,compile")
     got = load(quantity, opts)
     stream = None
     if got.out_path is not None and got.out_path.suffix.lower() == ".npy" and quantity is Quantity.JACOBIAN:
@@ -302,16 +309,18 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
         atomic_write(got.plot_path, lambda handle: draw_plot(result, handle))
 
 
-def check_command(opts: dict[str, Any]) -> int:
-    """Every backend against a reference; exit 1 on a mismatch."""
+def check_report(opts: dict[str, Any]):
+    """Run one check from its options: ``(report, baseline comparison or None,
+    fingerprint to save or None, loaded)``."""
     from .checking import default_quantity, run_check
-    from .outfile import write_text
 
     quantity = opts.get("quantity")
     if quantity is Quantity.JVP and opts.get("tangent") is None:
         opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
+    if opts.get("save_baseline"):
+        check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
     got = load(quantity or Quantity.GRAD, opts)
     quantity = quantity or default_quantity(got.problem)
     backends = None
@@ -323,26 +332,191 @@ def check_command(opts: dict[str, Any]) -> int:
         atol=opts.get("atol"), rtol=opts.get("rtol"), top=opts["top"], layout=opts.get("layout", Layout.AUTO),
         options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"], **got.vectors,
     )
-    from .render.json import dumps, report_to_dict
+    comparison = saved = None
+    if opts.get("baseline") or opts.get("save_baseline"):
+        from . import baseline
 
-    document = dumps(report_to_dict(report, timing=got.timing))
+        fingerprint = baseline.fingerprint([got.problem], backend=report.reference, seed=opts["seed"],
+                                           max_memory=got.max_memory)
+        if opts.get("baseline"):
+            comparison = baseline.compare(opts["baseline"], baseline.load(opts["baseline"]), fingerprint)
+        if opts.get("save_baseline"):
+            saved = fingerprint
+    return report, comparison, saved, got
+
+
+def check_command(opts: dict[str, Any]) -> int:
+    """Every backend against a reference; exit 1 on a mismatch (or a moved baseline)."""
+    if opts.get("suite"):
+        return suite_command(opts)
+    if opts.get("junit"):
+        raise UsageError("--junit: goes with --suite FILE.toml")
+    if not opts.get("function"):
+        raise UsageError("FUNCTION: missing; name the function to check, or give --suite FILE.toml")
+    from .outfile import write_text
+
+    report, comparison, saved, got = check_report(opts)
+    document = dumps_check(report, comparison, got.timing)
     if got.as_json:
         output = document
     else:
-        from .render.check import render_report
-
-        output = render_report(report, timing=got.timing)
+        output = render_check(report, comparison, got.timing)
+    emit(output)
     if got.out_path is not None:
         write_text(got.out_path, document)
-    emit(output)
-    return int(ExitCode.OK if report.ok else ExitCode.MISMATCH)
+    if saved is not None:
+        from .baseline import dumps
+
+        write_text(check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",)), dumps(saved))
+    ok = report.ok and (comparison is None or comparison.ok)
+    return int(ExitCode.OK if ok else ExitCode.MISMATCH)
+
+
+def check_output_path_of(path: str, option: str, suffixes: tuple[str, ...]):
+    from .outfile import check_output_path
+
+    return check_output_path(path, option, suffixes)
+
+
+def check_document(report, comparison, timing: bool) -> dict:
+    from .render.json import report_to_dict
+
+    doc = report_to_dict(report, timing=timing)
+    if comparison is not None:
+        from .render.ci import baseline_to_dict
+
+        doc["baseline"] = baseline_to_dict(comparison)
+        doc["ok"] = doc["ok"] and comparison.ok
+    return doc
+
+
+def dumps_check(report, comparison, timing: bool) -> str:
+    from .render.json import dumps
+
+    return dumps(check_document(report, comparison, timing))
+
+
+def render_check(report, comparison, timing: bool):
+    from rich.console import Group
+    from rich.text import Text
+
+    from .render.check import render_report
+
+    if comparison is None:
+        return render_report(report, timing=timing)
+    from .render.ci import render_baseline
+
+    return Group(render_report(report, timing=timing), Text(), render_baseline(comparison))
+
+
+def suite_command(opts: dict[str, Any]) -> int:
+    """``check --suite FILE``: every entry in this process; one summary, the
+    failing reports, and the suite's exit code (see :mod:`gradcli.suite`)."""
+    from pathlib import Path
+
+    from .outfile import write_bytes, write_text
+    from .render.ci import junit_xml, plain_text, render_summary
+    from .suite import PATH_KEYS, load_suite, run_suite, suite_exit_code
+
+    if opts.get("function"):
+        raise UsageError("--suite: the file names the functions; drop FUNCTION")
+    check = typer.main.get_command(app).commands["check"]
+    known = {p.name for p in check.params} - {"suite", "junit"}
+    from .functions import array_arguments
+
+    path_keys = set(PATH_KEYS) | set(array_arguments()) | {"cotangent", "tangent"}
+    entries = load_suite(opts["suite"], known | {"suite", "junit"}, path_keys)
+    parsed = {entry.name: _entry_options(check, entry, opts["suite"]) for entry in entries}  # all valid before any runs
+    junit = check_output_path_of(opts["junit"], "--junit", (".xml",)) if opts.get("junit") else None
+    timing = not opts["no_timing"]
+    saves = []
+
+    def run(entry):
+        report, comparison, saved, _ = check_report(parsed[entry.name])
+        if saved is not None:
+            saves.append((parsed[entry.name]["save_baseline"], saved))
+        return report, comparison, report.ok and (comparison is None or comparison.ok)
+
+    outcomes = run_suite(entries, run)
+    as_json = opts["json"] or opts["format"] is Format.JSON
+    if as_json:
+        import json as _json
+
+        documents = [{"name": o.name, "exit_code": int(o.exit_code),
+                      **(check_document(o.report, o.extra, timing) if o.report is not None
+                         else {"ok": None, "error": o.error})} for o in outcomes]
+        emit(_json.dumps(documents, indent=2, allow_nan=False) + "\n")
+    else:
+        from rich.console import Group
+        from rich.text import Text
+
+        parts = [render_summary(outcomes, timing=timing)]
+        for o in outcomes:
+            if o.exit_code == ExitCode.MISMATCH:
+                parts += [Text(), Text(f"── {o.name} ──", style="bold"), render_check(o.report, o.extra, timing)]
+            elif o.error is not None:
+                parts += [Text(), Text(f"── {o.name}: {o.error}", style="bold red")]
+        emit(Group(*parts))
+
+    def report_text(outcome) -> str:
+        return plain_text(render_check(outcome.report, outcome.extra, timing))
+
+    if junit is not None:
+        write_bytes(junit, junit_xml(outcomes, Path(opts["suite"]).stem, report_text))
+    from .baseline import dumps
+
+    for path, fingerprint in saves:
+        write_text(check_output_path_of(path, "--save-baseline", (".json",)), dumps(fingerprint))
+    return int(suite_exit_code(outcomes))
+
+
+def _entry_options(check, entry, suite: str) -> dict[str, Any]:
+    """An entry's options through the check command's own parser, so a suite
+    means exactly what the same command line means."""
+    params = {p.name: p for p in check.params}
+    argv = [str(entry.options["function"])]
+    for key, value in entry.options.items():
+        if key == "function":
+            continue
+        param = params[key]
+        flag = getattr(param, "is_flag", False) or getattr(param, "secondary_opts", None)
+        if isinstance(value, bool) and flag:
+            if value:
+                argv.append(param.opts[0])
+            elif param.secondary_opts:
+                argv.append(param.secondary_opts[0])
+            continue
+        if isinstance(value, list):
+            value = ",".join(str(v) for v in value)
+        argv += [param.opts[0], str(value)]
+    try:
+        ctx = check.make_context("check", argv, resilient_parsing=False)
+    except typer.TyperException as err:
+        raise UsageError(f"--suite: {suite}: check {entry.name!r}: {err.format_message().rstrip('.')}") from None
+    # click hands back choices as strings; typer turns them into the enums on the way to
+    # the command, so the same conversion happens here.
+    kinds = {name: _enum_of(p.annotation) for name, p in _check.__signature__.parameters.items()}
+    return {name: kinds[name](value) if kinds.get(name) and value is not None else value
+            for name, value in ctx.params.items()}
+
+
+def _enum_of(annotation) -> type | None:
+    """The enum class inside ``Annotated[Optional[E], ...]``, if any."""
+    import typing
+
+    for kind in (annotation, *typing.get_args(annotation)):
+        for inner in (kind, *typing.get_args(kind)):
+            if isinstance(inner, type) and issubclass(inner, enum.Enum):
+                return inner
+    return None
 
 
 def parse_backend(name: str, option: str) -> BackendName:
     try:
         return BackendName(name.strip())
     except ValueError:
-        raise UsageError(f"{option}: unknown backend {name.strip()!r}; use autograd, forward, analytic or fd") from None
+        raise UsageError(f"{option}: unknown backend {name.strip()!r}; use autograd, forward, analytic, fd "
+                         "or (check only) compile") from None
 
 
 class DelayedProgress:
@@ -435,6 +609,12 @@ CHECK_OPTIONS = [
     _option("top", int, 5, "--top", help="offending entries to list", min=0),
     EXTRA[Quantity.JACOBIAN][0], *EXTRA[Quantity.VJP],
     _option("tangent", Optional[str], None, "--tangent", help="jvp: the direction (default randn, seeded by --seed)"),
+    _option("baseline", Optional[str], None, "--baseline",
+            help="compare the gradients with a fingerprint saved by --save-baseline; exit 1 if they moved"),
+    _option("save_baseline", Optional[str], None, "--save-baseline",
+            help="store a fingerprint of the output and gradients (seeded probes) in FILE.json"),
+    _option("suite", Optional[str], None, "--suite", help="run every [[check]] of FILE.toml in one process"),
+    _option("junit", Optional[str], None, "--junit", help="--suite: also write JUnit XML to PATH.xml"),
 ]
 
 
@@ -442,9 +622,13 @@ def _check(**opts: Any) -> int:
     return check_command(opts)
 
 
-_check.__signature__ = inspect.Signature(COMMON + CHECK_OPTIONS)
+# check runs several backends (--backends), never one (--backend).
+_check.__signature__ = inspect.Signature([CHECK_FUNCTION_ARG] + [p for p in COMMON[1:] if p.name != "backend"]
+                                         + CHECK_OPTIONS)
 _check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry; exit 1 on a "
-                  "mismatch.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1")
+                  "mismatch. With --suite FILE.toml, every check the file lists, one summary, one exit code."
+                  "\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1"
+                  "\n\nExample: gradcli check --suite checks.toml --junit report.xml")
 app.command("check")(_check)
 
 

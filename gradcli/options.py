@@ -33,6 +33,7 @@ class BackendName(str, enum.Enum):
     FORWARD = "forward"
     ANALYTIC = "analytic"
     FD = "fd"
+    COMPILE = "compile"  # check only, when named: torch.compile then autograd
 
 
 class DType(str, enum.Enum):

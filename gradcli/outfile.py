@@ -21,18 +21,18 @@ from .results import Result
 SUFFIXES = (".npy", ".npz", ".json")
 
 
-def check_output_path(path: str) -> Path:
+def check_output_path(path: str, option: str = "--output", suffixes: tuple[str, ...] = SUFFIXES) -> Path:
     """Refuse, before any work, a path that cannot be written."""
     target = Path(path)
-    if target.suffix.lower() not in SUFFIXES:
-        raise UsageError(f"--output: unknown extension {target.suffix or '(none)'!r} in {path}; use .npy, .npz or .json")
+    if target.suffix.lower() not in suffixes:
+        raise UsageError(f"{option}: unknown extension {target.suffix or '(none)'!r} in {path}; use {', '.join(suffixes)}")
     folder = target.parent
     if not folder.is_dir():
-        raise UsageError(f"--output: folder {folder} does not exist; create it first")
+        raise UsageError(f"{option}: folder {folder} does not exist; create it first")
     if target.is_dir():
-        raise UsageError(f"--output: {path} is a folder; give a file name")
+        raise UsageError(f"{option}: {path} is a folder; give a file name")
     if not os.access(folder, os.W_OK):
-        raise UsageError(f"--output: folder {folder} is not writable")
+        raise UsageError(f"{option}: folder {folder} is not writable")
     return target
 
 
@@ -111,4 +111,9 @@ def write_result(path: Path, result: Result, *, timing: bool = True, stream: Npy
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) whole or not at all."""
-    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` whole or not at all."""
+    atomic_write(path, lambda handle: handle.write(data))

@@ -196,10 +196,12 @@ def test_verify_blocks_counts_the_samples_it_checked(monkeypatch):
 
 
 def peak_rss_mib(args) -> float:
-    """Peak resident memory of one gradcli run in a fresh process."""
-    code = ("import resource, sys\nfrom gradcli.__main__ import main\nsys.argv = ['gradcli', *%r]\n"
+    """Peak resident memory of one gradcli run in a fresh process: VmHWM of its
+    own address space (ru_maxrss would carry over the forking test process's)."""
+    code = ("import re, sys\nfrom gradcli.__main__ import main\nsys.argv = ['gradcli', *%r]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)" % (list(args),))
+            "kib = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1])\n"
+            "print(kib / 1024, file=sys.stderr)" % (list(args),))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return float(proc.stderr.strip().splitlines()[-1])

@@ -24,10 +24,10 @@ LAYERS = [
     ["gradcli.plan", "gradcli.structure"],
     ["gradcli.backends"],
     ["gradcli.api"],
-    ["gradcli.checking"],
+    ["gradcli.checking", "gradcli.baseline", "gradcli.suite"],
     ["gradcli.render"],
     ["gradcli.outfile"],
-    ["gradcli.cli", "gradcli.__main__", "gradcli"],
+    ["gradcli.cli", "gradcli.testing", "gradcli.__main__", "gradcli"],
 ]
 
 

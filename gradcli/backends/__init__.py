@@ -14,6 +14,7 @@ _MODULES = {
     BackendName.FORWARD: ("forward", "ForwardBackend"),
     BackendName.ANALYTIC: ("analytic", "AnalyticBackend"),
     BackendName.FD: ("fd", "FdBackend"),
+    BackendName.COMPILE: ("compiled", "CompiledBackend"),
 }
 
 

@@ -238,7 +238,8 @@ class UserBound(Bound):
 
         def forward(x: np.ndarray) -> np.ndarray:
             stack = x.shape[: x.ndim - x0.ndim]
-            flat = torch.from_numpy(np.ascontiguousarray(x).reshape((-1,) + x0.shape))
+            # a writable C-ordered array (the problem's own are read-only): torch shares, never writes it
+            flat = torch.from_numpy(np.require(x, requirements=["C", "W"]).reshape((-1,) + x0.shape))
             with torch.no_grad():
                 try:
                     out = torch.func.vmap(one)(flat)

@@ -142,6 +142,46 @@ def vocabulary(repeats, n=64, c=32000):
     return row(f"7 grad cross_entropy N={n} C={c}: analytic vs torch autograd", ours, base, 1.5, f"max |diff| {diff:.1e}")
 
 
+SUITE_CHECKS = [  # each a [[check]] table; the same options on a command line
+    {"function": "softmax", "input": "randn:4,5"}, {"function": "log_softmax", "input": "randn:4,5"},
+    {"function": "tanh", "input": "randn:6"}, {"function": "sigmoid", "input": "randn:6"},
+    {"function": "gelu", "input": "randn:6"}, {"function": "softplus", "input": "randn:6"},
+    {"function": "cross_entropy", "input": "randn:4,5", "target": "[0, 1, 4, 2]"},
+    {"function": "cross_entropy", "input": "randn:4,5", "target": "[0, 1, 4, 2]", "label-smoothing": 0.1},
+    {"function": "nll_loss", "input": "randn:4,5", "target": "[0, 1, 4, 2]"},
+    {"function": "mse_loss", "input": "randn:4,5", "target": "randn:4,5"},
+    {"function": "huber_loss", "input": "randn:4,5", "target": "randn:4,5"},
+    {"function": "smooth_l1_loss", "input": "randn:4,5", "target": "randn:4,5"},
+    {"function": "binary_cross_entropy_with_logits", "input": "randn:4,5", "target": "rand:4,5"},
+    {"function": "kl_div", "input": "randn:4,5", "target": "rand:4,5", "reduction": "batchmean"},
+    {"function": "linear,cross_entropy", "input": "randn:4,3", "weight": "randn:5,3", "target": "[0, 1, 4, 2]",
+     "wrt": "weight"},
+    {"function": "linear,softmax", "input": "randn:4,3", "weight": "randn:5,3"},
+    {"function": "expr:(x+1)**2", "input": "randn:5"}, {"function": "exp", "input": "randn:5"},
+    {"function": "SAMPLE/convnet.py:net", "input": "SAMPLE/images.npy", "quantity": "vjp"},
+    {"function": "SAMPLE/convnet.py:net", "input": "SAMPLE/images.npy", "wrt": "param:fc.bias", "quantity": "vjp"},
+]
+
+
+def suite(repeats):
+    """20 checks (built-ins and a small model): one --suite process vs one process each."""
+    import json
+
+    sample = str(ROOT / "sample_inputs")
+    checks = [{k: v.replace("SAMPLE", sample) if isinstance(v, str) else v for k, v in c.items()} for c in SUITE_CHECKS]
+    text = "\n".join("[[check]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in c.items()) for c in checks)
+    argvs = [[c["function"], *[a for k, v in c.items() if k != "function" for a in (f"--{k}", str(v))]] for c in checks]
+    command = [sys.executable, "-m", "gradcli", "check"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "checks.toml"
+        path.write_text(text)
+        ours = best(lambda: subprocess.run(command + ["--suite", str(path)], capture_output=True, check=True),
+                    max(1, repeats // 3))
+        base = best(lambda: [subprocess.run(command + argv, capture_output=True, check=True) for argv in argvs], 1)
+    return row(f"8 suite of {len(checks)} checks: one --suite process vs {len(checks)} gradcli check processes",
+               ours, base, 0.15)
+
+
 def scaling(repeats):
     rows = []
     for c in (64, 128, 256, 512):
@@ -161,7 +201,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     repeats = 3 if parser.parse_args().quick else 7
     rows = [startup(repeats), *blocks(repeats), fd(repeats), *full(repeats), memory(), *scaling(repeats),
-            vocabulary(repeats)]
+            vocabulary(repeats), suite(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")

@@ -1,0 +1,142 @@
+"""Gradient baselines: a fingerprint of a function's gradients, saved once and
+compared later (after a torch upgrade, a refactor, a compiler change).
+
+The fingerprint of a problem at its point, with seeded random vectors
+(``--seed``): for each differentiated argument, ``K`` probes ``u_kᵀ (vᵀJ)``
+— one vjp with a random cotangent ``v`` (``v = 1`` for a scalar output),
+dotted with ``K`` Rademacher directions ``u_k`` — and for the output, ``K``
+random projections ``w_kᵀ f(x)``. Each number is stored with its *scale*, the
+same sum with absolute values (``Σ|g|`` for ``u = ±1``): the size of the
+rounding a different summation order can put into it.
+
+A value has moved when ``|new − old| > FACTOR · eps(dtype) · scale``, FACTOR =
+1000: float64 tolerates ~2e-13 of the scale (summation order, another BLAS),
+so a change of 1e-6 in one weight's gradient among 10⁵ is caught, and a
+reshuffled reduction is not. The file records gradcli's, numpy's and torch's
+versions, so a report says what changed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .api import solve
+from .errors import UsageError
+from .options import BackendName, Quantity
+from .problem import Problem
+
+SCHEMA = "gradcli-baseline/1"
+FACTOR = 1000.0
+PROBES = 4
+
+
+@dataclass(frozen=True)
+class Moved:
+    """One fingerprinted quantity compared with its baseline."""
+
+    name: str  # "output" or the argument ("input", "param:fc1.weight", ...)
+    max_diff: float
+    tolerance: float
+    moved: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    path: str
+    ok: bool
+    entries: tuple[Moved, ...]
+    saved_versions: dict
+    versions: dict
+
+
+def versions() -> dict[str, str]:
+    found = {"gradcli": __version__, "numpy": np.__version__}
+    try:
+        import torch
+
+        found["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return found
+
+
+def _probe(values: np.ndarray, directions: np.ndarray) -> tuple[list[float], float]:
+    """``directions @ values`` (K probes) and the scale ``Σ|values|·max|direction|``."""
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    dirs = directions.reshape(len(directions), -1)
+    return [float(p) for p in dirs @ flat], float(np.abs(flat).sum() * np.abs(dirs).max())
+
+
+def fingerprint(problems: list[Problem], *, backend: BackendName, seed: int, max_memory: int) -> dict[str, Any]:
+    """The fingerprint of one function at one point, per argument in ``problems``
+    (the same function and point, one problem per ``--wrt``)."""
+    first = problems[0]
+    rng = np.random.default_rng([seed, 0x6261])  # its own stream: independent of the generators' draws
+    shape = first.output_shape
+    cotangent = np.ones(shape, dtype=first.dtype) if shape == () else rng.standard_normal(shape).astype(first.dtype)
+    arguments: dict[str, Any] = {}
+    output = None
+    for problem in problems:
+        res = solve(problem, Quantity.VJP, backend=backend, cotangent=cotangent, max_memory=max_memory)
+        directions = rng.choice(np.array([-1.0, 1.0]), size=(PROBES,) + problem.wrt_shape)
+        probes, scale = _probe(res.value, directions)
+        arguments[problem.wrt] = {"shape": list(problem.wrt_shape), "probes": probes, "scale": scale}
+        output = res.output
+    out_probes, out_scale = _probe(output, rng.standard_normal((PROBES,) + np.shape(output)))
+    return {
+        "schema": SCHEMA, "function": first.function.name, "dtype": str(first.dtype), "seed": seed,
+        "params": {k: (v.value if hasattr(v, "value") else v) for k, v in first.params.items()},
+        "backend": backend.value, "versions": versions(),
+        "output": {"shape": list(np.shape(output)), "probes": out_probes, "scale": out_scale},
+        "arguments": arguments,
+    }
+
+
+def dumps(document: dict[str, Any]) -> str:
+    """The baseline file's text (the caller writes it, atomically, with ``outfile``)."""
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def load(path: str) -> dict[str, Any]:
+    try:
+        document = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--baseline: {path} does not exist; create it with --save-baseline {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"--baseline: {path} is not a gradcli baseline ({err})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+        raise UsageError(f"--baseline: {path} is not a gradcli baseline (no \"schema\": \"{SCHEMA}\")")
+    return document
+
+
+def compare(path: str, old: dict[str, Any], new: dict[str, Any]) -> BaselineComparison:
+    """Every argument and the output of ``new`` against ``old``."""
+    eps = float(np.finfo(np.dtype(new["dtype"])).eps)
+    entries = []
+    pairs = [("output", old.get("output"), new["output"])]
+    pairs += [(name, old.get("arguments", {}).get(name), fp) for name, fp in new["arguments"].items()]
+    for name, before, now in pairs:
+        if before is None:
+            entries.append(Moved(name, math.inf, 0.0, True, "not in the baseline: save it again with --save-baseline"))
+            continue
+        if before["shape"] != now["shape"]:
+            entries.append(Moved(name, math.inf, 0.0, True, f"shape {before['shape']} is now {now['shape']}"))
+            continue
+        tolerance = FACTOR * eps * max(before["scale"], now["scale"], np.finfo(np.float64).tiny)
+        diffs = [abs(a - b) if math.isfinite(a - b) else math.inf for a, b in zip(now["probes"], before["probes"])]
+        worst = max(diffs, default=0.0)
+        entries.append(Moved(name, worst, tolerance, worst > tolerance))
+    for key in ("function", "dtype", "seed"):
+        if old.get(key) != new[key]:
+            entries.append(Moved(key, math.inf, 0.0, True, f"{key} {old.get(key)!r} is now {new[key]!r}: "
+                                                           "not the same check"))
+    return BaselineComparison(path, not any(e.moved for e in entries), tuple(entries),
+                              dict(old.get("versions", {})), dict(new["versions"]))

@@ -1,0 +1,67 @@
+"""gradcli inside a project's own pytest suite, without a subprocess::
+
+    from gradcli.testing import assert_gradients, assert_matches_baseline
+
+    def test_my_layer_backward():
+        assert_gradients("model.py:loss", input=x, target=t, wrt="input")
+
+    def test_gradients_did_not_move():
+        assert_matches_baseline("model.py:loss", "baselines/loss.json", input=x, target=t)
+
+Both raise ``AssertionError`` whose message is gradcli's report as plain
+text (the backends' table and the worst entries; the baseline's moved
+arguments), so pytest shows exactly what ``gradcli check`` would print.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import baseline as _baseline
+from .api import library_call
+from .checking import check, default_reference
+from .outfile import write_text
+from .render.check import render_report
+from .render.ci import plain_text, render_baseline
+
+
+def assert_gradients(function: str, **options: Any):
+    """Check ``function``'s derivatives across backends (the keywords of
+    :func:`gradcli.check`); raise AssertionError with the report on a mismatch.
+    Returns the report when every backend agrees."""
+    report = check(function, **options)
+    if not report.ok:
+        raise AssertionError("gradcli check found a mismatch\n" + plain_text(render_report(report, timing=False)))
+    return report
+
+
+def fingerprint(function: str, *, seed: int = 0, **options: Any) -> dict:
+    """The baseline fingerprint of ``function`` at the given arrays (see :mod:`gradcli.baseline`)."""
+    problem, backend_options, run = library_call(function, options, ("max_memory",))
+    kw = {"max_memory": run["max_memory"]} if "max_memory" in run else {}
+    from .plan import DEFAULT_MAX_MEMORY
+
+    return _baseline.fingerprint([problem], backend=default_reference(), seed=seed,
+                                 max_memory=kw.get("max_memory", DEFAULT_MAX_MEMORY))
+
+
+def save_baseline(function: str, path: str | Path, **options: Any) -> dict:
+    """Store ``function``'s fingerprint in ``path`` (JSON), as ``check --save-baseline`` does."""
+    document = fingerprint(function, **options)
+    write_text(Path(path), _baseline.dumps(document))
+    return document
+
+
+def assert_matches_baseline(function: str, path: str | Path, **options: Any):
+    """Recompute the fingerprint and compare it with ``path``; raise AssertionError
+    naming the arguments whose gradients moved. A missing file is saved and the
+    assertion fails once, so a new baseline is always looked at and committed."""
+    path = Path(path)
+    if not path.exists():
+        save_baseline(function, path, **options)
+        raise AssertionError(f"no gradient baseline at {path}: saved the current one there; commit it and rerun")
+    comparison = _baseline.compare(str(path), _baseline.load(str(path)), fingerprint(function, **options))
+    if not comparison.ok:
+        raise AssertionError("gradients moved from the baseline\n" + plain_text(render_baseline(comparison)))
+    return comparison
