@@ -173,33 +173,34 @@ class Log(Elementwise):
 
 
 class Expr(Elementwise):
-    """``expr:TEXT``: parsed safely (see ``expr.py``) and differentiated by sympy."""
+    """``expr:TEXT``: parsed safely and computed as written, as torch would (see ``expr.py``)."""
 
     def __init__(self, text: str) -> None:
-        import sympy
-
         from . import expr as expr_module
 
-        self._module = expr_module
         self.text = text
         self.name = f"expr:{text}"
         self.expression = expr_module.parse(text)
-        self.derivative = sympy.diff(self.expression, sympy.Symbol("x", real=True))
         self.summary = f"the elementwise expression {text} in x"
-        self.formulas = (f"f(x) = {self.expression}", f"df/dx = {self.derivative} (sympy), elementwise: a diagonal Jacobian")
+        self.formulas = (f"f(x) = {text.strip()}",
+                         f"df/dx = {self.expression.sympy_derivative()} (sympy's simplified form)",
+                         "computed as written, with torch's chain rule: nan where any part of f is undefined, as in torch",
+                         "elementwise: a diagonal Jacobian")
+
+    def check(self, args, params):
+        self.expression.check_dtype(args["input"].dtype)
+        return []
 
     def f(self, x):
         with np.errstate(all="ignore"):
-            return np.asarray(self._module.evaluate(self.expression, x, np), dtype=x.dtype)
+            return np.array(self.expression.numpy_value(x), dtype=x.dtype)
 
     def df(self, x):
         with np.errstate(all="ignore"):
-            return np.asarray(self._module.evaluate(self.derivative, x, np), dtype=x.dtype)
+            return np.asarray(self.expression.numpy_derivative(x), dtype=x.dtype)
 
     def torch_f(self, x):
-        import torch
-
-        return self._module.evaluate(self.expression, x, torch)
+        return self.expression.torch_value(x)
 
 
 def kink_notes(on_kink: np.ndarray, name: str, where: str, torch_value: str, fd_value: str) -> list[str]:
