@@ -223,11 +223,16 @@ class BinaryCrossEntropyWithLogits(PointwiseLoss):
 
     def check_extra(self, args, params):
         if "pos_weight" in args:
+            shape, x_shape = args["pos_weight"].shape, args["input"].shape
             try:
-                np.broadcast_shapes(args["pos_weight"].shape, args["input"].shape)
+                wide = np.broadcast_shapes(shape, x_shape)
             except ValueError:
-                raise UsageError(f"--pos-weight: shape {list(args['pos_weight'].shape)} does not broadcast against "
-                                 f"--input {list(args['input'].shape)}; give shape [{args['input'].shape[-1]}]") from None
+                wide = None
+            if wide != x_shape:  # torch: the loss keeps the input's shape, and its backward raises
+                why = ("does not broadcast against" if wide is None
+                       else f"would widen the loss to {list(wide)}, which torch refuses, against")
+                raise UsageError(f"--pos-weight: shape {list(shape)} {why} --input {list(x_shape)}; give a shape that "
+                                 f"broadcasts to the input's, e.g. [{x_shape[-1] if x_shape else 1}]")
         return []
 
     def extra(self, args):
