@@ -258,7 +258,7 @@ class BinaryCrossEntropy(PointwiseLoss):
     summary = "binary cross entropy of probabilities (torch.nn.functional.binary_cross_entropy)"
     arrays = (ArrayArg("input", "probabilities in [0, 1], any shape", required=True), _TARGET)
     formulas = ("l = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 as torch",
-                "dl/dx = (x - t) / max(x (1 - x), 1e-12)  (torch's backward formula)",
+                "dl/dx = (x - t) / max(x (1 - x), 1e-12)  (torch's backward formula; its 1e-12 is float32's, 9.99999996e-13)",
                 "mean: divide by the number of entries")
 
     def check_extra(self, args, params):
@@ -270,11 +270,14 @@ class BinaryCrossEntropy(PointwiseLoss):
         return []
 
     def loss(self, x, t, extra, params):
+        """torch's kernel, term for term: log(1 - x), not log1p(-x), which differs near 0."""
         with np.errstate(divide="ignore"):
-            return -(t * np.maximum(np.log(x), -100) + (1 - t) * np.maximum(np.log1p(-x), -100))
+            return (t - 1) * np.maximum(np.log(1 - x), -100) - t * np.maximum(np.log(x), -100)
 
     def d_input(self, x, t, extra, params):
-        return (x - t) / np.maximum(x * (1 - x), 1e-12)
+        """torch's backward: (x - t) / max((1 - x) x, EPSILON) with EPSILON the float32
+        constant 1e-12 (9.99999996e-13 in float64), so clamped entries read ±1.000000004e12."""
+        return (x - t) / np.maximum((1 - x) * x, np.float32(1e-12).astype(x.dtype))
 
 
 class KlDiv(PointwiseLoss):
