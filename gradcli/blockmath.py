@@ -36,6 +36,7 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> 
         raise ValueError("a reduced output has no blocks; use reduced_grad")
     out_ndim = len(layout.unreduced_shape)
     full = allocate(full_shape(layout), dtype=blocks.dtype)
+    fill_off_blocks(full, blocks, layout)
     if layout.in_axis is None:  # elementwise: J[i..., i...] = B[i..., 0]
         if not layout.rows:
             return blocks.reshape(()).copy()
@@ -53,6 +54,19 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> 
     flat = blocks.reshape((-1,) + layout.out_block + (layout.features,)) if layout.rows else blocks
     view[selector] = flat
     return full
+
+
+def fill_off_blocks(full: np.ndarray, blocks: np.ndarray, layout: RowLayout) -> None:
+    """The entries off the blocks as torch.func.jacrev computes them: the
+    backward pass of another row's output sends a zero cotangent through this
+    row, ``0 * derivative``, which is nan where a derivative is inf or nan (log
+    at 0). That is the vjp of a zero cotangent, column by column; columns where
+    it is nan are filled (the blocks are scattered over them afterwards)."""
+    with np.errstate(invalid="ignore"):
+        zero = vjp(blocks, layout, None, np.zeros(layout.unreduced_shape, dtype=blocks.dtype))
+    bad = ~np.isfinite(zero)
+    if bad.any():
+        full.reshape(-1, zero.size)[:, bad.reshape(-1)] = zero[bad]
 
 
 def vjp(blocks: np.ndarray, layout: RowLayout, coef: np.ndarray | None, v: np.ndarray) -> np.ndarray:

@@ -25,9 +25,13 @@ def softplus_np(x: np.ndarray) -> np.ndarray:
 
 
 def diagonal_blocks(d: np.ndarray) -> np.ndarray:
-    """``(*rows, C)`` derivatives -> ``(*rows, C, C)`` diagonal blocks."""
+    """``(*rows, C)`` derivatives -> ``(*rows, C, C)`` diagonal blocks.
+
+    Off the diagonal, column j holds ``0 * d_j`` as torch's reverse mode
+    computes it (jacrev's Jacobian of log at 0 is nan there, not 0)."""
     c = d.shape[-1]
-    out = np.zeros(d.shape + (c,), dtype=d.dtype)
+    with np.errstate(invalid="ignore"):
+        out = np.broadcast_to((0 * d)[..., None, :], d.shape + (c,)).copy()
     out.reshape(-1, c * c)[:, :: c + 1] = d.reshape(-1, c)
     return out
 
