@@ -240,7 +240,7 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
     run = {name: kw.pop(name) for name in run_names if name in kw}
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
     problem = build_problem(function, arrays, {k: v for k, v in kw.items() if k not in ("wrt", "dtype")},
-                            wrt=kw.get("wrt", "input"), dtype=kw.get("dtype", "float64"),
+                            wrt=kw.get("wrt", "input"), dtype=kw.get("dtype"),
                             allow_nonfinite=run.get("allow_nonfinite", False))
     return problem, options, run
 

@@ -131,7 +131,8 @@ COMMON = [
     _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, bias"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
-    _option("dtype", DType, DType.float64, "--dtype", help="working precision"),
+    _option("dtype", Optional[DType], None, "--dtype",
+            help="working precision (default float64; a note says when float32 data is upcast)"),
     _option("device", Device, Device.cpu, "--device", help="torch backends"),
     _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
     _option("fd_method", FdMethod, FdMethod.richardson, "--fd-method", help="finite-difference formula"),
@@ -246,7 +247,8 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
               for name, spec in specs.items()}
     params = {name: opts[name].value if isinstance(opts[name], enum.Enum) else opts[name]
               for name in PARAM_OPTIONS if opts.get(name) is not None}
-    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"].value,
+    dtype = opts["dtype"].value if opts["dtype"] else None  # None: float64, with a note on upcast float32 data
+    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=dtype,
                             allow_nonfinite=opts["allow_nonfinite"])
     if opts.get("rows"):
         from .rows import select_rows

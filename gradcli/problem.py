@@ -53,14 +53,17 @@ def build_problem(
     params: Mapping[str, Any] | None = None,
     *,
     wrt: str = "input",
-    dtype: str = "float64",
+    dtype: str | None = None,
     allow_nonfinite: bool = False,
 ) -> Problem:
     """Validate ``arrays`` (name -> array-like) and ``params`` for ``function``.
 
+    ``dtype`` None means float64, with a note where a float32 array is upcast.
     Raises :class:`UsageError` naming the option at fault.
     """
     fn = lookup(function) if isinstance(function, str) else function
+    upcast_note = dtype is None
+    dtype = dtype or "float64"
     if dtype not in DTYPES:
         raise UsageError(f"--dtype: unknown dtype {dtype!r}; use float64 or float32")
     work = np.dtype(dtype)
@@ -73,7 +76,11 @@ def build_problem(
         if name not in accepted:
             raise UsageError(f"{option_name(name)}: {fn.name} takes no such array; it takes "
                              f"{', '.join(a.option for a in fn.arrays)}")
-        args[name] = _convert(np.asarray(value), accepted[name].kind, work, option_name(name), notes)
+        array = np.asarray(value)
+        if upcast_note and array.dtype == np.float32:
+            notes.append(f"{option_name(name)}: float32 values computed in float64 (the precise default); "
+                         "--dtype float32 computes in float32, as the array is")
+        args[name] = _convert(array, accepted[name].kind, work, option_name(name), notes)
         if not allow_nonfinite:
             check_finite(args[name], option_name(name))
     for arg in fn.arrays:
