@@ -11,6 +11,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
@@ -300,3 +302,59 @@ def test_float32_input_upcast_says_so(tmp_path):
     assert as_float32["dtype"] == "float32" and not any("--dtype float32" in n for n in as_float32["notes"])
     np.save(path, np.array([[0.5, -1.0, 2.0]]))
     assert not any("--dtype float32" in n for n in run_json("jacobian", "softmax", "-x", str(path))["notes"])
+
+
+# --- expr: random expressions against torch autograd of the same text ----------------
+
+_TORCH_NAMES = {**{n: getattr(torch, n) for n in ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh",
+                                                   "asin", "acos", "atan", "abs", "erf", "sigmoid")},
+                "softplus": F.softplus}
+
+
+def _torch_literal(text: str):
+    """The expression as a torch function, by Python itself (test code, on texts the test wrote):
+    functions of constants take 0-d tensors of x's dtype."""
+    def fn(name):
+        f = _TORCH_NAMES[name]
+        return lambda v: f(v) if isinstance(v, torch.Tensor) else f(torch.tensor(float(v), dtype=torch.float64))
+    namespace = {name: fn(name) for name in _TORCH_NAMES} | {"pi": np.pi, "e": np.e}
+
+    def f(x):
+        value = eval(text, {"__builtins__": {}}, {**namespace, "x": x})  # noqa: S307
+        return value + 0 * x  # a constant text still gives one value per entry
+    return f
+
+
+@st.composite
+def _expression(draw, depth=3):
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        return draw(st.sampled_from(["x", "x", "x", "2", "0.5", "3", "pi", "1"]))
+    kind = draw(st.sampled_from(["binary", "binary", "call", "neg"]))
+    if kind == "call":
+        return f"{draw(st.sampled_from(sorted(_TORCH_NAMES)))}({draw(_expression(depth - 1))})"
+    if kind == "neg":
+        return f"-({draw(_expression(depth - 1))})"
+    op = draw(st.sampled_from(["+", "-", "*", "/", "**"]))
+    right = draw(st.sampled_from(["2", "3", "0.5", "-1", "0", "x"])) if op == "**" else draw(_expression(depth - 1))
+    return f"({draw(_expression(depth - 1))}){op}({right})"
+
+
+@pytest.mark.parametrize("backend", ["analytic", "autograd"])
+@given(text=_expression())
+def test_random_expressions_match_torch_autograd_of_the_same_text(backend, text):
+    """Value and derivative at points that include 0, ±1 and far-out values: every
+    nan and inf where torch has one, the finite entries to rounding (absolute
+    1e-12 for unit-scale cancellations such as 1 - tanh(y)**2, one ulp apart)."""
+    x = np.array([-800.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, 30.0])
+    try:
+        got = gradcli.jacobian(f"expr:{text}", input=x, backend=backend, allow_nonfinite=True)
+    except gradcli.UsageError as err:  # a refused constant: Python's own value of it is not finite
+        assert "the constant" in str(err)
+        return
+    with np.errstate(all="ignore"):
+        out, d = torch_diag(_torch_literal(text), x)
+    for mine, theirs, what in [(got.output, out, "value"), (got.value, d, "derivative")]:
+        np.testing.assert_array_equal(np.isnan(mine), np.isnan(theirs), f"{what} nan of {text}")
+        np.testing.assert_array_equal(np.isposinf(mine), np.isposinf(theirs), f"{what} +inf of {text}")
+        finite = np.isfinite(theirs)
+        np.testing.assert_allclose(mine[finite], theirs[finite], rtol=1e-9, atol=1e-12, err_msg=f"{what} of {text}")

@@ -5,10 +5,11 @@ node (only ``x``, numbers, ``pi``, ``e``, ``+ - * / **`` and the functions in
 ``FUNCTIONS``): no ``eval``, no attribute access, no names beyond the list.
 
 - Constants (sub-expressions without ``x``: ``log(2)``, ``2**1000/2**1000``)
-  are folded once, at parse time, with mpmath at 256 bits. Each must be a
-  finite real float64 number (``10**1000``, ``(-8)**0.5``, ``0**-1``, ``1/0``,
-  ``log(0)`` are refused, naming the constant); under ``--dtype float32`` the
-  folded constants must also fit float32 (:meth:`Expression.check_dtype`).
+  are folded once, at parse time, in float64 with the same NumPy operations,
+  as Python numbers reach torch. Each step must be a finite real float64
+  number (``10**1000``, ``(-8)**0.5``, ``0**-1``, ``1/0``, ``log(0)``,
+  ``exp(1000)`` are refused, naming the constant); under ``--dtype float32``
+  the folded constants must also fit float32 (:meth:`Expression.check_dtype`).
 - The rest is evaluated *as written*, operation by operation, with NumPy or
   torch: nothing is simplified away, so ``x/x`` at 0 or ``exp(log(x))`` at -1
   is nan, as in torch. ``sigmoid`` and ``softplus`` are torch's stable
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import ast
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,7 +36,6 @@ MAX_LENGTH = 500
 FUNCTIONS = ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "abs",
              "erf", "sigmoid", "softplus")
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
-FOLD_BITS = 256  # mpmath precision of folded constants: far beyond float64's 53 bits
 SOFTPLUS_THRESHOLD = 20.0  # torch's F.softplus default: x itself above it
 
 
@@ -49,7 +49,6 @@ class Node:
     args: tuple["Node", ...] = ()
     value: float = 0.0
     text: str = ""
-    exact: object = field(default=None, compare=False, repr=False)  # constants: the 256-bit value, for folding
 
     @property
     def has_x(self) -> bool:
@@ -115,17 +114,13 @@ def parse(text: str) -> Expression:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as err:
         raise UsageError(f"FUNCTION: expr:{text} is not a valid expression ({err.msg}); e.g. expr:(x+1)**2") from None
-    import mpmath
-
-    with mpmath.workprec(FOLD_BITS):
-        return Expression(text, _convert(tree.body, _Context(text, source, mpmath)))
+    return Expression(text, _convert(tree.body, _Context(text, source)))
 
 
 @dataclass(frozen=True)
 class _Context:
     text: str
     source: str
-    mp: object
 
     def refuse(self, what: str) -> UsageError:
         return UsageError(f"FUNCTION: expr:{self.text}: {what} is not allowed; use x, numbers, + - * / ** and "
@@ -135,12 +130,15 @@ class _Context:
 def _convert(node, ctx: _Context) -> Node:
     """Check an ast node and build the tree; fold constant sub-expressions."""
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return _constant(ctx.mp.mpf(node.value), node, ctx)
+        try:
+            return _constant(np.float64(node.value), node, ctx)
+        except OverflowError:  # an integer literal beyond float64
+            raise _bad_constant(node, ctx, "overflows float64") from None
     if isinstance(node, ast.Name):
         if node.id == "x":
             return Node("x")
         if node.id in ("pi", "e"):
-            return _constant(getattr(ctx.mp, node.id) * 1, node, ctx)
+            return _constant(np.float64(getattr(math, node.id)), node, ctx)
         raise ctx.refuse(f"the name {node.id!r}")
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = _convert(node.operand, ctx)
@@ -152,7 +150,7 @@ def _convert(node, ctx: _Context) -> Node:
         left, right = _convert(node.left, ctx), _convert(node.right, ctx)
         if left.has_x or right.has_x:
             return Node(op, (left, right))
-        return _fold(node, ctx, _MP_BINARY[op], left, right)
+        return _fold(node, ctx, lambda a, b: _binary(op, a, b, False), left, right)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS:
         if len(node.args) != 1 or node.keywords:
             raise ctx.refuse(f"{node.func.id} with other than one argument")
@@ -160,7 +158,7 @@ def _convert(node, ctx: _Context) -> Node:
         name = node.func.id
         if arg.has_x:
             return Node(name, (arg,))
-        return _fold(node, ctx, lambda v: _mp_function(ctx.mp, name, v), arg)
+        return _fold(node, ctx, _NUMPY.functions[name], arg)
     kind = type(node).__name__
     if isinstance(node, ast.Call):
         kind = f"calling {ast.unparse(node.func)!r}"
@@ -171,39 +169,17 @@ def _convert(node, ctx: _Context) -> Node:
     raise ctx.refuse(kind)
 
 
-_MP_BINARY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b,
-              "**": lambda a, b: a**b}
-
-
-def _mp_function(mp, name: str, v):
-    if name == "sigmoid":
-        return 1 / (1 + mp.exp(-v))
-    if name == "softplus":
-        return mp.log1p(mp.exp(v))
-    return getattr(mp, {"abs": "fabs"}.get(name, name))(v)
-
-
 def _fold(node, ctx: _Context, compute, *args: Node) -> Node:
-    """The constant ``compute(*args)``, exact to 256 bits, or a refusal naming it."""
-    try:
-        value = compute(*[a.exact for a in args])
-    except ZeroDivisionError:
-        raise _bad_constant(node, ctx, "divides by zero") from None
+    """The constant ``compute(*args)`` in float64, or a refusal naming it."""
+    with np.errstate(all="ignore"):
+        value = compute(*[np.float64(a.value) for a in args])
     return _constant(value, node, ctx)
 
 
 def _constant(value, node, ctx: _Context) -> Node:
-    mp = ctx.mp
-    if isinstance(value, mp.mpc):
-        if value.imag != 0:
-            raise _bad_constant(node, ctx, "is complex")
-        value = value.real
-    if mp.isnan(value) or mp.isinf(value):
-        raise _bad_constant(node, ctx, "is not a finite number")
-    if abs(value) > np.finfo(np.float64).max:
-        raise _bad_constant(node, ctx, f"= {mp.nstr(value, 4)} overflows float64")
-    return Node("const", value=float(value), text=ast.get_source_segment(ctx.source, node) or ast.unparse(node),
-                exact=value)
+    if not np.isfinite(value):
+        raise _bad_constant(node, ctx, f"is {value} in float64 (complex, infinite or undefined)")
+    return Node("const", value=float(value), text=ast.get_source_segment(ctx.source, node) or ast.unparse(node))
 
 
 def _bad_constant(node, ctx: _Context, why: str) -> UsageError:
@@ -267,18 +243,22 @@ def _forward(node: Node, x, ops: _Ops, values: dict):
         out = ops.functions[node.op](_forward(node.args[0], x, ops, values))
     else:
         a, b = (_forward(arg, x, ops, values) for arg in node.args)
-        if node.op == "+":
-            out = a + b
-        elif node.op == "-":
-            out = a - b
-        elif node.op == "*":
-            out = a * b
-        elif node.op == "/":
-            out = (1 / b) * a if not node.args[0].has_x else a / b  # torch: c / t = t.reciprocal() * c
-        else:
-            out = a**b
+        out = _binary(node.op, a, b, not node.args[0].has_x)
     values[id(node)] = out
     return out
+
+
+def _binary(op: str, a, b, constant_over_tensor: bool):
+    """``a op b`` as torch's Python operators compute it: ``c / t`` is ``t.reciprocal() * c``."""
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return (1 / b) * a if constant_over_tensor else a / b
+    return a**b
 
 
 def _broadcast(value, x):
@@ -378,8 +358,8 @@ def _to_sympy(node: Node, x, sp):
     args = [_to_sympy(a, x, sp) for a in node.args]
     if node.op == "neg":
         return -args[0]
-    if node.op in _MP_BINARY:
-        return _MP_BINARY[node.op](*args)
+    if len(args) == 2:
+        return _binary(node.op, *args, False)
     if node.op == "sigmoid":
         return 1 / (1 + sp.exp(-args[0]))
     if node.op == "softplus":
