@@ -118,28 +118,21 @@ AS_WRITTEN = {
 }
 
 
-@pytest.mark.parametrize("backend", ["analytic", "autograd"])
-@pytest.mark.parametrize("text", list(AS_WRITTEN))
+@pytest.mark.parametrize("text, backend", [(t, b) for t in AS_WRITTEN for b in ["analytic", "autograd"]]
+                         + [(t, b) for t in ["exp(log(x))", "x/x", "sqrt(x**2)"] for b in ["forward", "fd"]])
 def test_expression_is_evaluated_and_differentiated_as_written(text, backend):
+    """The derivative is torch's reverse mode: forward mode and fd differ at these
+    points by their nature, so they are held to the value only."""
     f, x = AS_WRITTEN[text]
     x = np.array(x)
     out, d = torch_diag(f, x)
     got_out, got_d = gradcli_diag(text, x, backend)
     np.testing.assert_allclose(got_out, out, rtol=exact_tol("float64"), equal_nan=True)
-    np.testing.assert_allclose(got_d, d, rtol=exact_tol("float64"), equal_nan=True)
+    if backend in ("analytic", "autograd"):
+        np.testing.assert_allclose(got_d, d, rtol=exact_tol("float64"), equal_nan=True)
 
 
-@pytest.mark.parametrize("backend", ["forward", "fd"])
-@pytest.mark.parametrize("text", ["exp(log(x))", "x/x", "sqrt(x**2)"])
-def test_expression_value_as_written_in_the_other_backends(text, backend):
-    f, x = AS_WRITTEN[text]
-    x = np.array(x)
-    out, _ = torch_diag(f, x)
-    got_out, _ = gradcli_diag(text, x, backend)
-    np.testing.assert_allclose(got_out, out, rtol=exact_tol("float64"), equal_nan=True)
-
-
-# --- 4. constants: folded exactly, or refused -------------------------------------
+# --- 4. constants: folded in float64, or refused -------------------------------------
 
 LARGE = {"x+2**1000": lambda x: x + 2.0**1000,  # the value is 2**1000 whatever x: fd sees no change
          "x*2**1000/2**1000": lambda x: x * 2.0**1000 / 2.0**1000,
