@@ -75,14 +75,14 @@ class Expression:
         big = float(np.finfo(dtype).max)
         for node in self.constants():
             if abs(node.value) > big:
-                raise UsageError(f"FUNCTION: expr:{self.text}: the constant {node.text} = {node.value:.4g} overflows {dtype}; "
-                                 "use --dtype float64 or a smaller constant")
+                raise UsageError(f"FUNCTION: expr:{self.text}: the constant {node.text} = {node.value:.4g} overflows "
+                                 f"{dtype}; use --dtype float64 or a smaller constant")
 
     def numpy_value(self, x: np.ndarray) -> np.ndarray:
         return _broadcast(_forward(self.root, x, _NUMPY, {}), x)
 
     def torch_value(self, x):
-        return _broadcast(_forward(self.root, x, _torch_ops(), {}), x)
+        return _broadcast(_forward(self.root, x, _torch_functions(), {}), x)
 
     def numpy_derivative(self, x: np.ndarray) -> np.ndarray:
         """``f'(x)`` elementwise: reverse mode from ``g = 1`` with torch's backward formulas."""
@@ -90,10 +90,7 @@ class Expression:
         _forward(self.root, x, _NUMPY, values)
         grads: list[np.ndarray] = []
         _backward(self.root, np.ones_like(x), values, grads)
-        total = np.zeros_like(x)
-        for g in grads:
-            total = total + g
-        return total
+        return sum(grads, np.zeros_like(x))  # what torch accumulates in x.grad
 
     def sympy_derivative(self) -> str:
         """The derivative as sympy writes it (simplified: for reading only)."""
@@ -158,7 +155,7 @@ def _convert(node, ctx: _Context) -> Node:
         name = node.func.id
         if arg.has_x:
             return Node(name, (arg,))
-        return _fold(node, ctx, _NUMPY.functions[name], arg)
+        return _fold(node, ctx, _NUMPY[name], arg)
     kind = type(node).__name__
     if isinstance(node, ast.Call):
         kind = f"calling {ast.unparse(node.func)!r}"
@@ -190,14 +187,6 @@ def _bad_constant(node, ctx: _Context, why: str) -> UsageError:
 # --- evaluation as written ---------------------------------------------------------
 
 
-class _Ops:
-    """The elementwise operations of one module (NumPy or torch), as torch computes them."""
-
-    def __init__(self, functions, module) -> None:
-        self.functions = functions
-        self.module = module
-
-
 def _np_softplus(x):
     """torch's F.softplus(x) (beta 1, threshold 20): x itself above the threshold."""
     return np.where(x > SOFTPLUS_THRESHOLD, x, np.log1p(np.exp(np.minimum(x, SOFTPLUS_THRESHOLD))))
@@ -215,21 +204,20 @@ def _np_sigmoid(x):
     return sigmoid_np(x)
 
 
-_NUMPY = _Ops({"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan,
-               "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asin": np.arcsin, "acos": np.arccos,
-               "atan": np.arctan, "abs": np.abs, "erf": _np_erf, "sigmoid": _np_sigmoid, "softplus": _np_softplus}, np)
+# Each function of FUNCTIONS in NumPy and in torch: the same operation as torch computes it.
+_NUMPY = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "sin": np.sin, "cos": np.cos, "tan": np.tan,
+          "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asin": np.arcsin, "acos": np.arccos,
+          "atan": np.arctan, "abs": np.abs, "erf": _np_erf, "sigmoid": _np_sigmoid, "softplus": _np_softplus}
 
 
-def _torch_ops() -> _Ops:
+def _torch_functions() -> dict:
     import torch
     import torch.nn.functional as F
 
-    names = ("exp", "log", "sqrt", "sin", "cos", "tan", "sinh", "cosh", "tanh", "asin", "acos", "atan", "abs", "erf",
-             "sigmoid")
-    return _Ops({**{n: getattr(torch, n) for n in names}, "softplus": F.softplus}, torch)
+    return {**{name: getattr(torch, name) for name in FUNCTIONS if name != "softplus"}, "softplus": F.softplus}
 
 
-def _forward(node: Node, x, ops: _Ops, values: dict):
+def _forward(node: Node, x, functions: dict, values: dict):
     """The value of ``node`` at ``x``, computed as torch's Python operators do
     (``c / t`` is ``reciprocal(t) * c``, ``c ** t`` is ``pow(c, t)``); every
     value is kept in ``values`` (by node id) for the backward pass."""
@@ -238,11 +226,11 @@ def _forward(node: Node, x, ops: _Ops, values: dict):
     elif node.op == "const":
         out = node.value
     elif node.op == "neg":
-        out = -_forward(node.args[0], x, ops, values)
-    elif node.op in ops.functions:
-        out = ops.functions[node.op](_forward(node.args[0], x, ops, values))
+        out = -_forward(node.args[0], x, functions, values)
+    elif node.op in functions:
+        out = functions[node.op](_forward(node.args[0], x, functions, values))
     else:
-        a, b = (_forward(arg, x, ops, values) for arg in node.args)
+        a, b = (_forward(arg, x, functions, values) for arg in node.args)
         out = _binary(node.op, a, b, not node.args[0].has_x)
     values[id(node)] = out
     return out
