@@ -16,6 +16,7 @@ from .functions import ArrayKind, Function, RowLayout, lookup
 from .functions.base import option_name
 
 DTYPES = ("float64", "float32")
+UPCAST_NOTE = "float32 values computed in float64 (the precise default); --dtype float32 computes in float32, as the array is"
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,7 @@ def build_problem(
                              f"{', '.join(a.option for a in fn.arrays)}")
         array = np.asarray(value)
         if upcast_note and array.dtype == np.float32:
-            notes.append(f"{option_name(name)}: float32 values computed in float64 (the precise default); "
-                         "--dtype float32 computes in float32, as the array is")
+            notes.append(f"{option_name(name)}: {UPCAST_NOTE}")
         args[name] = _convert(array, accepted[name].kind, work, option_name(name), notes)
         if not allow_nonfinite:
             check_finite(args[name], option_name(name))

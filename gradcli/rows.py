@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 
 from .errors import UsageError
-from .problem import Problem, build_problem
+from .problem import UPCAST_NOTE, Problem, build_problem
 
 
 def parse_rows(text: str, n: int) -> np.ndarray:
@@ -80,4 +80,6 @@ def select_rows(problem: Problem, text: str) -> Problem:
     params = {k: v for k, v in problem.params.items() if not k.startswith("_")}
     sub = build_problem(problem.function, args, params, wrt=problem.wrt, dtype=str(problem.dtype), allow_nonfinite=True)
     note = f"--rows {text}: rows {indices.tolist() if indices.size <= 8 else f'{indices[0]}..{indices[-1]}'} of {n}"
-    return dataclasses.replace(sub, notes=sub.notes + (note,))
+    # The rows' problem is built from arrays already in the working dtype: keep the notes on how they got there.
+    upcast = tuple(line for line in problem.notes if line.endswith(UPCAST_NOTE))
+    return dataclasses.replace(sub, notes=upcast + sub.notes + (note,))

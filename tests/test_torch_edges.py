@@ -289,6 +289,8 @@ def test_float32_input_upcast_says_so(tmp_path):
     doc = run_json("jacobian", "softmax", "-x", str(path))
     assert doc["dtype"] == "float64"
     assert any("float32" in n and "--dtype float32" in n for n in doc["notes"]), doc["notes"]
+    np.save(path, np.array([[0.5, -1.0, 2.0], [1.0, 1.0, 1.0]], dtype=np.float32))
+    assert any("--dtype float32" in n for n in run_json("jacobian", "softmax", "-x", str(path), "--rows", "1")["notes"])
     explicit = run_json("jacobian", "softmax", "-x", str(path), "--dtype", "float64")
     assert not any("--dtype float32" in n for n in explicit["notes"])
     as_float32 = run_json("jacobian", "softmax", "-x", str(path), "--dtype", "float32")
