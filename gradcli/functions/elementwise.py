@@ -30,8 +30,10 @@ def diagonal_blocks(d: np.ndarray) -> np.ndarray:
     Off the diagonal, column j holds ``0 * d_j`` as torch's reverse mode
     computes it (jacrev's Jacobian of log at 0 is nan there, not 0)."""
     c = d.shape[-1]
-    with np.errstate(invalid="ignore"):
-        out = np.broadcast_to((0 * d)[..., None, :], d.shape + (c,)).copy()
+    out = np.zeros(d.shape + (c,), dtype=d.dtype)
+    if d.dtype.kind == "f":  # (a boolean mask of kinks stays boolean)
+        with np.errstate(invalid="ignore"):
+            out += (0 * d)[..., None, :]
     out.reshape(-1, c * c)[:, :: c + 1] = d.reshape(-1, c)
     return out
 
