@@ -4,7 +4,7 @@
 first use, so ``import gradcli`` (and ``gradcli --help``) stays fast.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 

@@ -157,7 +157,7 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
     arrays = {name: kw.pop(name) for name in array_arguments() if name in kw}
     run = {name: kw.pop(name) for name in run_names if name in kw}
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
-    wrt, dtype = kw.pop("wrt", "input"), kw.pop("dtype", DType.FLOAT64)
+    wrt, dtype = kw.pop("wrt", "input"), kw.pop("dtype", None)  # None: float64, noting upcast float32 data
     problem = build_problem(function, arrays, kw, wrt=wrt, dtype=dtype,
                             allow_nonfinite=run.get("allow_nonfinite", False))
     return problem, options, run

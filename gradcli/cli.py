@@ -142,7 +142,8 @@ RUN_OPTIONS = [
             "bias, or param:NAME (a parameter of your torch.nn.Module)"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
-    _option("dtype", DType, DType.FLOAT64, "--dtype", help="working precision"),
+    _option("dtype", Optional[DType], None, "--dtype",
+            help="working precision (default float64; a note says when float32 data is upcast)"),
     _option("device", Device, Device.CPU, "--device", help="torch backends"),
     _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
     _option("fd_method", FdMethod, FdMethod.RICHARDSON, "--fd-method", help="finite-difference formula"),
@@ -233,6 +234,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     arrays = {name: load_array(spec, option_name(name), seed=opts["seed"], max_bytes=max_memory)
               for name, spec in specs.items()}
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
+    # dtype None: float64, with a note on float32 data computed in float64
     problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"])
     if opts.get("rows"):

@@ -23,6 +23,8 @@ from .options import DType
 from .rowform import GeneralKernel, RowKernel, RowLayout
 from .rows import batch_rows, parse_rows
 
+UPCAST_NOTE = "float32 values computed in float64 (the precise default); --dtype float32 computes in float32, as the array is"
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -139,16 +141,18 @@ def build_problem(
     params: Mapping[str, Any] | None = None,
     *,
     wrt: str = "input",
-    dtype: DType | str = DType.FLOAT64,
+    dtype: DType | str | None = None,
     allow_nonfinite: bool = False,
 ) -> Problem:
     """Validate ``arrays`` (name -> array-like) and ``params`` for ``function``, once.
 
+    ``dtype`` None means float64, with a note where a float32 array is upcast.
     Raises :class:`UsageError` naming the option at fault.
     """
     fn = lookup(function) if isinstance(function, str) else function
+    upcast_note = dtype is None  # float64 by default, and the user is told when float32 data is upcast
     try:
-        work = DType(dtype).numpy
+        work = DType(dtype or DType.FLOAT64).numpy
     except ValueError:
         raise UsageError(f"--dtype: unknown dtype {dtype!r}; use float64 or float32") from None
     accepted = {a.name: a for a in fn.arrays}
@@ -160,7 +164,10 @@ def build_problem(
         if name not in accepted:
             raise UsageError(f"{option_name(name)}: {fn.name} takes no such array; it takes "
                              f"{', '.join(a.option for a in fn.arrays)}")
-        args[name] = _convert(np.asarray(value), accepted[name].kind, work, option_name(name), notes)
+        array = np.asarray(value)
+        if upcast_note and array.dtype == np.float32:
+            notes.append(f"{option_name(name)}: {UPCAST_NOTE}")
+        args[name] = _convert(array, accepted[name].kind, work, option_name(name), notes)
         if not allow_nonfinite:
             check_finite(args[name], option_name(name))
     for arg in fn.arrays:

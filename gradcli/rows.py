@@ -34,9 +34,28 @@ def parse_rows(text: str, n: int) -> np.ndarray:
     return indices
 
 
+SHARED = ("class_weight", "weight", "bias")  # one value for every row: a class weight (C,), a Linear layer's W and b
+
+
+def has_batch_axis(name: str, array: np.ndarray, input_shape: tuple[int, ...]) -> bool:
+    """Whether argument ``name`` carries the batch axis (dim 0 of the input, size B).
+
+    Class weights, a Linear layer's weight and bias, and module parameters are
+    shared by every row. ``pos_weight`` broadcasts against the input from the
+    right, so it reaches the batch axis only with the input's ndim, and carries
+    it only with size B there (size 1 is broadcast to every row). Any other
+    argument (the target, user code's extra arrays) is per-row when its dim 0
+    has size B.
+    """
+    if name in SHARED or name.startswith("param:") or array.ndim == 0:
+        return False
+    if name == "pos_weight" and array.ndim != len(input_shape):
+        return False
+    return array.shape[0] == input_shape[0]
+
+
 def batch_rows(args, index) -> dict[str, np.ndarray]:
-    """The input and the target at batch rows ``index`` (dim 0); every other
-    argument (weights, parameters) is shared by all rows and kept whole."""
-    n = args["input"].shape[0]
-    return {name: (a[index] if name in ("input", "target") and a.ndim and a.shape[0] == n else a)
-            for name, a in args.items()}
+    """Every argument at batch rows ``index``: those with the batch axis sliced
+    along it (:func:`has_batch_axis`), the others kept whole."""
+    shape = args["input"].shape
+    return {name: (a[index] if has_batch_axis(name, a, shape) else a) for name, a in args.items()}

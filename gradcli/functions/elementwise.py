@@ -21,20 +21,10 @@ import numpy as np
 
 from ..rowform import RowKernel, RowLayout, diagonal_blocks
 from .base import ArrayArg, Function, Param, Structure
+from .numerics import sigmoid_np, softplus_torch
 
 Array = np.ndarray
 Params = Mapping[str, Any]
-
-
-def sigmoid_np(x: Array) -> Array:
-    """Stable logistic: exp(-|x|) never overflows."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def softplus_np(x: Array) -> Array:
-    """Stable log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def _normal_pdf(x: Array) -> Array:
@@ -55,12 +45,6 @@ def _log(x: Array) -> Array:
 def _reciprocal(x: Array, power: int = 1) -> Array:
     with np.errstate(divide="ignore"):
         return 1 / x**power
-
-
-def _softplus_beta(x: Array, p: Params) -> Array:
-    """torch's softplus: ``log(1 + exp(beta x)) / beta``, and ``x`` itself where ``beta x > threshold``."""
-    bx = p["beta"] * x
-    return np.where(bx > p["threshold"], x, softplus_np(bx) / p["beta"])
 
 
 def _softplus_d(x: Array, p: Params) -> Array:
@@ -142,7 +126,7 @@ SPECS = {spec.name: spec for spec in (
          ("softplus(x) = log(1 + exp(beta x)) / beta where beta x <= threshold, else x (as torch)",
           "d/dx = sigmoid(beta x) (1 above the threshold);  d2/dx2 = beta s (1 - s), s = sigmoid(beta x) "
           "(0 above the threshold), elementwise: a diagonal Jacobian"),
-         f=_softplus_beta, df=_softplus_d, d2f=_softplus_d2,
+         f=lambda x, p: softplus_torch(x, p["beta"], p["threshold"]), df=_softplus_d, d2f=_softplus_d2,
          torch_f=lambda torch, x, p: torch.nn.functional.softplus(x, beta=p["beta"], threshold=p["threshold"]),
          params=(Param("beta", 1.0, "softplus: the sharpness beta (torch's default 1)", kind=float),
                  Param("threshold", 20.0, "softplus: above beta x > threshold it is linear (torch's default 20)",
@@ -216,35 +200,36 @@ ELEMENTWISE = {name: Elementwise(spec) for name, spec in SPECS.items()}
 
 
 class Expr(Elementwise):
-    """``expr:TEXT``: parsed safely (see ``expr.py``) and differentiated by sympy."""
+    """``expr:TEXT``: parsed safely and computed as written, as torch would (see ``expr.py``)."""
 
     def __init__(self, text: str) -> None:
-        import sympy
-
         from . import expr as expr_module
 
-        self._module = expr_module
         self.text = text
         self.name = f"expr:{text}"
         self.params = ()
         self.spec = None
         self.expression = expr_module.parse(text)
-        self.derivative = sympy.diff(self.expression, sympy.Symbol("x", real=True))
         self.summary = f"the elementwise expression {text} in x"
-        self.formulas = (f"f(x) = {self.expression}", f"df/dx = {self.derivative} (sympy), elementwise: a diagonal Jacobian")
+        self.formulas = (f"f(x) = {text.strip()}",
+                         f"df/dx = {self.expression.sympy_derivative()} (sympy's simplified form)",
+                         "computed as written, with torch's chain rule: nan where any part of f is undefined, as in torch",
+                         "elementwise: a diagonal Jacobian")
+
+    def check(self, args, params):
+        self.expression.check_dtype(args["input"].dtype)
+        return []
 
     def f(self, x, params):
         with np.errstate(all="ignore"):
-            return np.asarray(self._module.evaluate(self.expression, x, np), dtype=x.dtype)
+            return np.array(self.expression.numpy_value(x), dtype=x.dtype)
 
     def df(self, x, params):
         with np.errstate(all="ignore"):
-            return np.asarray(self._module.evaluate(self.derivative, x, np), dtype=x.dtype)
+            return np.asarray(self.expression.numpy_derivative(x), dtype=x.dtype)
 
     def torch_forward(self, args, params):
-        import torch
-
-        return self._module.evaluate(self.expression, args["input"], torch)
+        return self.expression.torch_value(args["input"])
 
     def kinks(self, args, params):
         return None

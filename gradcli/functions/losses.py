@@ -106,13 +106,18 @@ class _ClassLoss(Function):
     @staticmethod
     def _coef(params, rows_shape, dtype, total_weight=None, ignored=None):
         """Reduction weights: ``sum`` -> 1, ``mean`` -> 1 / total weight (torch's
-        normaliser); 0 on ignored rows, which contribute nothing."""
+        normaliser); 0 on ignored rows, which contribute nothing.
+
+        A total weight of 0 (every counted target's class weight is 0) makes
+        torch's mean 0/0: the value is nan and so is the gradient of every
+        counted row (ignored rows keep 0), so the counted rows' coef is nan.
+        """
         reduction = params["reduction"]
         if reduction is Reduction.NONE:
             return None
         coef = np.ones(rows_shape, dtype=dtype)
-        if reduction is Reduction.MEAN and total_weight:
-            coef /= dtype.type(total_weight)
+        if reduction is Reduction.MEAN:
+            coef *= dtype.type(1 / total_weight) if total_weight else dtype.type(np.nan)
         return coef if ignored is None else np.where(ignored, dtype.type(0), coef)
 
     @staticmethod
@@ -250,6 +255,12 @@ class NllLoss(_ClassLoss):
         x0 = np.moveaxis(args["input"], params["dim"], -1)
         y_safe, ignored, w_y = self._index_rows(args, params)
         n_classes = x0.shape[-1]
+        coef = self._coef(params, x0.shape[:-1], x0.dtype, total_weight=w_y.sum(), ignored=ignored)
+        if coef is not None and np.isnan(coef).any():
+            # A mean over a total weight of 0: torch's backward writes -w_y / 0 = nan at each
+            # counted row's target entry alone and 0 elsewhere, so the nan goes into the row's
+            # loss and block (on the target entry), not into coef (which would fill the row).
+            w_y, coef = np.where(ignored, w_y, np.nan), np.where(ignored, coef, 1).astype(x0.dtype)
 
         def forward(x):
             return -w_y * pick(x, y_safe)
@@ -258,7 +269,7 @@ class NllLoss(_ClassLoss):
             x0=x0,
             forward=forward,
             blocks=lambda: _scatter_rows(-w_y, y_safe, n_classes, x0.dtype),
-            coef=self._coef(params, x0.shape[:-1], x0.dtype, total_weight=w_y.sum(), ignored=ignored),
+            coef=coef,
             empty_mean=self._empty_mean(params, ignored),
         )
 

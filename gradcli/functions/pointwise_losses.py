@@ -15,7 +15,8 @@ from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import RowKernel, RowLayout, diagonal_blocks
 from .base import ArrayArg, Function, Param, Structure
-from .elementwise import kink_notes, sigmoid_np, softplus_np
+from .elementwise import kink_notes
+from .numerics import sigmoid_np, softplus_np
 
 _TARGET = ArrayArg("target", "the target, the input's shape", required=True)
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
@@ -224,11 +225,16 @@ class BinaryCrossEntropyWithLogits(PointwiseLoss):
 
     def check_extra(self, args, params):
         if "pos_weight" in args:
+            shape, x_shape = args["pos_weight"].shape, args["input"].shape
             try:
-                np.broadcast_shapes(args["pos_weight"].shape, args["input"].shape)
+                wide = np.broadcast_shapes(shape, x_shape)
             except ValueError:
-                raise UsageError(f"--pos-weight: shape {list(args['pos_weight'].shape)} does not broadcast against "
-                                 f"--input {list(args['input'].shape)}; give shape [{args['input'].shape[-1]}]") from None
+                wide = None
+            if wide != x_shape:  # torch: the loss keeps the input's shape, and its backward raises
+                why = ("does not broadcast against" if wide is None
+                       else f"would widen the loss to {list(wide)}, which torch refuses, against")
+                raise UsageError(f"--pos-weight: shape {list(shape)} {why} --input {list(x_shape)}; give a shape that "
+                                 f"broadcasts to the input's, e.g. [{x_shape[-1] if x_shape else 1}]")
         return []
 
     def extra(self, args):
@@ -254,7 +260,7 @@ class BinaryCrossEntropy(PointwiseLoss):
     summary = "binary cross entropy of probabilities (torch.nn.functional.binary_cross_entropy)"
     arrays = (ArrayArg("input", "probabilities in [0, 1], any shape", required=True), _TARGET)
     formulas = ("l = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 as torch",
-                "dl/dx = (x - t) / max(x (1 - x), 1e-12)  (torch's backward formula)",
+                "dl/dx = (x - t) / max(x (1 - x), 1e-12)  (torch's backward formula; its 1e-12 is float32's, 9.99999996e-13)",
                 "mean: divide by the number of entries")
 
     def check_extra(self, args, params):
@@ -266,11 +272,14 @@ class BinaryCrossEntropy(PointwiseLoss):
         return []
 
     def loss(self, x, t, extra, params):
+        """torch's kernel, term for term: log(1 - x), not log1p(-x), which differs near 0."""
         with np.errstate(divide="ignore"):
-            return -(t * np.maximum(np.log(x), -100) + (1 - t) * np.maximum(np.log1p(-x), -100))
+            return (t - 1) * np.maximum(np.log(1 - x), -100) - t * np.maximum(np.log(x), -100)
 
     def d_input(self, x, t, extra, params):
-        return (x - t) / np.maximum(x * (1 - x), 1e-12)
+        """torch's backward: (x - t) / max((1 - x) x, EPSILON) with EPSILON the float32
+        constant 1e-12 (9.99999996e-13 in float64), so clamped entries read ±1.000000004e12."""
+        return (x - t) / np.maximum((1 - x) * x, np.float32(1e-12).astype(x.dtype))
 
 
 class KlDiv(PointwiseLoss):

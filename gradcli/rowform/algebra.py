@@ -32,9 +32,15 @@ def full_shape(layout: RowLayout) -> tuple[int, ...]:
 
 
 def diagonal_blocks(d: np.ndarray) -> np.ndarray:
-    """``(*rows, C)`` derivatives -> ``(*rows, C, C)`` diagonal blocks."""
+    """``(*rows, C)`` derivatives -> ``(*rows, C, C)`` diagonal blocks.
+
+    Off the diagonal, column j holds ``0 * d_j`` as torch's reverse mode
+    computes it (jacrev's Jacobian of log at 0 is nan there, not 0)."""
     c = d.shape[-1]
     out = np.zeros(d.shape + (c,), dtype=d.dtype)
+    if d.dtype.kind == "f":  # (a boolean mask of kinks stays boolean)
+        with np.errstate(invalid="ignore"):
+            out += (0 * d)[..., None, :]
     out.reshape(-1, c * c)[:, :: c + 1] = d.reshape(-1, c)
     return out
 
@@ -60,6 +66,7 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> 
     if layout.reduced:
         raise ValueError("a reduced output has no blocks; its Jacobian is the gradient")
     full = allocate(full_shape(layout), dtype=blocks.dtype)
+    fill_off_blocks(full, blocks, layout)
     if layout.in_axis is None:  # elementwise: J[i..., i...] = B[i..., 0]
         if not layout.rows:
             full[...] = blocks.reshape(())
@@ -70,6 +77,19 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> 
     view, selector = _block_view(full, layout)  # writes land in `full`
     view[selector] = blocks.reshape((-1,) + layout.out_block + (layout.features,)) if layout.rows else blocks
     return full
+
+
+def fill_off_blocks(full: np.ndarray, blocks: np.ndarray, layout: RowLayout) -> None:
+    """The entries off the blocks as torch.func.jacrev computes them: the
+    backward pass of another row's output sends a zero cotangent through this
+    row, ``0 * derivative``, which is nan where a derivative is inf or nan (log
+    at 0). That is the vjp of a zero cotangent, column by column; columns where
+    it is nan are filled (the blocks are scattered over them afterwards)."""
+    with np.errstate(invalid="ignore"):
+        zero = vjp_blocks(blocks, layout, None, np.zeros(layout.unreduced_shape, dtype=blocks.dtype))
+    bad = ~np.isfinite(zero)
+    if bad.any():
+        full.reshape(-1, zero.size)[:, bad.reshape(-1)] = zero[bad]
 
 
 def full_to_blocks(full: np.ndarray, layout: RowLayout) -> np.ndarray:
