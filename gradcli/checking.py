@@ -68,7 +68,7 @@ def run_check(
         try:
             got = solve(problem, quantity, backend=name, **kw)
         except BackendError as err:
-            comparisons.append(Comparison(name.value, True, 0.0, 0.0, (), 0, 0.0, skipped=str(err)))
+            comparisons.append(Comparison(name.value, True, 0.0, 0.0, (), 0, 0.0, skipped=err.cli_message()))
             continue
         comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
                                    error=got.error, kinks=kinks))

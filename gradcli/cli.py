@@ -53,7 +53,7 @@ class GradcliGroup(TyperGroup):
         except GradcliError as err:
             if show_traceback:
                 raise
-            _error(str(err))
+            _error(err.cli_message())
             code = err.exit_code
         except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
             code = ExitCode.OK

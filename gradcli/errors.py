@@ -6,6 +6,7 @@ them into a message on standard error and an exit code (SPEC §2).
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -17,10 +18,37 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+_OPTION = re.compile(r"^--(?P<name>[a-z][a-z0-9-]*)(?P<rest>[: ].*)$", re.S)
+
+
 class GradcliError(Exception):
-    """Base class. ``str(err)`` is the one- or two-line message shown to the user."""
+    """Base class: a one- or two-line message, and the parameter it concerns.
+
+    ``param`` is the library's name (``tangent``, ``class_weight``), or None;
+    ``str(err)`` speaks the library (``tangent: jvp needs ...``) and
+    :meth:`cli_message` the command line (``--tangent: jvp needs ...``). A
+    message written as ``"--name: ..."`` is read that way: its option becomes
+    ``param``, so every raise site names its argument once.
+    """
 
     exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        match = _OPTION.match(message) if param is None else None
+        if match:
+            param, message = match["name"].replace("-", "_"), match["rest"]
+        elif param is not None:
+            message = f": {message}"
+        super().__init__(message)
+        self.param = param
+        self.detail = message  # what follows the parameter's name: ": ..." or " value: ..."
+
+    def __str__(self) -> str:
+        return self.detail if self.param is None else f"{self.param}{self.detail}"
+
+    def cli_message(self) -> str:
+        """The message as the command line says it: the parameter as its option."""
+        return self.detail if self.param is None else f"--{self.param.replace('_', '-')}{self.detail}"
 
 
 class UsageError(GradcliError):

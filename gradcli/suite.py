@@ -112,7 +112,7 @@ def run_suite(entries: list[Entry], run: Callable[[Entry], tuple[CheckReport, An
         try:
             report, extra, ok = run(entry)
         except GradcliError as err:
-            outcomes.append(Outcome(entry.name, err.exit_code, time.perf_counter() - start, error=str(err)))
+            outcomes.append(Outcome(entry.name, err.exit_code, time.perf_counter() - start, error=err.cli_message()))
             continue
         code = ExitCode.OK if ok else ExitCode.MISMATCH
         outcomes.append(Outcome(entry.name, code, time.perf_counter() - start, report, extra))

@@ -233,3 +233,14 @@ def test_chain_vjp_composes_row_operators_and_matches_torch():
     xt = torch.tensor(x, requires_grad=True)
     torch.softmax(torch.tanh(xt @ torch.tensor(w).T), -1).backward(torch.tensor(v))
     np.testing.assert_allclose(res.value, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def test_library_errors_name_the_parameter_and_the_cli_its_option():
+    with pytest.raises(gradcli.UsageError, match=r"^tangent: jvp needs a direction") as refused:
+        gradcli.jvp("softmax", input=np.ones((2, 3)))
+    assert refused.value.param == "tangent"
+    assert refused.value.cli_message().startswith("--tangent: jvp needs a direction")
+    result = invoke("jvp", "softmax", "-x", "randn:2,3")
+    assert result.exit_code == 2 and result.stderr.startswith("gradcli: error: --tangent: jvp needs a direction")
+    with pytest.raises(gradcli.UsageError, match=r"^class_weight: shape \[2\]"):
+        gradcli.grad("cross_entropy", input=np.ones((2, 3)), target=np.array([0, 1]), class_weight=np.ones(2))

@@ -85,7 +85,7 @@ class Chain(Function):
                 if i == 0:
                     raise
                 raise UsageError(f"{self.name}: stage {i + 1} ({stage.name}) gets shape {list(z.shape)} "
-                                 f"from the stage before: {err}") from None
+                                 f"from the stage before: {err.cli_message()}") from None
             bounds.append(bound)
             notes += bound.notes
             if i + 1 < len(self.stages):
