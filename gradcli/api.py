@@ -83,9 +83,11 @@ def solve(
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
     notes = problem.notes + got.notes
-    if per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in)
+    if per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in); fd's error and mask as the value
         value = value.reshape(natural.output_shape + natural.wrt_shape[1:])
-        got = dataclasses.replace(got, output=np.asarray(got.output).reshape(natural.output_shape))
+        got = dataclasses.replace(got, output=np.asarray(got.output).reshape(natural.output_shape),
+                                  **{k: getattr(got, k).reshape(value.shape) for k in ("error", "nonsmooth")
+                                     if getattr(got, k) is not None})
         if verify_blocks:
             notes += (verify_samples_independent(natural, engine),)
         problem = dataclasses.replace(natural, rows=None)
@@ -110,6 +112,7 @@ def solve(
         evaluations=got.evaluations,
         formulas=problem.function.formulas,
         rows=problem.rows,
+        nonsmooth=None if got.nonsmooth is None else frozen(got.nonsmooth),
     )
 
 

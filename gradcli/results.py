@@ -47,7 +47,8 @@ class Result:
     blocks: ``(*rows, *out_block, C)``), the gradient or vjp (shaped like the
     ``wrt`` argument) or the jvp (shaped like the output). ``output`` is the
     function's value. ``error`` is the fd backend's per-entry error estimate,
-    shaped like ``value``.
+    shaped like ``value``, and ``nonsmooth`` its mask of entries where the
+    differences did not converge.
     """
 
     quantity: Quantity
@@ -68,6 +69,7 @@ class Result:
     evaluations: int | None = None
     formulas: tuple[str, ...] = field(default=())
     rows: Any = None  # the RowLayout the value was computed with (structure notes read it)
+    nonsmooth: np.ndarray | None = None
 
     @functools.cached_property
     def structure(self) -> tuple[str, ...]:

@@ -26,7 +26,8 @@ class Derivative:
     Row kernel: ``blocks`` ``(*rows, *out_block, C)``. General kernel:
     ``blocks`` is None (closed-form operators) or the full Jacobian
     ``output_shape + wrt_shape``. ``error`` is a per-entry estimate shaped like
-    ``blocks`` (fd only).
+    ``blocks`` (fd only), ``nonsmooth`` a mask shaped like ``blocks`` (fd:
+    the differences did not converge).
     """
 
     kernel: RowKernel | GeneralKernel
@@ -34,6 +35,7 @@ class Derivative:
     error: np.ndarray | None = None
     evaluations: int | None = None
     notes: tuple[str, ...] = ()
+    nonsmooth: np.ndarray | None = None
 
 
 class RowBackend(Backend):
@@ -54,21 +56,31 @@ class RowBackend(Backend):
 
     def _finish(self, problem: Problem, quantity: Quantity, arg) -> Computed:
         """Apply the quantity's linear map to the derivative; an error estimate
-        goes through the same map with absolute values (how entries' errors add)."""
+        goes through the same map with absolute values (how entries' errors add),
+        and so does a non-smooth mask (a result entry is non-smooth when a
+        non-smooth entry enters it with a non-zero weight)."""
         got = self.derivative(problem)
         kernel = got.kernel
         if isinstance(kernel, GeneralKernel):
             value = general_map(kernel, got.blocks, quantity, arg)
-            error = None if got.error is None else general_map(kernel, got.error, quantity, _abs(arg))
+
+            def absolute_map(entries):
+                return general_map(kernel, entries, quantity, _abs(arg))
             output = kernel.forward(kernel.x0)
         else:
             value = row_map(problem, got.blocks, kernel.coef, quantity, arg, self.options.allocate)
-            error = None
-            if got.error is not None:
-                coef = None if kernel.coef is None else np.abs(kernel.coef)
-                error = row_map(problem, got.error, coef, quantity, _abs(arg))
+            coef = None if kernel.coef is None else np.abs(kernel.coef)
+
+            def absolute_map(entries):
+                return row_map(problem, entries, coef, quantity, _abs(arg))
             output = blockmath.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
-        return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes)
+        error = None if got.error is None else absolute_map(got.error)
+        nonsmooth = None
+        if got.nonsmooth is not None:
+            nonsmooth = absolute_map(got.nonsmooth.astype(value.dtype)) > 0 if got.nonsmooth.any() else \
+                np.zeros(np.shape(value), dtype=bool)
+        return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes,
+                        nonsmooth=nonsmooth)
 
 
 def _abs(arg):
