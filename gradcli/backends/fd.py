@@ -52,6 +52,7 @@ METHODS = {
     "forward": Method((1, 2), 1 / 2),
     "richardson": Method((1, -1, 2, -2, 4, -4), 1 / 5),
 }
+RESOLVED = 256  # the estimate's floor, in eps times the Jacobian's largest entry
 TARGET_POWER = 2 / 3  # the adaptive search stops once an entry's estimate is below 10 eps^(2/3) of its row's scale
 
 
@@ -145,9 +146,9 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
         counted.append(m * k)
         return forward(points), (moved - x0_t[cols]).reshape(disp.shape + tail)
 
-    def window(values, taken, cond=0.0) -> fdsteps.Candidate:
+    def window(values, taken, cond=0.0, first=False) -> fdsteps.Candidate:
         if method == "richardson":
-            return fdsteps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond)
+            return fdsteps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond, first)
         return fdsteps.simple(values, np.abs(taken), f0, eps, method)
 
     # Column-major buffers: each chunk of columns lands in one contiguous slab. Per entry: the value, the
@@ -190,12 +191,18 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     scale = np.maximum.reduce([p[1] for p in partial]).reshape(rows + tail)  # (*rows): each row's largest entry
     target = 10 * eps ** TARGET_POWER
     goal = target * scale
+    # Nothing below a few hundred eps times the largest entry is resolved: a function rounded inside (log(1 + e)
+    # of a saturated cross_entropy row) can be flat at every point while its derivative is not 0. Nor below
+    # the result dtype's smallest number.
+    floor = RESOLVED * eps * float(scale.max(initial=0.0)) + (
+        np.finfo(np.float32 if eps_out > 1e-10 else np.float64).smallest_subnormal if eps_out else 0.0)
     todo = np.zeros(n_cols, dtype=bool)
 
     def finish(start: int, stop: int) -> None:
         cols = slice(start, stop)
         error = error_t[cols]
         error += q0[cols].reshape(q0[cols].shape + tail) * cond
+        error += floor
         done = error <= goal
         done &= ok_t[cols]
         todo[cols] = ~done.reshape(stop - start, -1).all(axis=1)
@@ -208,9 +215,9 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
 
         def search(start: int, stop: int) -> None:
             cols = columns[start:stop]
-            best, error, h = _search(evaluate, lambda v, w: window(v, w, cond), cols, h0[cols], multiples, eps,
+            best, error, h = _search(evaluate, lambda v, w, first=False: window(v, w, cond, first), cols, h0[cols], multiples, eps,
                                      cond, scale, target, bounds[0][cols], bounds[1][cols], tail)
-            value_t[cols], error_t[cols], ok_t[cols] = best.V, error + eps_out * np.abs(best.V), best.ok
+            value_t[cols], error_t[cols], ok_t[cols] = best.V, error + eps_out * np.abs(best.V) + floor, best.ok
             col_steps[:, cols] = _per_column(h, np.min), _per_column(h, np.max)
 
         run_chunks(len(columns), search, chunk=chunk, parallel=parallel)
@@ -238,12 +245,15 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
     out_axes = tuple(range(h.ndim, h.ndim + len(tail)))
     values, taken = evaluate(cols, multiples * h)
     fp, fm, wp, wm = values[0::2], values[1::2], taken[0::2], -taken[1::2]
-    cand = window(values, taken)
+    cand = window(values, taken, first=True)
+    flat_first = (cand.V == 0) & (cand.T == 0)  # no value changed: flat at this step already
+    samples = [cand.sampled, cand.sampled]  # the noise samples of the last two windows
     best_e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
     best = cand
     best_h = np.broadcast_to(h.reshape(h.shape + tail), cand.V.shape)
     last = np.zeros(h.shape, dtype=np.int8)
     for _ in range(fdsteps.MAX_MOVES):
+        previous = cand.V
         move = np.where((wanted < 0).any(axis=out_axes), -1, np.where((wanted > 0).any(axis=out_axes), 1, 0))
         move[move == -last] = 0  # turned back: the balance of truncation and rounding lies in between
         move[(move < 0) & (h / 2 < h_min)] = 0
@@ -261,8 +271,20 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         h = np.where(move < 0, h / 2, np.where(move > 0, 2 * h, h))
         cand = window(np.stack([fp[0], fm[0], fp[1], fm[1], fp[2], fm[2]]),
                       np.stack([wp[0], -wm[0], wp[1], -wm[1], wp[2], -wm[2]]))
-        e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
+        # The difference between successive windows' values joins the truncation: where rounding the
+        # evaluation cannot reveal (log(1 + x^2) at tiny x) makes the tableau noisy, the windows disagree.
         moved = down | up
+        cand.T = np.maximum(cand.T, np.where(moved, np.abs(cand.V - previous), 0.0) / fdsteps.SAFETY)
+        # The noise does not shrink with the step: the last windows' samples hold here too (one sample
+        # of rounded values can be 0 by chance).
+        raw = cand.sampled
+        cand.sampled = np.maximum(raw, np.maximum(*samples))
+        samples = [samples[1], raw]
+        # A step so small that no value changes, where a larger one changed them, resolves nothing.
+        quantized = (cand.V == 0) & (cand.T == 0) & ~flat_first
+        cand.ok &= ~quantized
+        e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
+        e[quantized] = np.inf
         better = moved & ((cand.ok & ~best.ok) | ((cand.ok == best.ok) & (e < best_e)))
         best, best_e = cand.where(better, best), np.where(better, e, best_e)
         best_h = np.where(better, h.reshape(h.shape + tail), best_h)

@@ -39,6 +39,10 @@ NOISE = 4.0  # differences below NOISE times their rounding are noise, not shape
 RATIO = (2.5, 80.0)  # an asymptotic central tableau: differences shrink 4x (h^2) .. 64x (h^6) per halving
 ONE_SIDED_RATIO = (1.5, 80.0)  # a one-sided tableau: 2x (h) .. 64x per halving
 MAX_MOVES = 40  # window moves per column: steps from 2^-40 to 2^+40 times the first
+# N = 64 S(h) - 20 S(2h) + S(4h) = 8 f^(6) h^6 + noise: it cancels every polynomial of degree < 6, so at a
+# step where the function is smooth it measures the evaluations' own noise (std 130.7 sigma). Where the
+# model eps |f| misses it (log(1 + x^2) at tiny x rounds 1 + x^2), this sample raises sigma.
+NOISE_SAMPLE = 3.0 / 130.7
 
 
 @dataclass
@@ -53,15 +57,17 @@ class Candidate:
     F: np.ndarray
     q: np.ndarray
     ok: np.ndarray
+    sampled: np.ndarray | float = 0.0  # the noise sample, in the units of F: raises the estimate only
 
     def estimate(self, eps: float, cond=0.0) -> np.ndarray:
         """Truncation with its safety factor plus rounding (without the result dtype)."""
-        return SAFETY * self.T + ULPS * eps * self.q * (self.F + cond)
+        return SAFETY * self.T + ULPS * eps * self.q * np.maximum(self.F + cond, self.sampled)
 
     def where(self, take: np.ndarray, other: "Candidate") -> "Candidate":
         """This candidate where ``take``, else ``other``."""
         return Candidate(*(np.where(take, a, b) for a, b in zip(
-            (self.V, self.T, self.F, self.q, self.ok), (other.V, other.T, other.F, other.q, other.ok))))
+            (self.V, self.T, self.F, self.q, self.ok, self.sampled),
+            (other.V, other.T, other.F, other.q, other.ok, other.sampled))))
 
 
 def _ratio_ok(small, large, noise, bounds=RATIO):
@@ -73,21 +79,29 @@ def _ratio_ok(small, large, noise, bounds=RATIO):
     return quiet | ((small * large > 0) & (b >= lo * a) & (b <= hi * a))
 
 
-def central(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
+def central(fp, fm, wp, wm, f0, eps, cond=0.0, trust_sample=False) -> Candidate:
     """Richardson from ``fp[i] = f(x + w_i)``, ``fm[i] = f(x - w_i)`` at the
-    three levels ``i`` (steps ``h, 2h, 4h``; ``wp``/``wm`` the steps as taken)."""
+    three levels ``i`` (steps ``h, 2h, 4h``; ``wp``/``wm`` the steps as taken).
+    The noise sample always raises the estimate; it decides what is noise in
+    the ratio tests only with ``trust_sample`` (the first window: at a step
+    too large for the function it measures truncation, not noise)."""
     D = [(fp[i] - fm[i]) / (wp[i] + wm[i]) for i in range(3)]
     S = [fp[i] + fm[i] - 2 * f0 for i in range(3)]
     F = np.maximum(np.abs(f0), np.maximum(np.abs(fp).max(axis=0), np.abs(fm).max(axis=0)))
     r1a, r1b = (4 * D[0] - D[1]) / 3, (4 * D[1] - D[2]) / 3
     V = (16 * r1a - r1b) / 15
     h = (wp[0] + wm[0]) / 2
-    sigma = ULPS * eps * (F + cond)  # one evaluation's rounding
+    modelled = ULPS * eps * (F + cond)  # one evaluation's rounding
+    sigma = np.maximum(modelled, NOISE_SAMPLE * np.abs(64 * S[0] - 20 * S[1] + S[2]))
+    if not trust_sample:
+        sigma, modelled = modelled, sigma
     odd = _ratio_ok(D[0] - D[1], D[1] - D[2], NOISE * 1.5 * sigma / h)
     even = _ratio_ok(S[0], S[1], NOISE * 4 * sigma) & _ratio_ok(S[1], S[2], NOISE * 4 * sigma)
     ok = odd & even & np.isfinite(V) & np.isfinite(F)
     # R2 = (64 D(h) - 20 D(2h) + D(4h)) / 45: |64| + |20|/2 + |1|/4 over 45, rounding 1.65 sigma/h; 2 for margin.
-    return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(2.0 / h, V.shape), ok)
+    # F carries sigma (in units of ULPS eps) so that the estimate sees the sampled noise too.
+    return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(2.0 / h, V.shape), ok,
+                     np.maximum(sigma, modelled) / (ULPS * eps))
 
 
 def one_sided(fs, w, f0, eps, sign: float, cond=0.0) -> Candidate:
@@ -104,11 +118,11 @@ def one_sided(fs, w, f0, eps, sign: float, cond=0.0) -> Candidate:
     return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(8.0 / h, V.shape), ok)
 
 
-def richardson(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
+def richardson(fp, fm, wp, wm, f0, eps, cond=0.0, trust_sample=False) -> Candidate:
     """Central where all seven points are finite; else one-sided on a finite side
     (a domain edge: log, sqrt near 0); else nothing (``V`` nan, not ok)."""
     with np.errstate(all="ignore"):
-        best = central(fp, fm, wp, wm, f0, eps, cond)
+        best = central(fp, fm, wp, wm, f0, eps, cond, trust_sample)
         finite_p, finite_m = np.isfinite(fp).all(axis=0), np.isfinite(fm).all(axis=0)
         taken = finite_p & finite_m
         if taken.all():
@@ -123,12 +137,14 @@ def richardson(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
 
 # Rows applied to the six values (f(x+h), f(x-h), f(x+2h), f(x-2h), f(x+4h), f(x-4h)) in one pass:
 # h R2(h); SAFETY h |R2(h) - R1(h)| (before the absolute value); S(2h) - 4 S(h) - 6 f(x) (the even
-# part's departure from h^2 scaling, f(x) added afterwards); S(2h) + 2 f(x); f(x+4h) - f(x-4h).
+# part's departure from h^2 scaling, f(x) added afterwards); S(2h) + 2 f(x); f(x+4h) - f(x-4h);
+# N + 90 f(x) (the noise sample).
 _SCREEN = np.array([[32 / 45, -32 / 45, -5 / 45, 5 / 45, 1 / 360, -1 / 360],
                     np.array([2, -2, -1.25, 1.25, 1 / 8, -1 / 8]) * SAFETY / 45,
                     [-4, -4, 1, 1, 0, 0],
                     [0, 0, 1, 1, 0, 0],
-                    [0, 0, 0, 0, 1, -1]])
+                    [0, 0, 0, 0, 1, -1],
+                    [64, 64, -20, -20, 1, 1]])
 
 
 def screen(values, h, f0, eps, value_out, estimate_out):
@@ -145,7 +161,12 @@ def screen(values, h, f0, eps, value_out, estimate_out):
         np.divide(rows[0], h, out=value_out)
         magnitude = np.abs(rows[4], out=rows[4])
         magnitude += np.abs(f0)  # bounds |f| at the points, up to the even part
-        magnitude *= 2 * ULPS * eps  # 2 sigma: a central R2's rounding times h
+        magnitude *= ULPS * eps  # sigma, as modelled ...
+        rows[5] -= 90 * f0
+        np.abs(rows[5], out=rows[5])
+        rows[5] *= NOISE_SAMPLE
+        np.maximum(magnitude, rows[5], out=magnitude)  # ... or as sampled
+        magnitude *= 2  # a central R2's rounding, times h
         np.abs(rows[1], out=estimate_out)
         estimate_out += magnitude
         estimate_out /= h
@@ -185,13 +206,13 @@ def assess(cand: Candidate, eps: float, cond, scale, target: float):
     dominates above the target while the derivative stands above it).
     ``scale``: the magnitude of the derivative's row, what the target is relative to."""
     trunc = SAFETY * cand.T
-    rounding = cand.F + cond
+    rounding = cand.F + cond  # as modelled: the direction follows it (a noise sample may be truncation)
     rounding *= cand.q
     rounding *= ULPS * eps
+    estimate = cand.estimate(eps, cond)
     goal = target * scale
     with np.errstate(invalid="ignore"):
-        done = np.maximum(trunc, rounding) <= goal
+        done = estimate <= goal
         down = ~cand.ok | (~done & (trunc >= rounding))
         up = ~down & ~done & (scale > rounding)
-    trunc += rounding
-    return trunc, up.view(np.int8) - down.view(np.int8)
+    return estimate, up.view(np.int8) - down.view(np.int8)
