@@ -117,7 +117,8 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     moves per entry (see the module docstring). ``eps_out``: the value is
     rounded to a dtype with this eps afterwards; the estimate includes it."""
     rows, n_cols = x0.shape[:-1], x0.shape[-1]
-    f0 = forward(x0[None])[0]  # (*rows, *out_block)
+    with np.errstate(all="ignore"):
+        f0 = forward(x0[None])[0]  # (*rows, *out_block)
     out_block = f0.shape[len(rows):]
     tail = (1,) * len(out_block)  # steps (k, *rows) broadcast over the output axes
     out_axes = tuple(range(1 + len(rows), 1 + f0.ndim))
@@ -144,11 +145,13 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
         flat = points.reshape(m, k, -1, n_cols)  # a view: rows flattened to one axis
         flat[:, np.arange(k), :, cols] = np.moveaxis(moved.reshape(m, k, -1), 0, 1)
         counted.append(m * k)
-        return forward(points), (moved - x0_t[cols]).reshape(disp.shape + tail)
+        with np.errstate(all="ignore"):  # points outside the domain give nan or inf, read as such (no warning)
+            values = forward(points)
+        return values, (moved - x0_t[cols]).reshape(disp.shape + tail)
 
-    def window(values, taken, cond=0.0, first=False) -> fdsteps.Candidate:
+    def window(values, taken, cond=0.0) -> fdsteps.Candidate:
         if method == "richardson":
-            return fdsteps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond, first)
+            return fdsteps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond)
         return fdsteps.simple(values, np.abs(taken), f0, eps, method)
 
     # Column-major buffers: each chunk of columns lands in one contiguous slab. Per entry: the value, the
@@ -215,7 +218,7 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
 
         def search(start: int, stop: int) -> None:
             cols = columns[start:stop]
-            best, error, h = _search(evaluate, lambda v, w, first=False: window(v, w, cond, first), cols, h0[cols], multiples, eps,
+            best, error, h = _search(evaluate, lambda v, w: window(v, w, cond), cols, h0[cols], multiples, eps,
                                      cond, scale, target, bounds[0][cols], bounds[1][cols], tail)
             value_t[cols], error_t[cols], ok_t[cols] = best.V, error + eps_out * np.abs(best.V) + floor, best.ok
             col_steps[:, cols] = _per_column(h, np.min), _per_column(h, np.max)
@@ -245,15 +248,15 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
     out_axes = tuple(range(h.ndim, h.ndim + len(tail)))
     values, taken = evaluate(cols, multiples * h)
     fp, fm, wp, wm = values[0::2], values[1::2], taken[0::2], -taken[1::2]
-    cand = window(values, taken, first=True)
+    cand = window(values, taken)
     flat_first = (cand.V == 0) & (cand.T == 0)  # no value changed: flat at this step already
-    samples = [cand.sampled, cand.sampled]  # the noise samples of the last two windows
+    samples = [0.0, np.where(cand.ok, cand.sampled, 0.0)]  # the noise samples of the last two converged windows
     best_e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
     best = cand
     best_h = np.broadcast_to(h.reshape(h.shape + tail), cand.V.shape)
     last = np.zeros(h.shape, dtype=np.int8)
     for _ in range(fdsteps.MAX_MOVES):
-        previous = cand.V
+        previous, previous_ok = cand.V, cand.ok  # successive windows' values must agree where both converged
         move = np.where((wanted < 0).any(axis=out_axes), -1, np.where((wanted > 0).any(axis=out_axes), 1, 0))
         move[move == -last] = 0  # turned back: the balance of truncation and rounding lies in between
         move[(move < 0) & (h / 2 < h_min)] = 0
@@ -274,17 +277,19 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         # The difference between successive windows' values joins the truncation: where rounding the
         # evaluation cannot reveal (log(1 + x^2) at tiny x) makes the tableau noisy, the windows disagree.
         moved = down | up
-        cand.T = np.maximum(cand.T, np.where(moved, np.abs(cand.V - previous), 0.0) / fdsteps.SAFETY)
+        cand.T = np.maximum(cand.T, np.where(moved & previous_ok, np.abs(cand.V - previous), 0.0) / fdsteps.SAFETY)
         # The noise does not shrink with the step: the last windows' samples hold here too (one sample
         # of rounded values can be 0 by chance).
         raw = cand.sampled
         cand.sampled = np.maximum(raw, np.maximum(*samples))
-        samples = [samples[1], raw]
-        # A step so small that no value changes, where a larger one changed them, resolves nothing.
-        quantized = (cand.V == 0) & (cand.T == 0) & ~flat_first
+        # A step so small that no value changes, where a larger one changed them, resolves nothing: the
+        # function may round inside (log(1 + x^2) at tiny x). Values that are all exactly 0 are a flat
+        # region (relu below 0) reached once the steps no longer cross its edge.
+        quantized = (cand.V == 0) & (cand.T == 0) & ~flat_first & (cand.F != 0)
         cand.ok &= ~quantized
         e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
         e[quantized] = np.inf
+        samples = [samples[1], np.where(cand.ok, raw, 0.0)]
         better = moved & ((cand.ok & ~best.ok) | ((cand.ok == best.ok) & (e < best_e)))
         best, best_e = cand.where(better, best), np.where(better, e, best_e)
         best_h = np.where(better, h.reshape(h.shape + tail), best_h)

@@ -79,29 +79,26 @@ def _ratio_ok(small, large, noise, bounds=RATIO):
     return quiet | ((small * large > 0) & (b >= lo * a) & (b <= hi * a))
 
 
-def central(fp, fm, wp, wm, f0, eps, cond=0.0, trust_sample=False) -> Candidate:
+def central(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
     """Richardson from ``fp[i] = f(x + w_i)``, ``fm[i] = f(x - w_i)`` at the
     three levels ``i`` (steps ``h, 2h, 4h``; ``wp``/``wm`` the steps as taken).
-    The noise sample always raises the estimate; it decides what is noise in
-    the ratio tests only with ``trust_sample`` (the first window: at a step
-    too large for the function it measures truncation, not noise)."""
+    The noise sample raises the estimate only: what counts as noise in the
+    ratio tests is the model (at a step too large for the function, or across
+    a kink, the sample measures the function's shape, not noise)."""
     D = [(fp[i] - fm[i]) / (wp[i] + wm[i]) for i in range(3)]
     S = [fp[i] + fm[i] - 2 * f0 for i in range(3)]
     F = np.maximum(np.abs(f0), np.maximum(np.abs(fp).max(axis=0), np.abs(fm).max(axis=0)))
     r1a, r1b = (4 * D[0] - D[1]) / 3, (4 * D[1] - D[2]) / 3
     V = (16 * r1a - r1b) / 15
     h = (wp[0] + wm[0]) / 2
-    modelled = ULPS * eps * (F + cond)  # one evaluation's rounding
-    sigma = np.maximum(modelled, NOISE_SAMPLE * np.abs(64 * S[0] - 20 * S[1] + S[2]))
-    if not trust_sample:
-        sigma, modelled = modelled, sigma
+    sigma = ULPS * eps * (F + cond)  # one evaluation's rounding, as modelled
+    sampled = NOISE_SAMPLE * np.abs(64 * S[0] - 20 * S[1] + S[2]) / (ULPS * eps)
     odd = _ratio_ok(D[0] - D[1], D[1] - D[2], NOISE * 1.5 * sigma / h)
     even = _ratio_ok(S[0], S[1], NOISE * 4 * sigma) & _ratio_ok(S[1], S[2], NOISE * 4 * sigma)
     ok = odd & even & np.isfinite(V) & np.isfinite(F)
     # R2 = (64 D(h) - 20 D(2h) + D(4h)) / 45: |64| + |20|/2 + |1|/4 over 45, rounding 1.65 sigma/h; 2 for margin.
     # F carries sigma (in units of ULPS eps) so that the estimate sees the sampled noise too.
-    return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(2.0 / h, V.shape), ok,
-                     np.maximum(sigma, modelled) / (ULPS * eps))
+    return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(2.0 / h, V.shape), ok, sampled)
 
 
 def one_sided(fs, w, f0, eps, sign: float, cond=0.0) -> Candidate:
@@ -118,11 +115,11 @@ def one_sided(fs, w, f0, eps, sign: float, cond=0.0) -> Candidate:
     return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(8.0 / h, V.shape), ok)
 
 
-def richardson(fp, fm, wp, wm, f0, eps, cond=0.0, trust_sample=False) -> Candidate:
+def richardson(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
     """Central where all seven points are finite; else one-sided on a finite side
     (a domain edge: log, sqrt near 0); else nothing (``V`` nan, not ok)."""
     with np.errstate(all="ignore"):
-        best = central(fp, fm, wp, wm, f0, eps, cond, trust_sample)
+        best = central(fp, fm, wp, wm, f0, eps, cond)
         finite_p, finite_m = np.isfinite(fp).all(axis=0), np.isfinite(fm).all(axis=0)
         taken = finite_p & finite_m
         if taken.all():
