@@ -190,7 +190,10 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
             progress(stop, n_cols)
 
     run_chunks(n_cols, first, chunk=chunk, parallel=parallel)
-    cond = sum(p[0] for p in partial)  # (*rows, *out_block)
+    # An output is computed from intermediates as large as its row's largest output (log_softmax: x - max
+    # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fdsteps).
+    f0_axes = tuple(range(len(rows), f0.ndim))
+    cond = sum(p[0] for p in partial) + np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
     scale = np.maximum.reduce([p[1] for p in partial]).reshape(rows + tail)  # (*rows): each row's largest entry
     target = 10 * eps ** TARGET_POWER
     goal = target * scale
@@ -310,7 +313,7 @@ def _notes(got: Differences, problem: Problem, kernel, adaptive: bool) -> tuple[
     smallest, largest = got.steps
     how = "adaptive per entry" if adaptive else "fixed"
     span = f"{smallest:.2g}" if f"{smallest:.2g}" == f"{largest:.2g}" else f"{smallest:.2g} to {largest:.2g}"
-    notes = [f"fd: step{'s' if ' ' in span else ''} {span} ({how}); {got.evaluations} points evaluated"]
+    notes = [f"fd: step{'s' if ' ' in span else ''} {span} ({how})"]
     if got.flagged:
         n_rows = 1 if isinstance(kernel, GeneralKernel) else kernel.x0.ndim - 1
         flagged = got.nonsmooth
