@@ -128,7 +128,7 @@ def fd_estimates():
     bounded = float(np.mean(ratios <= 1))
     ratios = ratios[ratios > 0]  # structural zeros of the full Jacobians are exact: the median is over the rest
     ok = "yes" if bounded >= 0.999 else "NO"
-    return (f"7 fd estimate vs true error, {len(cases)} hard inputs ({ratios.size} entries)", f"bounded {bounded:.2%}",
+    return (f"3b fd estimate vs true error, {len(cases)} hard inputs ({ratios.size} entries)", f"bounded {bounded:.2%}",
             "", "", ">= 99.9%", ok,
             f"true/estimate median {np.median(ratios):.1e}, max {ratios.max():.2g}; {flagged} non-smooth flagged")
 
@@ -184,7 +184,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     repeats = 3 if parser.parse_args().quick else 7
-    rows = [startup(repeats), *blocks(repeats), fd(repeats), *full(repeats), memory(), *scaling(repeats), fd_estimates()]
+    rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(), *scaling(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
