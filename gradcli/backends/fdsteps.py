@@ -154,7 +154,8 @@ def screen(values, h, f0, eps, value_out, estimate_out):
     non-finite value gives a non-finite estimate, never accepted.
     ``values``: ``(6, ...)`` at the steps ``h`` (exact multiples, see fd)."""
     with np.errstate(all="ignore"):
-        rows = np.tensordot(_SCREEN.astype(values.dtype), values, axes=1)
+        # einsum, not BLAS: a 6-long contraction, where OpenBLAS's threads cost more than they give.
+        rows = np.einsum("ij,j...->i...", _SCREEN.astype(values.dtype), values)
         np.divide(rows[0], h, out=value_out)
         magnitude = np.abs(rows[4], out=rows[4])
         magnitude += np.abs(f0)  # bounds |f| at the points, up to the even part
