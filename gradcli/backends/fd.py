@@ -127,7 +127,9 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     per_col = 2 * len(multiples) * (x0.size + f0.size) * x0.itemsize
     chunk = max(1, min(n_cols, _BUDGET_BYTES // max(per_col, 1)))
     buffers = threading.local()  # one stack of points per thread, reused: no fresh pages per chunk
-    counted, partial = [1], []  # evaluations (f(x0) first); per-chunk (cond, scale)
+    counted = [1]  # evaluations (f(x0) first)
+    # Accumulated over the chunks (under the lock): sum_j |df/dx_j| |x_j| per (row, output), each row's largest |entry|.
+    lock, cond, scale = threading.Lock(), np.zeros(f0.shape), np.zeros(rows)
     # Per column: the smallest and largest step used.
     col_steps = np.zeros((2, n_cols))
 
@@ -176,12 +178,15 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
             q0[cols] = fdsteps.ULPS * eps * cand.q.max(axis=out_axes)
         # Rounding grows with sum_j |df/dx_j| |x_j| (module fdsteps), summed here chunk by chunk.
         magnitude = np.abs(value_t[cols])
-        cond = np.einsum("c...,c...->...", magnitude, np.abs(x0_t[cols]).reshape(h.shape))
-        if not np.isfinite(cond).all():
+        part = np.einsum("c...,c...->...", magnitude, np.abs(x0_t[cols]).reshape(h.shape))
+        if not np.isfinite(part).all():
             magnitude = np.fmax(magnitude, 0.0)  # nan -> 0
             magnitude[np.isinf(magnitude)] = 0.0
-            cond = np.einsum("c...,c...->...", magnitude, np.abs(x0_t[cols]).reshape(h.shape))
-        partial.append((cond, magnitude.max(axis=(0,) + out_axes, initial=0.0)))
+            part = np.einsum("c...,c...->...", magnitude, np.abs(x0_t[cols]).reshape(h.shape))
+        largest = magnitude.max(axis=(0,) + out_axes, initial=0.0)
+        with lock:
+            np.add(cond, part, out=cond)
+            np.maximum(scale, largest, out=scale)
         if eps_out:  # the value is rounded to the result's dtype afterwards
             magnitude *= eps_out
             error_t[cols] += magnitude
@@ -193,8 +198,8 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     # An output is computed from intermediates as large as its row's largest output (log_softmax: x - max
     # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fdsteps).
     f0_axes = tuple(range(len(rows), f0.ndim))
-    cond = sum(p[0] for p in partial) + np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
-    scale = np.maximum.reduce([p[1] for p in partial]).reshape(rows + tail)  # (*rows): each row's largest entry
+    cond += np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
+    scale = scale.reshape(rows + tail)
     target = 10 * eps ** TARGET_POWER
     goal = target * scale
     # Nothing below a few hundred eps times the largest entry is resolved: a function rounded inside (log(1 + e)
@@ -263,6 +268,11 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         move = np.where((wanted < 0).any(axis=out_axes), -1, np.where((wanted > 0).any(axis=out_axes), 1, 0))
         move[move == -last] = 0  # turned back: the balance of truncation and rounding lies in between
         move[(move < 0) & (h / 2 < h_min)] = 0
+        # Nor below the step where rounding alone would exceed 1000 times the target: a kink at x never
+        # converges, and at such steps its differences drown in the rounding of the row's values.
+        rounding = ((fdsteps.ULPS * eps) * cand.q * (cand.F + cond)).max(axis=out_axes)
+        size = np.maximum(scale.reshape(scale.shape[:h.ndim - 1]), np.fmax(np.abs(cand.V), 0.0).max(axis=out_axes))
+        move[(move < 0) & (2 * rounding > 1000 * target * size)] = 0
         move[(move > 0) & (2 * h > h_max)] = 0
         if not move.any():
             break
