@@ -76,7 +76,8 @@ def _ratio_ok(small, large, noise, bounds=RATIO):
     lo, hi = bounds
     a, b = np.abs(small), np.abs(large)
     quiet = (a <= noise) & (b <= hi * noise)
-    return quiet | ((small * large > 0) & (b >= lo * a) & (b <= hi * a))
+    same_sign = (np.signbit(small) == np.signbit(large)) & (a > 0)  # not small * large > 0: it underflows at 1e-170
+    return quiet | (same_sign & (b >= lo * a) & (b <= hi * a))
 
 
 def central(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
