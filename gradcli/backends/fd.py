@@ -236,15 +236,12 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     return Differences(value=np.moveaxis(value_t, 0, -1), error=np.moveaxis(error_t, 0, -1),
                        nonsmooth=np.moveaxis(nonsmooth_t, 0, -1), steps=(float(col_steps[0].min()), float(col_steps[1].max())),
                        evaluations=int(sum(counted)), flagged=int(np.count_nonzero(nonsmooth_t)),
-                       scale=float(np.max(goal)) / target)
+                       scale=float(scale.max(initial=0.0)))
 
 
-def _per_column(a: np.ndarray, reduce, **kw) -> np.ndarray:
-    """``reduce`` over every axis but the first (the column) of ``a`` (broadcast to its full shape)."""
-    if "where" in kw:
-        a, kw["where"] = np.broadcast_arrays(a, kw["where"])
-        kw["where"] = kw["where"].reshape(len(a), -1)
-    return reduce(np.asarray(a).reshape(len(a), -1), axis=1, **kw)
+def _per_column(a: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` over every axis but the first (the column) of ``a``."""
+    return reduce(a.reshape(len(a), -1), axis=1)
 
 
 def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_min, h_max, tail):

@@ -19,12 +19,15 @@ trusted only where it *is* in the asymptotic range: successive differences
 even part ``S(h) = f(x+h) + f(x-h) - 2 f(x)`` (``f'' h^2``; a kink at ``x``
 makes it ``~h``, ratio 2) — unless both are at the rounding level.
 
-Rounding: one evaluation of ``f`` errs by ``ULPS * eps * (|f| + cond)``, where
-``cond = sum_j |df/dx_j| |x_j|`` (a backward-stable evaluation is exact for
-inputs perturbed by ``eps |x|``: this is how an offset of 1e3 on every logit
-of a cross_entropy row shows in its value); a tableau multiplies it by
-``amp / h``. The working dtype's ``eps`` is used; the result's dtype adds
-``eps_out |value|`` where the caller rounds the value to it.
+Rounding: one evaluation of ``f`` errs by ``sigma = ULPS * eps * (|f| + cond)``,
+where ``cond = sum_j |df/dx_j| |x_j|`` (a backward-stable evaluation is exact
+for inputs perturbed by ``eps |x|``: this is how an offset of 1e3 on every
+logit of a cross_entropy row shows in its value) plus the row's largest output
+(the size of the intermediates); a tableau multiplies it by ``amp / h``. Where
+larger, the noise *sampled* by ``N = 64 S(h) - 20 S(2h) + S(4h)`` replaces
+it in the estimate (never in the tests: at a step too large for the function
+N measures its shape). The working dtype's ``eps`` is used; the caller adds
+the result dtype's rounding ``eps_out |value|``.
 """
 
 from __future__ import annotations
