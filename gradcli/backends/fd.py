@@ -128,7 +128,7 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     chunk = max(1, min(n_cols, _BUDGET_BYTES // max(per_col, 1)))
     buffers = threading.local()  # one stack of points per thread, reused: no fresh pages per chunk
     counted = [1]  # evaluations (f(x0) first)
-    # Accumulated over the chunks (under the lock): sum_j |df/dx_j| |x_j| per (row, output), each row's largest |entry|.
+    # sum_j |df/dx_j| |x_j| per (row, output); each row's largest |entry| (over the chunks, under the lock).
     lock, cond, scale = threading.Lock(), np.zeros(f0.shape), np.zeros(rows)
     # Per column: the smallest and largest step used.
     col_steps = np.zeros((2, n_cols))
@@ -176,16 +176,9 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
             cand = window(values, taken)
             value_t[cols], error_t[cols], ok_t[cols] = cand.V, cand.estimate(eps), cand.ok
             q0[cols] = fdsteps.ULPS * eps * cand.q.max(axis=out_axes)
-        # Rounding grows with sum_j |df/dx_j| |x_j| (module fdsteps), summed here chunk by chunk.
         magnitude = np.abs(value_t[cols])
-        part = np.einsum("c...,c...->...", magnitude, np.abs(x0_t[cols]).reshape(h.shape))
-        if not np.isfinite(part).all():
-            magnitude = np.fmax(magnitude, 0.0)  # nan -> 0
-            magnitude[np.isinf(magnitude)] = 0.0
-            part = np.einsum("c...,c...->...", magnitude, np.abs(x0_t[cols]).reshape(h.shape))
-        largest = magnitude.max(axis=(0,) + out_axes, initial=0.0)
+        largest = np.fmax(magnitude, 0.0).max(axis=(0,) + out_axes, initial=0.0)  # nan ignored
         with lock:
-            np.add(cond, part, out=cond)
             np.maximum(scale, largest, out=scale)
         if eps_out:  # the value is rounded to the result's dtype afterwards
             magnitude *= eps_out
@@ -195,6 +188,12 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
             progress(stop, n_cols)
 
     run_chunks(n_cols, first, chunk=chunk, parallel=parallel)
+    # Rounding grows with sum_j |df/dx_j| |x_j| (module fdsteps): summed in column order, so that the
+    # result does not depend on which thread finished first.
+    for start in range(0, n_cols, chunk):
+        magnitude = np.abs(value_t[start:start + chunk])
+        magnitude[~np.isfinite(magnitude)] = 0.0
+        cond += np.einsum("c...,c...->...", magnitude, np.abs(x0_t[start:start + chunk]).reshape(magnitude.shape[:1 + len(rows)] + tail))
     # An output is computed from intermediates as large as its row's largest output (log_softmax: x - max
     # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fdsteps).
     f0_axes = tuple(range(len(rows), f0.ndim))
