@@ -204,7 +204,7 @@ def test_per_sample_blocks_of_user_code_keep_fd_error_shaped_like_the_value(tmp_
                                  "--layout", "blocks", "-b", "fd", "-o", str(out)])
     assert result.exit_code == 0, result.output
     saved = np.load(out)
-    assert saved["error"].shape == saved["value"].shape == (6, 5, 3, 10, 10)
+    assert saved["error"].shape == saved["value"].shape == saved["nonsmooth"].shape == (6, 5, 3, 10, 10)
     report = runner.invoke(app, ["check", f"{tmp_path / 'conv.py'}:net", "-x", str(tmp_path / "x.npy"),
                                  "--layout", "blocks", "--backends", "fd", "--json"])
     assert report.exit_code == 0, report.output
