@@ -101,7 +101,6 @@ def central(fp, fm, wp, wm, f0, eps, cond=0.0) -> Candidate:
     even = _ratio_ok(S[0], S[1], NOISE * 4 * sigma) & _ratio_ok(S[1], S[2], NOISE * 4 * sigma)
     ok = odd & even & np.isfinite(V) & np.isfinite(F)
     # R2 = (64 D(h) - 20 D(2h) + D(4h)) / 45: |64| + |20|/2 + |1|/4 over 45, rounding 1.65 sigma/h; 2 for margin.
-    # F carries sigma (in units of ULPS eps) so that the estimate sees the sampled noise too.
     return Candidate(V, np.abs(V - r1a), F, np.broadcast_to(2.0 / h, V.shape), ok, sampled)
 
 
