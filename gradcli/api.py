@@ -60,11 +60,13 @@ def solve(
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
     output = np.asarray(got.output).astype(problem.dtype, copy=False)
     error = None if got.error is None else np.asarray(got.error).astype(problem.dtype, copy=False)
+    nonsmooth = got.nonsmooth
     notes = view.notes + got.notes
-    if view.per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in)
+    if view.per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in); fd's error and mask as the value
         shape = problem.output_shape + problem.wrt_shape[1:]
         value, output = value.reshape(shape), output.reshape(problem.output_shape)
         error = None if error is None else error.reshape(shape)
+        nonsmooth = None if nonsmooth is None else nonsmooth.reshape(shape)
         if verify_blocks:
             notes += (verify_samples_independent(problem, engine),)
     structure = describe(value, plan.layout, view.rows, problem.dtype, per_sample=view.per_sample) \
@@ -92,6 +94,7 @@ def solve(
         formulas=problem.function.formulas,
         per_sample=view.per_sample,
         batch_axes=len(view.rows.rows) if view.rows is not None and plan.layout is Layout.BLOCKS else 0,
+        nonsmooth=None if nonsmooth is None else frozen(nonsmooth),
     )
 
 

@@ -2,7 +2,8 @@
 
 The reference runs first (its failure is the command's failure, exit 3);
 another backend that cannot run is reported as skipped with the reason.
-Entries on a kink (relu at 0, l1 at x = t) are reported, not counted.
+Entries on a kink (relu at 0, l1 at x = t), and entries fd marks non-smooth, are
+reported, not counted.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ def run_check(
         except BackendError as err:
             comparisons.append(Comparison(name.value, True, 0.0, 0.0, (), 0, 0.0, skipped=err.cli_message()))
             continue
+        # fd's non-smooth entries (its steps did not converge) are treated as kinks: reported, not counted.
+        flagged = kinks if got.nonsmooth is None or not got.nonsmooth.any() else \
+            got.nonsmooth | (False if kinks is None else np.broadcast_to(kinks, got.nonsmooth.shape))
         comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
-                                   error=got.error, kinks=kinks))
+                                   error=got.error, kinks=flagged))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
     notes = list(ref.notes) + list(ref.structure)
     for c in comparisons:
@@ -82,8 +86,9 @@ def run_check(
                          "(a hand-written backward, say)")
     kinked = sum(c.kink_entries for c in comparisons)
     if kinked:
-        notes.append(f"{kinked} entr{'y differs' if kinked == 1 else 'ies differ'} on a kink, where torch's convention and "
-                     "finite differences legitimately disagree: reported, not counted as mismatches")
+        notes.append(f"{kinked} entr{'y differs' if kinked == 1 else 'ies differ'} on a kink or a non-smooth point (fd's "
+                     "steps do not converge), where torch's convention and finite differences legitimately disagree: "
+                     "reported, not counted as mismatches")
     return CheckReport(
         function=problem.function.name, quantity=quantity, reference=reference, dtype=str(problem.dtype),
         params=ref.params, wrt=problem.wrt, shape=ref.shape, atol=atol, rtol=rtol, tolerance_source=source,

@@ -147,7 +147,8 @@ RUN_OPTIONS = [
     _option("device", Device, Device.CPU, "--device", help="torch backends"),
     _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
     _option("fd_method", FdMethod, FdMethod.RICHARDSON, "--fd-method", help="finite-difference formula"),
-    _option("fd_step", str, "auto", "--fd-step", help="auto (adaptive), or an absolute step such as 1e-4"),
+    _option("fd_step", str, "auto", "--fd-step", help="auto (adaptive per entry: Richardson steps from eps^(1/5), "
+            "halved or doubled until they converge), or an absolute step such as 1e-4"),
     _option("fd_dtype", FdDType, FdDType.FLOAT64, "--fd-dtype", help="difference float32 problems in float64, or same"),
     _option("json", bool, False, "--json", help="print one JSON document (same as --format json)"),
     _option("format", Format, Format.TABLE, "--format", help="table or json"),

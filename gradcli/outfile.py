@@ -88,7 +88,7 @@ class NpyStream:
 
 
 def write_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None) -> None:
-    """``.npy``: the value; ``.npz``: value, output (and fd error); ``.json``: the --json document.
+    """``.npy``: the value; ``.npz``: value, output (and fd's error and nonsmooth); ``.json``: the --json document.
     A value already streamed into ``stream``'s file is just committed."""
     if stream is not None and stream.holds(result.value):
         stream.commit()
@@ -102,6 +102,8 @@ def write_result(path: Path, result: Result, *, timing: bool = True, stream: Npy
             arrays = {"value": result.value, "output": result.output}
             if result.error is not None:
                 arrays["error"] = result.error
+            if result.nonsmooth is not None:  # fd: entries whose differences did not converge
+                arrays["nonsmooth"] = result.nonsmooth
             np.savez(handle, **arrays)
         else:
             handle.write(dumps(result_to_dict(result, timing=timing)).encode())

@@ -25,7 +25,8 @@ class Result:
     blocks: ``(*rows, *out_block, C)``), the gradient or vjp (shaped like the
     ``wrt`` argument) or the jvp (shaped like the output). ``output`` is the
     function's value. ``error`` is the fd backend's per-entry error estimate,
-    shaped like ``value``.
+    shaped like ``value``, and ``nonsmooth`` its mask of entries where the
+    differences did not converge.
     """
 
     quantity: Quantity
@@ -48,6 +49,7 @@ class Result:
     formulas: tuple[str, ...] = field(default=())
     per_sample: bool = False  # user code's per-sample blocks (B, *out, *in)
     batch_axes: int = 0  # blocks: how many leading axes of ``value`` index the rows
+    nonsmooth: np.ndarray | None = None  # fd: entries where the steps did not converge (kink, jump, domain edge)
 
     @property
     def shape(self) -> tuple[int, ...]:

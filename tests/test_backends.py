@@ -132,9 +132,10 @@ def test_huge_logits_stay_finite_and_correct(backend, function):
     assert np.isfinite(res.value).all() and np.isfinite(res.output).all()
     expected = ref.full_jacobian(function, arrays, {})
     if backend == "fd":
-        # The automatic step scales with |x| (7 at 1e4), far too coarse for a softmax
-        # whose logits differ by 1: fd says so, and an absolute step fixes it.
-        assert res.error.max() > 1e-3 and any("--fd-step" in n for n in res.notes)
+        # The automatic steps follow how the function varies, not |x|: logits of 1e4 that
+        # differ by 1 are as easy as logits near 0, and the estimate bounds the error.
+        assert_close(res.value, expected, 1e-7, "fd, automatic steps")
+        assert (np.abs(res.value - expected) <= res.error).all() and not res.nonsmooth.any()
         fixed = gradcli.jacobian(function, layout="full", backend=backend, fd_step=1e-4, **arrays)
         assert_close(fixed.value, expected, 1e-7, "fd with --fd-step 1e-4")
     else:
@@ -193,7 +194,8 @@ def test_fd_methods_and_error_estimates(method):
     # The estimate bounds the actual error, and is not absurdly loose.
     assert (actual_error <= res.error + 1e-15).mean() > 0.95
     assert res.error.max() < 100 * limit
-    assert res.evaluations == {"central": 4, "forward": 3, "richardson": 6}[method] * 5
+    # Points per column, and f(x) itself once (smooth logits near 0: the first steps already converge).
+    assert res.evaluations == {"central": 4, "forward": 2, "richardson": 6}[method] * 5 + 1
 
 
 def test_fd_differences_float32_in_float64_unless_asked():

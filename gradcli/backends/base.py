@@ -21,6 +21,7 @@ class Computed:
     error: np.ndarray | None = None
     evaluations: int | None = None
     notes: tuple[str, ...] = ()
+    nonsmooth: np.ndarray | None = None  # fd: entries whose differences did not converge, shaped like value
 
 
 class Backend(abc.ABC):

@@ -1,21 +1,26 @@
 """fd: finite differences of the catalogue's NumPy forward, vectorised.
 
 Rows are independent, so column ``c`` of every row is perturbed at once: the
-whole Jacobian takes ``C`` perturbed copies of the input (times the number of
-step multiples), stacked on leading axes and evaluated in a few batched
-calls sized to a memory budget, never one call per entry.
+whole Jacobian takes a few perturbed copies of the input per column, stacked
+on leading axes and evaluated in batched calls sized to a memory budget,
+never one call per entry. Every entry (row, column) has its own step.
 
-Per entry, with step ``h = base * max(1, |x|)`` (or the absolute ``--fd-step``)
-and ``D(h)`` the difference quotient:
+``--fd-step auto`` with ``richardson`` (the default) is adaptive: each entry
+starts from a window of steps ``h, 2h, 4h`` with ``h = eps^(1/5)`` (the
+optimum for a function that varies on a scale of 1: the step does not grow
+with ``|x|``, so logits offset by 1e4 are as easy as logits near 0), and
+where the Richardson tableau there is not in its asymptotic range, or its
+error is dominated by truncation or rounding above a target, the window moves
+one halving down or one doubling up, for the columns that need it, until the
+entry converges or no step works. The entry keeps the window with the
+smallest error estimate; an entry no window converged for is *non-smooth* (a
+kink, a jump, a domain edge within reach). Where the points on one side are
+not finite (log or sqrt near 0), one-sided differences on the other side are
+used. ``fdsteps`` holds the formulas and the rule; this module the batching.
 
-- ``central``: ``D(h) = (f(x+h) - f(x-h)) / 2h``, error O(h^2); base eps^(1/3);
-- ``forward``: ``D(h) = (f(x+h) - f(x)) / h``, error O(h); base eps^(1/2);
-- ``richardson`` (default): ``R(h) = D(h) + (D(h) - D(2h)) / 3`` from central
-  differences, error O(h^4); base eps^(1/5).
-
-The error estimate compares the result with the same formula at twice the
-step (scaled by how the error grows with the step) and adds the rounding
-error ``eps * |f| / h``.
+``central`` (``D(h)``, base ``eps^(1/3)``), ``forward`` (base ``eps^(1/2)``) and
+any absolute ``--fd-step`` use one fixed step per entry; their estimate has
+the same parts, and only non-finite differences are flagged.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..parallel import run_chunks
 from ..problem import Problem
 from ..options import BackendName, FdDType
 from ..rowform import GeneralKernel
+from . import fdsteps
 from .rowwise import Derivative, RowBackend
 
 _BUDGET_BYTES = 4 * 2**20  # perturbed inputs and outputs per chunk (one chunk per core at a time): near cache size
@@ -36,23 +42,24 @@ _BUDGET_BYTES = 4 * 2**20  # perturbed inputs and outputs per chunk (one chunk p
 
 @dataclass(frozen=True)
 class Method:
-    multiples: tuple[float, ...]  # points x + m h evaluated per column
+    multiples: tuple[float, ...]  # points x + m h evaluated per column (f(x) itself is evaluated once)
     base_power: float  # automatic base step = eps ** base_power
-    error_scale: float  # |est(h) - est(2h)| / error_scale estimates the error of est(h)
 
 
 METHODS = {
-    "central": Method((1, -1, 2, -2), 1 / 3, 3.0),
-    "forward": Method((0, 1, 2), 1 / 2, 1.0),
-    "richardson": Method((1, -1, 2, -2, 4, -4), 1 / 5, 15.0),
+    "central": Method((1, -1, 2, -2), 1 / 3),
+    "forward": Method((1, 2), 1 / 2),
+    "richardson": Method((1, -1, 2, -2, 4, -4), 1 / 5),
 }
+RESOLVED = 256  # the estimate's floor, in eps times the Jacobian's largest entry
+TARGET_POWER = 2 / 3  # the adaptive search stops once an entry's estimate is below 10 eps^(2/3) of its row's scale
 
 
 class FdBackend(RowBackend):
     name = BackendName.FD
 
     def derivative(self, problem: Problem) -> Derivative:
-        method = METHODS[self.options.fd_method.value]
+        method = self.options.fd_method.value
         fd_dtype = problem.dtype if self.options.fd_dtype is FdDType.SAME else np.dtype(np.float64)
         notes = ()
         if fd_dtype != problem.dtype:
@@ -68,85 +75,270 @@ class FdBackend(RowBackend):
                 return y.reshape(y.shape[: y.ndim - len(out_shape)] + (1, -1))
         else:
             x0, forward = kernel.x0, kernel.forward
-        eps = np.finfo(fd_dtype).eps
-        if self.options.fd_step is None:
-            h = eps**method.base_power * np.maximum(1.0, np.abs(x0))
-        else:
-            h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
+        eps = float(np.finfo(fd_dtype).eps)
+        adaptive = self.options.fd_step is None and method == "richardson"
+        step = eps ** METHODS[method].base_power if self.options.fd_step is None else self.options.fd_step
         # Built-ins are pure NumPy: their columns run on every core. User code stays on this thread.
-        blocks, error, evaluations = difference_blocks(forward, x0, h, method, eps, self.options.progress,
-                                                       parallel=problem.function.closed_form)
-        worst = float(error.max()) if error.size else 0.0
-        if worst > 1e-6 * max(1.0, float(np.abs(blocks).max())):
-            notes += (f"fd: the error estimate reaches {worst:.1e}: the step is too coarse or too fine here "
-                      f"(automatic steps grow with |x|, up to {float(np.abs(x0).max()):.3g}); try --fd-step 1e-4",)
+        # The value ends in the problem's dtype: its rounding is part of the error (float32 differenced in float64).
+        got = difference_blocks(forward, x0, step, method, eps, self.options.progress,
+                                parallel=problem.function.closed_form, adaptive=adaptive,
+                                eps_out=float(np.finfo(problem.dtype).eps))
+        notes += _notes(got, problem, kernel, adaptive)
+        blocks, error, nonsmooth = got.value, got.error, got.nonsmooth
         if isinstance(kernel, GeneralKernel):  # (1, n_out, n_in) -> output_shape + wrt_shape
-            blocks, error = (a.reshape(kernel.output_shape + kernel.x0.shape) for a in (blocks, error))
-        return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=evaluations, notes=notes)
+            blocks, error, nonsmooth = (a.reshape(kernel.output_shape + kernel.x0.shape) for a in (blocks, error, nonsmooth))
+        return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=got.evaluations, notes=notes,
+                          nonsmooth=nonsmooth)
 
 
-def difference_blocks(forward, x0: np.ndarray, h: np.ndarray, method: Method, eps: float, progress=None,
-                      parallel: bool = False):
-    """Blocks ``(*rows, *out_block, C)`` of a row-form ``forward`` at ``x0`` ``(*rows, C)``,
-    with steps ``h`` shaped like ``x0``.
+@dataclass
+class Differences:
+    """Blocks ``(*rows, *out_block, C)`` with a per-entry error estimate and
+    non-smooth mask (same shape), the smallest and largest step used, and the
+    number of points evaluated."""
 
-    Returns the blocks, a per-entry error estimate, and the number of points
-    evaluated.
-    """
-    n_cols = x0.shape[-1]
-    h = (x0 + h) - x0  # a step the dtype represents exactly
-    multiples = np.asarray(method.multiples, dtype=x0.dtype)
-    m = len(multiples)
-    out_block = forward(x0[None]).shape[x0.ndim :]  # (1, *rows, *out_block) -> out_block
-    per_col = m * (x0.size + int(np.prod(x0.shape[:-1] + out_block))) * x0.itemsize
+    value: np.ndarray
+    error: np.ndarray
+    nonsmooth: np.ndarray
+    steps: tuple[float, float]
+    evaluations: int
+    flagged: int = 0  # entries of ``nonsmooth``
+    scale: float = 0.0  # the largest |value|
+
+
+def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: float, progress=None,
+                      parallel: bool = False, adaptive: bool = False, eps_out: float = 0.0) -> Differences:
+    """Blocks of a row-form ``forward`` at ``x0`` ``(*rows, C)``, starting every
+    entry at the absolute step ``step``; ``adaptive``: the Richardson window
+    moves per entry (see the module docstring). ``eps_out``: the value is
+    rounded to a dtype with this eps afterwards; the estimate includes it."""
+    rows, n_cols = x0.shape[:-1], x0.shape[-1]
+    with np.errstate(all="ignore"):
+        f0 = forward(x0[None])[0]  # (*rows, *out_block)
+    out_block = f0.shape[len(rows):]
+    tail = (1,) * len(out_block)  # steps (k, *rows) broadcast over the output axes
+    out_axes = tuple(range(1 + len(rows), 1 + f0.ndim))
+    multiples = np.asarray(METHODS[method].multiples, dtype=x0.dtype).reshape((-1,) + (1,) * x0.ndim)
+    x0_t = np.ascontiguousarray(np.moveaxis(x0, -1, 0))  # (C, *rows)
+    per_col = 2 * len(multiples) * (x0.size + f0.size) * x0.itemsize
     chunk = max(1, min(n_cols, _BUDGET_BYTES // max(per_col, 1)))
-    # Column-major buffers: each chunk of columns lands in one contiguous slab;
-    # a single transpose at the end gives the (*rows, *out_block, C) layout.
-    blocks_t = np.empty((n_cols,) + x0.shape[:-1] + out_block, dtype=x0.dtype)
-    error_t = np.empty_like(blocks_t)
-    h_t = np.moveaxis(h, -1, 0)  # (C, *rows)
-    done = [0]
     buffers = threading.local()  # one stack of points per thread, reused: no fresh pages per chunk
+    counted = [1]  # evaluations (f(x0) first)
+    # sum_j |df/dx_j| |x_j| per (row, output); each row's largest |entry| (over the chunks, under the lock).
+    lock, cond, scale = threading.Lock(), np.zeros(f0.shape), np.zeros(rows)
+    # Per column: the smallest and largest step used.
+    col_steps = np.zeros((2, n_cols))
 
-    def columns(start: int, stop: int) -> None:
-        k = stop - start
-        # (m, k, *rows, C): copy j of the stack moves column start + j of every row.
-        if k == chunk:
-            if getattr(buffers, "points", None) is None:
-                buffers.points = np.empty((m, chunk) + x0.shape, dtype=x0.dtype)
-            points = buffers.points
-        else:
-            points = np.empty((m, k) + x0.shape, dtype=x0.dtype)
+    def evaluate(cols: np.ndarray, disp: np.ndarray):
+        """``f`` at ``x0`` with column ``cols[j]`` of every row moved by
+        ``disp[:, j]`` ``(m, k, *rows)``: values ``(m, k, *rows, *out_block)``
+        and the steps as the dtype took them."""
+        m, k = disp.shape[:2]
+        moved = x0_t[cols] + disp
+        shape = (m, k) + x0.shape
+        points = getattr(buffers, "points", None)
+        if points is None or points.shape != shape:
+            points = buffers.points = np.empty(shape, dtype=x0.dtype)
         points[...] = x0
         flat = points.reshape(m, k, -1, n_cols)  # a view: rows flattened to one axis
-        steps = multiples[:, None, None] * h_t[start:stop].reshape(1, k, -1)  # (m, k, R)
-        flat[:, np.arange(k), :, np.arange(start, stop)] += np.moveaxis(steps, 0, 1)
-        values = forward(points)  # (m, k, *rows, *out_block)
-        h_out = h_t[start:stop].reshape((k,) + x0.shape[:-1] + (1,) * len(out_block))
-        blocks_t[start:stop], error_t[start:stop] = _combine(values, h_out, method, eps)
-        done[0] += k
+        flat[:, np.arange(k), :, cols] = np.moveaxis(moved.reshape(m, k, -1), 0, 1)
+        counted.append(m * k)
+        with np.errstate(all="ignore"):  # points outside the domain give nan or inf, read as such (no warning)
+            values = forward(points)
+        return values, (moved - x0_t[cols]).reshape(disp.shape + tail)
+
+    def window(values, taken, cond=0.0) -> fdsteps.Candidate:
+        if method == "richardson":
+            return fdsteps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond)
+        return fdsteps.simple(values, np.abs(taken), f0, eps, method)
+
+    # Column-major buffers: each chunk of columns lands in one contiguous slab. Per entry: the value, the
+    # estimate (first without the cond term, known once every column is done) and whether it converged.
+    value_t = np.empty((n_cols,) + f0.shape, dtype=x0.dtype)
+    error_t = np.empty_like(value_t)
+    ok_t = np.empty(value_t.shape, dtype=bool)
+    h0 = (x0_t + step) - x0_t  # a step the dtype represents exactly (and so, nearly always, its multiples)
+    h0[h0 == 0] = step
+    q0 = np.empty_like(h0)  # rounding per unit of one evaluation's error, for the cond term (after the first pass)
+
+    def first(start: int, stop: int) -> None:
+        cols = slice(start, stop)
+        h = h0[cols].reshape(h0[cols].shape + tail)
+        values, taken = evaluate(np.arange(start, stop), multiples * h0[cols])
+        if method == "richardson":
+            ok_t[cols] = fdsteps.screen(values, h, f0, eps, value_t[cols], error_t[cols])
+            q0[cols] = (2 * fdsteps.ULPS * eps) / h0[cols]
+        else:
+            cand = window(values, taken)
+            value_t[cols], error_t[cols], ok_t[cols] = cand.V, cand.estimate(eps), cand.ok
+            q0[cols] = fdsteps.ULPS * eps * cand.q.max(axis=out_axes)
+        magnitude = np.abs(value_t[cols])
+        largest = np.fmax(magnitude, 0.0).max(axis=(0,) + out_axes, initial=0.0)  # nan ignored
+        with lock:
+            np.maximum(scale, largest, out=scale)
+        if eps_out:  # the value is rounded to the result's dtype afterwards
+            magnitude *= eps_out
+            error_t[cols] += magnitude
+        col_steps[:, cols] = _per_column(h, np.min), _per_column(h, np.max)
         if progress is not None:
-            progress(done[0], n_cols)
+            progress(stop, n_cols)
 
-    run_chunks(n_cols, columns, chunk=chunk, parallel=parallel)
-    return np.moveaxis(blocks_t, 0, -1).copy(), np.moveaxis(error_t, 0, -1).copy(), m * n_cols
+    run_chunks(n_cols, first, chunk=chunk, parallel=parallel)
+    # Rounding grows with sum_j |df/dx_j| |x_j| (module fdsteps): summed in column order, so that the
+    # result does not depend on which thread finished first.
+    for start in range(0, n_cols, chunk):
+        magnitude = np.abs(value_t[start:start + chunk])
+        magnitude[~np.isfinite(magnitude)] = 0.0
+        cond += np.einsum("c...,c...->...", magnitude, np.abs(x0_t[start:start + chunk]).reshape(magnitude.shape[:1 + len(rows)] + tail))
+    # An output is computed from intermediates as large as its row's largest output (log_softmax: x - max
+    # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fdsteps).
+    f0_axes = tuple(range(len(rows), f0.ndim))
+    cond += np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
+    scale = scale.reshape(rows + tail)
+    target = 10 * eps ** TARGET_POWER
+    goal = target * scale
+    # Nothing below a few hundred eps times the largest entry is resolved: a function rounded inside (log(1 + e)
+    # of a saturated cross_entropy row) can be flat at every point while its derivative is not 0. Nor below
+    # the result dtype's smallest number.
+    floor = RESOLVED * eps * float(scale.max(initial=0.0)) + (
+        np.finfo(np.float32 if eps_out > 1e-10 else np.float64).smallest_subnormal if eps_out else 0.0)
+    todo = np.zeros(n_cols, dtype=bool)
+
+    def finish(start: int, stop: int) -> None:
+        cols = slice(start, stop)
+        error = error_t[cols]
+        error += q0[cols].reshape(q0[cols].shape + tail) * cond
+        error += floor
+        done = error <= goal
+        done &= ok_t[cols]
+        todo[cols] = ~done.reshape(stop - start, -1).all(axis=1)
+
+    run_chunks(n_cols, finish, chunk=chunk, parallel=parallel)
+    if adaptive and todo.any():
+        columns = np.flatnonzero(todo)
+        bounds = (np.maximum(16 * eps * np.abs(x0_t), np.finfo(x0.dtype).tiny / eps),  # x + h still resolves h
+                  step * np.maximum(1.0, np.abs(x0_t)))  # the old rule's step: scaled by |x|
+
+        def search(start: int, stop: int) -> None:
+            cols = columns[start:stop]
+            best, error, h = _search(evaluate, lambda v, w: window(v, w, cond), cols, h0[cols], multiples, eps,
+                                     cond, scale, target, bounds[0][cols], bounds[1][cols], tail)
+            value_t[cols], error_t[cols], ok_t[cols] = best.V, error + eps_out * np.abs(best.V) + floor, best.ok
+            col_steps[:, cols] = _per_column(h, np.min), _per_column(h, np.max)
+
+        run_chunks(len(columns), search, chunk=chunk, parallel=parallel)
+    nonsmooth_t = ~ok_t if adaptive else ~np.isfinite(value_t)
+    return Differences(value=np.moveaxis(value_t, 0, -1), error=np.moveaxis(error_t, 0, -1),
+                       nonsmooth=np.moveaxis(nonsmooth_t, 0, -1), steps=(float(col_steps[0].min()), float(col_steps[1].max())),
+                       evaluations=int(sum(counted)), flagged=int(np.count_nonzero(nonsmooth_t)),
+                       scale=float(scale.max(initial=0.0)))
 
 
-def _combine(values: np.ndarray, h: np.ndarray, method: Method, eps: float):
-    """Difference quotients at steps h and 2h (and 4h), the estimate and its error."""
-    rounding = np.abs(values[1])
-    rounding *= eps
-    rounding /= h  # eps |f| / h: the rounding error of a difference quotient at step h
-    if method.multiples[0] == 0:  # forward
-        f0, f1, f2 = values
-        d1, d2 = (f1 - f0) / h, (f2 - f0) / (2 * h)
-        return d1, np.abs(d1 - d2) / method.error_scale + rounding
-    d = [(values[i] - values[i + 1]) / (2 * method.multiples[i] * h) for i in range(0, len(values), 2)]
-    if len(d) == 2:  # central
-        return d[0], np.abs(d[0] - d[1]) / method.error_scale + rounding
-    r1, r2 = d[0] + (d[0] - d[1]) / 3, d[1] + (d[1] - d[2]) / 3
-    r2 -= r1
-    np.abs(r2, out=r2)
-    r2 /= method.error_scale
-    r2 += rounding
-    return r1, r2
+def _per_column(a: np.ndarray, reduce) -> np.ndarray:
+    """``reduce`` over every axis but the first (the column) of ``a``."""
+    return reduce(a.reshape(len(a), -1), axis=1)
+
+
+def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_min, h_max, tail):
+    """Move each entry's window of steps ``h, 2h, 4h`` (``h`` ``(k, *rows)``) one
+    halving down or one doubling up, as ``fdsteps.assess`` asks, until every
+    entry is done; keep per entry the window with the smallest estimate among
+    those that converged (or among all, if none did). Returns the best
+    ``Candidate``, its estimate and the steps it used."""
+    out_axes = tuple(range(h.ndim, h.ndim + len(tail)))
+    values, taken = evaluate(cols, multiples * h)
+    fp, fm, wp, wm = values[0::2], values[1::2], taken[0::2], -taken[1::2]
+    cand = window(values, taken)
+    flat_first = (cand.V == 0) & (cand.T == 0)  # no value changed: flat at this step already
+    samples = [0.0, np.where(cand.ok, cand.sampled, 0.0)]  # the noise samples of the last two converged windows
+    best_e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
+    best = cand
+    best_h = np.broadcast_to(h.reshape(h.shape + tail), cand.V.shape)
+    last = np.zeros(h.shape, dtype=np.int8)
+    for _ in range(fdsteps.MAX_MOVES):
+        previous, previous_ok = cand.V, cand.ok  # successive windows' values must agree where both converged
+        move = np.where((wanted < 0).any(axis=out_axes), -1, np.where((wanted > 0).any(axis=out_axes), 1, 0))
+        move[move == -last] = 0  # turned back: the balance of truncation and rounding lies in between
+        move[(move < 0) & (h / 2 < h_min)] = 0
+        # Nor below the step where rounding alone would exceed 1000 times the target: a kink at x never
+        # converges, and at such steps its differences drown in the rounding of the row's values.
+        rounding = ((fdsteps.ULPS * eps) * cand.q * (cand.F + cond)).max(axis=out_axes)
+        size = np.maximum(scale.reshape(scale.shape[:h.ndim - 1]), np.fmax(np.abs(cand.V), 0.0).max(axis=out_axes))
+        move[(move < 0) & (2 * rounding > 1000 * target * size)] = 0
+        move[(move > 0) & (2 * h > h_max)] = 0
+        if not move.any():
+            break
+        last = np.where(move != 0, move, last).astype(np.int8)
+        active = np.flatnonzero(move.reshape(len(cols), -1).any(axis=1))  # columns with an entry still moving
+        new_h = np.where(move < 0, h / 2, 8 * h)[active]  # one level below the window, or above it
+        got, got_w = evaluate(cols[active], np.stack([new_h, -new_h]))
+        new = [np.zeros_like(fp[0]), np.zeros_like(fm[0]), np.ones_like(wp[0]), np.ones_like(wm[0])]
+        new[0][active], new[1][active], new[2][active], new[3][active] = got[0], got[1], got_w[0], -got_w[1]
+        down, up = (move < 0).reshape(h.shape + tail), (move > 0).reshape(h.shape + tail)
+        fp, fm, wp, wm = (_shift(old, n, down, up) for old, n in zip((fp, fm, wp, wm), new))
+        h = np.where(move < 0, h / 2, np.where(move > 0, 2 * h, h))
+        cand = window(np.stack([fp[0], fm[0], fp[1], fm[1], fp[2], fm[2]]),
+                      np.stack([wp[0], -wm[0], wp[1], -wm[1], wp[2], -wm[2]]))
+        # The difference between successive windows' values joins the truncation: where rounding the
+        # evaluation cannot reveal (log(1 + x^2) at tiny x) makes the tableau noisy, the windows disagree.
+        moved = down | up
+        cand.T = np.maximum(cand.T, np.where(moved & previous_ok, np.abs(cand.V - previous), 0.0) / fdsteps.SAFETY)
+        # The noise does not shrink with the step: the last windows' samples hold here too (one sample
+        # of rounded values can be 0 by chance).
+        raw = cand.sampled
+        cand.sampled = np.maximum(raw, np.maximum(*samples))
+        # A step so small that no value changes, where a larger one changed them, resolves nothing: the
+        # function may round inside (log(1 + x^2) at tiny x). Values that are all exactly 0 are a flat
+        # region (relu below 0) reached once the steps no longer cross its edge.
+        quantized = (cand.V == 0) & (cand.T == 0) & ~flat_first & (cand.F != 0)
+        cand.ok &= ~quantized
+        e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
+        e[quantized] = np.inf
+        samples = [samples[1], np.where(cand.ok, raw, 0.0)]
+        better = moved & ((cand.ok & ~best.ok) | ((cand.ok == best.ok) & (e < best_e)))
+        best, best_e = cand.where(better, best), np.where(better, e, best_e)
+        best_h = np.where(better, h.reshape(h.shape + tail), best_h)
+    return best, best_e, best_h
+
+
+def _shift(old: np.ndarray, new: np.ndarray, down: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """A window of three levels (smallest step first) after a move: down drops
+    the largest level and puts ``new`` first; up drops the smallest, ``new`` last."""
+    lowered = np.concatenate([new[None], old[:2]])
+    raised = np.concatenate([old[1:], new[None]])
+    return np.where(down, lowered, np.where(up, raised, old))
+
+
+def _notes(got: Differences, problem: Problem, kernel, adaptive: bool) -> tuple[str, ...]:
+    """The steps used, the non-smooth entries (named by the input entry
+    perturbed), and a warning where the estimate is large."""
+    smallest, largest = got.steps
+    how = "adaptive per entry" if adaptive else "fixed"
+    span = f"{smallest:.2g}" if f"{smallest:.2g}" == f"{largest:.2g}" else f"{smallest:.2g} to {largest:.2g}"
+    notes = [f"fd: step{'s' if ' ' in span else ''} {span} ({how})"]
+    if got.flagged:
+        n_rows = 1 if isinstance(kernel, GeneralKernel) else kernel.x0.ndim - 1
+        flagged = got.nonsmooth
+        per_input = flagged.any(axis=tuple(range(n_rows, flagged.ndim - 1)))  # (*rows, C): the entry perturbed
+        where = _input_indices(per_input, problem, kernel)
+        shown = ", ".join(str(list(i)) for i in where[:5]) + (", ..." if len(where) > 5 else "")
+        notes.append(f"fd: {got.flagged} entr{'y' if got.flagged == 1 else 'ies'} non-smooth: the differences do not "
+                     f"converge as the step shrinks (a kink, a jump or a domain edge within reach), perturbing "
+                     f"--{problem.wrt} at {shown}; reported, not trusted (check does not count them as mismatches)")
+    worst = float(np.max(got.error, where=~got.nonsmooth, initial=0.0)) if got.flagged else float(np.max(got.error))
+    if worst > 1e-6 * max(1.0, got.scale):
+        notes.append(f"fd: the error estimate reaches {worst:.1e} (steps {span})"
+                     + ("" if adaptive else "; try --fd-step auto with --fd-method richardson"))
+    return tuple(notes)
+
+
+def _input_indices(per_input: np.ndarray, problem: Problem, kernel) -> list[tuple[int, ...]]:
+    """Indices into the differentiated argument of the flagged input entries."""
+    if isinstance(kernel, GeneralKernel) or problem.rows is None:
+        mask = per_input.reshape(kernel.x0.shape)
+    else:
+        mask = problem.rows.from_rows(per_input)
+    batch_in = problem.params.get("_batch_in")
+    if batch_in is not None:  # user code per sample: features flattened
+        mask = mask.reshape(mask.shape[:1] + tuple(batch_in))
+    return [tuple(int(v) for v in i) for i in np.argwhere(mask)[:6]]

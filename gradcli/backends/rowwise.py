@@ -28,7 +28,8 @@ class Derivative:
     Row kernel: ``blocks`` ``(*rows, *out_block, C)``, or None to use the
     kernel's closed forms. General kernel: ``blocks`` is None (closed-form
     operators) or the full Jacobian ``output_shape + wrt_shape``. ``error`` is
-    a per-entry estimate shaped like ``blocks`` (fd only).
+    a per-entry estimate shaped like ``blocks`` (fd only), ``nonsmooth`` a mask
+    shaped like ``blocks`` (fd: the differences did not converge).
     """
 
     kernel: RowKernel | GeneralKernel
@@ -36,6 +37,7 @@ class Derivative:
     error: np.ndarray | None = None
     evaluations: int | None = None
     notes: tuple[str, ...] = ()
+    nonsmooth: np.ndarray | None = None
 
 
 class RowBackend(Backend):
@@ -50,25 +52,20 @@ class RowBackend(Backend):
         kernel = got.kernel
         if isinstance(kernel, GeneralKernel):
             value = rowform.general_full(kernel) if got.blocks is None else got.blocks
-            return self._computed(problem, got, value, got.error)
+            return self._computed(problem, got, value, lambda entries: entries)
         rows = problem.rows
         blocks = kernel.blocks() if got.blocks is None else got.blocks
         if rows.reduced:  # the Jacobian of one number is its gradient
             one = np.ones((), dtype=blocks.dtype)
-            error = None if got.error is None else rowform.vjp_blocks(got.error, rows, np.abs(kernel.coef), one)
-            return self._computed(problem, got, rowform.vjp_blocks(blocks, rows, kernel.coef, one), error)
+            return self._computed(problem, got, rowform.vjp_blocks(blocks, rows, kernel.coef, one),
+                                  lambda entries: rowform.vjp_blocks(entries, rows, np.abs(kernel.coef), one))
         if layout is Layout.DIAG:
-            shape = rows.from_rows
-        elif layout is Layout.FULL:
-            def shape(b):
-                return rowform.blocks_to_full(b, rows, self.options.allocate)
-        else:
-            def shape(b):
-                return b
-        # fd's error is small next to the value: it is shaped in memory, never streamed.
-        error = None if got.error is None else (rowform.blocks_to_full(got.error, rows) if layout is Layout.FULL
-                                                 else shape(got.error))
-        return self._computed(problem, got, shape(blocks), error)
+            return self._computed(problem, got, rows.from_rows(blocks), rows.from_rows)
+        if layout is Layout.FULL:
+            # fd's error and mask are small next to the value: shaped in memory, never streamed.
+            return self._computed(problem, got, rowform.blocks_to_full(blocks, rows, self.options.allocate),
+                                  lambda entries: rowform.blocks_to_full(entries, rows))
+        return self._computed(problem, got, blocks, lambda entries: entries)
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
         return self._linear_map(problem, cotangent, transpose=True)
@@ -78,7 +75,7 @@ class RowBackend(Backend):
 
     def _linear_map(self, problem: Problem, vector: np.ndarray, transpose: bool) -> Computed:
         """``v^T J`` (``transpose``) or ``J t``: from the kernel's own operators, or by
-        contracting the backend's blocks (and, with absolute values, its error)."""
+        contracting the backend's blocks (and, with absolute values, its error and mask)."""
         got = self.derivative(problem)
         kernel = got.kernel
         if isinstance(kernel, GeneralKernel):
@@ -91,23 +88,33 @@ class RowBackend(Backend):
                 def contract(m, v):
                     return np.tensordot(m, v, axes=kernel.x0.ndim)
             return self._computed(problem, got, contract(got.blocks, vector),
-                                  _maybe(got.error, lambda e: contract(e, np.abs(vector))))
+                                  lambda entries: contract(entries, np.abs(vector)))
         rows = problem.rows
         if got.blocks is None:
             return self._computed(problem, got, (rowform.vjp if transpose else rowform.jvp)(kernel, rows, vector), None)
         apply = rowform.vjp_blocks if transpose else rowform.jvp_blocks
         coef = None if kernel.coef is None else np.abs(kernel.coef)
         return self._computed(problem, got, apply(got.blocks, rows, kernel.coef, vector),
-                              _maybe(got.error, lambda e: apply(e, rows, coef, np.abs(vector))))
+                              lambda entries: apply(entries, rows, coef, np.abs(vector)))
 
     @staticmethod
-    def _computed(problem: Problem, got: Derivative, value: np.ndarray, error: np.ndarray | None) -> Computed:
+    def _computed(problem: Problem, got: Derivative, value: np.ndarray, absolute) -> Computed:
+        """The result, with fd's error estimate and non-smooth mask taken through
+        ``absolute`` — the value's linear map on absolute values: errors add, and a
+        result entry is non-smooth when a non-smooth entry enters it."""
         kernel = got.kernel
         if isinstance(kernel, GeneralKernel):
             output = kernel.forward(kernel.x0)
         else:
             output = rowform.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
-        return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes)
+        error = nonsmooth = None
+        if absolute is not None and got.error is not None:
+            error = absolute(got.error)
+        if absolute is not None and got.nonsmooth is not None:
+            nonsmooth = (absolute(got.nonsmooth.astype(np.asarray(value).dtype)) > 0 if got.nonsmooth.any()
+                         else np.zeros(np.shape(value), dtype=bool))
+        return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes,
+                        nonsmooth=nonsmooth)
 
 
 def _maybe(error, apply):
