@@ -12,6 +12,7 @@ never differentiated. There is no closed form: the torch backends and fd
 from __future__ import annotations
 
 import importlib.util
+import io
 import inspect
 import sys
 import traceback
@@ -100,8 +101,15 @@ def load_model_file(path_text: str):
         with warnings.catch_warnings():  # torch.jit's deprecation notice is not the user's concern here
             warnings.simplefilter("ignore", DeprecationWarning)
             if path.suffix == ".pt2":
-                return torch.export.load(str(path)).module()
+                from .pt2_guard import inspect_pt2, no_unpickling
+
+                data = path.read_bytes()  # inspected and loaded from the same bytes
+                inspect_pt2(data, path)
+                with no_unpickling():
+                    return torch.export.load(io.BytesIO(data)).module()
             return torch.jit.load(str(path), map_location="cpu")
+    except UsageError:
+        raise
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         kind = "a torch.export program (torch.export.save)" if path.suffix == ".pt2" else "a TorchScript module (torch.jit.save)"
