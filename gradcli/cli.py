@@ -133,7 +133,7 @@ COMMON = [
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", DType, DType.float64, "--dtype", help="working precision"),
     _option("device", Device, Device.cpu, "--device", help="torch backends"),
-    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
+    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)", min=0),
     _option("fd_method", FdMethod, FdMethod.richardson, "--fd-method", help="finite-difference formula"),
     _option("fd_step", str, "auto", "--fd-step", help="auto (eps-based, scaled by max(1, |x|)), or an absolute step such as 1e-4"),
     _option("fd_dtype", FdDType, FdDType.float64, "--fd-dtype", help="difference float32 problems in float64, or same"),
@@ -255,7 +255,8 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     vectors = {}
     if vector_spec is not None:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
-        vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like)
+        vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like,
+                                            max_bytes=max_memory)
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"].value, progress=DelayedProgress())
@@ -327,6 +328,9 @@ def check_command(opts: dict[str, Any]) -> int:
         opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
+    for name in ("atol", "rtol"):
+        if opts.get(name) is not None and not 0 <= opts[name] < math.inf:
+            raise UsageError(f"--{name}: {opts[name]} is not a finite number >= 0; give e.g. --{name} 1e-6")
     got = load(quantity or Quantity.GRAD, opts)
     quantity = quantity or default_quantity(got.problem)
     backends = None

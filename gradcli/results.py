@@ -39,6 +39,16 @@ def frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def count_nonfinite(array: np.ndarray, chunk: int = 1 << 20) -> int:
+    """NaN and infinite entries, counted a chunk at a time: a memory-mapped
+    full Jacobian never gets a boolean mask of its own size."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.dtype.kind != "f":
+        return 0
+    return sum(int(part.size - np.count_nonzero(np.isfinite(part)))
+               for part in (flat[i:i + chunk] for i in range(0, flat.size, chunk)))
+
+
 @dataclass(frozen=True)
 class Result:
     """One computed derivative and its provenance.
@@ -85,7 +95,7 @@ class Result:
     @property
     def nonfinite(self) -> int:
         """How many entries of ``value`` are NaN or infinite."""
-        return int(np.size(self.value) - np.count_nonzero(np.isfinite(self.value)))
+        return count_nonfinite(self.value)
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,168 @@ def test_a_plain_pt2_still_loads(pt2_bytes, tmp_path):
     result = gradcli("jacobian", path, "-x", "randn:4,3", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["shape"] == [4, 2, 4, 3]
+
+
+def test_a_pt_tensor_file_is_loaded_weights_only(tmp_path):
+    """-x file.pt goes through the restricted unpickler: a payload is refused, not run."""
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(_Payload(marker)))
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "weights_only=True")
+    assert not marker.exists()
+
+
+# --- memory: bounded before the work -------------------------------------------------
+
+
+def _npy_header_only(path: Path, shape, descr="<f8") -> Path:
+    """An .npy file whose header declares ``shape`` but holds no data."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": descr, "fortran_order": False, "shape": shape})
+    return path
+
+
+def test_an_npz_member_is_sized_from_its_header_before_it_is_read(tmp_path):
+    """A 1 MB archive of zeros that would inflate to 1.2 GB: refused at --max-memory 64MiB
+    in a child that could not hold the array anyway (before the fix: MemoryError, exit 3)."""
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False,
+                                                          "shape": (150_000_000,)})
+            zeros = bytes(1 << 24)
+            for _ in range(150_000_000 * 8 // len(zeros)):
+                member.write(zeros)
+    assert path.stat().st_size < 2 << 20
+    result = gradcli("jacobian", "exp", "-x", path, "--max-memory", "64MiB", limit_mib=700)
+    assert_usage_error(result, "--input", "bomb.npz:x", "--max-memory")
+
+
+def test_an_npy_header_declaring_terabytes_is_refused(tmp_path):
+    path = _npy_header_only(tmp_path / "huge.npy", (10**12,))
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "--input", "huge.npy", "--max-memory")
+
+
+def test_a_json_file_is_bounded_by_its_size(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([0.5] * 100_000))  # 700 kB of text, up to 14 MB parsed
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--max-memory", "4MiB"]),
+                       "--input", "big.json", "--max-memory")
+    assert runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--max-memory", "64MiB", "--json"]).exit_code == 0
+
+
+def test_standard_input_is_read_only_up_to_the_limit():
+    data = json.dumps([0.5] * 100_000)
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "-", "--max-memory", "64KiB"], input=data),
+                       "--input", "standard input", "--max-memory")
+
+
+def test_rows_named_twice_are_refused_before_any_copy():
+    rows = ",".join(["0"] * 20_000)
+    assert_usage_error(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:3,4", "--rows", rows,
+                                           "--max-memory", "10MiB"]), "--rows", "more than once")
+
+
+def test_nonfinite_entries_are_counted_a_chunk_at_a_time():
+    import tracemalloc
+
+    from gradcli.results import count_nonfinite
+
+    value = np.zeros(5_000_000)
+    value[[0, 1_048_575, 1_048_576, 4_999_999]] = [np.nan, np.inf, -np.inf, np.nan]
+    tracemalloc.start()
+    try:
+        count = count_nonfinite(value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 4
+    assert peak < value.nbytes / 16, f"a temporary of {peak} bytes for a {value.nbytes}-byte array"
+
+
+# --- input errors are exit 2, naming the option --------------------------------------
+
+
+def _pt_file(path: Path, make) -> Path:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated
+        torch.save(make(torch), path)
+    return path
+
+
+PT_TENSORS = {
+    "sparse": lambda torch: torch.eye(3).to_sparse(),
+    "meta": lambda torch: torch.empty(3, device="meta"),
+    "float8_e4m3fn": lambda torch: torch.ones(3).to(torch.float8_e4m3fn),
+    "quantized": lambda torch: torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8),
+}
+
+
+@pytest.mark.parametrize("kind", list(PT_TENSORS))
+def test_a_pt_tensor_numpy_cannot_hold_is_an_input_error(kind, tmp_path):
+    path = _pt_file(tmp_path / "t.pt", PT_TENSORS[kind])
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "--input", kind)
+
+
+def _npz_with_text_member(path: Path) -> str:
+    np.savez(path, a=np.zeros(3))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "hello")
+    return f"{path}:notes.txt"
+
+
+BAD_INPUTS = {
+    "npz member that is not .npy": (lambda tmp: ["jacobian", "exp", "-x", _npz_with_text_member(tmp / "a.npz")],
+                                    ["--input", "not a .npy"]),
+    "JSON integer of 5000 digits": (lambda tmp: ["jacobian", "exp", "-x", "[" + "9" * 5000 + "]"],
+                                    ["--input", "too large"]),
+    "64 dimensions (JSON)": (lambda tmp: ["jacobian", "exp", "-x", "[" * 64 + "1.0" + "]" * 64],
+                             ["--input", "64 dimensions"]),
+    "64 dimensions (.npy)": (lambda tmp: ["jacobian", "exp", "-x", _save(tmp / "d.npy", np.zeros((1,) * 64))],
+                             ["--input", "64 dimensions"]),
+    "randint above int64": (lambda tmp: ["jacobian", "exp", "-x", "randint:99999999999999999999:3"],
+                            ["--input", "randint"]),
+    "negative seed": (lambda tmp: ["jacobian", "exp", "-x", "randn:3", "--seed=-1"], ["--seed"]),
+    "--beta nan": (lambda tmp: ["grad", "smooth_l1_loss", "-x", "randn:3", "-t", "randn:3", "--beta", "nan"],
+                   ["--beta", "finite"]),
+    "--beta inf --json": (lambda tmp: ["grad", "smooth_l1_loss", "-x", "randn:3", "-t", "randn:3", "--beta", "inf",
+                                       "--json"], ["--beta", "finite"]),
+    "--delta inf --json": (lambda tmp: ["grad", "huber_loss", "-x", "randn:3", "-t", "randn:3", "--delta", "inf",
+                                        "--json"], ["--delta", "finite"]),
+    "check --atol nan": (lambda tmp: ["check", "exp", "-x", "randn:3", "--atol", "nan"], ["--atol"]),
+    "check --atol inf": (lambda tmp: ["check", "exp", "-x", "randn:3", "--atol", "inf"], ["--atol"]),
+    "check --rtol nan": (lambda tmp: ["check", "exp", "-x", "randn:3", "--rtol", "nan"], ["--rtol"]),
+    "uint64 target above int64": (
+        lambda tmp: ["grad", "cross_entropy", "-x", "randn:2,3", "-t",
+                     _save(tmp / "t.npy", np.array([2**64 - 100, 1], dtype=np.uint64))], ["--target", "int64"]),
+}
+
+
+def _save(path: Path, array: np.ndarray) -> str:
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_an_input_error_is_exit_2_naming_the_option(case, tmp_path):
+    make_args, words = BAD_INPUTS[case]
+    assert_usage_error(runner.invoke(app, make_args(tmp_path)), *words)
+
+
+def test_an_npz_with_thousands_of_members_lists_a_few(tmp_path):
+    path = tmp_path / "many.npz"
+    np.savez(path, **{f"k{i}": np.zeros(1) for i in range(3000)})
+    result = runner.invoke(app, ["jacobian", "exp", "-x", str(path)])
+    assert_usage_error(result, "3000", "k0", "many.npz:KEY")
+    assert len(result.stderr) < 400
+
+
+def test_stdin_closed_is_an_input_error():
+    command = f"{sys.executable} -m gradcli jacobian exp -x - <&-"
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert_usage_error(result, "--input", "standard input is closed")

@@ -16,6 +16,8 @@ Every backend reads the same entry: the analytic backend its closed-form
 
 from __future__ import annotations
 
+import math
+
 import enum
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Mapping
@@ -208,6 +210,8 @@ class Function:
             if name not in known and value is not None:
                 raise UsageError(f"{option_name(name)}: {self.name} takes no such option; its options are "
                                  f"{', '.join(p.option for p in self.params) or 'none'}")
+            if isinstance(value, float) and not math.isfinite(value):  # NaN passes every range check
+                raise UsageError(f"{option_name(name)}: {value} is not a finite number; give a finite value")
         return {p.name: given.get(p.name) if given.get(p.name) is not None else p.default for p in self.params}
 
     def check(self, args: dict[str, np.ndarray], params: dict[str, Any]) -> list[str]:
