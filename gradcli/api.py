@@ -110,6 +110,7 @@ def solve(
         evaluations=got.evaluations,
         formulas=problem.function.formulas,
         rows=problem.rows,
+        vector=frozen(vector) if quantity in (Quantity.VJP, Quantity.JVP) else None,
     )
 
 

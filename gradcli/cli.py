@@ -149,6 +149,7 @@ COMMON = [
     _option("no_summarize", bool, False, "--no-summarize", help="print every value of a large array"),
     _option("rows", Optional[str], None, "--rows", help="only these batch rows (dim 0): 0 | 0,3 | 2:10 (row-independent outputs)"),
     _option("no_timing", bool, False, "--no-timing", help="drop timing fields (byte-identical JSON between runs)"),
+    _option("no_value", bool, False, "--no-value", help="JSON: leave value out (metadata and notes only); useful with -o"),
     _option("traceback", bool, False, "--traceback", help="show the full traceback of an error"),
 ]
 EXTRA = {
@@ -218,10 +219,13 @@ class Loaded:
     plot_path: Any
     as_json: bool
     timing: bool
+    started: float = 0.0  # time.perf_counter() when the command began, and when its inputs were loaded
+    loaded: float = 0.0
 
 
 def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
+    started = time.perf_counter()
     from .arrays import load_array
     from .backends import BackendOptions
     from .functions.base import option_name
@@ -261,7 +265,8 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     options = BackendOptions(device=opts["device"].value, fd_method=opts["fd_method"].value, fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"].value, progress=DelayedProgress())
     return Loaded(problem, vectors, options, max_memory, out_path, plot_path,
-                  as_json=opts["json"] or opts["format"] is Format.json, timing=not opts["no_timing"])
+                  as_json=opts["json"] or opts["format"] is Format.json, timing=not opts["no_timing"],
+                  started=started, loaded=time.perf_counter())
 
 
 def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
@@ -269,12 +274,12 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
     from .api import solve
 
     got = load(quantity, opts)
+    if not got.as_json and opts["no_summarize"]:
+        _refuse_table_over_memory(got, quantity, opts)
     stream = None
     if got.out_path is not None and got.out_path.suffix.lower() == ".npy" and quantity is Quantity.JACOBIAN:
         from .outfile import NpyStream
 
-        if got.as_json:
-            _refuse_json_over_memory(got, quantity, opts)
         stream = NpyStream(got.out_path)
     try:
         options = got.options if stream is None else dataclasses.replace(got.options, allocate=stream.allocate)
@@ -287,35 +292,67 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> None:
             stream.abort()  # a no-op once committed: the temporary file is gone
 
 
-def _refuse_json_over_memory(got: Loaded, quantity: Quantity, opts) -> None:
+def _refuse_table_over_memory(got: Loaded, quantity: Quantity, opts) -> None:
+    """A table of every entry (--no-summarize) is held as text and rich cells
+    while it renders; JSON is streamed and summarised tables are small."""
     from .api import format_bytes, resolve_layout, result_shape
+    from .render.table import TABLE_BYTES_PER_ENTRY
 
     layout = resolve_layout(got.problem, quantity, opts.get("layout", Layout.AUTO))
-    need = math.prod(result_shape(got.problem, quantity, layout)) * got.problem.dtype.itemsize
+    need = math.prod(result_shape(got.problem, quantity, layout)) * TABLE_BYTES_PER_ENTRY
     if need > got.max_memory:
-        raise UsageError(f"--json: the result needs {format_bytes(need)}, over --max-memory; drop --json and let "
-                         "-o write it in chunks")
+        raise UsageError(f"--no-summarize: a table of every entry needs about {format_bytes(need)} to render, over "
+                         "--max-memory; drop --no-summarize, or use --json or -o (written as a stream)")
 
 
 def _emit_result(result, got: Loaded, opts, stream) -> None:
-    from .outfile import write_result
+    """Standard output first; the files (-o, --plot) are written before it but
+    published only after it succeeded, and removed on any failure."""
+    from .outfile import prepare_result
 
-    if got.as_json:
-        from .render.json import dumps, result_to_dict
+    def total() -> float:
+        return time.perf_counter() - got.started
 
-        output = dumps(result_to_dict(result, timing=got.timing))
-    else:
-        from .render.table import render_result
+    pending = []
+    try:
+        if got.out_path is not None:
+            pending.append(prepare_result(got.out_path, result, timing=got.timing, stream=stream, total_seconds=total))
+        if got.plot_path is not None:
+            from .render.plot import prepare_plot
 
-        output = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
-                               explain=opts["explain"], timing=got.timing, heatmap=opts["heatmap"])
-    if got.out_path is not None:
-        write_result(got.out_path, result, timing=got.timing, stream=stream)
-    if got.plot_path is not None:
-        from .render.plot import write_plot
+            pending.append(prepare_plot(got.plot_path, result))
+        if got.as_json:
+            from .render.json import dump, result_to_dict
 
-        write_plot(got.plot_path, result)
-    emit(output)
+            dump(result_to_dict(result, timing=got.timing, value=not opts["no_value"], total_seconds=total),
+                 sys.stdout.write)
+        else:
+            _emit_table(result, got, opts)
+        sys.stdout.flush()
+        for file in pending:
+            file.publish()
+    except BaseException:
+        for file in pending:
+            file.abort()
+        raise
+
+
+def _emit_table(result, got: Loaded, opts) -> None:
+    """The body is rendered first so that the header's time covers the whole run."""
+    from .render.table import header, render_body
+
+    console = make_console()
+    body = render_body(result, precision=opts["precision"], summarize=not opts["no_summarize"],
+                       explain=opts["explain"], heatmap=opts["heatmap"])
+    render_start = time.perf_counter()
+    with console.capture() as capture:
+        console.print(body)
+    now = time.perf_counter()
+    times = {"load": got.loaded - got.started, "compute": result.seconds, "render": now - render_start,
+             "total": now - got.started}
+    console.print(header(result, got.timing, times))
+    console.print()
+    sys.stdout.write(capture.get())
 
 
 def check_command(opts: dict[str, Any]) -> int:

@@ -78,6 +78,7 @@ class Result:
     evaluations: int | None = None
     formulas: tuple[str, ...] = field(default=())
     rows: Any = None  # the RowLayout the value was computed with (structure notes read it)
+    vector: np.ndarray | None = None  # vjp: the cotangent v, jvp: the tangent t (so the result can be reproduced)
 
     @functools.cached_property
     def structure(self) -> tuple[str, ...]:

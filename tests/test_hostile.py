@@ -317,3 +317,86 @@ def test_stdin_closed_is_an_input_error():
     result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert_usage_error(result, "--input", "standard input is closed")
+
+
+# --- JSON: streamed, strict, --no-value, the vjp/jvp vector ------------------------------
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3), (70_000,), (3, 40_000), (2, 1, 70_000)])
+def test_streamed_json_is_the_text_json_dumps_would_write(shape):
+    from gradcli.render.json import array_to_json, dump
+
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal(shape)
+    if array.size > 2:
+        array.reshape(-1)[[1, -1]] = [np.nan, np.inf]
+    doc = {"a": 1, "value": array, "notes": ["x"], "later": lambda: 2.5}
+    pieces = []
+    dump(doc, pieces.append)
+    expected = json.dumps({"a": 1, "value": array_to_json(array), "notes": ["x"], "later": 2.5},
+                          separators=(", ", ": "), allow_nan=False) + "\n"
+    assert "".join(pieces) == expected
+    assert max(len(p) for p in pieces) < 40 * 70_000  # never the whole array as one text
+
+
+def test_no_value_leaves_the_value_out_and_keeps_the_rest():
+    doc = json.loads(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:2,3", "--json", "--no-value"]).stdout)
+    assert "value" not in doc and doc["shape"] == [2, 3, 3] and doc["output"]
+
+
+@pytest.mark.parametrize("command, option, shape", [("jvp", "tangent", [2, 3]), ("vjp", "cotangent", [2, 3])])
+def test_the_random_vector_is_saved_so_the_result_can_be_reproduced(command, option, shape, tmp_path):
+    args = [command, "softmax", "-x", "randn:2,3", f"--{option}", "randn", "--seed", "7"]
+    doc = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    vector = np.array(doc[option])
+    assert vector.shape == tuple(shape) and np.unique(vector).size == vector.size  # random, not ones
+    runner.invoke(app, [*args, "-o", str(tmp_path / "r.npz")])
+    with np.load(tmp_path / "r.npz") as saved:
+        np.testing.assert_array_equal(saved[option], vector)
+        np.testing.assert_allclose(saved["value"], doc["value"])
+
+
+def test_json_memory_does_not_grow_with_the_value(tmp_path):
+    """--json of a 64 MiB full Jacobian in a child capped at (its baseline + the result + 300 MiB):
+    the old code built ~12x the result in lists and text and could not finish."""
+    result = gradcli("jacobian", "softmax", "-x", "randn:1,2900", "--layout", "full", "--json", "--no-timing",
+                     stdout=subprocess.DEVNULL, limit_mib=1100)
+    assert result.returncode == 0, result.stderr[-500:]
+
+
+# --- tables never cut a number ----------------------------------------------------------
+
+
+def _table_text(args, width):
+    from rich.console import Console
+
+    import gradcli.cli as cli
+
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False)
+    original = cli.make_console
+    cli.make_console = lambda: console
+    try:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0
+    finally:
+        cli.make_console = original
+    return out.getvalue() + result.stdout  # the header through the console, the rendered body as text
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_a_table_never_cuts_a_number(width):
+    text = _table_text(["jacobian", "softmax", "-x", "randn:2,10", "--no-timing"], width)
+    cells = [cell for line in text.splitlines() for cell in line.split()]
+    cut = [cell for cell in cells if cell.endswith("…") and cell != "…"]
+    assert not cut, cut[:5]
+    if width < 120:
+        assert "columns hidden to fit" in text and "-o FILE.npy" in text
+    numbers = [float(c) for c in cells if c.lstrip("-").replace(".", "", 1).isdigit() and "." in c]
+    assert numbers
+
+
+def test_the_header_time_covers_the_whole_run():
+    text = _table_text(["jacobian", "softmax", "-x", "randn:2,10"], 200)
+    first = text.splitlines()[0]
+    assert "load" in first and "render" in first and "compute" in first, first

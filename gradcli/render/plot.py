@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..outfile import atomic_write
+from ..outfile import Pending, check_writable, pending_write
 from ..results import Layout, Result
 
 MAX_PANELS = 16  # blocks drawn at most, one panel each
@@ -20,8 +20,7 @@ def check_plot_path(path: str) -> Path:
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise UsageError(f"--plot: {path} must end in .png")
-    if not target.parent.is_dir():
-        raise UsageError(f"--plot: folder {target.parent} does not exist; create it first")
+    check_writable(target, "--plot")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -53,6 +52,11 @@ def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:
 
 
 def write_plot(path: Path, result: Result) -> None:
+    prepare_plot(path, result).publish()
+
+
+def prepare_plot(path: Path, result: Result) -> Pending:
+    """The image, written to a temporary file the caller publishes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,5 +80,7 @@ def write_plot(path: Path, result: Result) -> None:
         ax.axis("off")
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="value (0 is white)")
     fig.suptitle(f"{result.quantity.value} of {result.function} w.r.t. {result.wrt} ({result.backend.value})")
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=80))
-    plt.close(fig)
+    try:
+        return pending_write(path, lambda handle: fig.savefig(handle, format="png", dpi=80))
+    finally:
+        plt.close(fig)
