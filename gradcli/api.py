@@ -74,15 +74,21 @@ def solve(
 
     engine = get_backend(name, options)
     start = time.perf_counter()
-    if quantity is Quantity.JACOBIAN:
-        got = engine.jacobian(problem, layout)
-    elif quantity is Quantity.JVP:
-        got = engine.jvp(problem, vector)
-    else:
-        got = engine.vjp(problem, vector)
+    # Overflow (exp of 1000) and 0/0 give inf and NaN, counted in the result's
+    # `nonfinite` and said in its notes: not NumPy warnings on stderr.
+    with np.errstate(all="ignore"):
+        if quantity is Quantity.JACOBIAN:
+            got = engine.jacobian(problem, layout)
+        elif quantity is Quantity.JVP:
+            got = engine.jvp(problem, vector)
+        else:
+            got = engine.vjp(problem, vector)
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
     notes = problem.notes + got.notes
+    if options.device != "cpu" and name in (BackendName.ANALYTIC, BackendName.FD):
+        notes += (f"--device {options.device}: the {name.value} backend computes with NumPy on the CPU; "
+                  "--device applies to -b autograd and -b forward",)
     if per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in)
         value = value.reshape(natural.output_shape + natural.wrt_shape[1:])
         got = dataclasses.replace(got, output=np.asarray(got.output).reshape(natural.output_shape))

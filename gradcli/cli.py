@@ -463,6 +463,8 @@ def parse_positive_float(text: str, option: str) -> float:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise UsageError(f"{option}: {text!r} is not a positive number; write auto or e.g. 1e-4")
+    if value < 2.2250738585072014e-308:  # subnormal: a difference quotient by it divides by ~0
+        raise UsageError(f"{option}: {text!r} is below the smallest normal float64 (2.2e-308); write auto or e.g. 1e-4")
     return value
 
 

@@ -40,12 +40,12 @@ def check_writable(target: Path, option: str) -> Path:
     folder = target.parent
     if not folder.is_dir():
         raise UsageError(f"{option}: folder {folder} does not exist; create it first")
-    if target.is_dir():
-        raise UsageError(f"{option}: {target} is a folder; give a file name")
     limit = _name_max(folder)
     if len(os.fsencode(target.name)) > limit:
         raise UsageError(f"{option}: the file name is {len(os.fsencode(target.name))} bytes long; this file system "
                          f"allows {limit}")
+    if target.is_dir():
+        raise UsageError(f"{option}: {target} is a folder; give a file name")
     try:  # the only sure test: create (and remove) a file there
         Pending(target).abort()
     except OSError as err:

@@ -400,3 +400,139 @@ def test_the_header_time_covers_the_whole_run():
     text = _table_text(["jacobian", "softmax", "-x", "randn:2,10"], 200)
     first = text.splitlines()[0]
     assert "load" in first and "render" in first and "compute" in first, first
+
+
+# --- user code: its exits are errors, its prints are not output ---------------------------
+
+USER_CODE = '''
+from __future__ import annotations
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class Scale:
+    factor: float = 2.0
+
+
+class Boom(BaseException):
+    pass
+
+
+def exit0(x):
+    sys.exit(0)
+
+
+def exit5(x):
+    raise SystemExit(5)
+
+
+def base(x):
+    raise Boom("custom")
+
+
+def generator_exit(x):
+    raise GeneratorExit()
+
+
+def noisy(x):
+    print("hello from user code")
+    return x * Scale().factor
+'''
+
+
+@pytest.fixture()
+def user_file(tmp_path):
+    path = tmp_path / "user.py"
+    path.write_text(USER_CODE)
+    return path
+
+
+@pytest.mark.parametrize("name, shown", [("exit0", "SystemExit: 0"), ("exit5", "SystemExit: 5"),
+                                         ("base", "Boom: custom"), ("generator_exit", "GeneratorExit")])
+def test_user_code_that_exits_is_exit_3_your_code_raised(name, shown, user_file):
+    for command in (["jacobian"], ["check"]):  # check must never pass by exiting 0
+        result = gradcli(*command, f"{user_file}:{name}", "-x", "randn:3")
+        assert result.returncode == 3, (command, result.returncode, result.stderr)
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        assert f"your code raised {shown}" in result.stderr
+
+
+def test_sys_exit_at_import_is_exit_3(tmp_path):
+    path = tmp_path / "quits.py"
+    path.write_text("import sys\nsys.exit(0)\ndef f(x):\n    return x\n")
+    result = gradcli("grad", f"{path}:f", "-x", "randn:3")
+    assert result.returncode == 3 and "your code raised SystemExit: 0" in result.stderr and result.stdout == ""
+
+
+def test_print_in_user_code_goes_to_stderr_and_dataclasses_load(user_file):
+    result = gradcli("jacobian", f"{user_file}:noisy", "-x", "[1.0, 2.0]", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == [[2.0, 0.0], [0.0, 2.0]]  # 2 x: the @dataclass default ran
+    assert "hello from user code" in result.stderr
+
+
+# --- numbers that overflow, options that do not apply -------------------------------------
+
+
+def test_float32_overflow_names_the_finite_value_and_nothing_warns():
+    result = runner.invoke(app, ["jacobian", "exp", "-x", "[1e39, 1]", "--dtype", "float32"])
+    assert_usage_error(result, "--input", "1e+39", "float32")
+
+
+def test_overflow_in_the_function_is_counted_not_warned():
+    result = gradcli("jacobian", "exp", "-x", "[1000.0, 1.0]", "--json")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["nonfinite"] == 1 and doc["value"][0] is None
+
+
+def test_a_subnormal_fd_step_is_refused():
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-b", "fd", "--fd-step", "1e-320"]),
+                       "--fd-step")
+
+
+def test_device_cuda_with_a_numpy_backend_says_it_ran_on_the_cpu():
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "--device", "cuda", "--json"]).stdout)
+    assert any("--device cuda" in note and "CPU" in note for note in doc["notes"])
+
+
+# --- -o: modes, links, names, order -------------------------------------------------------
+
+
+def test_overwriting_keeps_the_file_mode(tmp_path):
+    path = tmp_path / "o.npy"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    assert runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", str(path)]).exit_code == 0
+    assert path.stat().st_mode & 0o777 == 0o600 and np.load(path).shape == (1,)
+
+
+def test_output_through_a_symlink_writes_its_target(tmp_path):
+    target = tmp_path / "real.npy"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.npy"
+    link.symlink_to(target)
+    assert runner.invoke(app, ["jacobian", "exp", "-x", "[1.0, 2.0]", "-o", str(link)]).exit_code == 0
+    assert link.is_symlink() and np.load(target).shape == (2,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npy", "real.npy"]
+
+
+def test_a_250_character_name_works_and_256_is_refused(tmp_path):
+    name = "a" * 246 + ".npy"
+    assert runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", str(tmp_path / name)]).exit_code == 0
+    assert (tmp_path / name).exists()
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", str(tmp_path / ("b" * 252 + ".npy"))]),
+                       "--output", "256 bytes")
+
+
+def test_an_unwritable_folder_is_exit_2():
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", "/proc/x.npy"]), "--output", "/proc")
+
+
+def test_standard_output_is_written_before_the_file_is_published(tmp_path):
+    """stdout on a full device: the command fails and leaves no -o file (nor a temporary one)."""
+    with open("/dev/full", "w") as full:
+        result = gradcli("jacobian", "exp", "-x", "randn:300", "--json", "-o", tmp_path / "o.npy", stdout=full)
+    assert result.returncode != 0
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ never differentiated. There is no closed form: the torch backends and fd
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import inspect
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendError, UsageError
+from ..errors import BackendError, GradcliError, UsageError
 from .base import ArrayArg, ArrayKind, Function, GeneralKernel, RowKernel, RowLayout, Structure
 
 EXTRA_ARRAYS = ("target", "weight", "bias", "class_weight", "pos_weight")
@@ -40,7 +41,25 @@ def user_error(err: BaseException, path: Path) -> BackendError:
     frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
     where = f" (at {path.name}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return BackendError(f"{path.name}: your code raised {type(err).__name__}: {message}{where}")
+    return BackendError(f"{path.name}: your code raised {type(err).__name__}{': ' + message if message else ''}{where}")
+
+
+@contextlib.contextmanager
+def running_user_code(path: Path):
+    """Around every run of the user's code: its ``print()`` goes to standard
+    error (standard output carries only gradcli's result), and whatever it
+    raises — ``sys.exit(0)``, ``SystemExit(5)``, ``GeneratorExit``, any
+    ``BaseException`` — becomes "your code raised ..." (exit 3), never an exit
+    of its own. Ctrl-C stays an interrupt."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except (GradcliError, KeyboardInterrupt):
+        raise
+    except BaseException as err:
+        if functorch_refused(err):
+            raise
+        raise user_error(err, path) from err
 
 
 def load_callable(path_text: str, name: str):
@@ -51,10 +70,15 @@ def load_callable(path_text: str, name: str):
     module = importlib.util.module_from_spec(spec)
     folder = str(path.resolve().parent)
     sys.path.insert(0, folder)
+    # Registered while it runs, as `import` does: @dataclass with postponed
+    # annotations looks its module up in sys.modules.
+    sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        raise user_error(err, path) from err
+        with running_user_code(path):
+            spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)
@@ -69,10 +93,8 @@ def load_callable(path_text: str, name: str):
     if not callable(obj):
         raise UsageError(f"FUNCTION: {path}:{name} is a {type(obj).__name__}, not a function or module")
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) or _takes_no_arguments(obj):
-        try:
+        with running_user_code(path):
             made = obj()
-        except Exception as err:
-            raise user_error(err, path) from err
         if not callable(made):
             raise UsageError(f"FUNCTION: {path}:{name}() returned a {type(made).__name__}, not a module or function")
         return made
@@ -164,15 +186,11 @@ class UserFunction(Function):
             x = x.reshape(x.shape[:-1] + params["_batch_in"])  # (..., B, F_in) -> (..., B, *in)
         replaced = {k[len("param:"):]: v for k, v in args.items() if k.startswith("param:")}
         kwargs = {k: v for k, v in args.items() if k != "input" and not k.startswith("param:")}
-        try:
+        with running_user_code(self.path):
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, (x,), kwargs)
             else:
                 out = self.callable(x, **kwargs)
-        except Exception as err:
-            if functorch_refused(err):
-                raise
-            raise user_error(err, self.path) from err
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(params["_batch_out"])] + (-1,))
         return out

@@ -300,7 +300,7 @@ def render_body(result: Result, *, precision: int = 4, summarize: bool = True, e
         parts.append(Text(_stats(value), style="dim"))
     if result.nonfinite:
         parts.append(Text(f"{result.nonfinite} of {value.size} entries are NaN or infinite "
-                          "(non-finite inputs propagate with --allow-nonfinite)", style="yellow"))
+                          "(from non-finite inputs with --allow-nonfinite, or overflow such as exp of a large input)", style="yellow"))
     if result.error is not None:
         parts.append(Text(f"fd error estimate: max {float(np.max(result.error)):.2e} "
                           f"({result.evaluations} points evaluated)", style="dim"))
