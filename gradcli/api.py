@@ -208,10 +208,12 @@ def check_memory(problem: Problem, quantity: Quantity, layout: Layout, max_memor
     if scattered and blocks <= max_memory:
         fits.append(f"--layout blocks ({format_bytes(blocks)})")
         fits.append("-o J.npy alone (written in chunks, never held whole)")
-    fits.append("`gradcli vjp` or `gradcli jvp` (the size of one argument)")
+    if quantity is Quantity.JACOBIAN:  # a vjp/jvp/grad is already the size of one argument
+        fits.append("`gradcli vjp` or `gradcli jvp` (the size of one argument)")
+    advice = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory or use a smaller input"
     raise UsageError(
         f"--max-memory: the {quantity.value} result {list(result_shape(problem, quantity, layout))} needs {format_bytes(need)}, "
-        f"over the limit of {format_bytes(max_memory)}; try {' or '.join(fits)}, or raise --max-memory"
+        f"over the limit of {format_bytes(max_memory)}; {advice}"
     )
 
 

@@ -23,7 +23,7 @@ def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype) -
         notes.append("diagonal (elementwise): J[i, j] = 0 whenever i != j; the value shown is the diagonal")
     elif layout is Layout.BLOCKS and rows is None:  # user code, per sample
         notes.append(f"per-sample blocks: one Jacobian of shape {list(value.shape[1:])} per sample, "
-                     f"the samples assumed independent (--verify-blocks checks it)")
+                     f"the samples assumed independent (`gradcli jacobian --layout blocks --verify-blocks` checks it)")
     elif layout is Layout.BLOCKS:
         blocks = value
         notes.append(f"block-diagonal across batch rows: {int(np.prod(rows.rows, dtype=int))} blocks of shape "

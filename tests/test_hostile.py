@@ -536,3 +536,17 @@ def test_standard_output_is_written_before_the_file_is_published(tmp_path):
         result = gradcli("jacobian", "exp", "-x", "randn:300", "--json", "-o", tmp_path / "o.npy", stdout=full)
     assert result.returncode != 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_refusals_suggest_only_what_applies():
+    import gradcli
+    from gradcli.errors import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        gradcli.vjp("softmax", input=np.zeros((100, 100)), max_memory=10_000)
+    assert "--max-memory" in str(refused.value) and "gradcli vjp" not in str(refused.value)
+    from gradcli.structure import describe
+    from gradcli.results import Layout
+
+    note = describe(np.ones((2, 3, 3)), Layout.BLOCKS, None, np.float64)[0]
+    assert "gradcli jacobian --layout blocks --verify-blocks" in note
