@@ -23,7 +23,7 @@ import numpy as np
 from ..results import CheckReport, Result
 
 SCHEMA = "gradcli/1"
-CHUNK = 1 << 16  # array entries turned into text at a time
+CHUNK = 1 << 14  # array entries turned into text at a time (~2 MB of Python objects)
 _SEPARATORS = (", ", ": ")
 
 
