@@ -577,3 +577,20 @@ def test_refusals_suggest_only_what_applies():
 
     note = describe(np.ones((2, 3, 3)), Layout.BLOCKS, None, np.float64)[0]
     assert "gradcli jacobian --layout blocks --verify-blocks" in note
+
+
+def test_structure_notes_need_no_temporary_the_size_of_the_value():
+    import tracemalloc
+
+    from gradcli.api import jacobian
+
+    result = jacobian("softmax", input=np.random.default_rng(0).standard_normal((4, 400)), layout="full")
+    tracemalloc.start()
+    try:
+        notes = result.structure
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert any(note.startswith("block-diagonal across batch rows (verified") for note in notes)
+    assert any("symmetric" in note for note in notes)
+    assert peak < result.value.nbytes / 2, f"{peak} bytes for a {result.value.nbytes}-byte value"
