@@ -11,7 +11,7 @@ from .functions import RowLayout
 from .results import Layout
 
 MAX_ENTRIES = 50_000_000  # past this, the notes would cost more than they tell
-CHUNK = 1 << 20  # entries compared at a time: no temporary the size of the value
+CHUNK = 1 << 18  # entries compared at a time: no temporary the size of the value
 
 
 def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype) -> tuple[str, ...]:
