@@ -46,7 +46,8 @@ class ShortErrorsGroup(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             typer.echo("gradcli: interrupted", err=True)
             code = ExitCode.INTERRUPTED
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         sys.exit(int(code or 0))
 
 
@@ -313,6 +314,8 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
     def total() -> float:
         return time.perf_counter() - got.started
 
+    if sys.stdout is None:  # started with standard output closed (>&-)
+        raise UsageError("standard output is closed; give gradcli somewhere to write (e.g. > result.txt)")
     pending = []
     try:
         if got.out_path is not None:
@@ -329,12 +332,26 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
         else:
             _emit_table(result, got, opts)
         sys.stdout.flush()
-        for file in pending:
-            file.publish()
-    except BaseException:
+    except BaseException as err:
         for file in pending:
             file.abort()
+        if isinstance(err, OSError):  # a full device, a closed pipe: nothing more can reach standard output
+            _drop_stdout()
+            raise UsageError(f"standard output: cannot write ({err.strerror or err}); no output file was written") from err
         raise
+    for file in pending:
+        file.publish()
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null so that the text still buffered is not
+    written again (and fails again) at exit."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _emit_table(result, got: Loaded, opts) -> None:

@@ -594,3 +594,31 @@ def test_structure_notes_need_no_temporary_the_size_of_the_value():
     assert any(note.startswith("block-diagonal across batch rows (verified") for note in notes)
     assert any("symmetric" in note for note in notes)
     assert peak < result.value.nbytes / 2, f"{peak} bytes for a {result.value.nbytes}-byte value"
+
+
+# --- the process: signals during start-up, standard output closed ---------------------------
+
+STARTUP_SIGNAL = ("import os, runpy, signal, sys, threading; "
+                  "sys.argv = ['gradcli', 'jacobian', 'exp', '-x', '[1.0]']; "
+                  "threading.Timer(0.02, os.kill, (os.getpid(), signal.{name})).start(); "
+                  "runpy.run_module('gradcli', run_name='__main__')")
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_gradcli_starts_is_a_clean_interrupt(name):
+    """The signal arrives 20 ms into `python -m gradcli`, while the CLI is still being imported."""
+    result = subprocess.run([sys.executable, "-c", STARTUP_SIGNAL.format(name=name)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 130, (result.returncode, result.stderr[-300:])
+    assert result.stderr == "gradcli: interrupted\n" and result.stdout == ""
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_standard_output_closed_is_a_short_error_and_leaves_no_file(extra, tmp_path):
+    command = (f"{sys.executable} -m gradcli jacobian exp -x '[1.0, 2.0]' {' '.join(extra)} "
+               f"-o {tmp_path / 'o.npy'} >&-")
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode not in (0, 1) and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "standard output" in result.stderr
+    assert list(tmp_path.iterdir()) == []
