@@ -314,8 +314,15 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
     def total() -> float:
         return time.perf_counter() - got.started
 
-    if sys.stdout is None:  # started with standard output closed (>&-)
-        raise UsageError("standard output is closed; give gradcli somewhere to write (e.g. > result.txt)")
+    def write_stdout() -> None:
+        if got.as_json:
+            from .render.json import dump, result_to_dict
+
+            dump(result_to_dict(result, timing=got.timing, value=not opts["no_value"], total_seconds=total),
+                 sys.stdout.write)
+        else:
+            _emit_table(result, got, opts)
+
     pending = []
     try:
         if got.out_path is not None:
@@ -324,13 +331,20 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
             from .render.plot import prepare_plot
 
             pending.append(prepare_plot(got.plot_path, result))
-        if got.as_json:
-            from .render.json import dump, result_to_dict
+    except BaseException:
+        for file in pending:
+            file.abort()
+        raise
+    stdout_then_files(write_stdout, pending)
 
-            dump(result_to_dict(result, timing=got.timing, value=not opts["no_value"], total_seconds=total),
-                 sys.stdout.write)
-        else:
-            _emit_table(result, got, opts)
+
+def stdout_then_files(write_stdout, pending) -> None:
+    """Run ``write_stdout``, then publish the ``pending`` output files; on any
+    failure remove them. Standard output closed or full is a short error."""
+    try:
+        if sys.stdout is None:  # started with standard output closed (>&-)
+            raise UsageError("standard output is closed; give gradcli somewhere to write (e.g. > result.txt)")
+        write_stdout()
         sys.stdout.flush()
     except BaseException as err:
         for file in pending:
@@ -375,7 +389,7 @@ def _emit_table(result, got: Loaded, opts) -> None:
 def check_command(opts: dict[str, Any]) -> int:
     """Every backend against a reference; exit 1 on a mismatch."""
     from .checking import default_quantity, run_check
-    from .outfile import write_text
+    from .outfile import pending_write
 
     quantity = Quantity(opts["quantity"].value) if opts.get("quantity") else None
     if quantity is Quantity.JVP and opts.get("tangent") is None:
@@ -405,9 +419,8 @@ def check_command(opts: dict[str, Any]) -> int:
         from .render.check import render_report
 
         output = render_report(report, timing=got.timing)
-    if got.out_path is not None:
-        write_text(got.out_path, document)
-    emit(output)
+    pending = [pending_write(got.out_path, lambda handle: handle.write(document.encode()))] if got.out_path else []
+    stdout_then_files(lambda: emit(output), pending)
     return int(ExitCode.OK if report.ok else ExitCode.MISMATCH)
 
 

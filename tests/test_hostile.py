@@ -622,3 +622,11 @@ def test_standard_output_closed_is_a_short_error_and_leaves_no_file(extra, tmp_p
     assert result.returncode not in (0, 1) and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "standard output" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writes_its_report_file_only_after_standard_output(tmp_path):
+    with open("/dev/full", "w") as full:
+        result = gradcli("check", "exp", "-x", "[1.0, 2.0]", "-b", "analytic", "--backends", "fd",
+                         "-o", tmp_path / "report.json", stdout=full)
+    assert result.returncode == 2 and "standard output" in result.stderr
+    assert list(tmp_path.iterdir()) == []
