@@ -39,14 +39,20 @@ def frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def count_nonfinite(array: np.ndarray, chunk: int = 1 << 20) -> int:
+def chunks(array: np.ndarray, size: int = 1 << 20):
+    """The entries of ``array``, flattened, ``size`` at a time (views, no copies
+    for contiguous arrays): how a huge result is scanned without a temporary
+    of its own size."""
+    flat = np.asarray(array).reshape(-1)
+    return (flat[i:i + size] for i in range(0, flat.size, size))
+
+
+def count_nonfinite(array: np.ndarray) -> int:
     """NaN and infinite entries, counted a chunk at a time: a memory-mapped
     full Jacobian never gets a boolean mask of its own size."""
-    flat = np.asarray(array).reshape(-1)
-    if flat.dtype.kind != "f":
+    if np.asarray(array).dtype.kind != "f":
         return 0
-    return sum(int(part.size - np.count_nonzero(np.isfinite(part)))
-               for part in (flat[i:i + chunk] for i in range(0, flat.size, chunk)))
+    return sum(int(part.size - np.count_nonzero(np.isfinite(part))) for part in chunks(array))
 
 
 @dataclass(frozen=True)

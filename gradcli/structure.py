@@ -8,15 +8,13 @@ import numpy as np
 
 from . import blockmath
 from .functions import RowLayout
-from .results import Layout
+from .results import Layout, chunks, count_nonfinite
 
 MAX_ENTRIES = 50_000_000  # past this, the notes would cost more than they tell
 CHUNK = 1 << 18  # entries compared at a time: no temporary the size of the value
 
 
 def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype) -> tuple[str, ...]:
-    from .results import count_nonfinite
-
     if value.size == 0 or value.size > MAX_ENTRIES or count_nonfinite(value):
         return ()
     tol = 100 * float(np.finfo(dtype).eps) * max(1.0, float(value.max()), -float(value.min()))
@@ -49,16 +47,14 @@ def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype) -
     elif value.ndim == 2 and value.shape[0] == value.shape[1] and layout is Layout.FULL:
         if _asymmetry(value) <= tol:
             notes.append("symmetric")
-    flat = value.reshape(-1)
-    zeros = sum(int(np.count_nonzero(flat[i:i + CHUNK] == 0)) for i in range(0, flat.size, CHUNK)) / value.size
+    zeros = sum(int(np.count_nonzero(part == 0)) for part in chunks(value, CHUNK)) / value.size
     if zeros:
         notes.append(f"{zeros:.1%} of the entries shown are exactly 0")
     return tuple(notes)
 
 
 def _count_above(a: np.ndarray, tol: float) -> int:
-    flat = a.reshape(-1)
-    return sum(int(np.count_nonzero(np.abs(flat[i:i + CHUNK]) > tol)) for i in range(0, flat.size, CHUNK))
+    return sum(int(np.count_nonzero(np.abs(part) > tol)) for part in chunks(a, CHUNK))
 
 
 def _asymmetry(m: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from ..results import Layout, Result
+from ..results import Layout, Result, chunks
 
 EDGE = 3  # items kept at each end of a summarised axis, as NumPy's edgeitems
 THRESHOLD = 1000  # arrays with more entries are summarised, as NumPy's threshold
@@ -342,8 +342,7 @@ class Stats:
         flat = np.asarray(array).reshape(-1)
         finite = zeros = 0
         total, lo, hi, max_abs, min_nz = 0.0, np.inf, -np.inf, 0.0, np.inf
-        for start in range(0, flat.size, cls.CHUNK):
-            part = flat[start:start + cls.CHUNK]
+        for part in chunks(flat, cls.CHUNK):
             part = part[np.isfinite(part)] if part.dtype.kind == "f" else part
             if not part.size:
                 continue
