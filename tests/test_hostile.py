@@ -630,3 +630,9 @@ def test_check_writes_its_report_file_only_after_standard_output(tmp_path):
                          "-o", tmp_path / "report.json", stdout=full)
     assert result.returncode == 2 and "standard output" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_table_of_every_entry_is_counted_in_the_memory_plan():
+    result = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:100,100", "--no-summarize", "--max-memory", "64MiB"])
+    assert_usage_error(result, "--no-summarize", "--max-memory")
+    assert runner.invoke(app, ["jacobian", "softmax", "-x", "randn:100,100", "--json", "--max-memory", "64MiB"]).exit_code == 0
