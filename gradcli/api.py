@@ -16,7 +16,7 @@ import numpy as np
 from .arrays import check_finite
 from .backends import get_backend, resolve
 from .errors import UsageError
-from .options import BackendName, BackendOptions, DType, Layout, Quantity
+from .options import BackendName, BackendOptions, Device, DType, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, make_plan
 from .problem import Problem, build_problem
 from .results import Result, frozen
@@ -50,18 +50,24 @@ def solve(
     view = plan.problem
     engine = get_backend(name, options)
     start = time.perf_counter()
-    if quantity is Quantity.JACOBIAN:
-        got = engine.jacobian(view, plan.layout)
-    elif quantity is Quantity.JVP:
-        got = engine.jvp(view, vector)
-    else:
-        got = engine.vjp(view, vector)
+    # Overflow (exp of 1000) and 0/0 give inf and NaN, counted in the result's
+    # `nonfinite` and said in its notes: not NumPy warnings on stderr.
+    with np.errstate(all="ignore"):
+        if quantity is Quantity.JACOBIAN:
+            got = engine.jacobian(view, plan.layout)
+        elif quantity is Quantity.JVP:
+            got = engine.jvp(view, vector)
+        else:
+            got = engine.vjp(view, vector)
     seconds = time.perf_counter() - start
     value = np.asarray(got.value).astype(problem.dtype, copy=False)
     output = np.asarray(got.output).astype(problem.dtype, copy=False)
     error = None if got.error is None else np.asarray(got.error).astype(problem.dtype, copy=False)
     nonsmooth = got.nonsmooth
     notes = view.notes + got.notes
+    if options.device is not Device.CPU and name in (BackendName.ANALYTIC, BackendName.FD):
+        notes += (f"--device {options.device.value}: the {name.value} backend computes with NumPy on the CPU; "
+                  "--device applies to -b autograd and -b forward",)
     if view.per_sample:  # user code's blocks, (B, F_out, F_in) -> (B, *out, *in); fd's error and mask as the value
         shape = problem.output_shape + problem.wrt_shape[1:]
         value, output = value.reshape(shape), output.reshape(problem.output_shape)
@@ -95,6 +101,7 @@ def solve(
         per_sample=view.per_sample,
         batch_axes=len(view.rows.rows) if view.rows is not None and plan.layout is Layout.BLOCKS else 0,
         nonsmooth=None if nonsmooth is None else frozen(nonsmooth),
+        vector=frozen(vector) if quantity in (Quantity.VJP, Quantity.JVP) else None,
     )
 
 

@@ -29,6 +29,14 @@ GENERATORS = ("randn", "rand", "randint", "arange", "eye", "ones", "zeros")
 # is shaped like the output, a tangent like the differentiated argument).
 SHAPELESS_GENERATORS = ("randn", "rand", "ones", "zeros")
 _NPY_MAGIC = b"\x93NUMPY"
+# A full Jacobian has the output's axes and the input's: NumPy allows 64 in all.
+MAX_DIMS = 31
+# Python's json holds each number as an object (24-32 bytes) in a list (8 bytes
+# a pointer) before NumPy copies it: at most ~20 bytes of memory per byte of text
+# ("1," is 2 bytes of text and 40 of memory). A JSON text is refused past
+# max_bytes / JSON_MEMORY_FACTOR.
+JSON_MEMORY_FACTOR = 20
+KEYS_SHOWN = 8  # an .npz with many members: the first few names are listed
 _GENERATOR_RE = re.compile(r"^(?P<name>[a-z]+)(?::(?P<args>.*))?$")
 
 
@@ -51,13 +59,15 @@ def load_array(
     if not spec:
         raise UsageError(f"{option}: empty value; give a file, a JSON literal or a generator such as randn:3,5")
     if spec == "-":
-        array = _from_stdin(option, stdin if stdin is not None else sys.stdin.buffer)
+        if stdin is None:
+            stdin = getattr(sys.stdin, "buffer", None)  # None when standard input is closed (<&-)
+        array = _from_stdin(option, stdin, max_bytes)
     elif _looks_like_generator(spec):
         array = _generate(spec, option, seed=seed, like=like, max_bytes=max_bytes)
     elif _file_part(spec).lower().endswith(FILE_SUFFIXES):
-        array = _from_file(spec, option)
+        array = _from_file(spec, option, max_bytes)
     else:
-        array = _from_json_text(spec, option, source="inline value")
+        array = _from_json_text(spec, option, source="inline value", max_bytes=max_bytes)
     return _check_numeric(array, option)
 
 
@@ -83,30 +93,65 @@ def _file_part(spec: str) -> str:
     return head if sep and head.lower().endswith(".npz") else spec
 
 
-def _from_file(spec: str, option: str) -> np.ndarray:
+def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
     path = Path(_file_part(spec))
     if not path.is_file():
         raise UsageError(f"{option}: file not found: {path}; check the path")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
-            return _load_npy(path, option)
+            with path.open("rb") as handle:
+                return _load_npy(handle, option, max_bytes)
         if suffix == ".npz":
             key = spec[len(str(path)) + 1 :] if len(spec) > len(str(path)) else None
-            return _load_npz(path, key, option)
+            return _load_npz(path, key, option, max_bytes)
         if suffix == ".json":
-            return _from_json_text(path.read_text(encoding="utf-8"), option, source=str(path))
-        return _load_pt(path, option)
+            _check_json_size(path.stat().st_size, option, str(path), max_bytes)
+            return _from_json_text(path.read_text(encoding="utf-8"), option, source=str(path), max_bytes=max_bytes)
+        return _load_pt(path, option, max_bytes)
     except OSError as err:
         raise UsageError(f"{option}: cannot read {path}: {err.strerror or err}") from err
     except UnicodeDecodeError as err:
         raise UsageError(f"{option}: {path} is not UTF-8 text; JSON files must be UTF-8") from err
 
 
-def _load_npy(source, option: str) -> np.ndarray:
-    name = getattr(source, "name", "standard input")
+def _too_big(option: str, what: str, need: int, max_bytes: int) -> UsageError:
+    from .sizes import format_bytes
+
+    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over --max-memory {format_bytes(max_bytes)}; "
+                      "use a smaller array or raise --max-memory")
+
+
+def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) -> None:
+    """Read the .npy header at ``handle``'s position (then rewind) and refuse,
+    before any data is read, an object array or one larger than ``max_bytes``."""
+    start = handle.tell()
     try:
-        return np.load(source, allow_pickle=False)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:  # 3.0 (UTF-8 field names) has no public reader; np.load checks it below
+            shape, dtype = (), np.dtype(np.float64)
+    except (ValueError, EOFError, OSError, SyntaxError) as err:
+        raise UsageError(f"{option}: {name} is not a valid .npy file ({err}); re-save it with np.save") from err
+    handle.seek(start)
+    if dtype.hasobject:
+        raise UsageError(f"{option}: {name} holds Python objects (a pickle); gradcli never loads pickles, "
+                         "save a numeric array")
+    if len(shape) > MAX_DIMS:
+        raise UsageError(f"{option}: {name} has {len(shape)} dimensions; gradcli takes at most {MAX_DIMS}")
+    need = math.prod(shape) * dtype.itemsize
+    if need > max_bytes:
+        raise _too_big(option, f"{name} (shape {list(shape)}, {dtype})", need, max_bytes)
+
+
+def _load_npy(handle: BinaryIO, option: str, max_bytes: int) -> np.ndarray:
+    name = getattr(handle, "name", "standard input")
+    _check_npy_header(handle, name, option, max_bytes)
+    try:
+        return np.load(handle, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err) or "Object arrays" in str(err):
             raise UsageError(f"{option}: {name} holds Python objects (a pickle); gradcli never loads pickles, save a numeric array") from err
@@ -115,32 +160,48 @@ def _load_npy(source, option: str) -> np.ndarray:
         raise UsageError(f"{option}: {name} is truncated or not a .npy file; re-save it with np.save") from err
 
 
-def _load_npz(path: Path, key: str | None, option: str) -> np.ndarray:
+def _load_npz(path: Path, key: str | None, option: str, max_bytes: int) -> np.ndarray:
+    """One member of an .npz archive; its .npy header is checked before its data is read."""
+    import zipfile
+
     try:
-        archive = np.load(path, allow_pickle=False)
-    except Exception as err:  # zipfile raises several unrelated types for a bad archive
+        archive = zipfile.ZipFile(path)
+        members = archive.namelist()
+    except (zipfile.BadZipFile, ValueError) as err:
         raise UsageError(f"{option}: {path} is not a valid .npz archive; re-save it with np.savez") from err
     with archive:
-        keys = list(archive.files)
+        keys = [m[: -len(".npy")] if m.endswith(".npy") else m for m in members]
+        listed = ", ".join(keys[:KEYS_SHOWN]) + (f", … ({len(keys)} in all)" if len(keys) > KEYS_SHOWN else "")
         if key is None:
             if len(keys) != 1:
-                raise UsageError(f"{option}: {path} holds {len(keys)} arrays {keys}; name one as {path}:KEY")
+                raise UsageError(f"{option}: {path} holds {len(keys)} arrays ({listed}); name one as {path}:KEY")
             key = keys[0]
         if key not in keys:
-            raise UsageError(f"{option}: {path} has no array {key!r}; it holds {keys}")
+            raise UsageError(f"{option}: {path} has no array {key!r}; it holds {listed}")
+        member = members[keys.index(key)]
+        if not member.endswith(".npy"):
+            raise UsageError(f"{option}: {path}:{key} is not a .npy array (an .npz member written by np.savez); "
+                             "name an array member")
         try:
-            return archive[key]
-        except ValueError as err:
-            raise UsageError(f"{option}: {path}:{key} holds Python objects (a pickle) or is corrupt; gradcli never loads pickles") from err
-        except Exception as err:
+            with archive.open(member) as handle:  # a zip member can seek back to its start
+                _check_npy_header(handle, f"{path}:{key}", option, max_bytes)
+                return np.lib.format.read_array(handle, allow_pickle=False)
+        except UsageError:
+            raise
+        except Exception as err:  # zipfile and numpy raise several unrelated types for a corrupt member
             raise UsageError(f"{option}: {path}:{key} is truncated or corrupt; re-save it with np.savez") from err
 
 
-def _load_pt(path: Path, option: str) -> np.ndarray:
+_PT_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8")
+
+
+def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
     try:
         import torch
     except ImportError as err:
         raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
+    if path.stat().st_size > max_bytes:
+        raise _too_big(option, str(path), path.stat().st_size, max_bytes)
     try:
         with warnings.catch_warnings():  # torch warns on stderr about what it refuses; our message says it
             warnings.simplefilter("ignore")
@@ -153,25 +214,39 @@ def _load_pt(path: Path, option: str) -> np.ndarray:
         ) from err
     if not isinstance(obj, torch.Tensor):
         raise UsageError(f"{option}: {path} holds a {type(obj).__name__}, not a tensor; save a single tensor")
+    if obj.is_complex():
+        raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
+    kind = ("a sparse" if obj.layout is not torch.strided else "a meta (data-less)" if obj.is_meta
+            else "a quantized" if obj.is_quantized else None)
+    if kind is None and str(obj.dtype).removeprefix("torch.") not in _PT_DTYPES:
+        kind = f"a {str(obj.dtype).removeprefix('torch.')}"
+    if kind is not None:
+        raise UsageError(f"{option}: {path} holds {kind} tensor; save a dense tensor of a float or integer dtype "
+                         "(e.g. t.to_dense().float())")
     tensor = obj.detach().cpu()
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
-    if tensor.is_complex():
-        raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
     return tensor.numpy()
 
 
-def _from_stdin(option: str, stream: BinaryIO) -> np.ndarray:
-    data = stream.read()
+def _from_stdin(option: str, stream: BinaryIO | None, max_bytes: int) -> np.ndarray:
+    if stream is None:
+        raise UsageError(f"{option}: standard input is closed; pipe JSON or .npy bytes into it, or give a file")
+    try:
+        data = stream.read(max_bytes + 1)  # never more than the limit allows
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{option}: cannot read standard input ({err}); pipe JSON or .npy bytes into it") from err
+    if len(data) > max_bytes:
+        raise _too_big(option, "standard input", len(data), max_bytes)
     if data.startswith(_NPY_MAGIC):
-        return _load_npy(io.BytesIO(data), option)
+        return _load_npy(io.BytesIO(data), option, max_bytes)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise UsageError(f"{option}: standard input is neither .npy bytes nor UTF-8 JSON") from err
     if not text.strip():
         raise UsageError(f"{option}: standard input is empty; pipe JSON or .npy bytes into it")
-    return _from_json_text(text, option, source="standard input")
+    return _from_json_text(text, option, source="standard input", max_bytes=max_bytes)
 
 
 # --- JSON ------------------------------------------------------------------
@@ -179,14 +254,24 @@ def _from_stdin(option: str, stream: BinaryIO) -> np.ndarray:
 _JSON_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8")
 
 
-def _from_json_text(text: str, option: str, *, source: str) -> np.ndarray:
+def _check_json_size(length: int, option: str, source: str, max_bytes: int) -> None:
+    if length * JSON_MEMORY_FACTOR > max_bytes:
+        raise _too_big(option, f"{source} ({length} bytes of JSON, parsed at up to {JSON_MEMORY_FACTOR} bytes a byte)",
+                       length * JSON_MEMORY_FACTOR, max_bytes)
+
+
+def _from_json_text(text: str, option: str, *, source: str, max_bytes: int = 2**31) -> np.ndarray:
+    _check_json_size(len(text), option, source, max_bytes)
     try:
         data = json.loads(text)
     except RecursionError as err:
         raise UsageError(f"{option}: {source} is nested too deeply to be an array") from err
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         hint = "" if source != "inline value" else "; give a file (.npy, .npz, .json, .pt), JSON such as '[[0.1, 0.2]]', or a generator such as randn:3,5"
         raise UsageError(f"{option}: {source} is not valid JSON ({err.msg} at position {err.pos}){hint}") from err
+    except ValueError as err:  # Python refuses integers of more than 4300 digits
+        raise UsageError(f"{option}: {source} holds a number too large to read ({str(err)[:80]}); "
+                         "arrays hold int64 or float values") from err
     dtype = None
     if isinstance(data, dict):
         if set(data) - {"data", "dtype"} or "data" not in data:
@@ -258,8 +343,8 @@ def _generate(spec: str, option: str, *, seed: int, like, max_bytes: int) -> np.
             high = int(high_text)
         except ValueError:
             high = 0
-        if high <= 0:
-            raise UsageError(f"{option}: randint needs randint:HIGH:SHAPE with HIGH > 0, e.g. randint:5:3 (3 integers in [0, 5))")
+        if not 0 < high <= np.iinfo(np.int64).max:
+            raise UsageError(f"{option}: randint needs randint:HIGH:SHAPE with HIGH > 0 (below 2**63), e.g. randint:5:3 (3 integers in [0, 5))")
         args = args or None
     if args is None:
         if like is None or name not in (*SHAPELESS_GENERATORS, "randint"):
@@ -300,4 +385,9 @@ def _check_numeric(array: np.ndarray, option: str) -> np.ndarray:
         raise UsageError(f"{option}: dtype {array.dtype} is not numeric; give integers or floats")
     if array.size == 0:
         raise UsageError(f"{option}: the array is empty (shape {list(array.shape)}); give at least one value")
+    if array.ndim > MAX_DIMS:
+        raise UsageError(f"{option}: {array.ndim} dimensions; gradcli takes at most {MAX_DIMS}")
+    if kind == "u" and array.dtype.itemsize == 8 and array.max() > np.iinfo(np.int64).max:
+        # int64 would wrap it to a negative number (2**64 - 100 would become -100: ignore_index)
+        raise UsageError(f"{option}: value {int(array.max())} is above int64's range; class indices must fit int64")
     return array

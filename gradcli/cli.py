@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import enum
 import inspect
-import re
+import math
+
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -145,7 +146,7 @@ RUN_OPTIONS = [
     _option("dtype", Optional[DType], None, "--dtype",
             help="working precision (default float64; a note says when float32 data is upcast)"),
     _option("device", Device, Device.CPU, "--device", help="torch backends"),
-    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)"),
+    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)", min=0),
     _option("fd_method", FdMethod, FdMethod.RICHARDSON, "--fd-method", help="finite-difference formula"),
     _option("fd_step", str, "auto", "--fd-step", help="auto (adaptive per entry: Richardson steps from eps^(1/5), "
             "halved or doubled until they converge), or an absolute step such as 1e-4"),
@@ -162,6 +163,7 @@ RUN_OPTIONS = [
     _option("no_summarize", bool, False, "--no-summarize", help="print every value of a large array"),
     _option("rows", Optional[str], None, "--rows", help="only these batch rows (dim 0): 0 | 0,3 | 2:10 (row-independent outputs)"),
     _option("no_timing", bool, False, "--no-timing", help="drop timing fields (byte-identical JSON between runs)"),
+    _option("no_value", bool, False, "--no-value", help="JSON: leave value out (metadata and notes only); useful with -o"),
     _option("traceback", bool, False, "--traceback", help="show the full traceback of an error"),
 ]
 COMMON = [FUNCTION_ARG, *catalogue_options(), *RUN_OPTIONS]
@@ -207,10 +209,13 @@ class Loaded:
     plot_path: Any
     as_json: bool
     timing: bool
+    started: float = 0.0  # time.perf_counter() when the command began, and when its inputs were loaded
+    loaded: float = 0.0
 
 
 def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
+    started = time.perf_counter()
     from .arrays import load_array
     from .functions import array_arguments, parameters
     from .functions.base import option_name
@@ -225,13 +230,17 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         raise UsageError("-: only one option can read standard input; give the others as files")
     if opts.get("input") is None:
         raise UsageError("--input: missing; give the input with -x, e.g. -x randn:3,5 or -x logits.npy")
+    from .sizes import parse_size
+
     max_memory = parse_size(opts["max_memory"])
     out_path = check_output_path(opts["output"]) if opts.get("output") else None
     plot_path = None
     if opts.get("plot"):
-        from .render.plot import check_plot_path
+        from .outfile import check_plot_path
+        from .render.plot import require_matplotlib
 
         plot_path = check_plot_path(opts["plot"])
+        require_matplotlib()
     arrays = {name: load_array(spec, option_name(name), seed=opts["seed"], max_bytes=max_memory)
               for name, spec in specs.items()}
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
@@ -245,12 +254,14 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     vectors = {}
     if vector_spec is not None:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
-        vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like)
+        vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like,
+                                            max_bytes=max_memory)
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"], fd_method=opts["fd_method"], fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"], progress=DelayedProgress())
     return Loaded(problem, vectors, options, max_memory, out_path, plot_path,
-                  as_json=opts["json"] or opts["format"] is Format.JSON, timing=not opts["no_timing"])
+                  as_json=opts["json"] or opts["format"] is Format.JSON, timing=not opts["no_timing"],
+                  started=started, loaded=time.perf_counter())
 
 
 def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
@@ -263,12 +274,12 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
         raise UsageError("--backend compile: compares compiled gradients with eager ones, so it belongs to check: "
                          "gradcli check ... --backends autograd,compile")
     got = load(quantity, opts)
+    if not got.as_json and opts["no_summarize"]:
+        _refuse_table_over_memory(got, quantity, opts)
     stream = None
     if got.out_path is not None and got.out_path.suffix.lower() == ".npy" and quantity is Quantity.JACOBIAN:
         from .outfile import NpyStream
 
-        if got.as_json:
-            _refuse_json_over_memory(got, quantity, opts)
         stream = NpyStream(got.out_path)
     try:
         options = got.options if stream is None else replace(got.options, allocate=stream.allocate)
@@ -282,46 +293,114 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
     return ExitCode.OK
 
 
-def _refuse_json_over_memory(got: Loaded, quantity: Quantity, opts) -> None:
-    from .plan import format_bytes, make_plan
+def _refuse_table_over_memory(got: Loaded, quantity: Quantity, opts) -> None:
+    """A table of every entry (--no-summarize) is held as text and rich cells
+    while it renders; JSON is streamed and summarised tables are small."""
+    from .plan import make_plan
+    from .sizes import format_bytes
+    from .render.table import TABLE_BYTES_PER_ENTRY
 
     plan = make_plan(got.problem, quantity, opts.get("layout", Layout.AUTO), max_memory=2**62)
-    if plan.nbytes > got.max_memory:
-        raise UsageError(f"--json: the result needs {format_bytes(plan.nbytes)}, over --max-memory; drop --json and let "
-                         "-o write it in chunks")
+    need = math.prod(plan.shape) * TABLE_BYTES_PER_ENTRY
+    if need > got.max_memory:
+        raise UsageError(f"--no-summarize: a table of every entry needs about {format_bytes(need)} to render, over "
+                         "--max-memory; drop --no-summarize, or use --json or -o (written as a stream)")
 
 
 def _emit_result(result, got: Loaded, opts, stream) -> None:
-    from .outfile import atomic_write, write_result
+    """Standard output first; the files (-o, --plot) are written before it but
+    published only after it succeeded, and removed on any failure."""
+    from .outfile import pending_write, prepare_result
 
-    if got.as_json:
-        from .render.json import dumps, result_to_dict
+    def total() -> float:
+        return time.perf_counter() - got.started
 
-        output = dumps(result_to_dict(result, timing=got.timing))
-    else:
-        from .render.table import render_result
+    def write_stdout() -> None:
+        if got.as_json:
+            from .render.json import dump, result_to_dict
 
-        output = render_result(result, precision=opts["precision"], summarize=not opts["no_summarize"],
-                               explain=opts["explain"], timing=got.timing, heatmap=opts["heatmap"])
-    emit(output)
-    if got.out_path is not None:
-        write_result(got.out_path, result, timing=got.timing, stream=stream)
-    if got.plot_path is not None:
-        from .render.plot import draw_plot
+            dump(result_to_dict(result, timing=got.timing, value=not opts["no_value"], total_seconds=total),
+                 sys.stdout.write)
+        else:
+            _emit_table(result, got, opts)
 
-        atomic_write(got.plot_path, lambda handle: draw_plot(result, handle))
+    pending = []
+    try:
+        if got.out_path is not None:
+            pending.append(prepare_result(got.out_path, result, timing=got.timing, stream=stream, total_seconds=total))
+        if got.plot_path is not None:
+            from .render.plot import draw_plot
+
+            pending.append(pending_write(got.plot_path, lambda handle: draw_plot(result, handle)))
+    except BaseException:
+        for file in pending:
+            file.abort()
+        raise
+    stdout_then_files(write_stdout, pending)
+
+
+def stdout_then_files(write_stdout, pending) -> None:
+    """Run ``write_stdout``, then publish the ``pending`` output files; on any
+    failure remove them. Standard output closed or full is a short error."""
+    try:
+        if sys.stdout is None:  # started with standard output closed (>&-)
+            raise UsageError("standard output is closed; give gradcli somewhere to write (e.g. > result.txt)")
+        write_stdout()
+        sys.stdout.flush()
+    except BaseException as err:
+        for file in pending:
+            file.abort()
+        if isinstance(err, OSError):  # a full device, a closed pipe: nothing more can reach standard output
+            _drop_stdout()
+            raise UsageError(f"standard output: cannot write ({err.strerror or err}); no output file was written") from err
+        raise
+    for file in pending:
+        file.publish()
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null so that the text still buffered is not
+    written again (and fails again) at exit."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _emit_table(result, got: Loaded, opts) -> None:
+    """The body is rendered first so that the header's time covers the whole run."""
+    from .render.table import header, render_body
+
+    console = make_console()
+    body = render_body(result, precision=opts["precision"], summarize=not opts["no_summarize"],
+                       explain=opts["explain"], heatmap=opts["heatmap"])
+    render_start = time.perf_counter()
+    with console.capture() as capture:
+        console.print(body)
+    now = time.perf_counter()
+    times = {"load": got.loaded - got.started, "compute": result.seconds, "render": now - render_start,
+             "total": now - got.started}
+    console.print(header(result, got.timing, times))
+    console.print()
+    sys.stdout.write(capture.get())
 
 
 def check_report(opts: dict[str, Any]):
     """Run one check from its options: ``(report, baseline comparison or None,
     fingerprint to save or None, loaded)``."""
     from .checking import default_quantity, run_check
+    from .outfile import pending_write
 
     quantity = opts.get("quantity")
     if quantity is Quantity.JVP and opts.get("tangent") is None:
         opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
+    for name in ("atol", "rtol"):
+        if opts.get(name) is not None and not 0 <= opts[name] < math.inf:
+            raise UsageError(f"--{name}: {opts[name]} is not a finite number >= 0; give e.g. --{name} 1e-6")
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
     got = load(quantity or Quantity.GRAD, opts)
@@ -356,7 +435,7 @@ def check_command(opts: dict[str, Any]) -> int:
         raise UsageError("--junit: goes with --suite FILE.toml")
     if not opts.get("function"):
         raise UsageError("FUNCTION: missing; name the function to check, or give --suite FILE.toml")
-    from .outfile import write_text
+    from .outfile import pending_write
 
     report, comparison, saved, got = check_report(opts)
     document = dumps_check(report, comparison, got.timing)
@@ -364,13 +443,14 @@ def check_command(opts: dict[str, Any]) -> int:
         output = document
     else:
         output = render_check(report, comparison, got.timing)
-    emit(output)
-    if got.out_path is not None:
-        write_text(got.out_path, document)
+    pending = [pending_write(got.out_path, lambda handle: handle.write(document.encode()))] if got.out_path else []
     if saved is not None:
         from .baseline import dumps
 
-        write_text(check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",)), dumps(saved))
+        text = dumps(saved).encode()
+        pending.append(pending_write(check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",)),
+                                     lambda handle: handle.write(text)))
+    stdout_then_files(lambda: emit(output), pending)
     ok = report.ok and (comparison is None or comparison.ok)
     return int(ExitCode.OK if ok else ExitCode.MISMATCH)
 
@@ -565,18 +645,6 @@ def make_console():
     return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib|tb|tib)?\s*$", re.IGNORECASE)
-_UNITS = {None: 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30,
-          "tb": 10**12, "tib": 2**40}
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE_RE.match(text)
-    if not match:
-        raise UsageError(f"--max-memory: cannot read {text!r} as a size; write e.g. 512MiB or 4GiB")
-    return int(float(match[1]) * _UNITS[match[2].lower() if match[2] else None])
-
-
 def parse_positive_float(text: str, option: str) -> float:
     try:
         value = float(text)
@@ -584,6 +652,8 @@ def parse_positive_float(text: str, option: str) -> float:
         value = float("nan")
     if not value > 0 or value == float("inf"):
         raise UsageError(f"{option}: {text!r} is not a positive number; write auto or e.g. 1e-4")
+    if value < 2.2250738585072014e-308:  # subnormal: a difference quotient by it divides by ~0
+        raise UsageError(f"{option}: {text!r} is below the smallest normal float64 (2.2e-308); write auto or e.g. 1e-4")
     return value
 
 

@@ -1,11 +1,16 @@
 """``-o PATH``: write a result to .npy, .npz or .json, whole or not at all.
 
-The file is written to a temporary file in the same folder and renamed over
-the target, so a reader never sees half a file and an error leaves nothing.
+The file is written to a temporary file in the same folder (:class:`Pending`)
+and renamed over the target only once everything else has succeeded (the
+command's standard output included), so a reader never sees half a file and an
+error leaves nothing. An existing file keeps its permissions; a symbolic link
+is written through (its target is replaced, the link stays); the temporary name
+is short, so any name the file system accepts works.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -15,60 +20,103 @@ import numpy as np
 import numpy.lib.format  # noqa: F401  (open_memmap)
 
 from .errors import UsageError
-from .render.json import dumps, result_to_dict
+from .render.json import dump, result_to_dict
 from .results import Result
 
 SUFFIXES = (".npy", ".npz", ".json")
 
 
 def check_output_path(path: str, option: str = "--output", suffixes: tuple[str, ...] = SUFFIXES) -> Path:
-    """Refuse, before any work, a path that cannot be written."""
+    """Refuse, before any work, a path that cannot be written (exit 2): a bad
+    extension, a missing folder, a name too long, a folder where no file can
+    be created (read-only, ``/proc``)."""
     target = Path(path)
     if target.suffix.lower() not in suffixes:
         raise UsageError(f"{option}: unknown extension {target.suffix or '(none)'!r} in {path}; use {', '.join(suffixes)}")
+    return check_writable(target, option)
+
+
+def check_writable(target: Path, option: str) -> Path:
     folder = target.parent
     if not folder.is_dir():
         raise UsageError(f"{option}: folder {folder} does not exist; create it first")
+    limit = _name_max(folder)
+    if len(os.fsencode(target.name)) > limit:
+        raise UsageError(f"{option}: the file name is {len(os.fsencode(target.name))} bytes long; this file system "
+                         f"allows {limit}")
     if target.is_dir():
-        raise UsageError(f"{option}: {path} is a folder; give a file name")
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"{option}: folder {folder} is not writable")
+        raise UsageError(f"{option}: {target} is a folder; give a file name")
+    try:  # the only sure test: create (and remove) a file there
+        Pending(target).abort()
+    except OSError as err:
+        raise UsageError(f"{option}: cannot write in folder {folder} ({err.strerror or err}); choose another") from None
     return target
 
 
-def _publish(tmp: Path, path: Path) -> None:
-    """Give the finished temporary file the mode a plain open() would (mkstemp
-    makes it 0600), then rename it over ``path`` in one step."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _final_target(path: Path) -> Path:
+    """Where the bytes go: through a symbolic link to the file it names."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+class Pending:
+    """A temporary file next to the output's final target. Fill :attr:`tmp`,
+    then :meth:`publish` renames it over the target in one step (with the old
+    file's mode, or the mode a plain ``open()`` would give); :meth:`abort`
+    removes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.target = _final_target(path)
+        fd, tmp = tempfile.mkstemp(prefix=".gc", suffix=".tmp", dir=self.target.parent)  # short: ".gcXXXXXXXX.tmp"
+        os.close(fd)
+        self.tmp = Path(tmp)
+
+    def publish(self) -> None:
+        try:
+            mode = os.stat(self.target).st_mode & 0o7777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(self.tmp, mode)
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def pending_write(path: Path, write: Callable[[BinaryIO], None]) -> Pending:
+    """Call ``write`` on a temporary file for ``path``; the caller publishes it.
+    On any error (or Ctrl-C) the temporary file is removed."""
+    pending = Pending(path)
+    try:
+        with pending.tmp.open("wb") as handle:
+            write(handle)
+    except BaseException:
+        pending.abort()
+        raise
+    return pending
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write`` on a temporary file in ``path``'s folder, then rename it
-    over ``path``; on any error (or Ctrl-C) the temporary file is removed."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        _publish(Path(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """:func:`pending_write`, published at once."""
+    pending_write(path, write).publish()
 
 
-class NpyStream:
+class NpyStream(Pending):
     """A ``.npy`` result filled in place: a memory-mapped temporary file in the
-    target's folder (``allocate``), renamed over the target by :meth:`commit`,
-    removed by :meth:`abort`. The result is never held whole in memory: the
-    operating system writes its pages out as they fill."""
+    target's folder (``allocate``), published by :meth:`commit`, removed by
+    :meth:`abort`. The result is never held whole in memory: the operating
+    system writes its pages out as they fill."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        super().__init__(path)
         self.array: np.ndarray | None = None
 
     def allocate(self, shape, dtype=np.float64) -> np.ndarray:
@@ -81,18 +129,18 @@ class NpyStream:
 
     def commit(self) -> None:
         self.array.flush()
-        _publish(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.tmp.unlink(missing_ok=True)
+        self.publish()
 
 
-def write_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None) -> None:
-    """``.npy``: the value; ``.npz``: value, output (and fd's error and nonsmooth); ``.json``: the --json document.
-    A value already streamed into ``stream``'s file is just committed."""
+def prepare_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None,
+                   total_seconds=None) -> Pending:
+    """The file for ``-o``, written but not yet published. ``.npy``: the value;
+    ``.npz``: value, output, the vjp/jvp vector (``cotangent``/``tangent``) and
+    fd's ``error``; ``.json``: the --json document, streamed. A value already
+    streamed into ``stream``'s file is only flushed."""
     if stream is not None and stream.holds(result.value):
-        stream.commit()
-        return
+        stream.array.flush()
+        return stream
     suffix = path.suffix.lower()
 
     def write(handle: BinaryIO) -> None:
@@ -100,15 +148,33 @@ def write_result(path: Path, result: Result, *, timing: bool = True, stream: Npy
             np.save(handle, result.value, allow_pickle=False)
         elif suffix == ".npz":
             arrays = {"value": result.value, "output": result.output}
+            if result.vector is not None:
+                arrays["cotangent" if result.quantity.value == "vjp" else "tangent"] = result.vector
             if result.error is not None:
                 arrays["error"] = result.error
             if result.nonsmooth is not None:  # fd: entries whose differences did not converge
                 arrays["nonsmooth"] = result.nonsmooth
             np.savez(handle, **arrays)
         else:
-            handle.write(dumps(result_to_dict(result, timing=timing)).encode())
+            text = io.TextIOWrapper(handle, encoding="utf-8")
+            dump(result_to_dict(result, timing=timing, total_seconds=total_seconds), text.write)
+            text.flush()
+            text.detach()
 
-    atomic_write(path, write)
+    return pending_write(path, write)
+
+
+def write_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None) -> None:
+    """:func:`prepare_result`, published at once."""
+    prepare_result(path, result, timing=timing, stream=stream).publish()
+
+
+def check_plot_path(path: str) -> Path:
+    """``--plot PATH.png``: refused before any work when it cannot be written."""
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise UsageError(f"--plot: {path} must end in .png")
+    return check_writable(target, "--plot")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .errors import UsageError
 from .options import Layout, Quantity
 from .problem import Problem
+from .sizes import format_bytes
 
 DEFAULT_MAX_MEMORY = 2 * 2**30
 
@@ -106,11 +107,3 @@ def _too_large(plan: Plan, scattered: bool, max_memory: int) -> str:
     hint = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory"
     return (f"--max-memory: the {plan.quantity.value} result {list(plan.shape)} needs {format_bytes(plan.nbytes)}, "
             f"over the limit of {format_bytes(max_memory)}; {hint}")
-
-
-def format_bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError

@@ -196,7 +196,14 @@ def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, no
             return array.astype(np.int64)
         notes.append(f"{option}: integer values converted to {work} (integers cannot be differentiated; "
                      "torch.arange(n) is an integer tensor, a classic trap)")
-    return array.astype(work)
+    with np.errstate(over="ignore"):  # a value too large for float32 becomes inf: said below, not warned
+        converted = array.astype(work)
+    overflow = np.isinf(converted) & ~np.isinf(array)
+    if overflow.any():
+        index = tuple(int(i) for i in np.argwhere(overflow)[0])
+        raise UsageError(f"{option}: {array[index]} at index {list(index)} does not fit {work} "
+                         f"(largest {np.finfo(work).max:.4g}); use --dtype float64 or rescale the data")
+    return converted
 
 
 def _wrt_message(fn: Function, wrt: str, args, allowed) -> str:

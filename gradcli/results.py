@@ -17,6 +17,22 @@ def frozen(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def chunks(array: np.ndarray, size: int = 1 << 20):
+    """The entries of ``array``, flattened, ``size`` at a time (views, no copies
+    for contiguous arrays): how a huge result is scanned without a temporary
+    of its own size."""
+    flat = np.asarray(array).reshape(-1)
+    return (flat[i:i + size] for i in range(0, flat.size, size))
+
+
+def count_nonfinite(array: np.ndarray) -> int:
+    """NaN and infinite entries, counted a chunk at a time: a memory-mapped
+    full Jacobian never gets a boolean mask of its own size."""
+    if np.asarray(array).dtype.kind != "f":
+        return 0
+    return sum(int(part.size - np.count_nonzero(np.isfinite(part))) for part in chunks(array))
+
+
 @dataclass(frozen=True)
 class Result:
     """One computed derivative and its provenance.
@@ -50,6 +66,7 @@ class Result:
     per_sample: bool = False  # user code's per-sample blocks (B, *out, *in)
     batch_axes: int = 0  # blocks: how many leading axes of ``value`` index the rows
     nonsmooth: np.ndarray | None = None  # fd: entries where the steps did not converge (kink, jump, domain edge)
+    vector: np.ndarray | None = None  # vjp: the cotangent v, jvp: the tangent t (so the result can be reproduced)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -58,7 +75,7 @@ class Result:
     @property
     def nonfinite(self) -> int:
         """How many entries of ``value`` are NaN or infinite."""
-        return int(np.size(self.value) - np.count_nonzero(np.isfinite(self.value)))
+        return count_nonfinite(self.value)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ def parse_rows(text: str, n: int) -> np.ndarray:
         raise UsageError(f"--rows: cannot read {text!r}; write a row (0), a list (0,3) or a range (2:10)") from None
     if indices.size == 0:
         raise UsageError(f"--rows: {text!r} selects no row of the {n} rows")
+    if np.unique(indices).size != indices.size:  # a repeated row would be copied and computed again
+        raise UsageError(f"--rows: {text[:40]!r} names a row more than once; name each row once")
     bad = indices[(indices < 0) | (indices >= n)]
     if bad.size:
         raise UsageError(f"--rows: row {int(bad[0])} is out of range for {n} rows; use 0..{n - 1}")

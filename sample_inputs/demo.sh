@@ -6,7 +6,21 @@ set -eu
 cd "$(dirname "$0")/.."
 # `make demo` sets GRADCLI to "$(PYTHON) -m gradcli", the interpreter it installed into.
 GRADCLI=${GRADCLI:-gradcli}
-run() { printf '\n$ %s\n' "$*"; shift; $GRADCLI "$@"; }
+# Each command is echoed as a user must type it: an argument with characters the
+# shell treats specially is single-quoted (so `expr:(x+1)**2` pastes as it runs).
+quote() {
+  case $1 in
+    *[!A-Za-z0-9_./:,=+@%-]*) printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")" ;;
+    *) printf '%s' "$1" ;;
+  esac
+}
+run() {
+  printf '\n$'
+  for arg in "$@"; do printf ' '; quote "$arg"; done
+  printf '\n'
+  shift
+  $GRADCLI "$@"
+}
 
 run gradcli jacobian softmax -x sample_inputs/logits.npy
 run gradcli jacobian softmax -x '[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]' --layout full

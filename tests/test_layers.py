@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gradcli"
 
 # Bottom to top. A module belongs to the first entry its dotted name starts with.
 LAYERS = [
-    ["gradcli.rowform", "gradcli.errors", "gradcli.parallel", "gradcli._version"],
+    ["gradcli.rowform", "gradcli.errors", "gradcli.parallel", "gradcli._version", "gradcli.sizes"],
     ["gradcli.options"],
     ["gradcli.arrays", "gradcli.compare", "gradcli.rows", "gradcli.results"],
     ["gradcli.functions"],

@@ -16,6 +16,8 @@ last, ``(*rows, C)``, and per-row blocks ``(*rows, *out_block, C)``.
 
 from __future__ import annotations
 
+import math
+
 import enum
 import math
 from dataclasses import dataclass, field

@@ -11,7 +11,9 @@ never differentiated. There is no closed form: the torch backends and fd
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import inspect
 import sys
 import traceback
@@ -20,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 
-from ..errors import BackendError, UsageError, UserCodeError
+from ..errors import BackendError, GradcliError, UsageError, UserCodeError
 from ..rowform import GeneralKernel, RowKernel, RowLayout
 from .base import ArrayArg, ArrayKind, Bound, Function, Structure
 from .registry import array_arguments
@@ -39,7 +41,25 @@ def user_error(err: BaseException, path: Path) -> UserCodeError:
     frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
     where = f" (at {path.name}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return UserCodeError(f"{path.name}: your code raised {type(err).__name__}: {message}{where}", err)
+    return UserCodeError(f"{path.name}: your code raised {type(err).__name__}{': ' + message if message else ''}{where}",
+                         err)
+
+
+@contextlib.contextmanager
+def running_user_code(path: Path):
+    """Around every run of the user's code: its ``print()`` goes to standard
+    error (standard output carries only gradcli's result), and whatever it
+    raises — ``sys.exit(0)``, ``SystemExit(5)``, ``GeneratorExit``, any
+    ``BaseException`` — becomes "your code raised ..." (exit 3), never an exit
+    of its own. Ctrl-C stays an interrupt. The torch backends read the original
+    exception (a torch.func refusal means "fall back")."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except (GradcliError, KeyboardInterrupt):
+        raise
+    except BaseException as err:
+        raise user_error(err, path) from err
 
 
 def load_callable(path_text: str, name: str):
@@ -50,10 +70,15 @@ def load_callable(path_text: str, name: str):
     module = importlib.util.module_from_spec(spec)
     folder = str(path.resolve().parent)
     sys.path.insert(0, folder)
+    # Registered while it runs, as `import` does: @dataclass with postponed
+    # annotations looks its module up in sys.modules.
+    sys.modules[spec.name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        raise user_error(err, path) from err
+        with running_user_code(path):
+            spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)
@@ -68,10 +93,8 @@ def load_callable(path_text: str, name: str):
     if not callable(obj):
         raise UsageError(f"FUNCTION: {path}:{name} is a {type(obj).__name__}, not a function or module")
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) or _takes_no_arguments(obj):
-        try:
+        with running_user_code(path):
             made = obj()
-        except Exception as err:
-            raise user_error(err, path) from err
         if not callable(made):
             raise UsageError(f"FUNCTION: {path}:{name}() returned a {type(made).__name__}, not a module or function")
         return made
@@ -100,8 +123,15 @@ def load_model_file(path_text: str):
         with warnings.catch_warnings():  # torch.jit's deprecation notice is not the user's concern here
             warnings.simplefilter("ignore", DeprecationWarning)
             if path.suffix == ".pt2":
-                return torch.export.load(str(path)).module()
+                from .pt2_guard import inspect_pt2, no_unpickling
+
+                data = path.read_bytes()  # inspected and loaded from the same bytes
+                inspect_pt2(data, path)
+                with no_unpickling():
+                    return torch.export.load(io.BytesIO(data)).module()
             return torch.jit.load(str(path), map_location="cpu")
+    except UsageError:
+        raise
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         kind = "a torch.export program (torch.export.save)" if path.suffix == ".pt2" else "a TorchScript module (torch.jit.save)"
@@ -154,13 +184,11 @@ class UserFunction(Function):
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
         replaced = {k[len("param:"):]: v for k, v in args.items() if k.startswith("param:")}
         kwargs = {k: v for k, v in args.items() if k != "input" and not k.startswith("param:")}
-        try:
+        with running_user_code(self.path):
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, (x,), kwargs)
             else:
                 out = self.callable(x, **kwargs)
-        except Exception as err:
-            raise user_error(err, self.path) from err
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out

@@ -2,22 +2,36 @@
 
 Key order is fixed; non-finite numbers become null (and are counted in
 ``nonfinite``): ``json.dumps`` would write NaN, which is not JSON.
+
+Documents are written as a stream (:func:`dump`): arrays stay NumPy arrays in
+the dict and are written a chunk of about ``CHUNK`` entries at a time, so the
+memory of ``--json`` does not grow with the size of ``value`` (a 128 MiB
+Jacobian would otherwise become ~1.5 GB of Python lists and text). A value
+that is a zero-argument callable is called when its key is reached (the total
+time, known only at the end).
 """
 
 from __future__ import annotations
 
 import json
+import io
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..results import CheckReport, Result
 
 SCHEMA = "gradcli/1"
+CHUNK = 1 << 14  # array entries turned into text at a time (~2 MB of Python objects)
+_SEPARATORS = (", ", ": ")
 
 
-def result_to_dict(result: Result, *, timing: bool = True) -> dict[str, Any]:
+def result_to_dict(result: Result, *, timing: bool = True, value: bool = True,
+                   total_seconds: Callable[[], float] | None = None) -> dict[str, Any]:
+    """The ``--json`` document; arrays stay arrays (:func:`dump` streams them).
+    ``value=False`` (``--no-value``) leaves the value out; ``total_seconds``
+    gives the whole run's time, read when the document's end is written."""
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "command": result.quantity.value,
@@ -34,8 +48,11 @@ def result_to_dict(result: Result, *, timing: bool = True) -> dict[str, Any]:
     if result.layout is not None:
         doc["layout"] = result.layout.value
     doc["shape"] = list(result.shape)
-    doc["value"] = array_to_json(result.value)
-    doc["output"] = array_to_json(result.output)
+    if value:
+        doc["value"] = result.value
+    doc["output"] = result.output
+    if result.vector is not None:  # vjp/jvp: the vector used, so the result can be reproduced
+        doc["cotangent" if result.quantity.value == "vjp" else "tangent"] = result.vector
     doc["nonfinite"] = result.nonfinite
     if result.error is not None:
         doc["error_estimate"] = _finite_or_none(float(np.max(result.error))) if result.error.size else 0.0
@@ -45,6 +62,8 @@ def result_to_dict(result: Result, *, timing: bool = True) -> dict[str, Any]:
         doc["structure"] = list(result.structure)
     if timing:
         doc["seconds"] = round(result.seconds, 6)
+        if total_seconds is not None:
+            doc["total_seconds"] = lambda: round(total_seconds(), 6)
     return doc
 
 
@@ -101,6 +120,61 @@ def _finite_or_none(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None
 
 
-def dumps(doc: dict[str, Any]) -> str:
-    """Strict JSON (``allow_nan=False`` guards the promise), one document, newline-terminated."""
-    return json.dumps(doc, allow_nan=False, separators=(", ", ": ")) + "\n"
+def dump(doc: Any, write: Callable[[str], Any]) -> None:
+    """Write ``doc`` as strict JSON through ``write``, newline-terminated; the same
+    text as ``json.dumps(doc, separators=(", ", ": "))`` with arrays as nested
+    lists, never holding more than ``CHUNK`` entries of an array as text."""
+    _dump(doc, write)
+    write("\n")
+
+
+def dumps(doc: Any) -> str:
+    """:func:`dump` into a string (small documents: check reports, the catalogue)."""
+    buffer = io.StringIO()
+    dump(doc, buffer.write)
+    return buffer.getvalue()
+
+
+def _dump(doc: Any, write: Callable[[str], Any]) -> None:
+    if callable(doc):
+        doc = doc()
+    if isinstance(doc, np.ndarray):
+        _dump_array(np.asarray(doc), write)
+    elif isinstance(doc, dict):
+        write("{")
+        for i, (key, item) in enumerate(doc.items()):
+            write((", " if i else "") + json.dumps(str(key)) + ": ")
+            _dump(item, write)
+        write("}")
+    elif isinstance(doc, (list, tuple)):
+        write("[")
+        for i, item in enumerate(doc):
+            if i:
+                write(", ")
+            _dump(item, write)
+        write("]")
+    else:
+        write(_text(_finite_or_none(doc)))
+
+
+def _dump_array(a: np.ndarray, write: Callable[[str], Any]) -> None:
+    """Leading rows grouped so that each ``json.dumps`` call sees about CHUNK entries."""
+    if a.ndim == 0:
+        write(_text(array_to_json(a)))
+        return
+    row = math.prod(a.shape[1:])
+    write("[")
+    if row <= CHUNK:
+        step = max(1, CHUNK // max(row, 1))
+        for start in range(0, a.shape[0], step):
+            write((", " if start else "") + _text(array_to_json(a[start:start + step]))[1:-1])
+    else:
+        for i in range(a.shape[0]):
+            if i:
+                write(", ")
+            _dump_array(a[i], write)
+    write("]")
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=_SEPARATORS)

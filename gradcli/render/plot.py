@@ -5,7 +5,6 @@ labelled by output and input index. Only draws: ``outfile`` writes the file."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -16,17 +15,12 @@ from ..results import Result
 MAX_PANELS = 16  # blocks drawn at most, one panel each
 
 
-def check_plot_path(path: str) -> Path:
-    target = Path(path)
-    if target.suffix.lower() != ".png":
-        raise UsageError(f"--plot: {path} must end in .png")
-    if not target.parent.is_dir():
-        raise UsageError(f"--plot: folder {target.parent} does not exist; create it first")
+def require_matplotlib() -> None:
+    """Refuse ``--plot`` before any work where matplotlib is not installed."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("--plot: needs matplotlib, which is not installed; pip install 'gradcli[plot]'") from None
-    return target
 
 
 def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:

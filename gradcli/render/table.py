@@ -4,7 +4,10 @@ Pure: returns renderables, never prints. 2-D arrays are tables with row and
 column indices; higher-D arrays are labelled 2-D slices (``[i, :, :]``) like
 torch prints; per-row blocks are one small table per row, side by side when
 they fit. Large arrays are summarised like NumPy (first and last rows and
-columns around an ellipsis) with min/max/mean.
+columns around an ellipsis) with min/max/mean. A number is never cut: a
+table wider than the terminal drops whole columns from its middle into one
+``…`` column (:class:`MatrixView` decides at render time, from the width it is
+given) and a note says how to see every value.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from rich import box
 from rich.columns import Columns
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.color import Color
@@ -24,12 +28,15 @@ from rich.style import Style
 from rich.text import Text
 
 from ..options import Layout
-from ..results import Result
+from ..results import Result, chunks
 
 EDGE = 3  # items kept at each end of a summarised axis, as NumPy's edgeitems
 THRESHOLD = 1000  # arrays with more entries are summarised, as NumPy's threshold
 SMALL_OUTPUT = 64  # the function's value is shown when it has at most this many entries
 ELLIPSIS = "…"
+# Memory to render one entry of a table (--no-summarize): its text, the cell, and
+# rich's segments while the table is laid out (measured: ~250 bytes).
+TABLE_BYTES_PER_ENTRY = 400
 
 
 class NumberFormat:
@@ -67,22 +74,113 @@ def shown(n: int, summarize: bool) -> list[int | None]:
     return [*range(EDGE), None, *range(n - EDGE, n)]
 
 
-def matrix_table(m: np.ndarray, fmt: NumberFormat, summarize: bool, title: str | None = None) -> Table:
+class ElidedColumns:
+    """Shared by the tables of one output: whether any of them hid columns to
+    fit the width, so that one note at the end says so."""
+
+    def __init__(self) -> None:
+        self.hidden = False
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self.hidden:
+            yield Text(f"{ELLIPSIS}: columns hidden to fit the terminal's width; every value is in -o FILE.npy or "
+                       "--json (a wider terminal shows more)", style="dim")
+
+
+class MatrixView:
+    """A 2-D table whose columns are chosen when the width is known: whole
+    columns are hidden from the middle (one ``…`` column) rather than letting
+    rich cut numbers to fit."""
+
+    PAD = 3  # around a cell: rich's padding (0, 1) and the box's one-character column divider
+
+    def __init__(self, m2: np.ndarray, labels: list[str | None], columns: list[int | None], cells: dict,
+                 title: str | None, elided: ElidedColumns | None) -> None:
+        self.m2, self.labels, self.columns, self.cells = m2, labels, columns, cells
+        self.title, self.elided = title, elided
+        self.label_width = max((len(label or ELLIPSIS) for label in labels), default=0)
+
+    def _width(self, c: int | None) -> int:
+        texts = [ELLIPSIS] if c is None else [str(c), *(_plain(self.cells[r, c]) for r, label in enumerate(self.labels)
+                                                        if label is not None)]
+        return max(len(t) for t in texts) + self.PAD
+
+    def _fitting(self, console: Console, options: ConsoleOptions) -> list[int | None]:
+        """The columns to show: all when the table fits, else as many from each
+        end as fit beside an ellipsis column."""
+        max_width = options.max_width
+        if len(self.columns) <= 1 or self._natural_width(console, options, self.columns) <= max_width:
+            return self.columns
+        widths = [self._width(c) for c in self.columns]
+        used = self.label_width + 1
+        budget = max_width - used - self._width(None)
+        left, right = [], []
+        i, j = 0, len(self.columns) - 1
+        while i <= j:
+            side = len(left) <= len(right)
+            k = i if side else j
+            if widths[k] > budget:
+                break
+            budget -= widths[k]
+            if side:
+                left.append(self.columns[i])
+                i += 1
+            else:
+                right.insert(0, self.columns[j])
+                j -= 1
+        if not left:  # not even one column fits: show the first, rich wraps the line
+            left, right = self.columns[:1], []
+        chosen = [*left, *([None] if i <= j else []), *right]
+        return [c for k, c in enumerate(chosen) if c is not None or k == 0 or chosen[k - 1] is not None]
+
+    def _table(self, columns: list[int | None]) -> Table:
+        table = Table(title=Text(self.title) if self.title else None, box=box.SIMPLE_HEAD, pad_edge=False,
+                      title_justify="left", show_edge=False)
+        table.add_column("", style="dim", justify="right")
+        for c in columns:
+            table.add_column(ELLIPSIS if c is None else str(c), justify="right", header_style="dim")
+        for r, label in enumerate(self.labels):
+            if label is None:
+                table.add_row(ELLIPSIS, *[ELLIPSIS] * len(columns))
+                continue
+            table.add_row(label, *[ELLIPSIS if c is None else self.cells[r, c] for c in columns])
+        return table
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        full = self._natural_width(console, options, self.columns)
+        least = self._natural_width(console, options, [self.columns[0], None])
+        return Measurement(min(least, full), full).clamp(max_width=options.max_width)
+
+    def _natural_width(self, console: Console, options: ConsoleOptions, columns: list[int | None]) -> int:
+        """The table's width with nothing cut (Measurement.get clamps to the width it is given)."""
+        return Measurement.get(console, options.update_width(1 << 20), self._table(columns)).maximum
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        columns = self._fitting(console, options)
+        if len(columns) < len(self.columns) and self.elided is not None:
+            self.elided.hidden = True
+        yield self._table(columns)
+
+
+def _plain(cell) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def matrix_table(m: np.ndarray, fmt: NumberFormat, summarize: bool, title: str | None = None,
+                 elided: ElidedColumns | None = None) -> MatrixView:
     """A 1-D or 2-D array as a table with indices (1-D: a single row)."""
     m2 = m.reshape(1, -1) if m.ndim == 1 else m
-    table = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, pad_edge=False, title_justify="left",
-                  show_edge=False)
-    table.add_column("", style="dim", justify="right")
     cols = shown(m2.shape[1], summarize)
-    for c in cols:
-        table.add_column(ELLIPSIS if c is None else str(c), justify="right", header_style="dim")
+    labels, cells = [], {}
     for r in shown(m2.shape[0], summarize):
         if r is None:
-            table.add_row(ELLIPSIS, *[ELLIPSIS] * len(cols))
+            labels.append(None)  # the summarised rows' ellipsis
             continue
-        label = "" if m.ndim == 1 else str(r)
-        table.add_row(label, *[ELLIPSIS if c is None else fmt.cell(m2[r, c]) for c in cols])
-    return table
+        labels.append("" if m.ndim == 1 else str(r))
+        for c in cols:
+            if c is not None:
+                cells[len(labels) - 1, c] = fmt.cell(m2[r, c])
+    return MatrixView(m2, labels, cols, cells, title, elided)
 
 
 def _slices(shape: Sequence[int], summarize: bool) -> Iterator[tuple[int, ...] | None]:
@@ -99,23 +197,25 @@ def _slices(shape: Sequence[int], summarize: bool) -> Iterator[tuple[int, ...] |
         yield idx
 
 
-def array_view(a: np.ndarray, fmt: NumberFormat, summarize: bool, name: str = "") -> RenderableType:
+def array_view(a: np.ndarray, fmt: NumberFormat, summarize: bool, name: str = "",
+               elided: ElidedColumns | None = None) -> RenderableType:
     """Any array: a scalar, a table, or labelled 2-D slices for higher dims."""
     if a.ndim == 0:
         return Text(f"{name} = {fmt(a)}" if name else fmt(a))
     if a.ndim <= 2:
-        return matrix_table(a, fmt, summarize, title=name or None)
+        return matrix_table(a, fmt, summarize, title=name or None, elided=elided)
     parts: list[RenderableType] = []
     for idx in _slices(a.shape[:-2], summarize):
         if idx is None:
             parts.append(Text(ELLIPSIS))
             continue
         label = f"{name}[{', '.join(map(str, idx))}, :, :]"
-        parts.append(matrix_table(a[idx], fmt, summarize, title=label))
+        parts.append(matrix_table(a[idx], fmt, summarize, title=label, elided=elided))
     return Group(*parts)
 
 
-def blocks_view(blocks: np.ndarray, rows: tuple[int, ...], fmt: NumberFormat, summarize: bool) -> RenderableType:
+def blocks_view(blocks: np.ndarray, rows: tuple[int, ...], fmt: NumberFormat, summarize: bool,
+                elided: ElidedColumns | None = None) -> RenderableType:
     """One table per batch row, labelled ``row i`` (``row (i, j)`` for several row axes)."""
     flat = blocks.reshape((-1,) + blocks.shape[len(rows):])
     tables: list[RenderableType] = []
@@ -126,20 +226,27 @@ def blocks_view(blocks: np.ndarray, rows: tuple[int, ...], fmt: NumberFormat, su
         index = np.unravel_index(k, rows)
         label = f"row {index[0]}" if len(rows) == 1 else f"row ({', '.join(str(int(i)) for i in index)})"
         block = flat[k]
-        tables.append(matrix_table(block, fmt, summarize, title=label) if block.ndim <= 2
-                      else array_view(block, fmt, summarize, name=label + " "))
+        tables.append(matrix_table(block, fmt, summarize, title=label, elided=elided) if block.ndim <= 2
+                      else array_view(block, fmt, summarize, name=label + " ", elided=elided))
     return Columns(tables, padding=(0, 3))
 
 
-def header(result: Result, timing: bool) -> Text:
+def header(result: Result, timing: bool, times: dict[str, float] | None = None) -> Text:
+    """Function, quantity, backend, dtype, shapes, and the time: the compute's, or
+    with ``times`` (load, compute, render, total) the whole run's, split when the
+    compute is not most of it."""
     text = Text()
     text.append(f"{result.quantity.value}", style="bold")
     text.append(f" of {result.function} w.r.t. {result.wrt}", style="bold")
     text.append(f" · {result.backend.value} · {result.dtype}")
     text.append(f" · input {_shape(result.input_shape)} → output {_shape(result.output_shape)}")
     text.append(f" · {result.layout.value if result.layout is not None else 'value'} {_shape(result.shape)}")
-    if timing:
+    if timing and times is None:
         text.append(f" · {seconds_text(result.seconds)}", style="dim")
+    elif timing:
+        split = "" if times["compute"] >= 0.8 * times["total"] else " (" + ", ".join(
+            f"{part} {seconds_text(times[part])}" for part in ("load", "compute", "render")) + ")"
+        text.append(f" · {seconds_text(times['total'])}{split}", style="dim")
     return text
 
 
@@ -161,31 +268,40 @@ def reading_guide(result: Result) -> str:
 
 def render_result(result: Result, *, precision: int = 4, summarize: bool = True, explain: bool = False,
                   timing: bool = True, heatmap: bool = False) -> RenderableType:
-    """The whole table output of one result."""
+    """The whole table output of one result: the header, then :func:`render_body`."""
+    return Group(header(result, timing), Text(),
+                 render_body(result, precision=precision, summarize=summarize, explain=explain, heatmap=heatmap))
+
+
+def render_body(result: Result, *, precision: int = 4, summarize: bool = True, explain: bool = False,
+                heatmap: bool = False) -> RenderableType:
+    """Everything below the header: the value, the function's output, statistics and notes."""
     value = result.value
     big = summarize and value.size > THRESHOLD
     fmt = NumberFormat(value, precision, heatmap)
+    elided = ElidedColumns()
     if result.layout is Layout.BLOCKS:
         # blocks: (*rows, *out_block, C); user code's per-sample blocks: (B, *out, *in)
         rows = result.shape[: result.batch_axes]
-        view = blocks_view(value, rows, fmt, big)
+        view = blocks_view(value, rows, fmt, big, elided)
     else:
-        view = array_view(value, fmt, big)
-    parts: list[RenderableType] = [header(result, timing), Text()]
+        view = array_view(value, fmt, big, elided=elided)
+    parts: list[RenderableType] = []
     if result.layout is not Layout.BLOCKS:
         view = Group(Text(_value_title(result), style="bold"), view)
     if result.output.size <= SMALL_OUTPUT:
         output = Group(Text(f"output: {result.function}(...)", style="bold"),
-                       array_view(result.output, NumberFormat(result.output, precision), False))
+                       array_view(result.output, NumberFormat(result.output, precision), False, elided=elided))
         beside = value.ndim <= 2 and result.layout is not Layout.BLOCKS
         parts += [Columns([view, output], padding=(0, 6))] if beside else [view, Text(), output]
     else:
         parts.append(view)
+    parts.append(elided)
     if big:
         parts.append(Text(_stats(value), style="dim"))
     if result.nonfinite:
         parts.append(Text(f"{result.nonfinite} of {value.size} entries are NaN or infinite "
-                          "(non-finite inputs propagate with --allow-nonfinite)", style="yellow"))
+                          "(from non-finite inputs with --allow-nonfinite, or overflow such as exp of a large input)", style="yellow"))
     if result.error is not None:
         parts.append(Text(f"fd error estimate: max {float(np.max(result.error)):.2e} "
                           f"({result.evaluations} points evaluated)", style="dim"))
@@ -227,8 +343,7 @@ class Stats:
         flat = np.asarray(array).reshape(-1)
         finite = zeros = 0
         total, lo, hi, max_abs, min_nz = 0.0, np.inf, -np.inf, 0.0, np.inf
-        for start in range(0, flat.size, cls.CHUNK):
-            part = flat[start:start + cls.CHUNK]
+        for part in chunks(flat, cls.CHUNK):
             part = part[np.isfinite(part)] if part.dtype.kind == "f" else part
             if not part.size:
                 continue

@@ -226,6 +226,31 @@ def suite(repeats):
                ours, base, 0.15)
 
 
+def child_peak_mib(args, env=None) -> float:
+    """Peak RSS (MiB) of ``python -m gradcli ARGS`` run in a child, its standard output discarded."""
+    code = ("import resource, subprocess, sys; "
+            f"subprocess.run([sys.executable, '-m', 'gradcli', *{list(args)!r}], check=True, stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+    return int(done.stdout) / 1024
+
+
+def json_memory(b=4, c=1024, before=None):
+    """--json of a 128 MiB full Jacobian: the document is streamed, so the peak is
+    the result plus a constant (goal: <= result + 150 MiB). ``before``: a folder
+    holding an older gradcli, measured the same way for comparison."""
+    size = b * c * b * c * 8 / 2**20
+    args = ["jacobian", "softmax", "-x", f"randn:{b},{c}", "--layout", "full", "--json", "--max-memory", "4GiB"]
+    peak = child_peak_mib(args)
+    extra = peak - size
+    was = ""
+    if before is not None:
+        old = child_peak_mib(args, env={**os.environ, "PYTHONPATH": str(before)})
+        was = f"before: {old:.0f} MiB peak (+{old - size:.0f} MiB)"
+    return (f"9 memory: --json of a full softmax Jacobian B={b} C={c} ({size:.0f} MiB)", f"{peak:.0f} MiB peak", "",
+            f"+{extra:.0f} MiB", "<= +150 MiB", "yes" if extra <= 150 else "NO", was)
+
+
 def scaling(repeats):
     rows = []
     for c in (64, 128, 256, 512):
@@ -243,9 +268,11 @@ def scaling(repeats):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    repeats = 3 if parser.parse_args().quick else 7
+    parser.add_argument("--before", type=Path, help="a folder with an older gradcli package, for the memory rows")
+    options = parser.parse_args()
+    repeats = 3 if options.quick else 7
     rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
-            *scaling(repeats), vocabulary(repeats), suite(repeats)]
+            *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")

@@ -1,0 +1,638 @@
+"""The second round of hostile input (issue 13): files that would run code,
+inputs that would exhaust memory, user code that exits or prints, output paths
+that are links or too long. Where the process itself matters (memory limits,
+exit codes of ``sys.exit`` in user code, closed or full standard output) the
+test runs gradcli in a subprocess; memory limits are set with
+``resource.setrlimit(RLIMIT_AS)`` in that child only."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gradcli.cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gradcli(*args, limit_mib: int | None = None, stdin=None, stdout=subprocess.PIPE, cwd=None, **kw):
+    """Run ``python -m gradcli ARGS`` in a child process, its address space
+    capped at ``limit_mib`` MiB when given (so a runaway allocation fails there,
+    not on the machine)."""
+    prefix = []
+    if limit_mib is not None:
+        prefix = ["-c", "import resource, runpy, sys; "
+                        f"resource.setrlimit(resource.RLIMIT_AS, ({limit_mib} << 20, {limit_mib} << 20)); "
+                        "sys.argv = ['gradcli', *sys.argv[1:]]; runpy.run_module('gradcli', run_name='__main__')"]
+    else:
+        prefix = ["-m", "gradcli"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, *prefix, *map(str, args)], stdin=stdin, stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, timeout=300, **kw)
+
+
+def assert_usage_error(result, *words):
+    """Exit 2, nothing on stdout, one or two lines on stderr naming ``words``, no traceback."""
+    stderr = result.stderr
+    assert result.exit_code == 2 if hasattr(result, "exit_code") else result.returncode == 2, stderr
+    assert result.stdout == "", result.stdout
+    assert "Traceback" not in stderr and 1 <= len(stderr.strip().splitlines()) <= 2, stderr
+    for word in words:
+        assert word in stderr, (word, stderr)
+
+
+# --- security: a .pt2 is never unpickled -----------------------------------------
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _exported_program_bytes() -> bytes:
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    buffer = io.BytesIO()
+    torch.export.save(torch.export.export(Net(), (torch.randn(4, 3),)), buffer)
+    return buffer.getvalue()
+
+
+def _rewrite(data: bytes, path: Path, edit) -> Path:
+    """Copy the archive ``data`` to ``path``, passing each entry through ``edit(name, bytes) -> bytes | None``
+    (None drops it); ``edit(None, None)`` may return ``{name: bytes}`` of entries to add."""
+    source = zipfile.ZipFile(io.BytesIO(data))
+    root = source.namelist()[0].split("/")[0]
+    with zipfile.ZipFile(path, "w") as out:
+        for info in source.infolist():
+            new = edit(info.filename[len(root) + 1:], source.read(info.filename))
+            if new is not None:
+                out.writestr(info.filename, new)
+        for name, new in (edit(None, None) or {}).items():
+            out.writestr(f"{root}/{name}", new)
+    return path
+
+
+def _mark_pickled(name, data, marker):
+    if name is None:
+        return None
+    if name.endswith("_weights_config.json"):
+        config = json.loads(data)
+        config["config"]["lin.weight"]["use_pickle"] = True
+        return json.dumps(config).encode()
+    return pickle.dumps(_Payload(marker)) if name == "data/weights/weight_0" else data
+
+
+@pytest.fixture(scope="module")
+def pt2_bytes():
+    return _exported_program_bytes()
+
+
+def _hostile_pt2_cases(marker: Path):
+    payload = pickle.dumps(_Payload(marker))
+    return {
+        "use_pickle weight": lambda n, d: _mark_pickled(n, d, marker),
+        "sample inputs that need weights_only=False": lambda n, d: (
+            None if n is None else payload if n.startswith("data/sample_inputs/") else d),
+        "opaque object constant": lambda n, d: {"data/constants/opaque_obj_0": payload} if n is None else d,
+        "legacy weights file": lambda n, d: {"data/weights/model.pt": payload} if n is None else d,
+        "compiled library": lambda n, d: {"data/aotinductor/model/model.so": b"\x7fELF"} if n is None else d,
+    }
+
+
+@pytest.mark.parametrize("case", list(_hostile_pt2_cases(Path("x"))))
+def test_a_pt2_that_would_unpickle_is_refused_and_runs_nothing(case, pt2_bytes, tmp_path):
+    marker = tmp_path / "MARKER"
+    path = _rewrite(pt2_bytes, tmp_path / "evil.pt2", _hostile_pt2_cases(marker)[case])
+    result = runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3"])
+    assert not marker.exists(), "the payload ran"
+    assert_usage_error(result, "evil.pt2", "never unpickles")
+
+
+def test_a_refused_pt2_prints_one_line_and_no_logging_traceback(pt2_bytes, tmp_path):
+    marker = tmp_path / "MARKER"
+    path = _rewrite(pt2_bytes, tmp_path / "evil.pt2", lambda n, d: _mark_pickled(n, d, marker))
+    result = gradcli("jacobian", path, "-x", "randn:4,3")
+    assert not marker.exists()
+    assert_usage_error(result, "evil.pt2")
+    assert "Logging error" not in result.stderr
+
+
+def test_the_guard_stops_a_pickle_the_inspection_would_miss(pt2_bytes, tmp_path):
+    """Defence in depth: torch.export.load itself, on the hostile bytes, under no_unpickling."""
+    import torch
+
+    from gradcli.functions.pt2_guard import no_unpickling
+
+    marker = tmp_path / "MARKER"
+    data = _rewrite(pt2_bytes, tmp_path / "evil.pt2", lambda n, d: _mark_pickled(n, d, marker)).read_bytes()
+    with pytest.raises(Exception), no_unpickling():
+        torch.export.load(io.BytesIO(data))
+    assert not marker.exists()
+
+
+def test_a_plain_pt2_still_loads(pt2_bytes, tmp_path):
+    path = tmp_path / "net.pt2"
+    path.write_bytes(pt2_bytes)
+    result = runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["shape"] == [4, 2, 4, 3]
+
+
+def test_a_pt_tensor_file_is_loaded_weights_only(tmp_path):
+    """-x file.pt goes through the restricted unpickler: a payload is refused, not run."""
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps(_Payload(marker)))
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "weights_only=True")
+    assert not marker.exists()
+
+
+# --- memory: bounded before the work -------------------------------------------------
+
+
+def _npy_header_only(path: Path, shape, descr="<f8") -> Path:
+    """An .npy file whose header declares ``shape`` but holds no data."""
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": descr, "fortran_order": False, "shape": shape})
+    return path
+
+
+def test_an_npz_member_is_sized_from_its_header_before_it_is_read(tmp_path):
+    """A member whose header declares 1.2 GB (its data left out: only the header
+    may be read): refused at --max-memory 64MiB in a child that could not hold
+    the array anyway (before the fix: the array was allocated, MemoryError, exit 3)."""
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        with archive.open("x.npy", "w") as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f8", "fortran_order": False,
+                                                          "shape": (150_000_000,)})
+    result = gradcli("jacobian", "exp", "-x", path, "--max-memory", "64MiB", limit_mib=700)
+    assert_usage_error(result, "--input", "bomb.npz:x", "--max-memory")
+
+
+def test_an_npy_header_declaring_terabytes_is_refused(tmp_path):
+    path = _npy_header_only(tmp_path / "huge.npy", (10**12,))
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "--input", "huge.npy", "--max-memory")
+
+
+def test_a_json_file_is_bounded_by_its_size(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps([0.5] * 100_000))  # 700 kB of text, up to 14 MB parsed
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--max-memory", "4MiB"]),
+                       "--input", "big.json", "--max-memory")
+    assert runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--max-memory", "64MiB", "--json"]).exit_code == 0
+
+
+def test_standard_input_is_read_only_up_to_the_limit():
+    data = json.dumps([0.5] * 100_000)
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "-", "--max-memory", "64KiB"], input=data),
+                       "--input", "standard input", "--max-memory")
+
+
+def test_rows_named_twice_are_refused_before_any_copy():
+    rows = ",".join(["0"] * 20_000)
+    assert_usage_error(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:3,4", "--rows", rows,
+                                           "--max-memory", "10MiB"]), "--rows", "more than once")
+
+
+def test_nonfinite_entries_are_counted_a_chunk_at_a_time():
+    import tracemalloc
+
+    from gradcli.results import count_nonfinite
+
+    value = np.zeros(5_000_000)
+    value[[0, 1_048_575, 1_048_576, 4_999_999]] = [np.nan, np.inf, -np.inf, np.nan]
+    tracemalloc.start()
+    try:
+        count = count_nonfinite(value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 4
+    assert peak < value.nbytes / 16, f"a temporary of {peak} bytes for a {value.nbytes}-byte array"
+
+
+# --- input errors are exit 2, naming the option --------------------------------------
+
+
+def _pt_file(path: Path, make) -> Path:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantized tensors are deprecated
+        torch.save(make(torch), path)
+    return path
+
+
+PT_TENSORS = {
+    "sparse": lambda torch: torch.eye(3).to_sparse(),
+    "meta": lambda torch: torch.empty(3, device="meta"),
+    "float8_e4m3fn": lambda torch: torch.ones(3).to(torch.float8_e4m3fn),
+    "quantized": lambda torch: torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8),
+}
+
+
+@pytest.mark.parametrize("kind", list(PT_TENSORS))
+def test_a_pt_tensor_numpy_cannot_hold_is_an_input_error(kind, tmp_path):
+    path = _pt_file(tmp_path / "t.pt", PT_TENSORS[kind])
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "--input", kind)
+
+
+def _npz_with_text_member(path: Path) -> str:
+    np.savez(path, a=np.zeros(3))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "hello")
+    return f"{path}:notes.txt"
+
+
+BAD_INPUTS = {
+    "npz member that is not .npy": (lambda tmp: ["jacobian", "exp", "-x", _npz_with_text_member(tmp / "a.npz")],
+                                    ["--input", "not a .npy"]),
+    "JSON integer of 5000 digits": (lambda tmp: ["jacobian", "exp", "-x", "[" + "9" * 5000 + "]"],
+                                    ["--input", "too large"]),
+    "64 dimensions (JSON)": (lambda tmp: ["jacobian", "exp", "-x", "[" * 64 + "1.0" + "]" * 64],
+                             ["--input", "64 dimensions"]),
+    "64 dimensions (.npy)": (lambda tmp: ["jacobian", "exp", "-x", _save(tmp / "d.npy", np.zeros((1,) * 64))],
+                             ["--input", "64 dimensions"]),
+    "randint above int64": (lambda tmp: ["jacobian", "exp", "-x", "randint:99999999999999999999:3"],
+                            ["--input", "randint"]),
+    "negative seed": (lambda tmp: ["jacobian", "exp", "-x", "randn:3", "--seed=-1"], ["--seed"]),
+    "--beta nan": (lambda tmp: ["grad", "smooth_l1_loss", "-x", "randn:3", "-t", "randn:3", "--beta", "nan"],
+                   ["--beta", "finite"]),
+    "--beta inf --json": (lambda tmp: ["grad", "smooth_l1_loss", "-x", "randn:3", "-t", "randn:3", "--beta", "inf",
+                                       "--json"], ["--beta", "finite"]),
+    "--delta inf --json": (lambda tmp: ["grad", "huber_loss", "-x", "randn:3", "-t", "randn:3", "--delta", "inf",
+                                        "--json"], ["--delta", "finite"]),
+    "check --atol nan": (lambda tmp: ["check", "exp", "-x", "randn:3", "--atol", "nan"], ["--atol"]),
+    "check --atol inf": (lambda tmp: ["check", "exp", "-x", "randn:3", "--atol", "inf"], ["--atol"]),
+    "check --rtol nan": (lambda tmp: ["check", "exp", "-x", "randn:3", "--rtol", "nan"], ["--rtol"]),
+    "uint64 target above int64": (
+        lambda tmp: ["grad", "cross_entropy", "-x", "randn:2,3", "-t",
+                     _save(tmp / "t.npy", np.array([2**64 - 100, 1], dtype=np.uint64))], ["--target", "int64"]),
+}
+
+
+def _save(path: Path, array: np.ndarray) -> str:
+    np.save(path, array)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_an_input_error_is_exit_2_naming_the_option(case, tmp_path):
+    make_args, words = BAD_INPUTS[case]
+    assert_usage_error(runner.invoke(app, make_args(tmp_path)), *words)
+
+
+def test_an_npz_with_thousands_of_members_lists_a_few(tmp_path):
+    path = tmp_path / "many.npz"
+    np.savez(path, **{f"k{i}": np.zeros(1) for i in range(3000)})
+    result = runner.invoke(app, ["jacobian", "exp", "-x", str(path)])
+    assert_usage_error(result, "3000", "k0", "many.npz:KEY")
+    assert len(result.stderr) < 400
+
+
+def test_stdin_closed_is_an_input_error():
+    command = f"{sys.executable} -m gradcli jacobian exp -x - <&-"
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert_usage_error(result, "--input", "standard input is closed")
+
+
+# --- JSON: streamed, strict, --no-value, the vjp/jvp vector ------------------------------
+
+
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3), (70_000,), (3, 40_000), (2, 1, 70_000)])
+def test_streamed_json_is_the_text_json_dumps_would_write(shape):
+    from gradcli.render.json import array_to_json, dump
+
+    rng = np.random.default_rng(0)
+    array = rng.standard_normal(shape)
+    if array.size > 2:
+        array.reshape(-1)[[1, -1]] = [np.nan, np.inf]
+    doc = {"a": 1, "value": array, "notes": ["x"], "later": lambda: 2.5}
+    pieces = []
+    dump(doc, pieces.append)
+    expected = json.dumps({"a": 1, "value": array_to_json(array), "notes": ["x"], "later": 2.5},
+                          separators=(", ", ": "), allow_nan=False) + "\n"
+    assert "".join(pieces) == expected
+    assert max(len(p) for p in pieces) < 40 * 70_000  # never the whole array as one text
+
+
+def test_no_value_leaves_the_value_out_and_keeps_the_rest():
+    doc = json.loads(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:2,3", "--json", "--no-value"]).stdout)
+    assert "value" not in doc and doc["shape"] == [2, 3, 3] and doc["output"]
+
+
+@pytest.mark.parametrize("command, option, shape", [("jvp", "tangent", [2, 3]), ("vjp", "cotangent", [2, 3])])
+def test_the_random_vector_is_saved_so_the_result_can_be_reproduced(command, option, shape, tmp_path):
+    args = [command, "softmax", "-x", "randn:2,3", f"--{option}", "randn", "--seed", "7"]
+    doc = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    vector = np.array(doc[option])
+    assert vector.shape == tuple(shape) and np.unique(vector).size == vector.size  # random, not ones
+    runner.invoke(app, [*args, "-o", str(tmp_path / "r.npz")])
+    with np.load(tmp_path / "r.npz") as saved:
+        np.testing.assert_array_equal(saved[option], vector)
+        np.testing.assert_allclose(saved["value"], doc["value"])
+
+
+def test_json_memory_does_not_grow_with_the_value():
+    """Writing the --json document of a 16 MB value holds at most a few MB
+    (Python lists of the whole value took ~12x its size)."""
+    import tracemalloc
+
+    from gradcli.api import jacobian
+    from gradcli.render.json import dump, result_to_dict
+
+    result = jacobian("softmax", input=np.random.default_rng(0).standard_normal((1, 1400)), layout="full")
+    result.structure  # the structure notes are computed (and cached) first: this measures the writing
+    written = [0]
+
+    def write(text):
+        written[0] += len(text)
+
+    tracemalloc.start()
+    try:
+        dump(result_to_dict(result), write)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert written[0] > 2 * result.value.nbytes  # the whole value was written
+    assert peak < result.value.nbytes / 4, f"{peak} bytes held for a {result.value.nbytes}-byte value"
+
+
+# --- tables never cut a number ----------------------------------------------------------
+
+
+def _table_text(args, width):
+    from rich.console import Console
+
+    import gradcli.cli as cli
+
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False)
+    original = cli.make_console
+    cli.make_console = lambda: console
+    try:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0
+    finally:
+        cli.make_console = original
+    return out.getvalue() + result.stdout  # the header through the console, the rendered body as text
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_a_table_never_cuts_a_number(width):
+    text = _table_text(["jacobian", "softmax", "-x", "randn:2,10", "--no-timing"], width)
+    cells = [cell for line in text.splitlines() for cell in line.split()]
+    cut = [cell for cell in cells if cell.endswith("…") and cell != "…"]
+    assert not cut, cut[:5]
+    if width < 120:
+        assert "columns hidden to fit" in text and "-o FILE.npy" in text
+    numbers = [float(c) for c in cells if c.lstrip("-").replace(".", "", 1).isdigit() and "." in c]
+    assert numbers
+
+
+def test_the_header_time_covers_the_whole_run():
+    text = _table_text(["jacobian", "softmax", "-x", "randn:2,10"], 200)
+    first = text.splitlines()[0]
+    assert "load" in first and "render" in first and "compute" in first, first
+
+
+# --- user code: its exits are errors, its prints are not output ---------------------------
+
+USER_CODE = '''
+from __future__ import annotations
+import sys
+from dataclasses import dataclass
+
+
+@dataclass
+class Scale:
+    factor: float = 2.0
+
+
+class Boom(BaseException):
+    pass
+
+
+def exit0(x):
+    sys.exit(0)
+
+
+def exit5(x):
+    raise SystemExit(5)
+
+
+def base(x):
+    raise Boom("custom")
+
+
+def generator_exit(x):
+    raise GeneratorExit()
+
+
+def noisy(x):
+    print("hello from user code")
+    return x * Scale().factor
+'''
+
+
+@pytest.fixture()
+def user_file(tmp_path):
+    path = tmp_path / "user.py"
+    path.write_text(USER_CODE)
+    return path
+
+
+@pytest.mark.parametrize("name, shown", [("exit0", "SystemExit: 0"), ("exit5", "SystemExit: 5"),
+                                         ("base", "Boom: custom"), ("generator_exit", "GeneratorExit")])
+def test_user_code_that_exits_is_exit_3_your_code_raised(name, shown, user_file):
+    for command in ("jacobian", "check"):  # check must never pass by exiting 0
+        result = runner.invoke(app, [command, f"{user_file}:{name}", "-x", "randn:3"])
+        assert result.exit_code == 3, (command, result.exit_code, result.stderr)
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        assert f"your code raised {shown}" in result.stderr
+
+
+def test_sys_exit_in_user_code_under_check_is_exit_3_in_the_process(user_file):
+    result = gradcli("check", f"{user_file}:exit0", "-x", "randn:3")
+    assert result.returncode == 3 and "your code raised SystemExit: 0" in result.stderr and result.stdout == ""
+
+
+def test_sys_exit_at_import_is_exit_3(tmp_path):
+    path = tmp_path / "quits.py"
+    path.write_text("import sys\nsys.exit(0)\ndef f(x):\n    return x\n")
+    result = runner.invoke(app, ["grad", f"{path}:f", "-x", "randn:3"])
+    assert result.exit_code == 3 and "your code raised SystemExit: 0" in result.stderr and result.stdout == ""
+
+
+def test_print_in_user_code_goes_to_stderr_and_dataclasses_load(user_file):
+    result = runner.invoke(app, ["jacobian", f"{user_file}:noisy", "-x", "[1.0, 2.0]", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == [[2.0, 0.0], [0.0, 2.0]]  # 2 x: the @dataclass default ran
+    assert "hello from user code" in result.stderr
+
+
+# --- numbers that overflow, options that do not apply -------------------------------------
+
+
+def test_float32_overflow_names_the_finite_value_and_nothing_warns():
+    result = runner.invoke(app, ["jacobian", "exp", "-x", "[1e39, 1]", "--dtype", "float32"])
+    assert_usage_error(result, "--input", "1e+39", "float32")
+
+
+def test_overflow_in_the_function_is_counted_not_warned():
+    result = gradcli("jacobian", "exp", "-x", "[1000.0, 1.0]", "--json")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["nonfinite"] == 1 and doc["value"][0] is None
+
+
+def test_a_subnormal_fd_step_is_refused():
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-b", "fd", "--fd-step", "1e-320"]),
+                       "--fd-step")
+
+
+def test_device_cuda_with_a_numpy_backend_says_it_ran_on_the_cpu():
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "--device", "cuda", "--json"]).stdout)
+    assert any("--device cuda" in note and "CPU" in note for note in doc["notes"])
+
+
+# --- -o: modes, links, names, order -------------------------------------------------------
+
+
+def test_overwriting_keeps_the_file_mode(tmp_path):
+    path = tmp_path / "o.npy"
+    path.write_bytes(b"old")
+    path.chmod(0o600)
+    assert runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", str(path)]).exit_code == 0
+    assert path.stat().st_mode & 0o777 == 0o600 and np.load(path).shape == (1,)
+
+
+def test_output_through_a_symlink_writes_its_target(tmp_path):
+    target = tmp_path / "real.npy"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.npy"
+    link.symlink_to(target)
+    assert runner.invoke(app, ["jacobian", "exp", "-x", "[1.0, 2.0]", "-o", str(link)]).exit_code == 0
+    assert link.is_symlink() and np.load(target).shape == (2,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npy", "real.npy"]
+
+
+def test_a_250_character_name_works_and_256_is_refused(tmp_path):
+    name = "a" * 246 + ".npy"
+    assert runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", str(tmp_path / name)]).exit_code == 0
+    assert (tmp_path / name).exists()
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", str(tmp_path / ("b" * 252 + ".npy"))]),
+                       "--output", "256 bytes")
+
+
+def test_an_unwritable_folder_is_exit_2():
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", "/proc/x.npy"]), "--output", "/proc")
+
+
+def test_standard_output_is_written_before_the_file_is_published(tmp_path):
+    """stdout on a full device: the command fails and leaves no -o file (nor a temporary one)."""
+    with open("/dev/full", "w") as full:
+        result = gradcli("jacobian", "exp", "-x", "randn:300", "--json", "-o", tmp_path / "o.npy", stdout=full)
+    assert result.returncode != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refusals_suggest_only_what_applies():
+    import gradcli
+    from gradcli.errors import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        gradcli.vjp("softmax", input=np.zeros((100, 100)), max_memory=10_000)
+    assert refused.value.param == "max_memory" and "gradcli vjp" not in str(refused.value)
+    from gradcli.options import Layout
+    from gradcli.structure import describe
+
+    note = describe(np.ones((2, 3, 3)), Layout.BLOCKS, None, np.float64, per_sample=True)[0]
+    assert "gradcli jacobian --layout blocks --verify-blocks" in note
+
+
+def test_structure_notes_need_no_temporary_the_size_of_the_value():
+    import tracemalloc
+
+    from gradcli.api import jacobian
+
+    result = jacobian("softmax", input=np.random.default_rng(0).standard_normal((4, 400)), layout="full")
+    tracemalloc.start()
+    try:
+        notes = result.structure
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert any(note.startswith("block-diagonal across batch rows (verified") for note in notes)
+    assert any("symmetric" in note for note in notes)
+    assert peak < result.value.nbytes / 2, f"{peak} bytes for a {result.value.nbytes}-byte value"
+
+
+# --- the process: signals during start-up, standard output closed ---------------------------
+
+STARTUP_SIGNAL = ("import os, runpy, signal, sys, threading; "
+                  "sys.argv = ['gradcli', 'jacobian', 'exp', '-x', '[1.0]']; "
+                  "threading.Timer(0.02, os.kill, (os.getpid(), signal.{name})).start(); "
+                  "runpy.run_module('gradcli', run_name='__main__')")
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_gradcli_starts_is_a_clean_interrupt(name):
+    """The signal arrives 20 ms into `python -m gradcli`, while the CLI is still being imported."""
+    result = subprocess.run([sys.executable, "-c", STARTUP_SIGNAL.format(name=name)], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode == 130, (result.returncode, result.stderr[-300:])
+    assert result.stderr == "gradcli: interrupted\n" and result.stdout == ""
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_standard_output_closed_is_a_short_error_and_leaves_no_file(extra, tmp_path):
+    command = (f"{sys.executable} -m gradcli jacobian exp -x '[1.0, 2.0]' {' '.join(extra)} "
+               f"-o {tmp_path / 'o.npy'} >&-")
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert result.returncode not in (0, 1) and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "standard output" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writes_its_report_file_only_after_standard_output(tmp_path):
+    with open("/dev/full", "w") as full:
+        result = gradcli("check", "exp", "-x", "[1.0, 2.0]", "--reference", "analytic", "--backends", "fd",
+                         "-o", tmp_path / "report.json", stdout=full)
+    assert result.returncode == 2 and "standard output" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_table_of_every_entry_is_counted_in_the_memory_plan():
+    result = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:100,100", "--no-summarize", "--max-memory", "64MiB"])
+    assert_usage_error(result, "--no-summarize", "--max-memory")
+    assert runner.invoke(app, ["jacobian", "softmax", "-x", "randn:100,100", "--json", "--max-memory", "64MiB"]).exit_code == 0
