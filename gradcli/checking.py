@@ -1,7 +1,10 @@
 """``check``: one quantity from several backends, each compared with a reference.
 
 The reference runs first (its failure is the command's failure, exit 3);
-another backend that cannot run is reported as skipped with the reason.
+another backend that cannot run is reported as skipped with the reason
+(``ok`` None). The verdict (SPEC §2): ``ok`` True when every backend that ran
+agrees, False on a mismatch, None when no backend but the reference ran
+(exit 3); ``--backends`` naming only the reference is a usage error (exit 2).
 Entries on a kink (relu at 0, l1 at x = t) are reported, not counted.
 """
 
@@ -45,10 +48,9 @@ def run_check(
     allow_nonfinite: bool = False,
 ) -> CheckReport:
     quantity = quantity or default_quantity(problem)
+    backends_given = bool(backends)
     backends = list(backends or default_backends(problem))
-    reference = reference or (BackendName.AUTOGRAD if _torch_available() else BackendName.ANALYTIC)
-    if BackendName.AUTO in backends or reference is BackendName.AUTO:
-        raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
+    reference = validate_backends(backends, reference, explicit=backends_given)
     default_atol, default_rtol = default_tolerance(problem.dtype)
     source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
     atol = default_atol if atol is None else atol
@@ -68,12 +70,13 @@ def run_check(
         try:
             got = solve(problem, quantity, backend=name, **kw)
         except BackendError as err:
-            comparisons.append(Comparison(name.value, True, 0.0, 0.0, (), 0, 0.0, skipped=str(err)))
+            comparisons.append(skipped(name, err))
             continue
         comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
                                    error=got.error, kinks=kinks))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
-    notes = list(ref.notes) + list(ref.structure)
+    notes = list(ref.notes) + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
+                               for note in ref.structure]
     for c in comparisons:
         if c.name == BackendName.FD.value and c.worst and all(
                 e.error_estimate is not None and e.abs_error > 100 * e.error_estimate for e in c.worst):
@@ -87,9 +90,33 @@ def run_check(
     return CheckReport(
         function=problem.function.name, quantity=quantity, reference=reference, dtype=str(problem.dtype),
         params=ref.params, wrt=problem.wrt, shape=ref.shape, atol=atol, rtol=rtol, tolerance_source=source,
-        ok=all(c.ok for c in comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
+        ok=verdict(comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
         reference_seconds=ref.seconds, layout=ref.layout,
     )
+
+
+def validate_backends(backends: list[BackendName], reference: BackendName | None, *, explicit: bool) -> BackendName:
+    """The reference (default autograd, else analytic) after SPEC §2's rules on ``--backends``."""
+    reference = reference or (BackendName.AUTOGRAD if _torch_available() else BackendName.ANALYTIC)
+    if BackendName.AUTO in backends or reference is BackendName.AUTO:
+        raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
+    if explicit and all(b is reference for b in backends):
+        raise UsageError(f"--backends: names only the reference {reference.value}, so nothing would be compared; "
+                         f"add another backend, e.g. --backends {reference.value},fd")
+    return reference
+
+
+def skipped(name: BackendName, err: Exception) -> Comparison:
+    """A backend that could not run: ``ok`` None, with the reason."""
+    return Comparison(name.value, None, 0.0, 0.0, (), 0, 0.0, skipped=str(err))
+
+
+def verdict(comparisons) -> bool | None:
+    """False on any mismatch; None when nothing but the reference ran; else True."""
+    ran = [c for c in comparisons if c.skipped is None]
+    if not ran:
+        return None
+    return all(c.ok for c in ran)
 
 
 def _torch_available() -> bool:
@@ -118,16 +145,26 @@ def _kink_mask(problem: Problem, ref: Result) -> np.ndarray | None:
     return np.broadcast_to(mask.any(), value_shape)  # no finer map: every entry may feel the kink
 
 
-def check(function: str, **kwargs) -> CheckReport:
+def check(function: str, **kwargs):
     """The library's ``check``: the same keywords as ``gradcli.jacobian`` plus
-    ``quantity``, ``backends`` (names), ``reference``, ``atol``, ``rtol``, ``top``::
+    ``quantity``, ``backends`` (names), ``reference``, ``atol``, ``rtol``, ``top``,
+    ``mode`` (auto|full|probe), ``probes``, ``seed``, ``taylor``, ``locate``;
+    ``wrt`` may be a comma list or a glob. Returns a ``modelcheck.ModelReport``::
 
         report = gradcli.check("cross_entropy", input=x, target=t)
         report.ok
+        report = gradcli.check("model.py:loss", input=x, target=t, wrt="param:*")
+        [r.wrt for r in report.results if not r.ok], report.modules
     """
-    problem, options, run = library_call(function, kwargs, ("quantity", "backends", "reference", "atol", "rtol", "top",
-                                                            "layout", "cotangent", "tangent", "max_memory",
-                                                            "allow_nonfinite"))
+    from .modelcheck import run_checks
+    from .wrtlist import expand, is_list, retarget
+
+    wrt = kwargs.pop("wrt", "input")
+    many = is_list(wrt)
+    problem, options, run = library_call(function, {**kwargs, "wrt": "input" if many else wrt},
+                                         ("quantity", "backends", "reference", "atol", "rtol", "top", "layout",
+                                          "cotangent", "tangent", "max_memory", "allow_nonfinite", "mode", "probes",
+                                          "seed", "taylor", "locate"))
     if run.get("quantity") is not None:
         run["quantity"] = Quantity(run["quantity"])
     if run.get("backends") is not None:
@@ -136,4 +173,5 @@ def check(function: str, **kwargs) -> CheckReport:
         run["reference"] = BackendName(run["reference"])
     if "layout" in run:
         run["layout"] = Layout(run["layout"])
-    return run_check(problem, options=options, **run)
+    problems = [retarget(problem, w) for w in expand(problem.function, wrt)] if many else [problem]
+    return run_checks(problems, options=options, **run)

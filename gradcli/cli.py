@@ -92,6 +92,12 @@ class Format(str, enum.Enum):
     json = "json"
 
 
+class CheckMode(str, enum.Enum):
+    auto = "auto"
+    full = "full"
+    probe = "probe"
+
+
 class Device(str, enum.Enum):
     cpu = "cpu"
     cuda = "cuda"
@@ -128,7 +134,8 @@ COMMON = [
     _option("beta", Optional[float], None, "--beta", help="smooth_l1_loss: where quadratic turns linear (default 1)"),
     _option("delta", Optional[float], None, "--delta", help="huber_loss: where quadratic turns linear (default 1)"),
     _option("log_target", Optional[bool], None, "--log-target/--no-log-target", help="kl_div: the target holds log-probabilities"),
-    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, bias"),
+    _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, bias, "
+                                               "param:NAME; check: a comma list and globs such as input,param:*"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", DType, DType.float64, "--dtype", help="working precision"),
@@ -318,39 +325,44 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
 
 
 def check_command(opts: dict[str, Any]) -> int:
-    """Every backend against a reference; exit 1 on a mismatch."""
-    from .checking import default_quantity, run_check
+    """Every backend against a reference, per argument; exit 1 on a mismatch, 3 when nothing was compared."""
+    from .checking import default_quantity
+    from .modelcheck import run_checks
     from .outfile import write_text
+    from .wrtlist import expand, is_list, retarget
 
     quantity = Quantity(opts["quantity"].value) if opts.get("quantity") else None
     if quantity is Quantity.JVP and opts.get("tangent") is None:
         opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
-    got = load(quantity or Quantity.GRAD, opts)
-    quantity = quantity or default_quantity(got.problem)
+    many = is_list(opts["wrt"])
+    got = load(quantity or Quantity.GRAD, {**opts, "wrt": "input"} if many else opts)
+    problems = [retarget(got.problem, w) for w in expand(got.problem.function, opts["wrt"])] if many else [got.problem]
     backends = None
     if opts.get("backends"):
         backends = [parse_backend(name, "--backends") for name in opts["backends"].split(",") if name.strip()]
-    report = run_check(
-        got.problem, quantity=quantity, backends=backends,
+    model = run_checks(
+        problems, mode=opts["mode"].value, probes=opts["probes"], seed=opts["seed"], taylor=opts["taylor"],
+        locate=opts["locate"], quantity=quantity, backends=backends,
         reference=parse_backend(opts["reference"], "--reference") if opts.get("reference") else None,
-        atol=opts.get("atol"), rtol=opts.get("rtol"), top=opts["top"], layout=opts.get("layout", Layout.AUTO),
-        options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"], **got.vectors,
+        atol=opts.get("atol"), rtol=opts.get("rtol"), top=opts["top"], options=got.options, max_memory=got.max_memory,
+        layout=opts.get("layout", Layout.AUTO), allow_nonfinite=opts["allow_nonfinite"], **got.vectors,
     )
-    from .render.json import dumps, report_to_dict
+    from .render.json import dumps
+    from .render.models import model_to_dict
 
-    document = dumps(report_to_dict(report, timing=got.timing))
+    document = dumps(model_to_dict(model, timing=got.timing))
     if got.as_json:
         output = document
     else:
-        from .render.check import render_report
+        from .render.models import render_model
 
-        output = render_report(report, timing=got.timing)
+        output = render_model(model, timing=got.timing)
     if got.out_path is not None:
         write_text(got.out_path, document)
     emit(output)
-    return int(ExitCode.OK if report.ok else ExitCode.MISMATCH)
+    return int(ExitCode.BACKEND if model.ok is None else ExitCode.OK if model.ok else ExitCode.MISMATCH)
 
 
 def parse_backend(name: str, option: str) -> BackendName:
@@ -450,6 +462,15 @@ CHECK_OPTIONS = [
     _option("top", int, 5, "--top", help="offending entries to list", min=0),
     EXTRA[Quantity.JACOBIAN][0], *EXTRA[Quantity.VJP],
     _option("tangent", Optional[str], None, "--tangent", help="jvp: the direction (default randn, seeded by --seed)"),
+    _option("mode", CheckMode, CheckMode.auto, "--mode",
+            help="full: every entry; probe: vᵀ J u along --probes random directions per argument (cost independent "
+                 "of its size); auto: full below about 2e4 function evaluations, else probe"),
+    _option("probes", int, 4, "--probes", help="probe mode: seeded sign directions per argument", min=1),
+    _option("taylor", bool, False, "--taylor",
+            help="Taylor remainder test along each probe: order 2 when the derivative is right, 1 when wrong "
+                 "(decides in float32, where fd's tolerance cannot)"),
+    _option("locate", bool, True, "--locate/--no-locate",
+            help="after a mismatch: the wrong module (each submodule checked alone) and the worst entries"),
 ]
 
 
@@ -461,8 +482,11 @@ def _check(**opts: Any) -> int:
 
 
 _check.__signature__ = inspect.Signature(COMMON + CHECK_OPTIONS)
-_check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry; exit 1 on a "
-                  "mismatch.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1")
+_check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry or along random "
+                  "probes, for one or several --wrt arguments; exit 1 on a mismatch (naming the wrong module), 3 when "
+                  "nothing but the reference ran.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' "
+                  "--label-smoothing 0.1\n\nA model's every parameter: gradcli check sample_inputs/mlp.py:loss "
+                  "-x randn:32,784 -t randint:10:32 --wrt 'param:*'")
 app.command("check")(errors_to_exit_codes(_check))
 
 

@@ -1,0 +1,278 @@
+"""Probe mode of ``check``: the scalar ``vᵀ J u`` per argument, from each backend.
+
+For every differentiated argument ``a`` and probe ``k``, ``u_ak`` is a seeded
+Rademacher direction shaped like ``a`` (entries ±1) and ``v`` one random
+cotangent shaped like the output (1 for a scalar output). Each backend gives
+the same number a different way:
+
+- autograd: ONE reverse pass gives ``g_a = vᵀ J_a`` for every argument at
+  once; the probes are the dot products ``g_a · u_ak``;
+- analytic (built-ins): the closed-form vjp per argument, dotted the same way;
+- forward: one forward-mode pass ``J_a u_ak`` per probe, dotted with ``v``;
+- fd: the derivative at 0 of ``φ(t) = vᵀ f(a + t u_ak)`` by central
+  differences at ``t = ±h, ±2h`` with Richardson extrapolation, an error
+  estimate ``|D(h) - D(2h)| + eps |φ| / h``, and a smaller step where that
+  estimate says a kink lies within the step.
+
+None of these costs grows with the number of entries of ``a``: the fd budget
+is four evaluations per probe and argument (up to twelve at kinks). The Taylor test (``--taylor``)
+uses the same directions: ``r(h) = |φ(h) - φ(0) - h (g_a · u)|`` for halving
+``h`` falls like ``h²`` when ``g_a`` is right and like ``h`` when it is not.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .errors import BackendError
+from .problem import Problem
+
+FD_MULTIPLES = (1.0, 2.0)  # steps ±h, ±2h: one Richardson estimate and its error
+FD_LEVELS = 3  # adaptive step: h, h/100, h/10^4 until the estimate is consistent
+TAYLOR_STEPS = 10  # r(h) at h0, h0/2, ..., h0/2^9
+TAYLOR_RIGHT, TAYLOR_WRONG = 1.75, 1.35  # observed order: >= right is order 2, <= wrong is order 1
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Directions: ``u[name]`` is ``(K, *shape)`` of ±1; ``v`` is shaped like the output (None: scalar output)."""
+
+    u: Mapping[str, np.ndarray]
+    v: np.ndarray | None
+    seed: int
+
+    @property
+    def count(self) -> int:
+        return next(iter(self.u.values())).shape[0]
+
+
+@dataclass(frozen=True)
+class ProbeValues:
+    """One backend's ``vᵀ J u`` per argument: ``values[name]`` is ``(K,)``;
+    fd adds ``error[name]`` ``(K,)``; autograd and analytic keep ``grads[name] = vᵀ J``."""
+
+    values: Mapping[str, np.ndarray]
+    seconds: float
+    error: Mapping[str, np.ndarray] | None = None
+    grads: Mapping[str, np.ndarray] | None = None
+    evaluations: int = 0
+
+
+@dataclass(frozen=True)
+class Taylor:
+    """The Taylor remainder test of one argument: ``orders[k]`` is the observed
+    order of probe ``k`` (None where ``r(h)`` never rose above rounding)."""
+
+    orders: tuple[float | None, ...]
+    steps: tuple[float, ...]
+    remainders: tuple[tuple[float, ...], ...]  # (K, steps)
+    floor: float
+
+    @property
+    def order(self) -> float | None:
+        """The lowest conclusive order over the probes: one wrong direction is enough."""
+        known = [o for o in self.orders if o is not None]
+        return min(known) if known else None
+
+    @property
+    def ok(self) -> bool | None:
+        """True: order ≈ 2; False: order ≈ 1 (a wrong derivative); None: inconclusive."""
+        order = self.order
+        if order is None:
+            return None
+        return True if order >= TAYLOR_RIGHT else False if order <= TAYLOR_WRONG else None
+
+
+def argument_seed(seed: int, name: str) -> int:
+    """Each argument's directions depend only on ``--seed`` and its name: adding an argument changes no other's."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode())) % 2**32
+
+
+def make_probes(shapes: Mapping[str, tuple[int, ...]], output_shape: tuple[int, ...], count: int, seed: int,
+                dtype) -> Probes:
+    u = {}
+    for name, shape in shapes.items():
+        rng = np.random.default_rng(argument_seed(seed, name))
+        signs = rng.integers(0, 2, size=(count, *shape), dtype=np.int8)
+        u[name] = (2 * signs - 1).astype(dtype)
+    v = None if output_shape == () else np.random.default_rng(seed).standard_normal(output_shape).astype(dtype)
+    return Probes(u=u, v=v, seed=seed)
+
+
+class TorchFunction:
+    """The problem as a torch function of its differentiated arguments (a dict
+    ``name -> tensor``), with every other argument fixed."""
+
+    def __init__(self, problem: Problem, names, device: str = "cpu", dtype=None) -> None:
+        from .backends.torchbase import import_torch
+
+        self.torch = torch = import_torch()
+        self.problem = problem
+        work = problem.dtype if dtype is None else np.dtype(dtype)
+        self.tensors = {k: torch.from_numpy(np.array(a.astype(work) if a.dtype.kind == "f" else a)).to(device)
+                        for k, a in problem.args.items()}
+        self.names = tuple(names)
+        self.x0 = {k: self.tensors[k] for k in self.names}
+
+    def __call__(self, xs: Mapping[str, object]):
+        return self.problem.function.torch_forward({**self.tensors, **xs}, self.problem.params)
+
+    def tensor(self, array):
+        return self.torch.from_numpy(np.ascontiguousarray(array)).to(next(iter(self.x0.values())))
+
+    def scalar(self, v) -> Callable:
+        """``φ(xs) = vᵀ f(xs)`` (f itself for a scalar output)."""
+        if v is None:
+            return self
+        vt = self.tensor(v)
+        return lambda xs: (vt * self(xs)).sum()
+
+
+def autograd_values(fn: TorchFunction, probes: Probes) -> ProbeValues:
+    """One reverse pass for every argument: ``g_a = vᵀ J_a``, then ``g_a · u_ak``."""
+    from .backends.torchbase import to_numpy, torch_errors
+
+    torch = fn.torch
+    start = time.perf_counter()
+    with torch_errors("autograd"):
+        xs = {k: t.detach().requires_grad_(True) for k, t in fn.x0.items()}
+        out = fn(xs)
+        cotangent = torch.ones_like(out) if probes.v is None else fn.tensor(probes.v)
+        grads = torch.autograd.grad(out, list(xs.values()), cotangent, allow_unused=True)
+    grads = {k: np.zeros(fn.x0[k].shape, dtype=np.float64) if g is None else to_numpy(g).astype(np.float64)
+             for k, g in zip(xs, grads)}
+    return _from_grads(grads, probes, time.perf_counter() - start)
+
+
+def grads_values(grads: Mapping[str, np.ndarray], probes: Probes, seconds: float) -> ProbeValues:
+    """Probe values from vjps computed elsewhere (the analytic backend)."""
+    return _from_grads({k: np.asarray(g, dtype=np.float64) for k, g in grads.items()}, probes, seconds)
+
+
+def _from_grads(grads, probes: Probes, seconds: float) -> ProbeValues:
+    values = {k: probes.u[k].reshape(probes.count, -1).astype(np.float64) @ g.reshape(-1) for k, g in grads.items()}
+    return ProbeValues(values=values, seconds=seconds, grads=grads)
+
+
+def forward_values(fn: TorchFunction, probes: Probes) -> ProbeValues:
+    """``vᵀ (J_a u_ak)`` from torch forward mode, the K probes of an argument batched by vmap."""
+    from .backends.torchbase import torch_errors
+
+    torch = fn.torch
+    start = time.perf_counter()
+    values = {}
+    v = None if probes.v is None else fn.tensor(probes.v)
+    with torch_errors("forward"):
+        for name in fn.names:
+            def along(xa, name=name):
+                return fn({**fn.x0, name: xa})
+
+            def one(t, name=name, along=along):
+                tangent_out = torch.func.jvp(along, (fn.x0[name],), (t,))[1]
+                return tangent_out if v is None else (v * tangent_out).sum()
+
+            tangents = fn.tensor(probes.u[name])
+            try:
+                got = torch.func.vmap(one)(tangents)
+            except (RuntimeError, BackendError):  # code vmap cannot batch (a custom autograd.Function): one at a time
+                got = torch.stack([one(t) for t in tangents])
+            values[name] = got.detach().cpu().numpy().astype(np.float64).reshape(-1)
+    return ProbeValues(values=values, seconds=time.perf_counter() - start)
+
+
+def step_scale(x: np.ndarray) -> float:
+    """The size of an entry of ``x``: its root mean square (1 when ``x`` is 0). A
+    step ``h u`` moves every entry by ``h``, so ``h`` is scaled to the entries."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+    return rms if rms > 0 else 1.0
+
+
+def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None) -> ProbeValues:
+    """The directional derivative of ``φ(t) = vᵀ f(a + t u)`` at 0 for each probe,
+    differenced in ``fn``'s dtype (see the module docstring for the formula).
+
+    The step adapts: ``h = eps^(1/3) scale`` first, then 100 and 10⁴ times
+    smaller while the truncation part of the error estimate is above both ten
+    times the rounding part and ``sqrt(eps) |R|`` (a kink within the step: relu
+    units switching), keeping the estimate with the smallest
+    error. A fixed ``fd_step`` is used as given."""
+    torch = fn.torch
+    start = time.perf_counter()
+    phi = fn.scalar(probes.v)
+    eps = dtype_eps(fn.x0[fn.names[0]])
+    values, errors, count = {}, {}, 0
+    with torch.no_grad():
+        for name in fn.names:
+            x0 = fn.x0[name]
+            first = fd_step if fd_step is not None else eps ** (1 / 3) * step_scale(x0.cpu().numpy())
+            steps = (first,) if fd_step is not None else tuple(first * 0.01**j for j in range(FD_LEVELS))
+            got, err = np.empty(probes.count), np.empty(probes.count)
+            for k, u in enumerate(fn.tensor(probes.u[name])):
+                best = (math.nan, math.inf)
+                for h in steps:
+                    at = {m * s: _phi(phi, fn.x0, name, x0 + (m * s * h) * u) for m in FD_MULTIPLES for s in (1, -1)}
+                    count += len(at)
+                    value, truncation, rounding = richardson(at, h, eps)
+                    best = min(best, (value, truncation + rounding), key=lambda e: e[1])
+                    if truncation <= max(10 * rounding, math.sqrt(eps) * abs(value)):
+                        break  # consistent: a smaller step would only add rounding
+                got[k], err[k] = best
+            values[name], errors[name] = got, err
+    return ProbeValues(values=values, seconds=time.perf_counter() - start, error=errors, evaluations=count)
+
+
+def dtype_eps(tensor) -> float:
+    return float(np.finfo(str(tensor.dtype).replace("torch.", "")).eps)
+
+
+def _phi(phi, x0, name, xa) -> float:
+    return float(phi({**x0, name: xa}))
+
+
+def richardson(at: Mapping[float, float], h: float, eps: float) -> tuple[float, float, float]:
+    """From ``φ(±h)`` and ``φ(±2h)``: central differences ``D(s) = (φ(s) - φ(-s)) / 2s``
+    (error ``c s²``) and Richardson's ``R = D(h) + (D(h) - D(2h)) / 3`` (error O(h⁴)).
+    The error estimate ``|D(h) - D(2h)|`` (three times D(h)'s own truncation
+    error, which bounds R's) plus the rounding ``eps (|φ(h)| + |φ(-h)|) / h``
+    stays honest when a kink within the step breaks the smooth error model.
+    Returns ``(R, truncation, rounding)``."""
+    d1, d2 = ((at[m] - at[-m]) / (2 * m * h) for m in FD_MULTIPLES)
+    rounding = eps * (abs(at[1.0]) + abs(at[-1.0])) / h
+    return d1 + (d1 - d2) / 3, abs(d1 - d2), rounding
+
+
+def taylor(fn: TorchFunction, probes: Probes, name: str, slopes: np.ndarray) -> Taylor:
+    """``r(h) = |φ(h) - φ(0) - h s_k|`` for ``h = h0 / 2^i`` along each probe, where
+    ``s_k`` is the reference's ``vᵀ J u_k``; evaluated in the problem's dtype (no
+    float64 help), so it judges float32 code as it runs."""
+    torch = fn.torch
+    phi = fn.scalar(probes.v)
+    x0 = fn.x0[name]
+    eps = dtype_eps(x0)
+    h0 = 0.5 * step_scale(x0.cpu().numpy()) * max(eps ** 0.25, 1e-2)
+    steps = tuple(h0 / 2**i for i in range(TAYLOR_STEPS))
+    orders, remainders = [], []
+    with torch.no_grad():
+        phi0 = _phi(phi, fn.x0, name, x0)
+        floor = 64 * eps * max(abs(phi0), 1e-30)
+        for k, u in enumerate(fn.tensor(probes.u[name])):
+            r = tuple(abs(_phi(phi, fn.x0, name, x0 + h * u) - phi0 - h * float(slopes[k])) for h in steps)
+            remainders.append(r)
+            orders.append(observed_order(r, floor))
+    return Taylor(orders=tuple(orders), steps=steps, remainders=tuple(remainders), floor=floor)
+
+
+def observed_order(r, floor: float) -> float | None:
+    """``log2(r(h) / r(h/2))`` over the smallest steps whose remainders stand clear
+    of rounding (above 10× ``floor``): the median of the last three such pairs."""
+    pairs = [math.log2(a / b) for a, b in zip(r, r[1:]) if a > 10 * floor and b > 10 * floor]
+    if len(pairs) < 2:
+        return None
+    tail = sorted(pairs[-3:])
+    return float(tail[len(tail) // 2])
