@@ -35,7 +35,7 @@ from .problem import Problem
 
 FD_MULTIPLES = (1.0, 2.0)  # steps ±h, ±2h: one Richardson estimate and its error
 FD_LEVELS = 3  # adaptive step: h, h/100, h/10^4 until the estimate is consistent
-TAYLOR_STEPS = 10  # r(h) at h0, h0/2, ..., h0/2^9
+TAYLOR_STEPS = 16  # r(h) at h = scale, scale/2, ..., scale/2^15
 TAYLOR_RIGHT, TAYLOR_WRONG = 1.75, 1.35  # observed order: >= right is order 2, <= wrong is order 1
 
 
@@ -62,31 +62,38 @@ class ProbeValues:
     error: Mapping[str, np.ndarray] | None = None
     grads: Mapping[str, np.ndarray] | None = None
     evaluations: int = 0
+    jump: Mapping[str, np.ndarray] | None = None  # fd: one-sided slopes' difference where a kink lies at the point
 
 
 @dataclass(frozen=True)
 class Taylor:
-    """The Taylor remainder test of one argument: ``orders[k]`` is the observed
-    order of probe ``k`` (None where ``r(h)`` never rose above rounding)."""
+    """The Taylor remainder test of one argument. Per probe ``k``: ``orders[k]``,
+    the observed order (None where ``r(h)`` never rose clear of rounding), and
+    ``wrong[k]``, True when the two smallest usable steps both show order ≈ 1."""
 
     orders: tuple[float | None, ...]
+    wrong: tuple[bool, ...]
     steps: tuple[float, ...]
     remainders: tuple[tuple[float, ...], ...]  # (K, steps)
     floor: float
 
     @property
     def order(self) -> float | None:
-        """The lowest conclusive order over the probes: one wrong direction is enough."""
-        known = [o for o in self.orders if o is not None]
-        return min(known) if known else None
+        """The median observed order over the probes."""
+        known = sorted(o for o in self.orders if o is not None)
+        return known[len(known) // 2] if known else None
 
     @property
     def ok(self) -> bool | None:
-        """True: order ≈ 2; False: order ≈ 1 (a wrong derivative); None: inconclusive."""
-        order = self.order
-        if order is None:
-            return None
-        return True if order >= TAYLOR_RIGHT else False if order <= TAYLOR_WRONG else None
+        """False: most probes show order 1 (a wrong derivative shows along almost every
+        direction; a kink crossed by the steps, only along some); True: most show order 2;
+        None: inconclusive."""
+        half = len(self.orders) / 2
+        if sum(self.wrong) > half:
+            return False
+        if sum(o is not None and o >= TAYLOR_RIGHT for o in self.orders) > half:
+            return True
+        return None
 
 
 def argument_seed(seed: int, name: str) -> int:
@@ -162,27 +169,29 @@ def _from_grads(grads, probes: Probes, seconds: float) -> ProbeValues:
 
 def forward_values(fn: TorchFunction, probes: Probes) -> ProbeValues:
     """``vᵀ (J_a u_ak)`` from torch forward mode, the K probes of an argument batched by vmap."""
-    from .backends.torchbase import torch_errors
-
     torch = fn.torch
     start = time.perf_counter()
     values = {}
     v = None if probes.v is None else fn.tensor(probes.v)
-    with torch_errors("forward"):
-        for name in fn.names:
-            def along(xa, name=name):
-                return fn({**fn.x0, name: xa})
+    for name in fn.names:
+        def along(xa, name=name):
+            return fn({**fn.x0, name: xa})
 
-            def one(t, name=name, along=along):
-                tangent_out = torch.func.jvp(along, (fn.x0[name],), (t,))[1]
-                return tangent_out if v is None else (v * tangent_out).sum()
+        def one(t, name=name, along=along):
+            tangent_out = torch.func.jvp(along, (fn.x0[name],), (t,))[1]
+            return tangent_out if v is None else (v * tangent_out).sum()
 
-            tangents = fn.tensor(probes.u[name])
+        tangents = fn.tensor(probes.u[name])
+        try:
             try:
                 got = torch.func.vmap(one)(tangents)
             except (RuntimeError, BackendError):  # code vmap cannot batch (a custom autograd.Function): one at a time
                 got = torch.stack([one(t) for t in tangents])
-            values[name] = got.detach().cpu().numpy().astype(np.float64).reshape(-1)
+        except (RuntimeError, NotImplementedError, BackendError) as err:
+            text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BackendError(f"--backend forward: torch's forward mode cannot run this code (a custom "
+                               f"autograd.Function needs a jvp for it): {text[:200]}") from err
+        values[name] = got.detach().cpu().numpy().astype(np.float64).reshape(-1)
     return ProbeValues(values=values, seconds=time.perf_counter() - start)
 
 
@@ -206,25 +215,41 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None) -
     start = time.perf_counter()
     phi = fn.scalar(probes.v)
     eps = dtype_eps(fn.x0[fn.names[0]])
-    values, errors, count = {}, {}, 0
+    values, errors, jumps, count = {}, {}, {}, 0
     with torch.no_grad():
         for name in fn.names:
             x0 = fn.x0[name]
+            phi0 = _phi(phi, fn.x0, name, x0)
+            count += 1
             first = fd_step if fd_step is not None else eps ** (1 / 3) * step_scale(x0.cpu().numpy())
             steps = (first,) if fd_step is not None else tuple(first * 0.01**j for j in range(FD_LEVELS))
-            got, err = np.empty(probes.count), np.empty(probes.count)
+            got, err, jump = np.empty(probes.count), np.empty(probes.count), np.zeros(probes.count)
             for k, u in enumerate(fn.tensor(probes.u[name])):
-                best = (math.nan, math.inf)
+                best = (math.nan, math.inf, 0.0)
                 for h in steps:
                     at = {m * s: _phi(phi, fn.x0, name, x0 + (m * s * h) * u) for m in FD_MULTIPLES for s in (1, -1)}
                     count += len(at)
                     value, truncation, rounding = richardson(at, h, eps)
-                    best = min(best, (value, truncation + rounding), key=lambda e: e[1])
+                    best = min(best, (value, truncation + rounding, kink_jump(at, phi0, h, rounding)),
+                               key=lambda e: e[1])
                     if truncation <= max(10 * rounding, math.sqrt(eps) * abs(value)):
                         break  # consistent: a smaller step would only add rounding
-                got[k], err[k] = best
-            values[name], errors[name] = got, err
-    return ProbeValues(values=values, seconds=time.perf_counter() - start, error=errors, evaluations=count)
+                got[k], err[k], jump[k] = best
+            values[name], errors[name], jumps[name] = got, err, jump
+    return ProbeValues(values=values, seconds=time.perf_counter() - start, error=errors, evaluations=count,
+                       jump=jumps)
+
+
+def kink_jump(at: Mapping[float, float], phi0: float, h: float, rounding: float) -> float:
+    """The difference of the one-sided slopes, ``|φ(h) - 2φ(0) + φ(-h)| / h``, when it
+    looks like a kink at the point itself (it grows like the step, not like its
+    square: ``s(2h) < 3 s(h)``) and stands above rounding; else 0. Central
+    differences average the two sides consistently at every step there, so
+    Richardson's error estimate cannot see such a kink."""
+    s1 = abs(at[1.0] - 2 * phi0 + at[-1.0])
+    s2 = abs(at[2.0] - 2 * phi0 + at[-2.0])
+    jump = s1 / h
+    return jump if jump > 10 * rounding and s2 < 3 * s1 else 0.0
 
 
 def dtype_eps(tensor) -> float:
@@ -248,31 +273,25 @@ def richardson(at: Mapping[float, float], h: float, eps: float) -> tuple[float, 
 
 
 def taylor(fn: TorchFunction, probes: Probes, name: str, slopes: np.ndarray) -> Taylor:
-    """``r(h) = |φ(h) - φ(0) - h s_k|`` for ``h = h0 / 2^i`` along each probe, where
+    """``r(h) = |φ(h) - φ(0) - h s_k|`` for ``h = scale / 2^i`` along each probe, where
     ``s_k`` is the reference's ``vᵀ J u_k``; evaluated in the problem's dtype (no
-    float64 help), so it judges float32 code as it runs."""
+    float64 help), so it judges float32 code as it runs. The rounding floor is
+    ``eps |φ(0)|``; remainders under 32 times that are not used."""
     torch = fn.torch
     phi = fn.scalar(probes.v)
     x0 = fn.x0[name]
     eps = dtype_eps(x0)
-    h0 = 0.5 * step_scale(x0.cpu().numpy()) * max(eps ** 0.25, 1e-2)
-    steps = tuple(h0 / 2**i for i in range(TAYLOR_STEPS))
-    orders, remainders = [], []
+    scale = step_scale(x0.cpu().numpy())
+    steps = tuple(scale / 2**i for i in range(TAYLOR_STEPS))
+    orders, wrong, remainders = [], [], []
     with torch.no_grad():
         phi0 = _phi(phi, fn.x0, name, x0)
-        floor = 64 * eps * max(abs(phi0), 1e-30)
+        floor = eps * max(abs(phi0), float(np.finfo(np.float64).tiny))
         for k, u in enumerate(fn.tensor(probes.u[name])):
             r = tuple(abs(_phi(phi, fn.x0, name, x0 + h * u) - phi0 - h * float(slopes[k])) for h in steps)
             remainders.append(r)
-            orders.append(observed_order(r, floor))
-    return Taylor(orders=tuple(orders), steps=steps, remainders=tuple(remainders), floor=floor)
-
-
-def observed_order(r, floor: float) -> float | None:
-    """``log2(r(h) / r(h/2))`` over the smallest steps whose remainders stand clear
-    of rounding (above 10× ``floor``): the median of the last three such pairs."""
-    pairs = [math.log2(a / b) for a, b in zip(r, r[1:]) if a > 10 * floor and b > 10 * floor]
-    if len(pairs) < 2:
-        return None
-    tail = sorted(pairs[-3:])
-    return float(tail[len(tail) // 2])
+            pairs = [math.log2(a / b) for a, b in zip(r, r[1:]) if a > 32 * floor and b > 32 * floor]
+            tail = sorted(pairs[-3:])
+            orders.append(float(tail[len(tail) // 2]) if len(pairs) >= 2 else None)
+            wrong.append(len(pairs) >= 2 and max(pairs[-2:]) <= TAYLOR_WRONG)
+    return Taylor(orders=tuple(orders), wrong=tuple(wrong), steps=steps, remainders=tuple(remainders), floor=floor)

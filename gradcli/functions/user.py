@@ -31,7 +31,8 @@ def functorch_refused(err: BaseException) -> bool:
     the caller falls back to classic autograd or to a loop."""
     text = str(err)
     return isinstance(err, RuntimeError) and any(
-        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform"))
+        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform",
+                                      "does not have vmap support"))
 
 
 def user_error(err: BaseException, path: Path) -> BackendError:

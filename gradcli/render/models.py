@@ -69,7 +69,7 @@ def _argument(report, timing: bool) -> dict[str, Any]:
 
 def taylor_to_dict(test) -> dict[str, Any]:
     return {"order": _finite_or_none(test.order), "ok": test.ok,
-            "orders": [_finite_or_none(o) for o in test.orders], "steps": list(test.steps),
+            "orders": [_finite_or_none(o) for o in test.orders], "wrong": list(test.wrong), "steps": list(test.steps),
             "rounding_floor": test.floor}
 
 

@@ -136,11 +136,68 @@ def scaling(repeats):
     return out
 
 
+def model_check(repeats):
+    """Issue 15: every parameter of the 670k-parameter MLP (784-512-512-10 + cross_entropy, B=32, float64) in
+    probe mode, against torch.autograd.gradcheck(fast_mode=True) over the same tensors, both warm (best of the
+    repeats, after one untimed call of each); then the CLI end to end and a planted bug found and named."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "sample_inputs"))
+    import mlp
+
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((32, 784)), rng.integers(0, 10, 32)
+    path = f"{ROOT / 'sample_inputs' / 'mlp.py'}:loss"
+    report = gradcli.check(path, input=x, target=t, wrt="param:*")
+    assert report.ok and report.mode == "probe" and len(report.results) == 6, report
+    model = mlp.Loss(mlp._seeded(mlp.MLP)).double()
+    names = [n for n, _ in model.named_parameters()]
+    tensors = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    xt, tt = torch.tensor(x), torch.tensor(t)
+
+    def loss(*params):
+        return torch.func.functional_call(model, dict(zip(names, params)), (xt, tt))
+
+    def ours():
+        gradcli.check(path, input=x, target=t, wrt="param:*")
+
+    def gradcheck():
+        torch.autograd.gradcheck(loss, tensors, fast_mode=True)
+
+    gradcheck()
+    rows = [row("7 check all 670k MLP parameters (probe, K=4): gradcli.check vs gradcheck(fast_mode=True)",
+                best(ours, repeats), best(gradcheck, repeats), 1.0, "6 tensors, a verdict each")]
+    cli = [sys.executable, "-m", "gradcli", "check", "sample_inputs/mlp.py:loss", "-x", "randn:32,784", "-t",
+           "randint:10:32", "--wrt", "param:*", "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
+    end_to_end = time.perf_counter() - start
+    rows.append((f"7b CLI end to end (torch import included), exit {done.returncode}", f"{end_to_end:.2f} s", "", "",
+                 "< 10 s", "yes" if end_to_end < 10 and done.returncode == 0 else "NO", ""))
+    cli[4] = "sample_inputs/mlp_buggy.py:loss"
+    start = time.perf_counter()
+    done = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
+    found = time.perf_counter() - start
+    import json
+
+    blamed = [m["path"] for m in json.loads(done.stdout).get("modules", []) if m["blamed"]] if done.stdout else []
+    ok = found < 20 and done.returncode == 1 and blamed == ["net.act2"]
+    rows.append((f"7c planted bug (mlp_buggy.py, net.act2) found, exit {done.returncode}, blamed {blamed}",
+                 f"{found:.2f} s", "", "", "< 20 s", "yes" if ok else "NO", ""))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    repeats = 3 if parser.parse_args().quick else 7
-    rows = [startup(repeats), *blocks(repeats), fd(repeats), *full(repeats), memory(), *scaling(repeats)]
+    parser.add_argument("--only", help="run only the rows of this group: model_check")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else 7
+    if args.only == "model_check":
+        rows = model_check(repeats)
+    else:
+        rows = [startup(repeats), *blocks(repeats), fd(repeats), *full(repeats), memory(), *scaling(repeats),
+                *model_check(min(repeats, 3))]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
