@@ -229,7 +229,7 @@ def worst_entries(context, name: str, top: int) -> list[Entry]:
         direction = np.zeros(grad.size)
         direction[lo:hi] = signs[lo:hi]
         d = fn.tensor(direction.reshape(flat_shape).astype(x0.cpu().numpy().dtype))
-        fd, err = directional(lambda t: float(phi({**fn.x0, name: x0 + t * d})), scale, eps=eps, torch=torch,
+        fd, err = directional(lambda t: fn.along(phi, name, t, d), scale, eps=eps, torch=torch,
                               fd_step=context.fd_step)
         value = float(grad[lo:hi] @ signs[lo:hi])
         size = float(np.linalg.norm(grad[lo:hi]))
