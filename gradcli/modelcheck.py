@@ -309,17 +309,13 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
                    jump: np.ndarray | None = None) -> Comparison:
     """Probe ``k`` agrees when ``|value - reference| <= atol + rtol max(|reference|, scale)
     (+ 3 × fd's error estimate)``, ``scale = ‖vᵀ J‖₂``: the typical size of
-    ``vᵀ J u`` for a random sign vector u. A probe is non-smooth — reported,
-    never a mismatch — where fd's own error bar exceeds a tenth of that size
-    (the steps do not converge: a kink within every step) or where the
-    one-sided slopes at the point differ by at least half the difference (a
-    kink at the point, such as relu at 0: torch's convention picks one side)."""
+    ``vᵀ J u`` for a random sign vector u. A probe where fd cannot judge
+    (``probe.non_smooth``) is reported as non-smooth, never as a mismatch."""
     diff = np.abs(value - reference)
     size = np.maximum(np.abs(reference), scale)
     tol = atol + rtol * size + (0.0 if error is None else 3 * error)
-    nonsmooth = np.zeros(diff.shape, bool) if error is None else error > 0.1 * size
-    if jump is not None:
-        nonsmooth |= jump >= 0.5 * diff
+    nonsmooth = (np.zeros(diff.shape, bool) if error is None else
+                 probe.non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
     excess = np.where(diff == 0, 0.0, diff / tol)
     out = (excess > 1) & ~nonsmooth
     counted = np.where(nonsmooth, 0.0, excess)

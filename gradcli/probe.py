@@ -219,17 +219,10 @@ def step_scale(x: np.ndarray) -> float:
 
 def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
               agrees: Callable[[str, int, float, float], bool] | None = None) -> ProbeValues:
-    """The directional derivative of ``φ(t) = vᵀ f(a + t u)`` at 0 for each probe,
-    differenced in ``fn``'s dtype (see the module docstring for the formula).
-
-    First the central difference at ``h = eps^(1/3) scale`` (two evaluations):
-    where ``agrees(name, k, value, rounding)`` says it already matches the
-    reference within tolerance, the probe is accepted as is (its error estimate
-    is then the rounding part alone). Otherwise Richardson with ``±2h`` and an
-    adaptive step: 100 and 10⁴ times smaller while the truncation part of the
-    error estimate is above both ten times the rounding part and
-    ``sqrt(eps) |R|`` (a kink within the step: relu units switching), keeping
-    the estimate with the smallest error. A fixed ``fd_step`` is used as given."""
+    """The directional derivative of ``φ(t) = vᵀ f(a + t u)`` at 0 for each probe
+    (``directional``), differenced in ``fn``'s dtype, from the step
+    ``h = eps^(1/3) scale`` (or ``fd_step``). ``agrees(name, k, value, rounding)``
+    says whether a first central difference already matches the reference."""
     torch = fn.torch
     start = time.perf_counter()
     phi = fn.scalar(probes.v)
@@ -237,38 +230,60 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
     values, errors, jumps, count = {}, {}, {}, 0
     with torch.no_grad():
         for name in fn.names:
-            x0 = fn.x0[name]
-            phi0 = None  # φ(0): only a probe that disagrees needs it (the kink test)
-            first = fd_step if fd_step is not None else eps ** (1 / 3) * step_scale(x0.cpu().numpy())
-            steps = (first,) if fd_step is not None else tuple(first * 0.01**j for j in range(FD_LEVELS))
+            h = fd_step if fd_step is not None else eps ** (1 / 3) * step_scale(fn.x0[name].cpu().numpy())
             got, err, jump = np.empty(probes.count), np.empty(probes.count), np.zeros(probes.count)
             for k, u in enumerate(fn.tensor(probes.u[name])):
-                def at_step(h, multiples):
-                    return {m * s: fn.along(phi, name, m * s * h, u) for m in multiples for s in (1, -1)}
-
-                at = at_step(steps[0], (1.0,))
-                count += 2
-                central = (at[1.0] - at[-1.0]) / (2 * steps[0])
-                rounding = eps * (abs(at[1.0]) + abs(at[-1.0])) / steps[0]
-                if agrees is not None and agrees(name, k, central, rounding):
-                    got[k], err[k] = central, rounding
-                    continue
-                if phi0 is None:
-                    phi0 = float(phi(fn.x0))
-                    count += 1
-                best = (math.nan, math.inf, 0.0)
-                for level, h in enumerate(steps):
-                    at = {**at, **at_step(h, (2.0,))} if level == 0 else at_step(h, FD_MULTIPLES)
-                    count += 2 if level == 0 else 4
-                    value, truncation, rounding = richardson(at, h, eps)
-                    best = min(best, (value, truncation + rounding, kink_jump(at, phi0, h, rounding)),
-                               key=lambda e: e[1])
-                    if truncation <= max(10 * rounding, math.sqrt(eps) * abs(value)):
-                        break  # consistent: a smaller step would only add rounding
-                got[k], err[k], jump[k] = best
+                accept = None if agrees is None else (lambda value, rounding, k=k: agrees(name, k, value, rounding))
+                got[k], err[k], jump[k], used = directional(lambda t, u=u: fn.along(phi, name, t, u), h, eps,
+                                                            adaptive=fd_step is None, agrees=accept)
+                count += used
             values[name], errors[name], jumps[name] = got, err, jump
     return ProbeValues(values=values, seconds=time.perf_counter() - start, error=errors, evaluations=count,
                        jump=jumps)
+
+
+def directional(phi: Callable[[float], float], h: float, eps: float, *, adaptive: bool = True,
+                agrees: Callable[[float, float], bool] | None = None,
+                central_only: bool = False) -> tuple[float, float, float, int]:
+    """``φ'(0)`` by finite differences: ``(value, error estimate, kink jump, evaluations)``.
+
+    First the central difference at ``h`` (two evaluations): where
+    ``agrees(value, rounding)`` says it already matches the reference within
+    tolerance, it is accepted as is (its error estimate is then the rounding
+    part alone). Otherwise ``±2h`` too and Richardson (``richardson``), and,
+    when ``adaptive``, steps 100 and 10⁴ times smaller while the truncation
+    part of the error estimate is above both ten times the rounding part and
+    ``sqrt(eps) |R|`` (a kink within the step: relu units switching), keeping
+    the estimate with the smallest error. The kink jump (``kink_jump``) says
+    whether a kink sits at the point itself. ``central_only``: the first central
+    difference whatever it says (a rough value where two evaluations must do)."""
+    at = {m: phi(m * h) for m in (1.0, -1.0)}
+    used = 2
+    central = (at[1.0] - at[-1.0]) / (2 * h)
+    rounding = eps * (abs(at[1.0]) + abs(at[-1.0])) / h
+    if central_only or agrees is not None and agrees(central, rounding):
+        return central, rounding, 0.0, used
+    phi0 = phi(0.0)
+    used += 1
+    best = (math.nan, math.inf, 0.0)
+    for level in range(FD_LEVELS if adaptive else 1):
+        step = h * 0.01**level
+        multiples = (2.0,) if level == 0 else FD_MULTIPLES
+        at = {**(at if level == 0 else {}), **{m * s: phi(m * s * step) for m in multiples for s in (1, -1)}}
+        used += 2 * len(multiples)
+        value, truncation, rounding = richardson(at, step, eps)
+        best = min(best, (value, truncation + rounding, kink_jump(at, phi0, step, rounding)), key=lambda e: e[1])
+        if truncation <= max(10 * rounding, math.sqrt(eps) * abs(value)):
+            break  # consistent: a smaller step would only add rounding
+    return (*best, used)
+
+
+def non_smooth(error, jump, diff, size):
+    """Where fd cannot judge (arrays or numbers): its error bar exceeds a tenth of the
+    value's size (the steps do not converge: a kink within every step), or the
+    one-sided slopes at the point differ by at least half the difference (a
+    kink at the point, such as relu at 0, where torch's convention picks one side)."""
+    return np.logical_or(np.greater(error, 0.1 * np.asarray(size)), np.greater_equal(jump, 0.5 * np.asarray(diff)))
 
 
 def kink_jump(at: Mapping[float, float], phi0: float, h: float, rounding: float) -> float:
