@@ -10,6 +10,8 @@ Entries on a kink (relu at 0, l1 at x = t) are reported, not counted.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .api import library_call, solve
@@ -51,12 +53,7 @@ def run_check(
     backends_given = bool(backends)
     backends = list(backends or default_backends(problem))
     reference = validate_backends(backends, reference, explicit=backends_given)
-    default_atol, default_rtol = default_tolerance(problem.dtype)
-    source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
-    if atol < 0 or rtol < 0:
-        raise UsageError("--atol/--rtol: tolerances must be >= 0")
+    atol, rtol, source = tolerances(problem, atol, rtol)
     if quantity is Quantity.JVP and tangent is None:
         tangent = np.random.default_rng(0).standard_normal(problem.wrt_shape)
     kw = dict(layout=layout, cotangent=cotangent, tangent=tangent, options=options,
@@ -93,6 +90,17 @@ def run_check(
         ok=verdict(comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
         reference_seconds=ref.seconds, layout=ref.layout,
     )
+
+
+def tolerances(problem: Problem, atol: float | None, rtol: float | None) -> tuple[float, float, str]:
+    """``(atol, rtol, source)``: the given ones, or the dtype's defaults (``compare.default_tolerance``)."""
+    default_atol, default_rtol = default_tolerance(problem.dtype)
+    source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
+        raise UsageError("--atol/--rtol: tolerances must be finite numbers >= 0")
+    return atol, rtol, source
 
 
 def validate_backends(backends: list[BackendName], reference: BackendName | None, *, explicit: bool) -> BackendName:

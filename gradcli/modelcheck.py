@@ -13,9 +13,11 @@ the wrong module and the worst entries are found by ``locate.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Mapping
 
 import numpy as np
@@ -23,8 +25,9 @@ import numpy as np
 from . import probe
 from .api import DEFAULT_MAX_MEMORY, solve
 from .backends import BackendOptions
-from .checking import default_backends, default_quantity, run_check, skipped, validate_backends, verdict
-from .compare import Comparison, Entry, default_tolerance
+from .checking import (default_backends, default_quantity, run_check, skipped, tolerances, validate_backends,
+                       verdict)
+from .compare import Comparison, Entry
 from .errors import BackendError, UsageError
 from .problem import Problem
 from .results import BackendName, CheckReport, Quantity
@@ -171,19 +174,7 @@ def run_checks(
                        notes=tuple(notes), seconds=time.perf_counter() - start)
 
 
-def tolerances(problem: Problem, atol: float | None, rtol: float | None) -> tuple[float, float, str]:
-    default_atol, default_rtol = default_tolerance(problem.dtype)
-    source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
-    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
-        raise UsageError("--atol/--rtol: tolerances must be finite numbers >= 0")
-    return atol, rtol, source
-
-
 def _with_source(report: CheckReport, source: str) -> CheckReport:
-    import dataclasses
-
     return dataclasses.replace(report, tolerance_source=source)
 
 
@@ -205,9 +196,6 @@ class ProbeContext:
 
 def merged(problems: list[Problem]) -> Problem:
     """One problem holding every argument (each ``param:NAME`` included)."""
-    import dataclasses
-    from types import MappingProxyType
-
     args: dict[str, np.ndarray] = {}
     for p in problems:
         args.update(p.args)

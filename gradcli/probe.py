@@ -318,7 +318,12 @@ def taylor(fn: TorchFunction, probes: Probes, name: str, slopes: np.ndarray) -> 
     """``r(h) = |φ(h) - φ(0) - h s_k|`` for ``h = scale / 2^i`` along each probe, where
     ``s_k`` is the reference's ``vᵀ J u_k``; evaluated in the problem's dtype (no
     float64 help), so it judges float32 code as it runs. The rounding floor is
-    ``eps |φ(0)|``; remainders under 32 times that are not used."""
+    ``eps |φ(0)|``; remainders under 32 times that are not used.
+
+    A probe is ``wrong`` when the two smallest usable steps both show order ≈ 1
+    AND the remainder is odd there: ``e(±h) = φ(±h) - φ(0) ∓ h s`` are
+    ``±δh + O(h²)`` for a slope off by δ, while a relu kink crossed on one side
+    of the step (order 1 too, in a right model) leaves the other side alone."""
     torch = fn.torch
     phi = fn.scalar(probes.v)
     x0 = fn.x0[name]
@@ -330,10 +335,17 @@ def taylor(fn: TorchFunction, probes: Probes, name: str, slopes: np.ndarray) -> 
         phi0 = float(phi(fn.x0))
         floor = eps * max(abs(phi0), float(np.finfo(np.float64).tiny))
         for k, u in enumerate(fn.tensor(probes.u[name])):
-            r = tuple(abs(fn.along(phi, name, h, u) - phi0 - h * float(slopes[k])) for h in steps)
+            ahead = [fn.along(phi, name, h, u) - phi0 - h * float(slopes[k]) for h in steps]
+            r = tuple(abs(e) for e in ahead)
             remainders.append(r)
-            pairs = [math.log2(a / b) for a, b in zip(r, r[1:]) if a > 32 * floor and b > 32 * floor]
+            usable = [i for i in range(len(r) - 1) if r[i] > 32 * floor and r[i + 1] > 32 * floor]
+            pairs = [math.log2(r[i] / r[i + 1]) for i in usable]
             tail = sorted(pairs[-3:])
             orders.append(float(tail[len(tail) // 2]) if len(pairs) >= 2 else None)
-            wrong.append(len(pairs) >= 2 and max(pairs[-2:]) <= TAYLOR_WRONG)
+            linear = len(pairs) >= 2 and max(pairs[-2:]) <= TAYLOR_WRONG
+            if linear:  # is the remainder odd at those steps? (three more evaluations)
+                last = sorted({usable[-2], usable[-1], usable[-1] + 1})
+                behind = {i: fn.along(phi, name, -steps[i], u) - phi0 + steps[i] * float(slopes[k]) for i in last}
+                linear = all(abs(ahead[i] + behind[i]) <= 0.5 * abs(ahead[i] - behind[i]) for i in last)
+            wrong.append(linear)
     return Taylor(orders=tuple(orders), wrong=tuple(wrong), steps=steps, remainders=tuple(remainders), floor=floor)

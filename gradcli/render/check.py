@@ -15,6 +15,19 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2e}"
 
 
+def top_table(entries) -> Table:
+    """Offending entries (``compare.Entry``): where, both values, by how much; in probe
+    mode the index is the probe's number."""
+    top = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    index = "probe" if all(e.kind == "probe" for e in entries) else "index"
+    for column in ("backend", index, "value", "reference", "abs err", "rel err", "fd error est."):
+        top.add_column(column, justify="left" if column == "backend" else "right")
+    for e in entries:
+        top.add_row(e.backend, str(list(e.index)), f"{e.value:.6g}", f"{e.reference:.6g}", _num(e.abs_error),
+                    _num(e.rel_error), _num(e.error_estimate))
+    return top
+
+
 def verdict_text(ok: bool | None, failing=()) -> Text:
     """The last line: agreement (exit 0), a mismatch (exit 1), or nothing compared (exit 3)."""
     if ok is None:
@@ -51,14 +64,7 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
     if report.top:
         parts += [Text(), Text(f"worst entries out of tolerance (value: the backend's; reference: {report.reference.value}'s)",
                                style="bold")]
-        top = Table(box=box.SIMPLE_HEAD, show_edge=False)
-        index = "probe" if all(e.kind == "probe" for e in report.top) else "index"
-        for column in ("backend", index, "value", "reference", "abs err", "rel err", "fd error est."):
-            top.add_column(column, justify="left" if column == "backend" else "right")
-        for e in report.top:
-            top.add_row(e.backend, str(list(e.index)), f"{e.value:.6g}", f"{e.reference:.6g}", _num(e.abs_error),
-                        _num(e.rel_error), _num(e.error_estimate))
-        parts.append(top)
+        parts.append(top_table(report.top))
     parts += [Text(), verdict_text(report.ok)]
     parts += [Text(f"skipped {c.name}: {c.skipped}", style="yellow") for c in report.backends if c.skipped]
     if report.notes:

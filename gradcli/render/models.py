@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .check import render_report, verdict_text
+from .check import render_report, top_table, verdict_text
 from .json import _finite_or_none, report_to_dict
 from .table import seconds_text
 
@@ -105,7 +105,7 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         for r in model.results:
             if r.ok is False and r.top:
                 parts += [Text(), Text(f"{r.wrt}: worst out of tolerance (value: the backend's; reference: "
-                                       f"{r.reference.value}'s)", style="bold"), _top_table(r)]
+                                       f"{r.reference.value}'s)", style="bold"), top_table(r.top)]
         parts += [Text(), verdict_text(model.ok, model.failing)]
         skipped = {(c.name, c.skipped) for r in model.results for c in r.backends if c.skipped}
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
@@ -144,7 +144,7 @@ def _arguments_table(model, timing: bool) -> Table:
         table.add_column(column, justify="left" if column in ("argument", "backend", "result", "shape") else "right")
     ordered = sorted(model.results, key=lambda r: {False: 0, None: 1, True: 2}[r.ok])  # failing first
     rows = [(r, c) for r in ordered for c in (r.backends or (None,))]
-    shown = rows if len(rows) <= MAX_ROWS else [row for row in rows if row[0].ok is not True][:MAX_ROWS] or rows[:MAX_ROWS]
+    shown = rows[:MAX_ROWS]  # failing arguments first, so a cut drops passing ones
     for r, c in shown:
         order = [_order(r.taylor.order) if r.taylor is not None else "-"] if taylor else []
         if c is None:
@@ -163,17 +163,6 @@ def _arguments_table(model, timing: bool) -> Table:
         table.add_row(f"… {len(hidden)} more arguments, all ok", "", "", "", "", "", "", "", "",
                       *([""] if taylor else []), *([""] if timing else []))
     return table
-
-
-def _top_table(report) -> Table:
-    top = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    index = "probe" if all(e.kind == "probe" for e in report.top) else "index"
-    for column in ("backend", index, "value", "reference", "abs err", "rel err", "fd error est."):
-        top.add_column(column, justify="left" if column == "backend" else "right")
-    for e in report.top:
-        top.add_row(e.backend, str(list(e.index)), f"{e.value:.6g}", f"{e.reference:.6g}", _num(e.abs_error),
-                    _num(e.rel_error), _num(e.error_estimate))
-    return top
 
 
 def _modules(modules) -> RenderableType:
