@@ -94,7 +94,8 @@ def locate_modules(problem: Problem, *, seed: int, atol: float, rtol: float):
     function = problem.function
     module = getattr(function, "module", None)
     if module is None:
-        return None, ["module localisation needs a torch.nn.Module (FUNCTION is a plain function)"]
+        return None, ["module localisation needs a torch.nn.Module as FUNCTION (PATH.py:NAME naming a module); "
+                      "this one is not"]
     import torch
 
     calls = _record(function, problem, torch)

@@ -135,12 +135,9 @@ def run_checks(
     quantity = quantity or default_quantity(base)
     if probes < 1:
         raise UsageError("--probes: give at least 1 direction per argument")
-    mode = resolve_mode(mode, problems, quantity, explicit_quantity)
-    if taylor and mode != "probe":
-        mode_note = "--taylor runs along probes: probe mode was used"
-        mode = "probe"
-    else:
-        mode_note = None
+    if taylor and mode == "full":
+        raise UsageError("--taylor: the Taylor test runs along probes; use --mode probe (or auto) with it")
+    mode = "probe" if taylor else resolve_mode(mode, problems, quantity, explicit_quantity)
     atol, rtol, source = tolerances(base, atol, rtol)
     if mode == "full":
         results = [run_check(p, quantity=quantity, backends=backends, reference=reference, atol=atol, rtol=rtol,
@@ -157,7 +154,7 @@ def run_checks(
         results, context = probe_check(problems, backends=chosen, reference=reference, atol=atol, rtol=rtol,
                                        count=probes, seed=seed, taylor=taylor, top=top, options=options,
                                        source=source)
-    notes = [mode_note] if mode_note else []
+    notes: list[str] = []
     modules = None
     if locate and any(r.ok is False for r in results):
         from . import locate as where

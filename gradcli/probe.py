@@ -123,6 +123,8 @@ class TorchFunction:
         from .backends.torchbase import import_torch
 
         self.torch = torch = import_torch()
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BackendError("--device cuda: torch sees no CUDA device here; use --device cpu")
         self.problem = problem
         work = problem.dtype if dtype is None else np.dtype(dtype)
         self.tensors = {k: torch.from_numpy(np.array(a, dtype=work if a.dtype.kind == "f" else a.dtype)).to(device)

@@ -440,3 +440,15 @@ def test_per_sample_note_in_check_names_no_missing_option(tmp_path):
     result, doc = check_json(f"{path}:f", "-x", "randn:3,2", "--layout", "blocks", "--quantity", "jacobian")
     assert result.exit_code == 0, result.stderr
     assert not any("--verify-blocks" in n for n in doc["notes"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--taylor", "--mode", "full"], "--taylor"),
+    (["--mode", "probe", "--quantity", "jvp"], "--mode probe"),
+    (["--probes", "0"], "--probes"),
+    (["--wrt", "input,,param:*"], "empty name"),
+])
+def test_check_mode_usage_errors(tmp_path, args, message):
+    result = runner.invoke(app, ["check", model_file(tmp_path), *ARGS, *args])
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert message in result.stderr and result.stdout == ""
