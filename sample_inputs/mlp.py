@@ -4,7 +4,7 @@ the model `gradcli check` verifies in probe mode, every parameter at once.
     gradcli check sample_inputs/mlp.py:loss -x randn:32,784 -t randint:10:32 --wrt 'param:*'
 
 `loss` is a module taking (input, target), so `--wrt param:NAME` (and globs such
-as `param:net.fc1.*`) name its parameters; `net` is the classifier alone.
+as `param:fc1.*`) name its parameters; `net` is the classifier alone.
 """
 
 import torch
@@ -24,15 +24,12 @@ class MLP(nn.Module):
         return self.fc3(self.act2(self.fc2(self.act1(self.fc1(x)))))
 
 
-class Loss(nn.Module):
-    """The network and its mean cross-entropy loss: a scalar, so `check` compares gradients."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
+class MLPLoss(MLP):
+    """The network and its mean cross-entropy loss: a scalar, so `check` compares gradients.
+    Its parameters are the network's own (`fc1.weight`, ...), its submodules `fc1` ... `fc3`."""
 
     def forward(self, input, target):
-        return nn.functional.cross_entropy(self.net(input), target)
+        return nn.functional.cross_entropy(super().forward(input), target)
 
 
 def _seeded(make):
@@ -41,4 +38,4 @@ def _seeded(make):
 
 
 net = _seeded(MLP)
-loss = Loss(net)
+loss = _seeded(MLPLoss)  # the same weights as net

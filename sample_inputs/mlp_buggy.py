@@ -1,4 +1,4 @@
-"""The MLP of mlp.py with one planted bug: its second activation, `net.act2`, is a
+"""The MLP of mlp.py with one planted bug: its second activation, `act2`, is a
 custom autograd.Function whose backward is wrong for inputs above 0.5 (slope 1.5
 instead of 1). `gradcli check` finds it and names the module:
 
@@ -8,7 +8,7 @@ instead of 1). `gradcli check` finds it and names the module:
 import torch
 from torch import nn
 
-from mlp import MLP, Loss, _seeded
+from mlp import MLPLoss, _seeded
 
 
 class LeakyBackwardReLU(torch.autograd.Function):
@@ -34,10 +34,9 @@ class CustomReLU(nn.Module):
 
 
 def _buggy():
-    model = MLP()
+    model = MLPLoss()
     model.act2 = CustomReLU()
     return model
 
 
-net = _seeded(_buggy)
-loss = Loss(net)
+loss = _seeded(_buggy)

@@ -144,7 +144,7 @@ sys.path.insert(0, {samples!r})
 import gradcli, mlp
 rng = np.random.default_rng(0)
 x, t = rng.standard_normal((32, 784)), rng.integers(0, 10, 32)
-model = mlp.Loss(mlp._seeded(mlp.MLP)).double()
+model = mlp._seeded(mlp.MLPLoss).double()
 names = [n for n, _ in model.named_parameters()]
 tensors = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
 xt, tt = torch.tensor(x), torch.tensor(t)
@@ -200,8 +200,8 @@ def model_check(repeats):
     import json
 
     blamed = [m["path"] for m in json.loads(done.stdout).get("modules", []) if m["blamed"]] if done.stdout else []
-    ok = found < 20 and done.returncode == 1 and blamed == ["net.act2"]
-    rows.append((f"7c planted bug (mlp_buggy.py, net.act2) found, exit {done.returncode}, blamed {blamed}",
+    ok = found < 20 and done.returncode == 1 and blamed == ["act2"]
+    rows.append((f"7c planted bug (mlp_buggy.py, act2) found, exit {done.returncode}, blamed {blamed}",
                  f"{found:.2f} s", torch_import, "", "< 20 s", "yes" if ok else "NO", "baseline: python -c 'import torch'"))
     return rows
 
