@@ -335,8 +335,9 @@ def explain(name: str, comparisons: list[Comparison], reference: BackendName, te
         elif fd is not None:
             notes.append(f"{name}: forward mode and fd both differ from {reference.value}: the reverse pass is wrong")
     if fd is not None and fd.kink_entries:
-        notes.append(f"{name}: {fd.kink_entries} probe(s) non-smooth: fd's steps do not converge there (a kink, "
-                     "such as relu at 0, within every step); reported, not counted as mismatches")
+        notes.append(f"{name}: {fd.kink_entries} probe(s) non-smooth: a kink at the point (relu at 0: the one-sided "
+                     "slopes differ, torch's convention picks one) or within every step (fd's steps do not converge); "
+                     "reported, not counted as mismatches")
     if test is not None:
         order = test.order
         if test.ok is False:
