@@ -8,7 +8,7 @@ from ._version import __version__  # noqa: E402
 
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 
-_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "checking"}
+_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "modelcheck"}
 
 
 def __getattr__(name):

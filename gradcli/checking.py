@@ -1,12 +1,17 @@
 """``check``: one quantity from several backends, each compared with a reference.
 
 The reference runs first (its failure is the command's failure, exit 3);
-another backend that cannot run is reported as skipped with the reason.
+another backend that cannot run is reported as skipped with the reason
+(``ok`` None). The verdict (SPEC §2): ``ok`` True when every backend that ran
+agrees, False on a mismatch, None when no backend but the reference ran
+(exit 3); ``--backends`` naming only the reference is a usage error (exit 2).
 Entries on a kink (relu at 0, l1 at x = t), and entries fd marks non-smooth, are
 reported, not counted.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -46,16 +51,10 @@ def run_check(
     allow_nonfinite: bool = False,
 ) -> CheckReport:
     quantity = quantity or default_quantity(problem)
+    backends_given = bool(backends)
     backends = list(backends or default_backends(problem))
-    reference = reference or default_reference()
-    if BackendName.AUTO in backends or reference is BackendName.AUTO:
-        raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
-    default_atol, default_rtol = default_tolerance(problem.dtype)
-    source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
-    atol = default_atol if atol is None else atol
-    rtol = default_rtol if rtol is None else rtol
-    if atol < 0 or rtol < 0:
-        raise UsageError("--atol/--rtol: tolerances must be >= 0")
+    reference = validate_backends(backends, reference, explicit=backends_given)
+    atol, rtol, source = tolerances(problem, atol, rtol)
     if quantity is Quantity.JVP and tangent is None:
         tangent = np.random.default_rng(0).standard_normal(problem.wrt_shape)
     kw = dict(layout=layout, cotangent=cotangent, tangent=tangent, options=options,
@@ -69,7 +68,7 @@ def run_check(
         try:
             got = solve(problem, quantity, backend=name, **kw)
         except BackendError as err:
-            comparisons.append(Comparison(name.value, True, 0.0, 0.0, (), 0, 0.0, skipped=err.cli_message()))
+            comparisons.append(skipped(name, err))
             continue
         # fd's non-smooth entries (its steps did not converge) are treated as kinks: reported, not counted.
         flagged = kinks if got.nonsmooth is None or not got.nonsmooth.any() else \
@@ -77,7 +76,8 @@ def run_check(
         comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
                                    error=got.error, kinks=flagged))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
-    notes = list(ref.notes) + list(ref.structure)
+    notes = list(ref.notes) + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
+                               for note in ref.structure]
     for c in comparisons:
         if c.name == BackendName.FD.value and c.worst and all(
                 e.error_estimate is not None and e.abs_error > 100 * e.error_estimate for e in c.worst):
@@ -92,7 +92,7 @@ def run_check(
     return CheckReport(
         function=problem.function.name, quantity=quantity, reference=reference, dtype=str(problem.dtype),
         params=ref.params, wrt=problem.wrt, shape=ref.shape, atol=atol, rtol=rtol, tolerance_source=source,
-        ok=all(c.ok for c in comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
+        ok=verdict(comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
         reference_seconds=ref.seconds, layout=ref.layout,
     )
 
@@ -100,6 +100,41 @@ def run_check(
 def default_reference() -> BackendName:
     """autograd, or analytic where torch is not installed."""
     return BackendName.AUTOGRAD if _torch_available() else BackendName.ANALYTIC
+
+
+def tolerances(problem: Problem, atol: float | None, rtol: float | None) -> tuple[float, float, str]:
+    """``(atol, rtol, source)``: the given ones, or the dtype's defaults (``compare.default_tolerance``)."""
+    default_atol, default_rtol = default_tolerance(problem.dtype)
+    source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
+        raise UsageError("--atol/--rtol: tolerances must be finite numbers >= 0")
+    return atol, rtol, source
+
+
+def validate_backends(backends: list[BackendName], reference: BackendName | None, *, explicit: bool) -> BackendName:
+    """The reference (default autograd, else analytic) after SPEC §2's rules on ``--backends``."""
+    reference = reference or default_reference()
+    if BackendName.AUTO in backends or reference is BackendName.AUTO:
+        raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
+    if explicit and all(b is reference for b in backends):
+        raise UsageError(f"--backends: names only the reference {reference.value}, so nothing would be compared; "
+                         f"add another backend, e.g. --backends {reference.value},fd")
+    return reference
+
+
+def skipped(name: BackendName, err: Exception) -> Comparison:
+    """A backend that could not run: ``ok`` None, with the reason."""
+    return Comparison(name.value, None, 0.0, 0.0, (), 0, 0.0, skipped=err.cli_message() if hasattr(err, "cli_message") else str(err))
+
+
+def verdict(comparisons) -> bool | None:
+    """False on any mismatch; None when nothing but the reference ran; else True."""
+    ran = [c for c in comparisons if c.skipped is None]
+    if not ran:
+        return None
+    return all(c.ok for c in ran)
 
 
 def _torch_available() -> bool:
@@ -126,24 +161,3 @@ def _kink_mask(problem: Problem, ref: Result) -> np.ndarray | None:
     if ref.layout is Layout.BLOCKS and mask.ndim and value_shape == mask.shape + mask.shape[-1:]:
         return diagonal_blocks(mask)  # elementwise blocks along the last axis
     return np.broadcast_to(mask.any(), value_shape)  # no finer map: every entry may feel the kink
-
-
-def check(function: str, **kwargs) -> CheckReport:
-    """The library's ``check``: the same keywords as ``gradcli.jacobian`` plus
-    ``quantity``, ``backends`` (names), ``reference``, ``atol``, ``rtol``, ``top``::
-
-        report = gradcli.check("cross_entropy", input=x, target=t)
-        report.ok
-    """
-    problem, options, run = library_call(function, kwargs, ("quantity", "backends", "reference", "atol", "rtol", "top",
-                                                            "layout", "cotangent", "tangent", "max_memory",
-                                                            "allow_nonfinite"))
-    if run.get("quantity") is not None:
-        run["quantity"] = Quantity(run["quantity"])
-    if run.get("backends") is not None:
-        run["backends"] = [BackendName(b) for b in run["backends"]]
-    if run.get("reference") is not None:
-        run["reference"] = BackendName(run["reference"])
-    if "layout" in run:
-        run["layout"] = Layout(run["layout"])
-    return run_check(problem, options=options, **run)

@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .errors import ExitCode, GradcliError, UsageError
-from .options import BackendName, Device, DType, FdDType, FdMethod, Format, Layout, Quantity
+from .options import BackendName, CheckMode, Device, DType, FdDType, FdMethod, Format, Layout, Quantity
 
 
 class GradcliGroup(TyperGroup):
@@ -140,7 +140,8 @@ def _show(value) -> str:
 
 RUN_OPTIONS = [
     _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, "
-            "bias, or param:NAME (a parameter of your torch.nn.Module)"),
+            "bias, or param:NAME (a parameter of your torch.nn.Module); check: a comma list and globs such as "
+            "input,param:*"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", Optional[DType], None, "--dtype",
@@ -388,10 +389,11 @@ def _emit_table(result, got: Loaded, opts) -> None:
 
 
 def check_report(opts: dict[str, Any]):
-    """Run one check from its options: ``(report, baseline comparison or None,
-    fingerprint to save or None, loaded)``."""
-    from .checking import default_quantity, run_check
-    from .outfile import pending_write
+    """Run one check from its options (one result per ``--wrt`` argument):
+    ``(report, baseline comparison or None, fingerprint to save or None, loaded)``."""
+    from .checking import default_quantity
+    from .modelcheck import run_checks
+    from .wrtlist import expand, is_list, retarget
 
     quantity = opts.get("quantity")
     if quantity is Quantity.JVP and opts.get("tangent") is None:
@@ -403,28 +405,37 @@ def check_report(opts: dict[str, Any]):
             raise UsageError(f"--{name}: {opts[name]} is not a finite number >= 0; give e.g. --{name} 1e-6")
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
-    got = load(quantity or Quantity.GRAD, opts)
-    quantity = quantity or default_quantity(got.problem)
+    many = is_list(opts["wrt"])
+    got = load(quantity or Quantity.GRAD, {**opts, "wrt": "input"} if many else opts)
+    problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]
     backends = None
     if opts.get("backends"):
         backends = [parse_backend(name, "--backends") for name in opts["backends"].split(",") if name.strip()]
-    report = run_check(
-        got.problem, quantity=quantity, backends=backends,
+    report = run_checks(
+        problems, mode=opts["mode"].value, probes=opts["probes"], seed=opts["seed"], taylor=opts["taylor"],
+        locate=opts["locate"], quantity=quantity, backends=backends,
         reference=parse_backend(opts["reference"], "--reference") if opts.get("reference") else None,
-        atol=opts.get("atol"), rtol=opts.get("rtol"), top=opts["top"], layout=opts.get("layout", Layout.AUTO),
-        options=got.options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"], **got.vectors,
+        atol=opts.get("atol"), rtol=opts.get("rtol"), top=opts["top"], options=got.options, max_memory=got.max_memory,
+        layout=opts.get("layout", Layout.AUTO), allow_nonfinite=opts["allow_nonfinite"], **got.vectors,
     )
     comparison = saved = None
     if opts.get("baseline") or opts.get("save_baseline"):
         from . import baseline
 
-        fingerprint = baseline.fingerprint([got.problem], backend=report.reference, seed=opts["seed"],
+        fingerprint = baseline.fingerprint(problems, backend=report.reference, seed=opts["seed"],
                                            max_memory=got.max_memory)
         if opts.get("baseline"):
             comparison = baseline.compare(opts["baseline"], baseline.load(opts["baseline"]), fingerprint)
         if opts.get("save_baseline"):
             saved = fingerprint
     return report, comparison, saved, got
+
+
+def check_code(report, comparison) -> ExitCode:
+    """3 when nothing but the reference ran, 1 on a mismatch or a moved baseline, else 0."""
+    if report.ok is None:
+        return ExitCode.BACKEND
+    return ExitCode.OK if report.ok and (comparison is None or comparison.ok) else ExitCode.MISMATCH
 
 
 def check_command(opts: dict[str, Any]) -> int:
@@ -451,8 +462,7 @@ def check_command(opts: dict[str, Any]) -> int:
         pending.append(pending_write(check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",)),
                                      lambda handle: handle.write(text)))
     stdout_then_files(lambda: emit(output), pending)
-    ok = report.ok and (comparison is None or comparison.ok)
-    return int(ExitCode.OK if ok else ExitCode.MISMATCH)
+    return int(check_code(report, comparison))
 
 
 def check_output_path_of(path: str, option: str, suffixes: tuple[str, ...]):
@@ -462,14 +472,14 @@ def check_output_path_of(path: str, option: str, suffixes: tuple[str, ...]):
 
 
 def check_document(report, comparison, timing: bool) -> dict:
-    from .render.json import report_to_dict
+    from .render.models import model_to_dict
 
-    doc = report_to_dict(report, timing=timing)
+    doc = model_to_dict(report, timing=timing)
     if comparison is not None:
         from .render.ci import baseline_to_dict
 
         doc["baseline"] = baseline_to_dict(comparison)
-        doc["ok"] = doc["ok"] and comparison.ok
+        doc["ok"] = doc["ok"] and comparison.ok if doc["ok"] is not None else None
     return doc
 
 
@@ -483,13 +493,13 @@ def render_check(report, comparison, timing: bool):
     from rich.console import Group
     from rich.text import Text
 
-    from .render.check import render_report
+    from .render.models import render_model
 
     if comparison is None:
-        return render_report(report, timing=timing)
+        return render_model(report, timing=timing)
     from .render.ci import render_baseline
 
-    return Group(render_report(report, timing=timing), Text(), render_baseline(comparison))
+    return Group(render_model(report, timing=timing), Text(), render_baseline(comparison))
 
 
 def suite_command(opts: dict[str, Any]) -> int:
@@ -518,7 +528,7 @@ def suite_command(opts: dict[str, Any]) -> int:
         report, comparison, saved, _ = check_report(parsed[entry.name])
         if saved is not None:
             saves.append((parsed[entry.name]["save_baseline"], saved))
-        return report, comparison, report.ok and (comparison is None or comparison.ok)
+        return report, comparison, check_code(report, comparison)
 
     outcomes = run_suite(entries, run)
     as_json = opts["json"] or opts["format"] is Format.JSON
@@ -682,6 +692,15 @@ CHECK_OPTIONS = [
     _option("top", int, 5, "--top", help="offending entries to list", min=0),
     EXTRA[Quantity.JACOBIAN][0], *EXTRA[Quantity.VJP],
     _option("tangent", Optional[str], None, "--tangent", help="jvp: the direction (default randn, seeded by --seed)"),
+    _option("mode", CheckMode, CheckMode.AUTO, "--mode",
+            help="full: every entry; probe: vᵀ J u along --probes random directions per argument (cost independent "
+                 "of its size); auto: full below about 2e4 function evaluations, else probe"),
+    _option("probes", int, 4, "--probes", help="probe mode: seeded sign directions per argument", min=1),
+    _option("taylor", bool, False, "--taylor",
+            help="Taylor remainder test along each probe: order 2 when the derivative is right, 1 when wrong "
+                 "(decides in float32, where fd's tolerance cannot)"),
+    _option("locate", bool, True, "--locate/--no-locate",
+            help="after a mismatch: the wrong module (each submodule checked alone) and the worst entries"),
     _option("baseline", Optional[str], None, "--baseline",
             help="compare the gradients with a fingerprint saved by --save-baseline; exit 1 if they moved"),
     _option("save_baseline", Optional[str], None, "--save-baseline",

@@ -32,12 +32,15 @@ class Entry:
     rel_error: float
     error_estimate: float | None = None
     excess: float = 0.0  # |diff| / (atol + rtol |reference|): above 1 is out of tolerance
+    kind: str = "entry"  # "probe": ``index`` is (k,), the probe direction, in probe mode
 
 
 @dataclass(frozen=True)
 class Comparison:
+    """One backend against the reference; ``ok`` None when it was skipped (``skipped`` says why)."""
+
     name: str
-    ok: bool
+    ok: bool | None
     max_abs: float
     max_rel: float
     worst_index: tuple[int, ...]

@@ -70,6 +70,14 @@ class Device(str, enum.Enum):
     CUDA = "cuda"
 
 
+class CheckMode(str, enum.Enum):
+    """check: every entry (full), K random directions per argument (probe), or by cost (auto)."""
+
+    AUTO = "auto"
+    FULL = "full"
+    PROBE = "probe"
+
+
 class Format(str, enum.Enum):
     TABLE = "table"
     JSON = "json"

@@ -180,7 +180,7 @@ def build_problem(
     bound = fn.bind(args, dict(params or {}))
     allowed = bound.differentiable()
     if wrt not in allowed:
-        raise UsageError(_wrt_message(fn, wrt, args, allowed))
+        raise UsageError(wrt_message(fn, wrt, args, allowed))
     return Problem(bound=bound, wrt=wrt, dtype=work, rows=bound.row_layout(wrt),
                    notes=tuple(notes) + bound.notes + bound.wrt_notes(wrt))
 
@@ -206,7 +206,7 @@ def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, no
     return converted
 
 
-def _wrt_message(fn: Function, wrt: str, args, allowed) -> str:
+def wrt_message(fn: Function, wrt: str, args, allowed) -> str:
     choices = ", ".join(allowed)
     if wrt in args and args[wrt].dtype.kind in "iu":
         return (f"--wrt {wrt}: {option_name(wrt)} holds integer class indices, which cannot be differentiated "

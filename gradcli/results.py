@@ -81,8 +81,11 @@ class Result:
 @dataclass(frozen=True)
 class CheckReport:
     """Several backends against a reference: ``ok`` when every backend that ran
-    is within tolerance. ``backends`` holds ``compare.Comparison`` values,
-    ``top`` the worst offending ``compare.Entry`` values across backends."""
+    is within tolerance, None when none but the reference ran. ``backends``
+    holds ``compare.Comparison`` values, ``top`` the worst offending
+    ``compare.Entry`` values across backends. ``mode`` is "full" (every entry)
+    or "probe" (``vᵀ J u`` along K directions: ``shape`` is the argument's);
+    ``taylor`` the ``probe.Taylor`` test when asked for."""
 
     function: str
     quantity: Quantity
@@ -94,9 +97,11 @@ class CheckReport:
     atol: float
     rtol: float
     tolerance_source: str
-    ok: bool
+    ok: bool | None
     backends: tuple[Any, ...]
     top: tuple[Any, ...]
     notes: tuple[str, ...]
     reference_seconds: float
     layout: Layout | None = None
+    mode: str = "full"
+    taylor: Any = None

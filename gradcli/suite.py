@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ExitCode, GradcliError, UsageError
-from .results import CheckReport
 
 # A value naming a file: PATH.ext, optionally followed by :KEY (npz member) or :NAME (a .py callable).
 _PATH = re.compile(r"^(?P<path>[^:\[\]{}]+\.(?:npy|npz|json|pt|pt2|py|toml))(?P<rest>:[A-Za-z_][\w.]*)?$")
@@ -50,7 +49,7 @@ class Outcome:
     name: str
     exit_code: ExitCode
     seconds: float
-    report: CheckReport | None = None
+    report: Any = None  # the check's report (modelcheck.ModelReport)
     extra: Any = None  # what the runner adds (a baseline comparison)
     error: str | None = None
 
@@ -104,18 +103,18 @@ def _resolve(value: Any, folder: Path) -> Any:
     return str(folder / match["path"]) + (match["rest"] or "")
 
 
-def run_suite(entries: list[Entry], run: Callable[[Entry], tuple[CheckReport, Any, bool]]) -> list[Outcome]:
-    """Run every entry; ``run(entry) -> (report, extra, ok)``. Errors are recorded, not raised."""
+def run_suite(entries: list[Entry], run: Callable[[Entry], tuple[Any, Any, ExitCode]]) -> list[Outcome]:
+    """Run every entry; ``run(entry) -> (report, extra, exit code)``. Errors are recorded, not raised."""
     outcomes = []
     for entry in entries:
         start = time.perf_counter()
         try:
-            report, extra, ok = run(entry)
+            report, extra, code = run(entry)
         except GradcliError as err:
             outcomes.append(Outcome(entry.name, err.exit_code, time.perf_counter() - start, error=err.cli_message()))
             continue
-        code = ExitCode.OK if ok else ExitCode.MISMATCH
-        outcomes.append(Outcome(entry.name, code, time.perf_counter() - start, report, extra))
+        error = "nothing but the reference ran: every other backend was skipped" if code == ExitCode.BACKEND else None
+        outcomes.append(Outcome(entry.name, code, time.perf_counter() - start, report, extra, error))
     return outcomes
 
 

@@ -178,8 +178,9 @@ def test_check_reports_fd_non_smooth_entries_instead_of_a_mismatch(tmp_path):
     report = gradcli.check(f"{tmp_path / 'm.py'}:f", input=x, backends=["fd"])
     fd_row = report.backends[0]
     assert report.ok and fd_row.mismatches == 0 and fd_row.kink_entries == 1
-    assert any("non-smooth" in n for n in report.notes)
-    assert not any("suspect" in n for n in report.notes)
+    notes = [n for result in report.results for n in result.notes]  # (one result per argument)
+    assert any("non-smooth" in n for n in notes)
+    assert not any("suspect" in n for n in notes)
 
 
 CONV = '''

@@ -97,7 +97,8 @@ def functorch_refused(err: BaseException) -> bool:
     err = getattr(err, "original", err)
     text = str(err)
     return isinstance(err, RuntimeError) and any(
-        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform"))
+        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform",
+                                      "does not have vmap support"))
 
 
 def to_numpy(tensor) -> np.ndarray:

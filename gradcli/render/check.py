@@ -15,15 +15,38 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2e}"
 
 
-def render_report(report: CheckReport, *, timing: bool = True) -> RenderableType:
+def top_table(entries) -> Table:
+    """Offending entries (``compare.Entry``): where, both values, by how much; in probe
+    mode the index is the probe's number."""
+    top = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    index = "probe" if all(e.kind == "probe" for e in entries) else "index"
+    for column in ("backend", index, "value", "reference", "abs err", "rel err", "fd error est."):
+        top.add_column(column, justify="left" if column == "backend" else "right")
+    for e in entries:
+        top.add_row(e.backend, str(list(e.index)), f"{e.value:.6g}", f"{e.reference:.6g}", _num(e.abs_error),
+                    _num(e.rel_error), _num(e.error_estimate))
+    return top
+
+
+def verdict_text(ok: bool | None, failing=()) -> Text:
+    """The last line: agreement (exit 0), a mismatch (exit 1), or nothing compared (exit 3)."""
+    if ok is None:
+        return Text("NOTHING COMPARED: every backend other than the reference was skipped (exit 3)", style="bold yellow")
+    if ok:
+        return Text("all backends agree within tolerance", style="green")
+    where = f" in {', '.join(failing)}" if failing else ""
+    return Text(f"MISMATCH{where}: see the entries above (exit 1)", style="bold red")
+
+
+def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text | None = None) -> RenderableType:
     head = Text()
     head.append(f"check {report.function}", style="bold")
     head.append(f" · {report.quantity.value} w.r.t. {report.wrt} · {report.dtype} · shape {list(report.shape)}"
-                f" · reference {report.reference.value}")
+                f"{' · mode probe' if report.mode == 'probe' else ''} · reference {report.reference.value}")
     if timing:
         head.append(f" ({seconds_text(report.reference_seconds)})", style="dim")
-    tolerance = Text(f"tolerance: |value - reference| <= atol + rtol |reference|, atol {report.atol:g}, "
-                     f"rtol {report.rtol:g} ({report.tolerance_source})", style="dim")
+    tolerance = mode_line or Text(f"tolerance: |value - reference| <= atol + rtol |reference|, atol {report.atol:g}, "
+                                  f"rtol {report.rtol:g} ({report.tolerance_source})", style="dim")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("backend", "result", "max abs err", "max rel err", "worst index", "mismatches", "fd error est.",
                    *(["time"] if timing else [])):
@@ -33,23 +56,16 @@ def render_report(report: CheckReport, *, timing: bool = True) -> RenderableType
             table.add_row(c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-", *(["-"] if timing else []))
             continue
         result = Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
+        kinks = "non-smooth" if report.mode == "probe" else "on kinks"
         table.add_row(c.name, result, _num(c.max_abs), _num(c.max_rel), str(list(c.worst_index)),
-                      str(c.mismatches) + (f" (+{c.kink_entries} on kinks)" if c.kink_entries else ""),
+                      str(c.mismatches) + (f" (+{c.kink_entries} {kinks})" if c.kink_entries else ""),
                       _num(c.error_estimate), *([seconds_text(c.seconds)] if timing else []))
     parts: list[RenderableType] = [head, tolerance, Text(), table]
     if report.top:
         parts += [Text(), Text(f"worst entries out of tolerance (value: the backend's; reference: {report.reference.value}'s)",
                                style="bold")]
-        top = Table(box=box.SIMPLE_HEAD, show_edge=False)
-        for column in ("backend", "index", "value", "reference", "abs err", "rel err", "fd error est."):
-            top.add_column(column, justify="left" if column == "backend" else "right")
-        for e in report.top:
-            top.add_row(e.backend, str(list(e.index)), f"{e.value:.6g}", f"{e.reference:.6g}", _num(e.abs_error),
-                        _num(e.rel_error), _num(e.error_estimate))
-        parts.append(top)
-    verdict = Text("all backends agree within tolerance" if report.ok else "MISMATCH: see the entries above (exit 1)",
-                   style="green" if report.ok else "bold red")
-    parts += [Text(), verdict]
+        parts.append(top_table(report.top))
+    parts += [Text(), verdict_text(report.ok)]
     parts += [Text(f"skipped {c.name}: {c.skipped}", style="yellow") for c in report.backends if c.skipped]
     if report.notes:
         parts += [Text(f"note: {n}", style="yellow") for n in report.notes]

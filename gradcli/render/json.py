@@ -87,7 +87,8 @@ def report_to_dict(report: CheckReport, *, timing: bool = True) -> dict[str, Any
     top = [{"backend": e.backend, "index": list(e.index), "value": _finite_or_none(e.value),
             "reference": _finite_or_none(e.reference), "abs_error": _finite_or_none(e.abs_error),
             "rel_error": _finite_or_none(e.rel_error),
-            **({} if e.error_estimate is None else {"error_estimate": _finite_or_none(e.error_estimate)})}
+            **({} if e.error_estimate is None else {"error_estimate": _finite_or_none(e.error_estimate)}),
+            **({} if e.kind == "entry" else {"kind": e.kind})}
            for e in report.top]
     doc: dict[str, Any] = {
         "schema": SCHEMA, "command": "check", "function": report.function, "params": dict(report.params),

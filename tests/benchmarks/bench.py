@@ -265,14 +265,89 @@ def scaling(repeats):
     return out
 
 
+MLP_SETUP = """
+import sys, time
+import numpy as np
+import torch
+sys.path.insert(0, {samples!r})
+import gradcli, mlp
+rng = np.random.default_rng(0)
+x, t = rng.standard_normal((32, 784)), rng.integers(0, 10, 32)
+model = mlp._seeded(mlp.MLPLoss).double()
+names = [n for n, _ in model.named_parameters()]
+tensors = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+xt, tt = torch.tensor(x), torch.tensor(t)
+loss = lambda *params: torch.func.functional_call(model, dict(zip(names, params)), (xt, tt))
+calls = {{
+    "ours": lambda: gradcli.check({path!r}, input=x, target=t, wrt="param:*"),
+    "gradcheck": lambda: torch.autograd.gradcheck(loss, tensors, fast_mode=True),
+}}
+times = []
+for _ in range(3):
+    start = time.perf_counter()
+    result = calls[sys.argv[1]]()
+    times.append(time.perf_counter() - start)
+if sys.argv[1] == "ours":
+    assert result.ok is True and result.mode == "probe" and len(result.results) == 6, result
+print(times[0], min(times[1:]))
+"""
+
+
+def model_check(repeats):
+    """Issue 15: every parameter of the 670k-parameter MLP (784-512-512-10 + cross_entropy, B=32, float64):
+    gradcli.check(..., wrt="param:*") in probe mode against torch.autograd.gradcheck(fast_mode=True) over the
+    same six tensors. Each runs in a fresh process (torch imported before the clock starts): the first call is
+    what a CI job pays, the best later call the warm cost. Then the CLI end to end, and a planted bug found."""
+    code = MLP_SETUP.format(samples=str(ROOT / "sample_inputs"), path=f"{ROOT / 'sample_inputs' / 'mlp.py'}:loss")
+
+    def fresh(which):
+        runs = [subprocess.run([sys.executable, "-c", code, which], check=True, capture_output=True, text=True)
+                for _ in range(max(1, repeats))]
+        firsts, warms = zip(*(map(float, r.stdout.split()) for r in runs))
+        return min(firsts), min(warms)
+
+    (ours_first, ours_warm), (base_first, base_warm) = fresh("ours"), fresh("gradcheck")
+    rows = [row("7 check all 670k MLP parameters, first call: gradcli.check (probe, K=4) vs gradcheck(fast_mode)",
+                ours_first, base_first, 1.0, "6 tensors, a verdict each"),
+            row("7a the same, warm (later calls in the process)", ours_warm, base_warm, 1.0,
+                "gradcli: K=4 probes x 2 fd evaluations per tensor; gradcheck: 1 x 2")]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    torch_import = f"{time.perf_counter() - start:.2f} s"  # context: the start-up no CLI run can avoid
+    cli = [sys.executable, "-m", "gradcli", "check", "sample_inputs/mlp.py:loss", "-x", "randn:32,784", "-t",
+           "randint:10:32", "--wrt", "param:*", "--json"]
+    start = time.perf_counter()
+    done = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
+    end_to_end = time.perf_counter() - start
+    rows.append((f"7b CLI end to end (torch import included), exit {done.returncode}", f"{end_to_end:.2f} s",
+                 torch_import, "", "< 10 s", "yes" if end_to_end < 10 and done.returncode == 0 else "NO",
+                 "baseline: python -c 'import torch'"))
+    cli[4] = "sample_inputs/mlp_buggy.py:loss"
+    start = time.perf_counter()
+    done = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
+    found = time.perf_counter() - start
+    import json
+
+    blamed = [m["path"] for m in json.loads(done.stdout).get("modules", []) if m["blamed"]] if done.stdout else []
+    ok = found < 20 and done.returncode == 1 and blamed == ["act2"]
+    rows.append((f"7c planted bug (mlp_buggy.py, act2) found, exit {done.returncode}, blamed {blamed}",
+                 f"{found:.2f} s", torch_import, "", "< 20 s", "yes" if ok else "NO", "baseline: python -c 'import torch'"))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--before", type=Path, help="a folder with an older gradcli package, for the memory rows")
+    parser.add_argument("--only", help="run only the rows of this group: model_check")
     options = parser.parse_args()
     repeats = 3 if options.quick else 7
-    rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
-            *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before)]
+    if options.only == "model_check":
+        rows = model_check(repeats)
+    else:
+        rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
+                *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
+                *model_check(min(repeats, 3))]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
