@@ -35,6 +35,7 @@ def solve(
     max_memory: int = DEFAULT_MAX_MEMORY,
     allow_nonfinite: bool = False,
     verify_blocks: bool = False,
+    eig: int | None = None,
 ) -> Result:
     """Compute ``quantity`` for a validated ``problem``.
 
@@ -44,6 +45,11 @@ def solve(
     code, per-sample blocks): check on a few rows that samples do not interact.
     """
     quantity, layout = Quantity(quantity), Layout(layout)
+    if quantity in (Quantity.HESSIAN, Quantity.HVP):  # second order: its own plan and backends
+        from .curvature import solve_second
+
+        return solve_second(problem, quantity, backend=backend, layout=layout, tangent=tangent, eig=eig,
+                            options=options, max_memory=max_memory, allow_nonfinite=allow_nonfinite)
     name = resolve(BackendName(backend), problem)
     vector = _quantity_vector(problem, quantity, cotangent, tangent, allow_nonfinite)
     plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros)

@@ -48,6 +48,7 @@ class Result:
     formulas: tuple[str, ...] = field(default=())
     per_sample: bool = False  # user code's per-sample blocks (B, *out, *in)
     batch_axes: int = 0  # blocks: how many leading axes of ``value`` index the rows
+    spectrum: Any = None  # hessian --eig: a curvature.Spectrum (the K smallest and largest eigenvalues)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -150,15 +150,31 @@ SPECS = {spec.name: spec for spec in (
 )}
 
 
-def elementwise_kernel(x: Array, f, df, axis: int | None) -> RowKernel:
+def elementwise_kernel(x: Array, f, df, axis: int | None, d2f=None) -> RowKernel:
     """The kernel of ``f`` at ``x``: one-feature rows, or rows along ``axis``
-    (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them)."""
+    (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them).
+    Second order: entry k depends on x_k alone, so ``sum_k u_k (d2 f_k) t`` is ``u f'' t``."""
     if axis is None:
-        return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None)
+        d2 = _once(lambda: d2f(x)[..., None])
+        return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None,
+                         hvp=lambda u, t: u[..., None] * d2() * t)
     xr = np.moveaxis(x, axis, -1)
     d = df(xr)
+    d2 = _once(lambda: d2f(xr))
     return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d), coef=None,
-                     vjp=lambda u: u * d, jvp=lambda t: d * t)
+                     vjp=lambda u: u * d, jvp=lambda t: d * t, hvp=lambda u, t: u * d2() * t)
+
+
+def _once(make):
+    """A value computed on first call and kept (second derivatives: only hessian/hvp need them)."""
+    kept = []
+
+    def get():
+        if not kept:
+            kept.append(make())
+        return kept[0]
+
+    return get
 
 
 def elementwise_layout(shape, axis: int | None) -> RowLayout:
@@ -171,6 +187,8 @@ class Elementwise(Function):
 
     arrays = (ArrayArg("input", "any shape", required=True),)
     structure = Structure.DIAGONAL
+    second_formulas = ("second derivative: f''(x) entry by entry (above); the Hessian of sum(f(x)) is diagonal, "
+                       "and each entry's Hessian has one non-zero, d2 f(x_i) / dx_i^2",)
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -182,6 +200,9 @@ class Elementwise(Function):
     def df(self, x, params):
         return self.spec.df(x, params)
 
+    def d2f(self, x, params):
+        return self.spec.d2f(x, params)
+
     def output_shape(self, args, params):
         return args["input"].shape
 
@@ -189,7 +210,8 @@ class Elementwise(Function):
         return elementwise_layout(args["input"].shape, axis)
 
     def kernel(self, args, params, wrt, axis=None):
-        return elementwise_kernel(args["input"], lambda x: self.f(x, params), lambda x: self.df(x, params), axis)
+        return elementwise_kernel(args["input"], lambda x: self.f(x, params), lambda x: self.df(x, params), axis,
+                                  lambda x: self.d2f(x, params))
 
     def torch_forward(self, args, params):
         import torch
@@ -230,8 +252,12 @@ class Expr(Elementwise):
         self.spec = None
         self.expression = expr_module.parse(text)
         self.derivative = sympy.diff(self.expression, sympy.Symbol("x", real=True))
+        # abs(x)'' is 2 DiracDelta(x): zero away from the kink, where torch's double backward says 0 too.
+        self.second = sympy.diff(self.derivative, sympy.Symbol("x", real=True)).replace(
+            sympy.DiracDelta, lambda *args: sympy.Integer(0))
         self.summary = f"the elementwise expression {text} in x"
         self.formulas = (f"f(x) = {self.expression}", f"df/dx = {self.derivative} (sympy), elementwise: a diagonal Jacobian")
+        self.second_formulas = (f"d2f/dx2 = {self.second} (sympy), entry by entry: a diagonal Hessian",)
 
     def f(self, x, params):
         with np.errstate(all="ignore"):
@@ -240,6 +266,10 @@ class Expr(Elementwise):
     def df(self, x, params):
         with np.errstate(all="ignore"):
             return np.asarray(self._module.evaluate(self.derivative, x, np), dtype=x.dtype)
+
+    def d2f(self, x, params):
+        with np.errstate(all="ignore"):
+            return np.asarray(self._module.evaluate(self.second, x, np), dtype=x.dtype)
 
     def torch_forward(self, args, params):
         import torch

@@ -25,6 +25,12 @@ class RowKernel:
     ``coef``: ``(*rows)`` weights of the reduction, or None when unreduced.
     ``empty_mean``: a mean over no rows (every target ignored): torch returns
     nan for the value but zero derivatives, and so do we.
+
+    Second order (optional; see :mod:`.second`): ``hessian()`` gives each
+    row's second derivative ``(*rows, *out_block, C, C)`` (of the unreduced
+    per-row output); ``hvp(u, t)``: ``(..., *rows, *out_block)``,
+    ``(..., *rows, C) -> (..., *rows, C)``, per row ``sum_k u_k (d2 f_k) t``
+    without forming it. Either may be None; the other is derived from the one given.
     """
 
     x0: np.ndarray
@@ -34,6 +40,8 @@ class RowKernel:
     empty_mean: bool = False
     vjp: Callable[[np.ndarray], np.ndarray] | None = None
     jvp: Callable[[np.ndarray], np.ndarray] | None = None
+    hessian: Callable[[], np.ndarray] | None = None
+    hvp: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class GeneralKernel:
     Shapes are natural: ``forward(w)``: ``(..., *wrt_shape) -> (..., *output_shape)``;
     ``vjp(v)``: ``(..., *output_shape) -> (..., *wrt_shape)``; ``jvp(t)``:
     ``(..., *wrt_shape) -> (..., *output_shape)``. Leading axes are a stack.
+    ``hvp(v, t)`` (optional): ``(..., *output_shape)``, ``(..., *wrt_shape) ->
+    (..., *wrt_shape)``, the second derivative of ``<v, f>`` applied to ``t``.
     """
 
     x0: np.ndarray
@@ -51,3 +61,4 @@ class GeneralKernel:
     forward: Callable[[np.ndarray], np.ndarray]
     vjp: Callable[[np.ndarray], np.ndarray]
     jvp: Callable[[np.ndarray], np.ndarray]
+    hvp: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None

@@ -1,0 +1,363 @@
+"""Second order: ``hessian`` and ``hvp`` — plan, compute, describe, and the
+top eigenvalues (``--eig K``).
+
+Layouts (SPEC §2 "Second order"): ``full`` is ``output_shape + wrt_shape +
+wrt_shape`` (``torch.func.hessian``'s shape); ``blocks`` is ``(*rows,
+*out_block, C, C)`` for a function of independent rows (block r of a reduced
+loss's Hessian is ``coef_r d2 l_r``; every entry between rows is 0); ``diag``
+is an elementwise function's ``f''`` shaped like the argument. ``auto``: diag
+for elementwise functions, blocks for functions of rows, else full.
+
+Eigenvalues of the Hessian of a scalar output over the flattened argument:
+exact from the blocks when they exist (the spectrum of a block-diagonal
+matrix is the union of its blocks' spectra: ``numpy.linalg.eigvalsh`` per
+block), otherwise Lanczos on ``hvp`` (``scipy.sparse.linalg.eigsh`` on a
+``LinearOperator``, never forming H), with the residual ``max ||H v - l v||``
+and the number of hvps. Tiny arguments (n <= 2K + 1) use the dense Hessian
+from n hvps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .api import _vector, library_call
+from .backends import resolve
+from .backends.second import get_second_backend
+from .errors import UsageError
+from .options import BackendName, BackendOptions, Layout, Quantity
+from .plan import DEFAULT_MAX_MEMORY, format_bytes
+from .problem import Problem
+from .results import Result, frozen
+
+STRUCTURE_MAX_ENTRIES = 20_000_000  # past this, the notes (eigenvalues per block) would cost more than they tell
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """The K smallest and K largest eigenvalues (ascending), how they were found,
+    and for Lanczos its residual and hvp count. ``values``: every eigenvalue
+    when exact (for ``--plot``), else None."""
+
+    smallest: np.ndarray
+    largest: np.ndarray
+    method: str
+    residual: float | None = None
+    hvps: int | None = None
+    values: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SecondPlan:
+    problem: Problem
+    layout: Layout | None  # None: hvp, or --eig without blocks (the value is the eigenvalues)
+    shape: tuple[int, ...]
+    held_bytes: int
+
+
+def plan_second(problem: Problem, quantity: Quantity, layout: Layout, *, eig: int | None,
+                max_memory: int = DEFAULT_MAX_MEMORY) -> SecondPlan:
+    """Resolve the layout and the view, size what the run holds, refuse what would not fit."""
+    rows = problem.rows
+    itemsize = problem.dtype.itemsize
+    n = math.prod(problem.wrt_shape)
+    if quantity is Quantity.HVP or eig is not None:
+        if problem.output_shape != ():
+            what = "hvp" if quantity is Quantity.HVP else "--eig"
+            raise UsageError(f"{what}: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not "
+                             "one number; use --reduction mean or sum (the Hessian of a vector output has no eigenvalues "
+                             "and no single H t)")
+    if eig is not None and eig < 1:
+        raise UsageError(f"--eig: {eig} is not a positive count; give e.g. --eig 1")
+    if quantity is Quantity.HVP:
+        return _fits(SecondPlan(problem, None, problem.wrt_shape, 3 * n * itemsize), max_memory, problem, quantity)
+    layout = resolve_second_layout(problem, layout, eig)
+    if layout is None:  # --eig by Lanczos: a few vectors of the argument's size
+        held = (max(2 * eig + 1, 20) + 4) * n * 8 if n > 2 * eig + 1 else n * n * 8
+        return _fits(SecondPlan(problem, None, (2 * eig,), held), max_memory, problem, quantity)
+    if layout is Layout.BLOCKS and rows.elementwise:
+        problem = problem.along_axis(len(problem.wrt_shape) - 1)
+        rows = problem.rows
+    if layout is Layout.BLOCKS:
+        shape = rows.rows + rows.out_block + (rows.features,) * 2
+    elif layout is Layout.DIAG:
+        shape = problem.wrt_shape
+    else:
+        shape = problem.output_shape + problem.wrt_shape * 2
+    nbytes = math.prod(shape) * itemsize
+    if rows is not None and layout is Layout.FULL:  # the blocks, then the scatter
+        nbytes += math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * itemsize
+    elif rows is None:  # a basis of the argument swept per output entry
+        nbytes += n * n * itemsize
+    return _fits(SecondPlan(problem, layout, shape, nbytes), max_memory, problem, quantity)
+
+
+def resolve_second_layout(problem: Problem, layout: Layout, eig: int | None) -> Layout | None:
+    rows = problem.rows
+    name = problem.function.name
+    if layout is Layout.AUTO:
+        if rows is None:
+            return None if eig is not None else Layout.FULL
+        if rows.elementwise:
+            return Layout.DIAG
+        return Layout.BLOCKS if rows.rows else Layout.FULL
+    if layout in (Layout.BLOCKS, Layout.DIAG) and rows is None:
+        why = "your code has no known row structure" if not problem.function.closed_form else \
+            f"every row depends on all of --{problem.wrt}"
+        raise UsageError(f"--layout {layout.value}: the Hessian of {name} w.r.t. {problem.wrt} has no {layout.value} "
+                         f"because {why}; use --layout full, or `gradcli hvp` (H t without forming H)")
+    if layout is Layout.DIAG and not rows.elementwise:
+        raise UsageError(f"--layout diag: {name} is not elementwise; use --layout blocks or full")
+    if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
+        raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
+    return layout
+
+
+def _fits(plan: SecondPlan, max_memory: int, problem: Problem, quantity: Quantity) -> SecondPlan:
+    if plan.held_bytes <= max_memory:
+        return plan
+    fits = []
+    rows = problem.rows
+    if quantity is Quantity.HESSIAN and rows is not None and plan.layout is Layout.FULL and rows.rows:
+        blocks = math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * problem.dtype.itemsize
+        if blocks <= max_memory:
+            fits.append(f"--layout blocks ({format_bytes(blocks)})")
+    if quantity is Quantity.HESSIAN and problem.output_shape == ():
+        fits.append("`gradcli hvp` (H t, the size of one argument)")
+        if plan.layout is not None:
+            fits.append("--eig K alone (Lanczos on hvp, never forming H)")
+    if rows is not None and rows.rows and not rows.reduced:
+        fits.append("--rows to compute a few rows")
+    hint = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory"
+    what = f"the {quantity.value} result {list(plan.shape)}" if plan.layout is not None or quantity is Quantity.HVP \
+        else "Lanczos on hvp"
+    return _raise(f"--max-memory: {what} needs {format_bytes(plan.held_bytes)}, over the limit of "
+                  f"{format_bytes(max_memory)}; {hint}")
+
+
+def _raise(message: str):
+    raise UsageError(message)
+
+
+def solve_second(
+    problem: Problem,
+    quantity: Quantity,
+    *,
+    backend: BackendName = BackendName.AUTO,
+    layout: Layout = Layout.AUTO,
+    tangent: np.ndarray | None = None,
+    eig: int | None = None,
+    options: BackendOptions = BackendOptions(),
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    allow_nonfinite: bool = False,
+    **_: Any,
+) -> Result:
+    """``hessian`` (in ``layout``; with ``eig`` its K smallest and largest
+    eigenvalues) or ``hvp`` (``tangent`` shaped like the argument, required)."""
+    quantity, layout = Quantity(quantity), Layout(layout)
+    name = resolve(BackendName(backend), problem)
+    if quantity is Quantity.HVP:
+        if tangent is None:
+            raise UsageError(f"--tangent: hvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, "
+                             "e.g. --tangent randn")
+        tangent = _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
+    plan = plan_second(problem, quantity, layout, eig=eig, max_memory=max_memory)
+    view = plan.problem
+    engine = get_second_backend(name, options)
+    start = time.perf_counter()
+    spectrum = None
+    notes: tuple[str, ...] = ()
+    if quantity is Quantity.HVP:
+        got = engine.hvp(view, tangent)
+        value = got.value
+    elif plan.layout is None:  # --eig without blocks: Lanczos, the Hessian never formed
+        spectrum, output = lanczos(view, engine, eig)
+        got = None
+        value = np.concatenate([spectrum.smallest, spectrum.largest])
+        notes = ("--eig: the Hessian has no row blocks here, so it is not formed: value holds the K smallest then the "
+                 "K largest eigenvalues (give --layout full to see H as well, when it fits)",)
+    else:
+        got = engine.hessian(view, plan.layout)
+        value = got.value
+        if eig is not None:
+            spectrum = exact_or_lanczos(view, engine, plan.layout, value, eig)
+    seconds = time.perf_counter() - start
+    if got is not None:
+        output, error, evaluations, notes = got.output, got.error, got.evaluations, notes + got.notes
+    else:
+        error, evaluations = None, None
+    dtype = problem.dtype
+    value = np.asarray(value).astype(dtype, copy=False)
+    structure = hessian_structure(value, plan.layout, view, dtype) if quantity is Quantity.HESSIAN and plan.layout else ()
+    if spectrum is not None:
+        notes += (spectrum_note(spectrum),)
+    return Result(
+        quantity=quantity, function=problem.function.name, params=problem.params, wrt=problem.wrt, backend=name,
+        dtype=str(dtype), input_shape=problem.input_shape, wrt_shape=problem.wrt_shape,
+        output_shape=problem.output_shape, layout=plan.layout, value=frozen(value),
+        output=frozen(np.asarray(output).astype(dtype, copy=False)), notes=view.notes + notes, structure=structure,
+        seconds=seconds, error=None if error is None else frozen(np.asarray(error).astype(dtype, copy=False)),
+        evaluations=evaluations, formulas=second_formulas(problem.function),
+        batch_axes=len(view.rows.rows) if plan.layout is Layout.BLOCKS else 0, spectrum=spectrum,
+    )
+
+
+def second_formulas(function) -> tuple[str, ...]:
+    """What --explain shows for hessian and hvp: the first derivatives, then the second."""
+    second = tuple(getattr(function, "second_formulas", ()))
+    return tuple(function.formulas) + (("second derivatives:",) + tuple(f"  {line}" for line in second) if second else ())
+
+
+# --- structure ---------------------------------------------------------------------
+
+
+def hessian_structure(value: np.ndarray, layout: Layout, problem: Problem, dtype) -> tuple[str, ...]:
+    """Notes on a Hessian: symmetry (a warning when it fails: a wrong double
+    backward), block-diagonality, definiteness and null vectors of the blocks."""
+    if value.size == 0 or value.size > STRUCTURE_MAX_ENTRIES or not np.isfinite(value).all():
+        return ()
+    scale = max(1.0, float(np.abs(value).max()))
+    tol = 100 * float(np.finfo(dtype).eps) * scale
+    notes: list[str] = []
+    rows = problem.rows
+    if not np.any(value):
+        return ("the Hessian is 0: the function is linear in this argument (no curvature)",)
+    if layout is Layout.DIAG:
+        notes.append("diagonal (entry by entry): H[i, j] = 0 whenever i != j; the value shown is the diagonal, "
+                     "so H is symmetric")
+        matrices = None
+    elif layout is Layout.BLOCKS:
+        matrices = value
+        notes.append(f"block-diagonal across batch rows: {rows.n_rows} blocks of shape "
+                     f"{list(rows.out_block + (rows.features,) * 2)}; every entry between different rows is 0")
+    else:
+        n = math.prod(problem.wrt_shape)
+        matrices = value.reshape((-1, n, n))
+    if matrices is not None:
+        asym = float(np.abs(matrices - np.swapaxes(matrices, -1, -2)).max())
+        if asym <= tol:
+            notes.append("symmetric, as every Hessian of a smooth function (d2f/dx_i dx_j = d2f/dx_j dx_i)")
+        else:
+            notes.append(f"WARNING: NOT symmetric (largest |H - H^T| = {asym:.2e}): a true Hessian is symmetric, so a "
+                         "double backward is wrong here (a custom autograd.Function whose backward is not differentiable "
+                         "as written?); compare with `gradcli check --quantity hessian`")
+            return tuple(notes)
+    if matrices is not None and (layout is Layout.BLOCKS and not rows.out_block or problem.output_shape == ()):
+        eigenvalues = np.linalg.eigvalsh(matrices)
+        lowest = float(eigenvalues.min())
+        where = "each block is" if layout is Layout.BLOCKS else "H is"
+        if lowest >= -tol * matrices.shape[-1]:
+            notes.append(f"{where} positive semi-definite (smallest eigenvalue {max(lowest, 0.0):.3g}): "
+                         "the function is convex there")
+        elif float(eigenvalues.max()) <= tol * matrices.shape[-1]:
+            notes.append(f"{where} negative semi-definite (largest eigenvalue {float(eigenvalues.max()):.3g})")
+        else:
+            notes.append(f"{where} indefinite: eigenvalues from {lowest:.3g} to {float(eigenvalues.max()):.3g} (a saddle)")
+        if matrices.shape[-1] > 1 and np.abs(matrices.sum(axis=-1)).max() <= tol * matrices.shape[-1]:
+            notes.append("each row of it sums to 0: the all-ones vector is in its null space (H 1 = 0), so moving "
+                         "every entry of a row together (shifting all logits by the same amount) changes nothing")
+    zeros = float(np.mean(value == 0))
+    if zeros:
+        notes.append(f"{zeros:.1%} of the entries shown are exactly 0")
+    return tuple(notes)
+
+
+# --- eigenvalues -------------------------------------------------------------------
+
+
+def exact_or_lanczos(problem: Problem, engine, layout: Layout, value: np.ndarray, k: int) -> Spectrum:
+    """From the Hessian just computed: every block's spectrum merged (or the
+    diagonal itself), else the dense matrix when small, else Lanczos."""
+    rows = problem.rows
+    if layout is Layout.DIAG:
+        everything = np.sort(value.reshape(-1))
+        method = "exact: the diagonal entries (an elementwise function's Hessian is diagonal)"
+    elif layout is Layout.BLOCKS:
+        everything = np.sort(np.linalg.eigvalsh(value).reshape(-1))
+        method = f"exact: numpy.linalg.eigvalsh on each of the {rows.n_rows} blocks, merged"
+    else:
+        n = math.prod(problem.wrt_shape)
+        if n > 4096:
+            return lanczos(problem, engine, k)[0]
+        everything = np.linalg.eigvalsh(value.reshape(n, n))
+        method = "exact: numpy.linalg.eigvalsh on the full Hessian"
+    k = min(k, everything.size)
+    return Spectrum(everything[:k].copy(), everything[everything.size - k:].copy(), method, values=everything)
+
+
+def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
+    """The K smallest and K largest eigenvalues from hvps alone; returns
+    ``(spectrum, output)``."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    shape, dtype = problem.wrt_shape, problem.dtype
+    n = math.prod(shape)
+    count = [0]
+    output = []
+
+    def matvec(v):
+        count[0] += 1
+        got = engine.hvp(problem, np.asarray(v, dtype=np.float64).reshape(shape).astype(dtype))
+        if not output:
+            output.append(got.output)
+        return np.asarray(got.value, dtype=np.float64).reshape(-1)
+
+    if n <= 2 * k + 1:  # too small for Lanczos: the dense Hessian from n hvps
+        dense = np.stack([matvec(e) for e in np.eye(n)], axis=1)
+        values, vectors = np.linalg.eigh(0.5 * (dense + dense.T))
+        method = f"dense: numpy.linalg.eigh on the Hessian from {n} hvps (too small for Lanczos)"
+    else:
+        operator = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+        tol = float(np.finfo(dtype).eps) ** 0.5
+        v0 = np.random.default_rng(0).standard_normal(n)
+        values, vectors = eigsh(operator, k=2 * k, which="BE", tol=tol, v0=v0, maxiter=max(1000, 10 * n))
+        method = f"Lanczos: scipy.sparse.linalg.eigsh on hvp (tol {tol:.0e}), the Hessian never formed"
+    order = np.argsort(values)
+    values, vectors = values[order], vectors[:, order]
+    keep = np.r_[0:k, len(values) - k:len(values)] if len(values) >= 2 * k else np.arange(len(values))
+    residual = max(float(np.linalg.norm(matvec(vectors[:, i]) - values[i] * vectors[:, i])) for i in keep)
+    spectrum = Spectrum(values[:k].copy(), values[len(values) - k:].copy(), method, residual=residual, hvps=count[0])
+    return spectrum, output[0]
+
+
+def spectrum_note(spectrum: Spectrum) -> str:
+    text = (f"eigenvalues ({spectrum.method}): smallest {_numbers(spectrum.smallest)}; "
+            f"largest {_numbers(spectrum.largest)}")
+    if spectrum.residual is not None:
+        text += f"; residual max ||H v - l v|| = {spectrum.residual:.1e} after {spectrum.hvps} hvps"
+    return text
+
+
+def _numbers(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{float(v):.6g}" for v in values) + "]"
+
+
+# --- the library -------------------------------------------------------------------
+
+
+_RUN = ("backend", "layout", "tangent", "eig", "max_memory", "allow_nonfinite")
+
+
+def hessian(function: str, **kwargs: Any) -> Result:
+    """Second derivatives of ``function`` w.r.t. ``wrt`` (default the input).
+
+    The keywords of :func:`gradcli.jacobian`, plus ``layout`` (auto | full |
+    blocks | diag) and ``eig`` (K: the K smallest and largest eigenvalues of
+    a scalar output's Hessian, in ``result.spectrum``)::
+
+        H = gradcli.hessian("cross_entropy", input=x, target=t, layout="blocks")
+    """
+    problem, options, run = library_call(function, kwargs, _RUN)
+    return solve_second(problem, Quantity.HESSIAN, options=options, **run)
+
+
+def hvp(function: str, **kwargs: Any) -> Result:
+    """``H t`` for ``tangent`` t (shaped like the argument) of a scalar output,
+    without forming H."""
+    problem, options, run = library_call(function, kwargs, _RUN)
+    return solve_second(problem, Quantity.HVP, options=options, **run)
