@@ -29,7 +29,7 @@ import numpy as np
 from .api import _vector, library_call
 from .backends import resolve
 from .backends.second import get_second_backend
-from .errors import UsageError
+from .errors import BackendError, UsageError
 from .options import BackendName, BackendOptions, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, format_bytes
 from .problem import Problem
@@ -193,7 +193,8 @@ def solve_second(
         error, evaluations = None, None
     dtype = problem.dtype
     value = np.asarray(value).astype(dtype, copy=False)
-    structure = hessian_structure(value, plan.layout, view, dtype) if quantity is Quantity.HESSIAN and plan.layout else ()
+    structure = hessian_structure(value, plan.layout, view, dtype, error) \
+        if quantity is Quantity.HESSIAN and plan.layout else ()
     if spectrum is not None:
         notes += (spectrum_note(spectrum),)
     return Result(
@@ -216,13 +217,17 @@ def second_formulas(function) -> tuple[str, ...]:
 # --- structure ---------------------------------------------------------------------
 
 
-def hessian_structure(value: np.ndarray, layout: Layout, problem: Problem, dtype) -> tuple[str, ...]:
+def hessian_structure(value: np.ndarray, layout: Layout, problem: Problem, dtype,
+                      error: np.ndarray | None = None) -> tuple[str, ...]:
     """Notes on a Hessian: symmetry (a warning when it fails: a wrong double
-    backward), block-diagonality, definiteness and null vectors of the blocks."""
+    backward), block-diagonality, definiteness and null vectors of the blocks.
+    Tolerances: round-off of the dtype, or fd's own error estimate."""
     if value.size == 0 or value.size > STRUCTURE_MAX_ENTRIES or not np.isfinite(value).all():
         return ()
     scale = max(1.0, float(np.abs(value).max()))
     tol = 100 * float(np.finfo(dtype).eps) * scale
+    if error is not None and error.size:
+        tol = max(tol, 10 * float(np.max(error)))
     notes: list[str] = []
     rows = problem.rows
     if not np.any(value):
@@ -312,17 +317,36 @@ def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
         values, vectors = np.linalg.eigh(0.5 * (dense + dense.T))
         method = f"dense: numpy.linalg.eigh on the Hessian from {n} hvps (too small for Lanczos)"
     else:
-        operator = LinearOperator((n, n), matvec=matvec, dtype=np.float64)
+        # One run per end: the largest of H, then the largest of sigma I - H (sigma above H's top):
+        # ARPACK's test is relative to the eigenvalue, so the small end is sought where it is
+        # far from 0 (eigsh's "SA" and "BE" stall on a cluster of zero eigenvalues, common in losses).
         tol = float(np.finfo(dtype).eps) ** 0.5
         v0 = np.random.default_rng(0).standard_normal(n)
-        values, vectors = eigsh(operator, k=2 * k, which="BE", tol=tol, v0=v0, maxiter=max(1000, 10 * n))
-        method = f"Lanczos: scipy.sparse.linalg.eigsh on hvp (tol {tol:.0e}), the Hessian never formed"
+        high, high_vectors = _eigsh(eigsh, LinearOperator((n, n), matvec=matvec, dtype=np.float64), k, tol, v0)
+        sigma = float(high.max()) * 1.01 + abs(float(high.max())) * 0.01 + 1e-30
+        flipped = LinearOperator((n, n), matvec=lambda v: sigma * np.ravel(v) - matvec(v), dtype=np.float64)
+        low, low_vectors = _eigsh(eigsh, flipped, k, tol, v0)
+        values = np.concatenate([sigma - low, high])
+        vectors = np.concatenate([low_vectors, high_vectors], axis=1)
+        method = (f"Lanczos: scipy.sparse.linalg.eigsh on hvp (tol {tol:.0e}), the Hessian never formed; a repeated "
+                  "eigenvalue may be listed once (Krylov methods do not see multiplicity)")
     order = np.argsort(values)
     values, vectors = values[order], vectors[:, order]
-    keep = np.r_[0:k, len(values) - k:len(values)] if len(values) >= 2 * k else np.arange(len(values))
+    keep = np.r_[0:k, len(values) - k:len(values)]
     residual = max(float(np.linalg.norm(matvec(vectors[:, i]) - values[i] * vectors[:, i])) for i in keep)
     spectrum = Spectrum(values[:k].copy(), values[len(values) - k:].copy(), method, residual=residual, hvps=count[0])
     return spectrum, output[0]
+
+
+def _eigsh(eigsh, operator, k, tol, v0):
+    """The k largest eigenvalues and vectors; BackendError (exit 3) if Lanczos does not converge."""
+    from scipy.sparse.linalg import ArpackNoConvergence
+
+    n = operator.shape[0]
+    try:
+        return eigsh(operator, k=k, which="LA", tol=tol, v0=v0, maxiter=max(1000, 10 * n))
+    except ArpackNoConvergence as err:
+        raise BackendError(f"--eig: Lanczos did not converge ({err}); try a smaller K") from None
 
 
 def spectrum_note(spectrum: Spectrum) -> str:
