@@ -110,7 +110,8 @@ class FdSecond:
         if isinstance(kernel, GeneralKernel):
             value, error = value.reshape(kernel.x0.shape), error.reshape(kernel.x0.shape)
         else:
-            weight = kernel.coef[..., None]
+            # One number: reduced (coef), or an unbatched row whose own value is the output.
+            weight = 1.0 if kernel.coef is None else kernel.coef[..., None]
             value, error = problem.rows.from_rows(value * weight), problem.rows.from_rows(error * np.abs(weight))
         return Computed(value=value, output=row_output(kernel, problem), error=error, evaluations=evaluations,
                         notes=notes + _rough(value, error))

@@ -110,7 +110,7 @@ class AutogradSecond(_TorchSecond, AutogradBackend):
             d = torch.stack([_zero_if_none(torch, torch.autograd.grad(g, x, b, retain_graph=True, allow_unused=True)[0], x)
                              for b in basis])
         d = _zero_if_none(torch, d, basis)
-        return output.detach(), d.detach()
+        return output.detach(), _dense(torch, d.detach())
 
 
 class ForwardSecond(_TorchSecond, ForwardBackend):
@@ -128,13 +128,20 @@ class ForwardSecond(_TorchSecond, ForwardBackend):
         v = torch.ones_like(output) if v is None else v
 
         def gradient(x):
-            return torch.func.vjp(F, x)[1](v)[0]
+            # The vjp batched over one cotangent, as jacrev does: an unbatched vjp under jvp can trip
+            # torch on a ZeroTensor (mse_loss of a 0-d input), the batched one is what torch.func.hessian runs.
+            return torch.func.vmap(torch.func.vjp(F, x)[1])(v[None])[0][0]
 
         def column(b):
             return torch.func.jvp(gradient, (x0,), (b,))[1]
 
         d = torch.func.vmap(column, chunk_size=vmap_chunk(x0))(basis)
-        return output.detach(), d
+        return output.detach(), _dense(torch, d)
+
+
+def _dense(torch, d):
+    """torch's efficient zero tensor (a second derivative known to be 0) as real zeros: it has no NumPy view."""
+    return torch.zeros(d.shape, dtype=d.dtype, device=d.device) if d._is_zerotensor() else d
 
 
 def _zero_if_none(torch, d, like):

@@ -247,7 +247,7 @@ def _softmax_curvature(z: np.ndarray, weight: np.ndarray) -> dict:
     """cross_entropy's second order at logits ``z`` ``(*rows, C)``: per row
     ``weight_r (diag(s) - s s^T)``, as blocks and as an O(C) hvp."""
     s = _lazy(lambda: softmax_rows(z))
-    return {"hessian": lambda: softmax_blocks(s(), weight),
+    return {"hessian": lambda scale: softmax_blocks(s(), weight if scale is None else weight * scale),
             "hvp": lambda u, t: (u * weight)[..., None] * _softmax_apply(s(), t)}
 
 

@@ -125,7 +125,7 @@ class Softmax(_AlongDim):
         # J = diag(s) - s s^T is symmetric: vjp and jvp are both s * (v - <v, s>), O(C) per row.
         return RowKernel(x0=x, forward=softmax_rows, blocks=lambda: softmax_blocks(s()), coef=None,
                          vjp=lambda u: _softmax_apply(s(), u), jvp=lambda t: _softmax_apply(s(), t),
-                         hessian=lambda: softmax_second_blocks(s()), hvp=lambda u, t: softmax_hvp(s(), u, t))
+                         hessian=lambda scale: softmax_second_blocks(s()), hvp=lambda u, t: softmax_hvp(s(), u, t))
 
     def notes(self, args, params, wrt):
         return ["each block's rows and columns sum to 0 because every softmax row sums to 1: "

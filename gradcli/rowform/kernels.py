@@ -26,9 +26,10 @@ class RowKernel:
     ``empty_mean``: a mean over no rows (every target ignored): torch returns
     nan for the value but zero derivatives, and so do we.
 
-    Second order (optional; see :mod:`.second`): ``hessian()`` gives each
+    Second order (optional; see :mod:`.second`): ``hessian(scale)`` gives each
     row's second derivative ``(*rows, *out_block, C, C)`` (of the unreduced
-    per-row output); ``hvp(u, t)``: ``(..., *rows, *out_block)``,
+    per-row output), times ``scale`` ``(*rows)`` when given (a reduction's
+    weights, folded into the one pass that writes the blocks); ``hvp(u, t)``: ``(..., *rows, *out_block)``,
     ``(..., *rows, C) -> (..., *rows, C)``, per row ``sum_k u_k (d2 f_k) t``
     without forming it. Either may be None; the other is derived from the one given.
     """
@@ -40,7 +41,7 @@ class RowKernel:
     empty_mean: bool = False
     vjp: Callable[[np.ndarray], np.ndarray] | None = None
     jvp: Callable[[np.ndarray], np.ndarray] | None = None
-    hessian: Callable[[], np.ndarray] | None = None
+    hessian: Callable[[np.ndarray | None], np.ndarray] | None = None
     hvp: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 

@@ -40,24 +40,26 @@ def row_hvp(kernel: RowKernel, layout: RowLayout, u: np.ndarray, t: np.ndarray) 
         return kernel.hvp(u, t)
     if kernel.hessian is None:
         raise NotImplementedError("this function has no closed-form second derivative")
-    h = kernel.hessian()
+    h = kernel.hessian(None)
     if layout.out_axis is None:
         return u[..., None] * np.einsum("...ij,...j->...i", h, t)
     return np.einsum("...k,...kij,...j->...i", u, h, t)
 
 
-def row_hessian(kernel: RowKernel, layout: RowLayout) -> np.ndarray:
-    """Each row's second derivative ``(*rows, *out_block, C, C)``: the kernel's
-    own blocks, or its ``hvp`` applied to the basis (every row at once)."""
+def row_hessian(kernel: RowKernel, layout: RowLayout, scale: np.ndarray | None = None) -> np.ndarray:
+    """Each row's second derivative ``(*rows, *out_block, C, C)``, times ``scale``
+    ``(*rows)`` when given (one number per row only): the kernel's own blocks,
+    or its ``hvp`` applied to the basis (every row at once)."""
     if kernel.hessian is not None:
-        return kernel.hessian()
+        return kernel.hessian(scale)
     x0 = kernel.x0
     c = x0.shape[-1]
     rows = x0.shape[:-1]
     eye = np.eye(c, dtype=x0.dtype)
     if layout.out_axis is None:
         t = np.broadcast_to(eye.reshape((c,) + (1,) * len(rows) + (c,)), (c,) + x0.shape)
-        cols = kernel.hvp(np.ones(rows, dtype=x0.dtype), t)  # (C_j, *rows, C_i)
+        u = np.ones(rows, dtype=x0.dtype) if scale is None else scale
+        cols = kernel.hvp(u, t)  # (C_j, *rows, C_i)
         return np.moveaxis(cols, 0, -1)
     k = layout.out_features
     u = np.broadcast_to(np.eye(k, dtype=x0.dtype).reshape((k, 1) + (1,) * len(rows) + (k,)), (k, 1) + rows + (k,))
@@ -69,10 +71,7 @@ def row_hessian(kernel: RowKernel, layout: RowLayout) -> np.ndarray:
 def weighted_blocks(kernel: RowKernel, layout: RowLayout) -> np.ndarray:
     """The value of ``hessian --layout blocks``: ``coef_r d2 l_r`` for a reduced
     output (the Hessian of the one number), else each row's own ``d2 f``."""
-    h = row_hessian(kernel, layout)
-    if layout.reduced:
-        return h * kernel.coef[..., None, None]
-    return h
+    return row_hessian(kernel, layout, kernel.coef if layout.reduced else None)
 
 
 def gradient_layout(layout: RowLayout) -> RowLayout:
