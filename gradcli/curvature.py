@@ -28,14 +28,15 @@ import numpy as np
 
 from .api import _vector, library_call
 from .backends import resolve
-from .backends.second import get_second_backend
+from .backends.second import get_second_backend, hvp_operator
 from .errors import BackendError, UsageError
 from .options import BackendName, BackendOptions, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, format_bytes
 from .problem import Problem
 from .results import Result, frozen
 
-STRUCTURE_MAX_ENTRIES = 20_000_000  # past this, the notes (eigenvalues per block) would cost more than they tell
+STRUCTURE_ENTRIES = 2**16  # the notes read at most this many entries (a sample of the blocks past it) ...
+STRUCTURE_FLOPS = 2**18  # ... and spend at most this on eigenvalues: they must cost little next to the result
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,6 @@ def solve_second(
     value = np.asarray(value).astype(dtype, copy=False)
     structure = hessian_structure(value, plan.layout, view, dtype, error) \
         if quantity is Quantity.HESSIAN and plan.layout else ()
-    if spectrum is not None:
-        notes += (spectrum_note(spectrum),)
     return Result(
         quantity=quantity, function=problem.function.name, params=problem.params, wrt=problem.wrt, backend=name,
         dtype=str(dtype), input_shape=problem.input_shape, wrt_shape=problem.wrt_shape,
@@ -222,53 +221,64 @@ def hessian_structure(value: np.ndarray, layout: Layout, problem: Problem, dtype
     """Notes on a Hessian: symmetry (a warning when it fails: a wrong double
     backward), block-diagonality, definiteness and null vectors of the blocks.
     Tolerances: round-off of the dtype, or fd's own error estimate."""
-    if value.size == 0 or value.size > STRUCTURE_MAX_ENTRIES or not np.isfinite(value).all():
+    if value.size == 0:
         return ()
-    scale = max(1.0, float(np.abs(value).max()))
-    tol = 100 * float(np.finfo(dtype).eps) * scale
-    if error is not None and error.size:
-        tol = max(tol, 10 * float(np.max(error)))
     notes: list[str] = []
     rows = problem.rows
-    if not np.any(value):
-        return ("the Hessian is 0: the function is linear in this argument (no curvature)",)
     if layout is Layout.DIAG:
         notes.append("diagonal (entry by entry): H[i, j] = 0 whenever i != j; the value shown is the diagonal, "
                      "so H is symmetric")
         matrices = None
     elif layout is Layout.BLOCKS:
-        matrices = value
+        matrices = value.reshape((-1,) + value.shape[value.ndim - 2:])
         notes.append(f"block-diagonal across batch rows: {rows.n_rows} blocks of shape "
                      f"{list(rows.out_block + (rows.features,) * 2)}; every entry between different rows is 0")
     else:
         n = math.prod(problem.wrt_shape)
         matrices = value.reshape((-1, n, n))
+    sample = value if matrices is None else matrices[: max(1, STRUCTURE_ENTRIES // matrices[0].size)]
+    checked = "" if matrices is None or len(sample) == len(matrices) else \
+        f" (checked on the first {len(sample)} of {len(matrices)} blocks)"
+    if not np.isfinite(sample).all():
+        return tuple(notes)
+    scale = max(1.0, float(np.abs(sample).max()))
+    tol = 100 * float(np.finfo(dtype).eps) * scale
+    if error is not None and error.size:
+        tol = max(tol, 10 * float(np.max(error)))
+    if not np.any(sample) and not np.any(value):
+        return ("the Hessian is 0: the function is linear in this argument (no curvature)",)
     if matrices is not None:
+        matrices = sample
         asym = float(np.abs(matrices - np.swapaxes(matrices, -1, -2)).max())
         if asym <= tol:
-            notes.append("symmetric, as every Hessian of a smooth function (d2f/dx_i dx_j = d2f/dx_j dx_i)")
+            notes.append(f"symmetric, as every Hessian of a smooth function (d2f/dx_i dx_j = d2f/dx_j dx_i){checked}")
         else:
             notes.append(f"WARNING: NOT symmetric (largest |H - H^T| = {asym:.2e}): a true Hessian is symmetric, so a "
                          "double backward is wrong here (a custom autograd.Function whose backward is not differentiable "
                          "as written?); compare with `gradcli check --quantity hessian`")
             return tuple(notes)
-    if matrices is not None and (layout is Layout.BLOCKS and not rows.out_block or problem.output_shape == ()):
+    square = layout is Layout.BLOCKS and not rows.out_block or problem.output_shape == ()
+    if matrices is not None and square and matrices.shape[-1] ** 3 <= STRUCTURE_FLOPS:
+        count = max(1, STRUCTURE_FLOPS // matrices.shape[-1] ** 3)
+        if count < len(matrices):
+            matrices = matrices[:count]
+            checked = f" (checked on the first {count} of {rows.n_rows if layout is Layout.BLOCKS else 1} blocks)"
         eigenvalues = np.linalg.eigvalsh(matrices)
         lowest = float(eigenvalues.min())
         where = "each block is" if layout is Layout.BLOCKS else "H is"
         if lowest >= -tol * matrices.shape[-1]:
             notes.append(f"{where} positive semi-definite (smallest eigenvalue {max(lowest, 0.0):.3g}): "
-                         "the function is convex there")
+                         f"the function is convex there{checked}")
         elif float(eigenvalues.max()) <= tol * matrices.shape[-1]:
             notes.append(f"{where} negative semi-definite (largest eigenvalue {float(eigenvalues.max()):.3g})")
         else:
             notes.append(f"{where} indefinite: eigenvalues from {lowest:.3g} to {float(eigenvalues.max()):.3g} (a saddle)")
         if matrices.shape[-1] > 1 and np.abs(matrices.sum(axis=-1)).max() <= tol * matrices.shape[-1]:
             notes.append("each row of it sums to 0: the all-ones vector is in its null space (H 1 = 0), so moving "
-                         "every entry of a row together (shifting all logits by the same amount) changes nothing")
-    zeros = float(np.mean(value == 0))
+                         f"every entry of a row together (shifting all logits by the same amount) changes nothing{checked}")
+    zeros = float(np.mean(sample == 0))
     if zeros:
-        notes.append(f"{zeros:.1%} of the entries shown are exactly 0")
+        notes.append(f"{zeros:.1%} of the entries {'checked' if checked else 'shown'} are exactly 0")
     return tuple(notes)
 
 
@@ -303,14 +313,11 @@ def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
     shape, dtype = problem.wrt_shape, problem.dtype
     n = math.prod(shape)
     count = [0]
-    output = []
+    apply, output = hvp_operator(engine, problem)
 
     def matvec(v):
         count[0] += 1
-        got = engine.hvp(problem, np.asarray(v, dtype=np.float64).reshape(shape).astype(dtype))
-        if not output:
-            output.append(got.output)
-        return np.asarray(got.value, dtype=np.float64).reshape(-1)
+        return np.asarray(apply(np.asarray(v, dtype=np.float64).reshape(shape).astype(dtype)), dtype=np.float64).reshape(-1)
 
     if n <= 2 * k + 1:  # too small for Lanczos: the dense Hessian from n hvps
         dense = np.stack([matvec(e) for e in np.eye(n)], axis=1)
@@ -335,7 +342,7 @@ def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
     keep = np.r_[0:k, len(values) - k:len(values)]
     residual = max(float(np.linalg.norm(matvec(vectors[:, i]) - values[i] * vectors[:, i])) for i in keep)
     spectrum = Spectrum(values[:k].copy(), values[len(values) - k:].copy(), method, residual=residual, hvps=count[0])
-    return spectrum, output[0]
+    return spectrum, output
 
 
 def _eigsh(eigsh, operator, k, tol, v0):
@@ -347,18 +354,6 @@ def _eigsh(eigsh, operator, k, tol, v0):
         return eigsh(operator, k=k, which="LA", tol=tol, v0=v0, maxiter=max(1000, 10 * n))
     except ArpackNoConvergence as err:
         raise BackendError(f"--eig: Lanczos did not converge ({err}); try a smaller K") from None
-
-
-def spectrum_note(spectrum: Spectrum) -> str:
-    text = (f"eigenvalues ({spectrum.method}): smallest {_numbers(spectrum.smallest)}; "
-            f"largest {_numbers(spectrum.largest)}")
-    if spectrum.residual is not None:
-        text += f"; residual max ||H v - l v|| = {spectrum.residual:.1e} after {spectrum.hvps} hvps"
-    return text
-
-
-def _numbers(values: np.ndarray) -> str:
-    return "[" + ", ".join(f"{float(v):.6g}" for v in values) + "]"
 
 
 # --- the library -------------------------------------------------------------------

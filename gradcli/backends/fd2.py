@@ -131,7 +131,7 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, progress=None, tan
     along the per-row displacement b), estimate and error ``(P, *rows, *out_block)``.
     Returns ``(values, errors, evaluations)``."""
     n_pairs = len(pairs)
-    y0 = forward(x0[None])[0]
+    y0 = forward(np.array(x0[None]))[0]  # a writable copy: user code turns it into a tensor
     out_block = y0.shape[x0.ndim - 1:]
     n_points = len(LEVELS) * len(SIGNS)
     per_pair = n_points * (x0.size + y0.size) * x0.itemsize

@@ -37,6 +37,16 @@ def get_second_backend(name: BackendName, options: BackendOptions):
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(options)
 
 
+def hvp_operator(engine, problem: Problem):
+    """``(apply, output)``: ``apply(t)`` is ``H t`` for many ``t`` (Lanczos), reusing
+    what the backend can keep between calls (autograd: the first backward pass)."""
+    own = getattr(engine, "hvp_operator", None)
+    if own is not None:
+        return own(problem)
+    first = engine.hvp(problem, np.zeros(problem.wrt_shape, dtype=problem.dtype))
+    return (lambda t: engine.hvp(problem, t).value), first.output
+
+
 def shape_blocks(blocks: np.ndarray, problem: Problem, layout: Layout, allocate=np.zeros) -> np.ndarray:
     """Weighted row blocks ``(*rows, *out_block, C, C)`` -> the value in ``layout``."""
     rows = problem.rows

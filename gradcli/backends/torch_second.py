@@ -96,6 +96,25 @@ class AutogradSecond(_TorchSecond, AutogradBackend):
     def _orient(d):
         return d
 
+    def hvp_operator(self, problem: Problem):
+        """``t -> H t`` with the gradient's graph built once and kept: each call is one
+        backward pass through it (Lanczos calls this a hundred times)."""
+        torch, F, x0 = self.setup(problem)
+        x = x0.detach().requires_grad_(True)
+        with torch_errors(self.name.value), torch.enable_grad():
+            output = F(x)
+            (g,) = torch.autograd.grad(output, x, create_graph=True, allow_unused=True)
+
+        def apply(t):
+            if g is None or not g.requires_grad:
+                return np.zeros(problem.wrt_shape, dtype=problem.dtype)
+            with torch_errors(self.name.value):
+                v = torch.as_tensor(t, device=x.device, dtype=x.dtype)
+                (d,) = torch.autograd.grad(g, x, v, retain_graph=True, allow_unused=True)
+            return np.zeros(problem.wrt_shape, dtype=problem.dtype) if d is None else to_numpy(_dense(torch, d))
+
+        return apply, to_numpy(output.detach())
+
     def _second(self, torch, F, x0, v, basis):
         x = x0.detach().requires_grad_(True)
         with torch.enable_grad():
@@ -105,7 +124,11 @@ class AutogradSecond(_TorchSecond, AutogradBackend):
         if g is None or not g.requires_grad:  # linear in x: no second derivative
             return output.detach(), torch.zeros((basis.shape[0],) + tuple(x.shape), dtype=x.dtype, device=x.device)
         try:
-            (d,) = torch.autograd.grad(g, x, basis, retain_graph=True, is_grads_batched=True, allow_unused=True)
+            if basis.shape[0] == 1:  # one vector (hvp): a plain second backward pass
+                (d,) = torch.autograd.grad(g, x, basis[0], allow_unused=True)
+                d = None if d is None else d[None]
+            else:
+                (d,) = torch.autograd.grad(g, x, basis, retain_graph=True, is_grads_batched=True, allow_unused=True)
         except RuntimeError:  # code vmap cannot batch (an old-style autograd.Function): one pass per vector
             d = torch.stack([_zero_if_none(torch, torch.autograd.grad(g, x, b, retain_graph=True, allow_unused=True)[0], x)
                              for b in basis])

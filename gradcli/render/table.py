@@ -197,6 +197,8 @@ def render_result(result: Result, *, precision: int = 4, summarize: bool = True,
         parts += [Columns([view, output], padding=(0, 6))] if beside else [view, Text(), output]
     else:
         parts.append(view)
+    if result.spectrum is not None:
+        parts += [Text(), spectrum_text(result.spectrum)]
     if big:
         parts.append(Text(_stats(value), style="dim"))
     if result.nonfinite:
@@ -214,6 +216,20 @@ def render_result(result: Result, *, precision: int = 4, summarize: bool = True,
         parts.append(Text())
         parts += [Text(f"note: {note}", style="yellow") for note in result.notes]
     return Group(*parts)
+
+
+def spectrum_text(spectrum) -> Text:
+    """``hessian --eig K``: the extreme eigenvalues, how they were found, Lanczos's residual."""
+    def numbers(values):
+        return "  ".join(f"{float(v):.6g}" for v in values)
+
+    text = Text()
+    text.append(f"eigenvalues, smallest: {numbers(spectrum.smallest)}\n", style="bold")
+    text.append(f"eigenvalues, largest:  {numbers(spectrum.largest)}\n", style="bold")
+    text.append(spectrum.method, style="dim")
+    if spectrum.residual is not None:
+        text.append(f"\nresidual max ||H v - l v|| = {spectrum.residual:.1e} after {spectrum.hvps} hvps", style="dim")
+    return text
 
 
 def _value_title(result: Result) -> str:
