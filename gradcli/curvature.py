@@ -62,8 +62,10 @@ class SecondPlan:
 
 
 def plan_second(problem: Problem, quantity: Quantity, layout: Layout, *, eig: int | None,
-                max_memory: int = DEFAULT_MAX_MEMORY) -> SecondPlan:
-    """Resolve the layout and the view, size what the run holds, refuse what would not fit."""
+                max_memory: int = DEFAULT_MAX_MEMORY, backend: BackendName = BackendName.ANALYTIC) -> SecondPlan:
+    """Resolve the layout and the view, size what the run holds (the result, the
+    blocks it is scattered from, and the backend's working arrays: fd's estimates
+    and error estimates, torch's batch of basis vectors), refuse what would not fit."""
     rows = problem.rows
     itemsize = problem.dtype.itemsize
     n = math.prod(problem.wrt_shape)
@@ -91,10 +93,16 @@ def plan_second(problem: Problem, quantity: Quantity, layout: Layout, *, eig: in
     else:
         shape = problem.output_shape + problem.wrt_shape * 2
     nbytes = math.prod(shape) * itemsize
+    blocks = math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * itemsize if rows is not None else \
+        max(1, math.prod(problem.output_shape)) * n * n * itemsize
     if rows is not None and layout is Layout.FULL:  # the blocks, then the scatter
-        nbytes += math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * itemsize
+        nbytes += blocks
     elif rows is None:  # a basis of the argument swept per output entry
         nbytes += n * n * itemsize
+    if backend is BackendName.FD:  # estimates, error estimates, their symmetric copies
+        nbytes += 3 * blocks
+    elif backend in (BackendName.AUTOGRAD, BackendName.FORWARD) and rows is not None:
+        nbytes += 2 * (rows.features if rows.in_axis is not None else 1) * n * itemsize
     return _fits(SecondPlan(problem, layout, shape, nbytes), max_memory, problem, quantity)
 
 
@@ -167,7 +175,7 @@ def solve_second(
             raise UsageError(f"--tangent: hvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, "
                              "e.g. --tangent randn")
         tangent = _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
-    plan = plan_second(problem, quantity, layout, eig=eig, max_memory=max_memory)
+    plan = plan_second(problem, quantity, layout, eig=eig, max_memory=max_memory, backend=name)
     view = plan.problem
     engine = get_second_backend(name, options)
     start = time.perf_counter()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,8 +25,7 @@ import reference as ref
 from conftest import assert_close, exact_tol
 from gradcli.cli import app
 from gradcli.problem import build_problem
-from strategies import (chain_cases, class_loss_cases, elementwise_cases, linear_cases, pointwise_loss_cases,
-                        softmax_cases)
+from test_backends import FAMILIES
 
 BACKENDS = ["analytic", "fd", "autograd", "forward"]
 runner = CliRunner()
@@ -119,17 +119,6 @@ def check_second_order(case, dtype, backend, seed):
         t = np.random.default_rng(seed).standard_normal(np.shape(arrays[wrt]))
         got = gradcli.hvp(name, tangent=t, **kw)
         assert_close(got.value, ref.hvp(name, arrays, params, t, wrt, dtype), tolerance, f"{backend} hvp")
-
-
-FAMILIES = {
-    "softmax": softmax_cases(),
-    "cross_entropy": class_loss_cases("cross_entropy"),
-    "nll_loss": class_loss_cases("nll_loss"),
-    "elementwise": elementwise_cases(),
-    "pointwise_losses": pointwise_loss_cases(),
-    "linear_and_chains": linear_cases(),
-    "chains": chain_cases(),
-}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -247,28 +236,21 @@ class Net(torch.nn.Module):
         return torch.nn.functional.cross_entropy(self.fc2(torch.tanh(self.fc1(x))), target)
 
 net = Net()
-
-
-class Square(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**2
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return BACKWARD * grad
-
-
-def loss(x):
-    return Square.apply(x).sum() + (x**3).sum() / 3
 """
+DETACHED = Path(__file__).resolve().parents[1] / "sample_inputs" / "detached_backward.py"
+BUG = "2 * x.detach() * grad"
 
 
-def user_file(tmp_path, backward="2 * x"):
-    path = tmp_path / "model.py"
-    path.write_text(textwrap.dedent(MODEL).replace("BACKWARD", backward))
+def user_file(tmp_path, backward=None):
+    """The module above, or the sample custom Function with its backward replaced."""
+    if backward is None:
+        path = tmp_path / "model.py"
+        path.write_text(textwrap.dedent(MODEL))
+        return path
+    text = DETACHED.read_text()
+    assert BUG in text
+    path = tmp_path / "custom.py"
+    path.write_text(text.replace(BUG, backward))
     return path
 
 
@@ -318,7 +300,7 @@ def test_eig_by_lanczos_on_a_module_parameter(tmp_path):
 def test_check_hessian_fails_a_backward_that_is_right_but_not_differentiable(tmp_path):
     """2 x.detach() is the right first derivative, but its own derivative is lost:
     the first-order check passes, the second-order one must fail."""
-    path = user_file(tmp_path, "2 * x.detach()")
+    path = user_file(tmp_path, BUG)
     args = [f"{path}:loss", "-x", "[0.5, -1.5, 2.0]", "--json"]
     assert runner.invoke(app, ["check", *args]).exit_code == 0
     result = runner.invoke(app, ["check", *args, "--quantity", "hessian"])
@@ -332,7 +314,7 @@ def test_check_hessian_fails_a_backward_that_is_right_but_not_differentiable(tmp
 
 
 def test_check_hessian_passes_a_differentiable_backward(tmp_path):
-    path = user_file(tmp_path, "2 * x")
+    path = user_file(tmp_path, "2 * x * grad")
     result = runner.invoke(app, ["check", f"{path}:loss", "-x", "[0.5, -1.5, 2.0]", "--json", "--quantity", "hessian"])
     assert result.exit_code == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)

@@ -27,6 +27,7 @@ import numpy as np
 from ..options import BackendName, BackendOptions, FdDType, FdMethod, Layout
 from ..problem import Problem
 from ..rowform import GeneralKernel
+from ..rowform.kernels import as_one_row
 from .base import Computed
 from .second import row_output, shape_blocks
 
@@ -50,15 +51,7 @@ class FdSecond:
         if self.options.fd_method is FdMethod.FORWARD:
             notes += ("fd: second derivatives use central differences (--fd-method forward applies to first derivatives)",)
         kernel = problem.astype(fd_dtype).kernel()
-        if isinstance(kernel, GeneralKernel):
-            shape, out_shape = kernel.x0.shape, kernel.output_shape
-            x0 = kernel.x0.reshape(1, -1)
-
-            def forward(x):
-                y = kernel.forward(x.reshape(x.shape[:-2] + shape))
-                return y.reshape(y.shape[: y.ndim - len(out_shape)] + (1, -1))
-        else:
-            x0, forward = kernel.x0, kernel.forward
+        x0, forward = as_one_row(kernel) if isinstance(kernel, GeneralKernel) else (kernel.x0, kernel.forward)
         eps = float(np.finfo(fd_dtype).eps)
         richardson = self.options.fd_method is FdMethod.RICHARDSON
         if self.options.fd_step is None:

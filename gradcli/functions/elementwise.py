@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..rowform import RowKernel, RowLayout, diagonal_blocks
+from .softmax import _lazy
 from .base import ArrayArg, Function, Param, Structure
 
 Array = np.ndarray
@@ -155,26 +156,14 @@ def elementwise_kernel(x: Array, f, df, axis: int | None, d2f=None) -> RowKernel
     (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them).
     Second order: entry k depends on x_k alone, so ``sum_k u_k (d2 f_k) t`` is ``u f'' t``."""
     if axis is None:
-        d2 = _once(lambda: d2f(x)[..., None])
+        d2 = _lazy(lambda: d2f(x)[..., None])
         return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None,
                          hvp=lambda u, t: u[..., None] * d2() * t)
     xr = np.moveaxis(x, axis, -1)
     d = df(xr)
-    d2 = _once(lambda: d2f(xr))
+    d2 = _lazy(lambda: d2f(xr))
     return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d), coef=None,
                      vjp=lambda u: u * d, jvp=lambda t: d * t, hvp=lambda u, t: u * d2() * t)
-
-
-def _once(make):
-    """A value computed on first call and kept (second derivatives: only hessian/hvp need them)."""
-    kept = []
-
-    def get():
-        if not kept:
-            kept.append(make())
-        return kept[0]
-
-    return get
 
 
 def elementwise_layout(shape, axis: int | None) -> RowLayout:

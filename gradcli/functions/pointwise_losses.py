@@ -15,7 +15,8 @@ from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import RowKernel, RowLayout, diagonal_blocks
 from .base import ArrayArg, Function, Param, Structure
-from .elementwise import _once, kink_notes, sigmoid_np, softplus_np
+from .elementwise import kink_notes, sigmoid_np, softplus_np
+from .softmax import _lazy
 
 _TARGET = ArrayArg("target", "the target, the input's shape", required=True)
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
@@ -98,7 +99,7 @@ class PointwiseLoss(Function):
             derivative = self.d_target(x, t, extra, params)
             second = self.d2_target
             x0 = t
-        d2 = _once(lambda: np.asarray(second(x, t, extra, params), dtype=x0.dtype) + np.zeros_like(x0))
+        d2 = _lazy(lambda: np.asarray(second(x, t, extra, params), dtype=x0.dtype) + np.zeros_like(x0))
         c = self._coef_value(args["input"].shape, params)
         if axis is None:
             coef = None if c is None else np.full(x0.shape, c, dtype=x0.dtype)

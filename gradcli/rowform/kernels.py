@@ -63,3 +63,16 @@ class GeneralKernel:
     vjp: Callable[[np.ndarray], np.ndarray]
     jvp: Callable[[np.ndarray], np.ndarray]
     hvp: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+def as_one_row(kernel: GeneralKernel) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A general kernel seen as one row: ``x0`` ``(1, n)`` and a row-form forward
+    ``(..., 1, n) -> (..., 1, n_out)``, so every entry of the argument is a column
+    (what finite differences perturb)."""
+    shape, out_shape = kernel.x0.shape, kernel.output_shape
+
+    def forward(x):
+        y = kernel.forward(x.reshape(x.shape[:-2] + shape))
+        return y.reshape(y.shape[: y.ndim - len(out_shape)] + (1, -1))
+
+    return kernel.x0.reshape(1, -1), forward
