@@ -18,7 +18,7 @@ from ..options import BackendName, Layout
 from ..problem import Problem
 from .base import Computed
 from .second import shape_blocks
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, vmap_chunk
+from .torchbase import expand_along, to_numpy, torch_errors, vmap_chunk
 from .autograd import AutogradBackend
 from .forward import ForwardBackend
 
