@@ -408,3 +408,18 @@ def test_spectrum_plot(tmp_path):
                                  "--plot", str(out)])
     assert result.exit_code == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analytic_and_fd_second_order_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, gradcli; x = np.random.default_rng(0).standard_normal((3, 4)); "
+            "t = np.array([0, 1, 2]); gradcli.hessian('cross_entropy', input=x, target=t, eig=1); "
+            "gradcli.hessian('cross_entropy', input=x, target=t, backend='fd'); "
+            "gradcli.hessian('linear,cross_entropy', input=x, weight=np.ones((2, 4)), target=np.array([0, 1, 1]), "
+            "wrt='weight', eig=1); print('torch' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(root), "PATH": ""})
+    assert out.stdout.strip() == "False"
