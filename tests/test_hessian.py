@@ -147,6 +147,21 @@ def test_cross_entropy_blocks_are_row_weight_times_softmax_jacobian(backend):
     assert any("null space" in s for s in res.structure) and any("semi-definite" in s for s in res.structure)
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e2, 1e4])
+def test_fd_second_differences_adapt_their_step_and_bound_their_error(offset):
+    """Logits offset by 1e4 vary on the scale of 1: the step is chosen per entry along a
+    geometric sequence, and the error estimate bounds the true error (here against the closed form)."""
+    rng = np.random.default_rng(9)
+    x, t = rng.standard_normal((4, 5)) + offset, rng.integers(0, 5, 4)
+    exact = gradcli.hessian("cross_entropy", input=x, target=t, backend="analytic").value
+    fd = gradcli.hessian("cross_entropy", input=x, target=t, backend="fd")
+    assert np.all(np.abs(fd.value - exact) <= fd.error)
+    assert float(fd.error.max()) < 1e-8 and not fd.notes
+    v = rng.standard_normal(x.shape)
+    hvp = gradcli.hvp("cross_entropy", input=x, target=t, backend="fd", tangent=v)
+    assert np.all(np.abs(hvp.value - np.einsum("rij,rj->ri", exact, v)) <= hvp.error)
+
+
 def test_elementwise_blocks_along_the_last_axis():
     x = np.random.default_rng(1).standard_normal((3, 4))
     res = gradcli.hessian("mse_loss", input=x, target=np.zeros_like(x), reduction="sum", layout="blocks")

@@ -13,11 +13,12 @@ difference at step 2h). Rows are independent, so one displacement moves the
 same feature of every row at once. ``richardson`` (default) extrapolates
 ``R(m) = (4 D(m) - D(2m)) / 3``, error O(h^4), base step ``eps^(1/6)``;
 ``central`` keeps ``D(m)``, base step ``eps^(1/4)``; both scaled per entry by
-``max(1, |x|)``. The step is adaptive: per entry, two levels of a geometric
-sequence (m = 1 and 2, from D at 1, 2, 4, 8) are tried and the one whose
-estimate is most consistent with the next is kept. The error estimate is
-that consistency (``|R(m) - R(2m)| / 15``, or ``|D(m) - D(2m)| / 3``) plus the
-rounding ``eps |f| / (m^2 |a| |b|)``.
+``max(1, |x|)``. The step is adaptive: D is evaluated along a geometric
+sequence of levels ``m = 2^j``, from ``1 / max(1, max |x|)`` (the absolute
+base step: logits offset by 1e4 vary on the scale of 1, not of 1e4) up to 8,
+and per entry the level whose estimate is most consistent with the next is
+kept. The error estimate is that consistency (``|R(m) - R(2m)| / 15``, or
+``|D(m) - D(2m)| / 3``) plus the rounding ``eps |f| / (m^2 |a| |b|)``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from .base import Computed
 from .second import row_output, shape_blocks
 
 _BUDGET_BYTES = 8 * 2**20  # perturbed points and values per chunk of pairs
-LEVELS = (1.0, 2.0, 4.0, 8.0)
 SIGNS = ((1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
@@ -59,13 +59,17 @@ class FdSecond:
         else:
             h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
         h = (x0 + h) - x0  # a step the dtype represents exactly
-        return kernel, x0, forward, h, eps, richardson, notes
+        # Levels 2^j from the absolute scale (j = -log2 max|x|) to 8 times the relative one.
+        low = 0 if self.options.fd_step is not None else int(np.ceil(np.log2(max(1.0, float(np.abs(x0).max())))))
+        levels = tuple(2.0 ** j for j in range(-low, 4))
+        return kernel, x0, forward, h, eps, richardson, levels, notes
 
     def hessian(self, problem: Problem, layout: Layout) -> Computed:
-        kernel, x0, forward, h, eps, richardson, notes = self._setup(problem)
+        kernel, x0, forward, h, eps, richardson, levels, notes = self._setup(problem)
         c = x0.shape[-1]
         pairs = [(i, j) for i in range(c) for j in range(i, c)]
-        values, errors, evaluations = _pair_differences(forward, x0, h, pairs, eps, richardson, self.options.progress)
+        values, errors, evaluations = _pair_differences(forward, x0, h, pairs, eps, richardson, levels,
+                                                        self.options.progress)
         out_block = values.shape[1 + len(x0.shape[:-1]):]
         blocks = np.empty(x0.shape[:-1] + out_block + (c, c), dtype=x0.dtype)
         error = np.empty_like(blocks)
@@ -85,7 +89,7 @@ class FdSecond:
                         notes=notes + _rough(value, error))
 
     def hvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
-        kernel, x0, forward, h, eps, richardson, notes = self._setup(problem)
+        kernel, x0, forward, h, eps, richardson, levels, notes = self._setup(problem)
         if isinstance(kernel, GeneralKernel):
             t = tangent.reshape(1, -1).astype(x0.dtype)
         else:
@@ -95,8 +99,8 @@ class FdSecond:
         k = h.max(-1, keepdims=True) / np.where(norm > 0, norm, 1)
         c = x0.shape[-1]
         pairs = [(i, None) for i in range(c)]
-        values, errors, evaluations = _pair_differences(forward, x0, h, pairs, eps, richardson, self.options.progress,
-                                                        tangent=(t * k, k[..., 0]))
+        values, errors, evaluations = _pair_differences(forward, x0, h, pairs, eps, richardson, levels,
+                                                        self.options.progress, tangent=(t * k, k[..., 0]))
         # values[i]: d2 f_r / dx_ri dt_r per row, i.e. (H_r t_r)_i (per unit of t: divided by k above)
         value = np.moveaxis(values, 0, -1)
         error = np.moveaxis(errors, 0, -1)
@@ -118,7 +122,7 @@ def _rough(value: np.ndarray, error: np.ndarray) -> tuple[str, ...]:
     return ()
 
 
-def _pair_differences(forward, x0, h, pairs, eps, richardson, progress=None, tangent=None):
+def _pair_differences(forward, x0, h, pairs, eps, richardson, levels, progress=None, tangent=None):
     """For each pair ``(i, j)``: the mixed second difference of the per-row
     outputs along feature i and feature j (or, with ``tangent = (b, |b|)``,
     along the per-row displacement b), estimate and error ``(P, *rows, *out_block)``.
@@ -126,12 +130,13 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, progress=None, tan
     n_pairs = len(pairs)
     y0 = forward(np.array(x0[None]))[0]  # a writable copy: user code turns it into a tensor
     out_block = y0.shape[x0.ndim - 1:]
-    n_points = len(LEVELS) * len(SIGNS)
+    n_points = len(levels) * len(SIGNS)
     per_pair = n_points * (x0.size + y0.size) * x0.itemsize
     chunk = max(1, min(n_pairs, _BUDGET_BYTES // max(per_pair, 1)))
     values = np.empty((n_pairs,) + y0.shape, dtype=x0.dtype)
     errors = np.empty_like(values)
-    levels = np.asarray(LEVELS, dtype=x0.dtype)
+    n_levels = len(levels)
+    levels = np.asarray(levels, dtype=x0.dtype)
     signs = np.asarray(SIGNS, dtype=x0.dtype)
     expand = (1,) * len(out_block)
     for start in range(0, n_pairs, chunk):
@@ -150,19 +155,19 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, progress=None, tan
         # points (L, S, k, *rows, C) = x0 + m (s_a a + s_b b)
         disp = signs[:, 0, None, None] * a.reshape(1, k, -1) + signs[:, 1, None, None] * b.reshape(1, k, -1)
         points = x0.reshape(1, 1, 1, -1) + levels[:, None, None, None] * disp[None]
-        f = forward(points.reshape((len(LEVELS), len(SIGNS), k) + x0.shape))  # (L, S, k, *rows, *out_block)
+        f = forward(points.reshape((n_levels, len(SIGNS), k) + x0.shape))  # (L, S, k, *rows, *out_block)
         combo = f[:, 0] - f[:, 1] - f[:, 2] + f[:, 3]  # (L, k, *rows, *out_block)
         denominator = 4 * (levels ** 2).reshape((-1, 1) + (1,) * (x0.ndim - 1) + expand) \
             * (step_a * step_b).reshape((1, k) + x0.shape[:-1] + expand)
-        d = combo / denominator  # D(m) for m in LEVELS
+        d = combo / denominator  # D(m) for every level m
         scale = np.abs(f).max(axis=(0, 1))  # |f| near x: the rounding scale
-        rounding = eps * scale / denominator[:3] * 4  # 4 terms of size |f|, each rounded
+        rounding = eps * scale / denominator * 4  # 4 terms of size |f|, each rounded
         if richardson:
-            r = (4 * d[:-1] - d[1:]) / 3  # R(1), R(2), R(4)
-            err = np.abs(r[:-1] - r[1:]) / 15 + 2 * rounding[:2]
+            r = (4 * d[:-1] - d[1:]) / 3  # R(m) for every level but the last
+            err = np.abs(r[:-1] - r[1:]) / 15 + 2 * rounding[:-2]
             est = r[:-1]
         else:
-            err = np.abs(d[:-1] - d[1:]) / 3 + rounding[:3]
+            err = np.abs(d[:-1] - d[1:]) / 3 + rounding[:-1]
             est = d[:-1]
         best = np.argmin(err, axis=0)[None]
         values[start:start + k] = np.take_along_axis(est, best, 0)[0]
