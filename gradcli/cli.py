@@ -139,7 +139,8 @@ def _show(value) -> str:
 
 RUN_OPTIONS = [
     _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, "
-            "bias, or param:NAME (a parameter of your torch.nn.Module)"),
+            "bias, or param:NAME (a parameter of your torch.nn.Module; a glob such as 'param:*' joins the "
+            "matching parameters into one flat vector)"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", DType, DType.FLOAT64, "--dtype", help="working precision"),
