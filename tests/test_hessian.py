@@ -300,6 +300,38 @@ def test_user_module_parameter_hessian(tmp_path, backend):
     assert_close(got.value, np.tensordot(expected, v, axes=2), tol2(backend, "float64"), backend)
 
 
+def test_hvp_over_every_parameter_joined(tmp_path):
+    """--wrt 'param:*': the parameters flattened in the module's order into one vector,
+    so H t has the cross terms between layers."""
+    import importlib.util
+
+    import torch
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(10)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    spec = importlib.util.spec_from_file_location("hess_model_all", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.net.double()
+    params = {k: p.detach() for k, p in net.named_parameters()}
+    theta = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def loss(th):
+        split = torch.split(th, [p.numel() for p in params.values()])
+        named = {k: s.reshape(p.shape) for (k, p), s in zip(params.items(), split)}
+        return torch.func.functional_call(net, named, (torch.tensor(x), torch.tensor(t)))
+
+    v = rng.standard_normal(theta.numel())
+    expected = torch.autograd.functional.hvp(loss, theta, torch.tensor(v))[1].numpy()
+    for backend in ("autograd", "forward", "fd"):
+        got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
+        assert got.value.shape == (theta.numel(),)
+        assert_close(got.value, expected, tol2(backend, "float64"), backend)
+    layer = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:fc2.*", tangent=v[-10:])
+    assert layer.value.shape == (10,)  # fc2.weight (2, 4) and fc2.bias (2,)
+
+
 def test_eig_by_lanczos_on_a_module_parameter(tmp_path):
     path = user_file(tmp_path)
     rng = np.random.default_rng(8)
