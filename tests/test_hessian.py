@@ -470,3 +470,27 @@ def test_analytic_and_fd_second_order_never_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(root), "PATH": ""})
     assert out.stdout.strip() == "False"
+
+
+SECOND_GOLDENS = {
+    "story6_hessian_ce_blocks_eig": ["hessian", "cross_entropy", "-x", "sample_inputs/logits.npy", "-t",
+                                     "sample_inputs/targets.json", "--eig", "2", "--explain"],
+    "story6_hvp_ce": ["hvp", "cross_entropy", "-x", "sample_inputs/logits.npy", "-t", "sample_inputs/targets.json",
+                      "--tangent", "randn"],
+    "story6_hessian_softmax_blocks": ["hessian", "softmax", "-x", "[[1.0, 2.0, 3.0]]", "--explain"],
+}
+
+
+@pytest.mark.parametrize("name", list(SECOND_GOLDENS))
+def test_golden_second_order_tables(name, request, monkeypatch):
+    """Table output at fixed width, as tests/test_presentation.py's goldens (round-off shown as ≈0)."""
+    from test_presentation import GOLDENS, ROOT, without_roundoff
+
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, SECOND_GOLDENS[name] + ["--no-timing"])
+    assert result.exit_code == 0, result.stderr
+    text = without_roundoff(f"$ gradcli {' '.join(SECOND_GOLDENS[name])}\n{result.stdout}")
+    golden = GOLDENS / f"{name}.txt"
+    if request.config.getoption("--update-goldens"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{name}: table output changed; if intended, run pytest --update-goldens"
