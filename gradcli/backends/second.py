@@ -33,6 +33,8 @@ _MODULES = {
 
 
 def get_second_backend(name: BackendName, options: BackendOptions):
+    if name not in _MODULES:  # a backend with first derivatives only
+        raise BackendError(f"--backend {name.value}: no second derivatives; use autograd, forward, analytic or fd")
     module, cls = _MODULES[name]
     return getattr(importlib.import_module(f"{__package__}.{module}"), cls)(options)
 
