@@ -8,8 +8,7 @@ __version__ = "0.1.0"
 
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 
-_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "checking", "hessian": "curvature",
-        "hvp": "curvature"}
+_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "checking", "hessian": "api", "hvp": "api"}
 
 
 def __getattr__(name):

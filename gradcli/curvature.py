@@ -1,5 +1,7 @@
-"""Second order: ``hessian`` and ``hvp`` — plan, compute, describe, and the
-top eigenvalues (``--eig K``).
+"""Second order: ``hessian`` and ``hvp`` — compute (the plan is
+:func:`gradcli.plan.plan_second`), describe, and the top eigenvalues
+(``--eig K``). :func:`gradcli.api.solve` validates the tangent and calls
+:func:`solve_second`; this module never imports the api (no cycle).
 
 Layouts (SPEC §2 "Second order"): ``full`` is ``output_shape + wrt_shape +
 wrt_shape`` (``torch.func.hessian``'s shape); ``blocks`` is ``(*rows,
@@ -26,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .api import _vector, library_call
 from .backends import resolve
 from .backends.second import get_second_backend, hvp_operator
-from .errors import BackendError, UsageError
+from .errors import BackendError
 from .options import BackendName, BackendOptions, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, plan_second
 from .problem import Problem
@@ -63,18 +64,13 @@ def solve_second(
     eig: int | None = None,
     options: BackendOptions = BackendOptions(),
     max_memory: int = DEFAULT_MAX_MEMORY,
-    allow_nonfinite: bool = False,
     **_: Any,
 ) -> Result:
     """``hessian`` (in ``layout``; with ``eig`` its K smallest and largest
-    eigenvalues) or ``hvp`` (``tangent`` shaped like the argument, required)."""
+    eigenvalues) or ``hvp`` (``tangent``: validated by :func:`gradcli.api.solve`,
+    shaped like the argument)."""
     quantity, layout = Quantity(quantity), Layout(layout)
     name = resolve(BackendName(backend), problem)
-    if quantity is Quantity.HVP:
-        if tangent is None:
-            raise UsageError(f"--tangent: hvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, "
-                             "e.g. --tangent randn")
-        tangent = _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
     plan = plan_second(problem, quantity, layout, eig=eig, max_memory=max_memory, backend=name)
     view = plan.problem
     engine = get_second_backend(name, options)
@@ -262,29 +258,3 @@ def _eigsh(eigsh, operator, k, tol, v0):
         return eigsh(operator, k=k, which="LA", tol=tol, v0=v0, maxiter=max(1000, 10 * n))
     except ArpackNoConvergence as err:
         raise BackendError(f"--eig: Lanczos did not converge ({err}); try a smaller K") from None
-
-
-# --- the library -------------------------------------------------------------------
-
-
-_RUN = ("backend", "layout", "tangent", "eig", "max_memory", "allow_nonfinite")
-
-
-def hessian(function: str, **kwargs: Any) -> Result:
-    """Second derivatives of ``function`` w.r.t. ``wrt`` (default the input).
-
-    The keywords of :func:`gradcli.jacobian`, plus ``layout`` (auto | full |
-    blocks | diag) and ``eig`` (K: the K smallest and largest eigenvalues of
-    a scalar output's Hessian, in ``result.spectrum``)::
-
-        H = gradcli.hessian("cross_entropy", input=x, target=t, layout="blocks")
-    """
-    problem, options, run = library_call(function, kwargs, _RUN)
-    return solve_second(problem, Quantity.HESSIAN, options=options, **run)
-
-
-def hvp(function: str, **kwargs: Any) -> Result:
-    """``H t`` for ``tangent`` t (shaped like the argument) of a scalar output,
-    without forming H."""
-    problem, options, run = library_call(function, kwargs, _RUN)
-    return solve_second(problem, Quantity.HVP, options=options, **run)
