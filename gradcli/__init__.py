@@ -8,7 +8,8 @@ from ._version import __version__  # noqa: E402
 
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 
-_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "modelcheck"}
+_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "modelcheck", "hessian": "api",
+        "hvp": "api"}
 
 
 def __getattr__(name):
@@ -19,4 +20,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'gradcli' has no attribute {name!r}")
 
 
-__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "jacobian", "jvp", "vjp"]
+__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "hessian", "hvp", "jacobian", "jvp",
+           "vjp"]

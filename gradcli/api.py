@@ -35,6 +35,7 @@ def solve(
     max_memory: int = DEFAULT_MAX_MEMORY,
     allow_nonfinite: bool = False,
     verify_blocks: bool = False,
+    eig: int | None = None,
 ) -> Result:
     """Compute ``quantity`` for a validated ``problem``.
 
@@ -44,8 +45,13 @@ def solve(
     code, per-sample blocks): check on a few rows that samples do not interact.
     """
     quantity, layout = Quantity(quantity), Layout(layout)
-    name = resolve(BackendName(backend), problem)
     vector = _quantity_vector(problem, quantity, cotangent, tangent, allow_nonfinite)
+    if quantity in (Quantity.HESSIAN, Quantity.HVP):  # second order: its own plan and backends
+        from .curvature import solve_second
+
+        return solve_second(problem, quantity, backend=backend, layout=layout, tangent=vector, eig=eig,
+                            options=options, max_memory=max_memory)
+    name = resolve(BackendName(backend), problem)
     plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros)
     view = plan.problem
     engine = get_backend(name, options)
@@ -119,9 +125,10 @@ def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, a
         if cotangent is None:
             cotangent = np.ones(problem.output_shape, dtype=problem.dtype)
         return _vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
-    if quantity is Quantity.JVP:
+    if quantity in (Quantity.JVP, Quantity.HVP):
         if tangent is None:
-            raise UsageError(f"--tangent: jvp needs a direction shaped like --{problem.wrt} {list(problem.wrt_shape)}, e.g. --tangent randn")
+            raise UsageError(f"--tangent: {quantity.value} needs a direction shaped like --{problem.wrt} "
+                             f"{list(problem.wrt_shape)}, e.g. --tangent randn")
         return _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
     return None
 
@@ -175,7 +182,7 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
 
 def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
     problem, options, run = library_call(function, kwargs, ("backend", "layout", "cotangent", "tangent", "max_memory",
-                                                            "allow_nonfinite", "verify_blocks"))
+                                                            "allow_nonfinite", "verify_blocks", "eig"))
     return solve(problem, quantity, options=options, **run)
 
 
@@ -204,3 +211,20 @@ def vjp(function: str, **kwargs: Any) -> Result:
 def jvp(function: str, **kwargs: Any) -> Result:
     """``J t`` for ``tangent`` t (required): the directional derivative."""
     return _run(Quantity.JVP, function, kwargs)
+
+
+def hessian(function: str, **kwargs: Any) -> Result:
+    """Second derivatives of ``function`` w.r.t. ``wrt`` (default the input).
+
+    The keywords of :func:`jacobian`, plus ``layout`` (auto | full | blocks |
+    diag) and ``eig`` (K: the K smallest and largest eigenvalues of a scalar
+    output's Hessian, in ``result.spectrum``)::
+
+        H = gradcli.hessian("cross_entropy", input=x, target=t, layout="blocks")
+    """
+    return _run(Quantity.HESSIAN, function, kwargs)
+
+
+def hvp(function: str, **kwargs: Any) -> Result:
+    """``H t`` for ``tangent`` t (shaped like the argument) of a scalar output, without forming H."""
+    return _run(Quantity.HVP, function, kwargs)

@@ -55,7 +55,7 @@ def run_check(
     backends = list(backends or default_backends(problem))
     reference = validate_backends(backends, reference, explicit=backends_given)
     atol, rtol, source = tolerances(problem, atol, rtol)
-    if quantity is Quantity.JVP and tangent is None:
+    if quantity in (Quantity.JVP, Quantity.HVP) and tangent is None:
         tangent = np.random.default_rng(0).standard_normal(problem.wrt_shape)
     kw = dict(layout=layout, cotangent=cotangent, tangent=tangent, options=options,
               allow_nonfinite=allow_nonfinite, **({} if max_memory is None else {"max_memory": max_memory}))

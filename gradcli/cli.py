@@ -141,7 +141,8 @@ def _show(value) -> str:
 RUN_OPTIONS = [
     _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, "
             "bias, or param:NAME (a parameter of your torch.nn.Module); check: a comma list and globs such as "
-            "input,param:*"),
+            "input,param:*, one result each; hessian/hvp/grad: a glob such as 'param:*' joins the matching "
+            "parameters into one flat vector"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", Optional[DType], None, "--dtype",
@@ -183,18 +184,32 @@ EXTRA = {
     Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
                            help="the direction v, shaped like the differentiated argument (randn allowed)")],
     Quantity.GRAD: [],
+    Quantity.HESSIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
+                               help="auto: diag for elementwise functions, blocks (*rows, C, C) for functions of rows, "
+                                    "else full (output axes, then the argument's axes twice, as torch.func.hessian)"),
+                       _option("eig", Optional[int], None, "--eig", metavar="K",
+                               help="also the K smallest and K largest eigenvalues (scalar output): exact from the "
+                                    "blocks, else Lanczos on hvp")],
+    Quantity.HVP: [_option("tangent", Optional[str], None, "--tangent",
+                           help="the vector t of H t, shaped like the differentiated argument (randn allowed)")],
 }
 EXAMPLES = {
     Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)",
     Quantity.GRAD: "Example: gradcli grad cross_entropy -x randn:3,5 -t '[1, 0, 4]'  ((softmax - onehot) / 3)",
     Quantity.VJP: "Example: gradcli vjp softmax -x randn:2,3  (zero: softmax rows sum to 1)",
     Quantity.JVP: "Example: gradcli jvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn",
+    Quantity.HESSIAN: "Example: gradcli hessian cross_entropy -x randn:3,5 -t '[1, 0, 4]' --eig 2  "
+                      "(one 5x5 block per row: (diag(p) - p p^T) / 3)",
+    Quantity.HVP: "Example: gradcli hvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn",
 }
 HELP = {
     Quantity.JACOBIAN: "The Jacobian: per-row blocks (*rows, out, in), or full (output axes then input axes).",
     Quantity.GRAD: "The gradient of a scalar output (a reduced loss), shaped like the differentiated argument.",
     Quantity.VJP: "v^T J: what out.backward(v) puts in x.grad (v = --cotangent, default ones).",
     Quantity.JVP: "J v: the forward-mode directional derivative along --tangent.",
+    Quantity.HESSIAN: "Second derivatives: per-row blocks (*rows, C, C), the diagonal, or full "
+                      "(output axes, then the argument's axes twice); --eig K for the extreme eigenvalues.",
+    Quantity.HVP: "H t: the Hessian of a scalar output times --tangent, shaped like the argument, never forming H.",
 }
 
 
@@ -225,7 +240,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
     from .problem import build_problem
 
     specs = {name: opts[name] for name in array_arguments() if opts.get(name) is not None}
-    vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent"}.get(quantity)
+    vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent", Quantity.HVP: "tangent"}.get(quantity)
     vector_spec = opts.get(vector_option) if vector_option else None
     if [*specs.values(), vector_spec].count("-") > 1:
         raise UsageError("-: only one option can read standard input; give the others as files")
@@ -286,7 +301,7 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
         options = got.options if stream is None else replace(got.options, allocate=stream.allocate)
         result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
                        options=options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
-                       verify_blocks=opts.get("verify_blocks", False), **got.vectors)
+                       verify_blocks=opts.get("verify_blocks", False), eig=opts.get("eig"), **got.vectors)
         _emit_result(result, got, opts, stream)
     finally:
         if stream is not None:
@@ -396,7 +411,7 @@ def check_report(opts: dict[str, Any]):
     from .wrtlist import expand, is_list, retarget
 
     quantity = opts.get("quantity")
-    if quantity is Quantity.JVP and opts.get("tangent") is None:
+    if quantity in (Quantity.JVP, Quantity.HVP) and opts.get("tangent") is None:
         opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
@@ -677,13 +692,13 @@ def _make_command(quantity: Quantity):
     app.command(quantity.value)(command)
 
 
-for _quantity in (Quantity.JACOBIAN, Quantity.GRAD, Quantity.VJP, Quantity.JVP):
+for _quantity in (Quantity.JACOBIAN, Quantity.GRAD, Quantity.VJP, Quantity.JVP, Quantity.HESSIAN, Quantity.HVP):
     _make_command(_quantity)
 
 
 CHECK_OPTIONS = [
     _option("quantity", Optional[Quantity], None, "--quantity",
-            help="what to compare (default: grad for a scalar output, else jacobian)"),
+            help="what to compare (default: grad for a scalar output, else jacobian; hessian and hvp: second order)"),
     _option("backends", Optional[str], None, "--backends",
             help="comma-separated, e.g. analytic,fd (default: all that apply)"),
     _option("reference", Optional[str], None, "--reference", help="the backend the others are compared with (default autograd)"),
@@ -691,7 +706,7 @@ CHECK_OPTIONS = [
     _option("rtol", Optional[float], None, "--rtol", help="relative tolerance (default from the dtype: float64 1e-6)"),
     _option("top", int, 5, "--top", help="offending entries to list", min=0),
     EXTRA[Quantity.JACOBIAN][0], *EXTRA[Quantity.VJP],
-    _option("tangent", Optional[str], None, "--tangent", help="jvp: the direction (default randn, seeded by --seed)"),
+    _option("tangent", Optional[str], None, "--tangent", help="jvp, hvp: the direction (default randn, seeded by --seed)"),
     _option("mode", CheckMode, CheckMode.AUTO, "--mode",
             help="full: every entry; probe: vᵀ J u along --probes random directions per argument (cost independent "
                  "of its size); auto: full below about 2e4 function evaluations, else probe"),

@@ -18,6 +18,8 @@ class Quantity(str, enum.Enum):
     GRAD = "grad"
     VJP = "vjp"
     JVP = "jvp"
+    HESSIAN = "hessian"
+    HVP = "hvp"
 
 
 class Layout(str, enum.Enum):

@@ -1,6 +1,7 @@
 """The plan of a computation, decided once before any work: the layout, the
 result's shape and size, and whether it fits ``--max-memory`` (streamed to
-``-o J.npy`` or held).
+``-o J.npy`` or held). Second order (``hessian``, ``hvp``) has its own plan,
+:func:`plan_second`, at the end.
 
 The CLI and the library ask the plan; nothing downstream re-derives it.
 """
@@ -11,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import UsageError
-from .options import Layout, Quantity
+from .options import BackendName, Layout, Quantity
 from .problem import Problem
 from .sizes import format_bytes
 
@@ -107,3 +108,102 @@ def _too_large(plan: Plan, scattered: bool, max_memory: int) -> str:
     hint = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory"
     return (f"--max-memory: the {plan.quantity.value} result {list(plan.shape)} needs {format_bytes(plan.nbytes)}, "
             f"over the limit of {format_bytes(max_memory)}; {hint}")
+
+
+# --- second order (hessian, hvp) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecondPlan:
+    problem: Problem
+    layout: Layout | None  # None: hvp, or --eig without blocks (the value is the eigenvalues)
+    shape: tuple[int, ...]
+    held_bytes: int
+
+
+def plan_second(problem: Problem, quantity: Quantity, layout: Layout, *, eig: int | None,
+                max_memory: int = DEFAULT_MAX_MEMORY, backend: BackendName = BackendName.ANALYTIC) -> SecondPlan:
+    """Resolve the layout and the view, size what the run holds (the result, the
+    blocks it is scattered from, and the backend's working arrays: fd's estimates
+    and error estimates, torch's batch of basis vectors), refuse what would not fit."""
+    rows = problem.rows
+    itemsize = problem.dtype.itemsize
+    n = math.prod(problem.wrt_shape)
+    if quantity is Quantity.HVP or eig is not None:
+        if problem.output_shape != ():
+            what = "hvp" if quantity is Quantity.HVP else "--eig"
+            raise UsageError(f"{what}: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not "
+                             "one number; use --reduction mean or sum (the Hessian of a vector output has no eigenvalues "
+                             "and no single H t)")
+    if eig is not None and eig < 1:
+        raise UsageError(f"--eig: {eig} is not a positive count; give e.g. --eig 1")
+    if quantity is Quantity.HVP:
+        return _fits(SecondPlan(problem, None, problem.wrt_shape, 3 * n * itemsize), max_memory, problem, quantity)
+    layout = resolve_second_layout(problem, layout, eig)
+    if layout is None:  # --eig by Lanczos: a few vectors of the argument's size
+        held = (max(2 * eig + 1, 20) + 4) * n * 8 if n > 2 * eig + 1 else n * n * 8
+        return _fits(SecondPlan(problem, None, (2 * eig,), held), max_memory, problem, quantity)
+    if layout is Layout.BLOCKS and rows.elementwise:
+        problem = problem.along_axis(len(problem.wrt_shape) - 1)
+        rows = problem.rows
+    if layout is Layout.BLOCKS:
+        shape = rows.rows + rows.out_block + (rows.features,) * 2
+    elif layout is Layout.DIAG:
+        shape = problem.wrt_shape
+    else:
+        shape = problem.output_shape + problem.wrt_shape * 2
+    nbytes = math.prod(shape) * itemsize
+    blocks = math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * itemsize if rows is not None else \
+        max(1, math.prod(problem.output_shape)) * n * n * itemsize
+    if rows is not None and layout is Layout.FULL:  # the blocks, then the scatter
+        nbytes += blocks
+    elif rows is None:  # a basis of the argument swept per output entry
+        nbytes += n * n * itemsize
+    if backend is BackendName.FD:  # estimates, error estimates, their symmetric copies
+        nbytes += 3 * blocks
+    elif backend in (BackendName.AUTOGRAD, BackendName.FORWARD) and rows is not None:
+        nbytes += 2 * (rows.features if rows.in_axis is not None else 1) * n * itemsize
+    return _fits(SecondPlan(problem, layout, shape, nbytes), max_memory, problem, quantity)
+
+
+def resolve_second_layout(problem: Problem, layout: Layout, eig: int | None) -> Layout | None:
+    rows = problem.rows
+    name = problem.function.name
+    if layout is Layout.AUTO:
+        if rows is None:
+            return None if eig is not None else Layout.FULL
+        if rows.elementwise:
+            return Layout.DIAG
+        return Layout.BLOCKS if rows.rows else Layout.FULL
+    if layout in (Layout.BLOCKS, Layout.DIAG) and rows is None:
+        why = "your code has no known row structure" if not problem.function.closed_form else \
+            f"every row depends on all of --{problem.wrt}"
+        raise UsageError(f"--layout {layout.value}: the Hessian of {name} w.r.t. {problem.wrt} has no {layout.value} "
+                         f"because {why}; use --layout full, or `gradcli hvp` (H t without forming H)")
+    if layout is Layout.DIAG and not rows.elementwise:
+        raise UsageError(f"--layout diag: {name} is not elementwise; use --layout blocks or full")
+    if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
+        raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
+    return layout
+
+
+def _fits(plan: SecondPlan, max_memory: int, problem: Problem, quantity: Quantity) -> SecondPlan:
+    if plan.held_bytes <= max_memory:
+        return plan
+    fits = []
+    rows = problem.rows
+    if quantity is Quantity.HESSIAN and rows is not None and plan.layout is Layout.FULL and rows.rows:
+        blocks = math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * problem.dtype.itemsize
+        if blocks <= max_memory:
+            fits.append(f"--layout blocks ({format_bytes(blocks)})")
+    if quantity is Quantity.HESSIAN and problem.output_shape == ():
+        fits.append("`gradcli hvp` (H t, the size of one argument)")
+        if plan.layout is not None:
+            fits.append("--eig K alone (Lanczos on hvp, never forming H)")
+    if rows is not None and rows.rows and not rows.reduced:
+        fits.append("--rows to compute a few rows")
+    hint = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory"
+    what = f"the {quantity.value} result {list(plan.shape)}" if plan.layout is not None or quantity is Quantity.HVP \
+        else "Lanczos on hvp"
+    raise UsageError(f"--max-memory: {what} needs {format_bytes(plan.held_bytes)}, over the limit of "
+                     f"{format_bytes(max_memory)}; {hint}")

@@ -67,6 +67,7 @@ class Result:
     batch_axes: int = 0  # blocks: how many leading axes of ``value`` index the rows
     nonsmooth: np.ndarray | None = None  # fd: entries where the steps did not converge (kink, jump, domain edge)
     vector: np.ndarray | None = None  # vjp: the cotangent v, jvp: the tangent t (so the result can be reproduced)
+    spectrum: Any = None  # hessian --eig: a curvature.Spectrum (the K smallest and largest eigenvalues)
 
     @property
     def shape(self) -> tuple[int, ...]:

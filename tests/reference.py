@@ -121,3 +121,21 @@ def blocks_from_full(J: np.ndarray, in_shape, in_axis: int, out_axis: int | None
             blocks = np.zeros(rows + block.shape, dtype=J.dtype)
         blocks[r] = block
     return blocks
+
+
+def full_hessian(name, arrays, params, wrt="input", dtype="float64") -> np.ndarray:
+    """``torch.func.hessian`` (forward over reverse): ``output_shape + wrt_shape + wrt_shape``.
+    Where torch has no forward-mode formula for an op's backward, torch's reverse-over-reverse
+    ``torch.autograd.functional`` does the same job."""
+    f, x = function_of_wrt(name, arrays, params, wrt, dtype)
+    try:
+        return torch.func.hessian(f)(x).detach().numpy()
+    except (RuntimeError, NotImplementedError):
+        return torch.autograd.functional.jacobian(
+            lambda z: torch.autograd.functional.jacobian(f, z, create_graph=True), x).detach().numpy()
+
+
+def hvp(name, arrays, params, tangent, wrt="input", dtype="float64") -> np.ndarray:
+    """``torch.autograd.functional.hvp`` of a scalar output."""
+    f, x = function_of_wrt(name, arrays, params, wrt, dtype)
+    return torch.autograd.functional.hvp(f, x, torch.tensor(np.asarray(tangent), dtype=x.dtype))[1].numpy()

@@ -217,13 +217,16 @@ def test_a_baseline_is_the_same_in_a_new_process_and_catches_a_moved_gradient(pr
 
 def test_a_baseline_in_a_suite_entry(project):
     save = write_suite(project, '[[check]]\nfunction = "models.py:net"\ninput = "x.npy"\ntarget = "t.json"\n'
-                                'save-baseline = "base.json"\n')
+                                'wrt = "param:fc.weight"\nsave-baseline = "base.json"\n')
     assert runner.invoke(app, ["check", "--suite", str(save)]).exit_code == 0
     assert (project / "base.json").exists()
+    same = write_suite(project, '[[check]]\nfunction = "models.py:net"\ninput = "x.npy"\ntarget = "t.json"\n'
+                                'wrt = "param:fc.weight"\nbaseline = "base.json"\n')
+    assert runner.invoke(app, ["check", "--suite", str(same)]).exit_code == 0
     compare = write_suite(project, '[[check]]\nfunction = "models.py:net_scaled"\ninput = "x.npy"\ntarget = "t.json"\n'
-                                   'baseline = "base.json"\n')
+                                   'wrt = "param:fc.weight"\nbaseline = "base.json"\n')
     result = runner.invoke(app, ["check", "--suite", str(compare)])
-    assert result.exit_code == 1 and "MOVED" in result.stdout
+    assert result.exit_code == 1 and "MOVED" in result.stdout and "param:fc.weight" in result.stdout
 
 
 def test_a_missing_or_foreign_baseline_is_exit_2(project):

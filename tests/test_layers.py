@@ -23,7 +23,7 @@ LAYERS = [
     ["gradcli.problem"],
     ["gradcli.plan", "gradcli.structure", "gradcli.wrtlist"],
     ["gradcli.backends", "gradcli.probe"],
-    ["gradcli.api"],
+    ["gradcli.api", "gradcli.curvature"],
     ["gradcli.checking"],
     ["gradcli.modelcheck", "gradcli.locate", "gradcli.baseline", "gradcli.suite"],
     ["gradcli.render"],

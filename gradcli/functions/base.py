@@ -119,6 +119,7 @@ class Function:
     arrays: ClassVar[tuple[ArrayArg, ...]]
     params: ClassVar[tuple[Param, ...]] = ()
     formulas: ClassVar[tuple[str, ...]]
+    second_formulas: ClassVar[tuple[str, ...]] = ()  # second derivatives (hessian, hvp), shown with the formulas
     structure: ClassVar[Structure]
     closed_form: ClassVar[bool] = True  # has NumPy forward and blocks (analytic, fd)
 

@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from .. import rowform
 from ..errors import UsageError
-from ..rowform import GeneralKernel, RowKernel, RowLayout
+from ..rowform import GeneralKernel, RowKernel, RowLayout, second
 from .base import ArrayArg, Bound, Function, Param, Structure, option_name
 
 
@@ -53,6 +53,10 @@ class Chain(Function):
         self.formulas = tuple(f"[{stage.name}] {line}" for stage in stages for line in stage.formulas) + (
             "chain rule: J = J_last ... J_first (blocks multiply row by row); "
             "a gradient flows back through each stage's vjp",
+        )
+        self.second_formulas = tuple(f"[{stage.name}] {line}" for stage in stages for line in stage.second_formulas) + (
+            "chain rule, second order: H t = J^T (H_outer) J t + sum_k (dL/dz)_k (d2 z_k) t, stage by stage "
+            "(forward over reverse); the second term vanishes where the inner stage is linear",
         )
         structures = {stage.structure for stage in stages}
         self.structure = Structure.FULL if Structure.FULL in structures else (
@@ -207,7 +211,7 @@ def _row_chain(kernels: list[RowKernel], layouts: list[RowLayout]) -> RowKernel:
         return t
 
     return RowKernel(x0=kernels[0].x0, forward=forward, blocks=blocks, coef=kernels[-1].coef,
-                     empty_mean=kernels[-1].empty_mean, vjp=vjp, jvp=jvp)
+                     empty_mean=kernels[-1].empty_mean, vjp=vjp, jvp=jvp, hvp=second.chain_row_hvp(kernels, layouts))
 
 
 def _general_chain(kernels, layouts, x0, output_shape) -> GeneralKernel:
@@ -229,7 +233,8 @@ def _general_chain(kernels, layouts, x0, output_shape) -> GeneralKernel:
             t = op.jvp(t)
         return t
 
-    return GeneralKernel(x0=x0, output_shape=tuple(output_shape), forward=forward, vjp=vjp, jvp=jvp)
+    return GeneralKernel(x0=x0, output_shape=tuple(output_shape), forward=forward, vjp=vjp, jvp=jvp,
+                         hvp=second.chain_general_hvp(ops))
 
 
 def _natural(kernel, layout) -> GeneralKernel:
@@ -241,4 +246,5 @@ def _natural(kernel, layout) -> GeneralKernel:
         forward=lambda x: rowform.forward(kernel, layout, x),
         vjp=lambda v: rowform.vjp(kernel, layout, v),
         jvp=lambda t: rowform.jvp(kernel, layout, t),
+        hvp=second.natural_hvp(kernel, layout),
     )

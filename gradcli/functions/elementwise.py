@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..rowform import RowKernel, RowLayout, diagonal_blocks
+from .softmax import _lazy
 from .base import ArrayArg, Function, Param, Structure
 from .numerics import sigmoid_np, softplus_torch
 
@@ -134,15 +135,19 @@ SPECS = {spec.name: spec for spec in (
 )}
 
 
-def elementwise_kernel(x: Array, f, df, axis: int | None) -> RowKernel:
+def elementwise_kernel(x: Array, f, df, axis: int | None, d2f=None) -> RowKernel:
     """The kernel of ``f`` at ``x``: one-feature rows, or rows along ``axis``
-    (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them)."""
+    (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them).
+    Second order: entry k depends on x_k alone, so ``sum_k u_k (d2 f_k) t`` is ``u f'' t``."""
     if axis is None:
-        return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None)
+        d2 = _lazy(lambda: d2f(x)[..., None])
+        return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None,
+                         hvp=lambda u, t: u[..., None] * d2() * t)
     xr = np.moveaxis(x, axis, -1)
     d = df(xr)
+    d2 = _lazy(lambda: d2f(xr))
     return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d), coef=None,
-                     vjp=lambda u: u * d, jvp=lambda t: d * t)
+                     vjp=lambda u: u * d, jvp=lambda t: d * t, hvp=lambda u, t: u * d2() * t)
 
 
 def elementwise_layout(shape, axis: int | None) -> RowLayout:
@@ -155,6 +160,8 @@ class Elementwise(Function):
 
     arrays = (ArrayArg("input", "any shape", required=True),)
     structure = Structure.DIAGONAL
+    second_formulas = ("second derivative: f''(x) entry by entry (above); the Hessian of sum(f(x)) is diagonal, "
+                       "and each entry's Hessian has one non-zero, d2 f(x_i) / dx_i^2",)
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -166,6 +173,9 @@ class Elementwise(Function):
     def df(self, x, params):
         return self.spec.df(x, params)
 
+    def d2f(self, x, params):
+        return self.spec.d2f(x, params)
+
     def output_shape(self, args, params):
         return args["input"].shape
 
@@ -173,7 +183,8 @@ class Elementwise(Function):
         return elementwise_layout(args["input"].shape, axis)
 
     def kernel(self, args, params, wrt, axis=None):
-        return elementwise_kernel(args["input"], lambda x: self.f(x, params), lambda x: self.df(x, params), axis)
+        return elementwise_kernel(args["input"], lambda x: self.f(x, params), lambda x: self.df(x, params), axis,
+                                  lambda x: self.d2f(x, params))
 
     def torch_forward(self, args, params):
         import torch
@@ -215,6 +226,8 @@ class Expr(Elementwise):
                          f"df/dx = {self.expression.sympy_derivative()} (sympy's simplified form)",
                          "computed as written, with torch's chain rule: nan where any part of f is undefined, as in torch",
                          "elementwise: a diagonal Jacobian")
+        self.second_formulas = (f"d2f/dx2 = {self.expression.sympy_second()} (sympy), entry by entry: "
+                                "a diagonal Hessian",)
 
     def check(self, args, params):
         self.expression.check_dtype(args["input"].dtype)
@@ -227,6 +240,10 @@ class Expr(Elementwise):
     def df(self, x, params):
         with np.errstate(all="ignore"):
             return np.asarray(self.expression.numpy_derivative(x), dtype=x.dtype)
+
+    def d2f(self, x, params):
+        with np.errstate(all="ignore"):
+            return np.asarray(self.expression.numpy_second_derivative(x), dtype=x.dtype)
 
     def torch_forward(self, args, params):
         return self.expression.torch_value(args["input"])

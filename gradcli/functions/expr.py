@@ -100,6 +100,29 @@ class Expression:
         x = sympy.Symbol("x", real=True)
         return str(sympy.diff(_to_sympy(self.root, x, sympy), x))
 
+    def _second(self):
+        """``f''`` as a sympy expression in the real symbol x. abs(x)'' is
+        2 DiracDelta(x): zero away from the kink, where torch's double backward
+        says 0 too."""
+        import sympy
+
+        x = sympy.Symbol("x", real=True)
+        second = sympy.diff(_to_sympy(self.root, x, sympy), x, 2)
+        return x, second.replace(sympy.DiracDelta, lambda *args: sympy.Integer(0))
+
+    def sympy_second(self) -> str:
+        return str(self._second()[1])
+
+    def numpy_second_derivative(self, x: np.ndarray) -> np.ndarray:
+        """``f''(x)`` elementwise, from sympy's second derivative of the tree. The
+        tree was validated node by node (only x, numbers and FUNCTIONS), so the
+        NumPy function sympy generates from it calls nothing else."""
+        import sympy
+
+        symbol, second = self._second()
+        evaluate = sympy.lambdify(symbol, second, modules=[{"erf": _np_erf, "sign": np.sign}, "numpy"])
+        return _broadcast(np.asarray(evaluate(x), dtype=np.float64).astype(x.dtype, copy=False), x)
+
 
 def parse(text: str) -> Expression:
     """``text`` -> an :class:`Expression`; UsageError if not allowed."""

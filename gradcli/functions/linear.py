@@ -32,6 +32,11 @@ class Linear(Function):
         "dy[r, o]/dW[p, q] = delta_op x[r, q];  dy[r, o]/db[p] = delta_op",
         "so for a loss L: dL/dW = (dL/dy)^T x (summed over rows), dL/db = sum over rows of dL/dy",
     )
+    second_formulas = (
+        "d2 y / dx dx = d2 y / dW dW = d2 y / db db = 0: linear in each argument",
+        "in a chain: linear,LOSS w.r.t. the weight has Hessian H[o, i, p, j] = sum_r x_ri (H_z,r)[o, p] x_rj, "
+        "x^T H_z x with the loss's blocks H_z (Gauss-Newton; the second-derivative term is 0)",
+    )
 
     def check(self, args, params):
         x, w = args["input"], args["weight"]
@@ -65,7 +70,9 @@ class Linear(Function):
             # Every row's block is W: u^T J = u W, J t = t W^T, without copying W per row.
             return RowKernel(x0=x, forward=lambda v: v @ w.T + b,
                              blocks=lambda: np.broadcast_to(w, x.shape[:-1] + w.shape).copy(), coef=None,
-                             vjp=lambda u: u @ w, jvp=lambda t: t @ w.T)
+                             vjp=lambda u: u @ w, jvp=lambda t: t @ w.T,
+                             hvp=lambda u, t: np.zeros(np.broadcast_shapes(u.shape[:-1], t.shape[:-1]) + t.shape[-1:],
+                                                       dtype=t.dtype))
         rows = x.reshape(-1, x.shape[-1])  # (R, in)
 
         def unflatten(y):  # (..., R, out) -> (..., *out_shape)
@@ -74,9 +81,15 @@ class Linear(Function):
         def flat(v):  # (..., *out_shape) -> (..., R, out)
             return v.reshape(v.shape[: v.ndim - len(out_shape)] + (rows.shape[0], w.shape[0]))
 
+        param = w if wrt == "weight" else b
+
+        def no_curvature(v, t):  # linear in W and in b: zero, with the stack axes of v and t
+            stacks = np.broadcast_shapes(v.shape[: v.ndim - len(out_shape)], t.shape[: t.ndim - param.ndim])
+            return np.zeros(stacks + param.shape, dtype=t.dtype)
+
         if wrt == "weight":
             return GeneralKernel(
-                x0=w, output_shape=out_shape,
+                x0=w, output_shape=out_shape, hvp=no_curvature,
                 forward=lambda wv: unflatten(np.einsum("ri,...oi->...ro", rows, wv) + b),
                 vjp=lambda v: np.einsum("...ro,ri->...oi", flat(v), rows),
                 jvp=lambda t: unflatten(np.einsum("ri,...oi->...ro", rows, t)),
@@ -87,7 +100,7 @@ class Linear(Function):
             return unflatten(np.broadcast_to(bias[..., None, :], bias.shape[:-1] + y0.shape))
 
         return GeneralKernel(
-            x0=b, output_shape=out_shape,
+            x0=b, output_shape=out_shape, hvp=no_curvature,
             forward=lambda bv: unflatten(y0 + bv[..., None, :]),
             vjp=lambda v: flat(v).sum(axis=-2),
             jvp=expand,

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import RowKernel, RowLayout
 from .base import ArrayArg, ArrayKind, Function, Param, Structure
-from .softmax import log_softmax_rows, softmax_rows
+from .softmax import _lazy, _softmax_apply, log_softmax_rows, softmax_blocks, softmax_rows
 
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
                    choices=(Reduction.MEAN, Reduction.SUM, Reduction.NONE))
@@ -159,6 +159,15 @@ class CrossEntropy(_ClassLoss):
         "mean: divide by sum of w_y over non-ignored rows (indices) or by the number of rows (probabilities); sum: no division",
         "so with no weights, mean reduction over N rows: dL/dz = (softmax(z) - onehot(y)) / N",
     )
+    second_formulas = (
+        "d2 l / dz dz = a (diag(s) - s s^T) per row: the softmax Jacobian (story 4) times the row's weight a",
+        "  class indices: a = (1 - eps) w_y + (eps / C) sum_c w_c (0 on an ignored row);  probabilities: a = sum_c w_c t_c",
+        "  reduced: block r of the Hessian of the one number is coef_r a_r (diag(s_r) - s_r s_r^T), coef_r as above "
+        "(1, or 1 / the mean's divisor)",
+        "  positive semi-definite; the all-ones vector is in its null space: shifting every logit of a row by the same "
+        "amount changes neither the softmax nor the loss",
+        "d2 l / dy dy = 0 (probability targets: the loss is linear in the target)",
+    )
 
     def check(self, args, params):
         if not 0.0 <= params["label_smoothing"] <= 1.0:
@@ -199,6 +208,7 @@ class CrossEntropy(_ClassLoss):
                     forward=lambda t: -(logp0 * ((1 - eps) * t + eps / n_classes) * w_c).sum(-1),
                     blocks=lambda: -(1 - eps) * w_c * logp0,
                     coef=coef,
+                    hvp=_zero_hvp,
                 )
             t = (1 - eps) * y + eps / n_classes
             wt = w_c * t
@@ -206,7 +216,8 @@ class CrossEntropy(_ClassLoss):
             def blocks():
                 return wt.sum(-1, keepdims=True) * softmax_rows(z) - wt
 
-            return RowKernel(x0=z, forward=lambda x: -(log_softmax_rows(x) * wt).sum(-1), blocks=blocks, coef=coef)
+            return RowKernel(x0=z, forward=lambda x: -(log_softmax_rows(x) * wt).sum(-1), blocks=blocks, coef=coef,
+                             **_softmax_curvature(z, wt.sum(-1)))
 
         y_safe, ignored, w_y = self._index_rows(args, params)
         keep = (~ignored).astype(dtype)
@@ -224,7 +235,9 @@ class CrossEntropy(_ClassLoss):
             np.put_along_axis(g, y_safe[..., None], pick(g, y_safe)[..., None] - ((1 - eps) * w_y)[..., None], -1)
             return g
 
-        return RowKernel(x0=z, forward=forward, blocks=blocks, coef=coef, empty_mean=self._empty_mean(params, ignored))
+        weight = (1 - eps) * w_y + (eps / n_classes) * keep * w_c.sum()
+        return RowKernel(x0=z, forward=forward, blocks=blocks, coef=coef, empty_mean=self._empty_mean(params, ignored),
+                         **_softmax_curvature(z, weight))
 
     def torch_forward(self, args, params):
         import torch.nn.functional as F
@@ -233,6 +246,19 @@ class CrossEntropy(_ClassLoss):
             args["input"], args["target"], weight=args.get("class_weight"), ignore_index=params["ignore_index"],
             reduction=params["reduction"].value, label_smoothing=params["label_smoothing"],
         )
+
+
+def _softmax_curvature(z: np.ndarray, weight: np.ndarray) -> dict:
+    """cross_entropy's second order at logits ``z`` ``(*rows, C)``: per row
+    ``weight_r (diag(s) - s s^T)``, as blocks and as an O(C) hvp."""
+    s = _lazy(lambda: softmax_rows(z))
+    return {"hessian": lambda scale: softmax_blocks(s(), weight if scale is None else weight * scale),
+            "hvp": lambda u, t: (u * weight)[..., None] * _softmax_apply(s(), t)}
+
+
+def _zero_hvp(u: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """A per-row-scalar function linear in its argument: no curvature."""
+    return np.zeros(np.broadcast_shapes(u.shape + (1,), t.shape), dtype=t.dtype)
 
 
 class NllLoss(_ClassLoss):
@@ -250,6 +276,7 @@ class NllLoss(_ClassLoss):
         "dl/dx = -w_y onehot(y): zero for every other class, whatever x holds",
         "mean: divide by sum of w_y over non-ignored rows; sum: no division",
     )
+    second_formulas = ("d2 l / dx dx = 0: the loss is linear in its input (it only picks an entry)",)
 
     def kernel(self, args, params, wrt, axis=None):
         x0 = np.moveaxis(args["input"], params["dim"], -1)
@@ -271,6 +298,7 @@ class NllLoss(_ClassLoss):
             blocks=lambda: _scatter_rows(-w_y, y_safe, n_classes, x0.dtype),
             coef=coef,
             empty_mean=self._empty_mean(params, ignored),
+            hvp=_zero_hvp,
         )
 
     def notes(self, args, params, wrt):

@@ -17,6 +17,7 @@ from ..rowform import RowKernel, RowLayout, diagonal_blocks
 from .base import ArrayArg, Function, Param, Structure
 from .elementwise import kink_notes
 from .numerics import sigmoid_np, softplus_np
+from .softmax import _lazy
 
 _TARGET = ArrayArg("target", "the target, the input's shape", required=True)
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
@@ -37,6 +38,13 @@ class PointwiseLoss(Function):
         raise NotImplementedError
 
     d_target = None  # a method where the loss is differentiable w.r.t. its target
+
+    def d2_input(self, x, t, extra, params):
+        """d2 l / dx2 entry by entry (the Hessian is diagonal)."""
+        raise NotImplementedError
+
+    def d2_target(self, x, t, extra, params):
+        return self.d2_input(x, t, extra, params)  # l depends on x - t for the regression losses
 
     def check(self, args, params):
         x, t = args["input"], args["target"]
@@ -84,21 +92,25 @@ class PointwiseLoss(Function):
             def loss(v):
                 return self.loss(v, t, extra, params)
             derivative = self.d_input(x, t, extra, params)
+            second = self.d2_input
             x0 = x
         else:
             def loss(v):
                 return self.loss(x, v, extra, params)
             derivative = self.d_target(x, t, extra, params)
+            second = self.d2_target
             x0 = t
+        d2 = _lazy(lambda: np.asarray(second(x, t, extra, params), dtype=x0.dtype) + np.zeros_like(x0))
         c = self._coef_value(args["input"].shape, params)
         if axis is None:
             coef = None if c is None else np.full(x0.shape, c, dtype=x0.dtype)
-            return RowKernel(x0=x0[..., None], forward=lambda v: loss(v[..., 0]), blocks=lambda: derivative[..., None], coef=coef)
+            return RowKernel(x0=x0[..., None], forward=lambda v: loss(v[..., 0]), blocks=lambda: derivative[..., None], coef=coef,
+                             hvp=lambda u, t: u[..., None] * d2()[..., None] * t)
         if c is None:
             return RowKernel(x0=x0, forward=loss, blocks=lambda: diagonal_blocks(derivative), coef=None,
-                             vjp=lambda u: u * derivative, jvp=lambda t: derivative * t)
+                             vjp=lambda u: u * derivative, jvp=lambda t: derivative * t, hvp=lambda u, t: u * d2() * t)
         return RowKernel(x0=x0, forward=lambda v: loss(v).sum(-1), blocks=lambda: derivative,
-                         coef=np.full(x0.shape[:-1], c, dtype=x0.dtype))
+                         coef=np.full(x0.shape[:-1], c, dtype=x0.dtype), hvp=lambda u, t: u[..., None] * d2() * t)
 
     def torch_forward(self, args, params):
         import torch.nn.functional as F
@@ -114,6 +126,7 @@ class MseLoss(PointwiseLoss):
     name = "mse_loss"
     summary = "squared error (x - t)^2 (torch.nn.functional.mse_loss)"
     formulas = ("l = (x - t)^2;  dl/dx = 2 (x - t);  dl/dt = -2 (x - t)", "mean: divide by the number of entries")
+    second_formulas = ("d2 l / dx2 = d2 l / dt2 = 2 entry by entry: a diagonal Hessian (times 1/numel for mean)",)
 
     def loss(self, x, t, extra, params):
         return (x - t) ** 2
@@ -124,12 +137,16 @@ class MseLoss(PointwiseLoss):
     def d_target(self, x, t, extra, params):
         return -2 * (x - t)
 
+    def d2_input(self, x, t, extra, params):
+        return 2.0
+
 
 class L1Loss(PointwiseLoss):
     name = "l1_loss"
     summary = "absolute error |x - t| (torch.nn.functional.l1_loss)"
     formulas = ("l = |x - t|;  dl/dx = sign(x - t) (0 where x = t, torch's convention at the kink);  dl/dt = -sign(x - t)",
                 "mean: divide by the number of entries")
+    second_formulas = ("d2 l / dx2 = 0 away from the kink at x = t (torch's double backward gives 0 there too)",)
 
     def loss(self, x, t, extra, params):
         return np.abs(x - t)
@@ -139,6 +156,9 @@ class L1Loss(PointwiseLoss):
 
     def d_target(self, x, t, extra, params):
         return -np.sign(x - t)
+
+    def d2_input(self, x, t, extra, params):
+        return 0.0
 
     def kinks(self, args, params):
         return args["input"] == args["target"]
@@ -154,6 +174,8 @@ class SmoothL1Loss(PointwiseLoss):
     formulas = ("d = x - t;  l = 0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta",
                 "dl/dx = d / beta if |d| < beta else sign(d);  dl/dt = -dl/dx",
                 "beta = 0 is l1_loss (with its kink at d = 0)")
+    second_formulas = ("d2 l / dx2 = d2 l / dt2 = 1 / beta where |d| < beta, else 0: piecewise, with a jump at |d| = beta "
+                       "(the first derivative has a kink there; beta = 0: 0 with l1_loss's kink)",)
 
     def check_extra(self, args, params):
         if params["beta"] < 0:
@@ -175,6 +197,10 @@ class SmoothL1Loss(PointwiseLoss):
     def d_target(self, x, t, extra, params):
         return -self.d_input(x, t, extra, params)
 
+    def d2_input(self, x, t, extra, params):
+        beta = params["beta"]
+        return np.zeros_like(x) if beta == 0 else (np.abs(x - t) < beta) / beta
+
     def kinks(self, args, params):
         return args["input"] == args["target"] if params["beta"] == 0 else None
 
@@ -192,6 +218,8 @@ class HuberLoss(PointwiseLoss):
     params = (_REDUCTION, Param("delta", 1.0, "where the loss turns from quadratic to linear (> 0)", kind=float))
     formulas = ("d = x - t;  l = 0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)",
                 "dl/dx = d if |d| < delta else delta sign(d);  dl/dt = -dl/dx")
+    second_formulas = ("d2 l / dx2 = d2 l / dt2 = 1 where |d| < delta, else 0: piecewise, with a jump at |d| = delta "
+                       "(a kink of the first derivative)",)
 
     def check_extra(self, args, params):
         if not params["delta"] > 0:
@@ -209,6 +237,9 @@ class HuberLoss(PointwiseLoss):
     def d_target(self, x, t, extra, params):
         return -self.d_input(x, t, extra, params)
 
+    def d2_input(self, x, t, extra, params):
+        return (np.abs(x - t) < params["delta"]).astype(x.dtype)
+
     def torch_extra(self, args, params):
         return {"delta": params["delta"]}
 
@@ -222,6 +253,8 @@ class BinaryCrossEntropyWithLogits(PointwiseLoss):
                 "l = p t softplus(-x) + (1 - t) softplus(x)  (= -[p t log s + (1 - t) log(1 - s)])",
                 "dl/dx = (1 - t) s - p t (1 - s);  dl/dt = p softplus(-x) - softplus(x)",
                 "mean: divide by the number of entries")
+    second_formulas = ("d2 l / dx2 = s (1 - s) ((1 - t) + p t) entry by entry (a diagonal Hessian, >= 0);  "
+                       "d2 l / dt2 = 0 (linear in the target)",)
 
     def check_extra(self, args, params):
         if "pos_weight" in args:
@@ -251,6 +284,13 @@ class BinaryCrossEntropyWithLogits(PointwiseLoss):
     def d_target(self, x, t, extra, params):
         return extra.get("pos_weight", 1.0) * softplus_np(-x) - softplus_np(x)
 
+    def d2_input(self, x, t, extra, params):
+        p, s = extra.get("pos_weight", 1.0), sigmoid_np(x)
+        return s * (1 - s) * ((1 - t) + p * t)
+
+    def d2_target(self, x, t, extra, params):
+        return 0.0  # linear in the target
+
     def torch_extra(self, args, params):
         return {"pos_weight": args.get("pos_weight")}
 
@@ -262,6 +302,8 @@ class BinaryCrossEntropy(PointwiseLoss):
     formulas = ("l = -(t log x + (1 - t) log(1 - x)), each log clamped at -100 as torch",
                 "dl/dx = (x - t) / max(x (1 - x), 1e-12)  (torch's backward formula; its 1e-12 is float32's, 9.99999996e-13)",
                 "mean: divide by the number of entries")
+    second_formulas = ("d2 l / dx2 = t / x^2 + (1 - t) / (1 - x)^2 = (x^2 - 2 x t + t) / (x^2 (1 - x)^2), entry by entry "
+                       "(torch's double backward, with 1e-12 added to x and 1 - x)",)
 
     def check_extra(self, args, params):
         x = args["input"]
@@ -281,6 +323,9 @@ class BinaryCrossEntropy(PointwiseLoss):
         constant 1e-12 (9.99999996e-13 in float64), so clamped entries read ±1.000000004e12."""
         return (x - t) / np.maximum((1 - x) * x, np.float32(1e-12).astype(x.dtype))
 
+    def d2_input(self, x, t, extra, params):
+        return (x * x - 2 * x * t + t) / ((x + 1e-12) ** 2 * (1 - x + 1e-12) ** 2)  # torch's double backward
+
 
 class KlDiv(PointwiseLoss):
     name = "kl_div"
@@ -293,6 +338,7 @@ class KlDiv(PointwiseLoss):
     formulas = ("l = t (log t - x) (0 where t = 0);  with --log-target: l = exp(t) (t - x)",
                 "dl/dx = -t;  with --log-target: dl/dx = -exp(t)",
                 "batchmean: divide by input.size(0); mean: by the number of entries (torch warns: not the KL divergence)")
+    second_formulas = ("d2 l / dx2 = 0 for both target forms: the loss is linear in the input (log-probabilities)",)
 
     def check_extra(self, args, params):
         if params["reduction"] == "batchmean" and args["input"].ndim == 0:
@@ -307,6 +353,9 @@ class KlDiv(PointwiseLoss):
 
     def d_input(self, x, t, extra, params):
         return -np.exp(t) if params["log_target"] else -t
+
+    def d2_input(self, x, t, extra, params):
+        return 0.0
 
     def notes(self, args, params, wrt):
         if params["reduction"] == "mean":

@@ -34,6 +34,42 @@ def _softmax_apply(s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return s * (v - (v * s).sum(-1, keepdims=True))
 
 
+def softmax_blocks(s: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """``(*rows, C)`` softmax rows -> ``(*rows, C, C)`` blocks ``diag(s) - s s^T``
+    (times ``scale`` ``(*rows)`` per row when given: cross_entropy's Hessian)."""
+    c = s.shape[-1]
+    if scale is not None:
+        s_scaled = s * scale[..., None]
+    # One pass over the result: -s_i s_j everywhere, then + s_i on the diagonal,
+    # rows split across the cores. `out` is C-contiguous so the reshapes are views;
+    # einsum's outer product writes faster than a broadcasting multiply.
+    out = np.empty(s.shape + (c,), dtype=s.dtype)
+    flat_out, flat_s = out.reshape(-1, c, c), s.reshape(-1, c)
+    flat_left = flat_s if scale is None else s_scaled.reshape(-1, c)
+
+    def rows(start, stop):
+        np.einsum("ri,rj->rij", -flat_left[start:stop], flat_s[start:stop], out=flat_out[start:stop])
+        flat_out[start:stop].reshape(-1, c * c)[:, :: c + 1] += flat_left[start:stop]
+
+    run_chunks(len(flat_s), rows, chunk=max(1, (1 << 18) // (c * c)))
+    return out
+
+
+def softmax_second_blocks(s: np.ndarray) -> np.ndarray:
+    """``d2 s_i / dx_j dx_k = s_i (D_ij D_ik - s_j D_jk)`` with ``D = I - 1 s^T``
+    (``D_ij = delta_ij - s_j``): ``(*rows, C, C, C)``, indices ``i, j, k``."""
+    c = s.shape[-1]
+    d = np.eye(c, dtype=s.dtype) - s[..., None, :]
+    return s[..., :, None, None] * (d[..., :, :, None] * d[..., :, None, :] - s[..., None, :, None] * d[..., None, :, :])
+
+
+def softmax_hvp(s: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``sum_i u_i (d2 s_i) t`` per row in O(C): with ``a = t - <s, t>``,
+    ``s_j (u_j a_j - <u s, a> - a_j <u, s>)``."""
+    a = t - (s * t).sum(-1, keepdims=True)
+    return s * (u * a - (u * s * a).sum(-1, keepdims=True) - a * (u * s).sum(-1, keepdims=True))
+
+
 def _lazy(make):
     """A value computed on first call and kept (a kernel's softmax, needed only by some quantities)."""
     kept = []
@@ -77,30 +113,19 @@ class Softmax(_AlongDim):
         "each block is symmetric and its rows and columns sum to 0 (sum_i s_i = 1), "
         "so the vjp with ones is 0",
     )
+    second_formulas = (
+        "d2 s_i / dx_j dx_k = s_i [(delta_ij - s_j)(delta_ik - s_k) - s_j (delta_jk - s_k)]: "
+        "a C x C x C tensor per row (blocks (*rows, C, C, C))",
+    )
 
     def kernel(self, args, params, wrt, axis=None):
         x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
 
-        def blocks():
-            s = softmax_rows(x)
-            c = s.shape[-1]
-            # One pass over the result: -s_i s_j everywhere, then + s_i on the diagonal,
-            # rows split across the cores. `out` is C-contiguous so the reshapes are views;
-            # einsum's outer product writes faster than a broadcasting multiply.
-            out = np.empty(s.shape + (c,), dtype=s.dtype)
-            flat_out, flat_s = out.reshape(-1, c, c), s.reshape(-1, c)
-
-            def rows(start, stop):
-                np.einsum("ri,rj->rij", -flat_s[start:stop], flat_s[start:stop], out=flat_out[start:stop])
-                flat_out[start:stop].reshape(-1, c * c)[:, :: c + 1] += flat_s[start:stop]
-
-            run_chunks(len(flat_s), rows, chunk=max(1, (1 << 18) // (c * c)))
-            return out
-
         s = _lazy(lambda: softmax_rows(x))
         # J = diag(s) - s s^T is symmetric: vjp and jvp are both s * (v - <v, s>), O(C) per row.
-        return RowKernel(x0=x, forward=softmax_rows, blocks=blocks, coef=None,
-                         vjp=lambda u: _softmax_apply(s(), u), jvp=lambda t: _softmax_apply(s(), t))
+        return RowKernel(x0=x, forward=softmax_rows, blocks=lambda: softmax_blocks(s()), coef=None,
+                         vjp=lambda u: _softmax_apply(s(), u), jvp=lambda t: _softmax_apply(s(), t),
+                         hessian=lambda scale: softmax_second_blocks(s()), hvp=lambda u, t: softmax_hvp(s(), u, t))
 
     def notes(self, args, params, wrt):
         return ["each block's rows and columns sum to 0 because every softmax row sums to 1: "
@@ -120,6 +145,9 @@ class LogSoftmax(_AlongDim):
         "J[i, j] = d log_softmax(x)_i / dx_j = delta_ij - s_j, i.e. J = I - 1 s^T per row",
         "each block's rows sum to 0 (sum_j s_j = 1); its columns sum to 1 - C s_j",
     )
+    second_formulas = (
+        "d2 log_softmax_i / dx_j dx_k = -(s_j delta_jk - s_j s_k): minus the softmax Jacobian, the same for every i",
+    )
 
     def kernel(self, args, params, wrt, axis=None):
         x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
@@ -134,9 +162,11 @@ class LogSoftmax(_AlongDim):
 
         s = _lazy(lambda: softmax_rows(x))
         # J = I - 1 s^T: u^T J = u - s sum(u);  J t = t - <s, t>, O(C) per row.
+        # d2 log_softmax_i = -(diag(s) - s s^T) for every i: sum_i u_i d2_i t = -(sum_i u_i) s * (t - <s, t>).
         return RowKernel(x0=x, forward=log_softmax_rows, blocks=blocks, coef=None,
                          vjp=lambda u: u - s() * u.sum(-1, keepdims=True),
-                         jvp=lambda t: t - (s() * t).sum(-1, keepdims=True))
+                         jvp=lambda t: t - (s() * t).sum(-1, keepdims=True),
+                         hvp=lambda u, t: -u.sum(-1, keepdims=True) * _softmax_apply(s(), t))
 
     def torch_forward(self, args, params):
         import torch

@@ -182,7 +182,10 @@ class UserFunction(Function):
             self._dtype = (x.dtype, x.device)
         if batch:
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
-        replaced = {k[len("param:"):]: v for k, v in args.items() if k.startswith("param:")}
+        replaced = {}
+        for k, v in args.items():
+            if k.startswith("param:"):
+                replaced.update(self.split_parameters(k[len("param:"):], v))
         kwargs = {k: v for k, v in args.items() if k != "input" and not k.startswith("param:")}
         with running_user_code(self.path):
             if replaced:
@@ -206,8 +209,35 @@ class UserFunction(Function):
             raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
         return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape))
 
+    def matching(self, pattern: str) -> list[str]:
+        """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
+        import fnmatch
+
+        names = [n for n, _ in self.module.named_parameters()] if self.module is not None else []
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+    def split_parameters(self, name: str, value) -> dict:
+        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector -> each parameter's view of it."""
+        if not any(ch in name for ch in "*?["):
+            return {name: value}
+        shapes = self.parameters()
+        out, start = {}, 0
+        for n in self.matching(name):
+            size = int(np.prod(shapes[n], dtype=int))
+            out[n] = value[..., start:start + size].reshape(value.shape[:-1] + shapes[n])
+            start += size
+        return out
+
     def parameter_array(self, name: str) -> np.ndarray:
         params = dict(self.module.named_parameters()) if self.module is not None else {}
+        if any(ch in name for ch in "*?["):
+            # A glob: the matching parameters flattened and joined into one vector, so a
+            # Hessian or hvp w.r.t. them all has its cross terms (--wrt 'param:*').
+            names = self.matching(name)
+            if not names:
+                raise UsageError(f"--wrt param:{name}: no parameter of {self.name} matches; it has "
+                                 f"{', '.join(params) or 'none'}")
+            return np.concatenate([params[n].detach().cpu().double().numpy().reshape(-1) for n in names])
         if name not in params:
             raise UsageError(f"--wrt param:{name}: {self.name} has no parameter {name!r}; it has "
                              f"{', '.join(params) or 'none (it is not a torch.nn.Module)'}")

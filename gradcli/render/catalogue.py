@@ -22,6 +22,7 @@ def entry_to_dict(fn: Function) -> dict[str, Any]:
         "params": [{"option": p.option, "default": p.default, "help": p.help} for p in fn.params],
         "structure": fn.structure.value,
         "formulas": list(fn.formulas),
+        "second_formulas": list(fn.second_formulas),
     }
 
 
@@ -69,5 +70,8 @@ def render_entry(fn: Function) -> RenderableType:
         parts.append(table)
     parts += [Text(), Text("formulas", style="bold")]
     parts += [Text(f"  {line}") for line in fn.formulas]
+    if fn.second_formulas:
+        parts += [Text(), Text("second derivatives (hessian, hvp)", style="bold")]
+        parts += [Text(f"  {line}") for line in fn.second_formulas]
     parts += [Text(), Text(f"Jacobian structure: {fn.structure.value}")]
     return Group(*parts)

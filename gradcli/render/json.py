@@ -57,6 +57,8 @@ def result_to_dict(result: Result, *, timing: bool = True, value: bool = True,
     if result.error is not None:
         doc["error_estimate"] = _finite_or_none(float(np.max(result.error))) if result.error.size else 0.0
         doc["evaluations"] = result.evaluations
+    if result.spectrum is not None:
+        doc["eigenvalues"] = spectrum_to_dict(result.spectrum)
     doc["notes"] = list(result.notes)
     if result.structure:
         doc["structure"] = list(result.structure)
@@ -64,6 +66,16 @@ def result_to_dict(result: Result, *, timing: bool = True, value: bool = True,
         doc["seconds"] = round(result.seconds, 6)
         if total_seconds is not None:
             doc["total_seconds"] = lambda: round(total_seconds(), 6)
+    return doc
+
+
+def spectrum_to_dict(spectrum) -> dict[str, Any]:
+    """``hessian --eig K``: the K smallest and largest eigenvalues (ascending) and how they were found."""
+    doc = {"smallest": array_to_json(spectrum.smallest), "largest": array_to_json(spectrum.largest),
+           "method": spectrum.method}
+    if spectrum.residual is not None:
+        doc["residual"] = _finite_or_none(spectrum.residual)
+        doc["hvps"] = spectrum.hvps
     return doc
 
 

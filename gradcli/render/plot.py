@@ -53,6 +53,9 @@ def draw_plot(result: Result, handle) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if result.spectrum is not None:
+        return draw_spectrum(result, handle, plt)
+
     panels = _panels(result)
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -71,6 +74,30 @@ def draw_plot(result: Result, handle) -> None:
         ax.axis("off")
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="value (0 is white)")
     fig.suptitle(f"{result.quantity.value} of {result.function} w.r.t. {result.wrt} ({result.backend.value})")
+    try:
+        fig.savefig(handle, format="png", dpi=80)
+    finally:
+        plt.close(fig)
+
+
+def draw_spectrum(result: Result, handle, plt) -> None:
+    """``hessian --eig K --plot``: a histogram of every eigenvalue when they are
+    exact (from the blocks), else the 2K found, as a stem plot."""
+    spectrum = result.spectrum
+    fig, ax = plt.subplots(figsize=(7, 3.5), constrained_layout=True)
+    if spectrum.values is not None:
+        ax.hist(np.asarray(spectrum.values, dtype=np.float64), bins=min(100, max(10, spectrum.values.size // 4)),
+                color="#4a76b8")
+        ax.set_ylabel("count")
+    else:
+        found = np.concatenate([spectrum.smallest, spectrum.largest]).astype(np.float64)
+        ax.stem(found, np.ones_like(found))
+        ax.set_yticks([])
+    for v in (spectrum.smallest[0], spectrum.largest[-1]):
+        ax.axvline(float(v), color="#c0392b", linestyle="--", linewidth=1)
+    ax.set_xlabel("eigenvalue")
+    ax.set_title(f"Hessian spectrum of {result.function} w.r.t. {result.wrt} ({result.backend.value}): "
+                 f"max {float(spectrum.largest[-1]):.4g}, min {float(spectrum.smallest[0]):.4g}", fontsize=9)
     try:
         fig.savefig(handle, format="png", dpi=80)
     finally:

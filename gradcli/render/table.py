@@ -253,6 +253,8 @@ def header(result: Result, timing: bool, times: dict[str, float] | None = None) 
 def reading_guide(result: Result) -> str:
     """One line on how to index the value shown (axis order: output, then input)."""
     wrt = result.wrt
+    if result.quantity.value in ("hessian", "hvp"):
+        return _second_reading(result)
     if result.layout is Layout.BLOCKS:
         if result.per_sample:
             return f"value[b, k..., j...] = d output[b, k...] / d {wrt}[b, j...]: one block per sample b"
@@ -264,6 +266,20 @@ def reading_guide(result: Result) -> str:
     if result.quantity.value == "jvp":
         return f"value = J t: how the output moves when {wrt} moves along the tangent t"
     return f"value = v^T J, shaped like {wrt}: what out.backward(v) accumulates in {wrt}.grad"
+
+
+def _second_reading(result: Result) -> str:
+    wrt = result.wrt
+    if result.quantity.value == "hvp":
+        return f"value = H t, shaped like {wrt}: how the gradient moves when {wrt} moves along t"
+    if result.layout is Layout.BLOCKS:
+        return (f"value[r..., (k,) i, j] = d2 output[row r(, k)] / d {wrt}[row r, i] d {wrt}[row r, j] "
+                "(times the reduction's weight): one block per row r")
+    if result.layout is Layout.DIAG:
+        return f"value[i...] = d2 output[i...] / d {wrt}[i...]^2: the diagonal; every other entry is 0"
+    if result.layout is Layout.FULL:
+        return f"value[o..., i..., j...] = d2 output[o...] / d {wrt}[i...] d {wrt}[j...] (as torch.func.hessian)"
+    return "value = the K smallest, then the K largest eigenvalues of the Hessian"
 
 
 def render_result(result: Result, *, precision: int = 4, summarize: bool = True, explain: bool = False,
@@ -297,6 +313,8 @@ def render_body(result: Result, *, precision: int = 4, summarize: bool = True, e
     else:
         parts.append(view)
     parts.append(elided)
+    if result.spectrum is not None:
+        parts += [Text(), spectrum_text(result.spectrum)]
     if big:
         parts.append(Text(_stats(value), style="dim"))
     if result.nonfinite:
@@ -316,9 +334,25 @@ def render_body(result: Result, *, precision: int = 4, summarize: bool = True, e
     return Group(*parts)
 
 
+def spectrum_text(spectrum) -> Text:
+    """``hessian --eig K``: the extreme eigenvalues, how they were found, Lanczos's residual."""
+    def numbers(values):
+        return "  ".join(f"{float(v):.6g}" for v in values)
+
+    text = Text()
+    text.append(f"eigenvalues, smallest: {numbers(spectrum.smallest)}\n", style="bold")
+    text.append(f"eigenvalues, largest:  {numbers(spectrum.largest)}\n", style="bold")
+    text.append(spectrum.method, style="dim")
+    if spectrum.residual is not None:
+        text.append(f"\nresidual max ||H v - l v|| = {spectrum.residual:.1e} after {spectrum.hvps} hvps", style="dim")
+    return text
+
+
 def _value_title(result: Result) -> str:
     what = {"jacobian": f"d output / d {result.wrt}", "grad": f"d output / d {result.wrt}",
-            "vjp": f"v^T J (shaped like {result.wrt})", "jvp": "J t (shaped like the output)"}[result.quantity.value]
+            "vjp": f"v^T J (shaped like {result.wrt})", "jvp": "J t (shaped like the output)",
+            "hessian": f"d2 output / d {result.wrt} d {result.wrt}" if result.layout else "eigenvalues",
+            "hvp": f"H t (shaped like {result.wrt})"}[result.quantity.value]
     return f"{result.quantity.value}: {what}" + (f" ({result.layout.value})" if result.layout else "")
 
 

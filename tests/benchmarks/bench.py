@@ -307,9 +307,9 @@ def model_check(repeats):
         return min(firsts), min(warms)
 
     (ours_first, ours_warm), (base_first, base_warm) = fresh("ours"), fresh("gradcheck")
-    rows = [row("7 check all 670k MLP parameters, first call: gradcli.check (probe, K=4) vs gradcheck(fast_mode)",
+    rows = [row("10 check all 670k MLP parameters, first call: gradcli.check (probe, K=4) vs gradcheck(fast_mode)",
                 ours_first, base_first, 1.0, "6 tensors, a verdict each"),
-            row("7a the same, warm (later calls in the process)", ours_warm, base_warm, 1.0,
+            row("10a the same, warm (later calls in the process)", ours_warm, base_warm, 1.0,
                 "gradcli: K=4 probes x 2 fd evaluations per tensor; gradcheck: 1 x 2")]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import torch"], check=True)
@@ -319,7 +319,7 @@ def model_check(repeats):
     start = time.perf_counter()
     done = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True)
     end_to_end = time.perf_counter() - start
-    rows.append((f"7b CLI end to end (torch import included), exit {done.returncode}", f"{end_to_end:.2f} s",
+    rows.append((f"10b CLI end to end (torch import included), exit {done.returncode}", f"{end_to_end:.2f} s",
                  torch_import, "", "< 10 s", "yes" if end_to_end < 10 and done.returncode == 0 else "NO",
                  "baseline: python -c 'import torch'"))
     cli[4] = "sample_inputs/mlp_buggy.py:loss"
@@ -330,9 +330,97 @@ def model_check(repeats):
 
     blamed = [m["path"] for m in json.loads(done.stdout).get("modules", []) if m["blamed"]] if done.stdout else []
     ok = found < 20 and done.returncode == 1 and blamed == ["act2"]
-    rows.append((f"7c planted bug (mlp_buggy.py, act2) found, exit {done.returncode}, blamed {blamed}",
+    rows.append((f"10c planted bug (mlp_buggy.py, act2) found, exit {done.returncode}, blamed {blamed}",
                  f"{found:.2f} s", torch_import, "", "< 20 s", "yes" if ok else "NO", "baseline: python -c 'import torch'"))
     return rows
+
+
+def hessian_blocks(repeats, b=256, c=256):
+    """cross_entropy's Hessian blocks (reduction sum: block r is row r's own Hessian) against
+    torch.func.vmap(torch.func.hessian) of the per-row loss, and against filling the result."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((b, c)), rng.integers(0, c, b)
+    xt, tt = torch.tensor(x), torch.tensor(t)
+    f = torch.func.vmap(torch.func.hessian(lambda z, y: torch.nn.functional.cross_entropy(z, y)))
+    ref = f(xt, tt).numpy()
+
+    def ours():
+        return gradcli.hessian("cross_entropy", input=x, target=t, reduction="sum", backend="analytic", layout="blocks")
+
+    diff = float(np.abs(ours().value - ref).max())
+    mine = best(ours, repeats)
+    base = best(lambda: f(xt, tt), max(1, repeats // 3))
+    floor = best(lambda: np.full((b, c, c), 0.5), repeats)
+    return [row(f"11 hessian blocks cross_entropy B=C={c}: analytic vs vmap(hessian) over rows", mine, base, 0.05,
+                f"max |diff| {diff:.1e} (goal <= 1e-12)"),
+            row(f"11b hessian blocks cross_entropy B=C={c}: analytic vs np.full of the result", mine, floor, 1.5)]
+
+
+MLP = """
+import torch
+
+class MLP(torch.nn.Module):
+    # 784 -> 512 -> 512 -> 10 with tanh: 669,706 parameters; fc2.weight has 512 x 512 = 262,144
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(784, 512)
+        self.fc2 = torch.nn.Linear(512, 512)
+        self.fc3 = torch.nn.Linear(512, 10)
+
+    def forward(self, x, target):
+        return torch.nn.functional.cross_entropy(self.fc3(torch.tanh(self.fc2(torch.tanh(self.fc1(x))))), target)
+
+net = MLP()
+"""
+
+
+def mlp_curvature(repeats, batch=64):
+    """hvp w.r.t. all 670k parameters (--wrt 'param:*', autograd) against torch.func's
+    forward-over-reverse hvp, and --eig 1 w.r.t. fc2.weight (262k entries) by Lanczos."""
+    import importlib.util
+
+    import torch
+
+    rng = np.random.default_rng(8)
+    x, t = rng.standard_normal((batch, 784)), rng.integers(0, 10, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mlp.py"
+        path.write_text(MLP)
+        spec = importlib.util.spec_from_file_location("bench_mlp", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        net = module.net.double()
+        params = {k: p.detach() for k, p in net.named_parameters()}
+        names, shapes = list(params), [p.shape for p in params.values()]
+        sizes = [p.numel() for p in params.values()]
+        theta = torch.cat([p.reshape(-1) for p in params.values()])
+        v = rng.standard_normal(theta.numel())
+        xt, tt, vt = torch.tensor(x), torch.tensor(t), torch.tensor(v)
+
+        def loss(th):
+            split = [p.reshape(s) for p, s in zip(torch.split(th, sizes), shapes)]
+            return torch.func.functional_call(net, dict(zip(names, split)), (xt, tt))
+
+        base = best(lambda: torch.func.jvp(torch.func.grad(loss), (theta,), (vt,))[1], repeats)
+        expected = torch.func.jvp(torch.func.grad(loss), (theta,), (vt,))[1].numpy()
+
+        def ours():
+            return gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend="autograd")
+
+        diff = float(np.abs(ours().value - expected).max())
+        mine = best(ours, repeats)
+        start = time.perf_counter()
+        res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:fc2.weight", eig=1)
+        eig_seconds = time.perf_counter() - start
+    s = res.spectrum
+    return [row(f"12 hvp MLP ({theta.numel()} params, batch {batch}) w.r.t. all: autograd vs torch.func jvp(grad)",
+                mine, base, 1.2, f"max |diff| {diff:.1e}"),
+            (f"12a hessian --eig 1 MLP w.r.t. fc2.weight (262144 entries): Lanczos", f"{eig_seconds:.1f} s", "", "",
+             "< 30 s", "yes" if eig_seconds < 30 else "NO",
+             f"max {float(s.largest[0]):.4g}, min {float(s.smallest[0]):.4g}, residual {s.residual:.1e}, {s.hvps} hvps")]
 
 
 def main():
@@ -347,7 +435,7 @@ def main():
     else:
         rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
                 *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
-                *model_check(min(repeats, 3))]
+                *model_check(min(repeats, 3)), *hessian_blocks(repeats), *mlp_curvature(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")

@@ -1,0 +1,496 @@
+"""Second order: every family x backend against torch (hypothesis), --eig against
+numpy.linalg.eigvalsh, chains, user code, check --quantity hessian|hvp, the CLI.
+
+References: ``torch.func.hessian`` of the torch call written out in
+``reference.py`` (forward over reverse, independent of gradcli's formulas
+and of its reverse-over-reverse autograd backend) and
+``torch.autograd.functional.hvp``. Blocks are read off the full Hessian row
+by row here.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import gradcli
+import reference as ref
+from conftest import assert_close, exact_tol
+from gradcli.cli import app
+from gradcli.problem import build_problem
+from test_backends import FAMILIES
+
+BACKENDS = ["analytic", "fd", "autograd", "forward"]
+runner = CliRunner()
+
+
+def tol2(backend: str, dtype) -> float:
+    """fd's second differences (float64, Richardson: O(h^4) with h ~ eps^(1/6), and the rounding
+    eps / h^2) are good to about eps^(1/3) at unit scale; the other backends are exact."""
+    if backend == "fd":
+        return max(float(np.finfo(np.float64).eps) ** (1 / 3), exact_tol(dtype))
+    return exact_tol(dtype)
+
+
+def _all_ignored_mean(case) -> bool:
+    t = case["arrays"].get("target")
+    p = case["params"]
+    return (t is not None and t.dtype.kind in "iu" and p.get("reduction", "mean") == "mean"
+            and bool((t == p.get("ignore_index", -100)).all()))
+
+
+def _near_kink(case) -> bool:
+    """fd's widest step (16 h, h = eps^(1/6) max(1, |x|)) would cross a kink or a
+    switch of a piecewise second derivative: non-smooth there, tested separately."""
+    name, arrays, params = case["function"], case["arrays"], case["params"]
+    x = arrays["input"]
+    reach = 16 * np.finfo(np.float64).eps ** (1 / 6) * np.maximum(1.0, np.abs(x)) * 2
+    if name in ("l1_loss", "smooth_l1_loss", "huber_loss"):
+        t = arrays["target"]
+        reach = reach + 16 * np.finfo(np.float64).eps ** (1 / 6) * np.maximum(1.0, np.abs(t)) * 2
+        d = np.abs(x - t)
+        switch = params.get("beta", params.get("delta", 0.0))
+        return bool(((d < reach) | (np.abs(d - switch) < reach)).any())
+    if "abs" in name:
+        return bool((np.abs(x) < reach).any())
+    return False
+
+
+def blocks_from_full(H, layout, reduced):
+    """Each row's block ``(*out_block, C, C)`` read off a full Hessian, one row at a time."""
+    in_shape, in_axis, out_axis = layout.in_shape, layout.in_axis, layout.out_axis
+    rows = in_shape[:in_axis] + in_shape[in_axis + 1:]
+    blocks = None
+    for r in np.ndindex(*rows):
+        in_index = r[:in_axis] + (slice(None),) + r[in_axis:]
+        out_index = () if reduced else (r if out_axis is None else r[:out_axis] + (slice(None),) + r[out_axis:])
+        block = H[out_index + in_index + in_index]
+        if blocks is None:
+            blocks = np.zeros(rows + block.shape, dtype=H.dtype)
+        blocks[r] = block
+    return blocks
+
+
+def diagonal_from_full(H, shape, reduced):
+    n = int(np.prod(shape, dtype=int))
+    if reduced:
+        return H.reshape(n, n).diagonal().reshape(shape)
+    i = np.arange(n)
+    return H.reshape(n, n, n)[i, i, i].reshape(shape)
+
+
+def check_second_order(case, dtype, backend, seed):
+    assume(not _all_ignored_mean(case))
+    if backend == "fd":
+        assume(not _near_kink(case))
+    name, arrays, params, wrt = case["function"], case["arrays"], case["params"], case["wrt"]
+    tolerance = tol2(backend, dtype)
+    kw = {**arrays, **params, "wrt": wrt, "dtype": dtype, "backend": backend}
+    H = ref.full_hessian(name, arrays, params, wrt, dtype)
+
+    full = gradcli.hessian(name, layout="full", **kw)
+    assert full.backend.value == backend and full.value.dtype == np.dtype(dtype)
+    assert_close(full.value, H, tolerance, f"{backend} full Hessian")
+    assert_close(full.output, ref.output(name, arrays, params, wrt, dtype), exact_tol(dtype), "output")
+
+    auto = gradcli.hessian(name, **kw)
+    rows = build_problem(name, arrays, params, wrt=wrt).rows
+    if auto.layout.value == "blocks":
+        expected = blocks_from_full(H, rows, rows.reduced)
+        assert_close(auto.value, expected, tolerance, f"{backend} blocks")
+        # The blocks are the whole Hessian: nothing lies between rows.
+        assert np.isclose(np.square(H).sum(), np.square(expected).sum(), rtol=tolerance, atol=tolerance)
+    elif auto.layout.value == "diag":
+        expected = diagonal_from_full(H, arrays[wrt].shape, rows.reduced)
+        assert_close(auto.value, expected, tolerance, f"{backend} diag")
+        assert np.isclose(np.square(H).sum(), np.square(expected).sum(), rtol=tolerance, atol=tolerance)
+    else:
+        assert auto.layout.value == "full"
+        assert_close(auto.value, H, tolerance, f"{backend} auto")
+
+    if full.output.shape == ():
+        t = np.random.default_rng(seed).standard_normal(np.shape(arrays[wrt]))
+        got = gradcli.hvp(name, tangent=t, **kw)
+        assert_close(got.value, ref.hvp(name, arrays, params, t, wrt, dtype), tolerance, f"{backend} hvp")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=12)
+@given(data=st.data(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
+def test_family_hessian_matches_torch(family, backend, data, dtype, seed):
+    """Full Hessian, auto layout (blocks/diag/full) and hvp of every family against torch."""
+    check_second_order(data.draw(FAMILIES[family], label="case"), dtype, backend, seed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cross_entropy_blocks_are_row_weight_times_softmax_jacobian(backend):
+    """Class weights, ignore_index, label smoothing and the mean's divisor folded into
+    each row's weight: block r = coef_r a_r (diag(p_r) - p_r p_r^T)."""
+    rng = np.random.default_rng(3)
+    x, t, w = rng.standard_normal((5, 4)), np.array([0, 3, -1, 2, 1]), rng.random(4) + 0.5
+    res = gradcli.hessian("cross_entropy", input=x, target=t, class_weight=w, ignore_index=-1, label_smoothing=0.2,
+                          backend=backend)
+    p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
+    keep = t != -1
+    a = (0.8 * w[np.where(keep, t, 0)] + 0.2 / 4 * w.sum()) * keep
+    expected = (a / (w[t[keep]].sum()))[:, None, None] * (p[:, :, None] * np.eye(4) - p[:, :, None] * p[:, None, :])
+    assert_close(res.value, expected, tol2(backend, "float64"), backend)
+    assert not res.value[2].any()  # the ignored row has no curvature
+    assert any("null space" in s for s in res.structure) and any("semi-definite" in s for s in res.structure)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e2, 1e4])
+def test_fd_second_differences_adapt_their_step_and_bound_their_error(offset):
+    """Logits offset by 1e4 vary on the scale of 1: the step is chosen per entry along a
+    geometric sequence, and the error estimate bounds the true error (here against the closed form)."""
+    rng = np.random.default_rng(9)
+    x, t = rng.standard_normal((4, 5)) + offset, rng.integers(0, 5, 4)
+    exact = gradcli.hessian("cross_entropy", input=x, target=t, backend="analytic").value
+    fd = gradcli.hessian("cross_entropy", input=x, target=t, backend="fd")
+    assert np.all(np.abs(fd.value - exact) <= fd.error)
+    assert float(fd.error.max()) < 1e-8 and not fd.notes
+    v = rng.standard_normal(x.shape)
+    hvp = gradcli.hvp("cross_entropy", input=x, target=t, backend="fd", tangent=v)
+    assert np.all(np.abs(hvp.value - np.einsum("rij,rj->ri", exact, v)) <= hvp.error)
+
+
+def test_elementwise_blocks_along_the_last_axis():
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    res = gradcli.hessian("mse_loss", input=x, target=np.zeros_like(x), reduction="sum", layout="blocks")
+    assert res.value.shape == (3, 4, 4)
+    assert_close(res.value, 2 * np.broadcast_to(np.eye(4), (3, 4, 4)), exact_tol("float64"))
+    res = gradcli.hessian("tanh", input=x, layout="blocks")  # unreduced: (rows, C_out, C, C), diagonal in all three
+    d2 = -2 * np.tanh(x) * (1 - np.tanh(x) ** 2)
+    expected = np.zeros((3, 4, 4, 4))
+    i = np.arange(4)
+    expected[:, i, i, i] = d2
+    assert_close(res.value, expected, exact_tol("float64"))
+
+
+def test_linear_cross_entropy_weight_hessian_is_x_h_x():
+    """Gauss-Newton in block form: H[o, i, p, j] = sum_r x_ri (H_z,r)[o, p] x_rj."""
+    rng = np.random.default_rng(2)
+    x, W, t = rng.standard_normal((6, 3)), rng.standard_normal((4, 3)), rng.integers(0, 4, 6)
+    res = gradcli.hessian("linear,cross_entropy", input=x, weight=W, target=t, wrt="weight")
+    z = x @ W.T
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    hz = (p[:, :, None] * np.eye(4) - p[:, :, None] * p[:, None, :]) / 6
+    assert_close(res.value, np.einsum("ri,rop,rj->oipj", x, hz, x), exact_tol("float64"))
+    assert_close(res.value, ref.full_hessian("linear,cross_entropy", {"input": x, "weight": W, "target": t}, {}, "weight"),
+                 exact_tol("float64"))
+
+
+# --- eigenvalues -------------------------------------------------------------------
+
+
+def _eig_expected(H, n, k):
+    values = np.linalg.eigvalsh(H.reshape(n, n))
+    return values[:k], values[-k:]
+
+
+@pytest.mark.parametrize("backend", ["analytic", "autograd"])
+def test_eig_from_blocks_is_exact(backend):
+    rng = np.random.default_rng(4)
+    arrays = {"input": rng.standard_normal((6, 5)), "target": rng.integers(0, 5, 6)}
+    res = gradcli.hessian("cross_entropy", **arrays, eig=3, backend=backend)
+    low, high = _eig_expected(ref.full_hessian("cross_entropy", arrays, {}), 30, 3)
+    assert_close(res.spectrum.smallest, low, 1e-10)
+    assert_close(res.spectrum.largest, high, 1e-10)
+    assert res.spectrum.method.startswith("exact") and res.spectrum.residual is None
+
+
+@pytest.mark.parametrize("backend", ["analytic", "autograd"])
+def test_eig_by_lanczos_without_blocks(backend):
+    rng = np.random.default_rng(5)
+    arrays = {"input": rng.standard_normal((8, 6)), "weight": rng.standard_normal((5, 6)), "target": rng.integers(0, 5, 8)}
+    res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend=backend)
+    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 30, 2)
+    assert res.layout is None and res.value.shape == (4,)  # the Hessian itself is not formed
+    # 0 is a 6-fold eigenvalue (shifting every logit of a row changes nothing): Lanczos finds it, once.
+    assert low[1] == pytest.approx(0, abs=1e-12) and "multiplicity" in res.spectrum.method
+    assert_close(res.spectrum.smallest[:1], low[:1], 1e-7)
+    assert_close(res.spectrum.largest, high, 1e-7)
+    assert res.spectrum.method.startswith("Lanczos") and res.spectrum.residual < 1e-6 and res.spectrum.hvps > 0
+    full = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend=backend, layout="full")
+    assert full.value.shape == (5, 6, 5, 6)
+    assert_close(full.spectrum.largest, high, 1e-10)
+
+
+def test_eig_of_a_tiny_argument_uses_the_dense_hessian():
+    rng = np.random.default_rng(6)
+    arrays = {"input": rng.standard_normal((4, 3)), "weight": rng.standard_normal((2, 3)), "bias": rng.standard_normal(2),
+              "target": rng.integers(0, 2, 4)}
+    res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="bias", eig=1)
+    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "bias"), 2, 1)
+    assert res.spectrum.method.startswith("dense")
+    assert_close(res.spectrum.smallest, low, 1e-12)
+    assert_close(res.spectrum.largest, high, 1e-12)
+
+
+# --- user code -----------------------------------------------------------------------
+
+MODEL = """
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(3, 4)
+        self.fc2 = torch.nn.Linear(4, 2)
+
+    def forward(self, x, target):
+        return torch.nn.functional.cross_entropy(self.fc2(torch.tanh(self.fc1(x))), target)
+
+net = Net()
+"""
+DETACHED = Path(__file__).resolve().parents[1] / "sample_inputs" / "detached_backward.py"
+BUG = "2 * x.detach() * grad"
+
+
+def user_file(tmp_path, backward=None):
+    """The module above, or the sample custom Function with its backward replaced."""
+    if backward is None:
+        path = tmp_path / "model.py"
+        path.write_text(textwrap.dedent(MODEL))
+        return path
+    text = DETACHED.read_text()
+    assert BUG in text
+    path = tmp_path / "custom.py"
+    path.write_text(text.replace(BUG, backward))
+    return path
+
+
+def _module_reference(path, x, t, name):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("hess_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.net.double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def f(p):
+        return torch.func.functional_call(net, {**params, name: p}, (torch.tensor(x), torch.tensor(t)))
+
+    return torch.func.hessian(f)(params[name]).numpy()
+
+
+@pytest.mark.parametrize("backend", ["autograd", "forward", "fd"])
+def test_user_module_parameter_hessian(tmp_path, backend):
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(7)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:fc1.weight", backend=backend)
+    expected = _module_reference(path, x, t, "fc1.weight")
+    assert res.value.shape == (4, 3, 4, 3)
+    assert_close(res.value, expected, tol2(backend, "float64"), backend)
+    v = rng.standard_normal((4, 3))
+    got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:fc1.weight", backend=backend, tangent=v)
+    assert_close(got.value, np.tensordot(expected, v, axes=2), tol2(backend, "float64"), backend)
+
+
+def test_hvp_over_every_parameter_joined(tmp_path):
+    """--wrt 'param:*': the parameters flattened in the module's order into one vector,
+    so H t has the cross terms between layers."""
+    import importlib.util
+
+    import torch
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(10)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    spec = importlib.util.spec_from_file_location("hess_model_all", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.net.double()
+    params = {k: p.detach() for k, p in net.named_parameters()}
+    theta = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def loss(th):
+        split = torch.split(th, [p.numel() for p in params.values()])
+        named = {k: s.reshape(p.shape) for (k, p), s in zip(params.items(), split)}
+        return torch.func.functional_call(net, named, (torch.tensor(x), torch.tensor(t)))
+
+    v = rng.standard_normal(theta.numel())
+    expected = torch.autograd.functional.hvp(loss, theta, torch.tensor(v))[1].numpy()
+    for backend in ("autograd", "forward", "fd"):
+        got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
+        assert got.value.shape == (theta.numel(),)
+        assert_close(got.value, expected, tol2(backend, "float64"), backend)
+    layer = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:fc2.*", tangent=v[-10:])
+    assert layer.value.shape == (10,)  # fc2.weight (2, 4) and fc2.bias (2,)
+
+
+def test_eig_by_lanczos_on_a_module_parameter(tmp_path):
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(8)
+    x, t = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:fc1.weight", eig=2)
+    low, high = _eig_expected(_module_reference(path, x, t, "fc1.weight"), 12, 2)
+    assert res.backend.value == "autograd" and res.spectrum.method.startswith("Lanczos")
+    assert_close(res.spectrum.smallest, low, 1e-7)
+    assert_close(res.spectrum.largest, high, 1e-7)
+    assert res.spectrum.residual < 1e-6
+
+
+def test_check_hessian_fails_a_backward_that_is_right_but_not_differentiable(tmp_path):
+    """2 x.detach() is the right first derivative, but its own derivative is lost:
+    the first-order check passes, the second-order one must fail."""
+    path = user_file(tmp_path, BUG)
+    args = [f"{path}:loss", "-x", "[0.5, -1.5, 2.0]", "--json"]
+    assert runner.invoke(app, ["check", *args]).exit_code == 0
+    result = runner.invoke(app, ["check", *args, "--quantity", "hessian"])
+    assert result.exit_code == 1, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    fd = next(b for b in doc["backends"] if b["name"] == "fd")
+    assert fd["ok"] is False and fd["mismatches"] == 3  # the diagonal: 2 + 2x against the wrong 2x
+    assert any("suspect autograd" in n for n in doc["notes"])
+    hvp = runner.invoke(app, ["check", *args, "--quantity", "hvp"])
+    assert hvp.exit_code == 1
+
+
+def test_check_hessian_passes_a_differentiable_backward(tmp_path):
+    path = user_file(tmp_path, "2 * x * grad")
+    result = runner.invoke(app, ["check", f"{path}:loss", "-x", "[0.5, -1.5, 2.0]", "--json", "--quantity", "hessian"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["quantity"] == "hessian" and doc["ok"] is True and doc["shape"] == [3, 3]
+
+
+@pytest.mark.parametrize("quantity", ["hessian", "hvp"])
+def test_check_second_order_on_builtins(quantity):
+    result = runner.invoke(app, ["check", "cross_entropy", "-x", "randn:4,5", "-t", "[0, 1, 4, 2]", "--label-smoothing",
+                                 "0.1", "--class-weight", "rand:5", "--quantity", quantity, "--json"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["ok"] is True and {b["name"] for b in doc["backends"]} == {"forward", "analytic", "fd"}
+    assert all(b["ok"] for b in doc["backends"])
+
+
+def test_asymmetric_hessian_is_warned():
+    from gradcli.curvature import hessian_structure
+
+    problem = build_problem("expr:x**3", {"input": np.zeros(2)}, {})
+    notes = hessian_structure(np.array([[1.0, 2.0], [0.0, 1.0]]), gradcli.options.Layout.FULL,
+                              problem.with_notes(), np.dtype("float64"))
+    assert any(n.startswith("WARNING: NOT symmetric") for n in notes)
+
+
+# --- the CLI -------------------------------------------------------------------------
+
+
+def run_json(*args):
+    result = runner.invoke(app, [*args, "--json", "--no-timing"])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_cli_hessian_json_blocks_and_eigenvalues():
+    doc = run_json("hessian", "cross_entropy", "-x", "randn:3,5", "-t", "[1, 0, 4]", "--eig", "2")
+    assert doc["command"] == "hessian" and doc["layout"] == "blocks" and doc["shape"] == [3, 5, 5]
+    assert len(doc["eigenvalues"]["smallest"]) == 2 and doc["eigenvalues"]["method"].startswith("exact")
+    assert any("null space" in s for s in doc["structure"])
+    full = run_json("hessian", "cross_entropy", "-x", "randn:3,5", "-t", "[1, 0, 4]", "--layout", "full", "-b", "fd")
+    assert full["shape"] == [3, 5, 3, 5] and full["backend"] == "fd" and full["error_estimate"] < 1e-8
+    lanczos = run_json("hessian", "linear,cross_entropy", "-x", "randn:8,6", "--weight", "randn:5,6", "-t", "randint:5:8",
+                       "--wrt", "weight", "--eig", "1")
+    assert lanczos["eigenvalues"]["hvps"] > 0 and lanczos["eigenvalues"]["residual"] < 1e-6
+
+
+def test_cli_hvp_json():
+    doc = run_json("hvp", "cross_entropy", "-x", "randn:3,5", "-t", "[1, 0, 4]", "--tangent", "ones:3,5")
+    assert doc["command"] == "hvp" and doc["shape"] == [3, 5]
+    assert np.allclose(doc["value"], 0, atol=1e-15)  # ones is in every block's null space
+
+
+@pytest.mark.parametrize("args, message", [
+    (["hvp", "softmax", "-x", "randn:2,3", "--tangent", "randn"], "not one number"),
+    (["hvp", "cross_entropy", "-x", "randn:2,3", "-t", "[0, 1]"], "--tangent"),
+    (["hvp", "cross_entropy", "-x", "randn:2,3", "-t", "[0, 1]", "--tangent", "randn:3"], "--tangent"),
+    (["hessian", "cross_entropy", "-x", "randn:2,3", "-t", "[0, 1]", "--layout", "diag"], "--layout diag"),
+    (["hessian", "linear", "-x", "randn:2,3", "--weight", "randn:2,3", "--wrt", "weight", "--layout", "blocks"],
+     "--layout blocks"),
+    (["hessian", "cross_entropy", "-x", "randn:2,3", "-t", "[0, 1]", "--eig", "0"], "--eig"),
+    (["hessian", "softmax", "-x", "randn:2,3", "--eig", "1"], "not one number"),
+    (["hessian", "cross_entropy", "-x", "randn:64,32", "-t", "randint:32:64", "--layout", "full", "--max-memory", "1MiB"],
+     "--layout blocks"),
+])
+def test_cli_bad_input_exits_2(args, message, tmp_path):
+    out = tmp_path / "h.npy"
+    result = runner.invoke(app, [*args, "-o", str(out)])
+    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.stdout == "" and message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2 and not out.exists()
+
+
+def test_cli_table_explain_teaches_the_cross_entropy_hessian():
+    result = runner.invoke(app, ["hessian", "cross_entropy", "-x", "randn:2,3", "-t", "[0, 2]", "--explain", "--no-timing"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "softmax Jacobian" in text and "null space" in text and "row 1" in text
+
+
+def test_functions_shows_second_derivatives():
+    result = runner.invoke(app, ["functions", "cross_entropy", "--json"])
+    entry = json.loads(result.stdout)["functions"][0]
+    assert any("diag(s) - s s^T" in line for line in entry["second_formulas"])
+    table = runner.invoke(app, ["functions", "softmax"])
+    assert "second derivatives" in table.stdout
+
+
+def test_spectrum_plot(tmp_path):
+    out = tmp_path / "spectrum.png"
+    result = runner.invoke(app, ["hessian", "cross_entropy", "-x", "randn:8,5", "-t", "randint:5:8", "--eig", "1",
+                                 "--plot", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analytic_and_fd_second_order_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, gradcli; x = np.random.default_rng(0).standard_normal((3, 4)); "
+            "t = np.array([0, 1, 2]); gradcli.hessian('cross_entropy', input=x, target=t, eig=1); "
+            "gradcli.hessian('cross_entropy', input=x, target=t, backend='fd'); "
+            "gradcli.hessian('linear,cross_entropy', input=x, weight=np.ones((2, 4)), target=np.array([0, 1, 1]), "
+            "wrt='weight', eig=1); print('torch' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(root), "PATH": ""})
+    assert out.stdout.strip() == "False"
+
+
+SECOND_GOLDENS = {
+    "story6_hessian_ce_blocks_eig": ["hessian", "cross_entropy", "-x", "sample_inputs/logits.npy", "-t",
+                                     "sample_inputs/targets.json", "--eig", "2", "--explain"],
+    "story6_hvp_ce": ["hvp", "cross_entropy", "-x", "sample_inputs/logits.npy", "-t", "sample_inputs/targets.json",
+                      "--tangent", "randn"],
+    "story6_hessian_softmax_blocks": ["hessian", "softmax", "-x", "[[1.0, 2.0, 3.0]]", "--explain"],
+}
+
+
+@pytest.mark.parametrize("name", list(SECOND_GOLDENS))
+def test_golden_second_order_tables(name, request, monkeypatch):
+    """Table output at fixed width, as tests/test_presentation.py's goldens (round-off shown as ≈0)."""
+    from test_presentation import GOLDENS, ROOT, without_roundoff
+
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, SECOND_GOLDENS[name] + ["--no-timing"])
+    assert result.exit_code == 0, result.stderr
+    text = without_roundoff(f"$ gradcli {' '.join(SECOND_GOLDENS[name])}\n{result.stdout}")
+    golden = GOLDENS / f"{name}.txt"
+    if request.config.getoption("--update-goldens"):
+        golden.write_text(text)
+    assert text == golden.read_text(), f"{name}: table output changed; if intended, run pytest --update-goldens"
