@@ -528,6 +528,10 @@ def suite_command(opts: dict[str, Any]) -> int:
 
     if opts.get("function"):
         raise UsageError("--suite: the file names the functions; drop FUNCTION")
+    for option in ("baseline", "save_baseline"):
+        if opts.get(option):
+            raise UsageError(f"--{option.replace('_', '-')}: with --suite, give it in the entry it belongs to "
+                             f"({option.replace('_', '-')} = \"FILE.json\")")
     check = typer.main.get_command(app).commands["check"]
     known = {p.name for p in check.params} - {"suite", "junit"}
     from .functions import array_arguments

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The main job on the sample inputs: a Jacobian as per-row blocks, the full
 # block-diagonal Jacobian, gradients of cross_entropy and nll_loss, a jvp, and
-# a cross-check of every backend in JSON. Run from the project root.
+# a cross-check of every backend in JSON, a Hessian's blocks and eigenvalues, and
+# a suite of checks in one process. Run from the project root.
 set -eu
 cd "$(dirname "$0")/.."
 # `make demo` sets GRADCLI to "$(PYTHON) -m gradcli", the interpreter it installed into.
@@ -40,6 +41,9 @@ run gradcli grad sample_inputs/convnet.py:loss -x sample_inputs/images.npy -t '[
 run gradcli check cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --label-smoothing 0.1
 run gradcli check sample_inputs/custom_square.py:square -x '[0.5, 2.0, -1.0, 3.0]' \
   || echo "(exit $?: check found the wrong backward, as intended)"
+run gradcli hessian cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json --eig 1
+run gradcli check --suite sample_inputs/checks.toml \
+  || echo "(exit $?: the suite holds the wrong backward too)"
 for backend in analytic autograd forward fd; do
   printf '%s: ' "$backend"
   $GRADCLI grad cross_entropy -x sample_inputs/logits.npy -t sample_inputs/targets.json \

@@ -185,6 +185,8 @@ def test_junit_needs_a_suite_and_a_suite_needs_no_function(project):
     assert runner.invoke(app, ["check", "tanh", "-x", "randn:3", "--junit", "r.xml"]).exit_code == 2
     suite = write_suite(project, '[[check]]\nfunction = "tanh"\ninput = "randn:3"\n')
     assert runner.invoke(app, ["check", "tanh", "--suite", str(suite)]).exit_code == 2
+    result = runner.invoke(app, ["check", "--suite", str(suite), "--baseline", str(project / "b.json")])
+    assert result.exit_code == 2 and "in the entry it belongs to" in result.stderr
 
 
 # --- baselines --------------------------------------------------------------------------
