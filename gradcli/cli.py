@@ -140,6 +140,8 @@ def _show(value) -> str:
 RUN_OPTIONS = [
     _option("wrt", str, "input", "--wrt", help="the argument to differentiate: input, target (float targets), weight, "
             "bias, or param:NAME (a parameter of your torch.nn.Module)"),
+    _option("arg", Optional[list[str]], None, "--arg", help="user code: another argument by name, NAME=ARRAY "
+            "(repeatable: a mask, lengths, a second input); --input is its first argument, --target its second"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", DType, DType.FLOAT64, "--dtype", help="working precision"),
@@ -167,8 +169,9 @@ EXTRA = {
     Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
                                 help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, "
                                      "else full; user code: blocks = per-sample Jacobians (B, *out, *in)"),
-                        _option("verify_blocks", bool, False, "--verify-blocks",
-                                help="user code with --layout blocks: check on a few rows that samples do not interact")],
+                        _option("verify_blocks", bool, True, "--verify-blocks/--no-verify-blocks",
+                                help="user code, blocks: check on two samples that they do not interact before "
+                                     "trusting per-sample blocks")],
     Quantity.VJP: [_option("cotangent", str, "ones", "--cotangent",
                            help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],
     Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
@@ -226,10 +229,15 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         from .render.plot import check_plot_path
 
         plot_path = check_plot_path(opts["plot"])
-    arrays = {name: load_array(spec, option_name(name), seed=opts["seed"], max_bytes=max_memory)
-              for name, spec in specs.items()}
+    from .functions.signature import parse_arg_options, user_function
+
+    named = parse_arg_options(opts.get("arg"), set(specs))
+    function = user_function(opts["function"], opts["seed"], tuple(named))
+    specs.update(named)
+    arrays = {name: load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
+                               max_bytes=max_memory) for name, spec in specs.items()}
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
-    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
+    problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"])
     if opts.get("rows"):
         from .rows import select_rows
@@ -264,7 +272,7 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
         options = got.options if stream is None else replace(got.options, allocate=stream.allocate)
         result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
                        options=options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
-                       verify_blocks=opts.get("verify_blocks", False), **got.vectors)
+                       verify_blocks=opts.get("verify_blocks", True), **got.vectors)
         _emit_result(result, got, opts, stream)
     finally:
         if stream is not None:

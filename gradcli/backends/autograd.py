@@ -15,7 +15,7 @@ from ..errors import UserCodeError
 from ..options import BackendName
 from ..problem import Problem
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, vmap_chunk
+from .torchbase import TorchBackend, user_model, expand_along, functorch_refused, to_numpy, torch_errors, vmap_chunk
 
 
 class AutogradBackend(TorchBackend):
@@ -62,7 +62,7 @@ class AutogradBackend(TorchBackend):
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value):
+        with torch_errors(self.name.value, user_model(problem)):
             x = x0.detach().requires_grad_(True)
             output = F(x)
             v = torch.as_tensor(cotangent, device=output.device, dtype=output.dtype)
@@ -74,7 +74,7 @@ class AutogradBackend(TorchBackend):
         """``J t`` in reverse mode, by differentiating the (linear) vjp map
         ``u -> u^T J`` once more: torch.autograd.functional.jvp."""
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value):
+        with torch_errors(self.name.value, user_model(problem)):
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = torch.autograd.functional.jvp(F, x0, t)
         return Computed(value=to_numpy(value), output=to_numpy(output))

@@ -8,7 +8,7 @@ from .. import rowform
 from ..options import BackendName, Layout
 from ..problem import Problem
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, vmap_chunk
+from .torchbase import TorchBackend, user_model, expand_along, to_numpy, torch_errors, vmap_chunk
 
 
 class ForwardBackend(TorchBackend):
@@ -24,13 +24,13 @@ class ForwardBackend(TorchBackend):
         def column(e):
             return torch.func.jvp(F, (x0,), (expand_along(torch, e, rows.in_axis, x0.shape),))[1]
 
-        cols = torch.func.vmap(column, chunk_size=vmap_chunk(output))(eye)  # (C_in, *out_shape)
+        cols = torch.func.vmap(column, chunk_size=vmap_chunk(output), randomness="same")(eye)  # (C_in, *out_shape)
         if rows.out_axis is not None:
             cols = cols.movedim(1 + rows.out_axis, -1)  # (C_in, *rows, C_out)
         return cols.movedim(0, -1)
 
     def full(self, torch, F, x0):
-        return torch.func.jacfwd(F)(x0)
+        return torch.func.jacfwd(F, randomness="same")(x0)
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
         """``v^T J`` from the forward-mode Jacobian (blocks where rows are independent)."""
@@ -44,7 +44,7 @@ class ForwardBackend(TorchBackend):
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value):
+        with torch_errors(self.name.value, user_model(problem)):
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = torch.func.jvp(F, (x0,), (t,))
         return Computed(value=to_numpy(value), output=to_numpy(output))

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import rowform
-from ..errors import BackendError, UserCodeError
+from ..errors import BackendError, UsageError, UserCodeError
 from ..options import Device, Layout
 from ..problem import Problem
 from .base import Backend, Computed
@@ -50,7 +50,7 @@ class TorchBackend(Backend):
     def jacobian(self, problem: Problem, layout: Layout) -> Computed:
         torch, F, x0 = self.setup(problem)
         rows = problem.rows
-        with torch_errors(self.name.value):
+        with torch_errors(self.name.value, user_model(problem)):
             output = F(x0)
             if rows is not None and not rows.reduced:
                 blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
@@ -73,6 +73,11 @@ class TorchBackend(Backend):
         raise NotImplementedError
 
 
+def user_model(problem: Problem):
+    """The user's torch.nn.Module behind ``problem`` (None for built-ins and functions)."""
+    return getattr(problem.function, "module", None)
+
+
 def expand_along(torch, e, axis: int, shape):
     """A length-n vector ``e`` placed along ``axis`` and broadcast to ``shape``:
     the same basis direction in every row at once."""
@@ -92,12 +97,74 @@ def vmap_chunk(tensor) -> int:
 
 def functorch_refused(err: BaseException) -> bool:
     """torch.func cannot transform this code (an old-style autograd.Function, an
-    in-place update of a captured tensor): the caller falls back to classic
-    autograd or to a loop. User code's errors are classified by what they wrap."""
+    in-place update of a captured tensor, randomness under vmap): the caller
+    falls back to classic autograd or to a loop. User code's errors are
+    classified by what they wrap."""
+    return refusal_kind(err) is not None
+
+
+def refusal_kind(err: BaseException) -> str | None:
+    """Which torch.func refusal ``err`` is: ``"inplace"``, ``"function"``,
+    ``"random"``, or None when it is not one."""
     err = getattr(err, "original", err)
+    if not isinstance(err, RuntimeError):
+        return None
     text = str(err)
-    return isinstance(err, RuntimeError) and any(
-        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform"))
+    if "mutate a captured Tensor" in text or "in-place operation" in text and "transform" in text:
+        return "inplace"
+    if "setup_context" in text or "autograd.Function" in text:
+        return "function"
+    if "randomness" in text and "vmap" in text:
+        return "random"
+    if "functorch" in text or "transform" in text:
+        return "function"
+    return None
+
+
+def refusal_message(err: BaseException, backend: str, model=None) -> str:
+    """The real cause of a torch.func refusal, naming the module, the class or
+    the op, and the fix."""
+    kind = refusal_kind(err)
+    original = getattr(err, "original", err)
+    if kind == "inplace":
+        who = _culprit_module(original, model)
+        return (f"--backend {backend}: {who} updates a buffer in place during forward (running statistics, a "
+                "counter), which torch.func cannot transform; call .eval() on it in your file, or use --backend "
+                "autograd or fd")
+    if kind == "random":
+        return (f"--backend {backend}: your code draws random numbers inside a vmap (dropout in training mode?), "
+                "which torch.func cannot batch; call .eval() in your file, or use --backend autograd")
+    name = _frame_local(original, "cls", lambda v: isinstance(v, type))
+    what = f"the old-style torch.autograd.Function {name.__name__}" if name is not None else \
+        "an old-style torch.autograd.Function"
+    return (f"--backend {backend}: your code uses {what} (forward(ctx, ...) without setup_context), which torch.func "
+            "cannot transform; use --backend autograd or fd")
+
+
+def _frame_local(err: BaseException, name: str | None, accept):
+    """The innermost traceback frame's local ``name`` (None: the frame's first
+    argument, ``self`` of a method whatever its name) that ``accept`` takes."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        key = name or (code.co_varnames[0] if code.co_argcount else None)
+        value = tb.tb_frame.f_locals.get(key) if key else None
+        if value is not None and accept(value):
+            found = value
+        tb = tb.tb_next
+    return found
+
+
+def _culprit_module(err: BaseException, model) -> str:
+    """The innermost module in whose forward ``err`` was raised, as "name (Class)"."""
+    torch = import_torch()
+    module = _frame_local(err, None, lambda v: isinstance(v, torch.nn.Module))
+    if module is None:
+        return "a module of your code"
+    names = {id(m): n for n, m in model.named_modules()} if isinstance(model, torch.nn.Module) else {}
+    name = names.get(id(module))
+    return f"{'the model' if name == '' else name or 'a module'} ({type(module).__name__})"
 
 
 def to_numpy(tensor) -> np.ndarray:
@@ -105,22 +172,36 @@ def to_numpy(tensor) -> np.ndarray:
 
 
 @contextmanager
-def torch_errors(backend: str):
-    """torch's errors inside a backend -> BackendError (exit 3) with the op's name."""
+def torch_errors(backend: str, model=None):
+    """torch's errors inside a backend -> BackendError (exit 3) with the real
+    cause (``model``: the user's module, to name the one at fault). Running out
+    of memory inside gradcli's batching is a usage error naming the fix."""
     try:
         yield
     except UserCodeError as err:
         if functorch_refused(err):
-            raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
-                               "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err
+            raise BackendError(refusal_message(err, backend, model)) from err
+        if _out_of_memory(err.original):
+            raise UsageError(OUT_OF_MEMORY) from err
         raise
-    except (RuntimeError, NotImplementedError) as err:
+    except (RuntimeError, NotImplementedError, MemoryError) as err:
         if functorch_refused(err):
-            raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
-                               "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err
+            raise BackendError(refusal_message(err, backend, model)) from err
+        if _out_of_memory(err):
+            raise UsageError(OUT_OF_MEMORY) from err
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         op = re.search(r"forward AD with (\w+)", text)
         if op:
             raise BackendError(f"--backend forward: torch has no forward-mode formula for {op.group(1)}; "
                                "use --backend autograd") from err
         raise BackendError(f"--backend {backend}: torch failed: {text[:300]}") from err
+
+
+OUT_OF_MEMORY = ("--max-memory: the computation ran out of memory while batching; lower --max-memory to get smaller "
+                 "chunks, use --rows or a smaller batch, or `gradcli vjp` (one backward pass)")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower() \
+        or "DefaultCPUAllocator" in text
