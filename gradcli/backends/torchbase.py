@@ -174,26 +174,24 @@ def to_numpy(tensor) -> np.ndarray:
 @contextmanager
 def torch_errors(backend: str, model=None):
     """torch's errors inside a backend -> BackendError (exit 3) with the real
-    cause (``model``: the user's module, to name the one at fault). Running out
-    of memory inside gradcli's batching is a usage error naming the fix."""
+    cause (``model``: the user's module, to name the one at fault), whether
+    raised in gradcli or inside the user's code. Running out of memory inside
+    gradcli's batching is a usage error naming the fix, never "your code raised"."""
     try:
         yield
-    except UserCodeError as err:
+    except (UserCodeError, RuntimeError, NotImplementedError, MemoryError) as err:
+        original = getattr(err, "original", err)
         if functorch_refused(err):
             raise BackendError(refusal_message(err, backend, model)) from err
-        if _out_of_memory(err.original):
+        if _out_of_memory(original):
             raise UsageError(OUT_OF_MEMORY) from err
-        raise
-    except (RuntimeError, NotImplementedError, MemoryError) as err:
-        if functorch_refused(err):
-            raise BackendError(refusal_message(err, backend, model)) from err
-        if _out_of_memory(err):
-            raise UsageError(OUT_OF_MEMORY) from err
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        text = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
         op = re.search(r"forward AD with (\w+)", text)
         if op:
             raise BackendError(f"--backend forward: torch has no forward-mode formula for {op.group(1)}; "
                                "use --backend autograd") from err
+        if isinstance(err, UserCodeError):
+            raise
         raise BackendError(f"--backend {backend}: torch failed: {text[:300]}") from err
 
 
