@@ -8,6 +8,7 @@ Importable without typer, rich or torch::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Mapping
 
@@ -50,7 +51,7 @@ before trusting blocks (refused, exit 2, where they do).
     plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros,
                      verify_blocks=verify_blocks)
     view = plan.problem
-    engine = get_backend(name, options)
+    engine = get_backend(name, dataclasses.replace(options, max_memory=max_memory))
     start = time.perf_counter()
     if quantity is Quantity.JACOBIAN:
         got = engine.jacobian(view, plan.layout)

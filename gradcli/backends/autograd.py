@@ -15,7 +15,7 @@ from ..errors import UserCodeError
 from ..options import BackendName
 from ..problem import Problem
 from .base import Computed
-from .torchbase import TorchBackend, user_model, expand_along, functorch_refused, to_numpy, torch_errors, vmap_chunk
+from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, user_model
 
 
 class AutogradBackend(TorchBackend):
@@ -43,18 +43,22 @@ class AutogradBackend(TorchBackend):
         return torch.stack(per_feature, dim=-2)
 
     def _batched_blocks(self, torch, F, x0, rows, output):
-        _, vjp_fn = torch.func.vjp(F, x0)
         if rows.out_axis is None:
-            grad = vjp_fn(torch.ones_like(output))[0]
+            grad = torch.func.vjp(F, x0)[1](torch.ones_like(output))[0]
             return grad.unsqueeze(-1) if rows.in_axis is None else grad.movedim(rows.in_axis, -1)
+        # One cotangent per output feature, each a gradient shaped like x0; the result holds them all.
+        chunk = self.chunk(torch, F, x0, rows.out_features, x0.numel() * x0.element_size(), forward=False)
+        _, vjp_fn = torch.func.vjp(F, x0)
         eye = torch.eye(rows.out_features, dtype=output.dtype, device=output.device)
         grads = torch.func.vmap(lambda e: vjp_fn(expand_along(torch, e, rows.out_axis, output.shape))[0],
-                                chunk_size=vmap_chunk(x0))(eye)
+                                chunk_size=chunk)(eye)
         return grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)  # (*rows, C_out, C_in)
 
     def full(self, torch, F, x0):
         try:
-            return torch.func.jacrev(F)(x0)
+            out_size = F(x0).numel()  # (shape only; the measured evaluation below runs F again with autograd)
+            chunk = self.chunk(torch, F, x0, out_size, x0.numel() * x0.element_size(), forward=False)
+            return torch.func.jacrev(F, chunk_size=chunk)(x0)
         except (RuntimeError, UserCodeError) as err:
             if not functorch_refused(err):
                 raise

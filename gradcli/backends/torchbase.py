@@ -64,6 +64,14 @@ class TorchBackend(Backend):
                 value = to_numpy(self.full(torch, F, x0))
         return Computed(value=value, output=to_numpy(output))
 
+    def chunk(self, torch, F, x0, directions: int, per_direction: int, *, forward: bool) -> int:
+        """vmap's ``chunk_size`` within ``--max-memory``, from one measured evaluation
+        (:mod:`.memory`); the result (``directions * per_direction`` bytes) is held."""
+        from .memory import chunk_size
+
+        return chunk_size(torch, F, x0, directions=directions, per_direction=per_direction,
+                          held=directions * per_direction, budget=self.options.max_memory, forward=forward)
+
     # --- pieces the modes provide ------------------------------------------
 
     def blocks(self, torch, F, x0, rows, output):
@@ -84,15 +92,6 @@ def expand_along(torch, e, axis: int, shape):
     view = [1] * len(shape)
     view[axis] = e.shape[0]
     return e.reshape(view).expand(shape)
-
-
-VMAP_BUDGET_BYTES = 512 * 2**20  # the batched gradients or tangents one vmap call holds
-
-
-def vmap_chunk(tensor) -> int:
-    """vmap's ``chunk_size`` for a batch of tensors shaped like ``tensor``: as many
-    as fit the budget (a large Jacobian is computed in slices, not all at once)."""
-    return max(1, VMAP_BUDGET_BYTES // max(1, tensor.numel() * tensor.element_size()))
 
 
 def functorch_refused(err: BaseException) -> bool:
