@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 
-_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "checking"}
+_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "checking",
+        "per_sample_grad": "samples"}
 
 
 def __getattr__(name):
@@ -19,4 +20,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'gradcli' has no attribute {name!r}")
 
 
-__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "jacobian", "jvp", "vjp"]
+__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "jacobian", "jvp", "per_sample_grad", "vjp"]

@@ -176,7 +176,14 @@ EXTRA = {
                            help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],
     Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
                            help="the direction v, shaped like the differentiated argument (randn allowed)")],
-    Quantity.GRAD: [],
+    Quantity.GRAD: [_option("per_sample", bool, False, "--per-sample",
+                            help="the gradient of each sample's loss alone (a batch of one), (B, *param_shape) per "
+                                 "--wrt param:NAME (comma-separated, globs such as 'param:*')"),
+                    _option("norms", bool, False, "--norms",
+                            help="with --per-sample: only each sample's gradient norm over every --wrt, (B,), "
+                                 "never forming the gradients where the layer allows"),
+                    _option("top", int, 5, "--top", help="with --norms: list the K samples with the largest norms",
+                            min=0)],
 }
 EXAMPLES = {
     Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)",
@@ -260,6 +267,8 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
     published only after it, so a failure leaves nothing behind."""
     from .api import solve
 
+    if quantity is Quantity.GRAD and (opts.get("per_sample") or opts.get("norms")):
+        return per_sample_command(opts)
     got = load(quantity, opts)
     stream = None
     if got.out_path is not None and got.out_path.suffix.lower() == ".npy" and quantity is Quantity.JACOBIAN:
@@ -277,6 +286,27 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
     finally:
         if stream is not None:
             stream.abort()  # a no-op once committed: the temporary file is gone
+    return ExitCode.OK
+
+
+def per_sample_command(opts: dict[str, Any]) -> int:
+    """``grad --per-sample [--norms]``: one gradient (or norm) per sample."""
+    from .render.samples import render_samples, samples_to_dict, write_samples
+    from .samples import per_sample_gradients
+
+    if not opts.get("per_sample"):
+        raise UsageError("--norms: gives per-sample gradient norms; add --per-sample")
+    got = load(Quantity.GRAD, {**opts, "wrt": "input"})  # the parameters are chosen by per_sample_gradients
+    res = per_sample_gradients(got.problem, opts["wrt"], norms=opts["norms"], top=opts["top"],
+                               max_memory=got.max_memory)
+    if got.as_json:
+        from .render.json import dumps
+
+        emit(dumps(samples_to_dict(res, timing=got.timing)))
+    else:
+        emit(render_samples(res, precision=opts["precision"], summarize=not opts["no_summarize"], timing=got.timing))
+    if got.out_path is not None:
+        write_samples(got.out_path, res)
     return ExitCode.OK
 
 

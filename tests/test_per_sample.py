@@ -313,3 +313,211 @@ def test_layout_auto_is_full_with_a_reason_when_the_output_drops_the_batch(tmp_p
     doc = run_json("jacobian", f"{tmp_path}/f.py:f", "-x", "randn:3,4")
     assert doc["layout"] == "full" and doc["shape"] == [4, 3, 4]
     assert any("does not keep the input's batch dim" in n for n in doc["notes"])
+
+
+# --- 3. memory-bounded torch backends ----------------------------------------------
+
+LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+from gradcli.__main__ import main
+sys.argv = ["gradcli", *sys.argv[1:]]
+main()
+"""
+
+
+def limited(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", LIMITED, *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_forward_mode_on_a_cifar_sized_net_under_8gb_exits_2_never_killed():
+    from pathlib import Path
+
+    net = Path(__file__).resolve().parents[1] / "sample_inputs" / "cnn.py"
+    proc = limited("jacobian", f"{net}:net", "-x", "randn:32,3,32,32", "-b", "forward", "--max-memory", "24MiB")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert "activations measured" in proc.stderr and "--rows" in proc.stderr and "gradcli vjp" in proc.stderr
+    assert "your code raised" not in proc.stderr
+
+
+def test_chunks_sized_to_max_memory_give_the_same_blocks(tmp_path, backend="forward"):
+    (tmp_path / "wide.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(24, 2048), nn.Tanh(), nn.Linear(2048, 16)).eval()
+    """))
+    x = x_of((16, 24))
+    spec = importlib.util.spec_from_file_location("wide", tmp_path / "wide.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.net.double()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(torch.tensor(x)).detach().numpy()
+    np.save(tmp_path / "x.npy", x)
+    # about 1.5 MiB of activations per pass: 8 MiB leaves room for a few directions per vmap call
+    proc = limited("jacobian", f"{tmp_path}/wide.py:net", "-x", str(tmp_path / "x.npy"), "-b", backend,
+                   "--max-memory", "8MiB", "-o", str(tmp_path / "J.npy"))
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "J.npy"), expected, atol=1e-14, rtol=1e-12)
+    tight = limited("jacobian", f"{tmp_path}/wide.py:net", "-x", str(tmp_path / "x.npy"), "-b", backend,
+                    "--max-memory", "1MiB")
+    assert tight.returncode == 2 and "--max-memory" in tight.stderr and tight.stdout == ""
+
+
+# --- 4. per-sample gradients and norms ------------------------------------------------
+
+LOSSES = '''
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        torch.manual_seed(4)
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+        self.reduction = reduction
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.net(x), y, reduction=self.reduction)
+
+
+class Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, stride=2)
+        self.fc = nn.Linear(3 * 3 * 3, 4)
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.fc(torch.tanh(self.conv(x)).flatten(1)), y)
+
+
+class Normed(nn.Module):
+    """A LayerNorm's parameters: no activation shortcut, the definition in chunks."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.fc = nn.Linear(6, 4)
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.norm(self.fc(x)), y)
+
+
+class Coupled(nn.Module):
+    """The batch loss is not a sum of per-sample losses: the definition decides."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x, y):
+        z = self.fc(x)
+        return ((z - z.mean(0)) ** 2).sum() + nn.functional.cross_entropy(z, y)
+
+
+class TrainBn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.bn(self.fc(x)), y)
+
+
+mlp = Mlp()
+mlp_sum = Mlp("sum")
+conv = Conv()
+normed = Normed()
+coupled = Coupled()
+train_bn = TrainBn()
+'''
+
+
+@pytest.fixture(scope="module")
+def losses(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("losses")
+    (folder / "losses.py").write_text(textwrap.dedent(LOSSES))
+    spec = importlib.util.spec_from_file_location("per_sample_losses", folder / "losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return folder / "losses.py", module
+
+
+def vmap_grad(model, x, y):
+    """The definition: torch.func.vmap(grad(functional_call)) on batches of one."""
+    model = model.double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xb, yb):
+        return torch.func.functional_call(model, p, (xb[None], yb[None]))
+
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, torch.tensor(x), torch.tensor(y))
+    return {k: g.detach().numpy() for k, g in grads.items()}
+
+
+def norms_of(grads):
+    return np.sqrt(sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in grads.values()))
+
+
+CASES = [("mlp", (7, 6), "layer"), ("mlp_sum", (7, 6), "layer"), ("conv", (5, 2, 6, 6), "layer"),
+         ("normed", (6, 6), "vmap"), ("coupled", (6, 6), "vmap")]
+
+
+@pytest.mark.parametrize("name, shape, method", CASES)
+def test_per_sample_gradients_and_norms_equal_vmap_grad(losses, name, shape, method):
+    path, module = losses
+    x = x_of(shape, seed=3)
+    y = np.arange(shape[0]) % 4
+    expected = vmap_grad(getattr(module, name), x, y)
+    res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*")
+    assert set(res.grads) == set(expected) and res.wrt == tuple(f"param:{k}" for k in expected)
+    for k, g in expected.items():
+        assert res.grads[k].shape == (shape[0],) + res.shapes[k]
+        np.testing.assert_allclose(res.grads[k], g, atol=1e-12, rtol=1e-10)
+    assert ("vmap(grad" in res.method) == (method == "vmap")
+    norms = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=True, top=2)
+    assert norms.grads is None and ("vmap(grad" in norms.method) == (method == "vmap")
+    np.testing.assert_allclose(norms.norms, norms_of(expected), atol=1e-12, rtol=1e-10)
+    assert [i for i, _ in norms.top] == list(np.argsort(-norms_of(expected), kind="stable")[:2])
+
+
+def test_per_sample_cli_globs_and_several_wrt(losses):
+    path, module = losses
+    x, y = x_of((5, 2, 6, 6), seed=2), [0, 1, 2, 3, 0]
+    expected = vmap_grad(module.conv, x, np.array(y))
+    doc = run_json("grad", f"{path}:conv", "-x", json.dumps(x.tolist()), "-t", json.dumps(y), "--per-sample",
+                   "--wrt", "param:conv.*,param:fc.bias")
+    assert doc["wrt"] == ["param:conv.weight", "param:conv.bias", "param:fc.bias"]
+    for entry in doc["results"]:
+        np.testing.assert_allclose(np.array(entry["value"]), expected[entry["wrt"][6:]], atol=1e-12)
+    want = norms_of({k: expected[k] for k in ("conv.weight", "conv.bias", "fc.bias")})
+    norms = run_json("grad", f"{path}:conv", "-x", json.dumps(x.tolist()), "-t", json.dumps(y), "--per-sample",
+                     "--norms", "--wrt", "param:conv.*,param:fc.bias", "--top", "1")
+    np.testing.assert_allclose(np.array(norms["value"]), want, atol=1e-12)
+    assert norms["top"] == [{"sample": int(np.argmax(want)), "norm": pytest.approx(want.max(), rel=1e-12)}]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train_bn", "--per-sample", "--wrt", "param:*"], ["bn (BatchNorm1d)", ".eval()"]),
+    (["mlp", "--norms", "--wrt", "param:*"], ["add --per-sample"]),
+    (["mlp", "--per-sample", "--wrt", "input"], ["param:NAME"]),
+    (["mlp", "--per-sample", "--wrt", "param:nothing.*"], ["no parameter matches", "net.0.weight"]),
+    (["mlp", "--per-sample", "--wrt", "param:*", "--max-memory", "1KiB"], ["--norms"]),
+])
+def test_per_sample_refusals(losses, args, words):
+    path, _ = losses
+    name, *rest = args
+    refused(run("grad", f"{path}:{name}", "-x", "randn:4,6", "-t", "[0, 1, 2, 3]", *rest), 2, *words)
