@@ -103,7 +103,11 @@ def _option(name: str, type_: Any, default: Any, *decls: str, help: str, **kw: A
 FUNCTION_ARG = inspect.Parameter(
     "function", inspect.Parameter.POSITIONAL_OR_KEYWORD,
     annotation=Annotated[str, typer.Argument(help="a built-in (see `gradcli functions`), a chain such as linear,cross_entropy, "
-                                             "or expr:EXPRESSION in x such as 'expr:(x+1)**2'",
+                                             "expr:EXPRESSION in x such as 'expr:(x+1)**2', or your code: PATH.py:NAME "
+                                             "(a function, a torch.nn.Module or a factory; -x is its first argument, "
+                                             "-t its second, --arg NAME=ARRAY any other), PATH.pt (TorchScript) or "
+                                             "PATH.pt2 (torch.export); --wrt param:NAME differentiates a module "
+                                             "parameter",
                                              show_default=False, metavar="FUNCTION")],
 )
 
@@ -186,10 +190,16 @@ EXTRA = {
                             min=0)],
 }
 EXAMPLES = {
-    Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)",
-    Quantity.GRAD: "Example: gradcli grad cross_entropy -x randn:3,5 -t '[1, 0, 4]'  ((softmax - onehot) / 3)",
-    Quantity.VJP: "Example: gradcli vjp softmax -x randn:2,3  (zero: softmax rows sum to 1)",
-    Quantity.JVP: "Example: gradcli jvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn",
+    Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)\n\n"
+                       "Your model: gradcli jacobian model.py:net -x images.npy  (per-sample Jacobians (B, classes, "
+                       "c, h, w))",
+    Quantity.GRAD: "Example: gradcli grad cross_entropy -x randn:3,5 -t '[1, 0, 4]'  ((softmax - onehot) / 3)\n\n"
+                   "Your model: gradcli grad model.py:loss -x images.npy -t labels.json --wrt param:fc.weight; "
+                   "per sample: --per-sample --norms --wrt 'param:*'",
+    Quantity.VJP: "Example: gradcli vjp softmax -x randn:2,3  (zero: softmax rows sum to 1)\n\n"
+                  "Your model: gradcli vjp model.pt -x randn:4,3,32,32  (what out.backward(ones) gives)",
+    Quantity.JVP: "Example: gradcli jvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn\n\n"
+                  "Your model: gradcli jvp model.py:net -x images.npy --tangent randn",
 }
 HELP = {
     Quantity.JACOBIAN: "The Jacobian: per-row blocks (*rows, out, in), or full (output axes then input axes).",
@@ -482,7 +492,8 @@ def _check(**opts: Any) -> int:
 
 _check.__signature__ = inspect.Signature(COMMON + CHECK_OPTIONS)
 _check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry; exit 1 on a "
-                  "mismatch.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1")
+                  "mismatch.\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1"
+                  "\n\nYour model: gradcli check model.py:loss -x images.npy -t labels.json --wrt param:fc.weight")
 app.command("check")(_check)
 
 

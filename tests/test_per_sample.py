@@ -521,3 +521,16 @@ def test_per_sample_refusals(losses, args, words):
     path, _ = losses
     name, *rest = args
     refused(run("grad", f"{path}:{name}", "-x", "randn:4,6", "-t", "[0, 1, 2, 3]", *rest), 2, *words)
+
+
+# --- 5. discoverable -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["jacobian", "grad", "vjp", "jvp", "check"])
+def test_help_names_every_function_form_with_a_user_code_example(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    text = " ".join(result.stdout.split())
+    assert result.exit_code == 0
+    for form in ("PATH.py:NAME", "PATH.pt (TorchScript)", "PATH.pt2 (torch.export)", "--wrt param:NAME", "--arg NAME=ARRAY",
+                 "Your model: gradcli "):
+        assert form in text, (command, form)
