@@ -16,7 +16,7 @@ import numpy as np
 
 from .arrays import check_finite
 from .backends import get_backend, resolve
-from .errors import UsageError
+from .errors import BackendError, UsageError
 from .options import BackendName, BackendOptions, DType, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, make_plan
 from .problem import Problem, build_problem
@@ -46,7 +46,7 @@ def solve(
 before trusting blocks (refused, exit 2, where they do).
     """
     quantity, layout = Quantity(quantity), Layout(layout)
-    name = resolve(BackendName(backend), problem)
+    name = resolve(BackendName(backend), problem, jacobian=quantity is Quantity.JACOBIAN)
     vector = _quantity_vector(problem, quantity, cotangent, tangent, allow_nonfinite)
     plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros,
                      verify_blocks=verify_blocks)
@@ -54,7 +54,16 @@ before trusting blocks (refused, exit 2, where they do).
     engine = get_backend(name, dataclasses.replace(options, max_memory=max_memory))
     start = time.perf_counter()
     if quantity is Quantity.JACOBIAN:
-        got = engine.jacobian(view, plan.layout)
+        try:
+            got = engine.jacobian(view, plan.layout)
+        except BackendError as err:
+            if BackendName(backend) is not BackendName.AUTO or name is not BackendName.FORWARD:
+                raise
+            # auto chose forward mode (fewer inputs than outputs) and torch could not run it: reverse mode
+            name, engine = BackendName.AUTOGRAD, get_backend(BackendName.AUTOGRAD, engine.options)
+            got = engine.jacobian(view, plan.layout)
+            got = dataclasses.replace(got, notes=got.notes + (f"auto: forward mode could not run ({err}); "
+                                                              "reverse mode ran",))
     elif quantity is Quantity.JVP:
         got = engine.jvp(view, vector)
     else:

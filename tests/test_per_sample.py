@@ -534,3 +534,44 @@ def test_help_names_every_function_form_with_a_user_code_example(command):
     for form in ("PATH.py:NAME", "PATH.pt (TorchScript)", "PATH.pt2 (torch.export)", "--wrt param:NAME", "--arg NAME=ARRAY",
                  "Your model: gradcli "):
         assert form in text, (command, form)
+
+
+def test_auto_picks_the_mode_with_fewer_passes_and_falls_back(tmp_path):
+    (tmp_path / "dec.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        decoder = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 12)).eval()
+
+
+        class Counting(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = decoder
+                self.register_buffer("calls", torch.zeros(()))
+
+            def forward(self, z):
+                self.calls += 1
+                return self.inner(z)
+
+
+        counting = Counting()
+    """))
+    z = x_of((5, 3))
+    spec = importlib.util.spec_from_file_location("dec", tmp_path / "dec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.decoder.double()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(torch.tensor(z)).detach().numpy()
+    res = gradcli.jacobian(f"{tmp_path}/dec.py:decoder", input=z)  # F = 3 inputs, K = 12 outputs per sample
+    assert res.backend.value == "forward" and res.layout.value == "blocks"
+    np.testing.assert_allclose(res.value, expected, atol=1e-14)
+    res = gradcli.jacobian(f"{tmp_path}/dec.py:counting", input=z)  # forward mode refuses the buffer update
+    assert res.backend.value == "autograd" and any("forward mode could not run" in n for n in res.notes)
+    np.testing.assert_allclose(res.value, expected, atol=1e-14)
+    by_bias = gradcli.jacobian(f"{tmp_path}/dec.py:decoder", input=z, wrt="param:0.bias")  # 16 entries < 60 outputs
+    assert by_bias.backend.value == "forward" and by_bias.shape == (5, 12, 16)
+    expected = torch.func.jacrev(lambda b: torch.func.functional_call(model, {"0.bias": b}, (torch.tensor(z),)))(
+        model[0].bias.detach()).detach().numpy()
+    np.testing.assert_allclose(by_bias.value, expected, atol=1e-14)

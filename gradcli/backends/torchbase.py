@@ -32,10 +32,12 @@ class TorchBackend(Backend):
     def __init__(self, options) -> None:
         super().__init__(options)
         import_torch()  # here, so a result's timing does not include torch's import
+        self._function = None
 
     def setup(self, problem: Problem):
         """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
         torch = import_torch()
+        self._function = problem.function  # whose measured activations the chunk sizes may reuse
         device = self.options.device.value
         if self.options.device is Device.CUDA and not torch.cuda.is_available():
             raise BackendError("--device cuda: torch sees no CUDA device here; use --device cpu")
@@ -70,7 +72,8 @@ class TorchBackend(Backend):
         from .memory import chunk_size
 
         return chunk_size(torch, F, x0, directions=directions, per_direction=per_direction,
-                          held=directions * per_direction, budget=self.options.max_memory, forward=forward)
+                          held=directions * per_direction, budget=self.options.max_memory, forward=forward,
+                          function=self._function)
 
     # --- pieces the modes provide ------------------------------------------
 
