@@ -50,10 +50,10 @@ def render_samples(res: SampleGrads, *, precision: int = 4, summarize: bool = Tr
     parts += [Text("gradient norm of each sample (over every --wrt)", style="bold"),
               array_view(res.norms, NumberFormat(res.norms, precision), summarize)]
     if res.top:
-        top = Table(box=box.SIMPLE_HEAD, show_edge=False, title=f"top {len(res.top)} samples by gradient norm",
+        top = Table(box=box.SIMPLE_HEAD, show_edge=False, title=f"top {len(res.top)}",
                     title_justify="left")
         top.add_column("sample", justify="right")
-        top.add_column("norm", justify="right")
+        top.add_column("gradient norm", justify="right")
         for i, v in res.top:
             top.add_row(str(i), f"{v:.{precision}g}")
         parts += [Text(), top]
