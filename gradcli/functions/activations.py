@@ -46,3 +46,17 @@ def recall(function, x) -> int | None:
         return _MEASURED.get(function, {}).get(key(x))
     except TypeError:
         return None
+
+
+STACK_BUDGET = 512 * 2**20  # what one batched evaluation of fd's perturbed points may hold
+
+
+def points_per_call(torch, function, x0, run) -> int:
+    """How many points (each like ``x0``) one ``vmap`` evaluation may take so
+    that their activations stay within :data:`STACK_BUDGET`; ``run(x0)`` is one
+    evaluation, measured once when the samples check has not measured it."""
+    nbytes = recall(function, x0)
+    if nbytes is None:
+        nbytes = saved_bytes(torch, lambda: run(x0.detach()))[1]
+        remember(function, x0, nbytes)
+    return max(1, STACK_BUDGET // max(1, nbytes))

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from ..errors import BackendError, UsageError, UserCodeError
 from ..rowform import GeneralKernel, RowKernel, RowLayout
 from .base import Bound, Function, Structure
+from .activations import points_per_call
 from .signature import NamedArray, read_signature
 from .training import Modes, inspect_modes, interaction_message, pure_call
 
@@ -262,9 +263,11 @@ class UserBound(Bound):
         def forward(x: np.ndarray) -> np.ndarray:
             stack = x.shape[: x.ndim - x0.ndim]
             flat = torch.from_numpy(np.ascontiguousarray(x).reshape((-1,) + x0.shape))
+            size = points_per_call(torch, function, flat[0], one)  # activations of one point, measured
             with torch.no_grad():
                 try:
-                    out = torch.func.vmap(one, randomness="same")(flat)  # one dropout mask (training.py)
+                    out = torch.cat([torch.func.vmap(one, randomness="same")(flat[i:i + size])  # one dropout mask
+                                     for i in range(0, flat.shape[0], size)])
                 except Exception:
                     # Code vmap cannot batch (.item(), control flow, an old-style autograd.Function)
                     # runs point by point; an error of the code itself raises again there.
