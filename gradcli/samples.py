@@ -49,7 +49,8 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                          max_memory: int = DEFAULT_MAX_MEMORY) -> SampleGrads:
     """Per-sample gradients (or norms) of ``problem``'s scalar loss w.r.t. the
     module parameters ``wrt`` names (comma-separated ``param:NAME`` and globs)."""
-    from .backends.samplegrads import exact, fast_grads, fast_norms, select_parameters, squared_norms, top_samples
+    from .backends.samplegrads import (exact, grads_from, layer_terms, norms_from, select_parameters, squared_norms,
+                                       top_samples)
     from .backends.torchbase import import_torch, torch_errors
 
     torch = import_torch()
@@ -81,18 +82,17 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     start = time.perf_counter()
     grads = None
     with torch_errors("autograd", module):
-        if norms:
-            squares = fast_norms(torch, function, tensors, names)
-            method = "from each layer's activations and output gradients (Linear/Conv2d), no gradient formed"
-        else:
-            got = fast_grads(torch, function, tensors, names)
-            method = "as each layer's output gradient times its input, per sample (Linear/Conv2d)"
-            if got is not None:
+        terms = layer_terms(torch, function, tensors, names)
+        if terms is not None:
+            squares = norms_from(torch, terms)
+            method = "norms from each layer's activations and output gradients (Linear/Conv2d), no gradient formed"
+            if not norms:
+                method = "gradients from each layer's activations and output gradients (Linear/Conv2d)"
+                got = grads_from(torch, function, terms, names)
                 grads = {n: frozen(got[n].detach().cpu().numpy()) for n in names}
-                squares = squared_norms(torch, got.values())
-        if (squares if norms else grads) is None:
+        else:
             got = exact(torch, function, tensors, names, norms_only=norms, budget=max_memory)
-            method = "vmap(grad(functional_call)) over samples, each the loss on a batch of one"
+            method = "computed by vmap(grad(functional_call)) over samples"
             if norms:
                 squares = got
             else:
@@ -101,7 +101,7 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     values = frozen(squares.sqrt().detach().cpu().numpy())
     seconds = time.perf_counter() - start
     notes.append(f"per-sample gradients: sample b's is the gradient of the loss on the batch of one x[b:b+1] "
-                 f"(the functorch recipe); norms {method}")
+                 f"(the functorch recipe); {method}")
     return SampleGrads(function=function.name, wrt=tuple(f"param:{n}" for n in names), shapes=shapes,
                        dtype=str(problem.dtype), input_shape=tuple(x.shape), norms=values,
                        top=tuple(top_samples(values, top)), method=method, notes=tuple(notes), seconds=seconds,

@@ -134,12 +134,8 @@ def layer_terms(torch, function, args: dict, names: list[str]):
     return terms
 
 
-def fast_norms(torch, function, args: dict, names: list[str]):
-    """Squared per-sample norms from activations and output gradients (see the
-    module docstring), or None where that does not apply."""
-    terms = layer_terms(torch, function, args, names)
-    if terms is None:
-        return None
+def norms_from(torch, terms):
+    """Squared per-sample norms from :func:`layer_terms` (see the module docstring)."""
     squares = 0
     for _, pnames, a, e in terms:
         if "weight" in pnames:
@@ -149,12 +145,9 @@ def fast_norms(torch, function, args: dict, names: list[str]):
     return squares
 
 
-def fast_grads(torch, function, args: dict, names: list[str]):
-    """Per-sample gradients ``{name: (B, *shape)}`` as ``W_b = e_b^T a_b`` per
-    layer (one batched matrix product each), or None where that does not apply."""
-    terms = layer_terms(torch, function, args, names)
-    if terms is None:
-        return None
+def grads_from(torch, function, terms, names: list[str]):
+    """Per-sample gradients ``{name: (B, *shape)}`` from :func:`layer_terms`:
+    ``W_b = e_b^T a_b`` per layer, one batched matrix product each."""
     params = dict(function.module.named_parameters())
     prefix = {id(sub): name for name, sub in function.module.named_modules()}
     got = {}
