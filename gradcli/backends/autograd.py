@@ -54,10 +54,9 @@ class AutogradBackend(TorchBackend):
                                 chunk_size=chunk)(eye)
         return grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)  # (*rows, C_out, C_in)
 
-    def full(self, torch, F, x0):
+    def full(self, torch, F, x0, output):
         try:
-            out_size = F(x0).numel()  # (shape only; the measured evaluation below runs F again with autograd)
-            chunk = self.chunk(torch, F, x0, out_size, x0.numel() * x0.element_size(), forward=False)
+            chunk = self.chunk(torch, F, x0, output.numel(), x0.numel() * x0.element_size(), forward=False)
             return torch.func.jacrev(F, chunk_size=chunk)(x0)
         except (RuntimeError, UserCodeError) as err:
             if not functorch_refused(err):

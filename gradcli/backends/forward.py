@@ -30,10 +30,9 @@ class ForwardBackend(TorchBackend):
             cols = cols.movedim(1 + rows.out_axis, -1)  # (C_in, *rows, C_out)
         return cols.movedim(0, -1)
 
-    def full(self, torch, F, x0):
+    def full(self, torch, F, x0, output):
         """Columns ``J e_i`` in chunks of the standard basis, each chunk's basis
         made only when it runs (jacfwd would hold the whole n x n identity)."""
-        output = F(x0)
         n = x0.numel()
         chunk = self.chunk(torch, F, x0, n, output.numel() * output.element_size(), forward=True)
 

@@ -37,12 +37,14 @@ def activation_bytes(torch, F, x0, function=None) -> int:
 
 
 def chunk_size(torch, F, x0, *, directions: int, per_direction: int, held: int, budget: int | None,
-               forward: bool, function=None) -> int:
+               forward: bool, function=None, activations: int | None = None) -> int:
     """How many of ``directions`` tangents (``forward``) or cotangents one
     ``vmap`` call may take. ``per_direction``: the bytes of one direction's
-    slice of the result; ``held``: bytes already held (the result)."""
+    slice of the result; ``held``: bytes already held (the result); ``activations``:
+    known without measuring (a built-in's are a few copies of its input and output)."""
     budget = DEFAULT_BUDGET if budget is None else budget
-    activations = activation_bytes(torch, F, x0, function)
+    if activations is None:
+        activations = activation_bytes(torch, F, x0, function)
     each = (SAFETY if forward else 1) * activations + per_direction
     room = budget - held - activations
     if room < each:

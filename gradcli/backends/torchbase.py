@@ -38,6 +38,7 @@ class TorchBackend(Backend):
         """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
         torch = import_torch()
         self._function = problem.function  # whose measured activations the chunk sizes may reuse
+        self._output_bytes = int(np.prod(problem.output_shape)) * problem.dtype.itemsize
         device = self.options.device.value
         if self.options.device is Device.CUDA and not torch.cuda.is_available():
             raise BackendError("--device cuda: torch sees no CUDA device here; use --device cpu")
@@ -63,7 +64,7 @@ class TorchBackend(Backend):
                 else:
                     value = blocks
             else:
-                value = to_numpy(self.full(torch, F, x0))
+                value = to_numpy(self.full(torch, F, x0, output))
         return Computed(value=value, output=to_numpy(output))
 
     def chunk(self, torch, F, x0, directions: int, per_direction: int, *, forward: bool) -> int:
@@ -71,16 +72,19 @@ class TorchBackend(Backend):
         (:mod:`.memory`); the result (``directions * per_direction`` bytes) is held."""
         from .memory import chunk_size
 
+        known = None
+        if self._function is not None and self._function.closed_form:  # a built-in: no hidden activations
+            known = 4 * (x0.numel() * x0.element_size() + self._output_bytes)
         return chunk_size(torch, F, x0, directions=directions, per_direction=per_direction,
                           held=directions * per_direction, budget=self.options.max_memory, forward=forward,
-                          function=self._function)
+                          function=self._function, activations=known)
 
     # --- pieces the modes provide ------------------------------------------
 
     def blocks(self, torch, F, x0, rows, output):
         raise NotImplementedError
 
-    def full(self, torch, F, x0):
+    def full(self, torch, F, x0, output):
         raise NotImplementedError
 
 
