@@ -575,3 +575,21 @@ def test_auto_picks_the_mode_with_fewer_passes_and_falls_back(tmp_path):
     expected = torch.func.jacrev(lambda b: torch.func.functional_call(model, {"0.bias": b}, (torch.tensor(z),)))(
         model[0].bias.detach()).detach().numpy()
     np.testing.assert_allclose(by_bias.value, expected, atol=1e-14)
+
+
+def test_per_sample_output_files(losses, tmp_path):
+    path, module = losses
+    x, y = x_of((4, 6), seed=5), [0, 1, 2, 3]
+    expected = vmap_grad(module.mlp, x, np.array(y))
+    for suffix in (".npz", ".npy"):
+        out = tmp_path / f"grads{suffix}"
+        result = runner.invoke(app, ["grad", f"{path}:mlp", "-x", json.dumps(x.tolist()), "-t", json.dumps(y),
+                                     "--per-sample", "--wrt", "param:net.2.*", "-o", str(out)])
+        assert result.exit_code == 0, result.stderr
+        want = norms_of({k: expected[k] for k in ("net.2.weight", "net.2.bias")})
+        if suffix == ".npz":
+            saved = np.load(out)
+            np.testing.assert_allclose(saved["param:net.2.weight"], expected["net.2.weight"], atol=1e-12)
+            np.testing.assert_allclose(saved["norms"], want, atol=1e-12)
+        else:
+            np.testing.assert_allclose(np.load(out), want, atol=1e-12)
