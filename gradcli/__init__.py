@@ -20,4 +20,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'gradcli' has no attribute {name!r}")
 
 
-__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "jacobian", "jvp", "per_sample_grad", "vjp"]
+__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "jacobian", "jvp",
+           "per_sample_grad", "vjp"]

@@ -43,7 +43,7 @@ def solve(
     ``out.backward(torch.ones_like(out))`` uses. ``tangent`` (jvp) is shaped
     like the ``wrt`` argument and required for jvp. ``verify_blocks`` (user
     code, per-sample blocks): check on two samples that they do not interact
-before trusting blocks (refused, exit 2, where they do).
+    before trusting blocks (refused, exit 2, where they do).
     """
     quantity, layout = Quantity(quantity), Layout(layout)
     name = resolve(BackendName(backend), problem, jacobian=quantity is Quantity.JACOBIAN)
