@@ -49,8 +49,8 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                          max_memory: int = DEFAULT_MAX_MEMORY) -> SampleGrads:
     """Per-sample gradients (or norms) of ``problem``'s scalar loss w.r.t. the
     module parameters ``wrt`` names (comma-separated ``param:NAME`` and globs)."""
-    from .backends.samplegrads import (exact, grads_from, layer_terms, norms_from, select_parameters, squared_norms,
-                                       top_samples)
+    from .backends.samplegrads import (by_activations, exact, grads_from, layer_terms, norms_from,
+                                       select_parameters, squared_norms, top_samples)
     from .backends.torchbase import import_torch, torch_errors
 
     torch = import_torch()
@@ -82,8 +82,17 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     start = time.perf_counter()
     grads = None
     with torch_errors("autograd", module):
-        terms = layer_terms(torch, function, tensors, names)
-        if terms is not None:
+        fast = by_activations(torch, module, names)
+        use = fast and (norms or len(fast) == len(names))  # gradients: every parameter or none by activations
+        terms = layer_terms(torch, function, tensors, fast) if use else None
+        if norms and terms is not None and len(fast) < len(names):
+            # Linear/Conv2d layers by their activations, the other parameters by the definition, in chunks
+            rest = [n for n in names if n not in fast]
+            squares = norms_from(torch, terms) + exact(torch, function, tensors, rest, norms_only=True,
+                                                       budget=max_memory)
+            method = (f"norms from activations and output gradients for {', '.join(fast)}, and by "
+                      f"vmap(grad(functional_call)) in chunks for {', '.join(rest)}; no gradient formed whole")
+        elif terms is not None and len(fast) == len(names):
             squares = norms_from(torch, terms)
             method = "norms from each layer's activations and output gradients (Linear/Conv2d), no gradient formed"
             if not norms:

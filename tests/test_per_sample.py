@@ -490,6 +490,8 @@ def test_per_sample_gradients_and_norms_equal_vmap_grad(losses, name, shape, met
     assert ("vmap(grad" in res.method) == (method == "vmap")
     norms = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=True, top=2)
     assert norms.grads is None and ("vmap(grad" in norms.method) == (method == "vmap")
+    if name == "normed":  # the Linear layer by its activations, the LayerNorm by the definition
+        assert "for fc.weight, fc.bias" in norms.method and "for norm.weight, norm.bias" in norms.method
     np.testing.assert_allclose(norms.norms, norms_of(expected), atol=1e-12, rtol=1e-10)
     assert [i for i, _ in norms.top] == list(np.argsort(-norms_of(expected), kind="stable")[:2])
 

@@ -19,9 +19,11 @@ a convolution's output pixels after unfolding its input), so
     ||W_b||^2 = (1/c^2) sum_{p,q} (e_bp . e_bq)(a_bp . a_bq)   (or ||e_b||^2 ||a_b||^2 with one position)
     ||bias_b||^2 = (1/c^2) ||sum_p e_bp||^2
 
-whichever of this and forming ``W_b`` one sample at a time is cheaper. Other
-layers, or a loss that does not decompose, use the definition in chunks and
-keep only the squared norms.
+whichever of this and forming ``W_b`` one sample at a time is cheaper. For
+norms, the parameters of other layers use the definition in chunks of
+samples, keeping only their squared norms; the gradients themselves take the
+shortcut only when every parameter asked for allows it. A loss that does not
+decompose uses the definition throughout.
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, bu
 def squared_norms(torch, grads):
     """``sum over tensors of ||g[b]||^2`` per sample, without a temporary the size of ``g``."""
     return sum(torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square() for g in grads)
+
+
+def by_activations(torch, module, names: list[str]) -> list[str]:
+    """The parameters in ``names`` that belong to a layer the shortcut handles."""
+    owners = {}
+    for mname, sub in module.named_modules():
+        for pname, _ in sub.named_parameters(recurse=False):
+            owners[f"{mname}.{pname}" if mname else pname] = sub
+    return [n for n in names if _supported(torch, owners[n])]
 
 
 def layer_terms(torch, function, args: dict, names: list[str]):
