@@ -54,7 +54,8 @@ class TorchBackend(Backend):
         torch, F, x0 = self.setup(problem)
         rows = problem.rows
         with torch_errors(self.name.value, user_model(problem)):
-            output = F(x0)
+            with torch.no_grad():  # the value only: no graph (parameters require grad) held during the blocks
+                output = F(x0)
             if rows is not None and not rows.reduced:
                 blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
                 if layout is Layout.DIAG:
