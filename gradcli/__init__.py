@@ -9,7 +9,7 @@ from ._version import __version__  # noqa: E402
 from .errors import BackendError, GradcliError, UsageError  # noqa: E402
 
 _API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "modelcheck", "hessian": "api",
-        "hvp": "api"}
+        "hvp": "api", "per_sample_grad": "samples"}
 
 
 def __getattr__(name):
@@ -21,4 +21,4 @@ def __getattr__(name):
 
 
 __all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "hessian", "hvp", "jacobian", "jvp",
-           "vjp"]
+           "per_sample_grad", "vjp"]

@@ -8,6 +8,7 @@ Importable without typer, rich or torch::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any, Mapping
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from .arrays import check_finite
 from .backends import get_backend, resolve
-from .errors import UsageError
+from .errors import BackendError, UsageError
 from .options import BackendName, BackendOptions, Device, DType, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, make_plan
 from .problem import Problem, build_problem
@@ -34,7 +35,7 @@ def solve(
     options: BackendOptions = BackendOptions(),
     max_memory: int = DEFAULT_MAX_MEMORY,
     allow_nonfinite: bool = False,
-    verify_blocks: bool = False,
+    verify_blocks: bool = True,
     eig: int | None = None,
 ) -> Result:
     """Compute ``quantity`` for a validated ``problem``.
@@ -42,7 +43,8 @@ def solve(
     ``cotangent`` (vjp) is shaped like the output, default ones: what
     ``out.backward(torch.ones_like(out))`` uses. ``tangent`` (jvp) is shaped
     like the ``wrt`` argument and required for jvp. ``verify_blocks`` (user
-    code, per-sample blocks): check on a few rows that samples do not interact.
+    code, per-sample blocks): check on two samples that they do not interact
+    before trusting blocks (refused, exit 2, where they do).
     """
     quantity, layout = Quantity(quantity), Layout(layout)
     vector = _quantity_vector(problem, quantity, cotangent, tangent, allow_nonfinite)
@@ -51,16 +53,26 @@ def solve(
 
         return solve_second(problem, quantity, backend=backend, layout=layout, tangent=vector, eig=eig,
                             options=options, max_memory=max_memory)
-    name = resolve(BackendName(backend), problem)
-    plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros)
+    name = resolve(BackendName(backend), problem, jacobian=quantity is Quantity.JACOBIAN)
+    plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros,
+                     verify_blocks=verify_blocks)
     view = plan.problem
-    engine = get_backend(name, options)
+    engine = get_backend(name, dataclasses.replace(options, max_memory=max_memory))
     start = time.perf_counter()
     # Overflow (exp of 1000) and 0/0 give inf and NaN, counted in the result's
     # `nonfinite` and said in its notes: not NumPy warnings on stderr.
     with np.errstate(all="ignore"):
         if quantity is Quantity.JACOBIAN:
-            got = engine.jacobian(view, plan.layout)
+            try:
+                got = engine.jacobian(view, plan.layout)
+            except BackendError as err:
+                if BackendName(backend) is not BackendName.AUTO or name is not BackendName.FORWARD:
+                    raise
+                # auto chose forward mode (fewer inputs than outputs) and torch could not run it: reverse mode
+                name, engine = BackendName.AUTOGRAD, get_backend(BackendName.AUTOGRAD, engine.options)
+                got = engine.jacobian(view, plan.layout)
+                got = dataclasses.replace(got, notes=got.notes + (f"auto: forward mode could not run "
+                                                                  f"({err.cli_message()}); reverse mode ran",))
         elif quantity is Quantity.JVP:
             got = engine.jvp(view, vector)
         else:
@@ -79,8 +91,6 @@ def solve(
         value, output = value.reshape(shape), output.reshape(problem.output_shape)
         error = None if error is None else error.reshape(shape)
         nonsmooth = None if nonsmooth is None else nonsmooth.reshape(shape)
-        if verify_blocks:
-            notes += (verify_samples_independent(problem, engine),)
     structure = describe(value, plan.layout, view.rows, problem.dtype, per_sample=view.per_sample) \
         if quantity is Quantity.JACOBIAN else ()
     return Result(
@@ -131,22 +141,6 @@ def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, a
                              f"{list(problem.wrt_shape)}, e.g. --tangent randn")
         return _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
     return None
-
-
-def verify_samples_independent(problem: Problem, engine, rows: int = 3) -> str:
-    """The full Jacobian of the first few samples: any non-zero entry between two
-    different samples means the samples interact (batch norm in training mode)."""
-    k = min(rows, problem.input_shape[0])
-    if k < 2:
-        return "--verify-blocks: one sample only, nothing to verify"
-    small = problem.restrict_rows(np.arange(k))
-    full = np.asarray(engine.jacobian(small, Layout.FULL).value).reshape(k, -1, k, int(np.prod(small.input_shape[1:])))
-    scale = max(1.0, float(np.abs(full).max()))
-    cross = max(float(np.abs(full[i, :, j]).max()) for i in range(k) for j in range(k) if i != j)
-    if cross <= 100 * float(np.finfo(problem.dtype).eps) * scale:
-        return f"--verify-blocks: samples do not interact (checked on the first {k}: every cross-sample derivative is 0)"
-    return (f"--verify-blocks: samples INTERACT (a cross-sample derivative of {cross:.2e} among the first {k}): the "
-            "blocks are not the whole Jacobian; batch norm in training mode does this (call model.eval())")
 
 
 def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:

@@ -101,10 +101,14 @@ def _option(name: str, type_: Any, default: Any, *decls: str, help: str, **kw: A
                              annotation=Annotated[type_, typer.Option(*decls, help=help, **kw)])
 
 
+FUNCTION_HELP = ("a built-in (see `gradcli functions`), a chain such as linear,cross_entropy, "
+                 "expr:EXPRESSION in x such as 'expr:(x+1)**2', or your code: PATH.py:NAME "
+                 "(a function, a torch.nn.Module or a factory; -x is its first argument, "
+                 "-t its second, --arg NAME=ARRAY any other), PATH.pt (TorchScript) or "
+                 "PATH.pt2 (torch.export); --wrt param:NAME differentiates a module parameter")
 FUNCTION_ARG = inspect.Parameter(
     "function", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    annotation=Annotated[str, typer.Argument(help="a built-in (see `gradcli functions`), a chain such as linear,cross_entropy, "
-                                             "or expr:EXPRESSION in x such as 'expr:(x+1)**2'",
+    annotation=Annotated[str, typer.Argument(help=FUNCTION_HELP,
                                              show_default=False, metavar="FUNCTION")],
 )
 
@@ -143,6 +147,8 @@ RUN_OPTIONS = [
             "bias, or param:NAME (a parameter of your torch.nn.Module); check: a comma list and globs such as "
             "input,param:*, one result each; hessian/hvp/grad: a glob such as 'param:*' joins the matching "
             "parameters into one flat vector"),
+    _option("arg", Optional[list[str]], None, "--arg", help="user code: another argument by name, NAME=ARRAY "
+            "(repeatable: a mask, lengths, a second input); --input is its first argument, --target its second"),
     _option("backend", BackendName, BackendName.AUTO, "--backend", "-b",
             help="auto = analytic where a closed form exists, else autograd"),
     _option("dtype", Optional[DType], None, "--dtype",
@@ -171,19 +177,27 @@ RUN_OPTIONS = [
 COMMON = [FUNCTION_ARG, *catalogue_options(), *RUN_OPTIONS]
 CHECK_FUNCTION_ARG = FUNCTION_ARG.replace(
     default=None,
-    annotation=Annotated[Optional[str], typer.Argument(help="as for jacobian; omit it with --suite",
+    annotation=Annotated[Optional[str], typer.Argument(help=FUNCTION_HELP + "; omit it with --suite",
                                                        show_default=False, metavar="[FUNCTION]")])
 EXTRA = {
     Quantity.JACOBIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
                                 help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, "
                                      "else full; user code: blocks = per-sample Jacobians (B, *out, *in)"),
-                        _option("verify_blocks", bool, False, "--verify-blocks",
-                                help="user code with --layout blocks: check on a few rows that samples do not interact")],
+                        _option("verify_blocks", bool, True, "--verify-blocks/--no-verify-blocks",
+                                help="user code, blocks: check on two samples that they do not interact before "
+                                     "trusting per-sample blocks")],
     Quantity.VJP: [_option("cotangent", str, "ones", "--cotangent",
                            help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],
     Quantity.JVP: [_option("tangent", Optional[str], None, "--tangent",
                            help="the direction v, shaped like the differentiated argument (randn allowed)")],
-    Quantity.GRAD: [],
+    Quantity.GRAD: [_option("per_sample", bool, False, "--per-sample",
+                            help="the gradient of each sample's loss alone (a batch of one), (B, *param_shape) per "
+                                 "--wrt param:NAME (comma-separated, globs such as 'param:*')"),
+                    _option("norms", bool, False, "--norms",
+                            help="with --per-sample: only each sample's gradient norm over every --wrt, (B,), "
+                                 "never forming the gradients where the layer allows"),
+                    _option("top", int, 5, "--top", help="with --norms: list the K samples with the largest norms",
+                            min=0)],
     Quantity.HESSIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
                                help="auto: diag for elementwise functions, blocks (*rows, C, C) for functions of rows, "
                                     "else full (output axes, then the argument's axes twice, as torch.func.hessian)"),
@@ -194,10 +208,16 @@ EXTRA = {
                            help="the vector t of H t, shaped like the differentiated argument (randn allowed)")],
 }
 EXAMPLES = {
-    Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)",
-    Quantity.GRAD: "Example: gradcli grad cross_entropy -x randn:3,5 -t '[1, 0, 4]'  ((softmax - onehot) / 3)",
-    Quantity.VJP: "Example: gradcli vjp softmax -x randn:2,3  (zero: softmax rows sum to 1)",
-    Quantity.JVP: "Example: gradcli jvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn",
+    Quantity.JACOBIAN: "Example: gradcli jacobian softmax -x '[[1, 2, 3, 4], [1, 1, 1, 1]]'  (one 4x4 block per row)\n\n"
+                       "Your model: gradcli jacobian model.py:net -x images.npy  (per-sample Jacobians (B, classes, "
+                       "c, h, w))",
+    Quantity.GRAD: "Example: gradcli grad cross_entropy -x randn:3,5 -t '[1, 0, 4]'  ((softmax - onehot) / 3)\n\n"
+                   "Your model: gradcli grad model.py:loss -x images.npy -t labels.json --wrt param:fc.weight; "
+                   "per sample: --per-sample --norms --wrt 'param:*'",
+    Quantity.VJP: "Example: gradcli vjp softmax -x randn:2,3  (zero: softmax rows sum to 1)\n\n"
+                  "Your model: gradcli vjp model.pt -x randn:4,3,32,32  (what out.backward(ones) gives)",
+    Quantity.JVP: "Example: gradcli jvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn\n\n"
+                  "Your model: gradcli jvp model.py:net -x images.npy --tangent randn",
     Quantity.HESSIAN: "Example: gradcli hessian cross_entropy -x randn:3,5 -t '[1, 0, 4]' --eig 2  "
                       "(one 5x5 block per row: (diag(p) - p p^T) / 3)",
     Quantity.HVP: "Example: gradcli hvp cross_entropy -x randn:3,5 -t '[1, 0, 4]' --tangent randn",
@@ -256,12 +276,16 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
         from .render.plot import require_matplotlib
 
         plot_path = check_plot_path(opts["plot"])
-        require_matplotlib()
-    arrays = {name: load_array(spec, option_name(name), seed=opts["seed"], max_bytes=max_memory)
-              for name, spec in specs.items()}
+    from .functions import user_function
+    from .functions.signature import parse_arg_options
+
+    named = parse_arg_options(opts.get("arg"), set(specs))
+    function = user_function(opts["function"], opts["seed"], tuple(named))
+    specs.update(named)
+    arrays = {name: load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
+                               max_bytes=max_memory) for name, spec in specs.items()}
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
-    # dtype None: float64, with a note on float32 data computed in float64
-    problem = build_problem(opts["function"], arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
+    problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"])
     if opts.get("rows"):
         from .problem import select_rows
@@ -289,6 +313,8 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
     if opts["backend"] is BackendName.COMPILE:
         raise UsageError("--backend compile: compares compiled gradients with eager ones, so it belongs to check: "
                          "gradcli check ... --backends autograd,compile")
+    if quantity is Quantity.GRAD and (opts.get("per_sample") or opts.get("norms")):
+        return per_sample_command(opts)
     got = load(quantity, opts)
     if not got.as_json and opts["no_summarize"]:
         _refuse_table_over_memory(got, quantity, opts)
@@ -301,11 +327,34 @@ def run_command(quantity: Quantity, opts: dict[str, Any]) -> int:
         options = got.options if stream is None else replace(got.options, allocate=stream.allocate)
         result = solve(got.problem, quantity, backend=opts["backend"], layout=opts.get("layout", Layout.AUTO),
                        options=options, max_memory=got.max_memory, allow_nonfinite=opts["allow_nonfinite"],
-                       verify_blocks=opts.get("verify_blocks", False), eig=opts.get("eig"), **got.vectors)
+                       verify_blocks=opts.get("verify_blocks", True), eig=opts.get("eig"), **got.vectors)
         _emit_result(result, got, opts, stream)
     finally:
         if stream is not None:
             stream.abort()  # a no-op once committed: the temporary file is gone
+    return ExitCode.OK
+
+
+def per_sample_command(opts: dict[str, Any]) -> int:
+    """``grad --per-sample [--norms]``: one gradient (or norm) per sample."""
+    from .outfile import prepare_samples
+    from .render.samples import render_samples, samples_to_dict
+    from .samples import per_sample_gradients
+
+    if not opts.get("per_sample"):
+        raise UsageError("--norms: gives per-sample gradient norms; add --per-sample")
+    got = load(Quantity.GRAD, {**opts, "wrt": "input"})  # the parameters are chosen by per_sample_gradients
+    res = per_sample_gradients(got.problem, opts["wrt"], norms=opts["norms"], top=opts["top"],
+                               max_memory=got.max_memory)
+    if got.as_json:
+        from .render.json import dumps
+
+        output = dumps(samples_to_dict(res, timing=got.timing))
+    else:
+        output = render_samples(res, precision=opts["precision"], summarize=not opts["no_summarize"],
+                                timing=got.timing)
+    pending = [prepare_samples(got.out_path, res)] if got.out_path is not None else []
+    stdout_then_files(lambda: emit(output), pending)
     return ExitCode.OK
 
 
@@ -739,6 +788,7 @@ _check.__signature__ = inspect.Signature([CHECK_FUNCTION_ARG] + [p for p in COMM
 _check.__doc__ = ("Compare backends: every applicable backend against a reference, entry by entry; exit 1 on a "
                   "mismatch. With --suite FILE.toml, every check the file lists, one summary, one exit code."
                   "\n\nExample: gradcli check cross_entropy -x randn:4,5 -t '[0, 1, 4, 2]' --label-smoothing 0.1"
+                  "\n\nYour model: gradcli check model.py:loss -x images.npy -t labels.json --wrt 'param:*'"
                   "\n\nExample: gradcli check --suite checks.toml --junit report.xml")
 app.command("check")(_check)
 

@@ -95,6 +95,7 @@ class BackendOptions:
     fd_dtype: FdDType = FdDType.FLOAT64
     progress: Callable[[int, int], None] | None = None  # (done, total) as long computations advance
     allocate: Callable[..., np.ndarray] = np.zeros  # (shape, dtype=) -> zeros: where a full Jacobian is scattered
+    max_memory: int | None = None  # --max-memory: torch backends size their vmap chunks to it (None: 2 GiB)
 
     def __post_init__(self) -> None:  # library callers may pass strings
         object.__setattr__(self, "device", Device(self.device))

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.lib.format  # noqa: F401  (open_memmap)
 
 from .errors import UsageError
-from .render.json import dump, result_to_dict
+from .render.json import dump, dumps, result_to_dict
 from .results import Result
 
 SUFFIXES = (".npy", ".npz", ".json")
@@ -167,6 +167,24 @@ def prepare_result(path: Path, result: Result, *, timing: bool = True, stream: N
 def write_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None) -> None:
     """:func:`prepare_result`, published at once."""
     prepare_result(path, result, timing=timing, stream=stream).publish()
+
+
+def prepare_samples(path: Path, res) -> Pending:
+    """``grad --per-sample -o``: ``.npy`` the norms; ``.npz`` the norms and each
+    parameter's per-sample gradients; ``.json`` the document. Not yet published."""
+    from .render.samples import samples_to_dict
+
+    suffix = path.suffix.lower()
+
+    def write(handle: BinaryIO) -> None:
+        if suffix == ".json":
+            handle.write(dumps(samples_to_dict(res, timing=False)).encode())
+        elif suffix == ".npz":
+            np.savez(handle, norms=res.norms, **{f"param:{n}": g for n, g in (res.grads or {}).items()})
+        else:
+            np.save(handle, res.norms, allow_pickle=False)
+
+    return pending_write(path, write)
 
 
 def check_plot_path(path: str) -> Path:

@@ -42,11 +42,13 @@ class Plan:
 
 
 def make_plan(problem: Problem, quantity: Quantity, layout: Layout = Layout.AUTO, *,
-              max_memory: int = DEFAULT_MAX_MEMORY, streaming: bool = False) -> Plan:
-    """Resolve the layout and the view, size the result, refuse what would not fit."""
-    if quantity is Quantity.JACOBIAN and layout is Layout.BLOCKS and not problem.function.closed_form \
-            and not problem.per_sample:
-        problem = problem.as_per_sample()
+              max_memory: int = DEFAULT_MAX_MEMORY, streaming: bool = False, verify_blocks: bool = True) -> Plan:
+    """Resolve the layout and the view, size the result, refuse what would not fit.
+    ``verify_blocks``: user code's per-sample blocks are checked first (:mod:`.persample`)."""
+    if quantity is Quantity.JACOBIAN and not problem.function.closed_form and not problem.per_sample:
+        from .persample import user_view
+
+        problem, layout = user_view(problem, layout, verify_blocks)
     layout = resolve_layout(problem, quantity, layout)
     if layout is Layout.BLOCKS and problem.rows.elementwise:
         problem = problem.along_axis(len(problem.wrt_shape) - 1)

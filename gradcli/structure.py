@@ -41,7 +41,8 @@ def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *
         notes.append("diagonal (elementwise): J[i, j] = 0 whenever i != j; the value shown is the diagonal")
     elif layout is Layout.BLOCKS and per_sample:  # user code
         notes.append(f"per-sample blocks: one Jacobian of shape {list(value.shape[1:])} per sample, "
-                     f"the samples assumed independent (`gradcli jacobian --layout blocks --verify-blocks` checks it)")
+                     "d out[i] / d x[j] = 0 for samples i != j (`gradcli jacobian --layout blocks --verify-blocks` "
+                     "checks it on two samples first)")
         rows = None
     elif layout is Layout.BLOCKS:
         blocks = value

@@ -29,3 +29,6 @@ np.save(here / "linear_weight.npy", np.round(rng.standard_normal((3, 4)) * 0.5, 
 (here / "linear_bias.json").write_text(json.dumps([0.1, -0.2, 0.05]) + "\n")
 # Story 3: four 1x6x6 images for sample_inputs/convnet.py.
 np.save(here / "images.npy", np.round(np.random.default_rng(11).standard_normal((4, 1, 6, 6)), 2))
+# Story 3 on a CIFAR-sized net: eight 3x32x32 images and their labels for sample_inputs/cnn.py.
+np.save(here / "cifar.npy", np.round(np.random.default_rng(13).standard_normal((8, 3, 32, 32)) * 0.5, 2).astype(np.float32))
+(here / "cifar_labels.json").write_text(json.dumps([3, 8, 8, 0, 6, 6, 1, 6]) + "\n")

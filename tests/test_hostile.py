@@ -157,7 +157,7 @@ def test_the_guard_stops_a_pickle_the_inspection_would_miss(pt2_bytes, tmp_path)
 def test_a_plain_pt2_still_loads(pt2_bytes, tmp_path):
     path = tmp_path / "net.pt2"
     path.write_bytes(pt2_bytes)
-    result = runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3", "--json"])
+    result = runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3", "--layout", "full", "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["shape"] == [4, 2, 4, 3]
 

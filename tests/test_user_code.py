@@ -151,12 +151,13 @@ def test_custom_loss_gets_integer_targets_as_a_keyword(files):
         np.testing.assert_allclose(np.array(doc["value"]), xt.grad.numpy(), atol=1e-7 if backend == "fd" else 1e-12)
 
 
-def test_verify_blocks_sees_samples_interact_in_training_batch_norm(files):
+def test_per_sample_blocks_of_training_batch_norm_are_refused(files):
     tmp_path, _ = files
-    result = runner.invoke(app, ["jacobian", f"{tmp_path}/net.py:Trainable", "-x", "randn:4,4", "--layout", "blocks",
-                                 "--verify-blocks", "--json"])
-    assert result.exit_code == 0, result.stderr
-    assert any("INTERACT" in n for n in json.loads(result.stdout)["notes"])
+    for verify in ("--verify-blocks", "--no-verify-blocks"):
+        result = runner.invoke(app, ["jacobian", f"{tmp_path}/net.py:Trainable", "-x", "randn:4,4", "--layout", "blocks",
+                                     verify, "--json"])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "bn (BatchNorm1d)" in result.stderr and ".eval()" in result.stderr
     ok = run_json("jacobian", f"{tmp_path}/net.py:net", "-x", str(tmp_path / "x.npy"), "--layout", "blocks", "--verify-blocks")
     assert any("do not interact" in n for n in ok["notes"])
 

@@ -4,6 +4,7 @@ the analytic and fd modules never import torch."""
 from __future__ import annotations
 
 import importlib
+import math
 
 from ..problem import Problem
 from ..options import BackendName, BackendOptions
@@ -18,11 +19,16 @@ _MODULES = {
 }
 
 
-def resolve(name: BackendName, problem: Problem) -> BackendName:
-    """``auto``: analytic where the function has a closed form, else autograd."""
+def resolve(name: BackendName, problem: Problem, jacobian: bool = False) -> BackendName:
+    """``auto``: analytic where the function has a closed form; else, for a
+    Jacobian, the mode with fewer passes — reverse takes one per output entry
+    (per sample: K), forward one per input entry (F) — and autograd otherwise."""
     if name is not BackendName.AUTO:
         return name
-    return BackendName.ANALYTIC if problem.function.closed_form else BackendName.AUTOGRAD
+    if problem.function.closed_form:
+        return BackendName.ANALYTIC
+    fewer_inputs = math.prod(problem.wrt_shape) < math.prod(problem.output_shape)
+    return BackendName.FORWARD if jacobian and fewer_inputs else BackendName.AUTOGRAD
 
 
 def get_backend(name: BackendName, options: BackendOptions) -> Backend:

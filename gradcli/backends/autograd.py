@@ -15,7 +15,7 @@ from ..errors import UserCodeError
 from ..options import BackendName
 from ..problem import Problem
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, vmap_chunk
+from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, user_model
 
 
 class AutogradBackend(TorchBackend):
@@ -43,18 +43,21 @@ class AutogradBackend(TorchBackend):
         return torch.stack(per_feature, dim=-2)
 
     def _batched_blocks(self, torch, F, x0, rows, output):
-        _, vjp_fn = torch.func.vjp(F, x0)
         if rows.out_axis is None:
-            grad = vjp_fn(torch.ones_like(output))[0]
+            grad = torch.func.vjp(F, x0)[1](torch.ones_like(output))[0]
             return grad.unsqueeze(-1) if rows.in_axis is None else grad.movedim(rows.in_axis, -1)
+        # One cotangent per output feature, each a gradient shaped like x0; the result holds them all.
+        chunk = self.chunk(torch, F, x0, rows.out_features, x0.numel() * x0.element_size(), forward=False)
+        _, vjp_fn = torch.func.vjp(F, x0)
         eye = torch.eye(rows.out_features, dtype=output.dtype, device=output.device)
         grads = torch.func.vmap(lambda e: vjp_fn(expand_along(torch, e, rows.out_axis, output.shape))[0],
-                                chunk_size=vmap_chunk(x0))(eye)
+                                chunk_size=chunk)(eye)
         return grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)  # (*rows, C_out, C_in)
 
-    def full(self, torch, F, x0):
+    def full(self, torch, F, x0, output):
         try:
-            return torch.func.jacrev(F)(x0)
+            chunk = self.chunk(torch, F, x0, output.numel(), x0.numel() * x0.element_size(), forward=False)
+            return torch.func.jacrev(F, chunk_size=chunk)(x0)
         except (RuntimeError, UserCodeError) as err:
             if not functorch_refused(err):
                 raise
@@ -62,7 +65,7 @@ class AutogradBackend(TorchBackend):
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value):
+        with torch_errors(self.name.value, user_model(problem)):
             x = x0.detach().requires_grad_(True)
             output = F(x)
             v = torch.as_tensor(cotangent, device=output.device, dtype=output.dtype)
@@ -74,7 +77,7 @@ class AutogradBackend(TorchBackend):
         """``J t`` in reverse mode, by differentiating the (linear) vjp map
         ``u -> u^T J`` once more: torch.autograd.functional.jvp."""
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value):
+        with torch_errors(self.name.value, user_model(problem)):
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = torch.autograd.functional.jvp(F, x0, t)
         return Computed(value=to_numpy(value), output=to_numpy(output))

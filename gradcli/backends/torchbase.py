@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import rowform
-from ..errors import BackendError, UserCodeError
+from ..errors import BackendError, UsageError, UserCodeError
 from ..options import Device, Layout
 from ..problem import Problem
 from .base import Backend, Computed
@@ -32,10 +32,13 @@ class TorchBackend(Backend):
     def __init__(self, options) -> None:
         super().__init__(options)
         import_torch()  # here, so a result's timing does not include torch's import
+        self._function = None
 
     def setup(self, problem: Problem):
         """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
         torch = import_torch()
+        self._function = problem.function  # whose measured activations the chunk sizes may reuse
+        self._output_bytes = int(np.prod(problem.output_shape)) * problem.dtype.itemsize
         device = self.options.device.value
         if self.options.device is Device.CUDA and not torch.cuda.is_available():
             raise BackendError("--device cuda: torch sees no CUDA device here; use --device cpu")
@@ -50,8 +53,9 @@ class TorchBackend(Backend):
     def jacobian(self, problem: Problem, layout: Layout) -> Computed:
         torch, F, x0 = self.setup(problem)
         rows = problem.rows
-        with torch_errors(self.name.value):
-            output = F(x0)
+        with torch_errors(self.name.value, user_model(problem)):
+            with torch.no_grad():  # the value only: no graph (parameters require grad) held during the blocks
+                output = F(x0)
             if rows is not None and not rows.reduced:
                 blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
                 if layout is Layout.DIAG:
@@ -61,16 +65,33 @@ class TorchBackend(Backend):
                 else:
                     value = blocks
             else:
-                value = to_numpy(self.full(torch, F, x0))
+                value = to_numpy(self.full(torch, F, x0, output))
         return Computed(value=value, output=to_numpy(output))
+
+    def chunk(self, torch, F, x0, directions: int, per_direction: int, *, forward: bool) -> int:
+        """vmap's ``chunk_size`` within ``--max-memory``, from one measured evaluation
+        (:mod:`.memory`); the result (``directions * per_direction`` bytes) is held."""
+        from .memory import chunk_size
+
+        known = None
+        if self._function is not None and self._function.closed_form:  # a built-in: no hidden activations
+            known = 4 * (x0.numel() * x0.element_size() + self._output_bytes)
+        return chunk_size(torch, F, x0, directions=directions, per_direction=per_direction,
+                          held=directions * per_direction, budget=self.options.max_memory, forward=forward,
+                          function=self._function, activations=known)
 
     # --- pieces the modes provide ------------------------------------------
 
     def blocks(self, torch, F, x0, rows, output):
         raise NotImplementedError
 
-    def full(self, torch, F, x0):
+    def full(self, torch, F, x0, output):
         raise NotImplementedError
+
+
+def user_model(problem: Problem):
+    """The user's torch.nn.Module behind ``problem`` (None for built-ins and functions)."""
+    return getattr(problem.function, "module", None)
 
 
 def expand_along(torch, e, axis: int, shape):
@@ -81,24 +102,85 @@ def expand_along(torch, e, axis: int, shape):
     return e.reshape(view).expand(shape)
 
 
-VMAP_BUDGET_BYTES = 512 * 2**20  # the batched gradients or tangents one vmap call holds
+def functorch_refused(err: BaseException) -> bool:
+    """torch.func cannot transform this code (an old-style autograd.Function, an
+    in-place update of a captured tensor, randomness under vmap): the caller
+    falls back to classic autograd or to a loop. User code's errors are
+    classified by what they wrap."""
+    return refusal_kind(err) is not None
+
+
+def refusal_kind(err: BaseException) -> str | None:
+    """Which torch.func refusal ``err`` is: ``"inplace"``, ``"function"``,
+    ``"random"``, or None when it is not one."""
+    err = getattr(err, "original", err)
+    if not isinstance(err, RuntimeError):
+        return None
+    text = str(err)
+    if "mutate a captured Tensor" in text or "in-place operation" in text and "transform" in text:
+        return "inplace"
+    if "setup_context" in text or "autograd.Function" in text:
+        return "function"
+    if "randomness" in text and "vmap" in text:
+        return "random"
+    if "functorch" in text or "transform" in text:
+        return "function"
+    return None
+
+
+def refusal_message(err: BaseException, backend: str, model=None) -> str:
+    """The real cause of a torch.func refusal, naming the module, the class or
+    the op, and the fix."""
+    kind = refusal_kind(err)
+    original = getattr(err, "original", err)
+    if kind == "inplace":
+        who = _culprit_module(original, model)
+        return (f"--backend {backend}: {who} updates a buffer in place during forward (running statistics, a "
+                "counter), which torch.func cannot transform; call .eval() on it in your file, or use --backend "
+                "autograd or fd")
+    if kind == "random":
+        return (f"--backend {backend}: your code draws random numbers inside a vmap (dropout in training mode?), "
+                "which torch.func cannot batch; call .eval() in your file, or use --backend autograd")
+    name = _frame_local(original, "cls", lambda v: isinstance(v, type))
+    what = f"the old-style torch.autograd.Function {name.__name__}" if name is not None else \
+        "an old-style torch.autograd.Function"
+    return (f"--backend {backend}: your code uses {what} (forward(ctx, ...) without setup_context), which torch.func "
+            "cannot transform; use --backend autograd or fd")
+
+
+def _frame_local(err: BaseException, name: str | None, accept):
+    """The innermost traceback frame's local ``name`` (None: the frame's first
+    argument, ``self`` of a method whatever its name) that ``accept`` takes."""
+    found = None
+    tb = err.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        key = name or (code.co_varnames[0] if code.co_argcount else None)
+        value = tb.tb_frame.f_locals.get(key) if key else None
+        if value is not None and accept(value):
+            found = value
+        tb = tb.tb_next
+    return found
+
+
+def _culprit_module(err: BaseException, model) -> str:
+    """The innermost module in whose forward ``err`` was raised, as "name (Class)"."""
+    torch = import_torch()
+    module = _frame_local(err, None, lambda v: isinstance(v, torch.nn.Module))
+    if module is None:
+        return "a module of your code"
+    names = {id(m): n for n, m in model.named_modules()} if isinstance(model, torch.nn.Module) else {}
+    name = names.get(id(module))
+    return f"{'the model' if name == '' else name or 'a module'} ({type(module).__name__})"
+
+
+VMAP_BUDGET_BYTES = 512 * 2**20  # the batched tangents one vmap call of the second-order basis holds
 
 
 def vmap_chunk(tensor) -> int:
-    """vmap's ``chunk_size`` for a batch of tensors shaped like ``tensor``: as many
-    as fit the budget (a large Jacobian is computed in slices, not all at once)."""
+    """vmap's ``chunk_size`` for a batch of tensors shaped like ``tensor`` (second
+    order's basis sweeps): as many as fit the budget."""
     return max(1, VMAP_BUDGET_BYTES // max(1, tensor.numel() * tensor.element_size()))
-
-
-def functorch_refused(err: BaseException) -> bool:
-    """torch.func cannot transform this code (an old-style autograd.Function, an
-    in-place update of a captured tensor): the caller falls back to classic
-    autograd or to a loop. User code's errors are classified by what they wrap."""
-    err = getattr(err, "original", err)
-    text = str(err)
-    return isinstance(err, RuntimeError) and any(
-        marker in text for marker in ("autograd.Function", "functorch", "setup_context", "transform",
-                                      "does not have vmap support"))
 
 
 def to_numpy(tensor) -> np.ndarray:
@@ -106,22 +188,34 @@ def to_numpy(tensor) -> np.ndarray:
 
 
 @contextmanager
-def torch_errors(backend: str):
-    """torch's errors inside a backend -> BackendError (exit 3) with the op's name."""
+def torch_errors(backend: str, model=None):
+    """torch's errors inside a backend -> BackendError (exit 3) with the real
+    cause (``model``: the user's module, to name the one at fault), whether
+    raised in gradcli or inside the user's code. Running out of memory inside
+    gradcli's batching is a usage error naming the fix, never "your code raised"."""
     try:
         yield
-    except UserCodeError as err:
+    except (UserCodeError, RuntimeError, NotImplementedError, MemoryError) as err:
+        original = getattr(err, "original", err)
         if functorch_refused(err):
-            raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
-                               "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err
-        raise
-    except (RuntimeError, NotImplementedError) as err:
-        if functorch_refused(err):
-            raise BackendError(f"--backend {backend}: your code uses an old-style torch.autograd.Function "
-                               "(forward(ctx, ...)), which torch.func cannot transform; use --backend autograd or fd") from err
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BackendError(refusal_message(err, backend, model)) from err
+        if _out_of_memory(original):
+            raise UsageError(OUT_OF_MEMORY) from err
+        text = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
         op = re.search(r"forward AD with (\w+)", text)
         if op:
             raise BackendError(f"--backend forward: torch has no forward-mode formula for {op.group(1)}; "
                                "use --backend autograd") from err
+        if isinstance(err, UserCodeError):
+            raise
         raise BackendError(f"--backend {backend}: torch failed: {text[:300]}") from err
+
+
+OUT_OF_MEMORY = ("--max-memory: the computation ran out of memory while batching; lower --max-memory to get smaller "
+                 "chunks, use --rows or a smaller batch, or `gradcli vjp` (one backward pass)")
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower() \
+        or "DefaultCPUAllocator" in text

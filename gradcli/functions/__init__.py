@@ -46,7 +46,24 @@ def lookup(name: str) -> Function:
     raise UsageError(f"FUNCTION: unknown function {name!r}; {hint}`gradcli functions` lists them all")
 
 
-__all__ = [
+__all__ = ["user_function",
+
     "ArrayArg", "ArrayKind", "Bound", "REGISTRY", "Function", "Param", "Structure", "array_arguments", "builtin",
     "catalogue", "lookup", "parameters",
 ]
+
+
+def user_function(name: str, seed: int, arg_names: tuple[str, ...]):
+    """``name`` looked up; user code learns the run's ``--seed`` and ``--arg``
+    names. ``--arg`` on a built-in is refused."""
+    function = lookup(name)
+    if hasattr(function, "configure"):
+        for name in arg_names:
+            if not function.signature.accepts(name):
+                raise UsageError(f"--arg {name}: {function.name}{function.signature.text} has no parameter {name!r}; "
+                                 f"it takes {', '.join(o for o, _ in function.signature.mapping())}")
+        function.configure(seed=seed, names=arg_names)
+    elif arg_names:
+        raise UsageError(f"--arg {arg_names[0]}: only user code (PATH.py:NAME, .pt, .pt2) takes --arg; "
+                         f"{function.name} takes {', '.join(a.option for a in function.arrays)}")
+    return function

@@ -2,10 +2,11 @@
 ``torch.nn.Module`` instance, or a zero-argument factory returning one.
 
 The file is imported from its path (its folder on ``sys.path`` while it
-loads) only because the user named it. Extra arrays reach the callable as
-keyword arguments when it accepts them (``--target`` -> ``target=``), so a
-custom loss ``def loss(input, target)`` works with integer targets that are
-never differentiated. There is no closed form: the torch backends and fd
+loads) only because the user named it. ``--input`` is its first positional
+argument and ``--target`` its second, so a custom loss ``def loss(input,
+target)`` works with integer targets that are never differentiated. How the options map to its parameters:
+:mod:`.signature` (``--input`` first, ``--target`` second, ``--arg NAME=ARRAY``
+by name); training-mode modules: :mod:`.training`. There is no closed form: the torch backends and fd
 (evaluated under ``no_grad``) apply.
 """
 
@@ -27,8 +28,11 @@ from types import MappingProxyType
 
 from ..errors import BackendError, GradcliError, UsageError, UserCodeError
 from ..rowform import GeneralKernel, RowKernel, RowLayout
-from .base import ArrayArg, ArrayKind, Bound, Function, Structure
+from .activations import points_per_call
+from .base import Bound, Function, Structure
 from .registry import array_arguments
+from .signature import NamedArray, read_signature
+from .training import Modes, inspect_modes, interaction_message, pure_call
 
 
 def extra_array_names() -> tuple[str, ...]:
@@ -150,11 +154,17 @@ class UserFunction(Function):
         self.name = f"{path}:{name}" if name else path
         self.summary = f"{name or 'the model'} from {path} (your code)"
         self.callable = load_callable(path, name) if name else load_model_file(path)
-        self.accepts = _keyword_names(self.callable)
-        self.arrays = (ArrayArg("input", "the input your code takes first", required=True),) + tuple(
-            ArrayArg(n, f"passed as {n}=", kind=ArrayKind.INDEX_OR_FLOAT if n == "target" else ArrayKind.FLOAT)
-            for n in extra_array_names() if n in self.accepts)
+        self.signature = read_signature(self.callable)
+        self.arrays = self.signature.arrays(extra_array_names())
         self._dtype = None
+        self.seed = 0  # dropout's mask is drawn after torch.manual_seed(seed) at every call
+        self.modes: Modes | None = None  # training-mode modules, found by the first bind
+
+    def configure(self, seed: int = 0, names: tuple[str, ...] = ()) -> None:
+        """The run's ``--seed``, and ``--arg`` names a ``**kwargs`` signature takes."""
+        self.seed = seed
+        extra = [n for n in names if self.signature.open and n not in {a.name for a in self.arrays}]
+        self.arrays += tuple(NamedArray(n, f"passed as {n}=") for n in extra)
 
     # --- running the user's code -------------------------------------------
 
@@ -176,38 +186,48 @@ class UserFunction(Function):
         import torch
 
         x = args["input"]
-        if self.module is not None and (x.dtype, x.device) != self._dtype:
-            # The working dtype (float64 by default) and device, as gradcli computes.
-            self.module.to(dtype=x.dtype, device=x.device)
-            self._dtype = (x.dtype, x.device)
+        self._follow(x)
         if batch:
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
         replaced = {}
         for k, v in args.items():
             if k.startswith("param:"):
                 replaced.update(self.split_parameters(k[len("param:"):], v))
-        kwargs = {k: v for k, v in args.items() if k != "input" and not k.startswith("param:")}
-        with running_user_code(self.path):
+        positional, kwargs = self.signature.split({**args, "input": x})
+        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
             if replaced:
-                out = torch.func.functional_call(self.module, replaced, (x,), kwargs)
+                out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
             else:
-                out = self.callable(x, **kwargs)
+                out = self.callable(*positional, **kwargs)
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
 
+    def _follow(self, x) -> None:
+        """The module in the working dtype (float64 by default) and device, as gradcli computes."""
+        if self.module is not None and (x.dtype, x.device) != self._dtype:
+            self.module.to(dtype=x.dtype, device=x.device)
+            self._dtype = (x.dtype, x.device)
+
     def bind(self, args, params) -> "UserBound":
-        """Run the code once (no_grad) to learn and check its output."""
+        """Run the code once (no_grad) to learn and check its output; the first
+        run also finds the modules in training mode (:mod:`.training`)."""
         import torch
 
         resolved = self.resolve_params(params)
+        tensors = _tensors(args)
         with torch.no_grad():
-            out = self.call(_tensors(args))
+            if self.modes is None and self.module is not None:
+                self._follow(tensors["input"])
+                self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
+            else:
+                out = self.call(tensors)
         if not isinstance(out, torch.Tensor):
             raise BackendError(f"{self.name} returned a {type(out).__name__}; it must return one tensor")
         if not out.is_floating_point():
             raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
-        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape))
+        notes = self.modes.notes(self.seed) if self.modes else ()
+        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes)
 
     def matching(self, pattern: str) -> list[str]:
         """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
@@ -263,6 +283,8 @@ class UserBound(Bound):
         if x.ndim == 0 or not out_shape or out_shape[0] != x.shape[0]:
             raise UsageError(f"--layout blocks: per-sample blocks need an output whose first dim is the batch: "
                              f"input {list(x.shape)}, output {list(out_shape)}; use --layout full")
+        if self.function.modes and self.function.modes.coupling:
+            raise UsageError(interaction_message(self.function.modes))
         flat = x.reshape(x.shape[0], -1)
         flat.flags.writeable = False
         return UserBound(self.function, MappingProxyType({**self.args, "input": flat}), self.params,
@@ -298,9 +320,11 @@ class UserBound(Bound):
             stack = x.shape[: x.ndim - x0.ndim]
             # a writable C-ordered array (the problem's own are read-only): torch shares, never writes it
             flat = torch.from_numpy(np.require(x, requirements=["C", "W"]).reshape((-1,) + x0.shape))
+            size = points_per_call(torch, function, flat[0], one)  # activations of one point, measured
             with torch.no_grad():
                 try:
-                    out = torch.func.vmap(one)(flat)
+                    out = torch.cat([torch.func.vmap(one, randomness="same")(flat[i:i + size])  # one dropout mask
+                                     for i in range(0, flat.shape[0], size)])
                 except Exception:
                     # Code vmap cannot batch (.item(), control flow, an old-style autograd.Function)
                     # runs point by point; an error of the code itself raises again there.
@@ -324,14 +348,3 @@ def _tensors(args) -> dict[str, Any]:
     import torch
 
     return {k: torch.from_numpy(np.array(v)) for k, v in args.items()}
-
-
-def _keyword_names(obj) -> set[str]:
-    target = obj.forward if hasattr(obj, "forward") and not inspect.isfunction(obj) else obj
-    try:
-        params = inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        return set()
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return set(extra_array_names())
-    return set(params)

@@ -14,8 +14,10 @@ from ..functions import Function, catalogue, lookup
 
 def entry_to_dict(fn: Function) -> dict[str, Any]:
     parameters = fn.parameters() if hasattr(fn, "parameters") else {}
+    signature = getattr(fn, "signature", None)
     return {
         **({"parameters": {name: list(shape) for name, shape in parameters.items()}} if parameters else {}),
+        **({"signature": signature.text, "mapping": dict(signature.mapping())} if signature else {}),
         "name": fn.name,
         "summary": fn.summary,
         "arrays": [{"option": a.option, "required": a.required, "kind": a.kind.value, "help": a.help} for a in fn.arrays],
@@ -46,6 +48,15 @@ def render_catalogue(name: str | None = None) -> RenderableType:
 
 def render_entry(fn: Function) -> RenderableType:
     parts: list[RenderableType] = [Text(fn.name, style="bold"), Text(fn.summary), Text()]
+    signature = getattr(fn, "signature", None)
+    if signature is not None:  # user code: how the options reach its parameters
+        mapping = Table(box=box.SIMPLE_HEAD, show_edge=False, title=f"signature {signature.text}",
+                        title_justify="left")
+        mapping.add_column("option")
+        mapping.add_column("parameter")
+        for option, parameter in signature.mapping():
+            mapping.add_row(Text(option), Text(parameter))
+        parts += [mapping, Text()]
     args = Table(box=box.SIMPLE_HEAD, show_edge=False, title="arrays", title_justify="left")
     for column in ("option", "required", "kind", "meaning"):
         args.add_column(column)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import gradcli
+from gradcli.functions import lookup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -423,19 +424,107 @@ def mlp_curvature(repeats, batch=64):
              f"max {float(s.largest[0]):.4g}, min {float(s.smallest[0]):.4g}, residual {s.residual:.1e}, {s.hvps} hvps")]
 
 
+# --- per sample (issue 14): each measurement in a fresh process, for its peak memory -----------
+
+PER_SAMPLE = r"""
+import json, resource, sys, time
+import numpy as np, torch
+import gradcli
+from gradcli.functions import lookup
+
+def rss():  # current resident set, bytes
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+def high_water():  # this image's peak resident set, bytes (ru_maxrss would carry the forking parent's over exec)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+def best(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter(); value = fn(); times.append(time.perf_counter() - start)
+    return min(times), value
+
+which, repeats = sys.argv[1], int(sys.argv[2])
+root = sys.argv[3]
+if which.startswith("cnn"):
+    x = np.random.default_rng(0).standard_normal((64, 3, 32, 32))
+    spec = root + "/sample_inputs/cnn.py:net"
+    model = lookup(spec).module.double()
+    xt = torch.tensor(x)
+    if which == "cnn-ours":
+        run = lambda: gradcli.jacobian(spec, input=x, layout="blocks", backend="autograd").value
+    else:
+        run = lambda: torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(xt).detach().numpy()
+else:
+    x = np.random.default_rng(0).standard_normal((64, 784))
+    y = np.random.default_rng(1).integers(0, 10, 64)
+    spec = root + "/tests/benchmarks/mlp_loss.py:loss"
+    model = lookup(spec).module.double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    one = lambda p, xb, yb: torch.func.functional_call(model, p, (xb[None], yb[None]))
+    vg = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    if which == "grads-ours":
+        run = lambda: gradcli.per_sample_grad(spec, input=x, target=y, wrt="param:*").grads
+    elif which == "norms-ours":
+        run = lambda: gradcli.per_sample_grad(spec, input=x, target=y, wrt="param:*", norms=True).norms
+    elif which == "grads-base":
+        run = lambda: {k: g.numpy() for k, g in vg(params, xt, yt).items()}
+    else:
+        run = lambda: torch.sqrt(sum(g.reshape(64, -1).square().sum(1) for g in vg(params, xt, yt).values())).numpy()
+before = rss()
+value = run()  # the first run alone sets the peak (later ones may reuse freed but unreturned pages)
+peak = high_water() - before
+seconds, value = best(run, repeats)
+np.save(sys.argv[4], value if not isinstance(value, dict) else np.concatenate([v.reshape(-1) for v in value.values()]))
+print(json.dumps({"seconds": seconds, "peak": peak}))
+"""
+
+
+def _measure(which, repeats, out):
+    import json
+
+    proc = subprocess.run([sys.executable, "-c", PER_SAMPLE, which, str(repeats), str(ROOT), str(out)], check=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def per_sample(repeats):
+    rows = []
+    for name, ours_key, base_key, goal, mem_goal in (
+            ("13 per-sample blocks CNN (64,3,32,32) f64: autograd vs vmap(jacrev)", "cnn-ours", "cnn-base", 0.3, 1.0),
+            ("13a per-sample grads MLP 784-512-512-10 B=64 f64: vs vmap(grad)", "grads-ours", "grads-base", 1.0, None),
+            ("13b per-sample norms MLP B=64 f64: --norms vs vmap(grad) + norms", "norms-ours", "norms-base", 0.3, 0.1)):
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = _measure(ours_key, repeats, Path(tmp) / "ours.npy")
+            base = _measure(base_key, repeats, Path(tmp) / "base.npy")
+            diff = float(np.abs(np.load(Path(tmp) / "ours.npy") - np.load(Path(tmp) / "base.npy")).max())
+            mem = ours["peak"] / max(base["peak"], 1)
+            extra = f"max |diff| {diff:.1e}; peak +{ours['peak'] / 2**20:.0f} vs +{base['peak'] / 2**20:.0f} MiB"
+            if mem_goal is not None:
+                extra += f" (x{mem:.2f}, goal <= {mem_goal}: {'yes' if mem <= mem_goal else 'NO'})"
+            rows.append(row(name, ours["seconds"], base["seconds"], goal, extra))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--before", type=Path, help="a folder with an older gradcli package, for the memory rows")
-    parser.add_argument("--only", help="run only the rows of this group: model_check")
+    parser.add_argument("--only", choices=["model_check", "per-sample"], help="only the rows of this group")
     options = parser.parse_args()
     repeats = 3 if options.quick else 7
     if options.only == "model_check":
         rows = model_check(repeats)
+    elif options.only == "per-sample":
+        rows = per_sample(repeats)
     else:
         rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
                 *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
-                *model_check(min(repeats, 3)), *hessian_blocks(repeats), *mlp_curvature(repeats)]
+                *model_check(min(repeats, 3)), *hessian_blocks(repeats), *mlp_curvature(repeats),
+                *per_sample(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")

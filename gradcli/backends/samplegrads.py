@@ -1,0 +1,225 @@
+"""Per-sample gradients of a loss w.r.t. a module's parameters, and their norms.
+
+The definition (the functorch recipe): sample ``b``'s gradient is the
+gradient of the loss evaluated on a batch of one,
+
+    g_b = grad_theta  L(x[b:b+1], t[b:b+1]; theta),
+
+computed as ``vmap(grad(functional_call))`` over the batch, in chunks of
+samples sized to ``--max-memory``.
+
+Norms without the gradients (Opacus, BackPACK): when the batch loss is
+``L = c * sum_b l_b`` (``c = 1`` for a sum, ``1/B`` for a mean; checked on the
+values) and every parameter asked for is a ``Linear`` or ``Conv2d`` weight or
+bias, one forward and one backward pass of the batch give each layer's input
+``a`` and output gradient ``e = dL/dz``; sample b's gradient is
+``W_b = (1/c) e_b^T a_b`` (summed over positions ``p``: a sequence's tokens,
+a convolution's output pixels after unfolding its input), so
+
+    ||W_b||^2 = (1/c^2) sum_{p,q} (e_bp . e_bq)(a_bp . a_bq)   (or ||e_b||^2 ||a_b||^2 with one position)
+    ||bias_b||^2 = (1/c^2) ||sum_p e_bp||^2
+
+whichever of this and forming ``W_b`` one sample at a time is cheaper. For
+norms, the parameters of other layers use the definition in chunks of
+samples, keeping only their squared norms; the gradients themselves take the
+shortcut only when every parameter asked for allows it. A loss that does not
+decompose uses the definition throughout.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import numpy as np
+
+from ..errors import UsageError
+from .memory import DEFAULT_BUDGET
+
+
+def select_parameters(module, patterns: list[str]) -> list[str]:
+    """``param:NAME`` entries and globs (``param:*``, ``param:fc.*``) -> parameter names, in module order."""
+    names = [n for n, p in module.named_parameters()]
+    chosen: list[str] = []
+    for pattern in patterns:
+        if not pattern.startswith("param:"):
+            raise UsageError(f"--wrt {pattern}: --per-sample differentiates module parameters; give param:NAME or "
+                             "a glob such as 'param:*'")
+        hits = fnmatch.filter(names, pattern[len("param:"):])
+        if not hits:
+            raise UsageError(f"--wrt {pattern}: no parameter matches; the module has {', '.join(names) or 'none'}")
+        chosen += [h for h in hits if h not in chosen]
+    return [n for n in names if n in chosen]
+
+
+def batched(args: dict, batch: int) -> dict[str, bool]:
+    """Which arguments carry the batch on dim 0 (split per sample); the rest are shared."""
+    return {k: k == "input" or (v.ndim > 0 and v.shape[0] == batch) for k, v in args.items()}
+
+
+def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, budget: int | None):
+    """The definition, ``vmap(grad(functional_call))`` over chunks of samples.
+    Returns ``{name: (B, *shape)}``, or ``(B,)`` squared norms when ``norms_only``."""
+    module = function.module
+    params = {n: p.detach() for n, p in module.named_parameters() if n in names}
+    split = batched(args, args["input"].shape[0])
+    keys = list(args)
+
+    def loss(theta, *values):
+        one = {k: (v.unsqueeze(0) if split[k] else v) for k, v in zip(keys, values)}
+        return function.call({**one, **{f"param:{n}": p for n, p in theta.items()}})
+
+    grad = torch.func.vmap(torch.func.grad(loss), in_dims=(None, *[0 if split[k] else None for k in keys]),
+                           randomness="same")
+    b = args["input"].shape[0]
+    per_sample = sum(p.numel() for p in params.values()) * args["input"].element_size()
+    # Each sample's gradients, plus its share of activations (about three copies of its input, a guess
+    # kept conservative by the budget's margin).
+    chunk = b if not norms_only else max(1, min(b, int((budget or DEFAULT_BUDGET) // (4 * per_sample + 1))))
+    out: dict[str, list] = {n: [] for n in names}
+    squares = []
+    for start in range(0, b, chunk):
+        values = [args[k][start:start + chunk] if split[k] else args[k] for k in keys]
+        got = grad(params, *values)
+        if norms_only:
+            squares.append(squared_norms(torch, got.values()))
+        else:
+            for n in names:
+                out[n].append(got[n])
+    if norms_only:
+        return torch.cat(squares)
+    return {n: v[0] if len(v) == 1 else torch.cat(v) for n, v in out.items()}
+
+
+def squared_norms(torch, grads):
+    """``sum over tensors of ||g[b]||^2`` per sample, without a temporary the size of ``g``."""
+    return sum(torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square() for g in grads)
+
+
+def by_activations(torch, module, names: list[str]) -> list[str]:
+    """The parameters in ``names`` that belong to a layer the shortcut handles."""
+    owners = {}
+    for mname, sub in module.named_modules():
+        for pname, _ in sub.named_parameters(recurse=False):
+            owners[f"{mname}.{pname}" if mname else pname] = sub
+    return [n for n in names if _supported(torch, owners[n])]
+
+
+def layer_terms(torch, function, args: dict, names: list[str]):
+    """One forward and one backward pass of the batch with hooks on the layers
+    that own ``names``: ``[(layer, its parameter names, a, e)]`` with ``a``
+    ``(B, P, in)`` and ``e`` ``(B, P, out)`` the per-sample output gradient
+    (``dL/dz / c``); None where the shortcut does not apply (another layer
+    type, a layer used twice, a loss that does not decompose)."""
+    module = function.module
+    owners = {}
+    for mname, sub in module.named_modules():
+        for pname, _ in sub.named_parameters(recurse=False):
+            owners[f"{mname}.{pname}" if mname else pname] = (mname, sub, pname)
+    layers: dict[str, tuple] = {}
+    for n in names:
+        mname, sub, pname = owners[n]
+        if not _supported(torch, sub):
+            return None
+        layers.setdefault(mname, (sub, []))[1].append(pname)
+    seen: dict[str, list] = {m: [] for m in layers}
+    handles = [sub.register_forward_hook(lambda mod, inputs, output, m=m: seen[m].append((inputs[0].detach(), output)))
+               for m, (sub, _) in layers.items()]
+    try:
+        with torch.enable_grad():
+            total = function.call(args)
+    finally:
+        for h in handles:
+            h.remove()
+    if total.ndim or any(len(v) != 1 for v in seen.values()):
+        return None  # a layer used twice (shared weights) or a loss that is not one number
+    scale = _decomposition(torch, function, args, total)
+    if scale is None:
+        return None
+    outputs = [seen[m][0][1] for m in layers]
+    grads = torch.autograd.grad(total, outputs, allow_unused=True)
+    terms = []
+    for (m, (sub, pnames)), out, g in zip(layers.items(), outputs, grads):
+        g = torch.zeros_like(out) if g is None else g / scale
+        terms.append((sub, pnames, *_positions(torch, sub, seen[m][0][0], g)))
+    return terms
+
+
+def norms_from(torch, terms):
+    """Squared per-sample norms from :func:`layer_terms` (see the module docstring)."""
+    squares = 0
+    for _, pnames, a, e in terms:
+        if "weight" in pnames:
+            squares = squares + _outer_norms(torch, e, a)
+        if "bias" in pnames:
+            squares = squares + e.sum(1).square().sum(1)
+    return squares
+
+
+def grads_from(torch, function, terms, names: list[str]):
+    """Per-sample gradients ``{name: (B, *shape)}`` from :func:`layer_terms`:
+    ``W_b = e_b^T a_b`` per layer, one batched matrix product each."""
+    params = dict(function.module.named_parameters())
+    prefix = {id(sub): name for name, sub in function.module.named_modules()}
+    got = {}
+    for sub, pnames, a, e in terms:
+        for pname in pnames:
+            name = f"{prefix[id(sub)]}.{pname}" if prefix[id(sub)] else pname
+            value = torch.bmm(e.transpose(1, 2), a) if pname == "weight" else e.sum(1)
+            got[name] = value.reshape((value.shape[0],) + tuple(params[name].shape))
+    return {n: got[n] for n in names}
+
+
+def _supported(torch, sub) -> bool:
+    if isinstance(sub, torch.nn.Linear):
+        return True
+    return isinstance(sub, torch.nn.Conv2d) and sub.groups == 1 and sub.padding_mode == "zeros" \
+        and not isinstance(sub.padding, str)
+
+
+def _positions(torch, sub, a, e):
+    """Layer input and output gradient as ``(B, P, in)`` and ``(B, P, out)``."""
+    b = a.shape[0]
+    if isinstance(sub, torch.nn.Linear):
+        return a.reshape(b, -1, a.shape[-1]), e.reshape(b, -1, e.shape[-1])
+    cols = torch.nn.functional.unfold(a, sub.kernel_size, dilation=sub.dilation, padding=sub.padding,
+                                      stride=sub.stride)  # (B, Cin*k*k, P)
+    return cols.transpose(1, 2), e.reshape(b, e.shape[1], -1).transpose(1, 2)
+
+
+def _outer_norms(torch, e, a):
+    """``||sum_p e_bp a_bp^T||^2`` per sample: through the P x P Gram matrices when
+    that is cheaper than forming each sample's out x in matrix."""
+    b, p, n_in = a.shape
+    n_out = e.shape[2]
+    if p == 1:
+        return e[:, 0].square().sum(1) * a[:, 0].square().sum(1)
+    if p * p * (n_in + n_out) <= p * n_in * n_out:
+        return (torch.bmm(e, e.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2))
+    return torch.stack([(e[i].T @ a[i]).square().sum() for i in range(b)])
+
+
+def _decomposition(torch, function, args, total):
+    """``c`` with ``L(batch) = c * sum_b l_b`` at this point (1 or 1/B), from the
+    per-sample losses on batches of one; None when neither holds."""
+    b = args["input"].shape[0]
+    split = batched(args, b)
+    keys = list(args)
+
+    def one(*values):
+        return function.call({k: (v.unsqueeze(0) if split[k] else v) for k, v in zip(keys, values)})
+
+    with torch.no_grad():
+        losses = torch.func.vmap(one, in_dims=tuple(0 if split[k] else None for k in keys), randomness="same")(
+            *[args[k] for k in keys])
+    value = float(total.detach())
+    tol = 1e3 * float(torch.finfo(total.dtype).eps) * max(1.0, float(losses.abs().sum()))
+    for c in (1.0, 1.0 / b):
+        if math.isclose(value, c * float(losses.sum()), rel_tol=0, abs_tol=tol):
+            return c
+    return None
+
+
+def top_samples(norms: np.ndarray, k: int) -> list[tuple[int, float]]:
+    order = np.argsort(-norms, kind="stable")[:k]
+    return [(int(i), float(norms[i])) for i in order]

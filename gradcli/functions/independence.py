@@ -1,0 +1,92 @@
+"""Do the samples of a batch interact in the user's code? Per-sample blocks
+``d out[b] / d x[b]`` are the whole Jacobian only when ``d out[i] / d x[j] = 0``
+for ``i != j``; this module checks it cheaply before blocks are trusted, and
+decides ``--layout auto`` for user code.
+
+The check runs the code on the batch and takes one classic backward pass
+for each of the first two samples, with a random cotangent on that sample's
+output:
+the gradient that reaches the other sample's input is exactly zero when the
+samples do not interact (each output entry's graph never touches the other
+sample), and non-zero for almost every cotangent when they do (batch norm in
+training mode).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+from .training import interaction_message
+
+ROWS = 2
+
+
+def cross_sample(bound, rows: int = ROWS) -> tuple[int, float, float]:
+    """``(k, cross, scale)``: for ``k <= rows`` samples ``i`` (the first and the last),
+    the gradient of ``<v_i, out[i]>`` (random ``v_i``) w.r.t. the whole batch;
+    ``cross`` is its largest entry on another sample, ``scale`` on sample ``i``.
+    The whole batch runs (a model exported for one batch size still runs)."""
+    import torch
+
+    from .activations import remember, saved_bytes
+
+    tensors = {name: torch.from_numpy(np.array(a)) for name, a in bound.args.items()}
+    xt = tensors["input"].requires_grad_(True)
+    out, nbytes = saved_bytes(torch, lambda: bound.function.call(tensors))
+    remember(bound.function, xt, nbytes)  # the torch backends size their chunks from it
+    b = xt.shape[0]
+    k = min(rows, b)
+    rng = np.random.default_rng(0)
+    cross = scale = 0.0
+    for i in sorted({0, b - 1})[:k]:  # the first and the last: a one-way interaction (a cumulative sum) shows
+        v = torch.zeros_like(out)
+        v[i] = torch.from_numpy(rng.standard_normal(out.shape[1:])).to(out.dtype)
+        (g,) = torch.autograd.grad(out, xt, v, retain_graph=True, allow_unused=True)
+        if g is None:
+            continue
+        g = g.detach().abs().reshape(g.shape[0], -1)
+        scale = max(scale, float(g[i].max()))
+        others = torch.cat([g[:i], g[i + 1:]])
+        cross = max(cross, float(others.max()) if others.numel() else 0.0)
+    return k, cross, scale
+
+
+def interacts(bound) -> tuple[bool, str]:
+    """``(True, why)`` when the first samples interact, else ``(False, note)``."""
+    k, cross, scale = cross_sample(bound)
+    if k < 2:
+        return False, "--verify-blocks: one sample only, nothing to verify"
+    eps = float(np.finfo(bound.args["input"].dtype).eps)
+    if cross <= 100 * eps * max(scale, np.finfo(bound.args["input"].dtype).tiny):
+        return False, (f"--verify-blocks: samples do not interact (checked from samples 0 and "
+                       f"{bound.args['input'].shape[0] - 1}: every cross-sample derivative is 0)")
+    return True, f" (a cross-sample derivative of {cross:.2e}, --verify-blocks)"
+
+
+def verify_blocks(bound) -> str:
+    """Per-sample blocks were asked for: refuse (exit 2) if samples interact, else a note."""
+    found, text = interacts(bound)
+    if found:
+        raise UsageError(interaction_message(bound.function.modes, text))
+    return text
+
+
+def auto_blocks(bound, verify: bool) -> tuple[bool, str]:
+    """``--layout auto`` for user code: ``(True, note)`` for per-sample blocks
+    when the output's first dim is the input's batch dim and the samples do not
+    interact; ``(False, why)`` for the full Jacobian."""
+    x_shape, out_shape = bound.args["input"].shape, bound.output_shape
+    if len(x_shape) < 2 or not out_shape or out_shape[0] != x_shape[0]:
+        return False, (f"layout auto: full, since the output {list(out_shape)} does not keep the input's batch dim "
+                       f"{list(x_shape[:1])} first (per-sample blocks need output (B, ...) of input (B, ...))")
+    modes = bound.function.modes
+    if modes and modes.coupling:
+        return False, (f"layout auto: full, since {', '.join(modes.coupling)} in training mode make(s) samples "
+                       "interact; call .eval() in your file for per-sample blocks")
+    if not verify:
+        return True, "layout auto: per-sample blocks (not verified: --no-verify-blocks)"
+    found, text = interacts(bound)
+    if found:
+        return False, f"layout auto: full, since samples interact{text}"
+    return True, "layout auto: per-sample blocks, since " + text.split(": ", 1)[1]

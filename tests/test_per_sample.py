@@ -1,0 +1,597 @@
+"""Real networks, per sample (issue 14): training mode handled honestly,
+diagnoses that name the cause, argument mapping (``forward(self, x, t)``,
+``--arg``), layout auto for models, fast per-sample blocks within
+``--max-memory``, per-sample gradients and their norms — all against torch
+(``vmap(jacrev)``, ``vmap(grad(functional_call))``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import gradcli
+from gradcli.api import solve
+from gradcli.problem import build_problem
+from gradcli.cli import app
+
+runner = CliRunner()
+EPS = np.finfo(np.float64).eps
+
+MODELS = '''
+import torch
+from torch import nn
+
+
+class BnNet(nn.Module):
+    """Batch norm in training mode: samples interact."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4, 5)
+        self.bn = nn.BatchNorm1d(5)
+        self.out = nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.bn(self.fc(x))))
+
+
+class DropNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.fc = nn.Linear(4, 6)
+        self.drop = nn.Dropout(0.5)
+        self.out = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.out(self.drop(torch.tanh(self.fc(x))))
+
+
+class Counter(nn.Module):
+    """Updates a buffer in forward; its output does not depend on it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.register_buffer("calls", torch.zeros(()))
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        self.calls += 1
+        return torch.sin(self.fc(x))
+
+
+class TwoInputs(nn.Module):
+    """forward(self, x, t): arrays reach parameters by position, not by name."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, t, mask=None):
+        y = torch.tanh(self.fc(x)) * t
+        return y if mask is None else y * mask
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def old_style(x):
+    return Square.apply(x)
+
+
+def mean_over_batch(x):
+    return x - x.mean(0, keepdim=True)
+
+
+bn = BnNet()
+bn_eval = BnNet().eval()
+drop = DropNet()
+counter = Counter()
+two = TwoInputs()
+'''
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    (folder / "models.py").write_text(textwrap.dedent(MODELS))
+    spec = importlib.util.spec_from_file_location("per_sample_models", folder / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return folder / "models.py", module
+
+
+def run(*args):
+    return runner.invoke(app, [*args, "--json", "--no-timing"])
+
+
+def run_json(*args):
+    result = run(*args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def refused(result, code: int, *words: str) -> None:
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def x_of(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# --- 1. training mode, honestly ------------------------------------------------
+
+
+def test_training_batch_norm_blocks_refused_naming_the_module(models):
+    path, _ = models
+    for verify in ("--verify-blocks", "--no-verify-blocks"):
+        refused(run("jacobian", f"{path}:bn", "-x", "randn:6,4", "--layout", "blocks", verify), 2,
+                "bn (BatchNorm1d)", ".eval()", "--layout full")
+
+
+def test_training_batch_norm_full_is_the_training_mode_jacobian_and_buffers_are_restored(models):
+    path, module = models
+    x = x_of((6, 4))
+    model = module.BnNet().double().train()
+    expected = torch.autograd.functional.jacobian(model, torch.tensor(x)).numpy()  # batch statistics
+    for backend, tol in (("autograd", 1e-12), ("forward", 1e-12), ("fd", 1e-7)):
+        res = gradcli.jacobian(f"{path}:bn", input=x, backend=backend)
+        assert res.layout.value == "full" and res.shape == (6, 3, 6, 4)
+        np.testing.assert_allclose(res.value, expected, atol=tol, rtol=tol)
+        assert any("TRAINING-mode" in n for n in res.notes)
+        assert any("layout auto: full" in n and "bn (BatchNorm1d)" in n for n in res.notes)
+    # gradcli's own instance: the running statistics are what the file made (never updated)
+    problem = build_problem(f"{path}:bn", {"input": x})
+    solve(problem, "jacobian", backend="forward")
+    bn = problem.function.module.bn
+    assert int(bn.num_batches_tracked) == 0 and torch.equal(bn.running_mean, torch.zeros(5, dtype=torch.float64))
+
+
+def test_eval_batch_norm_gives_per_sample_blocks(models):
+    path, module = models
+    x = x_of((5, 4))
+    model = module.BnNet().double().eval()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(torch.tensor(x)).detach().numpy()
+    res = gradcli.jacobian(f"{path}:bn_eval", input=x)
+    assert res.layout.value == "blocks" and res.per_sample
+    np.testing.assert_allclose(res.value, expected, atol=1e-13, rtol=1e-12)
+    assert any("samples do not interact" in n for n in res.notes)
+
+
+def test_verify_blocks_refuses_code_whose_samples_interact(models):
+    path, _ = models
+    refused(run("jacobian", f"{path}:mean_over_batch", "-x", "randn:4,3", "--layout", "blocks"), 2,
+            "samples interact", "cross-sample derivative")
+    doc = run_json("jacobian", f"{path}:mean_over_batch", "-x", "randn:4,3")
+    assert doc["layout"] == "full" and any("samples interact" in n for n in doc["notes"])
+    x = x_of((4, 3))
+    expected = torch.autograd.functional.jacobian(lambda v: v - v.mean(0, keepdim=True), torch.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(gradcli.jacobian(f"{path}:mean_over_batch", input=x).value, expected, atol=1e-15)
+
+
+def dropout_reference(module, x, seed):
+    """torch's Jacobian of the training-mode model with the mask torch.manual_seed(seed) draws."""
+    model = module.DropNet().double().train()
+
+    def f(v):
+        torch.manual_seed(seed)
+        return model(v)
+
+    full = torch.autograd.functional.jacobian(f, torch.tensor(x)).numpy()  # (B, 3, B, 4)
+    b = x.shape[0]
+    return full[np.arange(b), :, np.arange(b)], full
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_dropout_one_mask_same_in_every_backend(models, seed):
+    path, module = models
+    x = x_of((5, 4), seed=1)
+    blocks, _ = dropout_reference(module, x, seed)
+    model = module.DropNet().double().eval()
+    no_mask = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(torch.tensor(x)).detach().numpy()
+    assert np.abs(blocks - no_mask).max() > 0.01  # the mask really changes the Jacobian
+    for backend, tol in (("autograd", 1e-12), ("forward", 1e-12), ("fd", 1e-7)):
+        doc = run_json("jacobian", f"{path}:drop", "-x", json.dumps(x.tolist()), "-b", backend, "--seed", str(seed))
+        assert doc["layout"] == "blocks"
+        np.testing.assert_allclose(np.array(doc["value"]), blocks, atol=tol, rtol=tol)
+        assert any("ONE dropout mask" in n and f"manual_seed({seed})" in n for n in doc["notes"])
+    report = run_json("check", f"{path}:drop", "-x", json.dumps(x.tolist()), "--seed", str(seed))
+    assert report["ok"] and all(b["ok"] and not b.get("skipped") for b in report["backends"])
+
+
+def test_buffer_update_is_named_and_restored(models):
+    path, module = models
+    refused(run("jacobian", f"{path}:counter", "-x", "randn:3,4", "-b", "forward"), 3,
+            "the model (Counter)", "updates a buffer in place", "--backend autograd or fd")
+    x = x_of((3, 4))
+    model = module.Counter().double()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: torch.sin(model.fc(s))))(torch.tensor(x)).detach().numpy()
+    problem = build_problem(f"{path}:counter", {"input": x})
+    for backend in ("autograd", "fd"):  # autograd falls back to classic backward passes
+        res = solve(problem, "jacobian", backend=backend)
+        np.testing.assert_allclose(res.value, expected, atol=1e-8 if backend == "fd" else 1e-13)
+    assert float(problem.function.module.calls) == 0
+
+
+def test_old_style_function_is_named(models):
+    path, _ = models
+    refused(run("jacobian", f"{path}:old_style", "-x", "randn:3,4", "-b", "forward"), 3,
+            "old-style torch.autograd.Function Square", "--backend autograd or fd")
+
+
+def test_missing_forward_mode_formula_names_the_op(tmp_path):
+    (tmp_path / "f.py").write_text(textwrap.dedent("""
+        import torch
+
+        def f(x):
+            logp = x.log_softmax(-1)[:, None].expand(6, 2, 4)
+            return torch.nn.functional.ctc_loss(logp, torch.ones(2, 2, dtype=torch.long), [6, 6], [2, 2])
+    """))
+    refused(run("jvp", f"{tmp_path}/f.py:f", "-x", "randn:6,4", "--tangent", "randn", "-b", "forward"), 3,
+            "no forward-mode formula for _ctc_loss", "use --backend autograd")
+
+
+# --- 2. argument mapping ----------------------------------------------------------
+
+
+def test_input_and_target_are_positional_whatever_their_names(models):
+    path, module = models
+    x, t = x_of((4, 4)), x_of((4, 3), seed=1)
+    model = module.TwoInputs().double()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s, u: model(s[None], u[None])[0]))(
+        torch.tensor(x), torch.tensor(t)).detach().numpy()
+    doc = run_json("jacobian", f"{path}:two", "-x", json.dumps(x.tolist()), "-t", json.dumps(t.tolist()))
+    assert doc["layout"] == "blocks"
+    np.testing.assert_allclose(np.array(doc["value"]), expected, atol=1e-13)
+    by_t = run_json("jacobian", f"{path}:two", "-x", json.dumps(x.tolist()), "-t", json.dumps(t.tolist()),
+                    "--wrt", "target", "--layout", "full")
+    expected_t = torch.autograd.functional.jacobian(lambda u: model(torch.tensor(x), u), torch.tensor(t)).detach().numpy()
+    np.testing.assert_allclose(np.array(by_t["value"]), expected_t, atol=1e-13)
+
+
+def test_arg_passes_other_parameters_by_name(models):
+    path, module = models
+    x, t = x_of((4, 4)), x_of((4, 3), seed=1)
+    mask = (np.arange(12).reshape(4, 3) % 2).astype(int)
+    model = module.TwoInputs().double()
+    xt = torch.tensor(x, requires_grad=True)
+    model(xt, torch.tensor(t), torch.tensor(mask)).sum().backward()
+    doc = run_json("vjp", f"{path}:two", "-x", json.dumps(x.tolist()), "-t", json.dumps(t.tolist()),
+                   "--arg", f"mask={json.dumps(mask.tolist())}")
+    np.testing.assert_allclose(np.array(doc["value"]), xt.grad.numpy(), atol=1e-13)
+    assert np.array(doc["output"])[mask == 0].max() == 0
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["--arg", "mas=ones:4,3"], 2, ["--arg mas", "has no parameter 'mas'", "--arg mask=ARRAY"]),
+    (["--arg", "mask"], 2, ["not NAME=ARRAY"]),
+    (["--arg", "target=ones:4,3"], 2, ["give it with --target"]),
+    (["--arg", "mask=ones:4,3", "--arg", "mask=ones:4,3"], 2, ["given twice"]),
+])
+def test_arg_mistakes(models, args, code, words):
+    path, _ = models
+    refused(run("jacobian", f"{path}:two", "-x", "randn:4,4", "-t", "randn:4,3", *args), code, *words)
+
+
+def test_missing_target_and_arg_on_a_builtin(models):
+    path, _ = models
+    refused(run("jacobian", f"{path}:two", "-x", "randn:4,4"), 2, "--target", "second argument (t)")
+    refused(run("jacobian", "softmax", "-x", "randn:4,4", "--arg", "mask=ones:4"), 2, "only user code")
+
+
+def test_functions_shows_the_signature_and_mapping(models):
+    path, _ = models
+    result = runner.invoke(app, ["functions", f"{path}:two", "--json"])
+    doc = json.loads(result.stdout)["functions"][0]
+    assert doc["signature"] == "(x, t, mask=None)"
+    assert doc["mapping"] == {"-x/--input": "x", "-t/--target": "t", "--arg mask=ARRAY": "mask"}
+
+
+def test_layout_auto_is_full_with_a_reason_when_the_output_drops_the_batch(tmp_path):
+    (tmp_path / "f.py").write_text("def f(x):\n    return (x ** 2).sum(0)\n")
+    doc = run_json("jacobian", f"{tmp_path}/f.py:f", "-x", "randn:3,4")
+    assert doc["layout"] == "full" and doc["shape"] == [4, 3, 4]
+    assert any("does not keep the input's batch dim" in n for n in doc["notes"])
+
+
+# --- 3. memory-bounded torch backends ----------------------------------------------
+
+LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+from gradcli.__main__ import main
+sys.argv = ["gradcli", *sys.argv[1:]]
+main()
+"""
+
+
+def limited(*args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", LIMITED, *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_forward_mode_on_a_cifar_sized_net_under_8gb_exits_2_never_killed():
+    from pathlib import Path
+
+    net = Path(__file__).resolve().parents[1] / "sample_inputs" / "cnn.py"
+    proc = limited("jacobian", f"{net}:net", "-x", "randn:32,3,32,32", "-b", "forward", "--max-memory", "24MiB")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert "activations measured" in proc.stderr and "--rows" in proc.stderr and "gradcli vjp" in proc.stderr
+    assert "your code raised" not in proc.stderr
+
+
+def test_chunks_sized_to_max_memory_give_the_same_blocks(tmp_path, backend="forward"):
+    (tmp_path / "wide.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(24, 2048), nn.Tanh(), nn.Linear(2048, 16)).eval()
+    """))
+    x = x_of((16, 24))
+    spec = importlib.util.spec_from_file_location("wide", tmp_path / "wide.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.net.double()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(torch.tensor(x)).detach().numpy()
+    np.save(tmp_path / "x.npy", x)
+    # about 1.5 MiB of activations per pass: 8 MiB leaves room for a few directions per vmap call
+    proc = limited("jacobian", f"{tmp_path}/wide.py:net", "-x", str(tmp_path / "x.npy"), "-b", backend,
+                   "--max-memory", "8MiB", "-o", str(tmp_path / "J.npy"))
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "J.npy"), expected, atol=1e-14, rtol=1e-12)
+    tight = limited("jacobian", f"{tmp_path}/wide.py:net", "-x", str(tmp_path / "x.npy"), "-b", backend,
+                    "--max-memory", "1MiB")
+    assert tight.returncode == 2 and "--max-memory" in tight.stderr and tight.stdout == ""
+
+
+# --- 4. per-sample gradients and norms ------------------------------------------------
+
+LOSSES = '''
+import torch
+from torch import nn
+
+
+class Mlp(nn.Module):
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        torch.manual_seed(4)
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4))
+        self.reduction = reduction
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.net(x), y, reduction=self.reduction)
+
+
+class Conv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv = nn.Conv2d(2, 3, 3, padding=1, stride=2)
+        self.fc = nn.Linear(3 * 3 * 3, 4)
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.fc(torch.tanh(self.conv(x)).flatten(1)), y)
+
+
+class Normed(nn.Module):
+    """A LayerNorm's parameters: no activation shortcut, the definition in chunks."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(6)
+        self.fc = nn.Linear(6, 4)
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.norm(self.fc(x)), y)
+
+
+class Coupled(nn.Module):
+    """The batch loss is not a sum of per-sample losses: the definition decides."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(7)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x, y):
+        z = self.fc(x)
+        return ((z - z.mean(0)) ** 2).sum() + nn.functional.cross_entropy(z, y)
+
+
+class TrainBn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.bn(self.fc(x)), y)
+
+
+mlp = Mlp()
+mlp_sum = Mlp("sum")
+conv = Conv()
+normed = Normed()
+coupled = Coupled()
+train_bn = TrainBn()
+'''
+
+
+@pytest.fixture(scope="module")
+def losses(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("losses")
+    (folder / "losses.py").write_text(textwrap.dedent(LOSSES))
+    spec = importlib.util.spec_from_file_location("per_sample_losses", folder / "losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return folder / "losses.py", module
+
+
+def vmap_grad(model, x, y):
+    """The definition: torch.func.vmap(grad(functional_call)) on batches of one."""
+    model = model.double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, xb, yb):
+        return torch.func.functional_call(model, p, (xb[None], yb[None]))
+
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, torch.tensor(x), torch.tensor(y))
+    return {k: g.detach().numpy() for k, g in grads.items()}
+
+
+def norms_of(grads):
+    return np.sqrt(sum((g.reshape(g.shape[0], -1) ** 2).sum(1) for g in grads.values()))
+
+
+CASES = [("mlp", (7, 6), "layer"), ("mlp_sum", (7, 6), "layer"), ("conv", (5, 2, 6, 6), "layer"),
+         ("normed", (6, 6), "vmap"), ("coupled", (6, 6), "vmap")]
+
+
+@pytest.mark.parametrize("name, shape, method", CASES)
+def test_per_sample_gradients_and_norms_equal_vmap_grad(losses, name, shape, method):
+    path, module = losses
+    x = x_of(shape, seed=3)
+    y = np.arange(shape[0]) % 4
+    expected = vmap_grad(getattr(module, name), x, y)
+    res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*")
+    assert set(res.grads) == set(expected) and res.wrt == tuple(f"param:{k}" for k in expected)
+    for k, g in expected.items():
+        assert res.grads[k].shape == (shape[0],) + res.shapes[k]
+        np.testing.assert_allclose(res.grads[k], g, atol=1e-12, rtol=1e-10)
+    assert ("vmap(grad" in res.method) == (method == "vmap")
+    norms = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=True, top=2)
+    assert norms.grads is None and ("vmap(grad" in norms.method) == (method == "vmap")
+    if name == "normed":  # the Linear layer by its activations, the LayerNorm by the definition
+        assert "for fc.weight, fc.bias" in norms.method and "for norm.weight, norm.bias" in norms.method
+    np.testing.assert_allclose(norms.norms, norms_of(expected), atol=1e-12, rtol=1e-10)
+    assert [i for i, _ in norms.top] == list(np.argsort(-norms_of(expected), kind="stable")[:2])
+
+
+def test_per_sample_cli_globs_and_several_wrt(losses):
+    path, module = losses
+    x, y = x_of((5, 2, 6, 6), seed=2), [0, 1, 2, 3, 0]
+    expected = vmap_grad(module.conv, x, np.array(y))
+    doc = run_json("grad", f"{path}:conv", "-x", json.dumps(x.tolist()), "-t", json.dumps(y), "--per-sample",
+                   "--wrt", "param:conv.*,param:fc.bias")
+    assert doc["wrt"] == ["param:conv.weight", "param:conv.bias", "param:fc.bias"]
+    for entry in doc["results"]:
+        np.testing.assert_allclose(np.array(entry["value"]), expected[entry["wrt"][6:]], atol=1e-12)
+    want = norms_of({k: expected[k] for k in ("conv.weight", "conv.bias", "fc.bias")})
+    norms = run_json("grad", f"{path}:conv", "-x", json.dumps(x.tolist()), "-t", json.dumps(y), "--per-sample",
+                     "--norms", "--wrt", "param:conv.*,param:fc.bias", "--top", "1")
+    np.testing.assert_allclose(np.array(norms["value"]), want, atol=1e-12)
+    assert norms["top"] == [{"sample": int(np.argmax(want)), "norm": pytest.approx(want.max(), rel=1e-12)}]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train_bn", "--per-sample", "--wrt", "param:*"], ["bn (BatchNorm1d)", ".eval()"]),
+    (["mlp", "--norms", "--wrt", "param:*"], ["add --per-sample"]),
+    (["mlp", "--per-sample", "--wrt", "input"], ["param:NAME"]),
+    (["mlp", "--per-sample", "--wrt", "param:nothing.*"], ["no parameter matches", "net.0.weight"]),
+    (["mlp", "--per-sample", "--wrt", "param:*", "--max-memory", "1KiB"], ["--norms"]),
+])
+def test_per_sample_refusals(losses, args, words):
+    path, _ = losses
+    name, *rest = args
+    refused(run("grad", f"{path}:{name}", "-x", "randn:4,6", "-t", "[0, 1, 2, 3]", *rest), 2, *words)
+
+
+# --- 5. discoverable -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["jacobian", "grad", "vjp", "jvp", "check"])
+def test_help_names_every_function_form_with_a_user_code_example(command):
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    text = " ".join(result.stdout.split())
+    assert result.exit_code == 0
+    for form in ("PATH.py:NAME", "PATH.pt (TorchScript)", "PATH.pt2 (torch.export)", "--wrt param:NAME", "--arg NAME=ARRAY",
+                 "Your model: gradcli "):
+        assert form in text, (command, form)
+
+
+def test_auto_picks_the_mode_with_fewer_passes_and_falls_back(tmp_path):
+    (tmp_path / "dec.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        torch.manual_seed(0)
+        decoder = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 12)).eval()
+
+
+        class Counting(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = decoder
+                self.register_buffer("calls", torch.zeros(()))
+
+            def forward(self, z):
+                self.calls += 1
+                return self.inner(z)
+
+
+        counting = Counting()
+    """))
+    z = x_of((5, 3))
+    spec = importlib.util.spec_from_file_location("dec", tmp_path / "dec.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.decoder.double()
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(torch.tensor(z)).detach().numpy()
+    res = gradcli.jacobian(f"{tmp_path}/dec.py:decoder", input=z)  # F = 3 inputs, K = 12 outputs per sample
+    assert res.backend.value == "forward" and res.layout.value == "blocks"
+    np.testing.assert_allclose(res.value, expected, atol=1e-14)
+    res = gradcli.jacobian(f"{tmp_path}/dec.py:counting", input=z)  # forward mode refuses the buffer update
+    assert res.backend.value == "autograd" and any("forward mode could not run" in n for n in res.notes)
+    np.testing.assert_allclose(res.value, expected, atol=1e-14)
+    by_bias = gradcli.jacobian(f"{tmp_path}/dec.py:decoder", input=z, wrt="param:0.bias")  # 16 entries < 60 outputs
+    assert by_bias.backend.value == "forward" and by_bias.shape == (5, 12, 16)
+    expected = torch.func.jacrev(lambda b: torch.func.functional_call(model, {"0.bias": b}, (torch.tensor(z),)))(
+        model[0].bias.detach()).detach().numpy()
+    np.testing.assert_allclose(by_bias.value, expected, atol=1e-14)
+
+
+def test_per_sample_output_files(losses, tmp_path):
+    path, module = losses
+    x, y = x_of((4, 6), seed=5), [0, 1, 2, 3]
+    expected = vmap_grad(module.mlp, x, np.array(y))
+    for suffix in (".npz", ".npy"):
+        out = tmp_path / f"grads{suffix}"
+        result = runner.invoke(app, ["grad", f"{path}:mlp", "-x", json.dumps(x.tolist()), "-t", json.dumps(y),
+                                     "--per-sample", "--wrt", "param:net.2.*", "-o", str(out)])
+        assert result.exit_code == 0, result.stderr
+        want = norms_of({k: expected[k] for k in ("net.2.weight", "net.2.bias")})
+        if suffix == ".npz":
+            saved = np.load(out)
+            np.testing.assert_allclose(saved["param:net.2.weight"], expected["net.2.weight"], atol=1e-12)
+            np.testing.assert_allclose(saved["norms"], want, atol=1e-12)
+        else:
+            np.testing.assert_allclose(np.load(out), want, atol=1e-12)
