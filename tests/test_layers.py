@@ -106,3 +106,11 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [])
     assert not cycles, " ; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_readme_code_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme[readme.index("## Code layout"):readme.index("Adding a built-in")]
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and p.name not in layout)
+    assert not missing, f"the README's code layout leaves out {missing}"
