@@ -91,8 +91,10 @@ def solve(
         value, output = value.reshape(shape), output.reshape(problem.output_shape)
         error = None if error is None else error.reshape(shape)
         nonsmooth = None if nonsmooth is None else nonsmooth.reshape(shape)
-    structure = describe(value, plan.layout, view.rows, problem.dtype, per_sample=view.per_sample) \
-        if quantity is Quantity.JACOBIAN else ()
+    rows = view.rows
+    scattered = rows is not None and not rows.reduced and plan.layout is Layout.FULL  # (every backend scatters blocks)
+    structure = describe(value, plan.layout, rows, problem.dtype, per_sample=view.per_sample,
+                         from_blocks=scattered) if quantity is Quantity.JACOBIAN else ()
     return Result(
         quantity=quantity,
         function=problem.function.name,

@@ -10,7 +10,21 @@ from .options import Layout
 from .rowform import RowLayout, full_to_blocks, off_block_max
 
 MAX_ENTRIES = 50_000_000  # past this, the notes would cost more than they tell
-SAMPLE_ENTRIES = 1 << 20  # per-block properties are checked on the first blocks that fit this
+SAMPLE_ENTRIES = 1 << 16  # per-block properties are checked on the first blocks that fit this
+VERIFY_ENTRIES = 1 << 20  # a full Jacobian up to this size has its off-block entries verified one by one
+
+
+def _scattered(full: np.ndarray, rows: RowLayout, dtype) -> tuple[str, ...]:
+    """Notes on a full Jacobian scattered from its blocks, read off the blocks."""
+    blocks = full_to_blocks(full, rows)
+    notes = describe(blocks, Layout.BLOCKS, rows, dtype)
+    if not notes:  # non-finite blocks: their off-block entries may be nan too (jacrev's 0 * inf)
+        return ()
+    zeros = 1.0 - np.count_nonzero(blocks) / full.size  # every entry off the blocks is 0
+    kept = [n for n in notes[1:] if "exactly 0" not in n]
+    return ("block-diagonal across batch rows (scattered from the per-row blocks: every entry between different "
+            "rows is 0); --layout blocks shows only the blocks", *kept,
+            f"{zeros:.1%} of the entries shown are exactly 0")
 
 
 def _largest(value: np.ndarray) -> float:
@@ -18,13 +32,21 @@ def _largest(value: np.ndarray) -> float:
     return max(abs(float(value.max())), abs(float(value.min())))
 
 
-def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *, per_sample: bool = False) -> tuple[str, ...]:
+def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *, per_sample: bool = False,
+             from_blocks: bool = False) -> tuple[str, ...]:
     """Notes on ``value``'s structure, checked on the value itself. Whole-array
     checks are single passes without temporaries; per-block properties (sums,
     symmetry) are checked on the first blocks that fit ``SAMPLE_ENTRIES`` and
-    say so when that is not all of them."""
+    say so when that is not all of them. ``from_blocks``: a full Jacobian that
+    was scattered from per-row blocks (every backend does, where rows exist):
+    its block structure holds by construction: up to ``VERIFY_ENTRIES`` the
+    entries between rows are still verified one by one, past it the notes are
+    read off the blocks, a ``1 / n_rows`` part of it, and say so."""
     if value.size == 0 or value.size > MAX_ENTRIES:
         return ()
+    if from_blocks and value.size > VERIFY_ENTRIES and layout is Layout.FULL and rows is not None \
+            and not rows.reduced and rows.rows and not rows.elementwise:
+        return _scattered(value, rows, dtype)
     whole = value
     if layout is Layout.BLOCKS and rows is not None and not per_sample and value.size > SAMPLE_ENTRIES:
         # Blocks are independent rows: their properties are read off the first ones,

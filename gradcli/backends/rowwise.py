@@ -106,7 +106,7 @@ class RowBackend(Backend):
         if isinstance(kernel, GeneralKernel):
             output = kernel.forward(kernel.x0)
         else:
-            output = rowform.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
+            output = rowform.output(kernel, problem.rows)
         error = nonsmooth = None
         if absolute is not None and got.error is not None:
             error = absolute(got.error)

@@ -63,7 +63,7 @@ def row_output(kernel, problem: Problem) -> np.ndarray:
     """The function's value from a NumPy kernel."""
     if isinstance(kernel, GeneralKernel):
         return kernel.forward(kernel.x0)
-    return rowform.forward(kernel, problem.rows, problem.rows.from_rows(kernel.x0))
+    return rowform.output(kernel, problem.rows)
 
 
 class AnalyticSecond:

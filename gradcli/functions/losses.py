@@ -223,21 +223,28 @@ class CrossEntropy(_ClassLoss):
         keep = (~ignored).astype(dtype)
         coef = self._coef(params, z.shape[:-1], dtype, total_weight=w_y.sum(), ignored=ignored)
 
-        def forward(x):
-            logp = log_softmax_rows(x)
+        def loss_rows(logp):
             nll = -pick(logp, y_safe)
-            smooth = -(logp * w_c).sum(-1)
+            smooth = -(logp @ w_c) if eps else 0.0  # (the smoothing term only where it counts)
             return (1 - eps) * w_y * nll + (eps / n_classes) * keep * smooth
 
+        def forward(x):
+            return loss_rows(log_softmax_rows(x))
+
+        logp0 = _lazy(lambda: log_softmax_rows(z))  # one log-softmax at the point: the value and the gradient share it
+        weight = (1 - eps) * w_y + (eps / n_classes) * keep * w_c.sum()
+
         def blocks():  # (*rows, C): O(rows C), no one-hot matrix of C x C
-            s = softmax_rows(z)
-            g = (1 - eps) * w_y[..., None] * s + (eps / n_classes) * keep[..., None] * (w_c.sum() * s - w_c)
+            # (1 - eps) w_y (s - onehot) + (eps / C) keep (sum(w) s - w)  =  weight s - (eps / C) keep w - ...onehot
+            g = np.exp(logp0())
+            g *= weight[..., None]
+            if eps:
+                g -= (eps / n_classes) * keep[..., None] * w_c
             np.put_along_axis(g, y_safe[..., None], pick(g, y_safe)[..., None] - ((1 - eps) * w_y)[..., None], -1)
             return g
 
-        weight = (1 - eps) * w_y + (eps / n_classes) * keep * w_c.sum()
         return RowKernel(x0=z, forward=forward, blocks=blocks, coef=coef, empty_mean=self._empty_mean(params, ignored),
-                         **_softmax_curvature(z, weight))
+                         forward0=lambda: loss_rows(logp0()), **_softmax_curvature(z, weight))
 
     def torch_forward(self, args, params):
         import torch.nn.functional as F

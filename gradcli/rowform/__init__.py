@@ -23,6 +23,7 @@ from .algebra import (
     jvp,
     jvp_blocks,
     off_block_max,
+    output,
     row_jvp,
     row_vjp,
     vjp,
@@ -33,5 +34,5 @@ from .layout import RowLayout
 
 __all__ = [
     "GeneralKernel", "RowKernel", "RowLayout", "blocks_to_full", "diagonal_blocks", "forward", "full_shape",
-    "full_to_blocks", "general_full", "jvp", "jvp_blocks", "off_block_max", "row_jvp", "row_vjp", "vjp", "vjp_blocks",
+    "full_to_blocks", "general_full", "jvp", "jvp_blocks", "off_block_max", "output", "row_jvp", "row_vjp", "vjp", "vjp_blocks",
 ]

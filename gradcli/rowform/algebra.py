@@ -188,10 +188,21 @@ def jvp(kernel: RowKernel, layout: RowLayout, t: np.ndarray) -> np.ndarray:
     return _output_of_rows(layout, kernel.coef, row_jvp(kernel, layout, layout.to_rows(t)))
 
 
+def output(kernel: RowKernel, layout: RowLayout) -> np.ndarray:
+    """The function's value at the kernel's point (with its ``forward0`` where
+    the kernel shares that work with its derivative)."""
+    if kernel.forward0 is None:
+        return forward(kernel, layout, layout.from_rows(kernel.x0))
+    return _reduce_rows(kernel, layout, kernel.forward0())
+
+
 def forward(kernel: RowKernel, layout: RowLayout, x: np.ndarray) -> np.ndarray:
     """The function's value at ``x`` (shaped like the argument, after any stack
     axes) from the kernel's row-form forward, reduced when the layout says so."""
-    per_row = kernel.forward(layout.to_rows(x))
+    return _reduce_rows(kernel, layout, kernel.forward(layout.to_rows(x)))
+
+
+def _reduce_rows(kernel: RowKernel, layout: RowLayout, per_row: np.ndarray) -> np.ndarray:
     if layout.reduced and kernel.empty_mean:  # torch: a mean over no rows is nan
         return np.full(per_row.shape[: per_row.ndim - len(layout.rows)], np.nan, dtype=per_row.dtype)
     return _output_of_rows(layout, kernel.coef, per_row)

@@ -39,6 +39,7 @@ class RowKernel:
     blocks: Callable[[], np.ndarray]
     coef: np.ndarray | None
     empty_mean: bool = False
+    forward0: Callable[[], np.ndarray] | None = None  # forward at x0, sharing work with blocks (optional)
     vjp: Callable[[np.ndarray], np.ndarray] | None = None
     jvp: Callable[[np.ndarray], np.ndarray] | None = None
     hessian: Callable[[np.ndarray | None], np.ndarray] | None = None
