@@ -196,10 +196,14 @@ def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, no
             return array.astype(np.int64)
         notes.append(f"{option}: integer values converted to {work} (integers cannot be differentiated; "
                      "torch.arange(n) is an integer tensor, a classic trap)")
+    if array.dtype == work:
+        # Already in the working dtype: a view of the caller's array, made read-only on its own
+        # (the caller's array keeps its flags), rather than a copy of a possibly large input.
+        return array.view()
     with np.errstate(over="ignore"):  # a value too large for float32 becomes inf: said below, not warned
         converted = array.astype(work)
-    overflow = np.isinf(converted) & ~np.isinf(array)
-    if overflow.any():
+    overflow = np.isinf(converted) & ~np.isinf(array) if converted.dtype.itemsize < array.dtype.itemsize else None
+    if overflow is not None and overflow.any():
         index = tuple(int(i) for i in np.argwhere(overflow)[0])
         raise UsageError(f"{option}: {array[index]} at index {list(index)} does not fit {work} "
                          f"(largest {np.finfo(work).max:.4g}); use --dtype float64 or rescale the data")

@@ -257,3 +257,14 @@ def test_a_large_full_jacobian_reads_its_notes_off_the_blocks():
     assert res.structure[0].startswith("block-diagonal across batch rows (scattered from the per-row blocks")
     zeros = 1 - np.count_nonzero(res.value) / res.value.size
     assert f"{zeros:.1%} of the entries shown are exactly 0" in res.structure
+
+
+def test_the_callers_arrays_are_neither_copied_nor_frozen():
+    """An input already in the working dtype is read through a read-only view:
+    no copy of a large input, and the caller's own array stays writable."""
+    x = np.random.default_rng(5).standard_normal((3, 4))
+    problem = build_problem("softmax", {"input": x})
+    assert np.shares_memory(problem.args["input"], x) and not problem.args["input"].flags.writeable
+    assert x.flags.writeable
+    x32 = x.astype(np.float32)
+    assert not np.shares_memory(build_problem("softmax", {"input": x32}).args["input"], x32)  # converted: a copy

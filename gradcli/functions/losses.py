@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import RowKernel, RowLayout
 from .base import ArrayArg, ArrayKind, Function, Param, Structure
-from .softmax import _lazy, _softmax_apply, log_softmax_rows, softmax_blocks, softmax_rows
+from .softmax import _lazy, _softmax_apply, log_softmax_rows, log_softmax_rows_parallel, softmax_blocks, softmax_rows
 
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
                    choices=(Reduction.MEAN, Reduction.SUM, Reduction.NONE))
@@ -231,19 +231,26 @@ class CrossEntropy(_ClassLoss):
         def forward(x):
             return loss_rows(log_softmax_rows(x))
 
-        logp0 = _lazy(lambda: log_softmax_rows(z))  # one log-softmax at the point: the value and the gradient share it
+        logp0 = _lazy(lambda: log_softmax_rows_parallel(z))  # one log-softmax: the value and the gradient share it
         weight = (1 - eps) * w_y + (eps / n_classes) * keep * w_c.sum()
 
-        def blocks():  # (*rows, C): O(rows C), no one-hot matrix of C x C
-            # (1 - eps) w_y (s - onehot) + (eps / C) keep (sum(w) s - w)  =  weight s - (eps / C) keep w - ...onehot
+        def scaled_gradient(scale):
+            """``scale_r`` times row r's gradient, formed in place (a vjp with the
+            per-row cotangent ``scale``; ``scale = 1`` gives the blocks):
+            (1 - eps) w_y (s - onehot) + (eps / C) keep (sum(w) s - w) = weight s - (eps / C) keep w - (1 - eps) w_y onehot."""
             g = np.exp(logp0())
-            g *= weight[..., None]
+            g *= (weight * scale)[..., None]
             if eps:
-                g -= (eps / n_classes) * keep[..., None] * w_c
-            np.put_along_axis(g, y_safe[..., None], pick(g, y_safe)[..., None] - ((1 - eps) * w_y)[..., None], -1)
+                g -= ((eps / n_classes) * keep * scale)[..., None] * w_c
+            np.put_along_axis(g, y_safe[..., None],
+                              pick(g, y_safe)[..., None] - ((1 - eps) * w_y * scale)[..., None], -1)
             return g
 
-        return RowKernel(x0=z, forward=forward, blocks=blocks, coef=coef, empty_mean=self._empty_mean(params, ignored),
+        def vjp(u):  # u: (..., *rows) per-row cotangents; stacks of them go through the blocks
+            return scaled_gradient(u) if u.shape == w_y.shape else u[..., None] * scaled_gradient(1.0)
+
+        return RowKernel(x0=z, forward=forward, blocks=lambda: scaled_gradient(1.0), coef=coef,
+                         empty_mean=self._empty_mean(params, ignored), vjp=vjp,
                          forward0=lambda: loss_rows(logp0()), **_softmax_curvature(z, weight))
 
     def torch_forward(self, args, params):

@@ -20,6 +20,20 @@ def log_softmax_rows(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
+def log_softmax_rows_parallel(x: np.ndarray) -> np.ndarray:
+    """:func:`log_softmax_rows` of a ``(*rows, C)`` array, its rows split across
+    the cores (NumPy releases the GIL): a language model's vocabulary is one
+    large exp per row."""
+    flat = x.reshape(-1, x.shape[-1])
+    out = np.empty_like(flat)
+
+    def rows(start, stop):
+        out[start:stop] = log_softmax_rows(flat[start:stop])
+
+    run_chunks(len(flat), rows, chunk=max(1, -(-(1 << 18) // max(1, flat.shape[1]))))
+    return out.reshape(x.shape)
+
+
 def softmax_rows(x: np.ndarray) -> np.ndarray:
     """Stable softmax over the last axis (in place on one temporary: the fd
     backend calls this on large stacks)."""
