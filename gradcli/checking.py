@@ -104,12 +104,13 @@ def default_reference() -> BackendName:
 
 def tolerances(problem: Problem, atol: float | None, rtol: float | None) -> tuple[float, float, str]:
     """``(atol, rtol, source)``: the given ones, or the dtype's defaults (``compare.default_tolerance``)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if value is not None and not 0 <= value < math.inf:  # (NaN fails both comparisons)
+            raise UsageError(f"--{name}: {value} is not a finite number >= 0; give e.g. --{name} 1e-6")
     default_atol, default_rtol = default_tolerance(problem.dtype)
     source = "given" if atol is not None or rtol is not None else f"{problem.dtype} defaults"
     atol = default_atol if atol is None else atol
     rtol = default_rtol if rtol is None else rtol
-    if not (math.isfinite(atol) and math.isfinite(rtol)) or atol < 0 or rtol < 0:
-        raise UsageError("--atol/--rtol: tolerances must be finite numbers >= 0")
     return atol, rtol, source
 
 

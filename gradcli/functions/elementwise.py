@@ -13,6 +13,7 @@ torch call, the formulas, and where it has a kink.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -20,7 +21,6 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..rowform import RowKernel, RowLayout, diagonal_blocks
-from .softmax import _lazy
 from .base import ArrayArg, Function, Param, Structure
 from .numerics import sigmoid_np, softplus_torch
 
@@ -140,12 +140,12 @@ def elementwise_kernel(x: Array, f, df, axis: int | None, d2f=None) -> RowKernel
     (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them).
     Second order: entry k depends on x_k alone, so ``sum_k u_k (d2 f_k) t`` is ``u f'' t``."""
     if axis is None:
-        d2 = _lazy(lambda: d2f(x)[..., None])
+        d2 = functools.cache(lambda: d2f(x)[..., None])
         return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None,
                          hvp=lambda u, t: u[..., None] * d2() * t)
     xr = np.moveaxis(x, axis, -1)
     d = df(xr)
-    d2 = _lazy(lambda: d2f(xr))
+    d2 = functools.cache(lambda: d2f(xr))
     return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d), coef=None,
                      vjp=lambda u: u * d, jvp=lambda t: d * t, hvp=lambda u, t: u * d2() * t)
 

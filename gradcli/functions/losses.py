@@ -9,13 +9,15 @@ indices) or by the number of rows (probabilities), as torch does.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import RowKernel, RowLayout
 from .base import ArrayArg, ArrayKind, Function, Param, Structure
-from .softmax import _lazy, _softmax_apply, log_softmax_rows, log_softmax_rows_parallel, softmax_blocks, softmax_rows
+from .softmax import _softmax_apply, log_softmax_rows, log_softmax_rows_parallel, softmax_blocks, softmax_rows
 
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
                    choices=(Reduction.MEAN, Reduction.SUM, Reduction.NONE))
@@ -231,7 +233,7 @@ class CrossEntropy(_ClassLoss):
         def forward(x):
             return loss_rows(log_softmax_rows(x))
 
-        logp0 = _lazy(lambda: log_softmax_rows_parallel(z))  # one log-softmax: the value and the gradient share it
+        logp0 = functools.cache(lambda: log_softmax_rows_parallel(z))  # one log-softmax: the value and the gradient share it
         weight = (1 - eps) * w_y + (eps / n_classes) * keep * w_c.sum()
 
         def scaled_gradient(scale):
@@ -265,7 +267,7 @@ class CrossEntropy(_ClassLoss):
 def _softmax_curvature(z: np.ndarray, weight: np.ndarray) -> dict:
     """cross_entropy's second order at logits ``z`` ``(*rows, C)``: per row
     ``weight_r (diag(s) - s s^T)``, as blocks and as an O(C) hvp."""
-    s = _lazy(lambda: softmax_rows(z))
+    s = functools.cache(lambda: softmax_rows(z))
     return {"hessian": lambda scale: softmax_blocks(s(), weight if scale is None else weight * scale),
             "hvp": lambda u, t: (u * weight)[..., None] * _softmax_apply(s(), t)}
 

@@ -9,6 +9,8 @@ diagonal; the gradient of a reduction is ``coef * dl/dx``.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import UsageError
@@ -17,7 +19,6 @@ from ..rowform import RowKernel, RowLayout, diagonal_blocks
 from .base import ArrayArg, Function, Param, Structure
 from .elementwise import kink_notes
 from .numerics import sigmoid_np, softplus_np
-from .softmax import _lazy
 
 _TARGET = ArrayArg("target", "the target, the input's shape", required=True)
 _REDUCTION = Param("reduction", Reduction.MEAN, "mean | sum | none, as torch", kind=Reduction,
@@ -100,7 +101,7 @@ class PointwiseLoss(Function):
             derivative = self.d_target(x, t, extra, params)
             second = self.d2_target
             x0 = t
-        d2 = _lazy(lambda: np.asarray(second(x, t, extra, params), dtype=x0.dtype) + np.zeros_like(x0))
+        d2 = functools.cache(lambda: np.asarray(second(x, t, extra, params), dtype=x0.dtype) + np.zeros_like(x0))
         c = self._coef_value(args["input"].shape, params)
         if axis is None:
             coef = None if c is None else np.full(x0.shape, c, dtype=x0.dtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import UsageError
@@ -84,18 +86,6 @@ def softmax_hvp(s: np.ndarray, u: np.ndarray, t: np.ndarray) -> np.ndarray:
     return s * (u * a - (u * s * a).sum(-1, keepdims=True) - a * (u * s).sum(-1, keepdims=True))
 
 
-def _lazy(make):
-    """A value computed on first call and kept (a kernel's softmax, needed only by some quantities)."""
-    kept = []
-
-    def get():
-        if not kept:
-            kept.append(make())
-        return kept[0]
-
-    return get
-
-
 class _AlongDim(Function):
     """Shared by softmax and log_softmax: one block per row along ``dim``."""
 
@@ -135,7 +125,7 @@ class Softmax(_AlongDim):
     def kernel(self, args, params, wrt, axis=None):
         x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
 
-        s = _lazy(lambda: softmax_rows(x))
+        s = functools.cache(lambda: softmax_rows(x))
         # J = diag(s) - s s^T is symmetric: vjp and jvp are both s * (v - <v, s>), O(C) per row.
         return RowKernel(x0=x, forward=softmax_rows, blocks=lambda: softmax_blocks(s()), coef=None,
                          vjp=lambda u: _softmax_apply(s(), u), jvp=lambda t: _softmax_apply(s(), t),
@@ -174,7 +164,7 @@ class LogSoftmax(_AlongDim):
             out.reshape(-1, c * c)[:, :: c + 1] += 1.0
             return out
 
-        s = _lazy(lambda: softmax_rows(x))
+        s = functools.cache(lambda: softmax_rows(x))
         # J = I - 1 s^T: u^T J = u - s sum(u);  J t = t - <s, t>, O(C) per row.
         # d2 log_softmax_i = -(diag(s) - s s^T) for every i: sum_i u_i d2_i t = -(sum_i u_i) s * (t - <s, t>).
         return RowKernel(x0=x, forward=log_softmax_rows, blocks=blocks, coef=None,
