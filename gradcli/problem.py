@@ -172,7 +172,8 @@ def build_problem(
             check_finite(args[name], option_name(name))
     for arg in fn.arrays:
         if arg.required and arg.name not in args:
-            raise UsageError(f"{arg.option}: {fn.name} needs {arg.help}; give it as a file, JSON or generator")
+            raise UsageError(f"{arg.option}: missing; {fn.name} needs this array ({arg.help}); "
+                             "give it as a file, JSON or generator")
     if wrt.startswith("param:"):
         args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work)
     for array in args.values():

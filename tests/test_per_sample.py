@@ -296,7 +296,7 @@ def test_arg_mistakes(models, args, code, words):
 
 def test_missing_target_and_arg_on_a_builtin(models):
     path, _ = models
-    refused(run("jacobian", f"{path}:two", "-x", "randn:4,4"), 2, "--target", "second argument (t)")
+    refused(run("jacobian", f"{path}:two", "-x", "randn:4,4"), 2, "--target", "second argument, t")
     refused(run("jacobian", "softmax", "-x", "randn:4,4", "--arg", "mask=ones:4"), 2, "only user code")
 
 

@@ -60,9 +60,9 @@ class Signature:
     def arrays(self, catalogue_names: tuple[str, ...]) -> tuple[ArrayArg, ...]:
         """The array arguments this callable takes, for problem validation and ``gradcli functions``."""
         first = self.positional[0] if self.positional else "input"
-        arrays = [ArrayArg("input", f"passed as its first argument ({first})", required=True)]
+        arrays = [ArrayArg("input", f"its first argument, {first}", required=True)]
         if self.takes_target:
-            arrays.append(ArrayArg("target", f"passed as its second argument ({self.second_name()})",
+            arrays.append(ArrayArg("target", f"its second argument, {self.second_name()}",
                                    required=self.required >= 2, kind=ArrayKind.INDEX_OR_FLOAT))
         for name in self.by_name():
             if name in catalogue_names:
