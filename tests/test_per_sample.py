@@ -347,7 +347,8 @@ def test_forward_mode_on_a_cifar_sized_net_under_8gb_exits_2_never_killed():
     assert "your code raised" not in proc.stderr
 
 
-def test_chunks_sized_to_max_memory_give_the_same_blocks(tmp_path, backend="forward"):
+@pytest.mark.parametrize("backend", ["forward", "autograd"])
+def test_chunks_sized_to_max_memory_give_the_same_blocks(tmp_path, backend):
     (tmp_path / "wide.py").write_text(textwrap.dedent("""
         import torch
         from torch import nn
@@ -370,6 +371,101 @@ def test_chunks_sized_to_max_memory_give_the_same_blocks(tmp_path, backend="forw
     tight = limited("jacobian", f"{tmp_path}/wide.py:net", "-x", str(tmp_path / "x.npy"), "-b", backend,
                     "--max-memory", "1MiB")
     assert tight.returncode == 2 and "--max-memory" in tight.stderr and tight.stdout == ""
+
+
+BATCHING = '''
+import torch
+from torch import nn
+
+
+class ItemSquare(torch.autograd.Function):
+    """A custom backward that vmap cannot batch (.item())."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        assert float(grad.abs().sum()) >= 0
+        return 2 * x * grad
+
+
+class Net(nn.Module):
+    """(B, 2, 3, 5) images -> (B, 2, 4) per-sample outputs, through a conv and a custom square."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(2, 3, 2)
+        self.fc = nn.Linear(3 * 2 * 4, 8)
+
+    def forward(self, x):
+        h = ItemSquare.apply(torch.tanh(self.conv(x)))
+        return self.fc(h.flatten(1)).reshape(-1, 2, 4)
+
+
+class FixedBatch(nn.Module):
+    """Refuses any batch but five samples (as a model exported for one batch size does)."""
+
+    def forward(self, x):
+        assert x.shape[0] == 5, "exported for a batch of 5"
+        return torch.sin(x) * x.sum(1, keepdim=True)
+
+
+def rolled(x):
+    """Each sample's output reads the previous sample: samples interact along the batch."""
+    return x * torch.roll(x, 1, 0)
+
+
+net = Net().eval()
+fixed = FixedBatch()
+'''
+
+
+@pytest.fixture(scope="module")
+def batching(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("batching")
+    (folder / "batching.py").write_text(textwrap.dedent(BATCHING))
+    spec = importlib.util.spec_from_file_location("batching_models", folder / "batching.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return folder / "batching.py", module
+
+
+@pytest.mark.parametrize("cache", [1, 200_000, 2**40])  # one plain pass per feature, batches of a few, all at once
+def test_autograd_blocks_are_vmap_jacrev_however_the_cotangents_are_batched(batching, monkeypatch, cache):
+    """The sum-over-the-batch backward passes, batched by is_grads_batched or one by one (and
+    falling back to one by one where vmap cannot batch the custom backward), give torch's blocks."""
+    from gradcli.backends import autograd
+
+    monkeypatch.setattr(autograd, "CACHE_BYTES", cache)
+    path, module = batching
+    x = x_of((6, 2, 3, 5))
+    model = module.Net().double().eval()
+    full = torch.autograd.functional.jacobian(model, torch.tensor(x)).numpy()  # (6, 2, 4, 6, 2, 3, 5)
+    expected = full.reshape(6, 8, 6, 30)[np.arange(6), :, np.arange(6)]
+    assert np.abs(full.reshape(6, 8, 6, 30)).sum() == pytest.approx(np.abs(expected).sum())  # samples apart
+    res = gradcli.jacobian(f"{path}:net", input=x, layout="blocks", backend="autograd")
+    assert res.value.shape == (6, 2, 4, 2, 3, 5)  # (B, *out, *in), as vmap(jacrev) gives
+    np.testing.assert_allclose(res.value.reshape(6, 8, 30), expected, atol=1e-14, rtol=1e-13)
+
+
+def test_blocks_check_falls_back_to_the_whole_batch_for_a_fixed_batch_model(batching):
+    path, module = batching
+    x = x_of((5, 4))
+    expected = torch.func.jacrev(module.fixed)(torch.tensor(x)).numpy()  # (5, 4, 5, 4)
+    res = gradcli.jacobian(f"{path}:fixed", input=x, layout="blocks", backend="autograd")
+    np.testing.assert_allclose(res.value, expected[np.arange(5), :, np.arange(5)], atol=1e-14)
+    assert any("checked from samples 0 and 4" in n for n in res.notes), res.notes
+
+
+def test_blocks_check_sees_an_interaction_along_the_batch(batching):
+    path, _ = batching
+    refused(run("jacobian", f"{path}:rolled", "-x", "randn:7,3", "--layout", "blocks"), 2,
+            "samples interact", "cross-sample derivative")
 
 
 # --- 4. per-sample gradients and norms ------------------------------------------------

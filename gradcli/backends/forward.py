@@ -8,17 +8,19 @@ from .. import rowform
 from ..options import BackendName, Layout
 from ..problem import Problem
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, user_model
+from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, user_model, value_of
 
 
 class ForwardBackend(TorchBackend):
     name = BackendName.FORWARD
 
-    def blocks(self, torch, F, x0, rows, output):
+    def blocks(self, torch, F, x0, rows):
         """Per-row blocks from one batched forward pass per input feature: the
         tangent "1 at feature c of every row" gives column c of every block."""
         if rows.in_axis is None:  # elementwise: one tangent of ones gives every diagonal entry
-            return torch.func.jvp(F, (x0,), (torch.ones_like(x0),))[1].unsqueeze(-1)
+            output, diagonal = torch.func.jvp(F, (x0,), (torch.ones_like(x0),))
+            return output, diagonal.unsqueeze(-1)
+        output = value_of(torch, F, x0)
         chunk = self.chunk(torch, F, x0, rows.features, output.numel() * output.element_size(), forward=True)
         eye = torch.eye(rows.features, dtype=x0.dtype, device=x0.device)
 
@@ -28,7 +30,7 @@ class ForwardBackend(TorchBackend):
         cols = torch.func.vmap(column, chunk_size=chunk, randomness="same")(eye)  # (C_in, *out_shape)
         if rows.out_axis is not None:
             cols = cols.movedim(1 + rows.out_axis, -1)  # (C_in, *rows, C_out)
-        return cols.movedim(0, -1)
+        return output, cols.movedim(0, -1)
 
     def full(self, torch, F, x0, output):
         """Columns ``J e_i`` in chunks of the standard basis, each chunk's basis

@@ -54,10 +54,9 @@ class TorchBackend(Backend):
         torch, F, x0 = self.setup(problem)
         rows = problem.rows
         with torch_errors(self.name.value, user_model(problem)):
-            with torch.no_grad():  # the value only: no graph (parameters require grad) held during the blocks
-                output = F(x0)
             if rows is not None and not rows.reduced:
-                blocks = to_numpy(self.blocks(torch, F, x0, rows, output))
+                output, blocks = self.blocks(torch, F, x0, rows)
+                blocks = to_numpy(blocks)
                 if layout is Layout.DIAG:
                     value = rows.from_rows(blocks)
                 elif layout is Layout.FULL:
@@ -65,16 +64,19 @@ class TorchBackend(Backend):
                 else:
                     value = blocks
             else:
+                output = value_of(torch, F, x0)
                 value = to_numpy(self.full(torch, F, x0, output))
         return Computed(value=value, output=to_numpy(output))
 
-    def chunk(self, torch, F, x0, directions: int, per_direction: int, *, forward: bool) -> int:
+    def chunk(self, torch, F, x0, directions: int, per_direction: int, *, forward: bool,
+              activations: int | None = None) -> int:
         """vmap's ``chunk_size`` within ``--max-memory``, from one measured evaluation
-        (:mod:`.memory`); the result (``directions * per_direction`` bytes) is held."""
+        (:mod:`.memory`; ``activations``: already measured); the result
+        (``directions * per_direction`` bytes) is held."""
         from .memory import chunk_size
 
-        known = None
-        if self._function is not None and self._function.closed_form:  # a built-in: no hidden activations
+        known = activations
+        if known is None and self._function is not None and self._function.closed_form:  # no hidden activations
             known = 4 * (x0.numel() * x0.element_size() + self._output_bytes)
         return chunk_size(torch, F, x0, directions=directions, per_direction=per_direction,
                           held=directions * per_direction, budget=self.options.max_memory, forward=forward,
@@ -82,11 +84,18 @@ class TorchBackend(Backend):
 
     # --- pieces the modes provide ------------------------------------------
 
-    def blocks(self, torch, F, x0, rows, output):
+    def blocks(self, torch, F, x0, rows):
+        """``(output, blocks)``: ``F(x0)`` and its per-row blocks ``(*rows, C_out, C_in)``."""
         raise NotImplementedError
 
     def full(self, torch, F, x0, output):
         raise NotImplementedError
+
+
+def value_of(torch, F, x0):
+    """``F(x0)`` alone: no graph held (a model's parameters require grad)."""
+    with torch.no_grad():
+        return F(x0)
 
 
 def user_model(problem: Problem):

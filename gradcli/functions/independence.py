@@ -3,10 +3,9 @@
 for ``i != j``; this module checks it cheaply before blocks are trusted, and
 decides ``--layout auto`` for user code.
 
-The check runs the code on the batch and takes one classic backward pass
-for each of the first two samples, with a random cotangent on that sample's
-output:
-the gradient that reaches the other sample's input is exactly zero when the
+The check runs the code on the first and the last sample as a batch of two
+and takes one classic backward pass for each, with a random cotangent on that
+sample's output: the gradient that reaches the other sample's input is exactly zero when the
 samples do not interact (each output entry's graph never touches the other
 sample), and non-zero for almost every cotangent when they do (batch norm in
 training mode).
@@ -22,24 +21,41 @@ from .training import interaction_message
 ROWS = 2
 
 
-def cross_sample(bound, rows: int = ROWS) -> tuple[int, float, float]:
-    """``(k, cross, scale)``: for ``k <= rows`` samples ``i`` (the first and the last),
-    the gradient of ``<v_i, out[i]>`` (random ``v_i``) w.r.t. the whole batch;
-    ``cross`` is its largest entry on another sample, ``scale`` on sample ``i``.
-    The whole batch runs (a model exported for one batch size still runs)."""
+def cross_sample(bound, rows: int = ROWS) -> tuple[list[int], float, float]:
+    """``(checked, cross, scale)``: for the samples ``i`` in ``checked`` (the first
+    and the last, at most ``rows``), the gradient of ``<v_i, out[i]>`` (random ``v_i``)
+    w.r.t. the whole batch; ``cross`` is its largest entry on another sample,
+    ``scale`` on sample ``i``.
+
+    The checked samples run as a batch of their own (every per-sample argument
+    sliced alike, :func:`gradcli.rows.batch_rows`): the check then costs a small
+    fraction of one pass over a large batch, and an interaction through the batch
+    (a batch statistic, a shift or a sum along it) couples them as it couples the
+    whole batch. Code that refuses a batch of that size (a model exported for one
+    batch size) runs on the whole batch instead."""
     import torch
 
-    from .activations import remember, saved_bytes
+    from ..rows import batch_rows
 
-    tensors = {name: torch.from_numpy(np.array(a)) for name, a in bound.args.items()}
+    b = bound.args["input"].shape[0]
+    checked = sorted({0, b - 1})[:rows]
+    if len(checked) < b:
+        try:
+            return checked, *_cross(torch, bound, batch_rows(bound.args, checked), range(len(checked)))
+        except Exception:  # noqa: BLE001 (the code's own failure shows again on the whole batch)
+            pass
+    return checked, *_cross(torch, bound, bound.args, checked)
+
+
+def _cross(torch, bound, args, picks) -> tuple[float, float]:
+    """``(cross, scale)`` of :func:`cross_sample` on the batch ``args`` for its samples ``picks``."""
+    tensors = {name: torch.from_numpy(np.array(a)) for name, a in args.items()}
     xt = tensors["input"].requires_grad_(True)
-    out, nbytes = saved_bytes(torch, lambda: bound.function.call(tensors))
-    remember(bound.function, xt, nbytes)  # the torch backends size their chunks from it
-    b = xt.shape[0]
-    k = min(rows, b)
+    with torch.enable_grad():
+        out = bound.function.call(tensors)
     rng = np.random.default_rng(0)
     cross = scale = 0.0
-    for i in sorted({0, b - 1})[:k]:  # the first and the last: a one-way interaction (a cumulative sum) shows
+    for i in picks:
         v = torch.zeros_like(out)
         v[i] = torch.from_numpy(rng.standard_normal(out.shape[1:])).to(out.dtype)
         (g,) = torch.autograd.grad(out, xt, v, retain_graph=True, allow_unused=True)
@@ -49,18 +65,18 @@ def cross_sample(bound, rows: int = ROWS) -> tuple[int, float, float]:
         scale = max(scale, float(g[i].max()))
         others = torch.cat([g[:i], g[i + 1:]])
         cross = max(cross, float(others.max()) if others.numel() else 0.0)
-    return k, cross, scale
+    return cross, scale
 
 
 def interacts(bound) -> tuple[bool, str]:
     """``(True, why)`` when the first samples interact, else ``(False, note)``."""
-    k, cross, scale = cross_sample(bound)
-    if k < 2:
+    checked, cross, scale = cross_sample(bound)
+    if len(checked) < 2:
         return False, "--verify-blocks: one sample only, nothing to verify"
     eps = float(np.finfo(bound.args["input"].dtype).eps)
     if cross <= 100 * eps * max(scale, np.finfo(bound.args["input"].dtype).tiny):
-        return False, (f"--verify-blocks: samples do not interact (checked from samples 0 and "
-                       f"{bound.args['input'].shape[0] - 1}: every cross-sample derivative is 0)")
+        return False, (f"--verify-blocks: samples do not interact (checked from samples {checked[0]} and "
+                       f"{checked[1]}: every cross-sample derivative is 0)")
     return True, f" (a cross-sample derivative of {cross:.2e}, --verify-blocks)"
 
 

@@ -120,7 +120,11 @@ def pure_call(module, modes: Modes | None, seed: int):
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator only (torch.manual_seed also queues CUDA's seeding, formatting a stack
+        # trace at every call); CUDA's once it is in use.
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(seed)
         if module is None:
             yield
             return

@@ -206,7 +206,9 @@ class UserFunction(Function):
     def _follow(self, x) -> None:
         """The module in the working dtype (float64 by default) and device, as gradcli computes."""
         if self.module is not None and (x.dtype, x.device) != self._dtype:
-            self.module.to(dtype=x.dtype, device=x.device)
+            tensors = [*self.module.parameters(), *self.module.buffers()]
+            if any(t.device != x.device or (t.is_floating_point() and t.dtype != x.dtype) for t in tensors):
+                self.module.to(dtype=x.dtype, device=x.device)  # a pass over every parameter: only when needed
             self._dtype = (x.dtype, x.device)
 
     def bind(self, args, params) -> "UserBound":
