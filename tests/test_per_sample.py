@@ -109,14 +109,19 @@ two = TwoInputs()
 '''
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    (folder / "models.py").write_text(textwrap.dedent(MODELS))
-    spec = importlib.util.spec_from_file_location("per_sample_models", folder / "models.py")
+def written_module(tmp_path_factory, name: str, text: str):
+    """``text`` written to ``NAME.py`` in a fresh folder: ``(its path, the module loaded from it)``."""
+    path = tmp_path_factory.mktemp(name) / f"{name}.py"
+    path.write_text(textwrap.dedent(text))
+    spec = importlib.util.spec_from_file_location(f"per_sample_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return folder / "models.py", module
+    return path, module
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return written_module(tmp_path_factory, "models", MODELS)
 
 
 def run(*args):
@@ -427,12 +432,7 @@ fixed = FixedBatch()
 
 @pytest.fixture(scope="module")
 def batching(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("batching")
-    (folder / "batching.py").write_text(textwrap.dedent(BATCHING))
-    spec = importlib.util.spec_from_file_location("batching_models", folder / "batching.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return folder / "batching.py", module
+    return written_module(tmp_path_factory, "batching", BATCHING)
 
 
 @pytest.mark.parametrize("cache", [1, 200_000, 2**40])  # one plain pass per feature, batches of a few, all at once
