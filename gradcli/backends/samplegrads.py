@@ -157,16 +157,36 @@ def norms_from(torch, terms):
 
 
 def grads_from(torch, function, terms, names: list[str]):
-    """Per-sample gradients ``{name: (B, *shape)}`` from :func:`layer_terms`:
-    ``W_b = e_b^T a_b`` per layer, one batched matrix product each."""
+    """Per-sample gradients ``{name: (B, *shape)}`` as NumPy arrays, from
+    :func:`layer_terms`: ``W_b = e_b^T a_b`` per layer (one batched matrix
+    product each, ``(B, out, P) @ (B, P, in)``; a convolution's weight
+    ``(B, Cout, Cin, kh, kw)`` seen as ``(B, Cout, Cin*kh*kw)``, unfold's
+    column order) and ``bias_b = sum_p e_bp``.
+
+    On the CPU each product is written straight into its final NumPy array:
+    the gradients are the size of the whole computation (B times the
+    parameters), and NumPy's allocation of a large array asks for huge pages,
+    so filling it costs a fraction of first-touching torch's 4 KiB pages."""
     params = dict(function.module.named_parameters())
     prefix = {id(sub): name for name, sub in function.module.named_modules()}
     got = {}
     for sub, pnames, a, e in terms:
         for pname in pnames:
             name = f"{prefix[id(sub)]}.{pname}" if prefix[id(sub)] else pname
-            value = torch.bmm(e.transpose(1, 2), a) if pname == "weight" else e.sum(1)
-            got[name] = value.reshape((value.shape[0],) + tuple(params[name].shape))
+            shape = (e.shape[0],) + tuple(params[name].shape)
+            if e.device.type != "cpu":
+                value = torch.bmm(e.transpose(1, 2), a) if pname == "weight" else e.sum(1)
+                got[name] = value.reshape(shape).cpu().numpy()
+                continue
+            buffer = np.empty(shape, dtype=torch.empty((), dtype=e.dtype).numpy().dtype)
+            out = torch.from_numpy(buffer)
+            if pname == "weight" and e.shape[1] == 1:  # one position: an outer product, cheaper than bmm's
+                torch.mul(e.transpose(1, 2), a, out=out.view(shape[0], shape[1], -1))
+            elif pname == "weight":
+                torch.bmm(e.transpose(1, 2), a, out=out.view(shape[0], shape[1], -1))
+            else:
+                torch.sum(e, 1, out=out)
+            got[name] = buffer
     return {n: got[n] for n in names}
 
 
