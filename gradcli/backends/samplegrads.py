@@ -174,19 +174,16 @@ def grads_from(torch, function, terms, names: list[str]):
         for pname in pnames:
             name = f"{prefix[id(sub)]}.{pname}" if prefix[id(sub)] else pname
             shape = (e.shape[0],) + tuple(params[name].shape)
-            if e.device.type != "cpu":
-                value = torch.bmm(e.transpose(1, 2), a) if pname == "weight" else e.sum(1)
-                got[name] = value.reshape(shape).cpu().numpy()
-                continue
-            buffer = np.empty(shape, dtype=torch.empty((), dtype=e.dtype).numpy().dtype)
-            out = torch.from_numpy(buffer)
+            on_cpu = e.device.type == "cpu"
+            buffer = np.empty(shape, dtype=torch.empty((), dtype=e.dtype).numpy().dtype) if on_cpu else None
+            out = torch.from_numpy(buffer) if on_cpu else torch.empty(shape, dtype=e.dtype, device=e.device)
             if pname == "weight" and e.shape[1] == 1:  # one position: an outer product, cheaper than bmm's
                 torch.mul(e.transpose(1, 2), a, out=out.view(shape[0], shape[1], -1))
             elif pname == "weight":
                 torch.bmm(e.transpose(1, 2), a, out=out.view(shape[0], shape[1], -1))
             else:
                 torch.sum(e, 1, out=out)
-            got[name] = buffer
+            got[name] = buffer if on_cpu else out.cpu().numpy()
     return {n: got[n] for n in names}
 
 
