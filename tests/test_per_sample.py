@@ -13,6 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import gradcli
@@ -552,6 +554,23 @@ def test_layer_shortcut_writes_each_gradient_in_the_working_dtype(losses, name, 
         assert got.dtype == dtype and got.shape == g.shape and got.flags.c_contiguous and not got.flags.writeable
         close_to(got, g, dtype)
     close_to(res.norms, norms_of(expected), dtype)
+
+
+@given(name=st.sampled_from(["mlp", "mlp_sum", "seq", "seq_sum"]), batch=st.integers(1, 6),
+       positions=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_layer_shortcut_is_the_definition_for_any_batch_positions_and_reduction(losses, name, batch, positions, seed):
+    """Property: whatever the batch size (1 included: then a mean is a sum), the sequence length and
+    the reduction, the shortcut's gradients and norms are vmap(grad(functional_call))'s."""
+    path, module = losses
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 6) if name.startswith("mlp") else (batch, positions, 5))
+    y = rng.integers(0, 4, batch)
+    expected = vmap_grad(getattr(module, name), x, y)
+    res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*")
+    assert "vmap(grad" not in res.method
+    for k, g in expected.items():
+        close_to(res.grads[k], g, np.float64)
+    close_to(res.norms, norms_of(expected), np.float64)
 
 
 @pytest.mark.parametrize("name", ["mlp", "seq"])
