@@ -111,14 +111,19 @@ two = TwoInputs()
 '''
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    (folder / "models.py").write_text(textwrap.dedent(MODELS))
-    spec = importlib.util.spec_from_file_location("per_sample_models", folder / "models.py")
+def user_file(tmp_path_factory, name, text):
+    """``text`` written to ``NAME.py`` in a fresh folder: ``(path, the module imported from it)``."""
+    path = tmp_path_factory.mktemp(name) / f"{name}.py"
+    path.write_text(textwrap.dedent(text))
+    spec = importlib.util.spec_from_file_location(f"per_sample_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return folder / "models.py", module
+    return path, module
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return user_file(tmp_path_factory, "models", MODELS)
 
 
 def run(*args):
@@ -483,12 +488,7 @@ train_bn = TrainBn()
 
 @pytest.fixture(scope="module")
 def losses(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("losses")
-    (folder / "losses.py").write_text(textwrap.dedent(LOSSES))
-    spec = importlib.util.spec_from_file_location("per_sample_losses", folder / "losses.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return folder / "losses.py", module
+    return user_file(tmp_path_factory, "losses", LOSSES)
 
 
 def vmap_grad(model, x, y, dtype=torch.float64):
