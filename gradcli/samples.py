@@ -98,8 +98,7 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
             method = "norms from each layer's activations and output gradients (Linear/Conv2d), no gradient formed"
             if not norms:
                 method = "gradients from each layer's activations and output gradients (Linear/Conv2d)"
-                got = grads_from(torch, function, terms, names)
-                grads = {n: frozen(got[n].detach().cpu().numpy()) for n in names}
+                grads = {n: frozen(g) for n, g in grads_from(torch, function, terms, names).items()}
         else:
             got = exact(torch, function, tensors, names, norms_only=norms, budget=max_memory)
             method = "computed by vmap(grad(functional_call)) over samples"

@@ -13,6 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import gradcli
@@ -109,8 +111,8 @@ two = TwoInputs()
 '''
 
 
-def written_module(tmp_path_factory, name: str, text: str):
-    """``text`` written to ``NAME.py`` in a fresh folder: ``(its path, the module loaded from it)``."""
+def user_file(tmp_path_factory, name, text):
+    """``text`` written to ``NAME.py`` in a fresh folder: ``(path, the module imported from it)``."""
     path = tmp_path_factory.mktemp(name) / f"{name}.py"
     path.write_text(textwrap.dedent(text))
     spec = importlib.util.spec_from_file_location(f"per_sample_{name}", path)
@@ -121,7 +123,7 @@ def written_module(tmp_path_factory, name: str, text: str):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    return written_module(tmp_path_factory, "models", MODELS)
+    return user_file(tmp_path_factory, "models", MODELS)
 
 
 def run(*args):
@@ -432,7 +434,7 @@ fixed = FixedBatch()
 
 @pytest.fixture(scope="module")
 def batching(tmp_path_factory):
-    return written_module(tmp_path_factory, "batching", BATCHING)
+    return user_file(tmp_path_factory, "batching", BATCHING)
 
 
 @pytest.mark.parametrize("cache", [1, 200_000, 2**40])  # one plain pass per feature, batches of a few, all at once
@@ -533,8 +535,41 @@ class TrainBn(nn.Module):
         return nn.functional.cross_entropy(self.bn(self.fc(x)), y)
 
 
+class Seq(nn.Module):
+    """Linear layers on a sequence (B, T, F): T positions per sample, the batched-product shortcut."""
+
+    def __init__(self, reduction="mean"):
+        super().__init__()
+        torch.manual_seed(8)
+        self.fc1 = nn.Linear(5, 6)
+        self.fc2 = nn.Linear(6, 4, bias=False)
+        self.reduction = reduction
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.fc2(torch.tanh(self.fc1(x))).mean(1), y, reduction=self.reduction)
+
+
+class OffMean(Mlp):
+    """The sum over B + 1: l_b = ce_b / 2 on a batch of one, so L = 2 / (B + 1) * sum_b l_b, a constant
+    the check does not accept (one fitted to the value would pass any loss)."""
+
+    def forward(self, x, y):
+        return nn.functional.cross_entropy(self.net(x), y, reduction="sum") / (x.shape[0] + 1)
+
+
+class SoftMax(Mlp):
+    """A soft maximum of the per-sample losses: no constant c makes it c * sum_b l_b."""
+
+    def forward(self, x, y):
+        return torch.logsumexp(nn.functional.cross_entropy(self.net(x), y, reduction="none"), 0)
+
+
 mlp = Mlp()
 mlp_sum = Mlp("sum")
+seq = Seq()
+seq_sum = Seq("sum")
+off_mean = OffMean()
+softmax_of_losses = SoftMax()
 conv = Conv()
 normed = Normed()
 coupled = Coupled()
@@ -544,23 +579,19 @@ train_bn = TrainBn()
 
 @pytest.fixture(scope="module")
 def losses(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("losses")
-    (folder / "losses.py").write_text(textwrap.dedent(LOSSES))
-    spec = importlib.util.spec_from_file_location("per_sample_losses", folder / "losses.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return folder / "losses.py", module
+    return user_file(tmp_path_factory, "losses", LOSSES)
 
 
-def vmap_grad(model, x, y):
+def vmap_grad(model, x, y, dtype=torch.float64):
     """The definition: torch.func.vmap(grad(functional_call)) on batches of one."""
-    model = model.double()
+    model = model.to(dtype)
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss(p, xb, yb):
         return torch.func.functional_call(model, p, (xb[None], yb[None]))
 
-    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, torch.tensor(x), torch.tensor(y))
+    grads = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, torch.tensor(x, dtype=dtype),
+                                                                         torch.tensor(y))
     return {k: g.detach().numpy() for k, g in grads.items()}
 
 
@@ -569,7 +600,8 @@ def norms_of(grads):
 
 
 CASES = [("mlp", (7, 6), "layer"), ("mlp_sum", (7, 6), "layer"), ("conv", (5, 2, 6, 6), "layer"),
-         ("normed", (6, 6), "vmap"), ("coupled", (6, 6), "vmap")]
+         ("normed", (6, 6), "vmap"), ("coupled", (6, 6), "vmap"), ("seq", (5, 3, 5), "layer"),
+         ("seq_sum", (5, 3, 5), "layer"), ("off_mean", (7, 6), "vmap"), ("softmax_of_losses", (7, 6), "vmap")]
 
 
 @pytest.mark.parametrize("name, shape, method", CASES)
@@ -590,6 +622,78 @@ def test_per_sample_gradients_and_norms_equal_vmap_grad(losses, name, shape, met
         assert "for fc.weight, fc.bias" in norms.method and "for norm.weight, norm.bias" in norms.method
     np.testing.assert_allclose(norms.norms, norms_of(expected), atol=1e-12, rtol=1e-10)
     assert [i for i, _ in norms.top] == list(np.argsort(-norms_of(expected), kind="stable")[:2])
+
+
+def close_to(got, expected, dtype):
+    """Equal up to a few hundred roundings of the dtype, relative to the largest entry."""
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(got, expected, rtol=300 * eps, atol=300 * eps * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("name, shape", [("mlp", (6, 6)), ("seq", (4, 3, 5)), ("conv", (3, 2, 6, 6))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_layer_shortcut_writes_each_gradient_in_the_working_dtype(losses, name, shape, dtype):
+    """The shortcut's arrays (an outer product for one position, a batched product for several): the
+    definition's values, in the working dtype, C-ordered, read-only, shaped (B, *param_shape)."""
+    path, module = losses
+    x, y = x_of(shape, seed=4), np.arange(shape[0]) % 4
+    expected = vmap_grad(getattr(module, name), x, y, dtype=torch.float32 if dtype == np.float32 else torch.float64)
+    res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", dtype=np.dtype(dtype).name)
+    assert "vmap(grad" not in res.method
+    for k, g in expected.items():
+        got = res.grads[k]
+        assert got.dtype == dtype and got.shape == g.shape and got.flags.c_contiguous and not got.flags.writeable
+        close_to(got, g, dtype)
+    close_to(res.norms, norms_of(expected), dtype)
+
+
+@given(name=st.sampled_from(["mlp", "mlp_sum", "seq", "seq_sum"]), batch=st.integers(1, 6),
+       positions=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_layer_shortcut_is_the_definition_for_any_batch_positions_and_reduction(losses, name, batch, positions, seed):
+    """Property: whatever the batch size (1 included: then a mean is a sum), the sequence length and
+    the reduction, the shortcut's gradients and norms are vmap(grad(functional_call))'s."""
+    path, module = losses
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 6) if name.startswith("mlp") else (batch, positions, 5))
+    y = rng.integers(0, 4, batch)
+    expected = vmap_grad(getattr(module, name), x, y)
+    res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*")
+    assert "vmap(grad" not in res.method
+    for k, g in expected.items():
+        close_to(res.grads[k], g, np.float64)
+    close_to(res.norms, norms_of(expected), np.float64)
+
+
+@pytest.mark.parametrize("name", ["mlp", "seq"])
+def test_per_sample_gradients_are_the_same_for_a_mean_and_a_sum(losses, name):
+    """On a batch of one a mean is the sum, so each sample's gradient does not depend on the reduction,
+    although the batch gradients differ by the factor B (the shortcut divides it out)."""
+    path, module = losses
+    shape = (6, 6) if name == "mlp" else (6, 3, 5)
+    x, y = x_of(shape, seed=9), np.arange(shape[0]) % 4
+    mean = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*")
+    summed = gradcli.per_sample_grad(f"{path}:{name}_sum", input=x, target=y, wrt="param:*")
+    expected = vmap_grad(getattr(module, name), x, y)
+    for k, g in expected.items():
+        close_to(mean.grads[k], g, np.float64)
+        close_to(summed.grads[k], g, np.float64)
+
+
+@pytest.mark.parametrize("name", ["off_mean", "softmax_of_losses", "coupled"])
+def test_a_loss_that_is_not_a_mean_or_sum_of_per_sample_losses_takes_the_definition(losses, name):
+    """A sum over B + 1 (a constant other than 1 and 1/B), a soft maximum of the per-sample losses,
+    and a loss coupling samples through the batch mean: the shortcut's scale or its sum over samples
+    would not be the definition's, so the definition runs, and says so."""
+    path, module = losses
+    x, y = x_of((5, 6), seed=11), np.arange(5) % 4
+    expected = vmap_grad(getattr(module, name), x, y)
+    for norms in (False, True):
+        res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=norms)
+        assert "vmap(grad(functional_call)) over samples" in res.method
+        close_to(res.norms, norms_of(expected), np.float64)
+        if not norms:
+            for k, g in expected.items():
+                close_to(res.grads[k], g, np.float64)
 
 
 def test_per_sample_cli_globs_and_several_wrt(losses):

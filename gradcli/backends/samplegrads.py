@@ -93,7 +93,7 @@ def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, bu
 
 def squared_norms(torch, grads):
     """``sum over tensors of ||g[b]||^2`` per sample, without a temporary the size of ``g``."""
-    return sum(torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square() for g in grads)
+    return sum(_squares(torch, g) for g in grads)
 
 
 def by_activations(torch, module, names: list[str]) -> list[str]:
@@ -137,10 +137,11 @@ def layer_terms(torch, function, args: dict, names: list[str]):
     if scale is None:
         return None
     outputs = [seen[m][0][1] for m in layers]
-    grads = torch.autograd.grad(total, outputs, allow_unused=True)
+    # seeded with 1/c, so that every layer's output gradient arrives divided by c
+    grads = torch.autograd.grad(total, outputs, grad_outputs=torch.full_like(total, 1 / scale), allow_unused=True)
     terms = []
     for (m, (sub, pnames)), out, g in zip(layers.items(), outputs, grads):
-        g = torch.zeros_like(out) if g is None else g / scale
+        g = torch.zeros_like(out) if g is None else g
         terms.append((sub, pnames, *_positions(torch, sub, seen[m][0][0], g)))
     return terms
 
@@ -149,24 +150,50 @@ def norms_from(torch, terms):
     """Squared per-sample norms from :func:`layer_terms` (see the module docstring)."""
     squares = 0
     for _, pnames, a, e in terms:
+        if a.shape[1] == 1:  # one position: ||e_b a_b^T||^2 + ||e_b||^2 = ||e_b||^2 (||a_b||^2 + 1), fewest passes
+            weight = _squares(torch, a) if "weight" in pnames else 0
+            squares = squares + _squares(torch, e) * (weight + float("bias" in pnames))
+            continue
         if "weight" in pnames:
             squares = squares + _outer_norms(torch, e, a)
         if "bias" in pnames:
-            squares = squares + e.sum(1).square().sum(1)
+            squares = squares + _squares(torch, e.sum(1))
     return squares
 
 
+def _squares(torch, t):
+    """``||t[b]||^2`` per sample."""
+    return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1).square()
+
+
 def grads_from(torch, function, terms, names: list[str]):
-    """Per-sample gradients ``{name: (B, *shape)}`` from :func:`layer_terms`:
-    ``W_b = e_b^T a_b`` per layer, one batched matrix product each."""
+    """Per-sample gradients ``{name: (B, *shape)}`` as NumPy arrays, from
+    :func:`layer_terms`: ``W_b = e_b^T a_b`` per layer (one batched matrix
+    product each, ``(B, out, P) @ (B, P, in)``; a convolution's weight
+    ``(B, Cout, Cin, kh, kw)`` seen as ``(B, Cout, Cin*kh*kw)``, unfold's
+    column order) and ``bias_b = sum_p e_bp``.
+
+    On the CPU each product is written straight into its final NumPy array:
+    the gradients are the size of the whole computation (B times the
+    parameters), and NumPy's allocation of a large array asks for huge pages,
+    so filling it costs a fraction of first-touching torch's 4 KiB pages."""
     params = dict(function.module.named_parameters())
     prefix = {id(sub): name for name, sub in function.module.named_modules()}
     got = {}
     for sub, pnames, a, e in terms:
         for pname in pnames:
             name = f"{prefix[id(sub)]}.{pname}" if prefix[id(sub)] else pname
-            value = torch.bmm(e.transpose(1, 2), a) if pname == "weight" else e.sum(1)
-            got[name] = value.reshape((value.shape[0],) + tuple(params[name].shape))
+            shape = (e.shape[0],) + tuple(params[name].shape)
+            on_cpu = e.device.type == "cpu"
+            buffer = np.empty(shape, dtype=torch.empty((), dtype=e.dtype).numpy().dtype) if on_cpu else None
+            out = torch.from_numpy(buffer) if on_cpu else torch.empty(shape, dtype=e.dtype, device=e.device)
+            if pname == "weight" and e.shape[1] == 1:  # one position: an outer product, cheaper than bmm's
+                torch.mul(e.transpose(1, 2), a, out=out.view(shape[0], shape[1], -1))
+            elif pname == "weight":
+                torch.bmm(e.transpose(1, 2), a, out=out.view(shape[0], shape[1], -1))
+            else:
+                torch.sum(e, 1, out=out)
+            got[name] = buffer if on_cpu else out.cpu().numpy()
     return {n: got[n] for n in names}
 
 
@@ -192,8 +219,6 @@ def _outer_norms(torch, e, a):
     that is cheaper than forming each sample's out x in matrix."""
     b, p, n_in = a.shape
     n_out = e.shape[2]
-    if p == 1:
-        return e[:, 0].square().sum(1) * a[:, 0].square().sum(1)
     if p * p * (n_in + n_out) <= p * n_in * n_out:
         return (torch.bmm(e, e.transpose(1, 2)) * torch.bmm(a, a.transpose(1, 2))).sum((1, 2))
     return torch.stack([(e[i].T @ a[i]).square().sum() for i in range(b)])
