@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import io
 import inspect
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -237,16 +238,21 @@ class UserFunction(Function):
         return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
     def split_parameters(self, name: str, value) -> dict:
-        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector -> each parameter's view of it."""
+        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector ``(..., n)`` -> each
+        parameter's view of it, ``(..., *shape)``.
+
+        One ``torch.split`` rather than a slice per parameter: its backward is one
+        concatenation, where each slice's backward pads its gradient with zeros to
+        the joint vector's length and autograd sums them (a pass over all n entries
+        per parameter, in the gradient and again in a double backward)."""
+        import torch
+
         if not any(ch in name for ch in "*?["):
             return {name: value}
         shapes = self.parameters()
-        out, start = {}, 0
-        for n in self.matching(name):
-            size = int(np.prod(shapes[n], dtype=int))
-            out[n] = value[..., start:start + size].reshape(value.shape[:-1] + shapes[n])
-            start += size
-        return out
+        names = self.matching(name)
+        pieces = torch.split(value, [math.prod(shapes[n]) for n in names], dim=-1)
+        return {n: piece.reshape(value.shape[:-1] + shapes[n]) for n, piece in zip(names, pieces)}
 
     def parameter_array(self, name: str) -> np.ndarray:
         params = dict(self.module.named_parameters()) if self.module is not None else {}
