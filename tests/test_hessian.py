@@ -332,6 +332,71 @@ def test_hvp_over_every_parameter_joined(tmp_path):
     assert layer.value.shape == (10,)  # fc2.weight (2, 4) and fc2.bias (2,)
 
 
+@pytest.mark.parametrize("backend", ["autograd", "forward"])
+def test_hessian_over_every_parameter_joined_matches_torch_func(tmp_path, backend):
+    """The joint vector split back into the parameters (one torch.split, batched under
+    vmap by the forward backend): the whole Hessian, cross terms between layers included,
+    against torch.func.hessian of the loss of the concatenated parameters."""
+    import importlib.util
+
+    import torch
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(11)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    spec = importlib.util.spec_from_file_location("hess_model_joint", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.net.double()
+    params = {k: p.detach() for k, p in net.named_parameters()}
+    theta = torch.cat([p.reshape(-1) for p in params.values()])
+
+    def loss(th):
+        split = torch.split(th, [p.numel() for p in params.values()])
+        named = {k: s.reshape(p.shape) for (k, p), s in zip(params.items(), split)}
+        return torch.func.functional_call(net, named, (torch.tensor(x), torch.tensor(t)))
+
+    expected = torch.func.hessian(loss)(theta).numpy()
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
+    assert res.value.shape == (26, 26) and np.any(expected[:12, 16:])  # fc1.weight x fc2.weight terms exist
+    assert_close(res.value, expected, exact_tol("float64"), backend)
+
+
+def test_hvp_of_a_function_loaded_once(tmp_path):
+    """gradcli.hvp given a Function from gradcli.functions.lookup (the file imported once,
+    reused by later calls) equals the call naming the file, call after call: the module
+    gradcli moved to float64 and the parameters it read are those of the file."""
+    from gradcli.functions import lookup
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(12)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    v = rng.standard_normal(26)
+    fresh = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v)
+    loaded = lookup(f"{path}:net")
+    for _ in range(2):
+        got = gradcli.hvp(loaded, input=x, target=t, wrt="param:*", tangent=v, backend="autograd")
+        np.testing.assert_array_equal(got.value, fresh.value)
+        np.testing.assert_array_equal(got.output, fresh.output)
+
+
+def test_parameter_array_is_a_copy_never_the_live_parameter(tmp_path):
+    """build_problem keeps what parameter_array returns (read-only) without copying it:
+    it must not share memory with the module's float64 parameter."""
+    from gradcli.functions import lookup
+
+    function = lookup(f"{user_file(tmp_path)}:net")
+    function.module.double()
+    weight = function.module.fc1.weight
+    value = function.parameter_array("fc1.weight")
+    assert value.dtype == np.float64 and value.shape == (4, 3)
+    np.testing.assert_array_equal(value, weight.detach().numpy())
+    assert not np.shares_memory(value, weight.detach().numpy())
+    joint = function.parameter_array("*")
+    np.testing.assert_array_equal(joint[:12], value.reshape(-1))
+    assert not np.shares_memory(joint, weight.detach().numpy())
+
+
 def test_eig_by_lanczos_on_a_module_parameter(tmp_path):
     path = user_file(tmp_path)
     rng = np.random.default_rng(8)
