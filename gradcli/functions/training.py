@@ -120,7 +120,11 @@ def pure_call(module, modes: Modes | None, seed: int):
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # The CPU generator itself: torch.manual_seed also queues a lazy CUDA seeding,
+        # recording the whole call stack (traceback.format_stack) at every call.
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_initialized():  # --device cuda: the tensors are there already
+            torch.cuda.manual_seed_all(seed)
         if module is None:
             yield
             return
