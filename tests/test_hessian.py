@@ -300,16 +300,13 @@ def test_user_module_parameter_hessian(tmp_path, backend):
     assert_close(got.value, np.tensordot(expected, v, axes=2), tol2(backend, "float64"), backend)
 
 
-def test_hvp_over_every_parameter_joined(tmp_path):
-    """--wrt 'param:*': the parameters flattened in the module's order into one vector,
-    so H t has the cross terms between layers."""
+def _joint_loss(path, x, t):
+    """The module's loss as a torch function of its parameters concatenated in
+    their order (written out here, independent of gradcli), and that vector."""
     import importlib.util
 
     import torch
 
-    path = user_file(tmp_path)
-    rng = np.random.default_rng(10)
-    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
     spec = importlib.util.spec_from_file_location("hess_model_all", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -322,6 +319,18 @@ def test_hvp_over_every_parameter_joined(tmp_path):
         named = {k: s.reshape(p.shape) for (k, p), s in zip(params.items(), split)}
         return torch.func.functional_call(net, named, (torch.tensor(x), torch.tensor(t)))
 
+    return loss, theta
+
+
+def test_hvp_over_every_parameter_joined(tmp_path):
+    """--wrt 'param:*': the parameters flattened in the module's order into one vector,
+    so H t has the cross terms between layers."""
+    import torch
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(10)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    loss, theta = _joint_loss(path, x, t)
     v = rng.standard_normal(theta.numel())
     expected = torch.autograd.functional.hvp(loss, theta, torch.tensor(v))[1].numpy()
     for backend in ("autograd", "forward", "fd"):
@@ -337,25 +346,12 @@ def test_hessian_over_every_parameter_joined_matches_torch_func(tmp_path, backen
     """The joint vector split back into the parameters (one torch.split, batched under
     vmap by the forward backend): the whole Hessian, cross terms between layers included,
     against torch.func.hessian of the loss of the concatenated parameters."""
-    import importlib.util
-
     import torch
 
     path = user_file(tmp_path)
     rng = np.random.default_rng(11)
     x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
-    spec = importlib.util.spec_from_file_location("hess_model_joint", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.net.double()
-    params = {k: p.detach() for k, p in net.named_parameters()}
-    theta = torch.cat([p.reshape(-1) for p in params.values()])
-
-    def loss(th):
-        split = torch.split(th, [p.numel() for p in params.values()])
-        named = {k: s.reshape(p.shape) for (k, p), s in zip(params.items(), split)}
-        return torch.func.functional_call(net, named, (torch.tensor(x), torch.tensor(t)))
-
+    loss, theta = _joint_loss(path, x, t)
     expected = torch.func.hessian(loss)(theta).numpy()
     res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
     assert res.value.shape == (26, 26) and np.any(expected[:12, 16:])  # fc1.weight x fc2.weight terms exist
