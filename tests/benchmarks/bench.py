@@ -378,7 +378,7 @@ net = MLP()
 """
 
 
-def interleaved(fns, rounds):
+def interleaved(fns, rounds, clock=time.perf_counter):
     """The best time of each of ``fns`` over ``rounds`` rounds, each round calling every
     one once in an order reversed every other round, so that all sides meet the same
     load from the other core; and the median over rounds of ``fns[0]``'s time over ``fns[1]``'s."""
@@ -387,9 +387,9 @@ def interleaved(fns, rounds):
     times = [[] for _ in fns]
     for r in range(rounds):
         for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
-            start = time.perf_counter()
+            start = clock()
             fns[i]()
-            times[i].append(time.perf_counter() - start)
+            times[i].append(clock() - start)
     return [min(t) for t in times], float(np.median(np.divide(times[0], times[1])))
 
 
@@ -447,15 +447,22 @@ def mlp_curvature(repeats, batch=64):
         rounds = 3 * repeats
         (mine, theirs, hand), median = interleaved([ours, base, by_hand], rounds)
         (mine_file, theirs_file), median_file = interleaved([ours_file, base], rounds)
+        # The same work on one thread, in CPU time: steadier when other processes share the cores
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            (cpu_mine, cpu_theirs), _ = interleaved([ours, base], rounds, clock=time.process_time)
+        finally:
+            torch.set_num_threads(threads)
         start = time.perf_counter()
         res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:fc2.weight", eig=1)
         eig_seconds = time.perf_counter() - start
     s = res.spectrum
-    threads = torch.get_num_threads()
     return [row(f"12 hvp MLP ({theta.numel()} params, batch {batch}) w.r.t. all: autograd vs torch.func jvp(grad)",
                 mine, theirs, 1.2, f"median of {rounds} interleaved rounds {median:.3f}; torch by hand "
-                f"(double backward) {hand * 1e3:.1f} ms; max |diff| {diff:.1e} (|Hv| <= {scale:.1e}); "
-                f"{threads} torch threads"),
+                f"(double backward) {hand * 1e3:.1f} ms; 1 thread, CPU time: {cpu_mine * 1e3:.1f} vs "
+                f"{cpu_theirs * 1e3:.1f} ms ({cpu_mine / cpu_theirs:.3f}); max |diff| {diff:.1e} (|Hv| <= "
+                f"{scale:.1e}); {threads} torch threads, load average {os.getloadavg()[0]:.1f}"),
             row("12b the same, naming the file (gradcli imports it and builds the model on every call)",
                 mine_file, theirs_file, 1.2, f"median of {rounds} interleaved rounds {median_file:.3f}"),
             (f"12a hessian --eig 1 MLP w.r.t. fc2.weight (262144 entries): Lanczos", f"{eig_seconds:.1f} s", "", "",
