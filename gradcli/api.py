@@ -228,7 +228,9 @@ def hvp(function: str, **kwargs: Any) -> Result:
     file imported once and reused, where naming ``PATH.py:NAME`` imports it (and builds
     its model) on every call::
 
-        net = gradcli.functions.lookup("mlp.py:net")
+        from gradcli.functions import lookup
+
+        net = lookup("mlp.py:net")
         Hv = gradcli.hvp(net, input=x, target=t, wrt="param:*", tangent=v).value
     """
     return _run(Quantity.HVP, function, kwargs)
