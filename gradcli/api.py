@@ -222,5 +222,15 @@ def hessian(function: str, **kwargs: Any) -> Result:
 
 
 def hvp(function: str, **kwargs: Any) -> Result:
-    """``H t`` for ``tangent`` t (shaped like the argument) of a scalar output, without forming H."""
+    """``H t`` for ``tangent`` t (shaped like the argument) of a scalar output, without forming H.
+
+    ``function`` may also be a Function from :func:`gradcli.functions.lookup`: a user
+    file imported once and reused, where naming ``PATH.py:NAME`` imports it (and builds
+    its model) on every call::
+
+        from gradcli.functions import lookup
+
+        net = lookup("mlp.py:net")
+        Hv = gradcli.hvp(net, input=x, target=t, wrt="param:*", tangent=v).value
+    """
     return _run(Quantity.HVP, function, kwargs)

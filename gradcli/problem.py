@@ -175,7 +175,7 @@ def build_problem(
             raise UsageError(f"{arg.option}: missing; {fn.name} needs this array ({arg.help}); "
                              "give it as a file, JSON or generator")
     if wrt.startswith("param:"):
-        args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work)
+        args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work, copy=False)  # a new array already
     for array in args.values():
         array.flags.writeable = False
     bound = fn.bind(args, dict(params or {}))

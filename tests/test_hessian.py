@@ -300,16 +300,13 @@ def test_user_module_parameter_hessian(tmp_path, backend):
     assert_close(got.value, np.tensordot(expected, v, axes=2), tol2(backend, "float64"), backend)
 
 
-def test_hvp_over_every_parameter_joined(tmp_path):
-    """--wrt 'param:*': the parameters flattened in the module's order into one vector,
-    so H t has the cross terms between layers."""
+def _joint_loss(path, x, t):
+    """The module's loss as a torch function of its parameters concatenated in
+    their order (written out here, independent of gradcli), and that vector."""
     import importlib.util
 
     import torch
 
-    path = user_file(tmp_path)
-    rng = np.random.default_rng(10)
-    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
     spec = importlib.util.spec_from_file_location("hess_model_all", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -322,6 +319,18 @@ def test_hvp_over_every_parameter_joined(tmp_path):
         named = {k: s.reshape(p.shape) for (k, p), s in zip(params.items(), split)}
         return torch.func.functional_call(net, named, (torch.tensor(x), torch.tensor(t)))
 
+    return loss, theta
+
+
+def test_hvp_over_every_parameter_joined(tmp_path):
+    """--wrt 'param:*': the parameters flattened in the module's order into one vector,
+    so H t has the cross terms between layers."""
+    import torch
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(10)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    loss, theta = _joint_loss(path, x, t)
     v = rng.standard_normal(theta.numel())
     expected = torch.autograd.functional.hvp(loss, theta, torch.tensor(v))[1].numpy()
     for backend in ("autograd", "forward", "fd"):
@@ -330,6 +339,58 @@ def test_hvp_over_every_parameter_joined(tmp_path):
         assert_close(got.value, expected, tol2(backend, "float64"), backend)
     layer = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:fc2.*", tangent=v[-10:])
     assert layer.value.shape == (10,)  # fc2.weight (2, 4) and fc2.bias (2,)
+
+
+@pytest.mark.parametrize("backend", ["autograd", "forward"])
+def test_hessian_over_every_parameter_joined_matches_torch_func(tmp_path, backend):
+    """The joint vector split back into the parameters (one torch.split, batched under
+    vmap by the forward backend): the whole Hessian, cross terms between layers included,
+    against torch.func.hessian of the loss of the concatenated parameters."""
+    import torch
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(11)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    loss, theta = _joint_loss(path, x, t)
+    expected = torch.func.hessian(loss)(theta).numpy()
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
+    assert res.value.shape == (26, 26) and np.any(expected[:12, 16:])  # fc1.weight x fc2.weight terms exist
+    assert_close(res.value, expected, exact_tol("float64"), backend)
+
+
+def test_hvp_of_a_function_loaded_once(tmp_path):
+    """gradcli.hvp given a Function from gradcli.functions.lookup (the file imported once,
+    reused by later calls) equals the call naming the file, call after call: the module
+    gradcli moved to float64 and the parameters it read are those of the file."""
+    from gradcli.functions import lookup
+
+    path = user_file(tmp_path)
+    rng = np.random.default_rng(12)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    v = rng.standard_normal(26)
+    fresh = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v)
+    loaded = lookup(f"{path}:net")
+    for _ in range(2):
+        got = gradcli.hvp(loaded, input=x, target=t, wrt="param:*", tangent=v, backend="autograd")
+        np.testing.assert_array_equal(got.value, fresh.value)
+        np.testing.assert_array_equal(got.output, fresh.output)
+
+
+def test_parameter_array_is_a_copy_never_the_live_parameter(tmp_path):
+    """build_problem keeps what parameter_array returns (read-only) without copying it:
+    it must not share memory with the module's float64 parameter."""
+    from gradcli.functions import lookup
+
+    function = lookup(f"{user_file(tmp_path)}:net")
+    function.module.double()
+    weight = function.module.fc1.weight
+    value = function.parameter_array("fc1.weight")
+    assert value.dtype == np.float64 and value.shape == (4, 3)
+    np.testing.assert_array_equal(value, weight.detach().numpy())
+    assert not np.shares_memory(value, weight.detach().numpy())
+    joint = function.parameter_array("*")
+    np.testing.assert_array_equal(joint[:12], value.reshape(-1))
+    assert not np.shares_memory(joint, weight.detach().numpy())
 
 
 def test_eig_by_lanczos_on_a_module_parameter(tmp_path):

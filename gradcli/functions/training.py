@@ -120,10 +120,10 @@ def pure_call(module, modes: Modes | None, seed: int):
     import torch
 
     with torch.random.fork_rng(devices=[]):
-        # The CPU generator only (torch.manual_seed also queues CUDA's seeding, formatting a stack
-        # trace at every call); CUDA's once it is in use.
+        # The CPU generator itself: torch.manual_seed also queues a lazy CUDA seeding,
+        # recording the whole call stack (traceback.format_stack) at every call.
         torch.default_generator.manual_seed(seed)
-        if torch.cuda.is_initialized():
+        if torch.cuda.is_initialized():  # --device cuda: the tensors are there already
             torch.cuda.manual_seed_all(seed)
         if module is None:
             yield

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import io
 import inspect
+import math
 import sys
 import traceback
 from pathlib import Path
@@ -239,31 +240,42 @@ class UserFunction(Function):
         return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
     def split_parameters(self, name: str, value) -> dict:
-        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector -> each parameter's view of it."""
+        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector ``(..., n)`` -> each
+        parameter's view of it, ``(..., *shape)``.
+
+        One ``torch.split`` rather than a slice per parameter: its backward is one
+        concatenation, where each slice's backward pads its gradient with zeros to
+        the joint vector's length and autograd sums them (a pass over all n entries
+        per parameter, in the gradient and again in a double backward)."""
+        import torch
+
         if not any(ch in name for ch in "*?["):
             return {name: value}
         shapes = self.parameters()
-        out, start = {}, 0
-        for n in self.matching(name):
-            size = int(np.prod(shapes[n], dtype=int))
-            out[n] = value[..., start:start + size].reshape(value.shape[:-1] + shapes[n])
-            start += size
-        return out
+        names = self.matching(name)
+        pieces = torch.split(value, [math.prod(shapes[n]) for n in names], dim=-1)
+        return {n: piece.reshape(value.shape[:-1] + shapes[n]) for n, piece in zip(names, pieces)}
 
     def parameter_array(self, name: str) -> np.ndarray:
+        """``param:NAME``'s value as a new float64 array (never a view of the live
+        parameter); a glob's matching parameters flattened and joined in the module's
+        order, so a Hessian or hvp w.r.t. them all has its cross terms (``--wrt 'param:*'``)."""
+        import torch
+
         params = dict(self.module.named_parameters()) if self.module is not None else {}
-        if any(ch in name for ch in "*?["):
-            # A glob: the matching parameters flattened and joined into one vector, so a
-            # Hessian or hvp w.r.t. them all has its cross terms (--wrt 'param:*').
-            names = self.matching(name)
-            if not names:
-                raise UsageError(f"--wrt param:{name}: no parameter of {self.name} matches; it has "
-                                 f"{', '.join(params) or 'none'}")
-            return np.concatenate([params[n].detach().cpu().double().numpy().reshape(-1) for n in names])
-        if name not in params:
+        glob = any(ch in name for ch in "*?[")
+        names = self.matching(name) if glob else [name]
+        if glob and not names:
+            raise UsageError(f"--wrt param:{name}: no parameter of {self.name} matches; it has "
+                             f"{', '.join(params) or 'none'}")
+        if not glob and name not in params:
             raise UsageError(f"--wrt param:{name}: {self.name} has no parameter {name!r}; it has "
                              f"{', '.join(params) or 'none (it is not a torch.nn.Module)'}")
-        return params[name].detach().cpu().double().numpy()
+        tensors = [params[n].detach() for n in names]
+        joint = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float64)
+        for piece, t in zip(torch.split(joint, [t.numel() for t in tensors]), tensors):
+            piece.copy_(t.reshape(-1))  # one pass per parameter: dtype and device converted as it copies
+        return joint.numpy() if glob else joint.numpy().reshape(tensors[0].shape)
 
     def differentiable(self, args):
         return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")

@@ -378,9 +378,29 @@ net = MLP()
 """
 
 
+def interleaved(fns, rounds, clock=time.perf_counter):
+    """The best time of each of ``fns`` over ``rounds`` rounds, each round calling every
+    one once in an order reversed every other round, so that all sides meet the same
+    load from the other core; and the median over rounds of ``fns[0]``'s time over ``fns[1]``'s."""
+    for fn in fns:
+        fn()  # warm-up: first-call costs (imports, allocator) belong to neither side
+    times = [[] for _ in fns]
+    for r in range(rounds):
+        for i in (range(len(fns)) if r % 2 == 0 else reversed(range(len(fns)))):
+            start = clock()
+            fns[i]()
+            times[i].append(clock() - start)
+    return [min(t) for t in times], float(np.median(np.divide(times[0], times[1])))
+
+
 def mlp_curvature(repeats, batch=64):
     """hvp w.r.t. all 670k parameters (--wrt 'param:*', autograd) against torch.func's
-    forward-over-reverse hvp, and --eig 1 w.r.t. fc2.weight (262k entries) by Lanczos."""
+    forward-over-reverse hvp, and --eig 1 w.r.t. fc2.weight (262k entries) by Lanczos.
+
+    Both sides get the same arrays, run in this process with the same torch threads,
+    and are timed interleaved (:func:`interleaved`). Row 12 passes gradcli the function
+    loaded once (``gradcli.functions.lookup``), as the baseline holds its ``net``; row 12b
+    names the file, which gradcli then imports (and builds the model) on every call."""
     import importlib.util
 
     import torch
@@ -405,20 +425,46 @@ def mlp_curvature(repeats, batch=64):
             split = [p.reshape(s) for p, s in zip(torch.split(th, sizes), shapes)]
             return torch.func.functional_call(net, dict(zip(names, split)), (xt, tt))
 
-        base = best(lambda: torch.func.jvp(torch.func.grad(loss), (theta,), (vt,))[1], repeats)
-        expected = torch.func.jvp(torch.func.grad(loss), (theta,), (vt,))[1].numpy()
+        def base():
+            return torch.func.jvp(torch.func.grad(loss), (theta,), (vt,))[1]
+
+        def by_hand():  # the floor of reverse over reverse: one forward, a backward with its graph, a second backward
+            th = theta.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(loss(th), th, create_graph=True)
+            return torch.autograd.grad(g, th, vt)[0]
+
+        loaded = lookup(f"{path}:net")
 
         def ours():
+            return gradcli.hvp(loaded, input=x, target=t, wrt="param:*", tangent=v, backend="autograd")
+
+        def ours_file():
             return gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend="autograd")
 
-        diff = float(np.abs(ours().value - expected).max())
-        mine = best(ours, repeats)
+        expected = base().numpy()
+        scale = float(np.abs(expected).max())
+        diff = max(float(np.abs(f().value - expected).max()) for f in (ours, ours_file))
+        rounds = 3 * repeats
+        (mine, theirs, hand), median = interleaved([ours, base, by_hand], rounds)
+        (mine_file, theirs_file), median_file = interleaved([ours_file, base], rounds)
+        # The same work on one thread, in CPU time: steadier when other processes share the cores
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            (cpu_mine, cpu_theirs), _ = interleaved([ours, base], rounds, clock=time.process_time)
+        finally:
+            torch.set_num_threads(threads)
         start = time.perf_counter()
         res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:fc2.weight", eig=1)
         eig_seconds = time.perf_counter() - start
     s = res.spectrum
     return [row(f"12 hvp MLP ({theta.numel()} params, batch {batch}) w.r.t. all: autograd vs torch.func jvp(grad)",
-                mine, base, 1.2, f"max |diff| {diff:.1e}"),
+                mine, theirs, 1.2, f"median of {rounds} interleaved rounds {median:.3f}; torch by hand "
+                f"(double backward) {hand * 1e3:.1f} ms; 1 thread, CPU time: {cpu_mine * 1e3:.1f} vs "
+                f"{cpu_theirs * 1e3:.1f} ms ({cpu_mine / cpu_theirs:.3f}); max |diff| {diff:.1e} (|Hv| <= "
+                f"{scale:.1e}); {threads} torch threads, load average {os.getloadavg()[0]:.1f}"),
+            row("12b the same, naming the file (gradcli imports it and builds the model on every call)",
+                mine_file, theirs_file, 1.2, f"median of {rounds} interleaved rounds {median_file:.3f}"),
             (f"12a hessian --eig 1 MLP w.r.t. fc2.weight (262144 entries): Lanczos", f"{eig_seconds:.1f} s", "", "",
              "< 30 s", "yes" if eig_seconds < 30 else "NO",
              f"max {float(s.largest[0]):.4g}, min {float(s.smallest[0]):.4g}, residual {s.residual:.1e}, {s.hvps} hvps")]
@@ -519,13 +565,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--before", type=Path, help="a folder with an older gradcli package, for the memory rows")
-    parser.add_argument("--only", choices=["model_check", "per-sample"], help="only the rows of this group")
+    parser.add_argument("--only", choices=["model_check", "per-sample", "curvature"], help="only the rows of this group")
     options = parser.parse_args()
     repeats = 3 if options.quick else 7
     if options.only == "model_check":
         rows = model_check(repeats)
     elif options.only == "per-sample":
         rows = per_sample(repeats)
+    elif options.only == "curvature":  # rows 12, 12b, 12a
+        rows = mlp_curvature(repeats)
     else:
         rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
                 *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
