@@ -17,6 +17,7 @@ import numpy as np
 from .arrays import check_finite
 from .backends import get_backend, resolve
 from .errors import BackendError, UsageError
+from .functions.base import option_name
 from .options import BackendName, BackendOptions, Device, DType, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, make_plan
 from .problem import Problem, build_problem
@@ -139,10 +140,15 @@ def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, a
         return _vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
     if quantity in (Quantity.JVP, Quantity.HVP):
         if tangent is None:
-            raise UsageError(f"--tangent: {quantity.value} needs a direction shaped like --{problem.wrt} "
+            raise UsageError(f"--tangent: {quantity.value} needs a direction shaped like {_argument(problem.wrt)} "
                              f"{list(problem.wrt_shape)}, e.g. --tangent randn")
-        return _vector(tangent, problem.wrt_shape, problem, "--tangent", f"--{problem.wrt}", allow_nonfinite)
+        return _vector(tangent, problem.wrt_shape, problem, "--tangent", _argument(problem.wrt), allow_nonfinite)
     return None
+
+
+def _argument(wrt: str) -> str:
+    """How the user named the differentiated argument: ``--input``, or ``--wrt param:NAME``."""
+    return f"--wrt {wrt}" if wrt.startswith("param:") else option_name(wrt)
 
 
 def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:

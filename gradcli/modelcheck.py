@@ -135,6 +135,10 @@ def run_checks(
     quantity = quantity or default_quantity(base)
     if probes < 1:
         raise UsageError("--probes: give at least 1 direction per argument")
+    if full_kw.get("tangent") is not None and len(problems) > 1:  # a tangent is shaped like its argument
+        shapes = ", ".join(f"{p.wrt} {list(p.wrt_shape)}" for p in problems)
+        raise UsageError(f"--tangent: one direction cannot serve {len(problems)} --wrt entries ({shapes}); "
+                         "give one --wrt, or leave --tangent out (each entry gets its own seeded direction)")
     if taylor and mode == "full":
         raise UsageError("--taylor: the Taylor test runs along probes; use --mode probe (or auto) with it")
     mode = "probe" if taylor else resolve_mode(mode, problems, quantity, explicit_quantity)

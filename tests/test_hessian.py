@@ -555,3 +555,17 @@ def test_golden_second_order_tables(name, request, monkeypatch):
     if request.config.getoption("--update-goldens"):
         golden.write_text(text)
     assert text == golden.read_text(), f"{name}: table output changed; if intended, run pytest --update-goldens"
+
+
+def test_a_tangent_names_the_parameter_it_must_match():
+    """A parameter's tangent is checked against ``--wrt param:NAME`` (not a ``--param:NAME`` option), and
+    ``check`` refuses one tangent for several parameters before computing anything."""
+    mlp = str(Path(__file__).resolve().parents[1] / "sample_inputs" / "mlp.py") + ":loss"
+    base = [mlp, "-x", "randn:4,784", "-t", "[0, 1, 2, 0]"]
+    wrong = runner.invoke(app, ["hvp", *base, "--wrt", "param:fc3.bias", "--tangent", "randn:10,512"])
+    assert wrong.exit_code == 2 and wrong.stdout == ""
+    assert "does not match --wrt param:fc3.bias [10]" in wrong.stderr, wrong.stderr
+    several = runner.invoke(app, ["check", *base, "--wrt", "param:fc3.*", "--quantity", "hvp",
+                                  "--tangent", "randn:10,512"])
+    assert several.exit_code == 2 and several.stdout == ""
+    assert "cannot serve 2 --wrt entries (param:fc3.weight [10, 512], param:fc3.bias [10])" in several.stderr
