@@ -69,9 +69,10 @@ class Problem:
     def input_shape(self) -> tuple[int, ...]:
         return self.args["input"].shape
 
-    def kernel(self) -> RowKernel | GeneralKernel:
-        """The NumPy kernel of this view (computed once per bound function)."""
-        return self.bound.kernel(self.wrt, axis=self.axis)
+    def kernel(self, budget: int | None = None) -> RowKernel | GeneralKernel:
+        """The NumPy kernel of this view (computed once per bound function);
+        ``budget``: ``--max-memory`` for user code's batched evaluations."""
+        return self.bound.kernel(self.wrt, axis=self.axis, budget=budget)
 
     def torch_forward(self, tensors: Mapping[str, Any]):
         return self.bound.torch_forward(tensors)

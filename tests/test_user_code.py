@@ -196,3 +196,30 @@ def test_check_compares_per_sample_blocks(files):
     doc = run_json("check", f"{tmp_path}/net.py:net", "-x", str(tmp_path / "x.npy"), "--layout", "blocks")
     assert doc["ok"] and doc["layout"] == "blocks" and doc["shape"] == [3, 5, 2, 4, 4]
     assert {b["name"] for b in doc["backends"]} == {"forward", "fd"}
+
+
+# --- fd on user code within --max-memory ----------------------------------------------
+
+WIDE = '''
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Linear(6, 32768), nn.Tanh(), nn.Linear(32768, 3)).eval()
+'''
+
+
+@pytest.mark.parametrize("extra", [[], ["--layout", "full"], ["--wrt", "param:2.bias"]])
+def test_fd_on_user_code_sizes_its_evaluations_to_max_memory(tmp_path, extra):
+    """One evaluation of the wide net at a batch of 4 saves about 3-4 MiB of
+    activations: under --max-memory 2MiB not even one of fd's points fits (exit 2,
+    the limit named); under 64MiB fd gives autograd's values."""
+    (tmp_path / "wide.py").write_text(WIDE)
+    args = ["jacobian", f"{tmp_path}/wide.py:net", "-x", "randn:4,6", *extra]
+    tight = runner.invoke(app, [*args, "-b", "fd", "--max-memory", "2MiB"])
+    assert tight.exit_code == 2 and tight.stdout == "", tight.stderr
+    assert "--max-memory" in tight.stderr and "activations measured" in tight.stderr and "--rows" in tight.stderr
+    assert len(tight.stderr.strip().splitlines()) <= 2 and "Traceback" not in tight.stderr
+    fd = np.array(run_json(*args, "-b", "fd", "--max-memory", "64MiB")["value"])
+    exact = np.array(run_json(*args, "-b", "autograd")["value"])
+    np.testing.assert_allclose(fd, exact, atol=1e-8, rtol=1e-6)

@@ -220,7 +220,9 @@ class Bound:
     def row_layout(self, wrt: str, axis: int | None = None) -> RowLayout | None:
         return self._cached(("rows", wrt, axis), lambda: self.function.row_layout(self.args, self.params, wrt, axis))
 
-    def kernel(self, wrt: str, axis: int | None = None) -> RowKernel | GeneralKernel:
+    def kernel(self, wrt: str, axis: int | None = None, budget: int | None = None) -> RowKernel | GeneralKernel:
+        """``budget``: the bytes an evaluation may hold (``--max-memory``); only user
+        code reads it (its activations are hidden), a built-in's NumPy stacks are sized by fd."""
         return self._cached(("kernel", wrt, axis), lambda: self.function.kernel(self.args, self.params, wrt, axis))
 
     def wrt_notes(self, wrt: str) -> tuple[str, ...]:

@@ -157,7 +157,7 @@ class ChainBound(Bound):
 
         return self._cached(("rows", wrt, axis), make)
 
-    def kernel(self, wrt, axis=None):
+    def kernel(self, wrt, axis=None, budget=None):  # built-ins only: no budget to pass on
         def make():
             plan, axes, layouts = self._plan(wrt, axis)
             kernels = [bound.kernel(w, axis=ax) for (bound, w), ax in zip(plan, axes)]

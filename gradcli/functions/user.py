@@ -304,9 +304,11 @@ class UserBound(Bound):
         b, features = self.args["input"].shape
         return RowLayout((b, features), 1, 1, self.output_shape[1], reduced=False)
 
-    def kernel(self, wrt, axis=None):
+    def kernel(self, wrt, axis=None, budget=None):
         """For fd only: the forward under no_grad over a stack of points
-        (``torch.func.vmap``; a loop where the code cannot be vmapped)."""
+        (``torch.func.vmap``; a loop where the code cannot be vmapped), in calls
+        whose measured activations fit ``budget`` (``--max-memory``; see
+        :func:`.activations.points_per_call`)."""
         import torch
 
         function = self.function
@@ -320,7 +322,8 @@ class UserBound(Bound):
             stack = x.shape[: x.ndim - x0.ndim]
             # a writable C-ordered array (the problem's own are read-only): torch shares, never writes it
             flat = torch.from_numpy(np.require(x, requirements=["C", "W"]).reshape((-1,) + x0.shape))
-            size = points_per_call(torch, function, flat[0], one)  # activations of one point, measured
+            # activations of one point, measured; the stack of points is already held
+            size = points_per_call(torch, function, flat[0], one, budget=budget, held=flat.nbytes)
             with torch.no_grad():
                 try:
                     out = torch.cat([torch.func.vmap(one, randomness="same")(flat[i:i + size])  # one dropout mask
