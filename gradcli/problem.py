@@ -21,7 +21,7 @@ from .functions import ArrayKind, Bound, Function, lookup
 from .functions.base import option_name
 from .options import DType
 from .rowform import GeneralKernel, RowKernel, RowLayout
-from .rows import batch_rows, parse_rows
+from .rows import parse_rows
 
 UPCAST_NOTE = "float32 values computed in float64 (the precise default); --dtype float32 computes in float32, as the array is"
 
@@ -95,7 +95,7 @@ class Problem:
     def restrict_rows(self, index: np.ndarray) -> "Problem":
         """The same problem on batch rows ``index`` (dim 0) of the input and of
         every argument that has the batch axis."""
-        bound = self.bound.rebind(batch_rows(self.args, index))
+        bound = self.bound.at_rows(index)
         return dataclasses.replace(self, bound=bound, rows=bound.row_layout(self.wrt, axis=self.axis))
 
     def with_notes(self, *notes: str) -> "Problem":

@@ -223,3 +223,70 @@ def test_fd_on_user_code_sizes_its_evaluations_to_max_memory(tmp_path, extra):
     fd = np.array(run_json(*args, "-b", "fd", "--max-memory", "64MiB")["value"])
     exact = np.array(run_json(*args, "-b", "autograd")["value"])
     np.testing.assert_allclose(fd, exact, atol=1e-8, rtol=1e-6)
+
+
+# --- --rows with user code's --arg arrays -----------------------------------------------
+
+MASKED = '''
+import torch
+from torch import nn
+
+
+def masked(x, *, mask):
+    return torch.tanh(x) * mask
+
+
+def weighted(x, *, w):
+    return torch.tanh(x) * w
+
+
+torch.manual_seed(0)
+batch_norm = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+'''
+
+
+@pytest.fixture
+def masked(tmp_path):
+    (tmp_path / "masked.py").write_text(MASKED)
+    x = np.random.default_rng(1).standard_normal((4, 4))
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path, x
+
+
+@pytest.mark.parametrize("rows, index", [("1:3", [1, 2]), ("0,3", [0, 3]), ("2", [2])])
+def test_rows_slice_an_arg_whose_dim_0_is_the_batch(masked, rows, index):
+    tmp_path, x = masked
+    mask = (np.arange(16).reshape(4, 4) % 3 != 0).astype(float)
+    doc = run_json("jacobian", f"{tmp_path}/masked.py:masked", "-x", str(tmp_path / "x.npy"),
+                   "--arg", f"mask={json.dumps(mask.tolist())}", "--rows", rows, "--layout", "blocks")
+    xs, ms = torch.tensor(x[index]), torch.tensor(mask[index])
+    expected = torch.func.vmap(torch.func.jacrev(lambda s, m: torch.tanh(s) * m))(xs, ms).numpy()
+    np.testing.assert_allclose(np.array(doc["value"]), expected, rtol=4 * np.finfo(float).eps, atol=0)
+    np.testing.assert_allclose(np.array(doc["output"]), (torch.tanh(xs) * ms).numpy(), rtol=4 * np.finfo(float).eps)
+
+
+@pytest.mark.parametrize("rows", ["1", "0,2"])
+def test_rows_refuse_a_shared_arg_whose_dim_0_equals_the_batch_by_coincidence(masked, rows):
+    """w (4,) weighs the 4 features of a batch of 4: sliced with the rows it is
+    wrong (--rows 1: it broadcasts silently) or breaks the code (--rows 0,2).
+    Exit 2 naming the array and the fix; as (1, 4) it is shared, and right."""
+    tmp_path, x = masked
+    w = [1.0, 2.0, 3.0, 4.0]
+    args = ["jacobian", f"{tmp_path}/masked.py:weighted", "-x", str(tmp_path / "x.npy"), "--rows", rows]
+    refused = runner.invoke(app, [*args, "--arg", f"w={json.dumps(w)}"])
+    assert refused.exit_code == 2 and refused.stdout == "", refused.stderr
+    assert "--arg w" in refused.stderr and "leading axis of size 1" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) <= 2 and "Traceback" not in refused.stderr
+    doc = run_json(*args, "--arg", f"w={json.dumps([w])}", "--layout", "blocks")
+    index = [int(r) for r in rows.split(",")]
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: torch.tanh(s) * torch.tensor(w, dtype=s.dtype)))(
+        torch.tensor(x[index])).numpy()
+    np.testing.assert_allclose(np.array(doc["value"]), expected, rtol=4 * np.finfo(float).eps, atol=0)
+
+
+def test_rows_of_a_model_whose_samples_interact_are_refused(masked):
+    tmp_path, _ = masked
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/masked.py:batch_norm", "-x", str(tmp_path / "x.npy"),
+                                 "--rows", "1:3", "--layout", "full"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--rows" in result.stderr and "BatchNorm1d" in result.stderr and ".eval()" in result.stderr

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import GeneralKernel, RowKernel, RowLayout
+from ..rows import batch_rows
 
 
 class Structure(str, enum.Enum):
@@ -240,6 +241,11 @@ class Bound:
     def rebind(self, args: Mapping[str, np.ndarray]) -> "Bound":
         """The same function and options at other arrays (fd's dtype, ``--rows``)."""
         return self.function.bind(args, self.params)
+
+    def at_rows(self, index: np.ndarray) -> "Bound":
+        """The same function at batch rows ``index`` (``--rows``): every argument
+        with the batch axis sliced along it (:func:`gradcli.rows.has_batch_axis`)."""
+        return self.rebind(batch_rows(self.args, index))
 
 
 def check_axis(dim: int, ndim: int, option: str = "--dim") -> int:

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ..errors import BackendError, GradcliError, UsageError, UserCodeError
+from ..rows import has_batch_axis
 from ..rowform import GeneralKernel, RowKernel, RowLayout
 from .activations import points_per_call
 from .base import Bound, Function, Structure
@@ -227,7 +228,10 @@ class UserFunction(Function):
         if not out.is_floating_point():
             raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
         notes = self.modes.notes(self.seed) if self.modes else ()
-        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes)
+        value = out.detach().cpu().numpy()
+        value.flags.writeable = False
+        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes,
+                         value=value)
 
     def matching(self, pattern: str) -> list[str]:
         """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
@@ -275,6 +279,7 @@ class UserBound(Bound):
     (blocks, fd by columns) applies with the batch as rows."""
 
     batch: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    value: np.ndarray | None = field(default=None, repr=False, compare=False)  # the output at these arrays
 
     def per_sample(self) -> "UserBound":
         """The per-sample view: input ``(B, *in)`` seen as ``(B, F_in)``."""
@@ -297,6 +302,42 @@ class UserBound(Bound):
         x = args["input"]
         natural = self.function.bind({**args, "input": x.reshape((x.shape[0],) + self.batch[0])}, self.params)
         return natural.per_sample()
+
+    def at_rows(self, index):
+        """``--rows`` on user code. An array whose dim 0 is the batch size B is
+        per-sample and sliced with the rows (the rule of per-sample gradients);
+        a shared one whose dim 0 equals B by coincidence would be sliced by
+        mistake, so the selected rows' output must equal the same rows of the
+        whole batch's output (to rounding: a smaller batch may sum in another
+        order), else exit 2 naming the arrays. Samples that interact (batch
+        statistics) are refused: the rows alone are another function."""
+        modes = self.function.modes
+        if modes and modes.coupling:
+            raise UsageError(f"--rows: samples interact through {', '.join(modes.coupling)} in training mode, so "
+                             "the selected rows alone are another function; call .eval() on the model in your "
+                             "file, or drop --rows")
+        sliced = [n for n, a in self.args.items()
+                  if n != "input" and has_batch_axis(n, a, self.args["input"].shape)]
+        named = ", ".join("--target" if n == "target" else f"--arg {n}" for n in sliced)
+        advice = (f"if it is shared by every sample, give it a leading axis of size 1 (it broadcasts the same), "
+                  f"or drop --rows")
+        try:
+            part = super().at_rows(index)
+        except UserCodeError as err:
+            if not sliced:
+                raise
+            raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows made your code "
+                             f"raise ({err}); {advice}") from None
+        if not sliced or (modes and modes.random) or self.value is None:
+            return part  # a dropout mask depends on the batch's shape: the outputs cannot be compared
+        whole, got = self.value[index], part.value
+        tol = float(np.finfo(got.dtype).eps) ** 0.5
+        scale = float(np.nanmax(np.abs(whole), initial=0.0))
+        if got.shape != whole.shape or not np.allclose(got, whole, rtol=tol, atol=tol * scale, equal_nan=True):
+            gap = float(np.nanmax(np.abs(got - whole))) if got.shape == whole.shape else float("nan")
+            raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows changes the rows' "
+                             f"output (by {gap:.3g}), so it is not per-sample; {advice}")
+        return part
 
     def row_layout(self, wrt, axis=None):
         if self.batch is None:
