@@ -249,8 +249,9 @@ class Loaded:
     loaded: float = 0.0
 
 
-def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
-    """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
+def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | None = None) -> Loaded:
+    """Options -> arrays -> a validated problem (and the vjp/jvp vector);
+    ``differentiates_input``: as :func:`gradcli.problem.build_problem`'s."""
     started = time.perf_counter()
     from .arrays import load_array
     from .functions import array_arguments, parameters
@@ -286,7 +287,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
                                max_bytes=max_memory) for name, spec in specs.items()}
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
     problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
-                            allow_nonfinite=opts["allow_nonfinite"])
+                            allow_nonfinite=opts["allow_nonfinite"], differentiates_input=differentiates_input)
     if opts.get("rows"):
         from .problem import select_rows
 
@@ -343,7 +344,8 @@ def per_sample_command(opts: dict[str, Any]) -> int:
 
     if not opts.get("per_sample"):
         raise UsageError("--norms: gives per-sample gradient norms; add --per-sample")
-    got = load(Quantity.GRAD, {**opts, "wrt": "input"})  # the parameters are chosen by per_sample_gradients
+    # the parameters are chosen by per_sample_gradients; an integer input (token ids) stays integer
+    got = load(Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=False)
     res = per_sample_gradients(got.problem, opts["wrt"], norms=opts["norms"], top=opts["top"],
                                max_memory=got.max_memory)
     if got.as_json:
@@ -457,7 +459,7 @@ def check_report(opts: dict[str, Any]):
     ``(report, baseline comparison or None, fingerprint to save or None, loaded)``."""
     from .checking import default_quantity
     from .modelcheck import run_checks
-    from .wrtlist import expand, is_list, retarget
+    from .wrtlist import expand, is_list, names_input, retarget
 
     quantity = opts.get("quantity")
     if quantity in (Quantity.JVP, Quantity.HVP) and opts.get("tangent") is None:
@@ -467,7 +469,8 @@ def check_report(opts: dict[str, Any]):
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
     many = is_list(opts["wrt"])
-    got = load(quantity or Quantity.GRAD, {**opts, "wrt": "input"} if many else opts)
+    got = (load(quantity or Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=names_input(opts["wrt"]))
+           if many else load(quantity or Quantity.GRAD, opts))
     problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]
     backends = None
     if opts.get("backends"):

@@ -29,7 +29,7 @@ from .compare import Comparison, Entry
 from .errors import BackendError, UsageError
 from .options import BackendName, BackendOptions, Layout, Quantity
 from .problem import Problem
-from .wrtlist import expand, is_list, retarget
+from .wrtlist import expand, is_list, names_input, retarget
 from .results import CheckReport
 
 FULL_BUDGET = 20_000  # function evaluations a full comparison may cost before auto turns to probes
@@ -368,7 +368,8 @@ def check(function: str, **kwargs):
     problem, options, run = library_call(function, {**kwargs, "wrt": "input" if many else wrt},
                                          ("quantity", "backends", "reference", "atol", "rtol", "top", "layout",
                                           "cotangent", "tangent", "max_memory", "allow_nonfinite", "mode", "probes",
-                                          "seed", "taylor", "locate"))
+                                          "seed", "taylor", "locate"),
+                                         differentiates_input=names_input(wrt) if many else None)
     if run.get("quantity") is not None:
         run["quantity"] = Quantity(run["quantity"])
     if run.get("backends") is not None:

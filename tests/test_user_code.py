@@ -3,6 +3,7 @@ programs, per-sample Jacobians, module parameters, and the user's errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import gradcli
 from gradcli.cli import app
 
 runner = CliRunner()
@@ -290,3 +292,91 @@ def test_rows_of_a_model_whose_samples_interact_are_refused(masked):
                                  "--rows", "1:3", "--layout", "full"])
     assert result.exit_code == 2 and result.stdout == ""
     assert "--rows" in result.stderr and "BatchNorm1d" in result.stderr and ".eval()" in result.stderr
+
+
+# --- integer arrays reach user code as integers ----------------------------------------
+
+EMBEDDING = '''
+import torch
+from torch import nn
+
+
+class Bag(nn.Module):
+    """Token ids (B, T) -> mean of their embeddings -> logits; the loss with class targets."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, tokens, target):
+        return nn.functional.cross_entropy(self.fc(torch.tanh(self.emb(tokens)).mean(1)), target)
+
+
+bag = Bag()
+
+
+def pick(x, *, idx):
+    return x[idx] * 2
+'''
+
+TOKENS = [[1, 2, 3], [4, 5, 9], [2, 2, 7]]
+LABELS = [0, 2, 1]
+
+
+@pytest.fixture
+def embedding(tmp_path):
+    (tmp_path / "emb.py").write_text(EMBEDDING)
+    spec = importlib.util.spec_from_file_location("emb_ref", tmp_path / "emb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tmp_path, module.Bag().double()
+
+
+def test_token_ids_stay_integer_for_grad_and_check_wrt_parameters(embedding):
+    tmp_path, model = embedding
+    tokens, labels = torch.tensor(TOKENS), torch.tensor(LABELS)
+    model(tokens, labels).backward()
+    expected = np.concatenate([p.grad.numpy().ravel() for p in model.parameters()])
+    args = [f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS), "--wrt", "param:*"]
+    got = run_json("grad", *args)
+    np.testing.assert_allclose(np.array(got["value"]), expected, rtol=16 * np.finfo(float).eps, atol=1e-15)
+    report = run_json("check", *args)
+    assert report["ok"] and [r["wrt"] for r in report["results"]] == ["param:emb.weight", "param:fc.weight",
+                                                                       "param:fc.bias"]
+    assert all({b["name"]: b["ok"] for b in r["backends"]} == {"forward": True, "fd": True} for r in report["results"])
+    library = gradcli.check(f"{tmp_path}/emb.py:bag", input=np.array(TOKENS), target=np.array(LABELS), wrt="param:*")
+    assert library.ok
+
+
+def test_per_sample_gradients_of_an_embedding_model_equal_vmap_grad(embedding):
+    tmp_path, model = embedding
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    one = lambda theta, x, t: torch.func.functional_call(model, theta, (x[None], t[None]))  # noqa: E731
+    expected = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(
+        params, torch.tensor(TOKENS), torch.tensor(LABELS))
+    doc = run_json("grad", f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS),
+                   "--wrt", "param:*", "--per-sample")
+    got = {r["wrt"]: np.array(r["value"]) for r in doc["results"]}
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[f"param:{name}"], value.numpy(), rtol=16 * np.finfo(float).eps, atol=1e-15)
+
+
+def test_an_integer_arg_stays_integer(embedding):
+    tmp_path, _ = embedding
+    x = np.random.default_rng(2).standard_normal(5)
+    doc = run_json("jacobian", f"{tmp_path}/emb.py:pick", "-x", json.dumps(x.tolist()), "--arg", "idx=[0, 3, 3]")
+    expected = torch.func.jacrev(lambda s: s[torch.tensor([0, 3, 3])] * 2)(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(np.array(doc["value"]), expected)
+    refused = runner.invoke(app, ["jacobian", f"{tmp_path}/emb.py:pick", "-x", "randn:5", "--arg", "idx=[0, 3]",
+                                  "--wrt", "idx"])
+    assert refused.exit_code == 2 and "--wrt idx" in refused.stderr and "--arg idx holds integers" in refused.stderr
+
+
+def test_differentiating_token_ids_exits_2_naming_wrt(embedding):
+    tmp_path, _ = embedding
+    result = runner.invoke(app, ["grad", f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--wrt input" in result.stderr and "--wrt param:NAME" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr

@@ -90,6 +90,7 @@ class ArrayKind(str, enum.Enum):
     FLOAT = "float"  # converted to the working dtype (integers with a note)
     INDEX = "index"  # class indices: must be integers, kept as int64
     INDEX_OR_FLOAT = "index or float"  # integers are indices, floats are probabilities
+    DATA = "float when differentiated"  # user code's input: FLOAT under --wrt input, else INDEX_OR_FLOAT (token ids)
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,9 @@ class Function:
             resolved[p.name] = p.default if value is None else value
         return resolved
 
-    def bind(self, args: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> "Bound":
-        """Validate ``args`` (converted, read-only arrays) and ``params`` once."""
+    def bind(self, args: Mapping[str, np.ndarray], params: Mapping[str, Any], dtype=None) -> "Bound":
+        """Validate ``args`` (converted, read-only arrays) and ``params`` once. ``dtype``: the
+        working dtype, for user code whose arguments do not show it (NumPy built-ins ignore it)."""
         resolved = self.resolve_params(params)
         notes = self.check(dict(args), resolved)
         return Bound(self, MappingProxyType(dict(args)), MappingProxyType(resolved),

@@ -187,7 +187,7 @@ class UserFunction(Function):
         import torch
 
         x = args["input"]
-        self._follow(x)
+        self._follow(args)
         if batch:
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
         replaced = {}
@@ -204,22 +204,29 @@ class UserFunction(Function):
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
 
-    def _follow(self, x) -> None:
-        """The module in the working dtype (float64 by default) and device, as gradcli computes."""
-        if self.module is not None and (x.dtype, x.device) != self._dtype:
-            self.module.to(dtype=x.dtype, device=x.device)
-            self._dtype = (x.dtype, x.device)
+    def _follow(self, args, dtype=None) -> None:
+        """The module in the working dtype (float64 by default) and device, as gradcli computes:
+        the input's, or the first float argument's where the input holds integers (token ids),
+        else ``dtype`` (bind's working dtype; None: as it is)."""
+        x = next((t for t in (args["input"], *args.values()) if t.is_floating_point()), None)
+        if self.module is None or (x is None and dtype is None):
+            return
+        want = (x.dtype, x.device) if x is not None else (dtype, args["input"].device)
+        if want != self._dtype:
+            self.module.to(dtype=want[0], device=want[1])
+            self._dtype = want
 
-    def bind(self, args, params) -> "UserBound":
+    def bind(self, args, params, dtype=None) -> "UserBound":
         """Run the code once (no_grad) to learn and check its output; the first
-        run also finds the modules in training mode (:mod:`.training`)."""
+        run also finds the modules in training mode (:mod:`.training`). ``dtype``:
+        the working dtype, which a module follows when no argument is float (token ids)."""
         import torch
 
         resolved = self.resolve_params(params)
         tensors = _tensors(args)
+        self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
         with torch.no_grad():
             if self.modes is None and self.module is not None:
-                self._follow(tensors["input"])
                 self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
             else:
                 out = self.call(tensors)
