@@ -28,9 +28,29 @@ from .errors import ExitCode, GradcliError, UsageError
 from .options import BackendName, CheckMode, Device, DType, FdDType, FdMethod, Format, Layout, Quantity
 
 
+class ReaderGone(Exception):
+    """Standard output's reader went away (``| head``). Raised in place of
+    BrokenPipeError, which typer would turn into a silent exit 1 (``check``'s
+    "mismatch")."""
+
+
 class GradcliGroup(TyperGroup):
     """The one place errors become exit codes (SPEC §2): one or two lines on
-    stderr, never a traceback unless ``--traceback``, nothing on stdout."""
+    stderr, never a traceback unless ``--traceback``, nothing on stdout.
+    A broken pipe on standard output ends the run silently with 141, as the
+    shell reports a tool killed by SIGPIPE (``yes | head``)."""
+
+    def make_context(self, *args, **kwargs):  # where --help and --version print
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as err:
+            raise ReaderGone() from err
+
+    def invoke(self, ctx):  # where the commands (and their --help) print
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as err:
+            raise ReaderGone() from err
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -56,8 +76,9 @@ class GradcliGroup(TyperGroup):
                 raise
             _error(err.cli_message())
             code = err.exit_code
-        except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
-            code = ExitCode.OK
+        except (ReaderGone, BrokenPipeError):  # the reader went away (`| head`): nothing more to say
+            _drop_stdout()
+            code = ExitCode.BROKEN_PIPE
         except Exception as err:
             if show_traceback:
                 raise
@@ -408,12 +429,19 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
 
 def stdout_then_files(write_stdout, pending) -> None:
     """Run ``write_stdout``, then publish the ``pending`` output files; on any
-    failure remove them. Standard output closed or full is a short error."""
+    failure remove them. Standard output closed or full is a short error. A
+    reader that went away (``| head``) only cut the display of a whole result:
+    the files are published and the run ends silently (exit 141, in ``main``)."""
     try:
         if sys.stdout is None:  # started with standard output closed (>&-)
             raise UsageError("standard output is closed; give gradcli somewhere to write (e.g. > result.txt)")
         write_stdout()
         sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+        for file in pending:
+            file.publish()
+        raise
     except BaseException as err:
         for file in pending:
             file.abort()
@@ -719,8 +747,13 @@ def emit(output) -> None:
 def make_console():
     from rich.console import Console
 
+    class StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1 here; GradcliGroup.main decides (silent, 141)
+            self.quiet = True
+            raise BrokenPipeError(32, "Broken pipe")
+
     # A pipe has no width; 140 columns keeps tables whole in files and logs.
-    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
+    return StdoutConsole(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
 
 def parse_positive_float(text: str, option: str) -> float:
