@@ -800,8 +800,9 @@ CHECK_OPTIONS = [
     _option("taylor", bool, False, "--taylor",
             help="Taylor remainder test along each probe: order 2 when the derivative is right, 1 when wrong "
                  "(decides in float32, where fd's tolerance cannot)"),
-    _option("locate", bool, True, "--locate/--no-locate",
-            help="after a mismatch: the wrong module (each submodule checked alone) and the worst entries"),
+    _option("locate", Optional[bool], None, "--locate/--no-locate", show_default=False,
+            help="after a mismatch: the wrong module (each submodule checked alone) and the worst entries "
+                 "[default: on; --locate also says when a function has no modules to check]"),
     _option("baseline", Optional[str], None, "--baseline",
             help="compare the gradients with a fingerprint saved by --save-baseline; exit 1 if they moved"),
     _option("save_baseline", Optional[str], None, "--save-baseline",
