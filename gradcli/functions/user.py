@@ -213,7 +213,9 @@ class UserFunction(Function):
             return
         want = (x.dtype, x.device) if x is not None else (dtype, args["input"].device)
         if want != self._dtype:
-            self.module.to(dtype=want[0], device=want[1])
+            tensors = [*self.module.parameters(), *self.module.buffers()]
+            if any(t.device != want[1] or (t.is_floating_point() and t.dtype != want[0]) for t in tensors):
+                self.module.to(dtype=want[0], device=want[1])  # a pass over every parameter: only when needed
             self._dtype = want
 
     def bind(self, args, params, dtype=None) -> "UserBound":
