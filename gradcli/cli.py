@@ -745,12 +745,14 @@ def emit(output) -> None:
 
 
 def make_console():
+    import errno
+
     from rich.console import Console
 
     class StdoutConsole(Console):
         def on_broken_pipe(self) -> None:  # rich would exit 1 here; GradcliGroup.main decides (silent, 141)
             self.quiet = True
-            raise BrokenPipeError(32, "Broken pipe")
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
     # A pipe has no width; 140 columns keeps tables whole in files and logs.
     return StdoutConsole(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
