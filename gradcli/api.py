@@ -166,9 +166,11 @@ def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfin
 # --- the public API ----------------------------------------------------------------
 
 
-def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str, ...]):
+def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str, ...],
+                 differentiates_input: bool | None = None):
     """Split a library call's keywords: arrays and options build the problem,
-    backend settings make the BackendOptions, ``run_names`` pass through.
+    backend settings make the BackendOptions, ``run_names`` pass through
+    (``differentiates_input``: as :func:`gradcli.problem.build_problem`'s).
     Returns ``(problem, options, run)``."""
     from .functions import array_arguments
 
@@ -178,7 +180,7 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
     wrt, dtype = kw.pop("wrt", "input"), kw.pop("dtype", None)  # None: float64, noting upcast float32 data
     problem = build_problem(function, arrays, kw, wrt=wrt, dtype=dtype,
-                            allow_nonfinite=run.get("allow_nonfinite", False))
+                            allow_nonfinite=run.get("allow_nonfinite", False), differentiates_input=differentiates_input)
     return problem, options, run
 
 

@@ -28,9 +28,29 @@ from .errors import ExitCode, GradcliError, UsageError
 from .options import BackendName, CheckMode, Device, DType, FdDType, FdMethod, Format, Layout, Quantity
 
 
+class ReaderGone(Exception):
+    """Standard output's reader went away (``| head``). Raised in place of
+    BrokenPipeError, which typer would turn into a silent exit 1 (``check``'s
+    "mismatch")."""
+
+
 class GradcliGroup(TyperGroup):
     """The one place errors become exit codes (SPEC §2): one or two lines on
-    stderr, never a traceback unless ``--traceback``, nothing on stdout."""
+    stderr, never a traceback unless ``--traceback``, nothing on stdout.
+    A broken pipe on standard output ends the run silently with 141, as the
+    shell reports a tool killed by SIGPIPE (``yes | head``)."""
+
+    def make_context(self, *args, **kwargs):  # where --help and --version print
+        try:
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError as err:
+            raise ReaderGone() from err
+
+    def invoke(self, ctx):  # where the commands (and their --help) print
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as err:
+            raise ReaderGone() from err
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -56,8 +76,9 @@ class GradcliGroup(TyperGroup):
                 raise
             _error(err.cli_message())
             code = err.exit_code
-        except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
-            code = ExitCode.OK
+        except (ReaderGone, BrokenPipeError):  # the reader went away (`| head`): nothing more to say
+            _drop_stdout()
+            code = ExitCode.BROKEN_PIPE
         except Exception as err:
             if show_traceback:
                 raise
@@ -249,8 +270,9 @@ class Loaded:
     loaded: float = 0.0
 
 
-def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
-    """Options -> arrays -> a validated problem (and the vjp/jvp vector)."""
+def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | None = None) -> Loaded:
+    """Options -> arrays -> a validated problem (and the vjp/jvp vector);
+    ``differentiates_input``: as :func:`gradcli.problem.build_problem`'s."""
     started = time.perf_counter()
     from .arrays import load_array
     from .functions import array_arguments, parameters
@@ -286,7 +308,7 @@ def load(quantity: Quantity, opts: dict[str, Any]) -> Loaded:
                                max_bytes=max_memory) for name, spec in specs.items()}
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
     problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
-                            allow_nonfinite=opts["allow_nonfinite"])
+                            allow_nonfinite=opts["allow_nonfinite"], differentiates_input=differentiates_input)
     if opts.get("rows"):
         from .problem import select_rows
 
@@ -343,7 +365,8 @@ def per_sample_command(opts: dict[str, Any]) -> int:
 
     if not opts.get("per_sample"):
         raise UsageError("--norms: gives per-sample gradient norms; add --per-sample")
-    got = load(Quantity.GRAD, {**opts, "wrt": "input"})  # the parameters are chosen by per_sample_gradients
+    # the parameters are chosen by per_sample_gradients; an integer input (token ids) stays integer
+    got = load(Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=False)
     res = per_sample_gradients(got.problem, opts["wrt"], norms=opts["norms"], top=opts["top"],
                                max_memory=got.max_memory)
     if got.as_json:
@@ -406,12 +429,19 @@ def _emit_result(result, got: Loaded, opts, stream) -> None:
 
 def stdout_then_files(write_stdout, pending) -> None:
     """Run ``write_stdout``, then publish the ``pending`` output files; on any
-    failure remove them. Standard output closed or full is a short error."""
+    failure remove them. Standard output closed or full is a short error. A
+    reader that went away (``| head``) only cut the display of a whole result:
+    the files are published and the run ends silently (exit 141, in ``main``)."""
     try:
         if sys.stdout is None:  # started with standard output closed (>&-)
             raise UsageError("standard output is closed; give gradcli somewhere to write (e.g. > result.txt)")
         write_stdout()
         sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()
+        for file in pending:
+            file.publish()
+        raise
     except BaseException as err:
         for file in pending:
             file.abort()
@@ -457,7 +487,7 @@ def check_report(opts: dict[str, Any]):
     ``(report, baseline comparison or None, fingerprint to save or None, loaded)``."""
     from .checking import default_quantity
     from .modelcheck import run_checks
-    from .wrtlist import expand, is_list, retarget
+    from .wrtlist import expand, is_list, names_input, retarget
 
     quantity = opts.get("quantity")
     if quantity in (Quantity.JVP, Quantity.HVP) and opts.get("tangent") is None:
@@ -467,7 +497,8 @@ def check_report(opts: dict[str, Any]):
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
     many = is_list(opts["wrt"])
-    got = load(quantity or Quantity.GRAD, {**opts, "wrt": "input"} if many else opts)
+    got = (load(quantity or Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=names_input(opts["wrt"]))
+           if many else load(quantity or Quantity.GRAD, opts))
     problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]
     backends = None
     if opts.get("backends"):
@@ -714,10 +745,17 @@ def emit(output) -> None:
 
 
 def make_console():
+    import errno
+
     from rich.console import Console
 
+    class StdoutConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1 here; GradcliGroup.main decides (silent, 141)
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
     # A pipe has no width; 140 columns keeps tables whole in files and logs.
-    return Console(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
+    return StdoutConsole(width=None if sys.stdout.isatty() else 140, highlight=False, soft_wrap=False)
 
 
 def parse_positive_float(text: str, option: str) -> float:
@@ -764,8 +802,9 @@ CHECK_OPTIONS = [
     _option("taylor", bool, False, "--taylor",
             help="Taylor remainder test along each probe: order 2 when the derivative is right, 1 when wrong "
                  "(decides in float32, where fd's tolerance cannot)"),
-    _option("locate", bool, True, "--locate/--no-locate",
-            help="after a mismatch: the wrong module (each submodule checked alone) and the worst entries"),
+    _option("locate", Optional[bool], None, "--locate/--no-locate", show_default=False,
+            help="after a mismatch: the wrong module (each submodule checked alone) and the worst entries "
+                 "[default: on; --locate also says when a function has no modules to check]"),
     _option("baseline", Optional[str], None, "--baseline",
             help="compare the gradients with a fingerprint saved by --save-baseline; exit 1 if they moved"),
     _option("save_baseline", Optional[str], None, "--save-baseline",

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     BACKEND = 3
     INTERRUPTED = 130
+    BROKEN_PIPE = 141  # standard output's reader went away (`| head`): silent, 128 + SIGPIPE as the shell reports `yes | head`
 
 
 _OPTION = re.compile(r"^--(?P<name>[a-z][a-z0-9-]*)(?P<rest>[: ].*)$", re.S)

@@ -29,7 +29,7 @@ from .compare import Comparison, Entry
 from .errors import BackendError, UsageError
 from .options import BackendName, BackendOptions, Layout, Quantity
 from .problem import Problem
-from .wrtlist import expand, is_list, retarget
+from .wrtlist import expand, is_list, names_input, retarget
 from .results import CheckReport
 
 FULL_BUDGET = 20_000  # function evaluations a full comparison may cost before auto turns to probes
@@ -117,7 +117,7 @@ def run_checks(
     probes: int = 4,
     seed: int = 0,
     taylor: bool = False,
-    locate: bool = True,
+    locate: bool | None = None,
     quantity: Quantity | None = None,
     backends: list[BackendName] | None = None,
     reference: BackendName | None = None,
@@ -128,7 +128,11 @@ def run_checks(
     max_memory: int = DEFAULT_MAX_MEMORY,
     **full_kw: Any,
 ) -> ModelReport:
-    """Check each problem (the same function, one per ``--wrt`` argument)."""
+    """Check each problem (the same function, one per ``--wrt`` argument).
+
+    ``locate``: after a mismatch, find the wrong entries and modules; None (the
+    default) does so quietly, True (``--locate`` asked for) also notes when
+    the function is not an ``nn.Module`` and has no modules to check."""
     start = time.perf_counter()
     base = problems[0]
     explicit_quantity = quantity is not None
@@ -160,7 +164,7 @@ def run_checks(
                                        source=source)
     notes: list[str] = []
     modules = None
-    if locate and any(r.ok is False for r in results):
+    if locate is not False and any(r.ok is False for r in results):
         from . import locate as where
 
         if context is not None:  # the worst argument's entries (group testing costs O(top log n) evaluations)
@@ -168,7 +172,8 @@ def run_checks(
                         key=lambda r: max([e.excess for e in r.top] or [0.0]))
             results = [where.with_entries(r, context, top) if r is worst else r for r in results]
         modules, more = where.locate_modules(base, seed=seed, atol=atol, rtol=rtol)
-        notes += more
+        if modules is not None or locate:  # a plain function's "no modules" only when --locate was asked for
+            notes += more
     return ModelReport(function=base.function.name, quantity=quantity, reference=reference, dtype=str(base.dtype),
                        wrt=tuple(p.wrt for p in problems), mode=mode, probes=probes if mode == "probe" else None,
                        atol=atol, rtol=rtol, tolerance_source=source, results=tuple(results), modules=modules,
@@ -372,7 +377,8 @@ def check(function: str, **kwargs):
     problem, options, run = library_call(function, {**kwargs, "wrt": "input" if many else wrt},
                                          ("quantity", "backends", "reference", "atol", "rtol", "top", "layout",
                                           "cotangent", "tangent", "max_memory", "allow_nonfinite", "mode", "probes",
-                                          "seed", "taylor", "locate"))
+                                          "seed", "taylor", "locate"),
+                                         differentiates_input=names_input(wrt) if many else None)
     if run.get("quantity") is not None:
         run["quantity"] = Quantity(run["quantity"])
     if run.get("backends") is not None:

@@ -16,12 +16,12 @@ from typing import Any, Mapping
 import numpy as np
 
 from .arrays import check_finite
-from .errors import UsageError
+from .errors import UsageError, UserCodeError
 from .functions import ArrayKind, Bound, Function, lookup
 from .functions.base import option_name
 from .options import DType
 from .rowform import GeneralKernel, RowKernel, RowLayout
-from .rows import batch_rows, parse_rows
+from .rows import parse_rows
 
 UPCAST_NOTE = "float32 values computed in float64 (the precise default); --dtype float32 computes in float32, as the array is"
 
@@ -69,9 +69,10 @@ class Problem:
     def input_shape(self) -> tuple[int, ...]:
         return self.args["input"].shape
 
-    def kernel(self) -> RowKernel | GeneralKernel:
-        """The NumPy kernel of this view (computed once per bound function)."""
-        return self.bound.kernel(self.wrt, axis=self.axis)
+    def kernel(self, budget: int | None = None) -> RowKernel | GeneralKernel:
+        """The NumPy kernel of this view (computed once per bound function);
+        ``budget``: ``--max-memory`` for user code's batched evaluations."""
+        return self.bound.kernel(self.wrt, axis=self.axis, budget=budget)
 
     def torch_forward(self, tensors: Mapping[str, Any]):
         return self.bound.torch_forward(tensors)
@@ -94,7 +95,7 @@ class Problem:
     def restrict_rows(self, index: np.ndarray) -> "Problem":
         """The same problem on batch rows ``index`` (dim 0) of the input and of
         every argument that has the batch axis."""
-        bound = self.bound.rebind(batch_rows(self.args, index))
+        bound = self.bound.at_rows(index)
         return dataclasses.replace(self, bound=bound, rows=bound.row_layout(self.wrt, axis=self.axis))
 
     def with_notes(self, *notes: str) -> "Problem":
@@ -143,10 +144,14 @@ def build_problem(
     wrt: str = "input",
     dtype: DType | str | None = None,
     allow_nonfinite: bool = False,
+    differentiates_input: bool | None = None,
 ) -> Problem:
     """Validate ``arrays`` (name -> array-like) and ``params`` for ``function``, once.
 
     ``dtype`` None means float64, with a note where a float32 array is upcast.
+    User code's integer input (token ids) stays integer unless it is
+    differentiated: ``differentiates_input`` (None: ``wrt == "input"``) says
+    so for a ``--wrt`` list, whose base problem is built at ``wrt="input"``.
     Raises :class:`UsageError` naming the option at fault.
     """
     fn = lookup(function) if isinstance(function, str) else function
@@ -167,7 +172,11 @@ def build_problem(
         array = np.asarray(value)
         if upcast_note and array.dtype == np.float32:
             notes.append(f"{option_name(name)}: {UPCAST_NOTE}")
-        args[name] = _convert(array, accepted[name].kind, work, option_name(name), notes)
+        kind = accepted[name].kind
+        if kind is ArrayKind.DATA:
+            to_float = wrt == "input" if differentiates_input is None else differentiates_input
+            kind = ArrayKind.FLOAT if to_float else ArrayKind.INDEX_OR_FLOAT
+        args[name] = _convert(array, kind, work, option_name(name), notes)
         if not allow_nonfinite:
             check_finite(args[name], option_name(name))
     for arg in fn.arrays:
@@ -178,7 +187,15 @@ def build_problem(
         args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work, copy=False)  # a new array already
     for array in args.values():
         array.flags.writeable = False
-    bound = fn.bind(args, dict(params or {}))
+    try:
+        bound = fn.bind(args, dict(params or {}), dtype=work)
+    except UserCodeError as err:
+        if fn.closed_form or np.asarray(arrays["input"]).dtype.kind not in "iu" or args["input"].dtype.kind != "f":
+            raise
+        # integers converted to be differentiated: token ids for an nn.Embedding, whose code then fails
+        raise UsageError(f"--wrt input: --input holds integers, converted to {work} to be differentiated, and then "
+                         f"{err}; to differentiate w.r.t. a model's parameters use --wrt param:NAME (the input "
+                         "stays integer)") from None
     allowed = bound.differentiable()
     if wrt not in allowed:
         raise UsageError(wrt_message(fn, wrt, args, allowed))
@@ -214,9 +231,11 @@ def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, no
 def wrt_message(fn: Function, wrt: str, args, allowed) -> str:
     choices = ", ".join(allowed)
     if wrt in args and args[wrt].dtype.kind in "iu":
-        return (f"--wrt {wrt}: {option_name(wrt)} holds integer class indices, which cannot be differentiated "
+        option = next((a.option for a in fn.arrays if a.name == wrt), option_name(wrt)).removesuffix("=ARRAY")
+        what, fix = ("integer class indices", "probabilities") if fn.closed_form else ("integers", "floats")
+        return (f"--wrt {wrt}: {option} holds {what}, which cannot be differentiated "
                 f"(torch: only floating point tensors can require gradients); "
-                f"give probabilities to differentiate w.r.t. it, or use --wrt {allowed[0]}")
+                f"give {fix} to differentiate w.r.t. it, or use --wrt {allowed[0]}")
     if wrt in {a.name for a in fn.arrays}:
         return f"--wrt {wrt}: {fn.name} is not differentiated w.r.t. {wrt} here; choose from {choices}"
     return f"--wrt: {wrt!r} is not an argument of {fn.name}; choose from {choices}"

@@ -20,6 +20,12 @@ def is_list(text: str) -> bool:
     return "," in text or any(c in text for c in GLOB_CHARS)
 
 
+def names_input(text: str) -> bool:
+    """Whether a ``--wrt`` list names the input itself: only then is user code's
+    integer input (token ids) converted to floats (``build_problem``)."""
+    return "input" in (part.strip() for part in text.split(","))
+
+
 def expand(function, text: str) -> list[str]:
     """``--wrt`` text -> argument names in order, duplicates dropped.
 

@@ -160,3 +160,15 @@ def test_library_check_as_the_spec_shows():
     assert report.ok and {c.name for c in report.backends} == {"forward", "analytic", "fd"}
     report = gradcli.check("softmax", input=x, backends=["fd"], reference="analytic", atol=0.0, rtol=0.0)
     assert not report.ok and report.top
+
+
+def test_the_no_modules_note_of_a_plain_function_only_when_locate_is_asked_for():
+    """custom_square's wrong backward fails the Hessian check; square is a function, not an
+    nn.Module: by default nothing is said about modules, --locate says why none were checked."""
+    square = f"{Path(__file__).resolve().parents[1] / 'sample_inputs' / 'custom_square.py'}:square"
+    args = ["check", square, "-x", "[1.0, -2.0, 3.0]", "--quantity", "hessian", "--json"]
+    quiet, asked = runner.invoke(app, args), runner.invoke(app, [*args, "--locate"])
+    assert quiet.exit_code == asked.exit_code == 1
+    assert not any("localisation" in n for n in json.loads(quiet.stdout)["notes"])
+    assert any("needs a torch.nn.Module" in n for n in json.loads(asked.stdout)["notes"])
+    assert json.loads(runner.invoke(app, [*args, "--no-locate"]).stdout)["notes"] == json.loads(quiet.stdout)["notes"]

@@ -629,6 +629,33 @@ def test_standard_output_closed_is_a_short_error_and_leaves_no_file(extra, tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("args", [["functions"], ["--help"], ["jacobian", "softmax", "-x", "randn:3,4"],
+                                  ["check", "exp", "-x", "[1.0, 2.0]", "--json"]])
+def test_a_reader_gone_before_the_output_is_a_silent_exit_141(args):
+    """`gradcli ... | head` where head has gone: no message, exit 141 (128 + SIGPIPE, what
+    the shell reports for `yes | head`), neither 2 with an error nor 1 (check's mismatch)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before gradcli writes anything
+    try:
+        result = gradcli(*args, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_a_reader_gone_only_cut_the_display_so_the_output_file_is_published(tmp_path):
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = gradcli("jacobian", "softmax", "-x", "randn:3,4", "--json", "-o", tmp_path / "J.npy", stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+    assert [p.name for p in tmp_path.iterdir()] == ["J.npy"]
+    expected = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:3,4", "--json"])
+    np.testing.assert_array_equal(np.load(tmp_path / "J.npy"), np.array(json.loads(expected.stdout)["value"]))
+
+
 def test_check_writes_its_report_file_only_after_standard_output(tmp_path):
     with open("/dev/full", "w") as full:
         result = gradcli("check", "exp", "-x", "[1.0, 2.0]", "--reference", "analytic", "--backends", "fd",

@@ -3,6 +3,7 @@ programs, per-sample Jacobians, module parameters, and the user's errors."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import gradcli
 from gradcli.cli import app
 
 runner = CliRunner()
@@ -196,3 +198,185 @@ def test_check_compares_per_sample_blocks(files):
     doc = run_json("check", f"{tmp_path}/net.py:net", "-x", str(tmp_path / "x.npy"), "--layout", "blocks")
     assert doc["ok"] and doc["layout"] == "blocks" and doc["shape"] == [3, 5, 2, 4, 4]
     assert {b["name"] for b in doc["backends"]} == {"forward", "fd"}
+
+
+# --- fd on user code within --max-memory ----------------------------------------------
+
+WIDE = '''
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Linear(6, 32768), nn.Tanh(), nn.Linear(32768, 3)).eval()
+'''
+
+
+@pytest.mark.parametrize("extra", [[], ["--layout", "full"], ["--wrt", "param:2.bias"]])
+def test_fd_on_user_code_sizes_its_evaluations_to_max_memory(tmp_path, extra):
+    """One evaluation of the wide net at a batch of 4 saves about 3-4 MiB of
+    activations: under --max-memory 2MiB not even one of fd's points fits (exit 2,
+    the limit named); under 64MiB fd gives autograd's values."""
+    (tmp_path / "wide.py").write_text(WIDE)
+    args = ["jacobian", f"{tmp_path}/wide.py:net", "-x", "randn:4,6", *extra]
+    tight = runner.invoke(app, [*args, "-b", "fd", "--max-memory", "2MiB"])
+    assert tight.exit_code == 2 and tight.stdout == "", tight.stderr
+    assert "--max-memory" in tight.stderr and "activations measured" in tight.stderr and "--rows" in tight.stderr
+    assert len(tight.stderr.strip().splitlines()) <= 2 and "Traceback" not in tight.stderr
+    fd = np.array(run_json(*args, "-b", "fd", "--max-memory", "64MiB")["value"])
+    exact = np.array(run_json(*args, "-b", "autograd")["value"])
+    np.testing.assert_allclose(fd, exact, atol=1e-8, rtol=1e-6)
+
+
+# --- --rows with user code's --arg arrays -----------------------------------------------
+
+MASKED = '''
+import torch
+from torch import nn
+
+
+def masked(x, *, mask):
+    return torch.tanh(x) * mask
+
+
+def weighted(x, *, w):
+    return torch.tanh(x) * w
+
+
+torch.manual_seed(0)
+batch_norm = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+'''
+
+
+@pytest.fixture
+def masked(tmp_path):
+    (tmp_path / "masked.py").write_text(MASKED)
+    x = np.random.default_rng(1).standard_normal((4, 4))
+    np.save(tmp_path / "x.npy", x)
+    return tmp_path, x
+
+
+@pytest.mark.parametrize("rows, index", [("1:3", [1, 2]), ("0,3", [0, 3]), ("2", [2])])
+def test_rows_slice_an_arg_whose_dim_0_is_the_batch(masked, rows, index):
+    tmp_path, x = masked
+    mask = (np.arange(16).reshape(4, 4) % 3 != 0).astype(float)
+    doc = run_json("jacobian", f"{tmp_path}/masked.py:masked", "-x", str(tmp_path / "x.npy"),
+                   "--arg", f"mask={json.dumps(mask.tolist())}", "--rows", rows, "--layout", "blocks")
+    xs, ms = torch.tensor(x[index]), torch.tensor(mask[index])
+    expected = torch.func.vmap(torch.func.jacrev(lambda s, m: torch.tanh(s) * m))(xs, ms).numpy()
+    np.testing.assert_allclose(np.array(doc["value"]), expected, rtol=4 * np.finfo(float).eps, atol=0)
+    np.testing.assert_allclose(np.array(doc["output"]), (torch.tanh(xs) * ms).numpy(), rtol=4 * np.finfo(float).eps)
+
+
+@pytest.mark.parametrize("rows", ["1", "0,2"])
+def test_rows_refuse_a_shared_arg_whose_dim_0_equals_the_batch_by_coincidence(masked, rows):
+    """w (4,) weighs the 4 features of a batch of 4: sliced with the rows it is
+    wrong (--rows 1: it broadcasts silently) or breaks the code (--rows 0,2).
+    Exit 2 naming the array and the fix; as (1, 4) it is shared, and right."""
+    tmp_path, x = masked
+    w = [1.0, 2.0, 3.0, 4.0]
+    args = ["jacobian", f"{tmp_path}/masked.py:weighted", "-x", str(tmp_path / "x.npy"), "--rows", rows]
+    refused = runner.invoke(app, [*args, "--arg", f"w={json.dumps(w)}"])
+    assert refused.exit_code == 2 and refused.stdout == "", refused.stderr
+    assert "--arg w" in refused.stderr and "leading axis of size 1" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) <= 2 and "Traceback" not in refused.stderr
+    doc = run_json(*args, "--arg", f"w={json.dumps([w])}", "--layout", "blocks")
+    index = [int(r) for r in rows.split(",")]
+    expected = torch.func.vmap(torch.func.jacrev(lambda s: torch.tanh(s) * torch.tensor(w, dtype=s.dtype)))(
+        torch.tensor(x[index])).numpy()
+    np.testing.assert_allclose(np.array(doc["value"]), expected, rtol=4 * np.finfo(float).eps, atol=0)
+
+
+def test_rows_of_a_model_whose_samples_interact_are_refused(masked):
+    tmp_path, _ = masked
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/masked.py:batch_norm", "-x", str(tmp_path / "x.npy"),
+                                 "--rows", "1:3", "--layout", "full"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--rows" in result.stderr and "BatchNorm1d" in result.stderr and ".eval()" in result.stderr
+
+
+# --- integer arrays reach user code as integers ----------------------------------------
+
+EMBEDDING = '''
+import torch
+from torch import nn
+
+
+class Bag(nn.Module):
+    """Token ids (B, T) -> mean of their embeddings -> logits; the loss with class targets."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, tokens, target):
+        return nn.functional.cross_entropy(self.fc(torch.tanh(self.emb(tokens)).mean(1)), target)
+
+
+bag = Bag()
+
+
+def pick(x, *, idx):
+    return x[idx] * 2
+'''
+
+TOKENS = [[1, 2, 3], [4, 5, 9], [2, 2, 7]]
+LABELS = [0, 2, 1]
+
+
+@pytest.fixture
+def embedding(tmp_path):
+    (tmp_path / "emb.py").write_text(EMBEDDING)
+    spec = importlib.util.spec_from_file_location("emb_ref", tmp_path / "emb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tmp_path, module.Bag().double()
+
+
+def test_token_ids_stay_integer_for_grad_and_check_wrt_parameters(embedding):
+    tmp_path, model = embedding
+    tokens, labels = torch.tensor(TOKENS), torch.tensor(LABELS)
+    model(tokens, labels).backward()
+    expected = np.concatenate([p.grad.numpy().ravel() for p in model.parameters()])
+    args = [f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS), "--wrt", "param:*"]
+    got = run_json("grad", *args)
+    np.testing.assert_allclose(np.array(got["value"]), expected, rtol=16 * np.finfo(float).eps, atol=1e-15)
+    report = run_json("check", *args)
+    assert report["ok"] and [r["wrt"] for r in report["results"]] == ["param:emb.weight", "param:fc.weight",
+                                                                       "param:fc.bias"]
+    assert all({b["name"]: b["ok"] for b in r["backends"]} == {"forward": True, "fd": True} for r in report["results"])
+    library = gradcli.check(f"{tmp_path}/emb.py:bag", input=np.array(TOKENS), target=np.array(LABELS), wrt="param:*")
+    assert library.ok
+
+
+def test_per_sample_gradients_of_an_embedding_model_equal_vmap_grad(embedding):
+    tmp_path, model = embedding
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    one = lambda theta, x, t: torch.func.functional_call(model, theta, (x[None], t[None]))  # noqa: E731
+    expected = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))(
+        params, torch.tensor(TOKENS), torch.tensor(LABELS))
+    doc = run_json("grad", f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS),
+                   "--wrt", "param:*", "--per-sample")
+    got = {r["wrt"]: np.array(r["value"]) for r in doc["results"]}
+    for name, value in expected.items():
+        np.testing.assert_allclose(got[f"param:{name}"], value.numpy(), rtol=16 * np.finfo(float).eps, atol=1e-15)
+
+
+def test_an_integer_arg_stays_integer(embedding):
+    tmp_path, _ = embedding
+    x = np.random.default_rng(2).standard_normal(5)
+    doc = run_json("jacobian", f"{tmp_path}/emb.py:pick", "-x", json.dumps(x.tolist()), "--arg", "idx=[0, 3, 3]")
+    expected = torch.func.jacrev(lambda s: s[torch.tensor([0, 3, 3])] * 2)(torch.tensor(x)).numpy()
+    np.testing.assert_array_equal(np.array(doc["value"]), expected)
+    refused = runner.invoke(app, ["jacobian", f"{tmp_path}/emb.py:pick", "-x", "randn:5", "--arg", "idx=[0, 3]",
+                                  "--wrt", "idx"])
+    assert refused.exit_code == 2 and "--wrt idx" in refused.stderr and "--arg idx holds integers" in refused.stderr
+
+
+def test_differentiating_token_ids_exits_2_naming_wrt(embedding):
+    tmp_path, _ = embedding
+    result = runner.invoke(app, ["grad", f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS)])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--wrt input" in result.stderr and "--wrt param:NAME" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr

@@ -64,7 +64,7 @@ class FdBackend(RowBackend):
         notes = ()
         if fd_dtype != problem.dtype:
             notes = (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
-        kernel = problem.astype(fd_dtype).kernel()
+        kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory)
         if isinstance(kernel, GeneralKernel):
             # No rows: every entry of the argument is its own column of one big row.
             shape, out_shape = kernel.x0.shape, kernel.output_shape

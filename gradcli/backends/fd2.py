@@ -50,7 +50,7 @@ class FdSecond:
             notes += (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
         if self.options.fd_method is FdMethod.FORWARD:
             notes += ("fd: second derivatives use central differences (--fd-method forward applies to first derivatives)",)
-        kernel = problem.astype(fd_dtype).kernel()
+        kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory)
         x0, forward = as_one_row(kernel) if isinstance(kernel, GeneralKernel) else (kernel.x0, kernel.forward)
         eps = float(np.finfo(fd_dtype).eps)
         richardson = self.options.fd_method is FdMethod.RICHARDSON

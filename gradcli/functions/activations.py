@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import weakref
 
+from ..errors import UsageError
+from ..sizes import format_bytes
+
 _MEASURED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -48,15 +51,30 @@ def recall(function, x) -> int | None:
         return None
 
 
-STACK_BUDGET = 512 * 2**20  # what one batched evaluation of fd's perturbed points may hold
+STACK_BUDGET = 512 * 2**20  # the most one batched evaluation of fd's perturbed points holds
 
 
-def points_per_call(torch, function, x0, run) -> int:
-    """How many points (each like ``x0``) one ``vmap`` evaluation may take so
-    that their activations stay within :data:`STACK_BUDGET`; ``run(x0)`` is one
-    evaluation, measured once when the samples check has not measured it."""
+def points_per_call(torch, function, x0, run, *, budget: int | None = None, held: int = 0) -> int:
+    """How many points (each like ``x0``) one ``vmap`` evaluation may take.
+
+    ``run(x0)`` is one evaluation, measured once (activations ``A``: every
+    tensor autograd would save, plus the output) when the samples check has
+    not measured it. ``c`` points hold about ``c * A``, so
+    ``c = min(STACK_BUDGET, budget - held) // A``: at most
+    :data:`STACK_BUDGET` (bigger calls are no faster), less under a small
+    ``budget`` (``--max-memory``; None: no limit besides the cap). ``held``:
+    bytes the caller already holds (the stack of points). When not even one
+    point fits, the run stops with exit 2 naming the fix.
+    """
     nbytes = recall(function, x0)
     if nbytes is None:
-        nbytes = saved_bytes(torch, lambda: run(x0.detach()))[1]
+        # x0 requires grad, as in the samples check: else a function of replaced parameters saves nothing
+        nbytes = saved_bytes(torch, lambda: run(x0.detach().requires_grad_(x0.is_floating_point())))[1]
         remember(function, x0, nbytes)
-    return max(1, STACK_BUDGET // max(1, nbytes))
+    room = STACK_BUDGET if budget is None else min(STACK_BUDGET, budget - held)
+    if budget is not None and budget - held < nbytes:
+        raise UsageError(
+            f"--max-memory: one evaluation of {function.name} at one of fd's perturbed points needs about "
+            f"{format_bytes(nbytes)} (activations measured), over the {format_bytes(max(0, budget - held))} left "
+            f"of the limit; use --rows or a smaller batch, or raise --max-memory")
+    return max(1, room // max(1, nbytes))

@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import UsageError
 from ..options import Reduction
 from ..rowform import GeneralKernel, RowKernel, RowLayout
+from ..rows import batch_rows
 
 
 class Structure(str, enum.Enum):
@@ -89,6 +90,7 @@ class ArrayKind(str, enum.Enum):
     FLOAT = "float"  # converted to the working dtype (integers with a note)
     INDEX = "index"  # class indices: must be integers, kept as int64
     INDEX_OR_FLOAT = "index or float"  # integers are indices, floats are probabilities
+    DATA = "float when differentiated"  # user code's input: FLOAT under --wrt input, else INDEX_OR_FLOAT (token ids)
 
 
 @dataclass(frozen=True)
@@ -138,8 +140,9 @@ class Function:
             resolved[p.name] = p.default if value is None else value
         return resolved
 
-    def bind(self, args: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> "Bound":
-        """Validate ``args`` (converted, read-only arrays) and ``params`` once."""
+    def bind(self, args: Mapping[str, np.ndarray], params: Mapping[str, Any], dtype=None) -> "Bound":
+        """Validate ``args`` (converted, read-only arrays) and ``params`` once. ``dtype``: the
+        working dtype, for user code whose arguments do not show it (NumPy built-ins ignore it)."""
         resolved = self.resolve_params(params)
         notes = self.check(dict(args), resolved)
         return Bound(self, MappingProxyType(dict(args)), MappingProxyType(resolved),
@@ -220,7 +223,9 @@ class Bound:
     def row_layout(self, wrt: str, axis: int | None = None) -> RowLayout | None:
         return self._cached(("rows", wrt, axis), lambda: self.function.row_layout(self.args, self.params, wrt, axis))
 
-    def kernel(self, wrt: str, axis: int | None = None) -> RowKernel | GeneralKernel:
+    def kernel(self, wrt: str, axis: int | None = None, budget: int | None = None) -> RowKernel | GeneralKernel:
+        """``budget``: the bytes an evaluation may hold (``--max-memory``); only user
+        code reads it (its activations are hidden), a built-in's NumPy stacks are sized by fd."""
         return self._cached(("kernel", wrt, axis), lambda: self.function.kernel(self.args, self.params, wrt, axis))
 
     def wrt_notes(self, wrt: str) -> tuple[str, ...]:
@@ -238,6 +243,11 @@ class Bound:
     def rebind(self, args: Mapping[str, np.ndarray]) -> "Bound":
         """The same function and options at other arrays (fd's dtype, ``--rows``)."""
         return self.function.bind(args, self.params)
+
+    def at_rows(self, index: np.ndarray) -> "Bound":
+        """The same function at batch rows ``index`` (``--rows``): every argument
+        with the batch axis sliced along it (:func:`gradcli.rows.has_batch_axis`)."""
+        return self.rebind(batch_rows(self.args, index))
 
 
 def check_axis(dim: int, ndim: int, option: str = "--dim") -> int:

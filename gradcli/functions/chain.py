@@ -75,7 +75,7 @@ class Chain(Function):
         own = {a.name for a in self.stages[i].arrays} - {"input"}
         return {"input": z, **{k: v for k, v in args.items() if k in own and self.owner(k) == i}}
 
-    def bind(self, args, params) -> "ChainBound":
+    def bind(self, args, params, dtype=None) -> "ChainBound":
         """Bind every stage once, each at the NumPy activation of the stage before."""
         resolved = self.resolve_params(params)
         given = dict(params)
@@ -157,7 +157,7 @@ class ChainBound(Bound):
 
         return self._cached(("rows", wrt, axis), make)
 
-    def kernel(self, wrt, axis=None):
+    def kernel(self, wrt, axis=None, budget=None):  # built-ins only: no budget to pass on
         def make():
             plan, axes, layouts = self._plan(wrt, axis)
             kernels = [bound.kernel(w, axis=ax) for (bound, w), ax in zip(plan, axes)]

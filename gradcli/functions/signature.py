@@ -60,7 +60,8 @@ class Signature:
     def arrays(self, catalogue_names: tuple[str, ...]) -> tuple[ArrayArg, ...]:
         """The array arguments this callable takes, for problem validation and ``gradcli functions``."""
         first = self.positional[0] if self.positional else "input"
-        arrays = [ArrayArg("input", f"its first argument, {first}", required=True)]
+        # integers stay integers unless differentiated (token ids for an nn.Embedding need int64, as in torch)
+        arrays = [ArrayArg("input", f"its first argument, {first}", required=True, kind=ArrayKind.DATA)]
         if self.takes_target:
             arrays.append(ArrayArg("target", f"its second argument, {self.second_name()}",
                                    required=self.required >= 2, kind=ArrayKind.INDEX_OR_FLOAT))

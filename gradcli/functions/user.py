@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ..errors import BackendError, GradcliError, UsageError, UserCodeError
+from ..rows import has_batch_axis
 from ..rowform import GeneralKernel, RowKernel, RowLayout
 from .activations import points_per_call
 from .base import Bound, Function, Structure
@@ -187,7 +188,7 @@ class UserFunction(Function):
         import torch
 
         x = args["input"]
-        self._follow(x)
+        self._follow(args)
         if batch:
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
         replaced = {}
@@ -204,24 +205,31 @@ class UserFunction(Function):
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
 
-    def _follow(self, x) -> None:
-        """The module in the working dtype (float64 by default) and device, as gradcli computes."""
-        if self.module is not None and (x.dtype, x.device) != self._dtype:
+    def _follow(self, args, dtype=None) -> None:
+        """The module in the working dtype (float64 by default) and device, as gradcli computes:
+        the input's, or the first float argument's where the input holds integers (token ids),
+        else ``dtype`` (bind's working dtype; None: as it is)."""
+        x = next((t for t in (args["input"], *args.values()) if t.is_floating_point()), None)
+        if self.module is None or (x is None and dtype is None):
+            return
+        want = (x.dtype, x.device) if x is not None else (dtype, args["input"].device)
+        if want != self._dtype:
             tensors = [*self.module.parameters(), *self.module.buffers()]
-            if any(t.device != x.device or (t.is_floating_point() and t.dtype != x.dtype) for t in tensors):
-                self.module.to(dtype=x.dtype, device=x.device)  # a pass over every parameter: only when needed
-            self._dtype = (x.dtype, x.device)
+            if any(t.device != want[1] or (t.is_floating_point() and t.dtype != want[0]) for t in tensors):
+                self.module.to(dtype=want[0], device=want[1])  # a pass over every parameter: only when needed
+            self._dtype = want
 
-    def bind(self, args, params) -> "UserBound":
+    def bind(self, args, params, dtype=None) -> "UserBound":
         """Run the code once (no_grad) to learn and check its output; the first
-        run also finds the modules in training mode (:mod:`.training`)."""
+        run also finds the modules in training mode (:mod:`.training`). ``dtype``:
+        the working dtype, which a module follows when no argument is float (token ids)."""
         import torch
 
         resolved = self.resolve_params(params)
         tensors = _tensors(args)
+        self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
         with torch.no_grad():
             if self.modes is None and self.module is not None:
-                self._follow(tensors["input"])
                 self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
             else:
                 out = self.call(tensors)
@@ -230,7 +238,10 @@ class UserFunction(Function):
         if not out.is_floating_point():
             raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
         notes = self.modes.notes(self.seed) if self.modes else ()
-        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes)
+        value = out.detach().cpu().numpy()
+        value.flags.writeable = False
+        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes,
+                         value=value)
 
     def matching(self, pattern: str) -> list[str]:
         """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
@@ -289,6 +300,7 @@ class UserBound(Bound):
     (blocks, fd by columns) applies with the batch as rows."""
 
     batch: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    value: np.ndarray | None = field(default=None, repr=False, compare=False)  # the output at these arrays
 
     def per_sample(self) -> "UserBound":
         """The per-sample view: input ``(B, *in)`` seen as ``(B, F_in)``."""
@@ -312,15 +324,53 @@ class UserBound(Bound):
         natural = self.function.bind({**args, "input": x.reshape((x.shape[0],) + self.batch[0])}, self.params)
         return natural.per_sample()
 
+    def at_rows(self, index):
+        """``--rows`` on user code. An array whose dim 0 is the batch size B is
+        per-sample and sliced with the rows (the rule of per-sample gradients);
+        a shared one whose dim 0 equals B by coincidence would be sliced by
+        mistake, so the selected rows' output must equal the same rows of the
+        whole batch's output (to rounding: a smaller batch may sum in another
+        order), else exit 2 naming the arrays. Samples that interact (batch
+        statistics) are refused: the rows alone are another function."""
+        modes = self.function.modes
+        if modes and modes.coupling:
+            raise UsageError(f"--rows: samples interact through {', '.join(modes.coupling)} in training mode, so "
+                             "the selected rows alone are another function; call .eval() on the model in your "
+                             "file, or drop --rows")
+        sliced = [n for n, a in self.args.items()
+                  if n != "input" and has_batch_axis(n, a, self.args["input"].shape)]
+        named = ", ".join("--target" if n == "target" else f"--arg {n}" for n in sliced)
+        advice = (f"if it is shared by every sample, give it a leading axis of size 1 (it broadcasts the same), "
+                  f"or drop --rows")
+        try:
+            part = super().at_rows(index)
+        except UserCodeError as err:
+            if not sliced:
+                raise
+            raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows made your code "
+                             f"raise ({err}); {advice}") from None
+        if not sliced or (modes and modes.random) or self.value is None:
+            return part  # a dropout mask depends on the batch's shape: the outputs cannot be compared
+        whole, got = self.value[index], part.value
+        tol = float(np.finfo(got.dtype).eps) ** 0.5
+        scale = float(np.nanmax(np.abs(whole), initial=0.0))
+        if got.shape != whole.shape or not np.allclose(got, whole, rtol=tol, atol=tol * scale, equal_nan=True):
+            gap = float(np.nanmax(np.abs(got - whole))) if got.shape == whole.shape else float("nan")
+            raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows changes the rows' "
+                             f"output (by {gap:.3g}), so it is not per-sample; {advice}")
+        return part
+
     def row_layout(self, wrt, axis=None):
         if self.batch is None:
             return None
         b, features = self.args["input"].shape
         return RowLayout((b, features), 1, 1, self.output_shape[1], reduced=False)
 
-    def kernel(self, wrt, axis=None):
+    def kernel(self, wrt, axis=None, budget=None):
         """For fd only: the forward under no_grad over a stack of points
-        (``torch.func.vmap``; a loop where the code cannot be vmapped)."""
+        (``torch.func.vmap``; a loop where the code cannot be vmapped), in calls
+        whose measured activations fit ``budget`` (``--max-memory``; see
+        :func:`.activations.points_per_call`)."""
         import torch
 
         function = self.function
@@ -334,7 +384,8 @@ class UserBound(Bound):
             stack = x.shape[: x.ndim - x0.ndim]
             # a writable C-ordered array (the problem's own are read-only): torch shares, never writes it
             flat = torch.from_numpy(np.require(x, requirements=["C", "W"]).reshape((-1,) + x0.shape))
-            size = points_per_call(torch, function, flat[0], one)  # activations of one point, measured
+            # activations of one point, measured; the stack of points is already held
+            size = points_per_call(torch, function, flat[0], one, budget=budget, held=flat.nbytes)
             with torch.no_grad():
                 try:
                     out = torch.cat([torch.func.vmap(one, randomness="same")(flat[i:i + size])  # one dropout mask
