@@ -124,5 +124,6 @@ def per_sample_grad(function: str, **kwargs: Any) -> SampleGrads:
 
     kwargs = dict(kwargs)
     wrt = kwargs.pop("wrt", "param:*")
-    problem, _, run = library_call(function, kwargs, ("norms", "top", "max_memory"))
+    problem, _, run = library_call(function, kwargs, ("norms", "top", "max_memory"),
+                                   differentiates_input=False)  # token ids stay integer, as in the CLI
     return per_sample_gradients(problem, wrt, **run)

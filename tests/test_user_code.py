@@ -359,8 +359,11 @@ def test_per_sample_gradients_of_an_embedding_model_equal_vmap_grad(embedding):
     doc = run_json("grad", f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS),
                    "--wrt", "param:*", "--per-sample")
     got = {r["wrt"]: np.array(r["value"]) for r in doc["results"]}
+    library = gradcli.per_sample_grad(f"{tmp_path}/emb.py:bag", input=np.array(TOKENS), target=np.array(LABELS))
     for name, value in expected.items():
         np.testing.assert_allclose(got[f"param:{name}"], value.numpy(), rtol=16 * np.finfo(float).eps, atol=1e-15)
+        np.testing.assert_allclose(library.grads[name], value.numpy(), rtol=16 * np.finfo(float).eps,
+                                   atol=1e-15)
 
 
 def test_an_integer_arg_stays_integer(embedding):
