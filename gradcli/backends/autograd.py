@@ -65,19 +65,23 @@ class AutogradBackend(TorchBackend):
         def put(start, grads):  # grads (n, *x0.shape) -> blocks[..., start:start + n, :], written in place
             blocks[..., start:start + grads.shape[0], :] = grads.movedim(1 + rows.in_axis, -1).movedim(0, -2)
 
-        for start in range(0, features, chunk):
+        start = 0
+        while start < features:  # not a range: a refused batch turns the chunk to 1 for the rest
             stop = min(start + chunk, features)
             cotangents = [expand_along(torch, eye[k], rows.out_axis, output.shape) for k in range(start, stop)]
+            batched = False
             if len(cotangents) > 1:
                 try:
                     put(start, backward(torch, output, x, torch.stack(cotangents), batched=True))
-                    continue
+                    batched = True
                 except (RuntimeError, UserCodeError):
                     # vmap cannot batch this backward (an op without a batching rule, `.item()` in a
                     # custom backward): plain passes, which raise the real error if there is one.
                     chunk = 1
-            for k, cotangent in zip(range(start, stop), cotangents):
-                put(k, backward(torch, output, x, cotangent).unsqueeze(0))
+            if not batched:
+                for k, cotangent in zip(range(start, stop), cotangents):
+                    put(k, backward(torch, output, x, cotangent).unsqueeze(0))
+            start = stop
         return output.detach(), blocks  # (*rows, C_out, C_in)
 
     def full(self, torch, F, x0, output):
