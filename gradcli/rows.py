@@ -61,3 +61,17 @@ def batch_rows(args, index) -> dict[str, np.ndarray]:
     along it (:func:`has_batch_axis`), the others kept whole."""
     shape = args["input"].shape
     return {name: (a[index] if has_batch_axis(name, a, shape) else a) for name, a in args.items()}
+
+
+def output_gap(whole: np.ndarray, got: np.ndarray) -> float | None:
+    """None when ``got`` (the code run on some rows alone) equals ``whole`` (the same
+    rows of the whole batch's output) to rounding, ``sqrt(eps)`` relative to the
+    largest ``|whole|`` (a smaller batch may sum in another order); else the
+    largest difference (nan when the shapes differ): the rows alone are another function."""
+    if got.shape != whole.shape:
+        return float("nan")
+    tol = float(np.finfo(got.dtype).eps) ** 0.5
+    scale = float(np.nanmax(np.abs(whole), initial=0.0))
+    if np.allclose(got, whole, rtol=tol, atol=tol * scale, equal_nan=True):
+        return None
+    return float(np.nanmax(np.abs(got - whole)))

@@ -427,6 +427,12 @@ def rolled(x):
     return x * torch.roll(x, 1, 0)
 
 
+def rolled_by_two(x):
+    """Each sample's output reads the sample two before it: the first and the last
+    sample alone, as a batch of two, do not interact (a roll by two is no shift there)."""
+    return torch.tanh(x) + 0.5 * torch.roll(x, 2, 0)
+
+
 net = Net().eval()
 fixed = FixedBatch()
 '''
@@ -471,6 +477,20 @@ def test_blocks_check_sees_an_interaction_along_the_batch(batching):
     path, _ = batching
     refused(run("jacobian", f"{path}:rolled", "-x", "randn:7,3", "--layout", "blocks"), 2,
             "samples interact", "cross-sample derivative")
+
+
+def test_blocks_check_sees_an_interaction_that_a_batch_of_two_hides(batching):
+    """torch.roll(x, 2, 0): sample i reads sample i - 2. The first and last samples as a batch
+    of two do not interact (their outputs differ from the whole batch's), so the check must run
+    on the whole batch: blocks are refused, and layout auto gives torch's full Jacobian."""
+    path, module = batching
+    refused(run("jacobian", f"{path}:rolled_by_two", "-x", "randn:7,3", "--layout", "blocks"), 2,
+            "samples interact", "cross-sample derivative")
+    x = x_of((7, 3))
+    res = gradcli.jacobian(f"{path}:rolled_by_two", input=x, backend="autograd")
+    expected = torch.autograd.functional.jacobian(module.rolled_by_two, torch.tensor(x)).numpy()
+    assert res.shape == (7, 3, 7, 3), res.notes
+    np.testing.assert_allclose(res.value, expected, atol=1e-14)
 
 
 # --- 4. per-sample gradients and norms ------------------------------------------------

@@ -4,7 +4,7 @@ for ``i != j``; this module checks it cheaply before blocks are trusted, and
 decides ``--layout auto`` for user code.
 
 The check runs the code on the first and the last sample as a batch of two
-and takes one classic backward pass for each, with a random cotangent on that
+(the whole batch where the two alone do not give their outputs in it) and takes one classic backward pass for each, with a random cotangent on that
 sample's output: the gradient that reaches the other sample's input is exactly zero when the
 samples do not interact (each output entry's graph never touches the other
 sample), and non-zero for almost every cotangent when they do (batch norm in
@@ -30,25 +30,33 @@ def cross_sample(bound, rows: int = ROWS) -> tuple[list[int], float, float]:
     The checked samples run as a batch of their own (every per-sample argument
     sliced alike, :func:`gradcli.rows.batch_rows`): the check then costs a small
     fraction of one pass over a large batch, and an interaction through the batch
-    (a batch statistic, a shift or a sum along it) couples them as it couples the
-    whole batch. Code that refuses a batch of that size (a model exported for one
-    batch size) runs on the whole batch instead."""
+    (a batch statistic, a sum along it) couples them as it couples the whole
+    batch. That holds only where the two samples alone give the outputs they have
+    in the whole batch: an interaction between other positions (a shift by two,
+    ``torch.roll(x, 2, 0)``) changes the outputs of a batch of two, or
+    vanishes from it. So the batch of two is trusted only when its outputs equal
+    the whole batch's (:func:`gradcli.rows.output_gap`); else, and for code that
+    refuses a batch of that size (a model exported for one batch size), the
+    check runs on the whole batch."""
     import torch
 
-    from ..rows import batch_rows
+    from ..rows import batch_rows, output_gap
 
     b = bound.args["input"].shape[0]
     checked = sorted({0, b - 1})[:rows]
-    if len(checked) < b:
+    whole = getattr(bound, "value", None)  # the whole batch's output, from bind
+    if len(checked) < b and whole is not None:
         try:
-            return checked, *_cross(torch, bound, batch_rows(bound.args, checked), range(len(checked)))
+            cross, scale, out = _cross(torch, bound, batch_rows(bound.args, checked), range(len(checked)))
         except Exception:  # noqa: BLE001 (the code's own failure shows again on the whole batch)
-            pass
-    return checked, *_cross(torch, bound, bound.args, checked)
+            out = None
+        if out is not None and output_gap(whole[checked], out) is None:
+            return checked, cross, scale
+    return checked, *_cross(torch, bound, bound.args, checked)[:2]
 
 
-def _cross(torch, bound, args, picks) -> tuple[float, float]:
-    """``(cross, scale)`` of :func:`cross_sample` on the batch ``args`` for its samples ``picks``."""
+def _cross(torch, bound, args, picks) -> tuple[float, float, np.ndarray]:
+    """``(cross, scale, output)`` of :func:`cross_sample` on the batch ``args`` for its samples ``picks``."""
     tensors = {name: torch.from_numpy(np.array(a)) for name, a in args.items()}
     xt = tensors["input"].requires_grad_(True)
     with torch.enable_grad():
@@ -65,7 +73,7 @@ def _cross(torch, bound, args, picks) -> tuple[float, float]:
         scale = max(scale, float(g[i].max()))
         others = torch.cat([g[:i], g[i + 1:]])
         cross = max(cross, float(others.max()) if others.numel() else 0.0)
-    return cross, scale
+    return cross, scale, out.detach().cpu().numpy()
 
 
 def interacts(bound) -> tuple[bool, str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ..errors import BackendError, GradcliError, UsageError, UserCodeError
-from ..rows import has_batch_axis
+from ..rows import has_batch_axis, output_gap
 from ..rowform import GeneralKernel, RowKernel, RowLayout
 from .activations import points_per_call
 from .base import Bound, Function, Structure
@@ -351,11 +351,8 @@ class UserBound(Bound):
                              f"raise ({err}); {advice}") from None
         if not sliced or (modes and modes.random) or self.value is None:
             return part  # a dropout mask depends on the batch's shape: the outputs cannot be compared
-        whole, got = self.value[index], part.value
-        tol = float(np.finfo(got.dtype).eps) ** 0.5
-        scale = float(np.nanmax(np.abs(whole), initial=0.0))
-        if got.shape != whole.shape or not np.allclose(got, whole, rtol=tol, atol=tol * scale, equal_nan=True):
-            gap = float(np.nanmax(np.abs(got - whole))) if got.shape == whole.shape else float("nan")
+        gap = output_gap(self.value[index], part.value)
+        if gap is not None:
             raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows changes the rows' "
                              f"output (by {gap:.3g}), so it is not per-sample; {advice}")
         return part
