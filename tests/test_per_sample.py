@@ -433,6 +433,16 @@ def rolled_by_two(x):
     return torch.tanh(x) + 0.5 * torch.roll(x, 2, 0)
 
 
+def constant(x):
+    """An output that does not depend on the input: nothing in it requires grad."""
+    return torch.zeros(x.shape[0], 4, dtype=x.dtype)
+
+
+def detached(x):
+    """Depends on the input's values, not through autograd (torch's derivative: 0)."""
+    return x.detach() * 2
+
+
 net = Net().eval()
 fixed = FixedBatch()
 '''
@@ -462,6 +472,21 @@ def test_autograd_blocks_are_vmap_jacrev_however_the_cotangents_are_batched(batc
     res = gradcli.jacobian(f"{path}:net", input=x, layout="blocks", backend="autograd")
     assert res.value.shape == (6, 2, 4, 2, 3, 5)  # (B, *out, *in), as vmap(jacrev) gives
     np.testing.assert_allclose(res.value.reshape(6, 8, 30), expected, atol=1e-14, rtol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["constant", "detached"])
+def test_an_output_outside_the_graph_has_torchs_zero_derivative(batching, name):
+    """No grad_fn on the output: blocks (checked or not), layout auto and the vjp are
+    torch.func's zeros, where torch.autograd.grad raised 'element 0 of tensors does not require grad'."""
+    path, module = batching
+    x = x_of((3, 3))
+    expected = torch.func.jacrev(getattr(module, name))(torch.tensor(x)).numpy()  # all zeros
+    for extra in ({"layout": "blocks"}, {"layout": "blocks", "verify_blocks": False}, {}):
+        res = gradcli.jacobian(f"{path}:{name}", input=x, backend="autograd", **extra)
+        assert res.shape == (3, expected.shape[1], 3), res.notes
+        np.testing.assert_array_equal(res.value, expected[np.arange(3), :, np.arange(3)])
+    doc = run_json("vjp", f"{path}:{name}", "-x", "randn:3,3", "-b", "autograd")
+    assert np.array_equal(doc["value"], np.zeros((3, 3)))
 
 
 def test_blocks_check_falls_back_to_the_whole_batch_for_a_fixed_batch_model(batching):

@@ -26,9 +26,12 @@ CACHE_BYTES = 32 * 2**20  # activations one batched backward pass may touch: abo
 def backward(torch, output, x, cotangent, *, batched: bool = False):
     """``cotangent^T d output / d x`` by one classic backward pass over the graph
     of ``output``, which is kept for more (``batched``: a stack of cotangents, one
-    gradient each); zeros where ``output`` does not depend on ``x``."""
-    (grad,) = torch.autograd.grad(output, x, cotangent, retain_graph=True, allow_unused=True,
-                                  is_grads_batched=batched)
+    gradient each); zeros where ``output`` does not depend on ``x`` (also when
+    nothing in it requires grad: a constant, a detached tensor)."""
+    grad = None
+    if output.requires_grad:
+        (grad,) = torch.autograd.grad(output, x, cotangent, retain_graph=True, allow_unused=True,
+                                      is_grads_batched=batched)
     if grad is None:
         shape = (cotangent.shape[0],) + tuple(x.shape) if batched else x.shape
         return torch.zeros(shape, dtype=x.dtype, device=x.device)

@@ -63,7 +63,7 @@ def _cross(torch, bound, args, picks) -> tuple[float, float, np.ndarray]:
         out = bound.function.call(tensors)
     rng = np.random.default_rng(0)
     cross = scale = 0.0
-    for i in picks:
+    for i in picks if out.requires_grad else ():  # else a constant: nothing reaches any sample
         v = torch.zeros_like(out)
         v[i] = torch.from_numpy(rng.standard_normal(out.shape[1:])).to(out.dtype)
         (g,) = torch.autograd.grad(out, xt, v, retain_graph=True, allow_unused=True)
