@@ -518,6 +518,16 @@ def test_blocks_check_sees_an_interaction_that_a_batch_of_two_hides(batching):
     np.testing.assert_allclose(res.value, expected, atol=1e-14)
 
 
+@pytest.mark.parametrize("rows", ["0,6", "0:3"])
+def test_rows_refuse_samples_that_interact_through_no_argument(batching, rows):
+    """--rows on torch.roll(x, 2, 0): the selected rows alone are another function (their outputs
+    differ from the whole batch's), though no argument but the input is sliced: exit 2, not its Jacobian."""
+    path, _ = batching
+    result = run("jacobian", f"{path}:rolled_by_two", "-x", "randn:7,3", "--rows", rows)
+    refused(result, 2, "--rows", "samples interact")
+    assert result.stdout == ""
+
+
 # --- 4. per-sample gradients and norms ------------------------------------------------
 
 LOSSES = '''

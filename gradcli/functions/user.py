@@ -331,7 +331,8 @@ class UserBound(Bound):
         mistake, so the selected rows' output must equal the same rows of the
         whole batch's output (to rounding: a smaller batch may sum in another
         order), else exit 2 naming the arrays. Samples that interact (batch
-        statistics) are refused: the rows alone are another function."""
+        statistics, a shift along the batch) are refused: the rows alone are
+        another function, whose outputs differ from the whole batch's."""
         modes = self.function.modes
         if modes and modes.coupling:
             raise UsageError(f"--rows: samples interact through {', '.join(modes.coupling)} in training mode, so "
@@ -349,9 +350,13 @@ class UserBound(Bound):
                 raise
             raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows made your code "
                              f"raise ({err}); {advice}") from None
-        if not sliced or (modes and modes.random) or self.value is None:
+        if (modes and modes.random) or self.value is None:
             return part  # a dropout mask depends on the batch's shape: the outputs cannot be compared
         gap = output_gap(self.value[index], part.value)
+        if gap is not None and not sliced:
+            raise UsageError(f"--rows: the selected rows alone give other outputs than in the whole batch (by "
+                             f"{gap:.3g}): samples interact in your code, so the rows alone are another function; "
+                             "drop --rows")
         if gap is not None:
             raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows changes the rows' "
                              f"output (by {gap:.3g}), so it is not per-sample; {advice}")
