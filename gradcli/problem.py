@@ -190,17 +190,36 @@ def build_problem(
     try:
         bound = fn.bind(args, dict(params or {}), dtype=work)
     except UserCodeError as err:
-        if fn.closed_form or np.asarray(arrays["input"]).dtype.kind not in "iu" or args["input"].dtype.kind != "f":
+        if fn.closed_form or np.asarray(arrays["input"]).dtype.kind not in "iu":
             raise
-        # integers converted to be differentiated: token ids for an nn.Embedding, whose code then fails
-        raise UsageError(f"--wrt input: --input holds integers, converted to {work} to be differentiated, and then "
-                         f"{err}; to differentiate w.r.t. a model's parameters use --wrt param:NAME (the input "
-                         "stays integer)") from None
+        if args["input"].dtype.kind in "iu":
+            # kept integer (not differentiated) and refused: integer-valued data for a Linear layer, as
+            # before integers were kept; converted (with the note) it runs, else the code's own error
+            bound = _bind_float_input(fn, args, params, work, notes, err)
+        else:
+            # integers converted to be differentiated: token ids for an nn.Embedding, whose code then fails
+            raise UsageError(f"--wrt input: --input holds integers, converted to {work} to be differentiated, and "
+                             f"then {err}; to differentiate w.r.t. a model's parameters use --wrt param:NAME (the "
+                             "input stays integer)") from None
     allowed = bound.differentiable()
     if wrt not in allowed:
         raise UsageError(wrt_message(fn, wrt, args, allowed))
     return Problem(bound=bound, wrt=wrt, dtype=work, rows=bound.row_layout(wrt),
                    notes=tuple(notes) + bound.notes + bound.wrt_notes(wrt))
+
+
+def _bind_float_input(fn: Function, args: dict, params, work: np.dtype, notes: list[str], err: UserCodeError) -> Bound:
+    """User code that refused its integer ``--input`` bound again with the input in the working
+    dtype (noted); raises ``err``, the integers' failure, when the floats fail too."""
+    floats = _convert(args["input"], ArrayKind.FLOAT, work, option_name("input"), [])
+    floats.flags.writeable = False
+    try:
+        bound = fn.bind({**args, "input": floats}, dict(params or {}), dtype=work)
+    except UserCodeError:
+        raise err from None
+    args["input"] = floats
+    notes.append(f"--input: integer values converted to {work}, since your code refused them as integers")
+    return bound
 
 
 def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, notes: list[str]) -> np.ndarray:

@@ -682,6 +682,28 @@ def test_per_sample_gradients_and_norms_equal_vmap_grad(losses, name, shape, met
     assert [i for i, _ in norms.top] == list(np.argsort(-norms_of(expected), kind="stable")[:2])
 
 
+def test_integer_valued_input_to_a_linear_model_under_wrt_param(losses):
+    """An integer --input that is not differentiated stays integer (token ids); a Linear model
+    refuses it (Long @ Double), so it is converted, with a note, and the gradients are torch's on
+    the same values as floats (grad from the library and the CLI, --per-sample); it exited 3."""
+    path, module = losses
+    x = (np.arange(42).reshape(7, 6) % 5).astype(np.int64)
+    y = np.arange(7) % 4
+    expected = vmap_grad(module.mlp, x.astype(np.float64), y)
+    model = module.mlp.double()
+    loss = model(torch.tensor(x, dtype=torch.float64), torch.tensor(y))
+    whole = torch.autograd.grad(loss, list(model.parameters()))
+    res = gradcli.grad(f"{path}:mlp", input=x, target=y, wrt="param:net.0.weight")
+    np.testing.assert_allclose(res.value, whole[0].numpy(), atol=1e-14)
+    assert any("converted to float64" in n for n in res.notes), res.notes
+    per = gradcli.per_sample_grad(f"{path}:mlp", input=x, target=y, wrt="param:*")
+    for k, g in expected.items():
+        np.testing.assert_allclose(per.grads[k], g, atol=1e-12, rtol=1e-10)
+    doc = run_json("grad", f"{path}:mlp", "-x", json.dumps(x.tolist()), "-t", json.dumps(y.tolist()),
+                   "--wrt", "param:net.2.bias")
+    np.testing.assert_allclose(doc["value"], whole[3].numpy(), atol=1e-14)
+
+
 def close_to(got, expected, dtype):
     """Equal up to a few hundred roundings of the dtype, relative to the largest entry."""
     eps = np.finfo(dtype).eps
