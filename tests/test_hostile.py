@@ -668,3 +668,27 @@ def test_a_table_of_every_entry_is_counted_in_the_memory_plan():
     result = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:100,100", "--no-summarize", "--max-memory", "64MiB"])
     assert_usage_error(result, "--no-summarize", "--max-memory")
     assert runner.invoke(app, ["jacobian", "softmax", "-x", "randn:100,100", "--json", "--max-memory", "64MiB"]).exit_code == 0
+
+
+SMALL_MODEL = '''
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 5)).double()
+'''
+
+
+@pytest.mark.parametrize("limit", ["12KiB", "16KiB"])
+def test_a_tiny_max_memory_stops_autograd_blocks_naming_sizes_that_add_up(tmp_path, limit):
+    """Per-sample blocks of a small model under a limit below one backward pass: exit 2 with the
+    --max-memory message, nothing on stdout, no output file, and the sizes in units that show them
+    (they read 'needs about 0.0 MiB ... over the 0.0 MiB left')."""
+    (tmp_path / "small.py").write_text(SMALL_MODEL)
+    out = tmp_path / "J.npy"
+    proc = gradcli("jacobian", f"{tmp_path}/small.py:net", "-x", "randn:40,6", "--layout", "blocks",
+                   "-b", "autograd", "--max-memory", limit, "-o", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "" and not out.exists()
+    assert proc.stderr.startswith("gradcli: error: --max-memory:") and len(proc.stderr.strip().splitlines()) <= 2
+    assert "0.0 MiB" not in proc.stderr and "KiB (activations measured:" in proc.stderr, proc.stderr

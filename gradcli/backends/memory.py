@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from ..functions.activations import recall, saved_bytes
+from ..sizes import format_bytes
 
 SAFETY = 2
 DEFAULT_BUDGET = 2 * 2**30
@@ -50,11 +51,7 @@ def chunk_size(torch, F, x0, *, directions: int, per_direction: int, held: int, 
     if room < each:
         raise UsageError(
             f"--max-memory: one {'forward' if forward else 'backward'} pass of this batch needs about "
-            f"{_mib(activations + each)} (activations measured: {_mib(activations)}), over the "
-            f"{_mib(budget - held)} left of the limit; use --rows or a smaller batch, "
+            f"{format_bytes(activations + each)} (activations measured: {format_bytes(activations)}), over the "
+            f"{format_bytes(max(0, budget - held))} left of the limit; use --rows or a smaller batch, "
             f"`gradcli vjp` (one backward pass), or raise --max-memory")
     return max(1, min(directions, room // each))
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
