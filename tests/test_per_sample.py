@@ -510,7 +510,7 @@ def test_blocks_check_sees_an_interaction_that_a_batch_of_two_hides(batching):
     on the whole batch: blocks are refused, and layout auto gives torch's full Jacobian."""
     path, module = batching
     refused(run("jacobian", f"{path}:rolled_by_two", "-x", "randn:7,3", "--layout", "blocks"), 2,
-            "samples interact", "cross-sample derivative")
+            "samples interact", "cross-sample derivative", "use --layout full for the whole Jacobian")
     x = x_of((7, 3))
     res = gradcli.jacobian(f"{path}:rolled_by_two", input=x, backend="autograd")
     expected = torch.autograd.functional.jacobian(module.rolled_by_two, torch.tensor(x)).numpy()

@@ -139,7 +139,12 @@ def pure_call(module, modes: Modes | None, seed: int):
 
 def interaction_message(modes: Modes | None, detail: str = "") -> str:
     """Why per-sample blocks are refused, naming the module and the fix."""
-    who = (f"through {', '.join(modes.coupling)} in training mode (each sample is normalised with the batch's "
-           "statistics)") if modes and modes.coupling else "in your model"
-    return (f"--layout blocks: samples interact {who}{detail}, so per-sample blocks would be wrong; call .eval() on the "
-            "model in your file for per-sample blocks, or use --layout full for the training-mode Jacobian")
+    if modes and modes.coupling:
+        who = (f"through {', '.join(modes.coupling)} in training mode (each sample is normalised with the batch's "
+               "statistics)")
+        fix = ("call .eval() on the model in your file for per-sample blocks, or use --layout full for the "
+               "training-mode Jacobian")
+    else:  # the code itself mixes samples (a shift or a sum along the batch): no mode to switch off
+        who, fix = "in your model", ("use --layout full for the whole Jacobian, with its cross-sample blocks (if a "
+                                     "module mixes samples only in training mode, call .eval() on it in your file)")
+    return f"--layout blocks: samples interact {who}{detail}, so per-sample blocks would be wrong; {fix}"
