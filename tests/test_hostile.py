@@ -692,3 +692,13 @@ def test_a_tiny_max_memory_stops_autograd_blocks_naming_sizes_that_add_up(tmp_pa
     assert proc.stdout == "" and not out.exists()
     assert proc.stderr.startswith("gradcli: error: --max-memory:") and len(proc.stderr.strip().splitlines()) <= 2
     assert "0.0 MiB" not in proc.stderr and "KiB (activations measured:" in proc.stderr, proc.stderr
+
+
+def test_a_tiny_max_memory_stops_fd_on_user_code_naming_what_holds_it(tmp_path):
+    """fd's stack of perturbed points alone exceeds the limit: the message says so (it read
+    'needs 1 KiB ... over the 0 B left' without what took the rest)."""
+    (tmp_path / "small.py").write_text(SMALL_MODEL)
+    proc = gradcli("jacobian", f"{tmp_path}/small.py:net", "-x", "randn:40,6", "--layout", "blocks",
+                   "-b", "fd", "--max-memory", "64KiB")
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("gradcli: error: --max-memory:") and "of perturbed points are held" in proc.stderr
