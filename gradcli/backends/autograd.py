@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UserCodeError
+from ..functions.activations import remember, saved_bytes
 from ..options import BackendName
 from ..problem import Problem
 from .base import Computed
-from ..functions.activations import saved_bytes
 from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, user_model
 
 
@@ -53,6 +53,7 @@ class AutogradBackend(TorchBackend):
         which makes the loop about twice as fast as ``vmap(jacrev)``."""
         x = x0.detach().requires_grad_(True)
         output, activations = saved_bytes(torch, lambda: F(x))
+        remember(self._function, x0, activations)  # for the other backends of a check
         if rows.out_axis is None:  # one output per row (or entry): one backward pass gives every block
             grad = backward(torch, output, x, torch.ones_like(output))
             grad = grad.unsqueeze(-1) if rows.in_axis is None else grad.movedim(rows.in_axis, -1)

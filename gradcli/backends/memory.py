@@ -20,7 +20,7 @@ stops with exit 2 naming what would.
 from __future__ import annotations
 
 from ..errors import UsageError
-from ..functions.activations import recall, saved_bytes
+from ..functions.activations import recall, remember, saved_bytes
 from ..sizes import format_bytes
 
 SAFETY = 2
@@ -29,12 +29,15 @@ DEFAULT_BUDGET = 2 * 2**30
 
 def activation_bytes(torch, F, x0, function=None) -> int:
     """Bytes autograd saves in one forward pass of ``F`` at ``x0``, plus its
-    output; reused when the check of ``function``'s samples measured it."""
+    output; measured once per ``function`` and batch (:mod:`..functions.activations`)."""
     known = recall(function, x0) if function is not None else None
     if known is not None:
         return known
     x = x0.detach().requires_grad_(True)
-    return saved_bytes(torch, lambda: F(x))[1]
+    nbytes = saved_bytes(torch, lambda: F(x))[1]
+    if function is not None:
+        remember(function, x0, nbytes)
+    return nbytes
 
 
 def chunk_size(torch, F, x0, *, directions: int, per_direction: int, held: int, budget: int | None,

@@ -2,10 +2,11 @@
 
 Every tensor autograd saves for the backward pass goes through
 ``torch.autograd.graph.saved_tensors_hooks``; their bytes measure a model's
-activations. The check that samples do not interact runs such a forward pass
-anyway, so it records the measurement here and the torch backends' chunk
-sizing (:mod:`gradcli.backends.memory`) reuses it instead of running the
-model once more.
+activations. The first pass that measures them (autograd's per-sample blocks,
+the torch backends' chunk sizing in :mod:`gradcli.backends.memory`, fd's
+batched evaluations) records the bytes here, and the others reuse them
+instead of running the model once more (``check`` runs several backends on
+one function).
 """
 
 from __future__ import annotations

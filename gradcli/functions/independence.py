@@ -4,11 +4,12 @@ for ``i != j``; this module checks it cheaply before blocks are trusted, and
 decides ``--layout auto`` for user code.
 
 The check runs the code on the first and the last sample as a batch of two
-(the whole batch where the two alone do not give their outputs in it) and takes one classic backward pass for each, with a random cotangent on that
-sample's output: the gradient that reaches the other sample's input is exactly zero when the
-samples do not interact (each output entry's graph never touches the other
-sample), and non-zero for almost every cotangent when they do (batch norm in
-training mode).
+(the whole batch where the two alone do not give their outputs in it) and
+takes one classic backward pass for each, with a random cotangent on that
+sample's output: the gradient that reaches the other sample's input is
+exactly zero when the samples do not interact (each output entry's graph
+never touches the other sample), and non-zero for almost every cotangent
+when they do (batch norm in training mode).
 """
 
 from __future__ import annotations
