@@ -490,13 +490,14 @@ def check_report(opts: dict[str, Any]):
     from .wrtlist import expand, is_list, names_input, retarget
 
     quantity = opts.get("quantity")
-    if quantity in (Quantity.JVP, Quantity.HVP) and opts.get("tangent") is None:
-        opts = {**opts, "tangent": "randn"}  # a random direction, as JAX's check_grads (seeded by --seed)
+    many = is_list(opts["wrt"])
+    if quantity in (Quantity.JVP, Quantity.HVP) and opts.get("tangent") is None and not many:
+        # a random direction, as JAX's check_grads (seeded by --seed); a --wrt list's entries get theirs in run_checks
+        opts = {**opts, "tangent": "randn"}
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
-    many = is_list(opts["wrt"])
     got = (load(quantity or Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=names_input(opts["wrt"]))
            if many else load(quantity or Quantity.GRAD, opts))
     problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]
@@ -794,7 +795,8 @@ CHECK_OPTIONS = [
     _option("rtol", Optional[float], None, "--rtol", help="relative tolerance (default from the dtype: float64 1e-6)"),
     _option("top", int, 5, "--top", help="offending entries to list", min=0),
     EXTRA[Quantity.JACOBIAN][0], *EXTRA[Quantity.VJP],
-    _option("tangent", Optional[str], None, "--tangent", help="jvp, hvp: the direction (default randn, seeded by --seed)"),
+    _option("tangent", Optional[str], None, "--tangent",
+            help="jvp, hvp: the direction (default randn, seeded by --seed; each --wrt entry its own)"),
     _option("mode", CheckMode, CheckMode.AUTO, "--mode",
             help="full: every entry; probe: vᵀ J u along --probes random directions per argument (cost independent "
                  "of its size); auto: full below about 2e4 function evaluations, else probe"),

@@ -148,8 +148,14 @@ def run_checks(
     mode = "probe" if taylor else resolve_mode(mode, problems, quantity, explicit_quantity)
     atol, rtol, source = tolerances(base, atol, rtol)
     if mode == "full":
+        directions = [{}] * len(problems)
+        if quantity in (Quantity.JVP, Quantity.HVP) and full_kw.get("tangent") is None:
+            # each entry its own direction, shaped like it and seeded by --seed (the same for every backend)
+            directions = [{"tangent": np.random.default_rng([seed, i]).standard_normal(p.wrt_shape)}
+                          for i, p in enumerate(problems)]
         results = [run_check(p, quantity=quantity, backends=backends, reference=reference, atol=atol, rtol=rtol,
-                             top=top, options=options, max_memory=max_memory, **full_kw) for p in problems]
+                             top=top, options=options, max_memory=max_memory, **{**full_kw, **direction})
+                   for p, direction in zip(problems, directions)]
         results = [_with_source(r, source) for r in results]
         context = None
         reference = results[0].reference

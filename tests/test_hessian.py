@@ -569,3 +569,47 @@ def test_a_tangent_names_the_parameter_it_must_match():
                                   "--tangent", "randn:10,512"])
     assert several.exit_code == 2 and several.stdout == ""
     assert "cannot serve 2 --wrt entries (param:fc3.weight [10, 512], param:fc3.bias [10])" in several.stderr
+
+
+TWO_LAYERS = """
+import torch
+from torch import nn
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x ** 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x.detach() * grad
+
+
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(3, 2)
+        self.b = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return Square.apply(self.a(x)).sum() + torch.tanh(self.b(x)).pow(2).sum()
+
+
+net = TwoLayers()
+"""
+
+
+def test_check_hvp_over_a_parameter_list_gives_each_entry_its_own_direction(tmp_path):
+    """Without --tangent, every --wrt entry gets a seeded direction shaped like it (an input-shaped
+    default made every parameter a shape error), and only the layer behind the detached backward fails."""
+    (tmp_path / "two.py").write_text(TWO_LAYERS)
+    result = runner.invoke(app, ["check", f"{tmp_path}/two.py:net", "-x", "randn:4,3", "--wrt", "param:*",
+                                 "--quantity", "hvp", "--json"])
+    assert result.exit_code == 1, result.stdout + result.stderr
+    verdicts = {r["wrt"]: r["ok"] for r in json.loads(result.stdout)["results"]}
+    assert verdicts == {"param:a.weight": False, "param:a.bias": False, "param:b.weight": True,
+                        "param:b.bias": True}
