@@ -20,7 +20,7 @@ from .errors import BackendError, UsageError
 from .functions.base import option_name
 from .options import BackendName, BackendOptions, Device, DType, Layout, Quantity
 from .plan import DEFAULT_MAX_MEMORY, make_plan
-from .problem import Problem, build_problem
+from .problem import Problem, build_problem, one_number_fix
 from .results import Result, frozen
 from .structure import describe
 
@@ -131,7 +131,7 @@ def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, a
         if problem.output_shape != ():
             raise UsageError(
                 f"grad: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not one number; "
-                "use --reduction mean or sum, or `gradcli vjp` (what out.backward(v) computes)"
+                f"{one_number_fix(problem.function)}, or use `gradcli vjp` (what out.backward(v) computes)"
             )
         return np.ones((), dtype=problem.dtype)
     if quantity is Quantity.VJP:

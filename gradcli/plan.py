@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 from .options import BackendName, Layout, Quantity
-from .problem import Problem
+from .problem import Problem, one_number_fix
 from .sizes import format_bytes
 
 DEFAULT_MAX_MEMORY = 2 * 2**30
@@ -135,8 +135,8 @@ def plan_second(problem: Problem, quantity: Quantity, layout: Layout, *, eig: in
         if problem.output_shape != ():
             what = "hvp" if quantity is Quantity.HVP else "--eig"
             raise UsageError(f"{what}: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not "
-                             "one number; use --reduction mean or sum (the Hessian of a vector output has no eigenvalues "
-                             "and no single H t)")
+                             f"one number; {one_number_fix(problem.function)} (the Hessian of a vector output has no "
+                             "eigenvalues and no single H t)")
     if eig is not None and eig < 1:
         raise UsageError(f"--eig: {eig} is not a positive count; give e.g. --eig 1")
     if quantity is Quantity.HVP:

@@ -247,6 +247,16 @@ def _convert(array: np.ndarray, kind: ArrayKind, work: np.dtype, option: str, no
     return converted
 
 
+def one_number_fix(fn: Function) -> str:
+    """How to make ``fn``'s output one number, for the refusals that need a scalar
+    (grad, hvp, --eig): only an option ``fn`` has is suggested."""
+    if any(p.name == "reduction" for p in fn.params):
+        return "use --reduction mean or sum"
+    if not fn.closed_form:
+        return "return one number from your code (a loss, or .sum())"
+    return f"{fn.name} has no --reduction: end it in a loss, e.g. {fn.name},cross_entropy"
+
+
 def wrt_message(fn: Function, wrt: str, args, allowed) -> str:
     choices = ", ".join(allowed)
     if wrt in args and args[wrt].dtype.kind in "iu":

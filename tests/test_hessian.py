@@ -613,3 +613,16 @@ def test_check_hvp_over_a_parameter_list_gives_each_entry_its_own_direction(tmp_
     verdicts = {r["wrt"]: r["ok"] for r in json.loads(result.stdout)["results"]}
     assert verdicts == {"param:a.weight": False, "param:a.bias": False, "param:b.weight": True,
                         "param:b.bias": True}
+
+
+@pytest.mark.parametrize("function,args,fix", [
+    ("softmax", [], "softmax has no --reduction: end it in a loss, e.g. softmax,cross_entropy"),
+    ("cross_entropy", ["-t", "[0, 1, 2]", "--reduction", "none"], "use --reduction mean or sum"),
+])
+@pytest.mark.parametrize("command", [["grad"], ["hvp", "--tangent", "randn"], ["hessian", "--eig", "1"]])
+def test_a_vector_output_is_refused_with_a_fix_the_function_has(function, args, fix, command):
+    """Only a function with a --reduction is told to use it (softmax has none)."""
+    result = runner.invoke(app, [command[0], function, "-x", "randn:3,4", *args, *command[1:]])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "not one number" in result.stderr and fix in result.stderr, result.stderr
+    assert ("--reduction mean or sum" in result.stderr) == (function != "softmax")
