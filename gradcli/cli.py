@@ -218,7 +218,10 @@ EXTRA = {
                             help="with --per-sample: only each sample's gradient norm over every --wrt, (B,), "
                                  "never forming the gradients where the layer allows"),
                     _option("top", int, 5, "--top", help="with --norms: list the K samples with the largest norms",
-                            min=0)],
+                            min=0),
+                    _option("verify_blocks", bool, True, "--verify-blocks/--no-verify-blocks",
+                            help="with --per-sample: refuse when samples interact (the batch loss must be the sum "
+                                 "or mean of the per-sample losses, and their gradients its gradient)")],
     Quantity.HESSIAN: [_option("layout", Layout, Layout.AUTO, "--layout",
                                help="auto: diag for elementwise functions, blocks (*rows, C, C) for functions of rows, "
                                     "else full (output axes, then the argument's axes twice, as torch.func.hessian)"),
@@ -368,7 +371,7 @@ def per_sample_command(opts: dict[str, Any]) -> int:
     # the parameters are chosen by per_sample_gradients; an integer input (token ids) stays integer
     got = load(Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=False)
     res = per_sample_gradients(got.problem, opts["wrt"], norms=opts["norms"], top=opts["top"],
-                               max_memory=got.max_memory)
+                               max_memory=got.max_memory, verify_blocks=opts["verify_blocks"])
     if got.as_json:
         from .render.json import dumps
 

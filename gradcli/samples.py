@@ -47,11 +47,18 @@ class SampleGrads:
 
 
 def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top: int = 5,
-                         max_memory: int = DEFAULT_MAX_MEMORY) -> SampleGrads:
+                         max_memory: int = DEFAULT_MAX_MEMORY, verify_blocks: bool = True) -> SampleGrads:
     """Per-sample gradients (or norms) of ``problem``'s scalar loss w.r.t. the
-    module parameters ``wrt`` names (comma-separated ``param:NAME`` and globs)."""
-    from .backends.samplegrads import (by_activations, exact, grads_from, layer_terms, norms_from,
-                                       select_parameters, squared_norms, top_samples)
+    module parameters ``wrt`` names (comma-separated ``param:NAME`` and globs).
+
+    ``verify_blocks``: refuse when samples interact, as far as three checks see: the
+    batch loss must be the sum or the mean of the per-sample losses (values);
+    with the layer shortcut, samples 0 and B-1 must have the same layer inputs
+    and output gradients in the batch as alone; with the definition, the sum
+    of the per-sample gradients (times the mean's 1/B) must be the batch's
+    gradient. An interaction that leaves all three unchanged goes unseen."""
+    from .backends.samplegrads import (by_activations, decomposition, exact, grads_from, layer_terms, norms_from,
+                                       select_parameters, shortcut_gap, squared_norms, sum_gap, top_samples)
     from .backends.torchbase import import_torch, torch_errors
 
     torch = import_torch()
@@ -80,17 +87,33 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                          "(only each sample's norm), narrow --wrt, or raise --max-memory")
     notes = list(modes.notes(function.seed)) if modes else []
     tensors = {k: torch.from_numpy(np.array(v)) for k, v in problem.args.items()}
+    # Dropout in training mode draws other masks on a batch of one, so neither the loss's value nor its
+    # gradient can tell interacting samples from another mask: the definition, unchecked, with a note.
+    verify = verify_blocks and not (modes and modes.random)
     start = time.perf_counter()
     grads = None
     with torch_errors("autograd", module):
-        fast = by_activations(torch, module, names)
+        scale, batch_loss, summed = decomposition(torch, function, tensors)
+        if scale is None and verify:
+            raise UsageError(f"--per-sample: {function.name}'s batch loss is {batch_loss:.6g}, but the losses of its "
+                             f"samples, each on a batch of one, sum to {summed:.6g} (mean {summed / b:.6g}): samples "
+                             "interact (a batch statistic, a loss over pairs) or the reduction is neither a sum nor "
+                             "a mean, so a sample's gradient is not its share of the batch's; --no-verify-blocks "
+                             "takes each batch of one's gradient anyway")
+        # the shortcut only where its premise is checked: unverified, each gradient is its batch of one's
+        fast = by_activations(torch, module, names) if scale is not None and verify else []
         use = fast and (norms or len(fast) == len(names))  # gradients: every parameter or none by activations
-        terms = layer_terms(torch, function, tensors, fast) if use else None
+        terms = layer_terms(torch, function, tensors, fast, scale) if use else None
+        if terms is not None and verify:
+            gap, where = shortcut_gap(torch, function, tensors, fast, terms, sorted({0, b - 1}))
+            if gap > 1:
+                raise _interaction(function.name, f"layer {where}'s output gradient")
+        sums = {} if verify else None  # filled by the definition where it runs
         if norms and terms is not None and len(fast) < len(names):
             # Linear/Conv2d layers by their activations, the other parameters by the definition, in chunks
             rest = [n for n in names if n not in fast]
             squares = norms_from(torch, terms) + exact(torch, function, tensors, rest, norms_only=True,
-                                                       budget=max_memory)
+                                                       budget=max_memory, sums=sums)
             method = (f"norms from activations and output gradients for {', '.join(fast)}, and by "
                       f"vmap(grad(functional_call)) in chunks for {', '.join(rest)}; no gradient formed whole")
         elif terms is not None and len(fast) == len(names):
@@ -100,13 +123,20 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                 method = "gradients from each layer's activations and output gradients (Linear/Conv2d)"
                 grads = {n: frozen(g) for n, g in grads_from(torch, function, terms, names).items()}
         else:
-            got = exact(torch, function, tensors, names, norms_only=norms, budget=max_memory)
+            got = exact(torch, function, tensors, names, norms_only=norms, budget=max_memory, sums=sums)
             method = "computed by vmap(grad(functional_call)) over samples"
             if norms:
                 squares = got
             else:
                 grads = {n: frozen(got[n].detach().cpu().numpy()) for n in names}
                 squares = squared_norms(torch, got.values())
+        if sums:
+            gap, where = sum_gap(torch, function, tensors, list(sums), sums, scale)
+            if gap > 1:
+                raise _interaction(function.name, f"param:{where}'s gradient")
+    if not verify:
+        notes.append("samples' independence not checked (" + ("a random mask in training mode" if modes and
+                     modes.random else "--no-verify-blocks") + "): each gradient is its batch of one's")
     values = frozen(squares.sqrt().detach().cpu().numpy())
     seconds = time.perf_counter() - start
     notes.append(f"per-sample gradients: sample b's is the gradient of the loss on the batch of one x[b:b+1] "
@@ -117,6 +147,12 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                        grads=grads)
 
 
+def _interaction(name: str, where: str) -> UsageError:
+    return UsageError(f"--per-sample: samples interact in {name}: {where} in the batch differs from the one on a "
+                      "batch of one, although the loss's value does not show it, so a sample's gradient is not its "
+                      "share of the batch's; --no-verify-blocks takes each batch of one's gradient anyway")
+
+
 def per_sample_grad(function: str, **kwargs: Any) -> SampleGrads:
     """The library's ``grad --per-sample``: the same keywords as ``gradcli.grad``
     with ``wrt`` naming parameters (``"param:*"``), plus ``norms`` and ``top``."""
@@ -124,6 +160,6 @@ def per_sample_grad(function: str, **kwargs: Any) -> SampleGrads:
 
     kwargs = dict(kwargs)
     wrt = kwargs.pop("wrt", "param:*")
-    problem, _, run = library_call(function, kwargs, ("norms", "top", "max_memory"),
+    problem, _, run = library_call(function, kwargs, ("norms", "top", "max_memory", "verify_blocks"),
                                    differentiates_input=False)  # token ids stay integer, as in the CLI
     return per_sample_gradients(problem, wrt, **run)

@@ -622,8 +622,35 @@ class SoftMax(Mlp):
         return torch.logsumexp(nn.functional.cross_entropy(self.net(x), y, reduction="none"), 0)
 
 
+class HiddenCoupling(nn.Module):
+    """Samples coupled without changing any value: z_b + z_b * (z_{b-1} - detached z_{b-1}) is z_b, but
+    dL/dz_{b-1} gains a term in z_b; a batch of one couples each sample with itself instead. Either
+    behind Linear layers (the shortcut) or a LayerNorm (the definition, parameters norm.*)."""
+
+    def __init__(self, before_norm=False):
+        super().__init__()
+        torch.manual_seed(9)
+        self.norm = nn.LayerNorm(6)
+        self.fc1 = nn.Linear(6, 5)
+        self.fc2 = nn.Linear(5, 4)
+        self.before_norm = before_norm
+
+    def couple(self, z):
+        r = z.roll(1, 0)
+        return z + z * (r - r.detach())
+
+    def forward(self, x, y):
+        z = self.norm(x)
+        z = self.couple(z) if self.before_norm else z
+        z = torch.tanh(self.fc1(z))
+        z = z if self.before_norm else self.couple(z)
+        return nn.functional.cross_entropy(self.fc2(z), y)
+
+
 mlp = Mlp()
 mlp_sum = Mlp("sum")
+hidden_coupling = HiddenCoupling()
+hidden_coupling_norm = HiddenCoupling(before_norm=True)
 seq = Seq()
 seq_sum = Seq("sum")
 off_mean = OffMean()
@@ -658,8 +685,7 @@ def norms_of(grads):
 
 
 CASES = [("mlp", (7, 6), "layer"), ("mlp_sum", (7, 6), "layer"), ("conv", (5, 2, 6, 6), "layer"),
-         ("normed", (6, 6), "vmap"), ("coupled", (6, 6), "vmap"), ("seq", (5, 3, 5), "layer"),
-         ("seq_sum", (5, 3, 5), "layer"), ("off_mean", (7, 6), "vmap"), ("softmax_of_losses", (7, 6), "vmap")]
+         ("normed", (6, 6), "vmap"), ("seq", (5, 3, 5), "layer"), ("seq_sum", (5, 3, 5), "layer")]
 
 
 @pytest.mark.parametrize("name, shape, method", CASES)
@@ -759,21 +785,53 @@ def test_per_sample_gradients_are_the_same_for_a_mean_and_a_sum(losses, name):
         close_to(summed.grads[k], g, np.float64)
 
 
-@pytest.mark.parametrize("name", ["off_mean", "softmax_of_losses", "coupled"])
-def test_a_loss_that_is_not_a_mean_or_sum_of_per_sample_losses_takes_the_definition(losses, name):
-    """A sum over B + 1 (a constant other than 1 and 1/B), a soft maximum of the per-sample losses,
-    and a loss coupling samples through the batch mean: the shortcut's scale or its sum over samples
-    would not be the definition's, so the definition runs, and says so."""
+@pytest.mark.parametrize("name, words", [("off_mean", "sum to"), ("softmax_of_losses", "sum to"),
+                                         ("coupled", "sum to"), ("hidden_coupling", "samples interact"),
+                                         ("hidden_coupling_norm", "param:norm.")])
+def test_samples_that_interact_are_refused_unless_unverified(losses, name, words):
+    """A sum over B + 1 (a constant other than 1 and 1/B), a soft maximum of the per-sample losses, a
+    coupling through the batch mean (the values show these), and couplings the values do not show: one
+    the layer shortcut's premise catches (samples 0 and B-1 alone), one behind a LayerNorm that only the
+    definition's sum check catches. Each is refused (exit 2 naming it); --no-verify-blocks gives each
+    batch of one's gradient, the definition, and says it did not check."""
     path, module = losses
     x, y = x_of((5, 6), seed=11), np.arange(5) % 4
+    for norms in (False, True):
+        with pytest.raises(gradcli.UsageError, match="per_sample: ") as err:
+            gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=norms)
+        assert words in str(err.value) and "--no-verify-blocks" in str(err.value)
     expected = vmap_grad(getattr(module, name), x, y)
     for norms in (False, True):
-        res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=norms)
-        assert "vmap(grad(functional_call)) over samples" in res.method
+        res = gradcli.per_sample_grad(f"{path}:{name}", input=x, target=y, wrt="param:*", norms=norms,
+                                      verify_blocks=False)
+        assert any("independence not checked (--no-verify-blocks)" in n for n in res.notes), res.notes
         close_to(res.norms, norms_of(expected), np.float64)
         if not norms:
             for k, g in expected.items():
                 close_to(res.grads[k], g, np.float64)
+    refused(run("grad", f"{path}:{name}", "-x", json.dumps(x.tolist()), "-t", json.dumps(y.tolist()),
+                "--per-sample", "--wrt", "param:*"), 2, words)
+    doc = run_json("grad", f"{path}:{name}", "-x", json.dumps(x.tolist()), "-t", json.dumps(y.tolist()),
+                   "--per-sample", "--wrt", "param:*", "--no-verify-blocks")
+    for entry in doc["results"]:
+        np.testing.assert_allclose(np.array(entry["value"]), expected[entry["wrt"][6:]], atol=1e-12)
+
+
+def test_the_layer_shortcut_is_refused_exactly_where_its_premise_fails(losses):
+    """hidden_coupling couples after fc1: fc1's output gradient in the batch is not a batch of one's, so
+    its shortcut would be wrong and is refused, naming the layer. hidden_coupling_norm couples in front
+    of fc1: fc1's input differs by nothing in value, so the shortcut for fc1/fc2 alone is the definition
+    (their a_b and e_b are a batch of one's), and is given."""
+    path, module = losses
+    x, y = x_of((5, 6), seed=12), np.arange(5) % 4
+    for norms in (False, True):
+        with pytest.raises(gradcli.UsageError, match="layer fc1's output gradient"):
+            gradcli.per_sample_grad(f"{path}:hidden_coupling", input=x, target=y, wrt="param:fc*", norms=norms)
+    expected = vmap_grad(module.hidden_coupling_norm, x, y)
+    res = gradcli.per_sample_grad(f"{path}:hidden_coupling_norm", input=x, target=y, wrt="param:fc*")
+    assert "vmap(grad" not in res.method
+    for k in ("fc1.weight", "fc2.bias"):
+        close_to(res.grads[k], expected[k], np.float64)
 
 
 def test_per_sample_cli_globs_and_several_wrt(losses):

@@ -10,7 +10,8 @@ samples sized to ``--max-memory``.
 
 Norms without the gradients (Opacus, BackPACK): when the batch loss is
 ``L = c * sum_b l_b`` (``c = 1`` for a sum, ``1/B`` for a mean; checked on the
-values) and every parameter asked for is a ``Linear`` or ``Conv2d`` weight or
+values, :func:`decomposition`, and on samples 0 and B-1, :func:`shortcut_gap`)
+and every parameter asked for is a ``Linear`` or ``Conv2d`` weight or
 bias, one forward and one backward pass of the batch give each layer's input
 ``a`` and output gradient ``e = dL/dz``; sample b's gradient is
 ``W_b = (1/c) e_b^T a_b`` (summed over positions ``p``: a sequence's tokens,
@@ -57,9 +58,12 @@ def batched(args: dict, batch: int) -> dict[str, bool]:
     return {k: k == "input" or (v.ndim > 0 and v.shape[0] == batch) for k, v in args.items()}
 
 
-def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, budget: int | None):
+def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, budget: int | None,
+          sums: dict | None = None):
     """The definition, ``vmap(grad(functional_call))`` over chunks of samples.
-    Returns ``{name: (B, *shape)}``, or ``(B,)`` squared norms when ``norms_only``."""
+    Returns ``{name: (B, *shape)}``, or ``(B,)`` squared norms when ``norms_only``;
+    ``sums`` (a dict, filled when given) gets ``name: (sum_b g_b, sum_b |g_b|)``,
+    for :func:`sum_gap`."""
     module = function.module
     params = {n: p.detach() for n, p in module.named_parameters() if n in names}
     split = batched(args, args["input"].shape[0])
@@ -81,6 +85,11 @@ def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, bu
     for start in range(0, b, chunk):
         values = [args[k][start:start + chunk] if split[k] else args[k] for k in keys]
         got = grad(params, *values)
+        if sums is not None:
+            got = {n: g.detach() for n, g in got.items()}
+            for n in names:
+                total, size = sums.get(n, (0, 0))
+                sums[n] = (total + got[n].sum(0), size + got[n].abs().sum(0))
         if norms_only:
             squares.append(squared_norms(torch, got.values()))
         else:
@@ -105,12 +114,12 @@ def by_activations(torch, module, names: list[str]) -> list[str]:
     return [n for n in names if _supported(torch, owners[n])]
 
 
-def layer_terms(torch, function, args: dict, names: list[str]):
+def layer_terms(torch, function, args: dict, names: list[str], scale: float):
     """One forward and one backward pass of the batch with hooks on the layers
     that own ``names``: ``[(layer, its parameter names, a, e)]`` with ``a``
     ``(B, P, in)`` and ``e`` ``(B, P, out)`` the per-sample output gradient
-    (``dL/dz / c``); None where the shortcut does not apply (another layer
-    type, a layer used twice, a loss that does not decompose)."""
+    ``dL/dz / c`` (``c = scale``, :func:`decomposition`); None where the
+    shortcut does not apply (another layer type, a layer used twice)."""
     module = function.module
     owners = {}
     for mname, sub in module.named_modules():
@@ -133,9 +142,6 @@ def layer_terms(torch, function, args: dict, names: list[str]):
             h.remove()
     if total.ndim or any(len(v) != 1 for v in seen.values()):
         return None  # a layer used twice (shared weights) or a loss that is not one number
-    scale = _decomposition(torch, function, args, total)
-    if scale is None:
-        return None
     outputs = [seen[m][0][1] for m in layers]
     # seeded with 1/c, so that every layer's output gradient arrives divided by c
     grads = torch.autograd.grad(total, outputs, grad_outputs=torch.full_like(total, 1 / scale), allow_unused=True)
@@ -224,9 +230,10 @@ def _outer_norms(torch, e, a):
     return torch.stack([(e[i].T @ a[i]).square().sum() for i in range(b)])
 
 
-def _decomposition(torch, function, args, total):
-    """``c`` with ``L(batch) = c * sum_b l_b`` at this point (1 or 1/B), from the
-    per-sample losses on batches of one; None when neither holds."""
+def decomposition(torch, function, args) -> tuple[float | None, float, float]:
+    """``(c, L, S)``: the batch loss ``L``, the sum ``S`` of the per-sample
+    losses on batches of one, and ``c`` with ``L = c * S`` at this point (1 or
+    1/B), None when neither holds (samples interact, or another reduction)."""
     b = args["input"].shape[0]
     split = batched(args, b)
     keys = list(args)
@@ -235,14 +242,66 @@ def _decomposition(torch, function, args, total):
         return function.call({k: (v.unsqueeze(0) if split[k] else v) for k, v in zip(keys, values)})
 
     with torch.no_grad():
+        total = function.call(args)
         losses = torch.func.vmap(one, in_dims=tuple(0 if split[k] else None for k in keys), randomness="same")(
             *[args[k] for k in keys])
-    value = float(total.detach())
+    value, summed = float(total), float(losses.sum())
     tol = 1e3 * float(torch.finfo(total.dtype).eps) * max(1.0, float(losses.abs().sum()))
     for c in (1.0, 1.0 / b):
-        if math.isclose(value, c * float(losses.sum()), rel_tol=0, abs_tol=tol):
-            return c
-    return None
+        if math.isclose(value, c * summed, rel_tol=0, abs_tol=tol):
+            return c, value, summed
+    return None, value, summed
+
+
+def _gap(torch, got, expected) -> float:
+    """``max |got - expected|`` in units of a thousand roundings of the largest entry (> 1: they differ)."""
+    scale = max(float(expected.abs().max()), float(got.abs().max())) if expected.numel() else 0.0
+    if scale == 0.0:
+        return 0.0
+    return float((got - expected).abs().max()) / (1e3 * torch.finfo(expected.dtype).eps * scale)
+
+
+def shortcut_gap(torch, function, args: dict, names: list[str], terms, samples: list[int]) -> tuple[float, str]:
+    """The shortcut's premise checked on ``samples``: each one's layer input
+    ``a_b`` and output gradient ``e_b`` in the batch (:func:`layer_terms`) must
+    be those of its loss on a batch of one, else its ``e_b^T a_b`` is not its
+    gradient (something couples samples without changing the loss's value).
+    Returns the largest gap (see :func:`_gap`) and the layer it is in."""
+    split = batched(args, args["input"].shape[0])
+    worst = (0.0, "")
+    for b in samples:
+        alone = layer_terms(torch, function, {k: v[b:b + 1] if split[k] else v for k, v in args.items()}, names, 1.0)
+        if alone is None:
+            return float("inf"), "a layer"
+        for (sub, pnames, a, e), (_, _, a1, e1) in zip(terms, alone):
+            gap = max(_gap(torch, a[b:b + 1], a1), _gap(torch, e[b:b + 1], e1))
+            if gap > worst[0]:
+                worst = (gap, _layer_name(function.module, sub))
+    return worst
+
+
+def sum_gap(torch, function, args: dict, names: list[str], sums: dict, scale: float) -> tuple[float, str]:
+    """``c * sum_b g_b`` (the definition's gradients, summed by :func:`exact`)
+    against the batch loss's gradient, which it equals when samples do not
+    interact; the largest gap, in units of a thousand roundings of the sum of
+    the terms' sizes, and the parameter it is in."""
+    params = dict(function.module.named_parameters())
+    with torch.enable_grad():
+        total = function.call(args)
+        grads = torch.autograd.grad(total, [params[n] for n in names], allow_unused=True)
+    worst = (0.0, "")
+    for n, g in zip(names, grads):
+        summed, size = sums[n]
+        g = torch.zeros_like(summed) if g is None else g
+        bound = 1e3 * torch.finfo(summed.dtype).eps * (scale * float(size.max()) + float(g.abs().max()))
+        gap = float((scale * summed - g).abs().max()) / bound if bound else 0.0
+        if gap > worst[0]:
+            worst = (gap, n)
+    return worst
+
+
+def _layer_name(module, sub) -> str:
+    return next((name for name, m in module.named_modules() if m is sub), "")
 
 
 def top_samples(norms: np.ndarray, k: int) -> list[tuple[int, float]]:
