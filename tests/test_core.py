@@ -185,7 +185,7 @@ def test_check_points_at_the_reference_when_fd_is_sure(monkeypatch):
 
 def test_verify_blocks_counts_the_samples_it_checked(monkeypatch):
     monkeypatch.chdir(ROOT)
-    for batch, checked in ((2, "0 and 1"), (6, "0 and 5")):
+    for batch, checked in ((2, "0 and 1"), (3, "0, 1 and 2"), (6, "0, 3 and 5")):
         result = invoke("jacobian", "sample_inputs/convnet.py:net", "-x", f"randn:{batch},1,6,6", "--layout", "blocks",
                         "--verify-blocks", "--json")
         assert result.exit_code == 0, result.stderr

@@ -429,8 +429,14 @@ def rolled(x):
 
 def rolled_by_two(x):
     """Each sample's output reads the sample two before it: the first and the last
-    sample alone, as a batch of two, do not interact (a roll by two is no shift there)."""
+    sample alone, as a batch of two, would not interact (a roll by two is no shift there)."""
     return torch.tanh(x) + 0.5 * torch.roll(x, 2, 0)
+
+
+def interior(x):
+    """Only the samples between the first and the last interact (through their mean)."""
+    out = torch.tanh(x)
+    return torch.cat([out[:1], out[1:-1] + x[1:-1].mean(0), out[-1:]])
 
 
 def constant(x):
@@ -495,7 +501,7 @@ def test_blocks_check_falls_back_to_the_whole_batch_for_a_fixed_batch_model(batc
     expected = torch.func.jacrev(module.fixed)(torch.tensor(x)).numpy()  # (5, 4, 5, 4)
     res = gradcli.jacobian(f"{path}:fixed", input=x, layout="blocks", backend="autograd")
     np.testing.assert_allclose(res.value, expected[np.arange(5), :, np.arange(5)], atol=1e-14)
-    assert any("checked from samples 0 and 4" in n for n in res.notes), res.notes
+    assert any("checked from samples 0, 2 and 4" in n for n in res.notes), res.notes
 
 
 def test_blocks_check_sees_an_interaction_along_the_batch(batching):
@@ -504,16 +510,19 @@ def test_blocks_check_sees_an_interaction_along_the_batch(batching):
             "samples interact", "cross-sample derivative")
 
 
-def test_blocks_check_sees_an_interaction_that_a_batch_of_two_hides(batching):
-    """torch.roll(x, 2, 0): sample i reads sample i - 2. The first and last samples as a batch
-    of two do not interact (their outputs differ from the whole batch's), so the check must run
-    on the whole batch: blocks are refused, and layout auto gives torch's full Jacobian."""
+@pytest.mark.parametrize("name", ["rolled_by_two", "interior"])
+def test_blocks_check_sees_an_interaction_that_the_first_and_last_sample_hide(batching, name):
+    """torch.roll(x, 2, 0) (sample i reads sample i - 2), and a mean over the samples between the
+    first and the last: the first and last samples alone would not interact. The middle sample is
+    checked too, and the small batch is trusted only when its outputs are the whole batch's (else
+    the check runs on the whole batch): blocks are refused, and layout auto gives torch's full
+    Jacobian."""
     path, module = batching
-    refused(run("jacobian", f"{path}:rolled_by_two", "-x", "randn:7,3", "--layout", "blocks"), 2,
+    refused(run("jacobian", f"{path}:{name}", "-x", "randn:7,3", "--layout", "blocks"), 2,
             "samples interact", "cross-sample derivative", "use --layout full for the whole Jacobian")
     x = x_of((7, 3))
-    res = gradcli.jacobian(f"{path}:rolled_by_two", input=x, backend="autograd")
-    expected = torch.autograd.functional.jacobian(module.rolled_by_two, torch.tensor(x)).numpy()
+    res = gradcli.jacobian(f"{path}:{name}", input=x, backend="autograd")
+    expected = torch.autograd.functional.jacobian(getattr(module, name), torch.tensor(x)).numpy()
     assert res.shape == (7, 3, 7, 3), res.notes
     np.testing.assert_allclose(res.value, expected, atol=1e-14)
 

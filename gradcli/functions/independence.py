@@ -3,9 +3,9 @@
 for ``i != j``; this module checks it cheaply before blocks are trusted, and
 decides ``--layout auto`` for user code.
 
-The check runs the code on the first and the last sample as a batch of two
-(the whole batch where the two alone do not give their outputs in it) and
-takes one classic backward pass for each, with a random cotangent on that
+The check runs the code on the first, the middle and the last sample as a
+batch of three (the whole batch where they alone do not give their outputs
+in it) and takes one classic backward pass for each, with a random cotangent on that
 sample's output: the gradient that reaches the other sample's input is
 exactly zero when the samples do not interact (each output entry's graph
 never touches the other sample), and non-zero for almost every cotangent
@@ -19,12 +19,12 @@ import numpy as np
 from ..errors import UsageError
 from .training import interaction_message
 
-ROWS = 2
+ROWS = 3
 
 
 def cross_sample(bound, rows: int = ROWS) -> tuple[list[int], float, float]:
-    """``(checked, cross, scale)``: for the samples ``i`` in ``checked`` (the first
-    and the last, at most ``rows``), the gradient of ``<v_i, out[i]>`` (random ``v_i``)
+    """``(checked, cross, scale)``: for the samples ``i`` in ``checked`` (the first,
+    the middle and the last, at most ``rows``), the gradient of ``<v_i, out[i]>`` (random ``v_i``)
     w.r.t. the whole batch; ``cross`` is its largest entry on another sample,
     ``scale`` on sample ``i``.
 
@@ -32,19 +32,20 @@ def cross_sample(bound, rows: int = ROWS) -> tuple[list[int], float, float]:
     sliced alike, :func:`gradcli.rows.batch_rows`): the check then costs a small
     fraction of one pass over a large batch, and an interaction through the batch
     (a batch statistic, a sum along it) couples them as it couples the whole
-    batch. That holds only where the two samples alone give the outputs they have
-    in the whole batch: an interaction between other positions (a shift by two,
-    ``torch.roll(x, 2, 0)``) changes the outputs of a batch of two, or
-    vanishes from it. So the batch of two is trusted only when its outputs equal
-    the whole batch's (:func:`gradcli.rows.output_gap`); else, and for code that
-    refuses a batch of that size (a model exported for one batch size), the
-    check runs on the whole batch."""
+    batch. That holds only where the samples alone give the outputs they have
+    in the whole batch: an interaction between other positions (a shift by three,
+    ``torch.roll(x, 3, 0)``, or one among interior samples only) changes the
+    outputs of the small batch, or vanishes from it. So the small batch is
+    trusted only when its outputs equal the whole batch's
+    (:func:`gradcli.rows.output_gap`); else, and for code that refuses a batch
+    of that size (a model exported for one batch size), the check runs on the
+    whole batch."""
     import torch
 
     from ..rows import batch_rows, output_gap
 
     b = bound.args["input"].shape[0]
-    checked = sorted({0, b - 1})[:rows]
+    checked = sorted({0, b // 2, b - 1})[:rows]
     whole = getattr(bound, "value", None)  # the whole batch's output, from bind
     if len(checked) < b and whole is not None:
         try:
@@ -84,8 +85,9 @@ def interacts(bound) -> tuple[bool, str]:
         return False, "--verify-blocks: one sample only, nothing to verify"
     eps = float(np.finfo(bound.args["input"].dtype).eps)
     if cross <= 100 * eps * max(scale, np.finfo(bound.args["input"].dtype).tiny):
-        return False, (f"--verify-blocks: samples do not interact (checked from samples {checked[0]} and "
-                       f"{checked[1]}: every cross-sample derivative is 0)")
+        named = ", ".join(map(str, checked[:-1])) + f" and {checked[-1]}"
+        return False, f"--verify-blocks: samples do not interact (checked from samples {named}: every cross-sample " \
+                      "derivative is 0)"
     return True, f" (a cross-sample derivative of {cross:.2e}, --verify-blocks)"
 
 
