@@ -44,7 +44,7 @@ def solve(
     ``cotangent`` (vjp) is shaped like the output, default ones: what
     ``out.backward(torch.ones_like(out))`` uses. ``tangent`` (jvp) is shaped
     like the ``wrt`` argument and required for jvp. ``verify_blocks`` (user
-    code, per-sample blocks): check on two samples that they do not interact
+    code, per-sample blocks): check on three samples that they do not interact
     before trusting blocks (refused, exit 2, where they do).
     """
     quantity, layout = Quantity(quantity), Layout(layout)

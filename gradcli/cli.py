@@ -205,7 +205,7 @@ EXTRA = {
                                 help="auto: diag for elementwise functions, blocks for row-independent functions of a batch, "
                                      "else full; user code: blocks = per-sample Jacobians (B, *out, *in)"),
                         _option("verify_blocks", bool, True, "--verify-blocks/--no-verify-blocks",
-                                help="user code, blocks: check on two samples that they do not interact before "
+                                help="user code, blocks: check on three samples that they do not interact before "
                                      "trusting per-sample blocks")],
     Quantity.VJP: [_option("cotangent", str, "ones", "--cotangent",
                            help="the vector v, shaped like the output (ones: what out.backward(torch.ones_like(out)) uses)")],

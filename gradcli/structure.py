@@ -64,7 +64,7 @@ def describe(value: np.ndarray, layout: Layout, rows: RowLayout | None, dtype, *
     elif layout is Layout.BLOCKS and per_sample:  # user code
         notes.append(f"per-sample blocks: one Jacobian of shape {list(value.shape[1:])} per sample, "
                      "d out[i] / d x[j] = 0 for samples i != j (`gradcli jacobian --layout blocks --verify-blocks` "
-                     "checks it on two samples first)")
+                     "checks it on three samples first)")
         rows = None
     elif layout is Layout.BLOCKS:
         blocks = value
