@@ -529,11 +529,17 @@ print(json.dumps({"seconds": seconds, "peak": peak, "threads": torch.get_num_thr
 """
 
 
-def _measure(which, repeats, out):
+# glibc returns every freed block over its mmap threshold to the system, so a process that allocates
+# large temporaries again and again first-touches fresh pages each time; these settings keep them.
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": str(2**32), "MALLOC_TRIM_THRESHOLD_": str(2**33),
+                     "MALLOC_TOP_PAD_": str(2**28)}
+
+
+def _measure(which, repeats, out, env=None):
     import json
 
     proc = subprocess.run([sys.executable, "-c", PER_SAMPLE, which, str(repeats), str(ROOT), str(out)], check=True,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -557,6 +563,11 @@ def per_sample(repeats):
             extra = f"max |diff| {diff:.1e}; peak +{ours['peak'] / 2**20:.0f} vs +{base['peak'] / 2**20:.0f} MiB"
             if mem_goal is not None:
                 extra += f" (x{mem:.2f}, goal <= {mem_goal}: {'yes' if mem <= mem_goal else 'NO'})"
+            if ours_key == "cnn-ours":  # how much of the baseline's time is its allocator's page faults
+                kept = {k: _measure(k, repeats, Path(tmp) / "kept.npy", KEEP_FREED_MEMORY)["seconds"]
+                        for k in (ours_key, base_key)}
+                extra += (f"; with glibc keeping freed memory (MALLOC_MMAP_THRESHOLD_): {kept[ours_key] * 1e3:.0f} vs "
+                          f"{kept[base_key] * 1e3:.0f} ms ({kept[ours_key] / kept[base_key]:.2f})")
             rows.append(row(name, ours["seconds"], base["seconds"], goal, extra))
     return rows
 
