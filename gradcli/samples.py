@@ -51,10 +51,11 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     """Per-sample gradients (or norms) of ``problem``'s scalar loss w.r.t. the
     module parameters ``wrt`` names (comma-separated ``param:NAME`` and globs).
 
-    ``verify_blocks``: refuse when samples interact, as far as three checks see: the
-    batch loss must be the sum or the mean of the per-sample losses (values);
-    with the layer shortcut, samples 0 and B-1 must have the same layer inputs
-    and output gradients in the batch as alone; with the definition, the sum
+    ``verify_blocks``: refuse when samples interact, as far as three checks
+    see: the batch loss must be the sum or the mean of the per-sample losses
+    (values); with the layer shortcut, samples 0, B // 2 and B-1 must have the
+    same layer inputs and output gradients in the batch as alone; with the
+    definition, the sum
     of the per-sample gradients (times the mean's 1/B) must be the batch's
     gradient. An interaction that leaves all three unchanged goes unseen."""
     from .backends.samplegrads import (by_activations, decomposition, exact, grads_from, layer_terms, norms_from,
@@ -105,7 +106,7 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
         use = fast and (norms or len(fast) == len(names))  # gradients: every parameter or none by activations
         terms = layer_terms(torch, function, tensors, fast, scale) if use else None
         if terms is not None and verify:
-            gap, where = shortcut_gap(torch, function, tensors, fast, terms, sorted({0, b - 1}))
+            gap, where = shortcut_gap(torch, function, tensors, fast, terms, sorted({0, b // 2, b - 1}))
             if gap > 1:
                 raise _interaction(function.name, f"layer {where}'s output gradient")
         sums = {} if verify else None  # filled by the definition where it runs

@@ -10,7 +10,7 @@ samples sized to ``--max-memory``.
 
 Norms without the gradients (Opacus, BackPACK): when the batch loss is
 ``L = c * sum_b l_b`` (``c = 1`` for a sum, ``1/B`` for a mean; checked on the
-values, :func:`decomposition`, and on samples 0 and B-1, :func:`shortcut_gap`)
+values, :func:`decomposition`, and on samples 0, B // 2 and B-1, :func:`shortcut_gap`)
 and every parameter asked for is a ``Linear`` or ``Conv2d`` weight or
 bias, one forward and one backward pass of the batch give each layer's input
 ``a`` and output gradient ``e = dL/dz``; sample b's gradient is
