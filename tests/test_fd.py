@@ -268,3 +268,41 @@ def test_estimate_bounds_the_true_error_or_the_entry_is_flagged(problem):
         err = true_error(res, expected)
         assert not res.nonsmooth.any()
         assert err.max() <= 1e-7 * scale
+
+
+# --- user code that rounds inside: a float32 or bfloat16 cast ---------------------------------------
+
+CASTS = '''
+import torch
+import torch.nn.functional as F
+
+def squared(x):
+    return (x.float() ** 2).double()
+
+def mixed(x):
+    return torch.tanh(x.float() * 1.7).double() * x
+
+def brain(x):
+    return torch.exp(x.to(torch.bfloat16)).double()
+
+def loss(x, t):
+    return F.cross_entropy(x.float(), t)
+'''
+
+
+@pytest.mark.parametrize("name", ["squared", "mixed", "brain"])
+def test_code_that_rounds_inside_gets_error_bars_for_its_own_precision(tmp_path, name):
+    """A float64 problem whose code casts to float32 (or bfloat16) inside: fd's
+    steps and estimate follow the precision the code resolves (measured), so
+    the estimate bounds the true error (it was 1e-8 against errors of 0.03,
+    the steps shrunk into the float32 rounding), and a note says why."""
+    (tmp_path / "casts.py").write_text(CASTS)
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    res = gradcli.jacobian(f"{tmp_path / 'casts.py'}:{name}", input=x, backend="fd", layout="full")
+    namespace: dict = {}
+    exec(CASTS, namespace)
+    expected = torch.autograd.functional.jacobian(namespace[name], torch.tensor(x)).numpy()
+    assert_bounded_or_flagged(res, expected)
+    assert not res.nonsmooth.any()
+    assert any("rounds inside" in n for n in res.notes)
+

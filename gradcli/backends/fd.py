@@ -76,6 +76,9 @@ class FdBackend(RowBackend):
         else:
             x0, forward = kernel.x0, kernel.forward
         eps = float(np.finfo(fd_dtype).eps)
+        if not problem.function.closed_form:  # user code may round inside (a .float() cast): measure it
+            eps, more = working_eps(forward, x0, eps)
+            notes += more
         adaptive = self.options.fd_step is None and method == "richardson"
         step = eps ** METHODS[method].base_power if self.options.fd_step is None else self.options.fd_step
         # Built-ins are pure NumPy: their columns run on every core. User code stays on this thread.
@@ -89,6 +92,27 @@ class FdBackend(RowBackend):
             blocks, error, nonsmooth = (a.reshape(kernel.output_shape + kernel.x0.shape) for a in (blocks, error, nonsmooth))
         return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=got.evaluations, notes=notes,
                           nonsmooth=nonsmooth)
+
+
+def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, ...]]:
+    """The precision user code computes in (``fdsteps.resolution``), probed
+    along one seeded sign direction scaled to the entries, and a note when it
+    is coarser than ``eps``: fd then differences as in that precision (its
+    steps, targets and error bars), as ``--fd-dtype same`` does for a float32
+    problem. ``forward`` takes points stacked on a leading axis."""
+    signs = np.random.default_rng(0).integers(0, 2, x0.shape) * 2 - 1
+    rms = float(np.sqrt(np.mean(np.square(x0, dtype=np.float64)))) if x0.size else 0.0
+    direction = (np.maximum(np.abs(x0), rms if rms > 0 else 1.0) * signs).astype(x0.dtype)
+    ladder = np.asarray(fdsteps.RESOLUTION_LADDER, dtype=x0.dtype).reshape((-1,) + (1,) * x0.ndim)
+    with np.errstate(all="ignore"):
+        values = forward(np.concatenate([x0[None], x0 + ladder * direction, x0 - ladder * direction]))
+        changes = values[1:] - values[0]
+        found = fdsteps.resolution(changes[:len(ladder)], changes[len(ladder):], eps)
+    if found <= eps:
+        return eps, ()
+    return found, (f"fd: your code resolves relative changes of its input only down to about {found:.1e} (it "
+                   f"rounds inside, e.g. a float32 or bfloat16 cast; {np.finfo(x0.dtype).dtype} resolves {eps:.1e}): "
+                   "differenced with steps and error bars for that precision",)
 
 
 @dataclass

@@ -48,6 +48,57 @@ MAX_MOVES = 40  # window moves per column: steps from 2^-40 to 2^+40 times the f
 NOISE_SAMPLE = 3.0 / 130.7
 
 
+# Relative input changes, 8x apart, at which ``resolution`` asks whether the function resolves them.
+RESOLUTION_LADDER = tuple(2.0 ** -k for k in range(46, 3, -3))  # 1.4e-14 (64 eps of float64) .. 6e-2
+RESOLVED_SLOPES = 0.25  # a difference quotient within 25% of the reference one: its change is resolved
+LINEAR = 0.1  # the reference rung: the even part of the change at most 10% of the odd part
+
+
+def resolution(plus: np.ndarray, minus: np.ndarray, eps: float, ladder=RESOLUTION_LADDER) -> float:
+    """The relative precision the function actually computes in: ``eps``, or
+    larger where the code rounds inside (a ``.float()`` cast, a bfloat16
+    layer), which no model of ``eps |f|`` sees.
+
+    ``plus[k]``, ``minus[k]``: ``f(x ± s_k d) - f(x)`` along one direction
+    ``d`` scaled to the entries, at the relative changes ``s_k`` of
+    ``ladder`` (8x apart, smallest first). The central quotients
+    ``g_k = (plus - minus) / 2 s_k`` of a function computed to ``eps`` agree
+    from the first rung up; where the code rounds to a coarser grid ``E``, a
+    change below ``E`` is lost in part or whole, and only the quotients from
+    ``s ~ E`` up agree. The reference is the largest rung where the change
+    is still linear (even part ``plus + minus`` at most LINEAR of the odd
+    part); the answer is ``s_k / 4`` for the smallest rung ``k`` from which
+    every quotient up to the reference is within RESOLVED_SLOPES of it (a
+    change of ``s_k`` resolved to 25%: the grid is at most ``s_k / 4``), and
+    ``eps`` when that is the first rung. Where no rung is linear (a function
+    flat along ``d``, a kink, or a grid coarse at every rung), a function
+    whose first rungs do not change it at all while a larger one does rounds
+    to at least that larger ``s``; otherwise nothing is learned. This is the
+    idea of estimating computational noise from function values along a
+    direction (More and Wild, "Estimating computational noise", SIAM J. Sci.
+    Comput. 33 (2011)), reduced to the one question fd needs."""
+    with np.errstate(all="ignore"):
+        plus, minus = np.asarray(plus, dtype=np.float64), np.asarray(minus, dtype=np.float64)
+        keep = [k for k, s in enumerate(ladder) if s >= 16 * eps]
+        s = np.asarray(ladder)[keep]
+        odd = (plus[keep] - minus[keep]).reshape(len(keep), -1)
+        even = (plus[keep] + minus[keep]).reshape(len(keep), -1)
+        if not (np.isfinite(odd).all() and np.isfinite(even).all()):
+            return eps  # a domain edge within reach: nothing learned
+        odd_size, even_size = np.linalg.norm(odd, axis=1), np.linalg.norm(even, axis=1)
+        linear = np.flatnonzero((odd_size > 0) & (even_size <= LINEAR * odd_size))
+        if not linear.size:  # no rung is linear: a kink or a flat function, or the grid is coarse everywhere
+            moved = np.flatnonzero(odd_size > 0)
+            return eps if not moved.size or moved[0] == 0 else max(eps, float(s[moved[0]]))
+        top = int(linear[-1])
+        slopes = odd / (2 * s[:, None])
+        agree = np.linalg.norm(slopes[:top + 1] - slopes[top], axis=1) <= RESOLVED_SLOPES * np.linalg.norm(slopes[top])
+        first = top
+        while first > 0 and agree[first - 1]:
+            first -= 1
+    return eps if first == 0 else max(eps, float(s[first]) / 4)
+
+
 @dataclass
 class Candidate:
     """One window's answer per entry: the value ``V``, its truncation ``T``
