@@ -306,3 +306,12 @@ def test_code_that_rounds_inside_gets_error_bars_for_its_own_precision(tmp_path,
     assert not res.nonsmooth.any()
     assert any("rounds inside" in n for n in res.notes)
 
+
+def test_check_of_a_right_float32_loss_in_float64_passes(tmp_path):
+    """The mixed-precision idiom F.cross_entropy(logits.float(), t): a right
+    backward passes (fd within its bar; it was a MISMATCH blaming autograd)."""
+    (tmp_path / "casts.py").write_text(CASTS)
+    x, t = np.random.default_rng(2).standard_normal((4, 5)), np.array([0, 3, 1, 4])
+    report = gradcli.check(f"{tmp_path / 'casts.py'}:loss", input=x, target=t, backends=["fd"])
+    assert report.ok, report.results[0].top
+    assert not any("suspect" in n for n in report.results[0].notes)
