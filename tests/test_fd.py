@@ -315,3 +315,18 @@ def test_check_of_a_right_float32_loss_in_float64_passes(tmp_path):
     report = gradcli.check(f"{tmp_path / 'casts.py'}:loss", input=x, target=t, backends=["fd"])
     assert report.ok, report.results[0].top
     assert not any("suspect" in n for n in report.results[0].notes)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0])
+def test_float64_code_is_not_taken_for_code_that_rounds_inside(tmp_path, scale):
+    """A value far larger than its change (logsumexp of small logits: 1.6
+    against 1e-3) rounds the smallest probes in float64 too: that is the
+    rounding fd's model already has, not a coarser precision (it widened
+    the steps and the bars)."""
+    (tmp_path / "m.py").write_text("import torch\n\ndef lse(x):\n    return torch.logsumexp(x, -1)\n")
+    x = scale * np.random.default_rng(5).standard_normal((4, 5))
+    res = gradcli.jacobian(f"{tmp_path / 'm.py'}:lse", input=x, backend="fd", layout="full")
+    expected = torch.autograd.functional.jacobian(lambda v: torch.logsumexp(v, -1), torch.tensor(x)).numpy()
+    assert not any("rounds inside" in n for n in res.notes)
+    assert true_error(res, expected).max() <= 1e-9 * np.abs(expected).max()
+    assert_bounded_or_flagged(res, expected)

@@ -103,11 +103,14 @@ def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, 
     signs = np.random.default_rng(0).integers(0, 2, x0.shape) * 2 - 1
     rms = float(np.sqrt(np.mean(np.square(x0, dtype=np.float64)))) if x0.size else 0.0
     direction = (np.maximum(np.abs(x0), rms if rms > 0 else 1.0) * signs).astype(x0.dtype)
-    ladder = np.asarray(fdsteps.RESOLUTION_LADDER, dtype=x0.dtype).reshape((-1,) + (1,) * x0.ndim)
     with np.errstate(all="ignore"):
-        values = forward(np.concatenate([x0[None], x0 + ladder * direction, x0 - ladder * direction]))
-        changes = values[1:] - values[0]
-        found = fdsteps.resolution(changes[:len(ladder)], changes[len(ladder):], eps)
+        f0 = forward(x0[None])[0]
+
+        def change(s: float):
+            values = forward(np.stack([x0 + s * direction, x0 - s * direction]))
+            return values[0] - f0, values[1] - f0
+
+        found = fdsteps.resolution(change, eps, float(np.linalg.norm(np.nan_to_num(f0))))
     if found <= eps:
         return eps, ()
     return found, (f"fd: your code resolves relative changes of its input only down to about {found:.1e} (it "

@@ -51,52 +51,79 @@ NOISE_SAMPLE = 3.0 / 130.7
 # Relative input changes, 8x apart, at which ``resolution`` asks whether the function resolves them.
 RESOLUTION_LADDER = tuple(2.0 ** -k for k in range(46, 3, -3))  # 1.4e-14 (64 eps of float64) .. 6e-2
 RESOLVED_SLOPES = 0.25  # a difference quotient within 25% of the reference one: its change is resolved
+EXACT_SLOPES = 0.05  # the first rung's quotient within 5% of the reference: the code computes to eps
 LINEAR = 0.1  # the reference rung: the even part of the change at most 10% of the odd part
 
 
-def resolution(plus: np.ndarray, minus: np.ndarray, eps: float, ladder=RESOLUTION_LADDER) -> float:
+def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> float:
     """The relative precision the function actually computes in: ``eps``, or
     larger where the code rounds inside (a ``.float()`` cast, a bfloat16
     layer), which no model of ``eps |f|`` sees.
 
-    ``plus[k]``, ``minus[k]``: ``f(x ± s_k d) - f(x)`` along one direction
-    ``d`` scaled to the entries, at the relative changes ``s_k`` of
+    ``change(s)`` gives ``(f(x + s d) - f(x), f(x - s d) - f(x))`` along one
+    direction ``d`` scaled to the entries, for the relative changes ``s`` of
     ``ladder`` (8x apart, smallest first). The central quotients
-    ``g_k = (plus - minus) / 2 s_k`` of a function computed to ``eps`` agree
-    from the first rung up; where the code rounds to a coarser grid ``E``, a
-    change below ``E`` is lost in part or whole, and only the quotients from
-    ``s ~ E`` up agree. The reference is the largest rung where the change
-    is still linear (even part ``plus + minus`` at most LINEAR of the odd
-    part); the answer is ``s_k / 4`` for the smallest rung ``k`` from which
-    every quotient up to the reference is within RESOLVED_SLOPES of it (a
-    change of ``s_k`` resolved to 25%: the grid is at most ``s_k / 4``), and
-    ``eps`` when that is the first rung. Where no rung is linear (a function
-    flat along ``d``, a kink, or a grid coarse at every rung), a function
-    whose first rungs do not change it at all while a larger one does rounds
-    to at least that larger ``s``; otherwise nothing is learned. This is the
-    idea of estimating computational noise from function values along a
-    direction (More and Wild, "Estimating computational noise", SIAM J. Sci.
-    Comput. 33 (2011)), reduced to the one question fd needs."""
-    with np.errstate(all="ignore"):
-        plus, minus = np.asarray(plus, dtype=np.float64), np.asarray(minus, dtype=np.float64)
-        keep = [k for k, s in enumerate(ladder) if s >= 16 * eps]
-        s = np.asarray(ladder)[keep]
-        odd = (plus[keep] - minus[keep]).reshape(len(keep), -1)
-        even = (plus[keep] + minus[keep]).reshape(len(keep), -1)
-        if not (np.isfinite(odd).all() and np.isfinite(even).all()):
-            return eps  # a domain edge within reach: nothing learned
-        odd_size, even_size = np.linalg.norm(odd, axis=1), np.linalg.norm(even, axis=1)
-        linear = np.flatnonzero((odd_size > 0) & (even_size <= LINEAR * odd_size))
-        if not linear.size:  # no rung is linear: a kink or a flat function, or the grid is coarse everywhere
-            moved = np.flatnonzero(odd_size > 0)
-            return eps if not moved.size or moved[0] == 0 else max(eps, float(s[moved[0]]))
-        top = int(linear[-1])
-        slopes = odd / (2 * s[:, None])
-        agree = np.linalg.norm(slopes[:top + 1] - slopes[top], axis=1) <= RESOLVED_SLOPES * np.linalg.norm(slopes[top])
-        first = top
-        while first > 0 and agree[first - 1]:
-            first -= 1
-    return eps if first == 0 else max(eps, float(s[first]) / 4)
+    ``g(s) = (f(x + s d) - f(x - s d)) / 2s`` of a function computed to ``eps``
+    agree from the first rung up; where the code rounds to a coarser grid
+    ``E``, a change below ``E`` is lost in part or whole, and only the
+    quotients from ``s ~ E`` up agree. The reference is the largest rung
+    where the change is still linear (its even part at most LINEAR of its odd
+    part); the answer is ``eps`` when the first rung's quotient is within
+    EXACT_SLOPES of the reference's (code of which a part rounds inside lacks
+    that part's share there), else ``s / 4`` for the smallest rung from which
+    every quotient up to the reference is within RESOLVED_SLOPES (a change of
+    ``s`` resolved to 25%: the grid is at most ``s / 4``; ``eps`` when that is
+    the first rung: a value far larger than its slope times ``x``, a loss
+    near its minimum, rounds the first rung's change more). Where no rung is linear
+    (a function flat along ``d``, a kink, a grid coarse at every rung), code
+    that the first rung does not change at all while a larger one does
+    rounds to at least that larger ``s``; otherwise nothing is learned. This
+    is the idea of estimating computational noise from function values along
+    a direction (More and Wild, "Estimating computational noise", SIAM J.
+    Sci. Comput. 33 (2011)), reduced to the one question fd needs. A function
+    computed to ``eps`` costs about three rungs (two evaluations each).
+
+    ``size``: ``|f(x)|`` (the norm over the outputs). A change the rounding
+    of ``f`` itself in ``eps`` hides (``2 s |g| < 16 eps (|f| + |g|)``: a
+    value far larger than its slope, a saturated unit) is not evidence: the
+    rung below the answer must lie above that for the answer to stand."""
+    rungs = [s for s in ladder if s >= 16 * eps]
+    seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def at(k):  # (odd, even) parts of the change at rung k, flattened; non-finite -> None
+        if k not in seen:
+            with np.errstate(all="ignore"):
+                plus, minus = (np.asarray(c, dtype=np.float64).reshape(-1) for c in change(rungs[k]))
+                seen[k] = (plus - minus, plus + minus)
+        odd, even = seen[k]
+        return (odd, even) if np.isfinite(odd).all() and np.isfinite(even).all() else None
+
+    def linear(k):
+        parts = at(k)
+        if parts is None:
+            return False
+        odd = np.linalg.norm(parts[0])
+        return odd > 0 and np.linalg.norm(parts[1]) <= LINEAR * odd
+
+    top = next((k for k in reversed(range(len(rungs))) if linear(k)), None)
+    if top is None:
+        moved = [k for k in range(len(rungs)) if at(k) is not None and np.linalg.norm(at(k)[0]) > 0]
+        return eps if not moved or moved[0] == 0 or at(0) is None else max(eps, rungs[moved[0]])
+    reference = at(top)[0] / (2 * rungs[top])
+    size_g = np.linalg.norm(reference)
+
+    def agrees(k, within=RESOLVED_SLOPES):
+        parts = at(k)
+        return parts is not None and np.linalg.norm(parts[0] / (2 * rungs[k]) - reference) <= within * size_g
+
+    if agrees(0, EXACT_SLOPES):  # (a part of the code that rounds inside is missing from it)
+        return eps
+    first = top
+    while first > 0 and agrees(first - 1):
+        first -= 1
+    if first == 0 or rungs[first - 1] * size_g < 16 * eps * (size + size_g):  # explained by rounding in eps
+        return eps
+    return max(eps, rungs[first] / 4)
 
 
 @dataclass
