@@ -177,3 +177,55 @@ def test_the_no_modules_note_of_a_plain_function_only_when_locate_is_asked_for()
     assert not any("localisation" in n for n in json.loads(quiet.stdout)["notes"])
     assert any("needs a torch.nn.Module" in n for n in json.loads(asked.stdout)["notes"])
     assert json.loads(runner.invoke(app, [*args, "--no-locate"]).stdout)["notes"] == json.loads(quiet.stdout)["notes"]
+
+
+MIXED = '''
+import torch
+import torch.nn.functional as F
+
+
+class Scaled(torch.autograd.Function):
+    """tanh whose backward is {factor} times too large."""
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * {factor}
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = torch.nn.Linear(20, 64), torch.nn.Linear(64, 5)
+
+    def forward(self, x, t):
+        return F.cross_entropy(self.fc2(Scaled.apply(self.fc1(x))).float(), t)  # the mixed-precision idiom
+
+
+net = Net()
+'''
+
+
+@pytest.mark.parametrize("factor, ok", [(1.0, True), (1.2, False)])
+def test_probe_check_of_a_float32_loss_judges_the_backward_not_the_rounding(tmp_path, factor, ok):
+    """fd along probes measures the precision the code computes in (a .float()
+    before the loss): a right backward passes (fd's steps shrank into float32's
+    rounding, gave 0 and failed every parameter), a backward 20% off fails."""
+    import gradcli
+
+    (tmp_path / "mixed.py").write_text(MIXED.replace("{factor}", str(factor)))
+    rng = np.random.default_rng(0)
+    report = gradcli.check(f"{tmp_path / 'mixed.py'}:net", input=rng.standard_normal((8, 20)),
+                           target=rng.integers(0, 5, 8), wrt="param:*", mode="probe", locate=False)
+    assert report.ok is ok, [(r.wrt, r.top) for r in report.results]
+    if not ok:  # the parameters in front of the wrong backward fail, the last layer's pass
+        assert set(report.failing) == {"param:fc1.weight", "param:fc1.bias"}
