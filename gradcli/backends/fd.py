@@ -25,15 +25,18 @@ the same parts, and only non-finite differences are flagged.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UsageError
 from ..parallel import run_chunks
 from ..problem import Problem
 from ..options import BackendName, FdDType
 from ..rowform import GeneralKernel
+from ..sizes import format_bytes
 from . import fdsteps
 from .rowwise import Derivative, RowBackend
 
@@ -65,6 +68,11 @@ class FdBackend(RowBackend):
         if fd_dtype != problem.dtype:
             notes = (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
         kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory)
+        if not problem.function.closed_form and self.options.max_memory is not None:
+            # User code's evaluations are sized to --max-memory (their activations, measured): what fd holds
+            # itself for the whole run comes off that first.
+            held = _held(problem, kernel, fd_dtype, self.options.max_memory)
+            kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory - held)
         if isinstance(kernel, GeneralKernel):
             # No rows: every entry of the argument is its own column of one big row.
             shape, out_shape = kernel.x0.shape, kernel.output_shape
@@ -92,6 +100,23 @@ class FdBackend(RowBackend):
             blocks, error, nonsmooth = (a.reshape(kernel.output_shape + kernel.x0.shape) for a in (blocks, error, nonsmooth))
         return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=got.evaluations, notes=notes,
                           nonsmooth=nonsmooth)
+
+
+def _held(problem: Problem, kernel, fd_dtype, limit: int) -> int:
+    """The bytes fd holds through the run besides its evaluations: per entry of
+    its blocks, the value and the error estimate in ``fd_dtype``, two flags
+    (converged, non-smooth) and the result in the problem's dtype. Exit 2 when
+    they alone exceed ``limit`` (``--max-memory``)."""
+    if isinstance(kernel, GeneralKernel):
+        entries = math.prod(kernel.output_shape) * kernel.x0.size
+    else:
+        entries = math.prod(problem.output_shape) * kernel.x0.shape[-1]
+    held = entries * (2 * np.dtype(fd_dtype).itemsize + 2 + problem.dtype.itemsize)
+    if held >= limit:
+        raise UsageError(f"--max-memory: fd's own arrays for this result (values, error estimates, flags: "
+                         f"{entries} entries) need {format_bytes(held)}, over the limit of {format_bytes(limit)}; "
+                         "use --rows or a smaller batch, -b autograd, or raise --max-memory")
+    return held
 
 
 def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, ...]]:
