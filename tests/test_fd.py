@@ -330,3 +330,49 @@ def test_float64_code_is_not_taken_for_code_that_rounds_inside(tmp_path, scale):
     assert not any("rounds inside" in n for n in res.notes)
     assert true_error(res, expected).max() <= 1e-9 * np.abs(expected).max()
     assert_bounded_or_flagged(res, expected)
+
+
+# --- second differences (hessian, hvp) -------------------------------------------------------------
+
+HARD_SECOND = [
+    ("sin(1000*x)", np.random.default_rng(0).standard_normal(5), "float64"),  # coarse levels agreed by chance
+    ("1/x", np.array([1e-3, 1.0]), "float64"),  # every level's step crossed the pole at 0
+    ("tanh(x)", np.array([0.5, 3.0, 10.0, 1e-4]), "float32"),  # the float32 rounding of the value
+    ("x**4", np.array([1e3, -1e3, 1e-3, 1.0]), "float32"),
+]
+
+
+@pytest.mark.parametrize("expr, x, dtype", HARD_SECOND, ids=[c[0] for c in HARD_SECOND])
+def test_second_differences_bound_their_error_or_are_flagged(expr, x, dtype):
+    """fd's Hessian estimate bounds its true error, or the entry is marked
+    non-smooth: it was 1e-3 against an error of 2e5 (sin(1000 x)), 2e7 against
+    2e9 (1/x at 1e-3), and missed float32's rounding of the value."""
+    x = x.astype(dtype)
+    res = gradcli.hessian(f"expr:{expr}", input=x, backend="fd", dtype=dtype, layout="diag")
+    f = EXPR.get(expr) or {"sin(1000*x)": lambda v: torch.sin(1000 * v), "1/x": lambda v: 1 / v,
+                           "tanh(x)": torch.tanh, "x**4": lambda v: v ** 4}[expr]
+    exact = np.diagonal(torch.autograd.functional.hessian(lambda v: f(v).sum(), torch.tensor(x, dtype=torch.float64)).numpy())
+    err = np.abs(res.value.astype(np.float64) - exact)
+    flagged = np.zeros(x.shape, bool) if res.nonsmooth is None else res.nonsmooth
+    assert ((err <= res.error.astype(np.float64)) | flagged).all(), (err, res.error, flagged)
+    assert flagged.sum() <= 1
+
+
+def test_second_differences_at_offset_logits_bound_their_error():
+    """Logits offset by 1e4: the steps land exactly on the float64 grid there (a
+    rounded point moved by half a spacing, 160 times the estimate)."""
+    rng = np.random.default_rng(0)
+    rng.standard_normal(15)
+    for _ in range(2):
+        rng.standard_normal((3, 5)), rng.integers(0, 5, 3)
+    x, t = 1e4 + rng.standard_normal((3, 5)), rng.integers(0, 5, 3)
+    exact = gradcli.hessian("cross_entropy", input=x, target=t, backend="analytic").value
+    fd = gradcli.hessian("cross_entropy", input=x, target=t, backend="fd")
+    assert np.all(np.abs(fd.value - exact) <= fd.error) and fd.error.max() < 1e-8
+
+
+def test_check_of_a_right_hessian_of_a_fast_function_passes():
+    """check --quantity hessian: fd no longer reports sin(1000 x)'s right Hessian as wrong."""
+    x = np.random.default_rng(0).standard_normal(5)
+    report = gradcli.check("expr:sin(1000*x)", input=x, quantity="hessian", backends=["fd"])
+    assert report.ok, report.results[0].top
