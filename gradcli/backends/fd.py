@@ -84,7 +84,7 @@ class FdBackend(RowBackend):
         else:
             x0, forward = kernel.x0, kernel.forward
         eps = float(np.finfo(fd_dtype).eps)
-        if not problem.function.closed_form:  # user code may round inside (a .float() cast): measure it
+        if _may_round_inside(problem.function):  # a .float() cast, a cancellation as written: measure it
             eps, more = working_eps(forward, x0, eps)
             notes += more
         adaptive = self.options.fd_step is None and method == "richardson"
@@ -119,15 +119,24 @@ def _held(problem: Problem, kernel, fd_dtype, limit: int) -> int:
     return held
 
 
+def _may_round_inside(function) -> bool:
+    """User code, and ``expr:`` (computed as written: ``(1 + x) - 1``), or a chain holding one."""
+    from ..functions.elementwise import Expr
+
+    stages = getattr(function, "stages", (function,))
+    return any(not f.closed_form or isinstance(f, Expr) for f in stages)
+
+
 def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, ...]]:
     """The precision user code computes in (``fdsteps.resolution``), probed
-    along one seeded sign direction scaled to the entries, and a note when it
+    along one seeded sign direction scaled to each entry, and a note when it
     is coarser than ``eps``: fd then differences as in that precision (its
     steps, targets and error bars), as ``--fd-dtype same`` does for a float32
     problem. ``forward`` takes points stacked on a leading axis."""
     signs = np.random.default_rng(0).integers(0, 2, x0.shape) * 2 - 1
     rms = float(np.sqrt(np.mean(np.square(x0, dtype=np.float64)))) if x0.size else 0.0
-    direction = (np.maximum(np.abs(x0), rms if rms > 0 else 1.0) * signs).astype(x0.dtype)
+    # each entry moved relative to itself (an entry of 1e-8 beside one of 1e8 is probed at its own scale)
+    direction = (np.where(x0 != 0, np.abs(x0), rms if rms > 0 else 1.0) * signs).astype(x0.dtype)
     with np.errstate(all="ignore"):
         f0 = forward(x0[None])[0]
 
