@@ -6,7 +6,8 @@ another backend that cannot run is reported as skipped with the reason
 agrees, False on a mismatch, None when no backend but the reference ran
 (exit 3); ``--backends`` naming only the reference is a usage error (exit 2).
 Entries on a kink (relu at 0, l1 at x = t), and entries fd marks non-smooth, are
-reported, not counted.
+reported, not counted; fd's tolerance includes three times its own error
+estimate (``compare.compare``).
 """
 
 from __future__ import annotations
@@ -84,6 +85,11 @@ def run_check(
             notes.append(f"fd's own error estimate is far below its difference from {reference.value} at every listed "
                          f"entry: the finite differences are trustworthy there, so suspect {reference.value}'s result "
                          "(a hand-written backward, say)")
+    coarse = sum(c.coarse for c in comparisons)
+    if coarse:
+        notes.append(f"fd's error bar (3x its estimate) is wider than atol + rtol |reference| at {coarse} "
+                     f"entr{'y' if coarse == 1 else 'ies'}: there fd can only catch a difference larger than its bar "
+                     "(fd's values are no more precise than that; --fd-step or a smaller --rtol will not help)")
     kinked = sum(c.kink_entries for c in comparisons)
     if kinked:
         notes.append(f"{kinked} entr{'y differs' if kinked == 1 else 'ies differ'} on a kink or a non-smooth point (fd's "

@@ -1,7 +1,9 @@
 """Tolerances and mismatch reports between two arrays, pure NumPy.
 
 An entry matches when ``|value - reference| <= atol + rtol |reference|`` (as
-``np.isclose``); NaN matches NaN. Entries flagged as sitting on a kink are
+``np.isclose``), plus three times fd's own error estimate for fd (as probe
+mode does): a difference within fd's error bar is not evidence against the
+reference; NaN matches NaN. Entries flagged as sitting on a kink are
 reported but never counted as mismatches.
 """
 
@@ -31,7 +33,7 @@ class Entry:
     abs_error: float
     rel_error: float
     error_estimate: float | None = None
-    excess: float = 0.0  # |diff| / (atol + rtol |reference|): above 1 is out of tolerance
+    excess: float = 0.0  # |diff| / (atol + rtol |reference| (+ 3 error)): above 1 is out of tolerance
     kind: str = "entry"  # "probe": ``index`` is (k,), the probe direction, in probe mode
 
 
@@ -50,19 +52,24 @@ class Comparison:
     kink_entries: int = 0
     skipped: str | None = None
     worst: tuple[Entry, ...] = field(default=())
+    coarse: int = 0  # entries where 3 x fd's error estimate is larger than atol + rtol |reference|
 
 
 def compare(name: str, value: np.ndarray, reference: np.ndarray, atol: float, rtol: float, *, seconds: float,
             top: int, error: np.ndarray | None = None, kinks: np.ndarray | None = None) -> Comparison:
     value, reference = np.asarray(value, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    kinks = np.zeros(value.shape, dtype=bool) if kinks is None else np.broadcast_to(kinks, value.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         diff = np.abs(value - reference)
         both_nan = np.isnan(value) & np.isnan(reference)
         diff = np.where(both_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
         scale = np.where(np.isnan(reference), 0.0, np.abs(reference))
         rel = np.where(scale != 0, diff / scale, np.where(diff == 0, 0.0, np.inf))
-        excess = np.where(diff == 0, 0.0, diff / (atol + rtol * scale))
-    kinks = np.zeros(value.shape, dtype=bool) if kinks is None else np.broadcast_to(kinks, value.shape)
+        tol = atol + rtol * scale
+        # fd's bar, where it is one: not on kinks or non-smooth entries (there it is the best window's, not a bound).
+        bar = 0.0 if error is None else np.where(
+            kinks, 0.0, 3 * np.nan_to_num(np.asarray(error, dtype=np.float64), nan=0.0, posinf=0.0))
+        excess = np.where(diff == 0, 0.0, diff / (tol + bar))
     out = (excess > 1) & ~kinks
     counted = np.where(kinks, 0.0, excess)
     worst_flat = int(np.argmax(counted)) if counted.size else 0
@@ -86,4 +93,5 @@ def compare(name: str, value: np.ndarray, reference: np.ndarray, atol: float, rt
         error_estimate=None if error is None else float(np.max(error)) if np.size(error) else 0.0,
         kink_entries=int((kinks & (excess > 1)).sum()),
         worst=entries,
+        coarse=int(np.count_nonzero((bar > tol) & ~kinks)),
     )

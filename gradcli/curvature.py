@@ -108,6 +108,7 @@ def solve_second(
         seconds=seconds, error=None if error is None else frozen(np.asarray(error).astype(dtype, copy=False)),
         evaluations=evaluations, formulas=second_formulas(problem.function),
         batch_axes=len(view.rows.rows) if plan.layout is Layout.BLOCKS else 0, spectrum=spectrum,
+        nonsmooth=None if got is None or got.nonsmooth is None else frozen(np.asarray(got.nonsmooth)),
     )
 
 

@@ -231,6 +231,8 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
     eps = dtype_eps(fn.x0[fn.names[0]])
     values, errors, jumps, count = {}, {}, {}, 0
     with torch.no_grad():
+        if not fn.problem.function.closed_form:  # user code may round inside (a .float() cast): measure it
+            eps = working_eps(fn, phi, eps)
         for name in fn.names:
             h = fd_step if fd_step is not None else eps ** (1 / 3) * step_scale(fn.x0[name].cpu().numpy())
             got, err, jump = np.empty(probes.count), np.empty(probes.count), np.zeros(probes.count)
@@ -242,6 +244,27 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
             values[name], errors[name], jumps[name] = got, err, jump
     return ProbeValues(values=values, seconds=time.perf_counter() - start, error=errors, evaluations=count,
                        jump=jumps)
+
+
+def working_eps(fn: TorchFunction, phi, eps: float) -> float:
+    """The precision ``φ`` is computed in (``fdsteps.resolution``), probed along
+    one seeded sign direction over every argument, scaled to its entries: more
+    than ``eps`` where the code rounds inside (a ``.float()`` cast)."""
+    from .backends import fdsteps
+
+    rng = np.random.default_rng(0)
+    direction = {}
+    for name in fn.names:
+        a = fn.x0[name].cpu().numpy()
+        magnitude = np.maximum(np.abs(a), step_scale(a))
+        direction[name] = fn.tensor((magnitude * (rng.integers(0, 2, a.shape) * 2 - 1)).astype(a.dtype))
+    phi0 = float(phi(fn.x0))
+
+    def change(s: float):
+        return tuple(float(phi({**fn.x0, **{n: fn.x0[n] + sign * s * direction[n] for n in fn.names}})) - phi0
+                     for sign in (1.0, -1.0))
+
+    return fdsteps.resolution(change, eps, abs(phi0))
 
 
 def directional(phi: Callable[[float], float], h: float, eps: float, *, adaptive: bool = True,

@@ -268,3 +268,128 @@ def test_estimate_bounds_the_true_error_or_the_entry_is_flagged(problem):
         err = true_error(res, expected)
         assert not res.nonsmooth.any()
         assert err.max() <= 1e-7 * scale
+
+
+# --- user code that rounds inside: a float32 or bfloat16 cast ---------------------------------------
+
+CASTS = '''
+import torch
+import torch.nn.functional as F
+
+def squared(x):
+    return (x.float() ** 2).double()
+
+def mixed(x):
+    return torch.tanh(x.float() * 1.7).double() * x
+
+def brain(x):
+    return torch.exp(x.to(torch.bfloat16)).double()
+
+def loss(x, t):
+    return F.cross_entropy(x.float(), t)
+'''
+
+
+@pytest.mark.parametrize("name", ["squared", "mixed", "brain"])
+def test_code_that_rounds_inside_gets_error_bars_for_its_own_precision(tmp_path, name):
+    """A float64 problem whose code casts to float32 (or bfloat16) inside: fd's
+    steps and estimate follow the precision the code resolves (measured), so
+    the estimate bounds the true error (it was 1e-8 against errors of 0.03,
+    the steps shrunk into the float32 rounding), and a note says why."""
+    (tmp_path / "casts.py").write_text(CASTS)
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    res = gradcli.jacobian(f"{tmp_path / 'casts.py'}:{name}", input=x, backend="fd", layout="full")
+    namespace: dict = {}
+    exec(CASTS, namespace)
+    expected = torch.autograd.functional.jacobian(namespace[name], torch.tensor(x)).numpy()
+    assert_bounded_or_flagged(res, expected)
+    assert not res.nonsmooth.any()
+    assert any("rounds inside" in n for n in res.notes)
+
+
+def test_check_of_a_right_float32_loss_in_float64_passes(tmp_path):
+    """The mixed-precision idiom F.cross_entropy(logits.float(), t): a right
+    backward passes (fd within its bar; it was a MISMATCH blaming autograd)."""
+    (tmp_path / "casts.py").write_text(CASTS)
+    x, t = np.random.default_rng(2).standard_normal((4, 5)), np.array([0, 3, 1, 4])
+    report = gradcli.check(f"{tmp_path / 'casts.py'}:loss", input=x, target=t, backends=["fd"])
+    assert report.ok, report.results[0].top
+    assert not any("suspect" in n for n in report.results[0].notes)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0])
+def test_float64_code_is_not_taken_for_code_that_rounds_inside(tmp_path, scale):
+    """A value far larger than its change (logsumexp of small logits: 1.6
+    against 1e-3) rounds the smallest probes in float64 too: that is the
+    rounding fd's model already has, not a coarser precision (it widened
+    the steps and the bars)."""
+    (tmp_path / "m.py").write_text("import torch\n\ndef lse(x):\n    return torch.logsumexp(x, -1)\n")
+    x = scale * np.random.default_rng(5).standard_normal((4, 5))
+    res = gradcli.jacobian(f"{tmp_path / 'm.py'}:lse", input=x, backend="fd", layout="full")
+    expected = torch.autograd.functional.jacobian(lambda v: torch.logsumexp(v, -1), torch.tensor(x)).numpy()
+    assert not any("rounds inside" in n for n in res.notes)
+    assert true_error(res, expected).max() <= 1e-9 * np.abs(expected).max()
+    assert_bounded_or_flagged(res, expected)
+
+
+# --- second differences (hessian, hvp) -------------------------------------------------------------
+
+HARD_SECOND = [
+    ("sin(1000*x)", np.random.default_rng(0).standard_normal(5), "float64"),  # coarse levels agreed by chance
+    ("1/x", np.array([1e-3, 1.0]), "float64"),  # every level's step crossed the pole at 0
+    ("tanh(x)", np.array([0.5, 3.0, 10.0, 1e-4]), "float32"),  # the float32 rounding of the value
+    ("x**4", np.array([1e3, -1e3, 1e-3, 1.0]), "float32"),
+]
+
+
+@pytest.mark.parametrize("expr, x, dtype", HARD_SECOND, ids=[c[0] for c in HARD_SECOND])
+def test_second_differences_bound_their_error_or_are_flagged(expr, x, dtype):
+    """fd's Hessian estimate bounds its true error, or the entry is marked
+    non-smooth: it was 1e-3 against an error of 2e5 (sin(1000 x)), 2e7 against
+    2e9 (1/x at 1e-3), and missed float32's rounding of the value."""
+    x = x.astype(dtype)
+    res = gradcli.hessian(f"expr:{expr}", input=x, backend="fd", dtype=dtype, layout="diag")
+    f = EXPR.get(expr) or {"sin(1000*x)": lambda v: torch.sin(1000 * v), "1/x": lambda v: 1 / v,
+                           "tanh(x)": torch.tanh, "x**4": lambda v: v ** 4}[expr]
+    exact = np.diagonal(torch.autograd.functional.hessian(lambda v: f(v).sum(), torch.tensor(x, dtype=torch.float64)).numpy())
+    err = np.abs(res.value.astype(np.float64) - exact)
+    flagged = np.zeros(x.shape, bool) if res.nonsmooth is None else res.nonsmooth
+    assert ((err <= res.error.astype(np.float64)) | flagged).all(), (err, res.error, flagged)
+    assert flagged.sum() <= 1
+
+
+def test_second_differences_at_offset_logits_bound_their_error():
+    """Logits offset by 1e4: the steps land exactly on the float64 grid there (a
+    rounded point moved by half a spacing, 160 times the estimate)."""
+    rng = np.random.default_rng(0)
+    rng.standard_normal(15)
+    for _ in range(2):
+        rng.standard_normal((3, 5)), rng.integers(0, 5, 3)
+    x, t = 1e4 + rng.standard_normal((3, 5)), rng.integers(0, 5, 3)
+    exact = gradcli.hessian("cross_entropy", input=x, target=t, backend="analytic").value
+    fd = gradcli.hessian("cross_entropy", input=x, target=t, backend="fd")
+    assert np.all(np.abs(fd.value - exact) <= fd.error) and fd.error.max() < 1e-8
+
+
+def test_check_of_a_right_hessian_of_a_fast_function_passes():
+    """check --quantity hessian: fd no longer reports sin(1000 x)'s right Hessian as wrong."""
+    x = np.random.default_rng(0).standard_normal(5)
+    report = gradcli.check("expr:sin(1000*x)", input=x, quantity="hessian", backends=["fd"])
+    assert report.ok, report.results[0].top
+
+
+def test_expressions_that_cancel_as_written_get_bars_for_their_rounding():
+    """expr: is computed as written, so (exp(x) - 1 - x) / x**2 at 1e-4 loses
+    eight digits to cancellation, which the model eps |f| does not see: fd
+    measures the precision the expression resolves, as for user code (its bar
+    was 2.5e-5 against an error of 8.6e-5)."""
+    x = np.array([1e-3, 1e-4, 1e-2, -1e-3])
+    res = gradcli.jacobian("expr:(exp(x)-1-x)/x**2", input=x, backend="fd")
+    exact = 1 / 6 + x / 12 + x**2 / 40 + x**3 / 180  # the series of d/dx sum_k x^(k-2) / k!
+    err = np.abs(res.value - exact)
+    assert ((err <= res.error) | res.nonsmooth).all(), (err, res.error)
+    x = np.array([1e-8, 1e-4, 1e-2], dtype=np.float32)
+    res = gradcli.jacobian("expr:sqrt(x**2+1)-1", input=x, backend="fd", dtype="float32")
+    exact = x.astype(np.float64) / np.sqrt(x.astype(np.float64) ** 2 + 1)
+    err = np.abs(res.value.astype(np.float64) - exact)
+    assert ((err <= res.error) | res.nonsmooth).all(), (err, res.error)

@@ -383,3 +383,18 @@ def test_differentiating_token_ids_exits_2_naming_wrt(embedding):
     assert result.exit_code == 2 and result.stdout == ""
     assert "--wrt input" in result.stderr and "--wrt param:NAME" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+
+
+def test_fd_on_user_code_counts_its_own_arrays_against_max_memory(tmp_path):
+    """fd holds, per entry of the blocks, a value, an error estimate and two flags
+    beside the result: 64 x 256 x 256 entries are 104 MiB of them. Under
+    --max-memory 64MiB (the 32 MiB result fits) the run used to go ahead, its
+    evaluations sized to the whole limit, and peaked 231 MiB above its start;
+    now it stops before any work, naming the fix."""
+    (tmp_path / "square.py").write_text("import torch\n\ntorch.manual_seed(0)\n"
+                                        "net = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Tanh()).double()\n")
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/square.py:net", "-x", "randn:64,256", "--layout", "blocks",
+                                 "-b", "fd", "--max-memory", "64MiB", "--no-value", "--json"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert "--max-memory: fd's own arrays" in result.stderr and "104.0 MiB" in result.stderr
+    assert "-b autograd" in result.stderr and len(result.stderr.strip().splitlines()) <= 2

@@ -25,15 +25,18 @@ the same parts, and only non-finite differences are flagged.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UsageError
 from ..parallel import run_chunks
 from ..problem import Problem
 from ..options import BackendName, FdDType
 from ..rowform import GeneralKernel
+from ..sizes import format_bytes
 from . import fdsteps
 from .rowwise import Derivative, RowBackend
 
@@ -65,6 +68,11 @@ class FdBackend(RowBackend):
         if fd_dtype != problem.dtype:
             notes = (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
         kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory)
+        if not problem.function.closed_form and self.options.max_memory is not None:
+            # User code's evaluations are sized to --max-memory (their activations, measured): what fd holds
+            # itself for the whole run comes off that first.
+            held = _held(problem, kernel, fd_dtype, self.options.max_memory)
+            kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory - held)
         if isinstance(kernel, GeneralKernel):
             # No rows: every entry of the argument is its own column of one big row.
             shape, out_shape = kernel.x0.shape, kernel.output_shape
@@ -76,6 +84,9 @@ class FdBackend(RowBackend):
         else:
             x0, forward = kernel.x0, kernel.forward
         eps = float(np.finfo(fd_dtype).eps)
+        if _may_round_inside(problem.function):  # a .float() cast, a cancellation as written: measure it
+            eps, more = working_eps(forward, x0, eps)
+            notes += more
         adaptive = self.options.fd_step is None and method == "richardson"
         step = eps ** METHODS[method].base_power if self.options.fd_step is None else self.options.fd_step
         # Built-ins are pure NumPy: their columns run on every core. User code stays on this thread.
@@ -89,6 +100,56 @@ class FdBackend(RowBackend):
             blocks, error, nonsmooth = (a.reshape(kernel.output_shape + kernel.x0.shape) for a in (blocks, error, nonsmooth))
         return Derivative(kernel=kernel, blocks=blocks, error=error, evaluations=got.evaluations, notes=notes,
                           nonsmooth=nonsmooth)
+
+
+def _held(problem: Problem, kernel, fd_dtype, limit: int) -> int:
+    """The bytes fd holds through the run besides its evaluations: per entry of
+    its blocks, the value and the error estimate in ``fd_dtype``, two flags
+    (converged, non-smooth) and the result in the problem's dtype. Exit 2 when
+    they alone exceed ``limit`` (``--max-memory``)."""
+    if isinstance(kernel, GeneralKernel):
+        entries = math.prod(kernel.output_shape) * kernel.x0.size
+    else:
+        entries = math.prod(problem.output_shape) * kernel.x0.shape[-1]
+    held = entries * (2 * np.dtype(fd_dtype).itemsize + 2 + problem.dtype.itemsize)
+    if held >= limit:
+        raise UsageError(f"--max-memory: fd's own arrays for this result (values, error estimates, flags: "
+                         f"{entries} entries) need {format_bytes(held)}, over the limit of {format_bytes(limit)}; "
+                         "use --rows or a smaller batch, -b autograd, or raise --max-memory")
+    return held
+
+
+def _may_round_inside(function) -> bool:
+    """User code, and ``expr:`` (computed as written: ``(1 + x) - 1``), or a chain holding one."""
+    from ..functions.elementwise import Expr
+
+    stages = getattr(function, "stages", (function,))
+    return any(not f.closed_form or isinstance(f, Expr) for f in stages)
+
+
+def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, ...]]:
+    """The precision user code computes in (``fdsteps.resolution``), probed
+    along one seeded sign direction scaled to each entry, and a note when it
+    is coarser than ``eps``: fd then differences as in that precision (its
+    steps, targets and error bars), as ``--fd-dtype same`` does for a float32
+    problem. ``forward`` takes points stacked on a leading axis."""
+    signs = np.random.default_rng(0).integers(0, 2, x0.shape) * 2 - 1
+    rms = float(np.sqrt(np.mean(np.square(x0, dtype=np.float64)))) if x0.size else 0.0
+    # each entry moved relative to itself (an entry of 1e-8 beside one of 1e8 is probed at its own scale)
+    direction = (np.where(x0 != 0, np.abs(x0), rms if rms > 0 else 1.0) * signs).astype(x0.dtype)
+    with np.errstate(all="ignore"):
+        f0 = forward(x0[None])[0]
+
+        def change(s: float):
+            values = forward(np.stack([x0 + s * direction, x0 - s * direction]))
+            return values[0] - f0, values[1] - f0
+
+        found = fdsteps.resolution(change, eps, float(np.linalg.norm(np.nan_to_num(f0))))
+    if found <= eps:
+        return eps, ()
+    return found, (f"fd: your code resolves relative changes of its input only down to about {found:.1e} (it "
+                   f"rounds inside, e.g. a float32 or bfloat16 cast; {np.finfo(x0.dtype).dtype} resolves {eps:.1e}): "
+                   "differenced with steps and error bars for that precision",)
 
 
 @dataclass

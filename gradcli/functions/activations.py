@@ -77,6 +77,7 @@ def points_per_call(torch, function, x0, run, *, budget: int | None = None, held
         raise UsageError(
             f"--max-memory: one evaluation of {function.name} at one of fd's perturbed points needs about "
             f"{format_bytes(nbytes)} (activations measured), over the {format_bytes(max(0, budget - held))} left "
-            f"of the limit once the {format_bytes(held)} of perturbed points are held; use --rows or a smaller "
+            f"of the limit once fd's own arrays and the {format_bytes(held)} of perturbed points are held; use "
+            f"--rows or a smaller "
             f"batch, or raise --max-memory")
     return max(1, room // max(1, nbytes))

@@ -45,7 +45,8 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
                 f"{' · mode probe' if report.mode == 'probe' else ''} · reference {report.reference.value}")
     if timing:
         head.append(f" ({seconds_text(report.reference_seconds)})", style="dim")
-    tolerance = mode_line or Text(f"tolerance: |value - reference| <= atol + rtol |reference|, atol {report.atol:g}, "
+    tolerance = mode_line or Text(f"tolerance: |value - reference| <= atol + rtol |reference| (+ 3× fd's error estimate), "
+                                  f"atol {report.atol:g}, "
                                   f"rtol {report.rtol:g} ({report.tolerance_source})", style="dim")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("backend", "result", "max abs err", "max rel err", "worst index", "mismatches", "fd error est.",

@@ -92,7 +92,8 @@ def tolerance_line(model) -> Text:
                 f"|value - reference| <= atol + rtol max(|reference|, ‖vᵀJ‖₂) (+ 3× fd's error estimate), "
                 f"atol {model.atol:g}, rtol {model.rtol:g} ({model.tolerance_source})")
     else:
-        text = (f"tolerance: |value - reference| <= atol + rtol |reference|, atol {model.atol:g}, rtol {model.rtol:g} "
+        text = (f"tolerance: |value - reference| <= atol + rtol |reference| (+ 3× fd's error estimate), "
+                f"atol {model.atol:g}, rtol {model.rtol:g} "
                 f"({model.tolerance_source})")
     return Text(text, style="dim")
 
