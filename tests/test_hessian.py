@@ -626,3 +626,46 @@ def test_a_vector_output_is_refused_with_a_fix_the_function_has(function, args, 
     assert result.exit_code == 2 and result.stdout == ""
     assert "not one number" in result.stderr and fix in result.stderr, result.stderr
     assert ("--reduction mean or sum" in result.stderr) == (function != "softmax")
+
+
+NORMED = """
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(3, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.fc2 = torch.nn.Linear(4, 2)
+        self.norm.weight.data.uniform_(0.5, 1.5)
+        self.bn.weight.data.uniform_(0.5, 1.5)
+
+    def forward(self, x, target):
+        h = torch.nn.functional.gelu(self.bn(self.norm(self.fc1(x))))
+        return torch.nn.functional.cross_entropy(self.fc2(h), target)
+
+net = Net()  # training mode: the batch norm uses the batch's statistics
+"""
+
+
+@pytest.mark.parametrize("backend", ["forward", "autograd"])
+def test_hessian_of_normalisation_layers_over_every_parameter(tmp_path, backend):
+    """LayerNorm and training-mode BatchNorm after a Linear layer: the cross terms between
+    fc1 and the norms' weights. torch 2.13's torch.func.hessian (a jvp of the vjp batched
+    over its cotangent) drops them; the forward backend must not. Reference: reverse over
+    reverse, torch.autograd.functional.hessian of the concatenated parameters."""
+    import torch
+
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(NORMED))
+    rng = np.random.default_rng(12)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    loss, theta = _joint_loss(path, x, t)
+    expected = torch.autograd.functional.hessian(loss, theta).numpy()
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
+    assert_close(res.value, expected, exact_tol("float64"), backend)
+    v = rng.standard_normal(theta.numel())
+    got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
+    assert_close(got.value, expected @ v, exact_tol("float64"), backend)
