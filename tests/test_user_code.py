@@ -383,3 +383,24 @@ def test_differentiating_token_ids_exits_2_naming_wrt(embedding):
     assert result.exit_code == 2 and result.stdout == ""
     assert "--wrt input" in result.stderr and "--wrt param:NAME" in result.stderr
     assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+
+
+def test_arg_naming_the_second_positional_parameter_says_target_fills_it(tmp_path):
+    """forward(self, x, key_padding_mask=None): -t fills the mask by position, so
+    --arg key_padding_mask is refused naming -t (it said the parameter did not exist)."""
+    (tmp_path / "attn.py").write_text(textwrap.dedent('''
+        import torch
+
+        def attend(x, key_padding_mask=None):
+            if key_padding_mask is not None:
+                x = x.masked_fill(key_padding_mask.bool()[..., None], 0.0)
+            return x.softmax(-1)
+    '''))
+    mask = [[0, 1], [0, 0]]
+    refused = runner.invoke(app, ["jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3",
+                                  "--arg", f"key_padding_mask={json.dumps(mask)}"])
+    assert refused.exit_code == 2 and not refused.stdout
+    assert "--arg key_padding_mask" in refused.stderr and "second positional parameter" in refused.stderr
+    assert "-t ARRAY" in refused.stderr and "has no parameter" not in refused.stderr
+    doc = run_json("jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3", "-t", json.dumps(mask))
+    assert np.all(np.array(doc["output"])[0, 1] == 1 / 3)  # the masked position: softmax of zeros
