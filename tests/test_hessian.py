@@ -669,3 +669,57 @@ def test_hessian_of_normalisation_layers_over_every_parameter(tmp_path, backend)
     v = rng.standard_normal(theta.numel())
     got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
     assert_close(got.value, expected @ v, exact_tol("float64"), backend)
+
+
+WEIGHT_NORMED = """
+import torch
+from torch.nn.utils import parametrizations, weight_norm
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = parametrizations.weight_norm(torch.nn.Linear(3, 4))
+        self.fc2 = weight_norm(torch.nn.Linear(4, 2))  # the older hook-based form
+
+    def forward(self, x, target):
+        return torch.nn.functional.cross_entropy(self.fc2(torch.tanh(self.fc1(x))), target)
+
+net = Net()
+"""
+
+
+@pytest.mark.parametrize("backend", ["autograd", "forward"])
+def test_hessian_through_weight_norm(tmp_path, backend):
+    """weight_norm, both forms: torch 2.13's fused kernel has a wrong double backward (and
+    no forward-mode formula); gradcli's torch backends must give the Hessian of w = g v / ||v||.
+    Reference: that formula written out here, differentiated twice by torch."""
+    import torch
+
+    from gradcli.functions import lookup
+
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(WEIGHT_NORMED))
+    rng = np.random.default_rng(13)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    _, theta = _joint_loss(path, x, t)
+    names = [n for n, _ in lookup(f"{path}:net").module.named_parameters()]
+    shapes = {"fc1.bias": (4,), "fc1.parametrizations.weight.original0": (4, 1),
+              "fc1.parametrizations.weight.original1": (4, 3), "fc2.bias": (2,), "fc2.weight_g": (2, 1),
+              "fc2.weight_v": (2, 4)}
+    assert sorted(names) == sorted(shapes)
+
+    def loss(th):
+        p = {n: s.reshape(shapes[n]) for n, s in zip(names, torch.split(th, [int(np.prod(shapes[n])) for n in names]))}
+        w1 = p["fc1.parametrizations.weight.original0"] * p["fc1.parametrizations.weight.original1"] / \
+            p["fc1.parametrizations.weight.original1"].norm(dim=1, keepdim=True)
+        w2 = p["fc2.weight_g"] * p["fc2.weight_v"] / p["fc2.weight_v"].norm(dim=1, keepdim=True)
+        h = torch.tanh(torch.nn.functional.linear(torch.tensor(x), w1, p["fc1.bias"]))
+        return torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w2, p["fc2.bias"]), torch.tensor(t))
+
+    expected = torch.autograd.functional.hessian(loss, theta).numpy()
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
+    assert_close(res.value, expected, exact_tol("float64"), backend)
+    v = rng.standard_normal(theta.numel())
+    got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
+    assert_close(got.value, expected @ v, exact_tol("float64"), backend)
