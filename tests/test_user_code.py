@@ -404,3 +404,14 @@ def test_arg_naming_the_second_positional_parameter_says_target_fills_it(tmp_pat
     assert "-t ARRAY" in refused.stderr and "has no parameter" not in refused.stderr
     doc = run_json("jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3", "-t", json.dumps(mask))
     assert np.all(np.array(doc["output"])[0, 1] == 1 / 3)  # the masked position: softmax of zeros
+
+
+@pytest.mark.parametrize("body, shown", [("return x * 2, x.sum()", "(x)[0]"), ("return {'logits': x * 2}", "['KEY']"),
+                                         ("return (x > 0).long()", "argmax")])
+def test_an_output_that_is_not_one_float_tensor_is_a_usage_error(tmp_path, body, shown):
+    """A model returning (logits, aux), a dict, or integers does not fit FUNCTION: exit 2
+    (it was exit 3, 'a backend could not run') with the wrapper to write."""
+    (tmp_path / "multi.py").write_text(f"def f(x):\n    {body}\n")
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/multi.py:f", "-x", "randn:2,3"])
+    assert result.exit_code == 2 and not result.stdout
+    assert result.stderr.startswith("gradcli: error: FUNCTION:") and shown in result.stderr
