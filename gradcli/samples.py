@@ -107,14 +107,33 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
             else:
                 grads = {n: frozen(got[n].detach().cpu().numpy()) for n in names}
                 squares = squared_norms(torch, got.values())
+        # (the shortcut ran only where the batch loss decomposes; the definition runs regardless)
+        decomposes = terms is not None or _decomposes(torch, function, tensors)
     values = frozen(squares.sqrt().detach().cpu().numpy())
     seconds = time.perf_counter() - start
     notes.append(f"per-sample gradients: sample b's is the gradient of the loss on the batch of one x[b:b+1] "
                  f"(the functorch recipe); {method}")
+    if not decomposes:
+        notes.append(f"the {b} per-sample losses (each on its batch of one) neither sum nor average to the batch's "
+                     "loss: if dim 0 of --input is not the batch (a time-major nn.LSTM/GRU or nn.Transformer input is "
+                     "(T, B, ...)), make the model batch-first in your file; a loss that is not a mean or a sum over "
+                     "samples is per-sample only by the definition above")
     return SampleGrads(function=function.name, wrt=tuple(f"param:{n}" for n in names), shapes=shapes,
                        dtype=str(problem.dtype), input_shape=tuple(x.shape), norms=values,
                        top=tuple(top_samples(values, top)), method=method, notes=tuple(notes), seconds=seconds,
                        grads=grads)
+
+
+def _decomposes(torch, function, tensors) -> bool:
+    """Is the batch's loss the sum or the mean of the per-sample losses here? (True
+    when that cannot be evaluated: a model vmap cannot batch gives no verdict.)"""
+    from .backends.samplegrads import _decomposition
+
+    try:
+        with torch.no_grad():
+            return _decomposition(torch, function, tensors, function.call(tensors)) is not None
+    except Exception:
+        return True
 
 
 def per_sample_grad(function: str, **kwargs: Any) -> SampleGrads:
