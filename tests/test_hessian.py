@@ -723,3 +723,44 @@ def test_hessian_through_weight_norm(tmp_path, backend):
     v = rng.standard_normal(theta.numel())
     got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
     assert_close(got.value, expected @ v, exact_tol("float64"), backend)
+
+
+ATTENTION = """
+import torch
+
+torch.manual_seed(0)
+layer = torch.nn.TransformerEncoderLayer(4, 1, dim_feedforward=8, dropout=0.0, batch_first=True).double().eval()
+
+
+def net(x):
+    return layer(x)
+
+
+def energy(x):
+    return (layer(x) ** 2).sum()
+"""
+
+
+def test_attention_in_forward_mode_and_second_order(tmp_path):
+    """nn.TransformerEncoderLayer runs scaled_dot_product_attention's CPU flash kernel, which
+    has no forward-mode formula and no double backward: forward mode, hessian and hvp run it
+    by the math kernel (the same numbers) instead of exiting 3."""
+    import importlib.util
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    path = tmp_path / "attention.py"
+    path.write_text(textwrap.dedent(ATTENTION))
+    spec = importlib.util.spec_from_file_location("attention_ref", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = np.random.default_rng(14).standard_normal((2, 3, 4))
+    X = torch.tensor(x)
+    jac = gradcli.jacobian(f"{path}:net", input=x, backend="forward", layout="full")
+    assert_close(jac.value, torch.func.jacrev(module.net)(X).detach().numpy(), exact_tol("float64"), "forward")
+    with sdpa_kernel([SDPBackend.MATH]):  # torch's own Hessian needs the math kernel too
+        expected = torch.autograd.functional.hessian(module.energy, X).numpy()
+    for backend in ("autograd", "forward"):
+        res = gradcli.hessian(f"{path}:energy", input=x, backend=backend)
+        assert_close(res.value, expected, exact_tol("float64"), backend)

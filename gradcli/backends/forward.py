@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from contextlib import contextmanager
+
 import numpy as np
 
 from .. import rowform
@@ -11,8 +14,47 @@ from .base import Computed
 from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, user_model, value_of
 
 
+@contextmanager
+def composite_forms(torch):
+    """Two fused CPU kernels of torch 2.13 swapped for their composite forms, the same
+    numbers, while the user's function runs: ``scaled_dot_product_attention``'s flash
+    kernel (``nn.MultiheadAttention`` without weights, ``nn.TransformerEncoderLayer``) by
+    the math kernel, and ``torch._weight_norm`` (``nn.utils.weight_norm`` and
+    ``parametrizations.weight_norm``) by ``v * (g / norm_except_dim(v, 2, dim))``, which
+    torch itself runs for other dims. Neither fused kernel has a forward-mode formula; the
+    flash kernel has no double backward, and weight norm's is wrong (an asymmetric Hessian)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    legacy = importlib.import_module("torch.nn.utils.weight_norm")  # holds torch._weight_norm by its own name
+
+    def weight_norm(v, g, dim=0):
+        return v * (g / torch.norm_except_dim(v, 2, dim))
+
+    saved = torch._weight_norm, legacy._weight_norm
+    torch._weight_norm = legacy._weight_norm = weight_norm
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch._weight_norm, legacy._weight_norm = saved
+
+
+def in_composite_forms(torch, F):
+    """``F`` evaluated under :func:`composite_forms` (for forward mode and second derivatives)."""
+
+    def composite(x):
+        with composite_forms(torch):
+            return F(x)
+
+    return composite
+
+
 class ForwardBackend(TorchBackend):
     name = BackendName.FORWARD
+
+    def setup(self, problem: Problem):
+        torch, F, x0 = super().setup(problem)
+        return torch, in_composite_forms(torch, F), x0
 
     def blocks(self, torch, F, x0, rows):
         """Per-row blocks from one batched forward pass per input feature: the

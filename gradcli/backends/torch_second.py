@@ -12,8 +12,6 @@ interact), and ``K`` such sweeps for a ``K``-vector per row (softmax).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 
 from ..errors import UserCodeError
@@ -23,7 +21,7 @@ from .base import Computed
 from .second import shape_blocks
 from .torchbase import expand_along, to_numpy, torch_errors, vmap_chunk
 from .autograd import AutogradBackend
-from .forward import ForwardBackend
+from .forward import ForwardBackend, in_composite_forms
 
 
 class _TorchSecond:
@@ -33,7 +31,7 @@ class _TorchSecond:
     def hessian(self, problem: Problem, layout: Layout) -> Computed:
         torch, F, x0 = self.setup(problem)
         rows = problem.rows
-        with torch_errors(self.name.value), composite_weight_norm(torch):
+        with torch_errors(self.name.value):
             if rows is None:
                 output, value = self._general(torch, F, x0)
             else:
@@ -43,7 +41,7 @@ class _TorchSecond:
 
     def hvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value), composite_weight_norm(torch):
+        with torch_errors(self.name.value):
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = self._second(torch, F, x0, None, t[None])
         return Computed(value=to_numpy(value[0]), output=to_numpy(output))
@@ -95,6 +93,10 @@ class AutogradSecond(_TorchSecond, AutogradBackend):
     name = BackendName.AUTOGRAD
     _basis_axis = -2  # D[k] is row k of each block
 
+    def setup(self, problem: Problem):
+        torch, F, x0 = super().setup(problem)
+        return torch, in_composite_forms(torch, F), x0  # fused kernels without a (right) double backward
+
     @staticmethod
     def _orient(d):
         return d
@@ -104,7 +106,7 @@ class AutogradSecond(_TorchSecond, AutogradBackend):
         backward pass through it (Lanczos calls this a hundred times)."""
         torch, F, x0 = self.setup(problem)
         x = x0.detach().requires_grad_(True)
-        with torch_errors(self.name.value), torch.enable_grad(), composite_weight_norm(torch):
+        with torch_errors(self.name.value), torch.enable_grad():
             output = F(x)
             (g,) = torch.autograd.grad(output, x, create_graph=True, allow_unused=True)
 
@@ -174,28 +176,6 @@ class ForwardSecond(_TorchSecond, ForwardBackend):
         except (RuntimeError, NotImplementedError, UserCodeError):
             d = columns(batched)
         return output.detach(), _dense(torch, d)
-
-
-@contextmanager
-def composite_weight_norm(torch):
-    """``torch._weight_norm`` as its composite form ``v * (g / norm_except_dim(v, 2, dim))`` while a
-    second derivative is taken: the same numbers (torch itself runs this form for other dims),
-    but torch 2.13's fused kernel that ``nn.utils.weight_norm`` and
-    ``parametrizations.weight_norm`` run, ``_weight_norm_interface``, has a wrong double
-    backward (an asymmetric Hessian, off in its v-v and g-v blocks) and no forward-mode formula."""
-    import importlib
-
-    legacy = importlib.import_module("torch.nn.utils.weight_norm")  # the module (the package's name is the function)
-
-    def composite(v, g, dim=0):
-        return v * (g / torch.norm_except_dim(v, 2, dim))
-
-    saved = torch._weight_norm, legacy._weight_norm
-    torch._weight_norm = legacy._weight_norm = composite
-    try:
-        yield
-    finally:
-        torch._weight_norm, legacy._weight_norm = saved
 
 
 def _dense(torch, d):
