@@ -59,6 +59,10 @@ class ForwardBackend(TorchBackend):
     def blocks(self, torch, F, x0, rows):
         """Per-row blocks from one batched forward pass per input feature: the
         tangent "1 at feature c of every row" gives column c of every block."""
+        with torch.no_grad():  # see full()
+            return self._blocks(torch, F, x0, rows)
+
+    def _blocks(self, torch, F, x0, rows):
         if rows.in_axis is None:  # elementwise: one tangent of ones gives every diagonal entry
             output, diagonal = torch.func.jvp(F, (x0,), (torch.ones_like(x0),))
             return output, diagonal.unsqueeze(-1)
@@ -76,7 +80,16 @@ class ForwardBackend(TorchBackend):
 
     def full(self, torch, F, x0, output):
         """Columns ``J e_i`` in chunks of the standard basis, each chunk's basis
-        made only when it runs (jacfwd would hold the whole n x n identity)."""
+        made only when it runs (jacfwd would hold the whole n x n identity).
+
+        Under ``no_grad``: forward mode needs no autograd graph, and a module's
+        parameters require grad, so each chunk's tangents would otherwise keep
+        their chunk's activations alive until the end (3 GB for 600 columns of
+        the README's CNN, whatever ``--max-memory`` said)."""
+        with torch.no_grad():
+            return self._full(torch, F, x0, output)
+
+    def _full(self, torch, F, x0, output):
         n = x0.numel()
         chunk = self.chunk(torch, F, x0, n, output.numel() * output.element_size(), forward=True)
 
@@ -104,7 +117,7 @@ class ForwardBackend(TorchBackend):
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value, user_model(problem)):
+        with torch_errors(self.name.value, user_model(problem)), torch.no_grad():  # see full()
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = torch.func.jvp(F, (x0,), (t,))
         return Computed(value=to_numpy(value), output=to_numpy(output))
