@@ -185,14 +185,18 @@ def _from_grads(grads, probes: Probes, seconds: float) -> ProbeValues:
 
 
 def forward_values(fn: TorchFunction, probes: Probes) -> ProbeValues:
-    """``vᵀ (J_a u_ak)`` from torch forward mode, the K probes of an argument batched by vmap."""
+    """``vᵀ (J_a u_ak)`` from torch forward mode, the K probes of an argument batched by vmap
+    (fused kernels without a forward-mode formula in their composite forms, as the forward backend)."""
+    from .backends.forward import composite_forms
+
     torch = fn.torch
     start = time.perf_counter()
     values = {}
     v = None if probes.v is None else fn.tensor(probes.v)
     for name in fn.names:
         def along(xa, name=name):
-            return fn({**fn.x0, name: xa})
+            with composite_forms(torch):
+                return fn({**fn.x0, name: xa})
 
         def one(t, name=name, along=along):
             tangent_out = torch.func.jvp(along, (fn.x0[name],), (t,))[1]
@@ -206,8 +210,8 @@ def forward_values(fn: TorchFunction, probes: Probes) -> ProbeValues:
                 got = torch.stack([one(t) for t in tangents])
         except (RuntimeError, NotImplementedError, BackendError) as err:
             text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BackendError(f"--backend forward: torch's forward mode cannot run this code (a custom "
-                               f"autograd.Function needs a jvp for it): {text[:200]}") from err
+            raise BackendError(f"--backend forward: torch's forward mode cannot run this code (an op or a "
+                               f"custom autograd.Function without a forward-mode formula): {text[:200]}") from err
         values[name] = got.detach().cpu().numpy().astype(np.float64).reshape(-1)
     return ProbeValues(values=values, seconds=time.perf_counter() - start)
 

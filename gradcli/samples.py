@@ -96,11 +96,12 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     with torch_errors("autograd", module):
         scale, batch_loss, summed = decomposition(torch, function, tensors)
         if scale is None and verify:
-            raise UsageError(f"--per-sample: {function.name}'s batch loss is {batch_loss:.6g}, but the losses of its "
-                             f"samples, each on a batch of one, sum to {summed:.6g} (mean {summed / b:.6g}): samples "
-                             "interact (a batch statistic, a loss over pairs) or the reduction is neither a sum nor "
-                             "a mean, so a sample's gradient is not its share of the batch's; --no-verify-blocks "
-                             "takes each batch of one's gradient anyway")
+            raise UsageError(f"--per-sample: {function.name}'s batch loss is {batch_loss:.6g}, but its {b} samples' "
+                             f"losses, each on a batch of one, sum to {summed:.6g} (mean {summed / b:.6g}): samples "
+                             "interact (a batch statistic, a loss over pairs), the reduction is neither a sum nor a "
+                             "mean, or dim 0 of --input is not the batch (a time-major (T, B, ...) nn.LSTM/GRU/"
+                             "Transformer input: make the model batch-first); --no-verify-blocks takes each batch of "
+                             "one's gradient anyway")
         # the shortcut only where its premise is checked: unverified, each gradient is its batch of one's
         fast = by_activations(torch, module, names) if scale is not None and verify else []
         use = fast and (norms or len(fast) == len(names))  # gradients: every parameter or none by activations

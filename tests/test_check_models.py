@@ -454,3 +454,19 @@ def test_check_mode_usage_errors(tmp_path, args, message):
     result = runner.invoke(app, ["check", model_file(tmp_path), *ARGS, *args])
     assert result.exit_code == 2, (result.stdout, result.stderr)
     assert message in result.stderr and result.stdout == ""
+
+
+def test_probe_mode_runs_forward_mode_through_attention(tmp_path):
+    """A TransformerEncoderLayer (the CPU flash attention kernel has no forward-mode
+    formula): probe mode's forward backend runs it by the math kernel and agrees, rather
+    than being skipped with a reason that blamed a custom autograd.Function."""
+    (tmp_path / "attention.py").write_text(textwrap.dedent('''
+        import torch
+
+        torch.manual_seed(0)
+        net = torch.nn.TransformerEncoderLayer(4, 1, dim_feedforward=8, dropout=0.0, batch_first=True).eval()
+    '''))
+    report = gradcli.check(f"{tmp_path}/attention.py:net", input=np.random.default_rng(1).standard_normal((2, 3, 4)),
+                           mode="probe", backends=["autograd", "forward", "fd"])
+    forward = [c for c in report.backends if c.name == "forward"]
+    assert report.ok and forward and forward[0].ok

@@ -626,3 +626,141 @@ def test_a_vector_output_is_refused_with_a_fix_the_function_has(function, args, 
     assert result.exit_code == 2 and result.stdout == ""
     assert "not one number" in result.stderr and fix in result.stderr, result.stderr
     assert ("--reduction mean or sum" in result.stderr) == (function != "softmax")
+
+
+NORMED = """
+import torch
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = torch.nn.Linear(3, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.bn = torch.nn.BatchNorm1d(4)
+        self.fc2 = torch.nn.Linear(4, 2)
+        self.norm.weight.data.uniform_(0.5, 1.5)
+        self.bn.weight.data.uniform_(0.5, 1.5)
+
+    def forward(self, x, target):
+        h = torch.nn.functional.gelu(self.bn(self.norm(self.fc1(x))))
+        return torch.nn.functional.cross_entropy(self.fc2(h), target)
+
+net = Net()  # training mode: the batch norm uses the batch's statistics
+"""
+
+
+@pytest.mark.parametrize("backend", ["forward", "autograd"])
+def test_hessian_of_normalisation_layers_over_every_parameter(tmp_path, backend):
+    """LayerNorm and training-mode BatchNorm after a Linear layer: the cross terms between
+    fc1 and the norms' weights. torch 2.13's torch.func.hessian (a jvp of the vjp batched
+    over its cotangent) drops them; the forward backend must not. Reference: reverse over
+    reverse, torch.autograd.functional.hessian of the concatenated parameters."""
+    import torch
+
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(NORMED))
+    rng = np.random.default_rng(12)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    loss, theta = _joint_loss(path, x, t)
+    expected = torch.autograd.functional.hessian(loss, theta).numpy()
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
+    assert_close(res.value, expected, exact_tol("float64"), backend)
+    v = rng.standard_normal(theta.numel())
+    got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
+    assert_close(got.value, expected @ v, exact_tol("float64"), backend)
+
+
+WEIGHT_NORMED = """
+import torch
+from torch.nn.utils import parametrizations, weight_norm
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1 = parametrizations.weight_norm(torch.nn.Linear(3, 4))
+        self.fc2 = weight_norm(torch.nn.Linear(4, 2))  # the older hook-based form
+
+    def forward(self, x, target):
+        return torch.nn.functional.cross_entropy(self.fc2(torch.tanh(self.fc1(x))), target)
+
+net = Net()
+"""
+
+
+@pytest.mark.parametrize("backend", ["autograd", "forward"])
+def test_hessian_through_weight_norm(tmp_path, backend):
+    """weight_norm, both forms: torch 2.13's fused kernel has a wrong double backward (and
+    no forward-mode formula); gradcli's torch backends must give the Hessian of w = g v / ||v||.
+    Reference: that formula written out here, differentiated twice by torch."""
+    import torch
+
+    from gradcli.functions import lookup
+
+    path = tmp_path / "model.py"
+    path.write_text(textwrap.dedent(WEIGHT_NORMED))
+    rng = np.random.default_rng(13)
+    x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
+    _, theta = _joint_loss(path, x, t)
+    names = [n for n, _ in lookup(f"{path}:net").module.named_parameters()]
+    shapes = {"fc1.bias": (4,), "fc1.parametrizations.weight.original0": (4, 1),
+              "fc1.parametrizations.weight.original1": (4, 3), "fc2.bias": (2,), "fc2.weight_g": (2, 1),
+              "fc2.weight_v": (2, 4)}
+    assert sorted(names) == sorted(shapes)
+
+    def loss(th):
+        p = {n: s.reshape(shapes[n]) for n, s in zip(names, torch.split(th, [int(np.prod(shapes[n])) for n in names]))}
+        w1 = p["fc1.parametrizations.weight.original0"] * p["fc1.parametrizations.weight.original1"] / \
+            p["fc1.parametrizations.weight.original1"].norm(dim=1, keepdim=True)
+        w2 = p["fc2.weight_g"] * p["fc2.weight_v"] / p["fc2.weight_v"].norm(dim=1, keepdim=True)
+        h = torch.tanh(torch.nn.functional.linear(torch.tensor(x), w1, p["fc1.bias"]))
+        return torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w2, p["fc2.bias"]), torch.tensor(t))
+
+    expected = torch.autograd.functional.hessian(loss, theta).numpy()
+    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
+    assert_close(res.value, expected, exact_tol("float64"), backend)
+    v = rng.standard_normal(theta.numel())
+    got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
+    assert_close(got.value, expected @ v, exact_tol("float64"), backend)
+
+
+ATTENTION = """
+import torch
+
+torch.manual_seed(0)
+layer = torch.nn.TransformerEncoderLayer(4, 1, dim_feedforward=8, dropout=0.0, batch_first=True).double().eval()
+
+
+def net(x):
+    return layer(x)
+
+
+def energy(x):
+    return (layer(x) ** 2).sum()
+"""
+
+
+def test_attention_in_forward_mode_and_second_order(tmp_path):
+    """nn.TransformerEncoderLayer runs scaled_dot_product_attention's CPU flash kernel, which
+    has no forward-mode formula and no double backward: forward mode, hessian and hvp run it
+    by the math kernel (the same numbers) instead of exiting 3."""
+    import importlib.util
+
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    path = tmp_path / "attention.py"
+    path.write_text(textwrap.dedent(ATTENTION))
+    spec = importlib.util.spec_from_file_location("attention_ref", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = np.random.default_rng(14).standard_normal((2, 3, 4))
+    X = torch.tensor(x)
+    jac = gradcli.jacobian(f"{path}:net", input=x, backend="forward", layout="full")
+    assert_close(jac.value, torch.func.jacrev(module.net)(X).detach().numpy(), exact_tol("float64"), "forward")
+    with sdpa_kernel([SDPBackend.MATH]):  # torch's own Hessian needs the math kernel too
+        expected = torch.autograd.functional.hessian(module.energy, X).numpy()
+    for backend in ("autograd", "forward"):
+        res = gradcli.hessian(f"{path}:energy", input=x, backend=backend)
+        assert_close(res.value, expected, exact_tol("float64"), backend)

@@ -942,3 +942,49 @@ def test_per_sample_output_files(losses, tmp_path):
             np.testing.assert_allclose(saved["norms"], want, atol=1e-12)
         else:
             np.testing.assert_allclose(np.load(out), want, atol=1e-12)
+
+
+SEQ_FIRST = '''
+import torch
+from torch import nn
+
+
+class SeqFirst(nn.Module):
+    """(T, B, F) in, as nn.GRU and nn.Transformer take by default; mixes along time."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(3, 4)
+        self.mix = nn.Conv1d(4, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, y):
+        h = torch.tanh(self.mix(torch.tanh(self.proj(x)).permute(1, 2, 0)))
+        return nn.functional.cross_entropy(self.fc(h.mean(-1)), y)
+
+
+class BatchFirst(SeqFirst):
+    def forward(self, x, y):
+        return super().forward(x.transpose(0, 1), y)
+
+
+seq_first, batch_first = SeqFirst(), BatchFirst()
+'''
+
+
+def test_per_sample_gradients_say_when_dim_0_may_not_be_the_batch(tmp_path_factory):
+    """A time-major input: 'sample' t is x[t:t+1], a time step, and the per-sample losses do
+    not add up to the batch's loss, so it is refused, saying dim 0 may not be the batch; the same
+    model batch-first decomposes and matches vmap(grad(functional_call))."""
+    path, module = user_file(tmp_path_factory, "seqfirst", SEQ_FIRST)
+    x, y = np.random.default_rng(0).standard_normal((5, 3, 3)), np.array([0, 1, 1])
+    with pytest.raises(gradcli.UsageError, match="dim 0 of --input is not the batch"):
+        gradcli.per_sample_grad(f"{path}:seq_first", input=x, target=y, wrt="param:*")
+    res = gradcli.per_sample_grad(f"{path}:batch_first", input=x.transpose(1, 0, 2), target=y, wrt="param:fc.weight")
+    assert not any("dim 0" in n for n in res.notes)
+    net = module.batch_first.double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    per = torch.func.vmap(torch.func.grad(lambda p, xb, yb: torch.func.functional_call(net, p, (xb[None], yb[None]))),
+                          in_dims=(None, 0, 0))(params, torch.tensor(x.transpose(1, 0, 2)), torch.tensor(y))
+    np.testing.assert_allclose(res.grads["fc.weight"], per["fc.weight"].numpy(), rtol=0, atol=EPS ** 0.6)

@@ -398,3 +398,66 @@ def test_fd_on_user_code_counts_its_own_arrays_against_max_memory(tmp_path):
     assert result.exit_code == 2 and result.stdout == "", result.output
     assert "--max-memory: fd's own arrays" in result.stderr and "104.0 MiB" in result.stderr
     assert "-b autograd" in result.stderr and len(result.stderr.strip().splitlines()) <= 2
+
+
+def test_arg_naming_the_second_positional_parameter_says_target_fills_it(tmp_path):
+    """forward(self, x, key_padding_mask=None): -t fills the mask by position, so
+    --arg key_padding_mask is refused naming -t (it said the parameter did not exist)."""
+    (tmp_path / "attn.py").write_text(textwrap.dedent('''
+        import torch
+
+        def attend(x, key_padding_mask=None):
+            if key_padding_mask is not None:
+                x = x.masked_fill(key_padding_mask.bool()[..., None], 0.0)
+            return x.softmax(-1)
+    '''))
+    mask = [[0, 1], [0, 0]]
+    refused = runner.invoke(app, ["jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3",
+                                  "--arg", f"key_padding_mask={json.dumps(mask)}"])
+    assert refused.exit_code == 2 and not refused.stdout
+    assert "--arg key_padding_mask" in refused.stderr and "second positional parameter" in refused.stderr
+    assert "-t ARRAY" in refused.stderr and "has no parameter" not in refused.stderr
+    doc = run_json("jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3", "-t", json.dumps(mask))
+    assert np.all(np.array(doc["output"])[0, 1] == 1 / 3)  # the masked position: softmax of zeros
+
+
+@pytest.mark.parametrize("body, shown", [("return x * 2, x.sum()", "(x)[0]"), ("return {'logits': x * 2}", "['KEY']"),
+                                         ("return (x > 0).long()", "argmax")])
+def test_an_output_that_is_not_one_float_tensor_is_a_usage_error(tmp_path, body, shown):
+    """A model returning (logits, aux), a dict, or integers does not fit FUNCTION: exit 2
+    (it was exit 3, 'a backend could not run') with the wrapper to write."""
+    (tmp_path / "multi.py").write_text(f"def f(x):\n    {body}\n")
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/multi.py:f", "-x", "randn:2,3"])
+    assert result.exit_code == 2 and not result.stdout
+    assert result.stderr.startswith("gradcli: error: FUNCTION:") and shown in result.stderr
+
+
+def test_forward_mode_keeps_no_autograd_graph(tmp_path):
+    """A module's parameters require grad, so forward-mode tangents recorded an autograd graph
+    and every vmap chunk's activations stayed alive until the end (the README's CNN: over 3 GB
+    under --max-memory 20MB). Forward mode runs under no_grad: nothing is saved for a backward."""
+    (tmp_path / "conv.py").write_text(textwrap.dedent('''
+        import torch
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Flatten(),
+                                  torch.nn.Linear(4 * 8 * 8, 3))
+    '''))
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        res = gradcli.jacobian(f"{tmp_path}/conv.py:net", input=x, backend="forward", verify_blocks=False)
+        jvp = gradcli.jvp(f"{tmp_path}/conv.py:net", input=x, backend="forward", tangent=np.ones_like(x))
+    assert sum(saved) == 0
+    spec = importlib.util.spec_from_file_location("conv_ref", tmp_path / "conv.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.net.double()
+    full = torch.func.jacrev(net)(torch.tensor(x)).detach().numpy()
+    blocks = np.stack([full[b, :, b] for b in range(2)])
+    np.testing.assert_allclose(res.value, blocks, rtol=0, atol=np.finfo(np.float64).eps ** 0.6)
+    np.testing.assert_allclose(jvp.value, np.tensordot(full, np.ones_like(x), axes=4), rtol=0, atol=1e-9)

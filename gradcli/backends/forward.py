@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from contextlib import contextmanager
+
 import numpy as np
 
 from .. import rowform
@@ -11,12 +14,55 @@ from .base import Computed
 from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, user_model, value_of
 
 
+@contextmanager
+def composite_forms(torch):
+    """Two fused CPU kernels of torch 2.13 swapped for their composite forms, the same
+    numbers, while the user's function runs: ``scaled_dot_product_attention``'s flash
+    kernel (``nn.MultiheadAttention`` without weights, ``nn.TransformerEncoderLayer``) by
+    the math kernel, and ``torch._weight_norm`` (``nn.utils.weight_norm`` and
+    ``parametrizations.weight_norm``) by ``v * (g / norm_except_dim(v, 2, dim))``, which
+    torch itself runs for other dims. Neither fused kernel has a forward-mode formula; the
+    flash kernel has no double backward, and weight norm's is wrong (an asymmetric Hessian)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    legacy = importlib.import_module("torch.nn.utils.weight_norm")  # holds torch._weight_norm by its own name
+
+    def weight_norm(v, g, dim=0):
+        return v * (g / torch.norm_except_dim(v, 2, dim))
+
+    saved = torch._weight_norm, legacy._weight_norm
+    torch._weight_norm = legacy._weight_norm = weight_norm
+    try:
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch._weight_norm, legacy._weight_norm = saved
+
+
+def in_composite_forms(torch, F):
+    """``F`` evaluated under :func:`composite_forms` (for forward mode and second derivatives)."""
+
+    def composite(x):
+        with composite_forms(torch):
+            return F(x)
+
+    return composite
+
+
 class ForwardBackend(TorchBackend):
     name = BackendName.FORWARD
+
+    def setup(self, problem: Problem):
+        torch, F, x0 = super().setup(problem)
+        return torch, in_composite_forms(torch, F), x0
 
     def blocks(self, torch, F, x0, rows):
         """Per-row blocks from one batched forward pass per input feature: the
         tangent "1 at feature c of every row" gives column c of every block."""
+        with torch.no_grad():  # see full()
+            return self._blocks(torch, F, x0, rows)
+
+    def _blocks(self, torch, F, x0, rows):
         if rows.in_axis is None:  # elementwise: one tangent of ones gives every diagonal entry
             output, diagonal = torch.func.jvp(F, (x0,), (torch.ones_like(x0),))
             return output, diagonal.unsqueeze(-1)
@@ -34,7 +80,16 @@ class ForwardBackend(TorchBackend):
 
     def full(self, torch, F, x0, output):
         """Columns ``J e_i`` in chunks of the standard basis, each chunk's basis
-        made only when it runs (jacfwd would hold the whole n x n identity)."""
+        made only when it runs (jacfwd would hold the whole n x n identity).
+
+        Under ``no_grad``: forward mode needs no autograd graph, and a module's
+        parameters require grad, so each chunk's tangents would otherwise keep
+        their chunk's activations alive until the end (3 GB for 600 columns of
+        the README's CNN, whatever ``--max-memory`` said)."""
+        with torch.no_grad():
+            return self._full(torch, F, x0, output)
+
+    def _full(self, torch, F, x0, output):
         n = x0.numel()
         chunk = self.chunk(torch, F, x0, n, output.numel() * output.element_size(), forward=True)
 
@@ -62,7 +117,7 @@ class ForwardBackend(TorchBackend):
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
         torch, F, x0 = self.setup(problem)
-        with torch_errors(self.name.value, user_model(problem)):
+        with torch_errors(self.name.value, user_model(problem)), torch.no_grad():  # see full()
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = torch.func.jvp(F, (x0,), (t,))
         return Computed(value=to_numpy(value), output=to_numpy(output))

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UserCodeError
 from ..options import BackendName, Layout
 from ..problem import Problem
 from .base import Computed
 from .second import shape_blocks
 from .torchbase import expand_along, to_numpy, torch_errors, vmap_chunk
 from .autograd import AutogradBackend
-from .forward import ForwardBackend
+from .forward import ForwardBackend, in_composite_forms
 
 
 class _TorchSecond:
@@ -92,6 +93,10 @@ class AutogradSecond(_TorchSecond, AutogradBackend):
     name = BackendName.AUTOGRAD
     _basis_axis = -2  # D[k] is row k of each block
 
+    def setup(self, problem: Problem):
+        torch, F, x0 = super().setup(problem)
+        return torch, in_composite_forms(torch, F), x0  # fused kernels without a (right) double backward
+
     @staticmethod
     def _orient(d):
         return d
@@ -150,15 +155,26 @@ class ForwardSecond(_TorchSecond, ForwardBackend):
         output = F(x0)
         v = torch.ones_like(output) if v is None else v
 
-        def gradient(x):
-            # The vjp batched over one cotangent, as jacrev does: an unbatched vjp under jvp can trip
-            # torch on a ZeroTensor (mse_loss of a 0-d input), the batched one is what torch.func.hessian runs.
+        def unbatched(x):
+            return torch.func.vjp(F, x)[1](v)[0]
+
+        def batched(x):
+            # The vjp batched over one cotangent, as jacrev (and torch.func.hessian) does.
             return torch.func.vmap(torch.func.vjp(F, x)[1])(v[None])[0][0]
 
-        def column(b):
-            return torch.func.jvp(gradient, (x0,), (b,))[1]
+        def columns(gradient):
+            return torch.func.vmap(lambda b: torch.func.jvp(gradient, (x0,), (b,))[1], chunk_size=vmap_chunk(x0))(basis)
 
-        d = torch.func.vmap(column, chunk_size=vmap_chunk(x0))(basis)
+        # The unbatched vjp first: torch 2.13's forward-mode derivative of a *batched* layer_norm,
+        # batch_norm (training) or instance_norm backward drops the cross terms between the
+        # normalised input and the weight, so torch.func.hessian itself is wrong there (the
+        # Hessian of a LayerNorm network w.r.t. 'param:*'). The batched one runs where the
+        # unbatched cannot (a ZeroTensor of mse_loss on a 0-d input; huber_loss_backward has no
+        # forward-mode formula); code that fails both ways raises the batched one's error.
+        try:
+            d = columns(unbatched)
+        except (RuntimeError, NotImplementedError, UserCodeError):
+            d = columns(batched)
         return output.detach(), _dense(torch, d)
 
 

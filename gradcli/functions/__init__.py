@@ -59,7 +59,14 @@ def user_function(name: str, seed: int, arg_names: tuple[str, ...]):
     function = lookup(name)
     if hasattr(function, "configure"):
         for name in arg_names:
-            if not function.signature.accepts(name):
+            signature = function.signature
+            if name in signature.positional[:2]:  # forward(self, x, mask=None): -t fills the mask, by position
+                position = signature.positional.index(name)
+                option = ("-x/--input", "-t/--target")[position]
+                raise UsageError(f"--arg {name}: {name} is the {('first', 'second')[position]} positional parameter "
+                                 f"of {function.name}{signature.text}, which {option} fills whatever its name; "
+                                 f"give it with {option.split('/')[0]} ARRAY")
+            if not signature.accepts(name):
                 raise UsageError(f"--arg {name}: {function.name}{function.signature.text} has no parameter {name!r}; "
                                  f"it takes {', '.join(o for o, _ in function.signature.mapping())}")
         function.configure(seed=seed, names=arg_names)

@@ -233,10 +233,15 @@ class UserFunction(Function):
                 self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
             else:
                 out = self.call(tensors)
+        # The function named does not fit (exit 2, as a wrong FUNCTION), with the wrapper that fits.
         if not isinstance(out, torch.Tensor):
-            raise BackendError(f"{self.name} returned a {type(out).__name__}; it must return one tensor")
+            pick = {"tuple": "[0]", "list": "[0]", "dict": "['KEY']"}.get(type(out).__name__, "")
+            fix = f"write a function in your file that returns the one you want (return model(x){pick})" if pick \
+                else "return one tensor"
+            raise UsageError(f"FUNCTION: {self.name} returned a {type(out).__name__}, not one tensor; {fix}")
         if not out.is_floating_point():
-            raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
+            raise UsageError(f"FUNCTION: {self.name} returned a {out.dtype} tensor, and a derivative needs a float "
+                             "output; return the float tensor it is computed from (logits, not argmax)")
         notes = self.modes.notes(self.seed) if self.modes else ()
         value = out.detach().cpu().numpy()
         value.flags.writeable = False
