@@ -501,6 +501,11 @@ def check_report(opts: dict[str, Any]):
     got = (load(quantity or Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=names_input(opts["wrt"]))
            if many else load(quantity or Quantity.GRAD, opts))
     problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]
+    old_baseline = None
+    if opts.get("baseline"):  # read and checked before the work, which it would otherwise follow
+        from . import baseline
+
+        old_baseline = baseline.load(opts["baseline"], max_bytes=got.max_memory)
     backends = None
     if opts.get("backends"):
         backends = [parse_backend(name, "--backends") for name in opts["backends"].split(",") if name.strip()]
@@ -518,7 +523,7 @@ def check_report(opts: dict[str, Any]):
         fingerprint = baseline.fingerprint(problems, backend=report.reference, seed=opts["seed"],
                                            max_memory=got.max_memory)
         if opts.get("baseline"):
-            comparison = baseline.compare(opts["baseline"], baseline.load(opts["baseline"]), fingerprint)
+            comparison = baseline.compare(opts["baseline"], old_baseline, fingerprint)
         if opts.get("save_baseline"):
             saved = fingerprint
     return report, comparison, saved, got

@@ -702,3 +702,62 @@ def test_a_tiny_max_memory_stops_fd_on_user_code_naming_what_holds_it(tmp_path):
                    "-b", "fd", "--max-memory", "64KiB")
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.startswith("gradcli: error: --max-memory:") and "of perturbed points are held" in proc.stderr
+
+
+# --- round 3: baselines, outputs that are inputs ------------------------------------------
+
+CHECK_EXP = ["check", "exp", "--backends", "fd", "--reference", "analytic", "--no-timing"]
+
+
+@pytest.fixture()
+def saved_baseline(tmp_path):
+    path = tmp_path / "base.json"
+    assert runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--save-baseline", str(path)]).exit_code == 0
+    return path
+
+
+DAMAGED_BASELINES = {
+    "no probes": lambda d: d["arguments"]["input"].update(probes=[]),
+    "a probe that is text": lambda d: d["arguments"]["input"].update(probes=["a"] * 4),
+    "a probe that is null": lambda d: d["arguments"]["input"].update(probes=[None] * 4),
+    "a scale that is text": lambda d: d["arguments"]["input"].update(scale="x"),
+    "no shape": lambda d: d["arguments"]["input"].pop("shape"),
+    "arguments as a list": lambda d: d.update(arguments=[]),
+    "output as text": lambda d: d.update(output="x"),
+    "versions as text": lambda d: d.update(versions="x"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_BASELINES))
+def test_a_damaged_baseline_is_exit_2_not_an_internal_error_nor_a_pass(case, saved_baseline):
+    """A truncated or hand-edited baseline was an internal error (exit 3), or, with no probes
+    left, compared nothing and passed."""
+    document = json.loads(saved_baseline.read_text())
+    DAMAGED_BASELINES[case](document)
+    saved_baseline.write_text(json.dumps(document))
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline)])
+    assert_usage_error(result, "--baseline", "base.json", "--save-baseline")
+
+
+def test_a_baseline_nested_too_deeply_is_exit_2(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert_usage_error(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--baseline", str(path)]), "--baseline")
+
+
+@pytest.mark.parametrize("scale", [1e300, float("inf"), float("nan")])
+def test_a_baseline_scale_edited_up_cannot_hide_a_moved_gradient(scale, saved_baseline):
+    """The tolerance came from the larger of the saved and the new scale: a saved scale of
+    1e300, inf or nan made every change pass."""
+    document = json.loads(saved_baseline.read_text())
+    document["arguments"]["input"]["scale"] = scale
+    saved_baseline.write_text(json.dumps(document))
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.5]", "--baseline", str(saved_baseline), "--json"])
+    assert result.exit_code == 1, result.stderr
+    entries = {e["name"]: e for e in json.loads(result.stdout)["baseline"]["entries"]}
+    assert entries["input"]["moved"] and entries["output"]["moved"]
+
+
+def test_an_unchanged_gradient_still_matches_its_baseline(saved_baseline):
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["baseline"]["ok"] is True
