@@ -87,6 +87,16 @@ def check_finite(array: np.ndarray, option: str) -> None:
 # --- forms -----------------------------------------------------------------
 
 
+def file_of(spec: str) -> str | None:
+    """The file an ARRAY spec reads (``batch.npz:x`` -> ``batch.npz``), or None
+    for inline JSON, generators and standard input."""
+    spec = spec.strip()
+    if spec == "-" or _looks_like_generator(spec):
+        return None
+    part = _file_part(spec)
+    return part if part.lower().endswith(FILE_SUFFIXES) else None
+
+
 def _file_part(spec: str) -> str:
     """``batch.npz:logits`` -> ``batch.npz``; anything else unchanged."""
     head, sep, _ = spec.rpartition(":")

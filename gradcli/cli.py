@@ -302,6 +302,13 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     from .functions.signature import parse_arg_options
 
     named = parse_arg_options(opts.get("arg"), set(specs))
+    from .arrays import file_of
+    from .outfile import refuse_same_file
+
+    every = {**specs, **named, **({vector_option: vector_spec} if vector_spec is not None else {})}
+    refuse_same_file({"--output": out_path, "--save-baseline": opts.get("save_baseline")},
+                     {f"--arg {n}" if n in named else option_name(n): file_of(spec)
+                      for n, spec in every.items()})
     function = user_function(opts["function"], opts["seed"], tuple(named))
     specs.update(named)
     arrays = {name: load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
@@ -498,6 +505,10 @@ def check_report(opts: dict[str, Any]):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
+    from .outfile import refuse_same_file
+
+    refuse_same_file({"--output": opts.get("output")}, {"--baseline": opts.get("baseline")})  # (--save-baseline
+    # may name the --baseline it refreshes; load() compares the outputs with the arrays and each other)
     got = (load(quantity or Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=names_input(opts["wrt"]))
            if many else load(quantity or Quantity.GRAD, opts))
     problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]

@@ -761,3 +761,17 @@ def test_a_baseline_scale_edited_up_cannot_hide_a_moved_gradient(scale, saved_ba
 def test_an_unchanged_gradient_still_matches_its_baseline(saved_baseline):
     result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline), "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["baseline"]["ok"] is True
+
+
+def test_an_output_file_that_is_an_input_is_refused_and_the_input_kept(tmp_path, saved_baseline):
+    data = tmp_path / "x.npy"
+    np.save(data, np.ones((2, 3)))
+    (tmp_path / "link.npy").symlink_to(data)
+    for args, named in [(["jacobian", "softmax", "-x", str(data), "-o", str(tmp_path / "link.npy")], "--input"),
+                        (["vjp", "softmax", "-x", "randn:2,3", "--cotangent", f"{data}", "-o", str(data)],
+                         "--cotangent"),
+                        ([*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline), "-o",
+                          str(saved_baseline)], "--baseline")]:
+        assert_usage_error(runner.invoke(app, args), "--output", f"is also {named}")
+    assert np.load(data).shape == (2, 3)
+    assert json.loads(saved_baseline.read_text())["schema"] == "gradcli-baseline/1"
