@@ -142,8 +142,8 @@ def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) 
             shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
         elif version == (2, 0):
             shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:  # 3.0 (UTF-8 field names) has no public reader; np.load checks it below
-            shape, dtype = (), np.dtype(np.float64)
+        else:  # 3.0 (UTF-8 field names): np.load reads it, so its size is checked as well
+            shape, _, dtype = _read_header_3_0(handle)
     except (ValueError, EOFError, OSError, SyntaxError) as err:
         raise UsageError(f"{option}: {name} is not a valid .npy file ({err}); re-save it with np.save") from err
     handle.seek(start)
@@ -152,9 +152,24 @@ def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) 
                          "save a numeric array")
     if len(shape) > MAX_DIMS:
         raise UsageError(f"{option}: {name} has {len(shape)} dimensions; gradcli takes at most {MAX_DIMS}")
+    if any(n < 0 for n in shape):
+        raise UsageError(f"{option}: {name} is not a valid .npy file (shape {list(shape)}); re-save it with np.save")
     need = math.prod(shape) * dtype.itemsize
     if need > max_bytes:
         raise _too_big(option, f"{name} (shape {list(shape)}, {dtype})", need, max_bytes)
+
+
+def _read_header_3_0(handle: BinaryIO):
+    """``(shape, fortran_order, dtype)`` of a version 3.0 header (2.0's layout, UTF-8 text),
+    with NumPy's own parser, which only its private name exposes."""
+    from numpy.lib import format as npy_format
+
+    reader = getattr(npy_format, "_read_array_header", None)
+    if reader is None:
+        from numpy.lib import _format_impl as npy_format  # NumPy 2
+
+        reader = npy_format._read_array_header
+    return reader(handle, version=(3, 0))
 
 
 def _load_npy(handle: BinaryIO, option: str, max_bytes: int) -> np.ndarray:

@@ -775,3 +775,23 @@ def test_an_output_file_that_is_an_input_is_refused_and_the_input_kept(tmp_path,
         assert_usage_error(runner.invoke(app, args), "--output", f"is also {named}")
     assert np.load(data).shape == (2, 3)
     assert json.loads(saved_baseline.read_text())["schema"] == "gradcli-baseline/1"
+
+
+def _npy_v3_header_only(path: Path, shape) -> Path:
+    """A version 3.0 .npy header (UTF-8; np.save writes it for UTF-8 field names) declaring ``shape``."""
+    text = repr({"descr": "<f8", "fortran_order": False, "shape": shape}).encode()
+    padding = (64 - (8 + 4 + len(text) + 1) % 64) % 64
+    text += b" " * padding + b"\n"
+    path.write_bytes(b"\x93NUMPY\x03\x00" + len(text).to_bytes(4, "little") + text)
+    return path
+
+
+def test_an_npy_version_3_header_is_sized_before_it_is_read(tmp_path):
+    """Version 3.0 headers were not read before np.load: 8 TB declared was an internal
+    error (MemoryError), and a smaller lie went past --max-memory."""
+    path = _npy_v3_header_only(tmp_path / "v3.npy", (10**12,))
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "--input", "v3.npy", "--max-memory")
+    small = tmp_path / "ok.npy"
+    small.write_bytes(_npy_v3_header_only(tmp_path / "h.npy", (3,)).read_bytes() + np.arange(3.0).tobytes())
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(small), "--json"]).stdout)
+    np.testing.assert_allclose(doc["value"], np.exp(np.arange(3.0)))
