@@ -239,6 +239,12 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
         ) from err
     if not isinstance(obj, torch.Tensor):
         raise UsageError(f"{option}: {path} holds a {type(obj).__name__}, not a tensor; save a single tensor")
+    # The file's size bounds its storage, not the tensor: a view of one stored number expanded
+    # to 10^9 (stride 0) is a 1 KB file. Its own size is what every later copy takes.
+    need = obj.numel() * obj.element_size()
+    if need > max_bytes:
+        raise _too_big(option, f"{path} (shape {list(obj.shape)}, {str(obj.dtype).removeprefix('torch.')})", need,
+                       max_bytes)
     if obj.is_complex():
         raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
     kind = ("a sparse" if obj.layout is not torch.strided else "a meta (data-less)" if obj.is_meta
@@ -248,7 +254,7 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
     if kind is not None:
         raise UsageError(f"{option}: {path} holds {kind} tensor; save a dense tensor of a float or integer dtype "
                          "(e.g. t.to_dense().float())")
-    tensor = obj.detach().cpu()
+    tensor = obj.detach().cpu().contiguous()  # an expanded or strided view becomes the array it shows
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
     return tensor.numpy()

@@ -795,3 +795,18 @@ def test_an_npy_version_3_header_is_sized_before_it_is_read(tmp_path):
     small.write_bytes(_npy_v3_header_only(tmp_path / "h.npy", (3,)).read_bytes() + np.arange(3.0).tobytes())
     doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(small), "--json"]).stdout)
     np.testing.assert_allclose(doc["value"], np.exp(np.arange(3.0)))
+
+
+def test_a_pt_tensor_is_sized_by_its_elements_not_its_file(tmp_path):
+    """torch.save of one number expanded to 3*10^7 (stride 0) is a 1.5 KB file: it passed the
+    file-size bound, then became a 240 MB float64 array under --max-memory 16MiB."""
+    import torch
+
+    path = tmp_path / "t.pt"
+    torch.save(torch.zeros(1, dtype=torch.float32).expand(3 * 10**7), path)
+    assert path.stat().st_size < 4096
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--max-memory", "16MiB"]),
+                       "--input", "t.pt", "[30000000]", "--max-memory")
+    torch.save(torch.arange(6.0).reshape(2, 3).t(), path)  # a transposed view arrives as the array it shows
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--json"]).stdout)
+    np.testing.assert_allclose(doc["value"], np.exp(np.arange(6.0).reshape(2, 3).T))
