@@ -261,16 +261,40 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
 
 
 def _from_stdin(option: str, stream: BinaryIO | None, max_bytes: int) -> np.ndarray:
+    """JSON or .npy bytes from standard input, never read past what the limit allows:
+    an .npy header is read and sized first, then exactly its data; JSON text up to
+    ``max_bytes / JSON_MEMORY_FACTOR`` bytes (what parsing it takes), so an endless
+    stream (``yes |``, ``< /dev/zero``) stops there."""
     if stream is None:
         raise UsageError(f"{option}: standard input is closed; pipe JSON or .npy bytes into it, or give a file")
     try:
-        data = stream.read(max_bytes + 1)  # never more than the limit allows
+        data = stream.read(len(_NPY_MAGIC) + 2)  # the magic string and the format version
+        if data.startswith(_NPY_MAGIC) and len(data) == len(_NPY_MAGIC) + 2:
+            length_bytes = 2 if data[len(_NPY_MAGIC)] == 1 else 4
+            data += stream.read(length_bytes)
+            length = int.from_bytes(data[len(data) - length_bytes:], "little")
+            data += stream.read(min(length, 2**16))  # NumPy refuses headers over 10,000 bytes anyway
+            buffer = io.BytesIO(data)
+            _check_npy_header(buffer, "standard input", option, max_bytes)
+            buffer.seek(0)
+            np.lib.format.read_magic(buffer)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(buffer) if length_bytes == 2
+                               else np.lib.format.read_array_header_2_0(buffer) if data[len(_NPY_MAGIC)] == 2
+                               else _read_header_3_0(buffer))
+            data += stream.read(math.prod(shape) * dtype.itemsize)
+            return _load_npy(io.BytesIO(data), option, max_bytes)
+        if data.startswith(_NPY_MAGIC):  # too short to hold a header
+            return _load_npy(io.BytesIO(data), option, max_bytes)
+        limit = max_bytes // JSON_MEMORY_FACTOR
+        data += stream.read(limit + 1 - len(data))
     except (OSError, ValueError) as err:
         raise UsageError(f"{option}: cannot read standard input ({err}); pipe JSON or .npy bytes into it") from err
-    if len(data) > max_bytes:
-        raise _too_big(option, "standard input", len(data), max_bytes)
-    if data.startswith(_NPY_MAGIC):
-        return _load_npy(io.BytesIO(data), option, max_bytes)
+    if len(data) > limit:
+        from .sizes import format_bytes
+
+        raise UsageError(f"{option}: standard input holds more than {format_bytes(limit)} of JSON, which needs more "
+                         f"than --max-memory {format_bytes(max_bytes)} to parse (up to {JSON_MEMORY_FACTOR} bytes a "
+                         "byte); pipe .npy bytes (np.save), read at their own size, or raise --max-memory")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -810,3 +810,36 @@ def test_a_pt_tensor_is_sized_by_its_elements_not_its_file(tmp_path):
     torch.save(torch.arange(6.0).reshape(2, 3).t(), path)  # a transposed view arrives as the array it shows
     doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--json"]).stdout)
     np.testing.assert_allclose(doc["value"], np.exp(np.arange(6.0).reshape(2, 3).T))
+
+
+class _Endless:
+    """A standard input that never ends (``yes |``, ``< /dev/zero``) after ``head``, counting what is read."""
+
+    def __init__(self, head: bytes = b"", fill: bytes = b"y\n") -> None:
+        self.head, self.fill, self.read_bytes = head, fill, 0
+
+    def read(self, n: int = -1) -> bytes:
+        assert n >= 0, "an endless stream read to its end"
+        data = (self.head + self.fill * (n // len(self.fill) + 1))[:n]
+        self.head = self.head[n:]
+        self.read_bytes += len(data)
+        return data
+
+
+def test_an_endless_standard_input_is_read_only_as_far_as_it_could_be_parsed():
+    """JSON on stdin was read up to --max-memory itself (2 GiB of `yes` by default) and only then
+    refused, though parsing takes ~20 bytes a byte; .npy bytes are read to the size their header declares."""
+    from gradcli.arrays import load_array
+    from gradcli.errors import UsageError
+
+    stream = _Endless()
+    with pytest.raises(UsageError, match="--max-memory"):
+        load_array("-", "--input", stdin=stream, max_bytes=2**20)
+    assert stream.read_bytes <= 2**20 // 20 + 16
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (1000,)})
+    stream = _Endless(header.getvalue() + np.arange(1000.0).tobytes(), fill=b"\0")
+    np.testing.assert_array_equal(load_array("-", "--input", stdin=stream, max_bytes=2**20), np.arange(1000.0))
+    assert stream.read_bytes == len(header.getvalue()) + 8000
+    with pytest.raises(UsageError, match="not a valid .npy"):  # the magic string alone
+        load_array("-", "--input", stdin=io.BytesIO(b"\x93NUMPY"), max_bytes=2**20)
