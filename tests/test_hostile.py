@@ -843,3 +843,34 @@ def test_an_endless_standard_input_is_read_only_as_far_as_it_could_be_parsed():
     assert stream.read_bytes == len(header.getvalue()) + 8000
     with pytest.raises(UsageError, match="not a valid .npy"):  # the magic string alone
         load_array("-", "--input", stdin=io.BytesIO(b"\x93NUMPY"), max_bytes=2**20)
+
+
+NOISY_CODE = '''
+import ctypes, os, subprocess, sys
+os.write(1, b"descriptor 1 at import\\n")
+os.chdir("/")
+
+
+def f(x):
+    os.write(1, b"descriptor 1 in a call\\n")
+    ctypes.CDLL(None).printf(b"C printf in a call\\n")
+    subprocess.run(["echo", "a child process"])
+    os.chdir("/tmp")
+    return x * 2
+
+
+def meta(x):
+    return x.to("meta")
+'''
+
+
+def test_user_code_writing_to_descriptor_1_or_changing_folder_leaves_the_output_alone(tmp_path):
+    """Only print() was redirected: os.write(1, ...), C's printf and child processes wrote into
+    --json's standard output; an os.chdir in the code moved a relative -o file elsewhere."""
+    (tmp_path / "noisy.py").write_text(NOISY_CODE)
+    result = gradcli("jacobian", "noisy.py:f", "-x", "[1.0, 3.0]", "--json", "-o", "J.npy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == [[2.0, 0.0], [0.0, 2.0]]
+    for noise in ("descriptor 1 at import", "descriptor 1 in a call", "C printf in a call", "a child process"):
+        assert noise in result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "J.npy"), 2 * np.eye(2))

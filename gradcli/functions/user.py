@@ -13,10 +13,12 @@ by name); training-mode modules: :mod:`.training`. There is no closed form: the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import inspect
 import math
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -58,14 +60,65 @@ def running_user_code(path: Path):
     raises — ``sys.exit(0)``, ``SystemExit(5)``, ``GeneratorExit``, any
     ``BaseException`` — becomes "your code raised ..." (exit 3), never an exit
     of its own. Ctrl-C stays an interrupt. The torch backends read the original
-    exception (a torch.func refusal means "fall back")."""
+    exception (a torch.func refusal means "fall back"). A change of the working
+    folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with _stdout_to_stderr(), _same_folder():
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
     except BaseException as err:
         raise user_error(err, path) from err
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """``print()`` and file descriptor 1 itself (``os.write(1, ...)``, C code, a subprocess)
+    go to standard error while the user's code runs; C's own stdout buffer is flushed
+    before descriptor 1 is given back, so nothing it held reaches gradcli's output later."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # descriptor 1 or 2 closed: Python's redirection is all there is to do
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            _flush_c_stdout()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _flush_c_stdout() -> None:
+    try:
+        _c_library().fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to ask (not a POSIX system)
+        pass
+
+
+@functools.cache
+def _c_library():
+    import ctypes
+
+    return ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _same_folder():
+    try:
+        folder = os.getcwd()
+    except OSError:  # the working folder was removed: nothing to restore
+        folder = None
+    try:
+        yield
+    finally:
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                if os.getcwd() != folder:
+                    os.chdir(folder)
 
 
 def load_callable(path_text: str, name: str):
