@@ -874,3 +874,9 @@ def test_user_code_writing_to_descriptor_1_or_changing_folder_leaves_the_output_
     for noise in ("descriptor 1 at import", "descriptor 1 in a call", "C printf in a call", "a child process"):
         assert noise in result.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "J.npy"), 2 * np.eye(2))
+
+
+def test_user_code_returning_a_meta_tensor_is_your_code_not_an_internal_error(tmp_path):
+    (tmp_path / "noisy.py").write_text(NOISY_CODE.replace('os.write(1, b"descriptor 1 at import\\n")', ""))
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/noisy.py:meta", "-x", "[1.0]"])
+    assert result.exit_code == 3 and "meta device" in result.stderr and "internal error" not in result.stderr

@@ -290,6 +290,9 @@ class UserFunction(Function):
             raise BackendError(f"{self.name} returned a {type(out).__name__}; it must return one tensor")
         if not out.is_floating_point():
             raise BackendError(f"{self.name} returned a {out.dtype} tensor; a derivative needs a float output")
+        if out.is_meta:
+            raise BackendError(f"{self.name} returned a tensor on the meta device, which holds no values; return "
+                               "the computed tensor")
         notes = self.modes.notes(self.seed) if self.modes else ()
         value = out.detach().cpu().numpy()
         value.flags.writeable = False
