@@ -880,3 +880,10 @@ def test_user_code_returning_a_meta_tensor_is_your_code_not_an_internal_error(tm
     (tmp_path / "noisy.py").write_text(NOISY_CODE.replace('os.write(1, b"descriptor 1 at import\\n")', ""))
     result = runner.invoke(app, ["jacobian", f"{tmp_path}/noisy.py:meta", "-x", "[1.0]"])
     assert result.exit_code == 3 and "meta device" in result.stderr and "internal error" not in result.stderr
+
+
+def test_probes_beyond_the_memory_limit_are_refused_before_they_are_drawn():
+    """--probes 10^11 drew a (10^11, n) array of signs: an internal MemoryError (exit 3)."""
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "randn:3", "--mode", "probe", "--probes", "99999999999"])
+    assert_usage_error(result, "--probes", "--max-memory")
+    assert runner.invoke(app, [*CHECK_EXP, "-x", "randn:3", "--mode", "probe", "--probes", "7"]).exit_code == 0
