@@ -887,3 +887,21 @@ def test_probes_beyond_the_memory_limit_are_refused_before_they_are_drawn():
     result = runner.invoke(app, [*CHECK_EXP, "-x", "randn:3", "--mode", "probe", "--probes", "99999999999"])
     assert_usage_error(result, "--probes", "--max-memory")
     assert runner.invoke(app, [*CHECK_EXP, "-x", "randn:3", "--mode", "probe", "--probes", "7"]).exit_code == 0
+
+
+def test_junit_xml_stays_well_formed_whatever_names_and_errors_hold(tmp_path):
+    """A control character in a check's name (a TOML escape) or in the message your code raised
+    made the JUnit file unreadable XML, which a CI dashboard rejects whole."""
+    import xml.etree.ElementTree as ET
+
+    (tmp_path / "raises.py").write_text('def f(x):\n    raise ValueError("bad \\x00\\x1b[31m byte")\n')
+    (tmp_path / "s.toml").write_text('[[check]]\nname = "a\\u0001b <&>"\nfunction = "exp"\ninput = "[1.0]"\n'
+                                     'backends = ["fd"]\nreference = "analytic"\n'
+                                     '[[check]]\nfunction = "raises.py:f"\ninput = "[1.0]"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--junit", str(tmp_path / "j.xml")])
+    assert result.exit_code == 3, result.stderr
+    cases = ET.parse(tmp_path / "j.xml").getroot().iter("testcase")
+    names = [case.get("name") for case in cases]
+    assert names == ["a#x01b <&>", "raises.py:f"]
+    error = ET.parse(tmp_path / "j.xml").getroot().find(".//error")
+    assert "bad #x00#x1B[31m byte" in error.get("message")
