@@ -503,6 +503,9 @@ def check_report(opts: dict[str, Any]):
         opts = {**opts, "tangent": "randn"}
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
+    if opts.get("plot"):  # check compares backends: there is no one value to draw
+        raise UsageError("--plot: draws a computed value, which check does not keep; use e.g. "
+                         "gradcli jacobian FUNCTION ... --plot PATH.png")
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
     from .outfile import refuse_same_file
@@ -633,14 +636,18 @@ def suite_command(opts: dict[str, Any]) -> int:
     path_keys = set(PATH_KEYS) | set(array_arguments()) | {"cotangent", "tangent"}
     entries = load_suite(opts["suite"], known | {"suite", "junit"}, path_keys)
     parsed = {entry.name: _entry_options(check, entry, opts["suite"]) for entry in entries}  # all valid before any runs
+    _refuse_shared_outputs(parsed, opts["suite"])
     junit = check_output_path_of(opts["junit"], "--junit", (".xml",)) if opts.get("junit") else None
     timing = not opts["no_timing"]
-    saves = []
+    saves, reports = [], []
 
     def run(entry):
-        report, comparison, saved, _ = check_report(parsed[entry.name])
+        options = parsed[entry.name]
+        report, comparison, saved, _ = check_report(options)
         if saved is not None:
-            saves.append((parsed[entry.name]["save_baseline"], saved))
+            saves.append((options["save_baseline"], saved))
+        if options.get("output"):  # the entry's report, as `check -o` writes it
+            reports.append((options["output"], dumps_check(report, comparison, timing and not options["no_timing"])))
         return report, comparison, check_code(report, comparison)
 
     outcomes = run_suite(entries, run)
@@ -673,7 +680,25 @@ def suite_command(opts: dict[str, Any]) -> int:
 
     for path, fingerprint in saves:
         write_text(check_output_path_of(path, "--save-baseline", (".json",)), dumps(fingerprint))
+    for path, document in reports:
+        write_text(check_output_path_of(path, "--output", (".json",)), document)
     return int(suite_exit_code(outcomes))
+
+
+def _refuse_shared_outputs(parsed: dict[str, dict[str, Any]], suite: str) -> None:
+    """Two entries writing the same file (``output``, ``save-baseline``): the second would
+    silently replace the first's, so the suite is refused before any runs."""
+    import os
+
+    writers: dict[str, str] = {}
+    for name, options in parsed.items():
+        for key in ("output", "save_baseline"):
+            if options.get(key):
+                where = os.path.realpath(options[key])
+                if where in writers and writers[where] != name:
+                    raise UsageError(f"--suite: {suite}: check {name!r}: {key.replace('_', '-')} {options[key]} is "
+                                     f"also written by check {writers[where]!r}; give each its own file")
+                writers[where] = name
 
 
 def _entry_options(check, entry, suite: str) -> dict[str, Any]:

@@ -905,3 +905,19 @@ def test_junit_xml_stays_well_formed_whatever_names_and_errors_hold(tmp_path):
     assert names == ["a#x01b <&>", "raises.py:f"]
     error = ET.parse(tmp_path / "j.xml").getroot().find(".//error")
     assert "bad #x00#x1B[31m byte" in error.get("message")
+
+
+def test_suite_entries_write_their_output_and_may_not_share_a_file(tmp_path):
+    """An entry's `output` (and `check --plot`) was accepted and silently did nothing; two entries
+    saving to the same file replaced each other's."""
+    entry = '[[check]]\nfunction = "exp"\ninput = "[1.0]"\nbackends = ["fd"]\nreference = "analytic"\n'
+    (tmp_path / "s.toml").write_text(entry + 'output = "r.json"\n')
+    assert runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--no-timing"]).exit_code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["command"] == "check" and report["ok"] is True
+    (tmp_path / "d.toml").write_text(entry + 'save-baseline = "b.json"\n' + entry.replace("exp", "tanh")
+                                     + 'save-baseline = "./b.json"\n')
+    assert_usage_error(runner.invoke(app, ["check", "--suite", str(tmp_path / "d.toml")]), "b.json",
+                       "also written by check 'exp'")
+    assert not (tmp_path / "b.json").exists()
+    assert_usage_error(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--plot", str(tmp_path / "p.png")]), "--plot")
