@@ -704,7 +704,12 @@ def _refuse_shared_outputs(parsed: dict[str, dict[str, Any]], suite: str) -> Non
 def _entry_options(check, entry, suite: str) -> dict[str, Any]:
     """An entry's options through the check command's own parser, so a suite
     means exactly what the same command line means."""
+    import json
+
+    from .functions import array_arguments
+
     params = {p.name: p for p in check.params}
+    arrays = {*array_arguments(), "cotangent", "tangent"}
     argv = [str(entry.options["function"])]
     for key, value in entry.options.items():
         if key == "function":
@@ -717,8 +722,12 @@ def _entry_options(check, entry, suite: str) -> dict[str, Any]:
             elif param.secondary_opts:
                 argv.append(param.secondary_opts[0])
             continue
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
+        if isinstance(value, list) and getattr(param, "multiple", False):  # --arg: one flag per item
+            for item in value:
+                argv += [param.opts[0], str(item)]
+            continue
+        if isinstance(value, list):  # an array written in TOML is its JSON; a list of names joins with commas
+            value = json.dumps(value) if key in arrays else ",".join(str(v) for v in value)
         argv += [param.opts[0], str(value)]
     try:
         ctx = check.make_context("check", argv, resilient_parsing=False)

@@ -31,7 +31,7 @@ from .errors import ExitCode, GradcliError, UsageError
 
 # A value naming a file: PATH.ext, optionally followed by :KEY (npz member) or :NAME (a .py callable).
 _PATH = re.compile(r"^(?P<path>[^:\[\]{}]+\.(?:npy|npz|json|pt|pt2|py|toml))(?P<rest>:[A-Za-z_][\w.]*)?$")
-PATH_KEYS = ("function", "baseline", "save_baseline", "output", "plot")
+PATH_KEYS = ("function", "baseline", "save_baseline", "output", "plot", "arg")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,10 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
 
 
 def _resolve(value: Any, folder: Path) -> Any:
-    """A relative file path, resolved from the suite file's folder; other values as they are."""
+    """A relative file path, resolved from the suite file's folder; other values as they are.
+    ``arg = ["mask=m.npy"]`` (each ``NAME=ARRAY``): each array's path."""
+    if isinstance(value, list) and all(isinstance(item, str) and "=" in item for item in value):
+        return [f"{name}={_resolve(spec, folder)}" for name, _, spec in (item.partition("=") for item in value)]
     if not isinstance(value, str):
         return value
     match = _PATH.match(value)

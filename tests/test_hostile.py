@@ -921,3 +921,17 @@ def test_suite_entries_write_their_output_and_may_not_share_a_file(tmp_path):
                        "also written by check 'exp'")
     assert not (tmp_path / "b.json").exists()
     assert_usage_error(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--plot", str(tmp_path / "p.png")]), "--plot")
+
+
+def test_suite_arrays_and_arg_lists_written_in_toml(tmp_path):
+    """`input = [1.0, 2.0]` reached the parser as '1.0,2.0' (not JSON) and `arg = [...]` as one
+    --arg of comma-joined items, its paths not resolved from the suite's folder."""
+    (tmp_path / "m.py").write_text("def f(x, *, mask):\n    return (x * mask).sum()\n")
+    np.save(tmp_path / "mask.npy", np.array([1.0, 0.0, 2.0]))
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "m.py:f"\ninput = [1.0, 2.0, 3.0]\n'
+                                     'arg = ["mask=mask.npy"]\noutput = "r.json"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--no-timing"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["shape"] == [3]
+    result = runner.invoke(app, ["check", f"{tmp_path}/m.py:f", "-x", "[1.0]", "--arg", "x=[1.0]"])
+    assert_usage_error(result, "--arg x", "-x/--input")

@@ -59,6 +59,11 @@ def user_function(name: str, seed: int, arg_names: tuple[str, ...]):
     function = lookup(name)
     if hasattr(function, "configure"):
         for name in arg_names:
+            positional = function.signature.positional[:2]
+            if name in positional:  # -x and -t fill the first two, whatever their names
+                option = ("-x/--input", "-t/--target")[positional.index(name)]
+                raise UsageError(f"--arg {name}: {name!r} is a positional parameter of {function.name}"
+                                 f"{function.signature.text}, which {option} fills; give it with {option}")
             if not function.signature.accepts(name):
                 raise UsageError(f"--arg {name}: {function.name}{function.signature.text} has no parameter {name!r}; "
                                  f"it takes {', '.join(o for o, _ in function.signature.mapping())}")
