@@ -117,7 +117,8 @@ def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
             return _load_npz(path, key, option, max_bytes)
         if suffix == ".json":
             _check_json_size(path.stat().st_size, option, str(path), max_bytes)
-            return _from_json_text(path.read_text(encoding="utf-8"), option, source=str(path), max_bytes=max_bytes)
+            # utf-8-sig: a byte-order mark (what Windows editors write first) is not JSON, nor data
+            return _from_json_text(path.read_text(encoding="utf-8-sig"), option, source=str(path), max_bytes=max_bytes)
         return _load_pt(path, option, max_bytes)
     except OSError as err:
         raise UsageError(f"{option}: cannot read {path}: {err.strerror or err}") from err
@@ -296,7 +297,7 @@ def _from_stdin(option: str, stream: BinaryIO | None, max_bytes: int) -> np.ndar
                          f"than --max-memory {format_bytes(max_bytes)} to parse (up to {JSON_MEMORY_FACTOR} bytes a "
                          "byte); pipe .npy bytes (np.save), read at their own size, or raise --max-memory")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise UsageError(f"{option}: standard input is neither .npy bytes nor UTF-8 JSON") from err
     if not text.strip():
@@ -342,7 +343,11 @@ def _from_json_text(text: str, option: str, *, source: str, max_bytes: int = 2**
     if dtype is None:
         dtype = "float64" if has_float else "int64"
     try:
-        array = np.array(data, dtype=dtype)
+        with np.errstate(over="raise"):  # 1e300 as float32 is inf: refused here, not warned about
+            array = np.array(data, dtype=dtype)
+    except FloatingPointError as err:
+        raise UsageError(f"{option}: {source} has a number beyond dtype {dtype}'s range (largest "
+                         f"{float(np.finfo(dtype).max):.4g}); use float64") from err
     except (OverflowError, ValueError) as err:
         raise UsageError(f"{option}: {source} does not fit dtype {dtype} ({err})") from err
     if np.dtype(dtype).kind in "iu" and has_float:

@@ -935,3 +935,18 @@ def test_suite_arrays_and_arg_lists_written_in_toml(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["shape"] == [3]
     result = runner.invoke(app, ["check", f"{tmp_path}/m.py:f", "-x", "[1.0]", "--arg", "x=[1.0]"])
     assert_usage_error(result, "--arg x", "-x/--input")
+
+
+def test_json_numbers_beyond_their_dtype_and_a_byte_order_mark(tmp_path):
+    """{"dtype": "float32"} with 1e300 printed NumPy's RuntimeWarning (three lines on stderr) and then
+    'non-finite value inf', a value the file does not hold; a UTF-8 byte-order mark was refused."""
+    path = tmp_path / "x.json"
+    path.write_text('{"data": [1.0, 1e300], "dtype": "float32"}')
+    result = gradcli("jacobian", "exp", "-x", path)
+    assert_usage_error(result, "--input", "x.json", "float32")
+    assert "inf" not in result.stderr
+    path.write_bytes(b"\xef\xbb\xbf[1.0, 2.0]")
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--json"]).stdout)
+    np.testing.assert_allclose(doc["value"], np.exp([1.0, 2.0]))
+    path.write_text('{"data": [Infinity], "dtype": "float32"}')  # infinite already: --allow-nonfinite's business
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "non-finite", "--allow-nonfinite")
