@@ -48,13 +48,18 @@ def load_array(
     like: tuple[int, ...] | None = None,
     stdin: BinaryIO | None = None,
     max_bytes: int = 2**31,
+    held: int = 0,
 ) -> np.ndarray:
     """Load the array that ``spec`` names for ``option`` (e.g. ``"--input"``).
 
     ``like`` is the shape implied by context; it lets shapeless generators
-    (``ones``, ``randn``) through. ``stdin`` is read for ``-``. Returns a numeric,
-    non-empty array (integer or floating); finiteness is checked by the caller.
+    (``ones``, ``randn``) through. ``stdin`` is read for ``-``. ``held``: bytes the
+    arrays loaded before this one hold, so that together they stay within
+    ``max_bytes`` (``--max-memory``). Returns a numeric, non-empty array (integer
+    or floating); finiteness is checked by the caller.
     """
+    if held:
+        max_bytes = _Budget(max_bytes - held, total=max_bytes, held=held)
     spec = spec.strip()
     if not spec:
         raise UsageError(f"{option}: empty value; give a file, a JSON literal or a generator such as randn:3,5")
@@ -126,10 +131,29 @@ def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
         raise UsageError(f"{option}: {path} is not UTF-8 text; JSON files must be UTF-8") from err
 
 
+class _Budget(int):
+    """What is left of ``--max-memory`` (``total``) once other arrays hold ``held`` bytes."""
+
+    def __new__(cls, left: int, *, total: int, held: int) -> "_Budget":
+        budget = super().__new__(cls, max(left, 0))
+        budget.total, budget.held = total, held
+        return budget
+
+
+def _limit_text(max_bytes: int) -> str:
+    """``--max-memory 2.0 GiB``, or what the arrays loaded before leave of it."""
+    from .sizes import format_bytes
+
+    if isinstance(max_bytes, _Budget):
+        return (f"the {format_bytes(max_bytes)} that the arrays loaded before it ({format_bytes(max_bytes.held)}) "
+                f"leave of --max-memory {format_bytes(max_bytes.total)}")
+    return f"--max-memory {format_bytes(max_bytes)}"
+
+
 def _too_big(option: str, what: str, need: int, max_bytes: int) -> UsageError:
     from .sizes import format_bytes
 
-    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over --max-memory {format_bytes(max_bytes)}; "
+    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over {_limit_text(max_bytes)}; "
                       "use a smaller array or raise --max-memory")
 
 
@@ -294,7 +318,7 @@ def _from_stdin(option: str, stream: BinaryIO | None, max_bytes: int) -> np.ndar
         from .sizes import format_bytes
 
         raise UsageError(f"{option}: standard input holds more than {format_bytes(limit)} of JSON, which needs more "
-                         f"than --max-memory {format_bytes(max_bytes)} to parse (up to {JSON_MEMORY_FACTOR} bytes a "
+                         f"than {_limit_text(max_bytes)} to parse (up to {JSON_MEMORY_FACTOR} bytes a "
                          "byte); pipe .npy bytes (np.save), read at their own size, or raise --max-memory")
     try:
         text = data.decode("utf-8-sig")
@@ -418,7 +442,10 @@ def _generate(spec: str, option: str, *, seed: int, like, max_bytes: int) -> np.
     else:
         shape = _parse_shape(args, option, spec)
     if math.prod(shape) * 8 > max_bytes:
-        raise UsageError(f"{option}: {spec} would take {math.prod(shape) * 8} bytes, over --max-memory; use a smaller shape")
+        from .sizes import format_bytes
+
+        raise UsageError(f"{option}: {spec} would take {format_bytes(math.prod(shape) * 8)}, over "
+                         f"{_limit_text(max_bytes)}; use a smaller shape")
     if name == "randn":
         return rng.standard_normal(shape)
     if name == "rand":

@@ -311,8 +311,10 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
                       for n, spec in every.items()})
     function = user_function(opts["function"], opts["seed"], tuple(named))
     specs.update(named)
-    arrays = {name: load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
-                               max_bytes=max_memory) for name, spec in specs.items()}
+    arrays: dict[str, Any] = {}
+    for name, spec in specs.items():  # together within --max-memory, each refused before it is read
+        arrays[name] = load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
+                                  max_bytes=max_memory, held=sum(a.nbytes for a in arrays.values()))
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
     problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"], differentiates_input=differentiates_input)
@@ -324,7 +326,7 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     if vector_spec is not None:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
         vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like,
-                                            max_bytes=max_memory)
+                                            max_bytes=max_memory, held=sum(a.nbytes for a in arrays.values()))
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"], fd_method=opts["fd_method"], fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"], progress=DelayedProgress())

@@ -950,3 +950,12 @@ def test_json_numbers_beyond_their_dtype_and_a_byte_order_mark(tmp_path):
     np.testing.assert_allclose(doc["value"], np.exp([1.0, 2.0]))
     path.write_text('{"data": [Infinity], "dtype": "float32"}')  # infinite already: --allow-nonfinite's business
     assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "non-finite", "--allow-nonfinite")
+
+
+def test_the_arrays_of_one_run_fit_the_memory_limit_together():
+    """Each array was bounded by --max-memory alone: -x and -t of 7.6 MiB each passed a 12 MiB limit."""
+    args = ["jacobian", "mse_loss", "-x", "randn:1000,1000", "--reduction", "none"]
+    result = runner.invoke(app, [*args, "-t", "randn:1000,1000", "--max-memory", "12MiB"])
+    assert_usage_error(result, "--target", "7.6 MiB", "leave of --max-memory 12.0 MiB")
+    assert runner.invoke(app, [*args, "-t", "randn:1000,1000", "--max-memory", "20MiB", "--no-value", "--json"]
+                         ).exit_code == 0
