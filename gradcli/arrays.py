@@ -111,7 +111,7 @@ def _file_part(spec: str) -> str:
 def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
     path = Path(_file_part(spec))
     if not path.is_file():
-        raise UsageError(f"{option}: file not found: {path}; check the path")
+        raise UsageError(f"{option}: {not_a_file(path)}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -148,6 +148,19 @@ def _limit_text(max_bytes: int) -> str:
         return (f"the {format_bytes(max_bytes)} that the arrays loaded before it ({format_bytes(max_bytes.held)}) "
                 f"leave of --max-memory {format_bytes(max_bytes.total)}")
     return f"--max-memory {format_bytes(max_bytes)}"
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, and the fix (a folder, a pipe or device, a link loop, nothing)."""
+    try:
+        path.stat()
+    except OSError as err:
+        if path.is_symlink():
+            return f"{path} is a symbolic link that leads nowhere ({err.strerror}); check the link"
+        return f"file not found: {path}; check the path"
+    if path.is_dir():
+        return f"{path} is a folder, not a file; name a file in it"
+    return f"{path} is not a regular file (a pipe or a device); save the array to a file, or pipe it to - (stdin)"
 
 
 def _too_big(option: str, what: str, need: int, max_bytes: int) -> UsageError:

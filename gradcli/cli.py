@@ -284,8 +284,6 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     specs = {name: opts[name] for name in array_arguments() if opts.get(name) is not None}
     vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent", Quantity.HVP: "tangent"}.get(quantity)
     vector_spec = opts.get(vector_option) if vector_option else None
-    if [*specs.values(), vector_spec].count("-") > 1:
-        raise UsageError("-: only one option can read standard input; give the others as files")
     if opts.get("input") is None:
         raise UsageError("--input: missing; give the input with -x, e.g. -x randn:3,5 or -x logits.npy")
     from .sizes import parse_size
@@ -306,6 +304,10 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     from .outfile import refuse_same_file
 
     every = {**specs, **named, **({vector_option: vector_spec} if vector_spec is not None else {})}
+    readers = [f"--arg {n}" if n in named else option_name(n) for n, spec in every.items() if spec.strip() == "-"]
+    if len(readers) > 1:
+        raise UsageError(f"{readers[1]}: only one option can read standard input (-), and {readers[0]} does; "
+                         "give the others as files")
     refuse_same_file({"--output": out_path, "--save-baseline": opts.get("save_baseline")},
                      {f"--arg {n}" if n in named else option_name(n): file_of(spec)
                       for n, spec in every.items()})

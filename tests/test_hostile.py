@@ -959,3 +959,16 @@ def test_the_arrays_of_one_run_fit_the_memory_limit_together():
     assert_usage_error(result, "--target", "7.6 MiB", "leave of --max-memory 12.0 MiB")
     assert runner.invoke(app, [*args, "-t", "randn:1000,1000", "--max-memory", "20MiB", "--no-value", "--json"]
                          ).exit_code == 0
+
+
+def test_paths_that_are_not_files_say_what_they_are(tmp_path):
+    """A folder, a pipe and a link loop were all 'file not found'; `--arg m=-` after `-x -` was
+    not counted as a second reader of standard input (it found it empty)."""
+    (tmp_path / "dir.npy").mkdir()
+    os.mkfifo(tmp_path / "fifo.npy")
+    (tmp_path / "loop.npy").symlink_to(tmp_path / "loop.npy")
+    for name, words in [("dir.npy", "is a folder"), ("fifo.npy", "not a regular file"), ("loop.npy", "symbolic link")]:
+        assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(tmp_path / name)]), "--input", words)
+    (tmp_path / "f.py").write_text("def f(x, *, m):\n    return x * m\n")
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/f.py:f", "-x", "-", "--arg", "m=-"], input="[1.0]")
+    assert_usage_error(result, "--arg m", "--input does")
