@@ -618,6 +618,9 @@ def render_check(report, comparison, timing: bool):
     return Group(render_model(report, timing=timing), Text(), render_baseline(comparison))
 
 
+SUITE_OPTIONS = ("suite", "junit", "json", "format", "no_timing", "traceback", "function", "baseline", "save_baseline")
+
+
 def suite_command(opts: dict[str, Any]) -> int:
     """``check --suite FILE``: every entry in this process; one summary, the
     failing reports, and the suite's exit code (see :mod:`gradcli.suite`)."""
@@ -634,6 +637,12 @@ def suite_command(opts: dict[str, Any]) -> int:
             raise UsageError(f"--{option.replace('_', '-')}: with --suite, give it in the entry it belongs to "
                              f"({option.replace('_', '-')} = \"FILE.json\")")
     check = typer.main.get_command(app).commands["check"]
+    for param in check.params:  # a per-check option on the command line would apply to no entry
+        given = opts.get(param.name)
+        if param.name not in SUITE_OPTIONS and given not in (None, [], ()) and given != param.default:
+            raise UsageError(f"{param.opts[0]}: with --suite, each [[check]] takes its own options: write "
+                             f"{param.name.replace('_', '-')} = ... in the entries (the command line takes only "
+                             "--junit, --json, --format and --no-timing)")
     known = {p.name for p in check.params} - {"suite", "junit"}
     from .functions import array_arguments
 

@@ -972,3 +972,17 @@ def test_paths_that_are_not_files_say_what_they_are(tmp_path):
     (tmp_path / "f.py").write_text("def f(x, *, m):\n    return x * m\n")
     result = runner.invoke(app, ["jacobian", f"{tmp_path}/f.py:f", "-x", "-", "--arg", "m=-"], input="[1.0]")
     assert_usage_error(result, "--arg m", "--input does")
+
+
+@pytest.mark.parametrize("option", [["--max-memory", "1KiB"], ["--atol", "10"], ["--dtype", "float32"],
+                                    ["-x", "randn:3"], ["--seed", "7"]])
+def test_a_per_check_option_beside_suite_is_refused_not_ignored(option, tmp_path):
+    """`check --suite s.toml --atol 10` ran every entry with its own tolerance and exit 0: the
+    option applied to nothing, silently."""
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "exp"\ninput = "[1.0]"\nbackends = ["fd"]\n'
+                                     'reference = "analytic"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), *option])
+    assert_usage_error(result, option[0] if option[0] != "-x" else "--input", "each [[check]] takes its own")
+    ok = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--json", "--no-timing",
+                             "--junit", str(tmp_path / "j.xml")])
+    assert ok.exit_code == 0 and (tmp_path / "j.xml").exists()
