@@ -85,10 +85,12 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
                                  "(input, target, wrt, backends, dtype, atol, baseline, ...)")
             if key in ("suite", "junit"):
                 raise UsageError(f"--suite: {path}: {label}: {key!r} belongs on the command line, not in an entry")
-        name = str(name or options["function"])
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name} #{seen[name]}"
+        base = name = str(name or options["function"])
+        while name in seen:  # unique, also against a name written as "exp #2": entries are run by name
+            seen[base] += 1
+            name = f"{base} #{seen[base]}"
+        seen.setdefault(base, 1)
+        seen.setdefault(name, 1)
         entries.append(Entry(name, {k: _resolve(v, file.parent) if k in path_keys else v for k, v in options.items()}))
     return entries
 

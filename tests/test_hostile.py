@@ -986,3 +986,14 @@ def test_a_per_check_option_beside_suite_is_refused_not_ignored(option, tmp_path
     ok = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--json", "--no-timing",
                              "--junit", str(tmp_path / "j.xml")])
     assert ok.exit_code == 0 and (tmp_path / "j.xml").exists()
+
+
+def test_suite_entries_keep_their_own_options_whatever_their_names(tmp_path):
+    """An unnamed second `exp` was called 'exp #2', the name another entry had chosen; entries are
+    looked up by name, so the tanh entry ran exp's options and the report listed 'exp #2' twice."""
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "exp"\ninput = "[1.0]"\n'
+                                     '[[check]]\nname = "exp #2"\nfunction = "tanh"\ninput = "[1.0]"\n'
+                                     '[[check]]\nfunction = "exp"\ninput = "[5.0]"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--json", "--no-timing"])
+    ran = [(d["name"], d["function"]) for d in json.loads(result.stdout)]
+    assert ran == [("exp", "exp"), ("exp #2", "tanh"), ("exp #3", "exp")]
