@@ -526,7 +526,9 @@ def check_report(opts: dict[str, Any]):
         old_baseline = baseline.load(opts["baseline"], max_bytes=got.max_memory)
     backends = None
     if opts.get("backends"):
-        backends = [parse_backend(name, "--backends") for name in opts["backends"].split(",") if name.strip()]
+        # each once: --backends fd,fd ran (and listed) fd twice
+        backends = list(dict.fromkeys(parse_backend(name, "--backends") for name in opts["backends"].split(",")
+                                      if name.strip()))
     report = run_checks(
         problems, mode=opts["mode"].value, probes=opts["probes"], seed=opts["seed"], taylor=opts["taylor"],
         locate=opts["locate"], quantity=quantity, backends=backends,

@@ -997,3 +997,10 @@ def test_suite_entries_keep_their_own_options_whatever_their_names(tmp_path):
     result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--json", "--no-timing"])
     ran = [(d["name"], d["function"]) for d in json.loads(result.stdout)]
     assert ran == [("exp", "exp"), ("exp #2", "tanh"), ("exp #3", "exp")]
+
+
+def test_backends_named_twice_run_once_and_the_hint_names_another():
+    doc = json.loads(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--backends", "fd,fd", "--json"]).stdout)
+    assert [b["name"] for b in doc["backends"]] == ["fd"]
+    result = runner.invoke(app, ["check", "exp", "-x", "[1.0]", "--reference", "fd", "--backends", "fd"])
+    assert_usage_error(result, "--backends fd,autograd")
