@@ -39,7 +39,7 @@ def gradcli(*args, limit_mib: int | None = None, stdin=None, stdout=subprocess.P
         prefix = ["-m", "gradcli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     return subprocess.run([sys.executable, *prefix, *map(str, args)], stdin=stdin, stdout=stdout,
-                          stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, timeout=300, **kw)
+                          stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, timeout=kw.pop("timeout", 300), **kw)
 
 
 def assert_usage_error(result, *words):
@@ -1004,3 +1004,15 @@ def test_backends_named_twice_run_once_and_the_hint_names_another():
     assert [b["name"] for b in doc["backends"]] == ["fd"]
     result = runner.invoke(app, ["check", "exp", "-x", "[1.0]", "--reference", "fd", "--backends", "fd"])
     assert_usage_error(result, "--backends fd,autograd")
+
+
+def test_a_thread_user_code_leaves_running_does_not_keep_gradcli_alive(tmp_path):
+    """Python waits for every non-daemon thread at exit: a thread the user's file started and never
+    ended kept the process alive after printing its result (a CI job hung until killed)."""
+    (tmp_path / "t.py").write_text("import threading, time\n"
+                                   "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+                                   "def f(x):\n    return x * 2\n")
+    result = gradcli("check", "t.py:f", "-x", "[1.0]", "--backends", "fd", "--json", "--no-timing", cwd=tmp_path,
+                     timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True

@@ -20,6 +20,7 @@ import inspect
 import math
 import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def running_user_code(path: Path):
     of its own. Ctrl-C stays an interrupt. The torch backends read the original
     exception (a torch.func refusal means "fall back"). A change of the working
     folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
+    before = set(threading.enumerate())
     try:
         with _stdout_to_stderr(), _same_folder():
             yield
@@ -69,6 +71,18 @@ def running_user_code(path: Path):
         raise
     except BaseException as err:
         raise user_error(err, path) from err
+    finally:
+        _LEFT_RUNNING.update(t for t in threading.enumerate() if t not in before and not t.daemon)
+
+
+# Threads the user's code started and did not wait for: Python would wait for them at exit, so
+# a thread that never ends kept gradcli running after its result (see gradcli.__main__).
+_LEFT_RUNNING: set[threading.Thread] = set()
+
+
+def threads_left_running() -> list[threading.Thread]:
+    """The non-daemon threads started by the user's code that are still alive."""
+    return [t for t in _LEFT_RUNNING if t.is_alive()]
 
 
 @contextlib.contextmanager
