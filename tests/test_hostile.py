@@ -1016,3 +1016,20 @@ def test_a_thread_user_code_leaves_running_does_not_keep_gradcli_alive(tmp_path)
                      timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+def test_torch_modes_your_file_sets_at_import_do_not_leak_into_gradcli(tmp_path):
+    """`torch.set_grad_enabled(False)` at the top of a file made every autograd gradient 0, silently."""
+    import torch
+
+    (tmp_path / "nograd.py").write_text("import torch\ntorch.set_grad_enabled(False)\n"
+                                        "torch.set_default_dtype(torch.float16)\n"
+                                        "def f(x):\n    return (x ** 2).sum()\n")
+    try:
+        doc = json.loads(runner.invoke(app, ["grad", f"{tmp_path}/nograd.py:f", "-x", "[1.0, 2.0]", "-b", "autograd",
+                                             "--json"]).stdout)
+        assert doc["value"] == [2.0, 4.0]
+        assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+    finally:
+        torch.set_grad_enabled(True)
+        torch.set_default_dtype(torch.float32)

@@ -65,7 +65,7 @@ def running_user_code(path: Path):
     folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
     before = set(threading.enumerate())
     try:
-        with _stdout_to_stderr(), _same_folder():
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes():
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
@@ -118,6 +118,22 @@ def _c_library():
     import ctypes
 
     return ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _same_torch_modes():
+    """torch's global grad mode and default dtype as they were (``torch.set_grad_enabled(False)``
+    at the top of a file turned every later autograd gradient into zeros): what the code sets
+    holds inside it, not after it."""
+    torch = sys.modules.get("torch")
+    grad, dtype = (True, None) if torch is None else (torch.is_grad_enabled(), torch.get_default_dtype())
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")  # the file may have imported it
+        if torch is not None and hasattr(torch, "set_grad_enabled"):  # (None while torch itself is importing)
+            torch.set_grad_enabled(grad)
+            torch.set_default_dtype(torch.float32 if dtype is None else dtype)  # (float32: torch's own default)
 
 
 @contextlib.contextmanager
