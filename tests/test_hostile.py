@@ -1033,3 +1033,12 @@ def test_torch_modes_your_file_sets_at_import_do_not_leak_into_gradcli(tmp_path)
     finally:
         torch.set_grad_enabled(True)
         torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("name", ["m.py", "m.py:", "m.py:f:g", "m.py:1f"])
+def test_your_code_named_without_a_valid_name_says_path_py_name(name, tmp_path, monkeypatch):
+    """`gradcli grad model.py` said "unknown function 'model.py'", as for a misspelt built-in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("import os\ndef f(x):\n    return x\n")
+    assert_usage_error(runner.invoke(app, ["grad", name, "-x", "[1.0]"]), "PATH.py:NAME", "m.py:loss")
+    assert_usage_error(runner.invoke(app, ["grad", "m.py:os", "-x", "[1.0]"]), "Python module")

@@ -180,7 +180,8 @@ def load_callable(path_text: str, name: str):
     if isinstance(obj, torch.nn.Module):
         return obj
     if not callable(obj):
-        raise UsageError(f"FUNCTION: {path}:{name} is a {type(obj).__name__}, not a function or module")
+        kind = "Python module (imported there)" if inspect.ismodule(obj) else type(obj).__name__
+        raise UsageError(f"FUNCTION: {path}:{name} is a {kind}, not a function or module (torch.nn.Module)")
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) or _takes_no_arguments(obj):
         with running_user_code(path):
             made = obj()
