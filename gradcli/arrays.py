@@ -76,6 +76,17 @@ def load_array(
     return _check_numeric(array, option)
 
 
+def as_array(value) -> np.ndarray:
+    """A library argument as a NumPy array: a torch tensor (one that requires grad, on any
+    device) as its values, detached and on the CPU, without gradcli importing torch."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()  # NumPy has no bfloat16
+        return value.numpy()
+    return np.asarray(value)
+
+
 def check_finite(array: np.ndarray, option: str) -> None:
     """Refuse NaN/Inf, naming the first bad index (SPEC §2)."""
     if array.dtype.kind != "f":

@@ -1042,3 +1042,19 @@ def test_your_code_named_without_a_valid_name_says_path_py_name(name, tmp_path, 
     (tmp_path / "m.py").write_text("import os\ndef f(x):\n    return x\n")
     assert_usage_error(runner.invoke(app, ["grad", name, "-x", "[1.0]"]), "PATH.py:NAME", "m.py:loss")
     assert_usage_error(runner.invoke(app, ["grad", "m.py:os", "-x", "[1.0]"]), "Python module")
+
+
+def test_the_library_takes_torch_tensors_and_size_strings():
+    """A tensor that requires grad (what a pytest test holds) raised torch's RuntimeError
+    "Can't call numpy() on Tensor that requires grad"; max_memory="1KiB" a TypeError."""
+    import torch
+
+    import gradcli
+    from gradcli.errors import UsageError
+
+    x = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    result = gradcli.vjp("softmax", input=x, cotangent=torch.ones(1, 3, requires_grad=True))
+    expected = torch.autograd.grad(torch.softmax(x, -1), x, torch.ones(1, 3, dtype=torch.float64))[0]
+    np.testing.assert_allclose(result.value, expected.numpy(), atol=np.finfo(np.float64).eps ** 0.6)
+    with pytest.raises(UsageError, match="max_memory"):
+        gradcli.jacobian("softmax", input=np.ones((40, 40)), max_memory="1KiB")
