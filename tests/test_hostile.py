@@ -1058,3 +1058,27 @@ def test_the_library_takes_torch_tensors_and_size_strings():
     np.testing.assert_allclose(result.value, expected.numpy(), atol=np.finfo(np.float64).eps ** 0.6)
     with pytest.raises(UsageError, match="max_memory"):
         gradcli.jacobian("softmax", input=np.ones((40, 40)), max_memory="1KiB")
+
+
+def test_a_plot_never_holds_an_image_the_size_of_a_large_value():
+    """--plot drew every entry: matplotlib's image of a 2500 x 2500 Jacobian took ~10x the value
+    (800 MB for a 72 MB value under --max-memory 100MiB); it is pooled to the pixels it has,
+    keeping each block's largest-magnitude entry."""
+    import tracemalloc
+
+    from gradcli.api import jacobian
+    from gradcli.render.plot import MAX_CELLS, _shrink, draw_plot
+
+    spike = np.zeros((1000, 999))
+    spike[500, 3], spike[0, 0] = -7.0, 2.0
+    pooled = _shrink(spike)
+    assert pooled.shape == (MAX_CELLS, MAX_CELLS) and (pooled.min(), pooled.max()) == (-7.0, 2.0)
+    draw_plot(jacobian("softmax", input=np.ones((1, 3)), layout="full"), io.BytesIO())  # matplotlib loaded first
+    result = jacobian("softmax", input=np.random.default_rng(0).standard_normal((1, 2500)), layout="full")
+    tracemalloc.start()
+    try:
+        draw_plot(result, io.BytesIO())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < result.value.nbytes / 2, f"{peak} bytes to draw a {result.value.nbytes}-byte value"
