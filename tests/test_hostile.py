@@ -1082,3 +1082,21 @@ def test_a_plot_never_holds_an_image_the_size_of_a_large_value():
     finally:
         tracemalloc.stop()
     assert peak < result.value.nbytes / 2, f"{peak} bytes to draw a {result.value.nbytes}-byte value"
+
+
+def test_a_pt2_whose_entries_unpack_far_beyond_the_archive_is_refused_unread(pt2_bytes, tmp_path):
+    """A zip bomb: the constants config deflated from 32 MB of spaces (1.5 GB made a 1.5 MB file take
+    3.4 GB and 40 s); torch.export.save stores entries uncompressed, so such an archive is refused."""
+    source = zipfile.ZipFile(io.BytesIO(pt2_bytes))
+    path = tmp_path / "bomb.pt2"
+    with zipfile.ZipFile(path, "w") as out:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename.endswith("_constants_config.json"):
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                out.writestr(entry, data.rstrip() + b" " * (32 << 20))
+            else:
+                out.writestr(info, data)
+    assert path.stat().st_size < 1 << 20
+    assert_usage_error(runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3"]), "bomb.pt2", "unpacks to")

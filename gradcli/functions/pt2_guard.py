@@ -61,6 +61,12 @@ def inspect_pt2(data: bytes, path: Path) -> None:
     except (zipfile.BadZipFile, ValueError) as err:
         raise UsageError(f"FUNCTION: {path} is not a torch.export archive (not a zip file); save it with "
                          "torch.export.save") from err
+    # torch.export.save stores every entry uncompressed: entries that unpack to far more than
+    # the archive (a zip bomb: 1.5 MB of deflated spaces held 1.5 GB) are refused unread.
+    unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > 2 * len(data) + 2**20:
+        raise UsageError(f"FUNCTION: {path} unpacks to {unpacked} bytes from {len(data)} (compressed entries, "
+                         "which torch.export.save never writes); re-export it with torch.export.save")
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
         raise refuse(path, "is not in the torch.export.save layout (one root folder)")
