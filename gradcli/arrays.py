@@ -276,6 +276,16 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
         raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
     if path.stat().st_size > max_bytes:
         raise _too_big(option, str(path), path.stat().st_size, max_bytes)
+    import zipfile
+
+    if zipfile.is_zipfile(path):  # torch.save's format: entries may be deflated, a 400 KB file holding 400 MB
+        try:
+            with zipfile.ZipFile(path) as archive:
+                unpacked = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, ValueError):
+            unpacked = 0  # torch.load says what is wrong with it
+        if unpacked > max_bytes:
+            raise _too_big(option, f"{path} (unpacked)", unpacked, max_bytes)
     try:
         with warnings.catch_warnings():  # torch warns on stderr about what it refuses; our message says it
             warnings.simplefilter("ignore")

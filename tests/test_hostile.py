@@ -1100,3 +1100,27 @@ def test_a_pt2_whose_entries_unpack_far_beyond_the_archive_is_refused_unread(pt2
                 out.writestr(info, data)
     assert path.stat().st_size < 1 << 20
     assert_usage_error(runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3"]), "bomb.pt2", "unpacks to")
+
+
+def test_a_pt_file_is_sized_by_what_its_entries_unpack_to_before_torch_reads_it(tmp_path):
+    """torch.load accepts deflated entries: a 40 KB file of 5*10^6 zeros was read into 40 MB
+    before the tensor's size was checked against --max-memory 4MiB."""
+    import torch
+
+    torch.save(torch.zeros(5_000_000, dtype=torch.float64), tmp_path / "plain.pt")
+    source = zipfile.ZipFile(tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(entry, source.read(info.filename))
+    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    loads = []
+    original = torch.load
+    torch.load = lambda *a, **k: loads.append(a) or original(*a, **k)
+    try:
+        result = runner.invoke(app, ["jacobian", "exp", "-x", str(tmp_path / "z.pt"), "--max-memory", "4MiB"])
+    finally:
+        torch.load = original
+    assert_usage_error(result, "--input", "z.pt (unpacked)", "--max-memory")
+    assert loads == [], "torch.load ran before the refusal"
