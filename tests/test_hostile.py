@@ -1124,3 +1124,21 @@ def test_a_pt_file_is_sized_by_what_its_entries_unpack_to_before_torch_reads_it(
         torch.load = original
     assert_usage_error(result, "--input", "z.pt (unpacked)", "--max-memory")
     assert loads == [], "torch.load ran before the refusal"
+
+
+def test_a_torchscript_model_whose_entries_unpack_far_beyond_the_file_is_refused(tmp_path):
+    """torch.jit.load unpacks deflated entries: a module holding 32 MB of zeros fits in a 40 KB file."""
+    import torch
+
+    module = torch.jit.script(torch.nn.Linear(2000, 2000).double().requires_grad_(False).apply(
+        lambda m: torch.nn.init.zeros_(m.weight) if isinstance(m, torch.nn.Linear) else None))
+    torch.jit.save(module, tmp_path / "plain.pt")
+    source = zipfile.ZipFile(tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(entry, source.read(info.filename))
+    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    assert_usage_error(runner.invoke(app, ["jacobian", str(tmp_path / "z.pt"), "-x", "randn:1,2000"]),
+                       "z.pt", "unpacks to")

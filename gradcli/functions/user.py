@@ -219,6 +219,13 @@ def load_model_file(path_text: str):
                 inspect_pt2(data, path)
                 with no_unpickling():
                     return torch.export.load(io.BytesIO(data)).module()
+            import zipfile
+
+            from .pt2_guard import refuse_zip_bomb
+
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    refuse_zip_bomb(archive, path.stat().st_size, path)
             return torch.jit.load(str(path), map_location="cpu")
     except UsageError:
         raise
