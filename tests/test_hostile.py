@@ -1142,3 +1142,19 @@ def test_a_torchscript_model_whose_entries_unpack_far_beyond_the_file_is_refused
     assert (tmp_path / "z.pt").stat().st_size < 1 << 20
     assert_usage_error(runner.invoke(app, ["jacobian", str(tmp_path / "z.pt"), "-x", "randn:1,2000"]),
                        "z.pt", "unpacks to")
+
+
+def test_eig_beyond_the_argument_size_gives_every_eigenvalue():
+    """--eig K with K above the argument's n on the Lanczos path was an internal IndexError."""
+    import gradcli
+
+    x, w = np.random.default_rng(0).standard_normal((5, 4)), np.random.default_rng(1).standard_normal((3, 4))
+    t = np.random.default_rng(2).random((5, 3))
+    dense = gradcli.hessian("linear,binary_cross_entropy_with_logits", input=x, weight=w, target=t, wrt="weight",
+                            layout="full").value.reshape(12, 12)
+    spectrum = gradcli.hessian("linear,binary_cross_entropy_with_logits", input=x, weight=w, target=t, wrt="weight",
+                               eig=1000).spectrum
+    expected = np.linalg.eigvalsh(dense)
+    tol = np.finfo(np.float64).eps ** 0.6 * np.abs(expected).max()
+    np.testing.assert_allclose(spectrum.smallest, expected, atol=tol)
+    np.testing.assert_allclose(spectrum.largest, expected, atol=tol)
