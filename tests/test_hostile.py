@@ -1158,3 +1158,21 @@ def test_eig_beyond_the_argument_size_gives_every_eigenvalue():
     tol = np.finfo(np.float64).eps ** 0.6 * np.abs(expected).max()
     np.testing.assert_allclose(spectrum.smallest, expected, atol=tol)
     np.testing.assert_allclose(spectrum.largest, expected, atol=tol)
+
+
+def test_two_user_files_importing_their_own_same_named_helper_each_get_theirs(tmp_path):
+    """a/model.py and b/model.py each `import helper` from their folder: in one process (a suite, the
+    library) the second found the first's helper in sys.modules and ran it, so b's check passed on
+    a's code; an `import helper` inside the function failed at call time (folder not on sys.path)."""
+    import gradcli
+
+    for folder, k in (("a", 2.0), ("b", 3.0)):
+        (tmp_path / folder / "pkg").mkdir(parents=True)
+        (tmp_path / folder / "helper.py").write_text(f"k = {k}\n")
+        (tmp_path / folder / "pkg" / "__init__.py").write_text(f"k = {10 * k}\n")
+        (tmp_path / folder / "model.py").write_text("import helper\nimport pkg\n\n"
+                                                    "def f(x):\n    return helper.k * x + pkg.k * x\n\n"
+                                                    "def lazy(x):\n    import helper\n    return helper.k * x\n")
+    for folder, k in (("a", 2.0), ("b", 3.0), ("a", 2.0)):
+        assert gradcli.grad(f"{tmp_path}/{folder}/model.py:f", input=np.array(1.0)).value == 11 * k
+        assert gradcli.grad(f"{tmp_path}/{folder}/model.py:lazy", input=np.array(1.0)).value == k

@@ -65,7 +65,7 @@ def running_user_code(path: Path):
     folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
     before = set(threading.enumerate())
     try:
-        with _stdout_to_stderr(), _same_folder(), _same_torch_modes():
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _own_modules(path):
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
@@ -136,6 +136,49 @@ def _same_torch_modes():
             torch.set_default_dtype(torch.float32 if dtype is None else dtype)  # (float32: torch's own default)
 
 
+# The modules each user file's folder provided (``import helper`` beside model.py), by folder.
+_FOLDER_MODULES: dict[str, dict[str, Any]] = {}
+
+
+@contextlib.contextmanager
+def _own_modules(path: Path):
+    """The file's folder first on ``sys.path`` (as ``python model.py`` has it, so an ``import
+    helper`` inside a function works at call time too), and its own sibling modules in
+    ``sys.modules``: those another user file's folder loaded under the same names (a/helper.py,
+    b/helper.py in one suite or one library session) are set aside while it runs, or
+    b/model.py would silently run a/helper.py."""
+    folder = str(path.resolve().parent)
+    own = _FOLDER_MODULES.setdefault(folder, {})
+    for other, modules in _FOLDER_MODULES.items():
+        for name, module in modules.items():
+            if other != folder and sys.modules.get(name) is module:
+                del sys.modules[name]
+    sys.modules.update(own)
+    count = len(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)  # (the first occurrence: the one inserted here)
+        new = list(sys.modules)[count:] if len(sys.modules) > count else []  # new entries come last
+        for name in new:
+            top = name.partition(".")[0]
+            if top not in own and top not in new:
+                continue  # a submodule of a package loaded before (torch, gradcli): not the folder's own
+            if _found_in(folder, top, getattr(sys.modules[name], "__file__", None)):
+                own[name] = sys.modules[name]
+
+
+def _found_in(folder: str, top: str, file: str | None) -> bool:
+    """Whether a module of top-level name ``top`` came from ``folder`` through ``sys.path``:
+    folder/helper.py, folder/pkg/..., not folder/.venv/lib/.../scipy (installed packages)."""
+    try:
+        return file is not None and Path(file).resolve().relative_to(folder).parts[0].partition(".")[0] == top
+    except ValueError:  # not under the folder
+        return False
+
+
 @contextlib.contextmanager
 def _same_folder():
     try:
@@ -157,20 +200,15 @@ def load_callable(path_text: str, name: str):
         raise UsageError(f"FUNCTION: file not found: {path}; give PATH.py:NAME with an existing file")
     spec = importlib.util.spec_from_file_location(f"gradcli_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    # Registered while it runs, as `import` does: @dataclass with postponed
-    # annotations looks its module up in sys.modules.
-    sys.modules[spec.name] = module
     try:
-        with running_user_code(path):
+        with running_user_code(path):  # (its folder on sys.path while it runs)
+            # Registered while it runs, as `import` does: @dataclass with postponed
+            # annotations looks its module up in sys.modules.
+            sys.modules[spec.name] = module
             spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(spec.name, None)
         raise
-    finally:
-        if sys.path and sys.path[0] == folder:
-            sys.path.pop(0)
     if not hasattr(module, name):
         public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
         raise UsageError(f"FUNCTION: {path} has no {name!r}; it defines {', '.join(public) or 'nothing callable'}")
