@@ -175,7 +175,8 @@ RUN_OPTIONS = [
     _option("dtype", Optional[DType], None, "--dtype",
             help="working precision (default float64; a note says when float32 data is upcast)"),
     _option("device", Device, Device.CPU, "--device", help="torch backends"),
-    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)", min=0),
+    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...) and of dropout masks "
+            "(0 to 2**64 - 1, as torch.manual_seed)", min=0, max=2**64 - 1),
     _option("fd_method", FdMethod, FdMethod.RICHARDSON, "--fd-method", help="finite-difference formula"),
     _option("fd_step", str, "auto", "--fd-step", help="auto (adaptive per entry: Richardson steps from eps^(1/5), "
             "halved or doubled until they converge), or an absolute step such as 1e-4"),

@@ -1176,3 +1176,14 @@ def test_two_user_files_importing_their_own_same_named_helper_each_get_theirs(tm
     for folder, k in (("a", 2.0), ("b", 3.0), ("a", 2.0)):
         assert gradcli.grad(f"{tmp_path}/{folder}/model.py:f", input=np.array(1.0)).value == 11 * k
         assert gradcli.grad(f"{tmp_path}/{folder}/model.py:lazy", input=np.array(1.0)).value == k
+
+
+def test_a_seed_torch_cannot_take_is_refused_as_an_option_not_blamed_on_your_code(tmp_path):
+    """--seed 2**64 with a dropout model: torch.manual_seed overflowed inside the call, reported as
+    'your code raised ValueError' (exit 3)."""
+    (tmp_path / "drop.py").write_text("import torch\nnet = torch.nn.Sequential(torch.nn.Linear(4, 3), "
+                                      "torch.nn.Dropout(0.5))\n")
+    assert_usage_error(runner.invoke(app, ["jacobian", f"{tmp_path}/drop.py:net", "-x", "randn:2,4",
+                                           "--seed", str(2**64)]), "--seed")
+    assert runner.invoke(app, ["jacobian", f"{tmp_path}/drop.py:net", "-x", "randn:2,4",
+                               "--seed", str(2**64 - 1)]).exit_code == 0
