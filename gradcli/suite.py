@@ -31,6 +31,7 @@ from .errors import ExitCode, GradcliError, UsageError
 
 # A value naming a file: PATH.ext, optionally followed by :KEY (npz member) or :NAME (a .py callable).
 _PATH = re.compile(r"^(?P<path>[^:\[\]{}]+\.(?:npy|npz|json|pt|pt2|py|toml))(?P<rest>:[A-Za-z_][\w.]*)?$")
+MAX_SUITE_BYTES = 16 << 20  # about 200,000 checks
 PATH_KEYS = ("function", "baseline", "save_baseline", "output", "plot", "arg")
 
 
@@ -59,7 +60,11 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
     ``path_keys``: the options whose values may name files (resolved from the file's folder)."""
     file = Path(path)
     try:
-        document = tomllib.loads(file.read_text())
+        with file.open("rb") as handle:  # never more than MAX_SUITE_BYTES (`--suite /dev/zero` read forever)
+            data = handle.read(MAX_SUITE_BYTES + 1)
+        if len(data) > MAX_SUITE_BYTES:
+            raise UsageError(f"--suite: {path} is over {MAX_SUITE_BYTES >> 20} MiB; split it into several suites")
+        document = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--suite: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:

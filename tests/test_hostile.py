@@ -1187,3 +1187,9 @@ def test_a_seed_torch_cannot_take_is_refused_as_an_option_not_blamed_on_your_cod
                                            "--seed", str(2**64)]), "--seed")
     assert runner.invoke(app, ["jacobian", f"{tmp_path}/drop.py:net", "-x", "randn:2,4",
                                "--seed", str(2**64 - 1)]).exit_code == 0
+
+
+def test_a_suite_file_that_never_ends_is_refused_not_read_into_memory(tmp_path):
+    """`check --suite /dev/zero` read until memory ran out: an internal MemoryError."""
+    result = gradcli("check", "--suite", "/dev/zero", limit_mib=1024)
+    assert_usage_error(result, "--suite", "/dev/zero", "MiB")
