@@ -109,12 +109,14 @@ def load(path: str, max_bytes: int = 2**31) -> dict[str, Any]:
     """The baseline document at ``path``, its structure checked (exit 2 when it is not one
     gradcli wrote: a truncated or hand-edited file must never be compared as if it were)."""
     file = Path(path)
+    limit = max_bytes // 20  # parsed JSON holds up to ~20 bytes per byte of text (arrays.py)
     try:
-        size = file.stat().st_size
-        if size * 20 > max_bytes:  # parsed JSON holds up to ~20 bytes per byte of text (arrays.py)
-            raise UsageError(f"--baseline: {path} is {size} bytes, too large for a baseline under --max-memory; "
-                             f"save it again with --save-baseline {path}")
-        document = json.loads(file.read_text())
+        with file.open("rb") as handle:  # read to the limit only: its size may be unknown (a pipe, /dev/zero)
+            text = handle.read(limit + 1)
+        if len(text) > limit:
+            raise UsageError(f"--baseline: {path} is over {limit} bytes, too large for a baseline under "
+                             f"--max-memory; save it again with --save-baseline {path}")
+        document = json.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--baseline: {path} does not exist; create it with --save-baseline {path}") from None
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError

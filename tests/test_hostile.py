@@ -1193,3 +1193,9 @@ def test_a_suite_file_that_never_ends_is_refused_not_read_into_memory(tmp_path):
     """`check --suite /dev/zero` read until memory ran out: an internal MemoryError."""
     result = gradcli("check", "--suite", "/dev/zero", limit_mib=1024)
     assert_usage_error(result, "--suite", "/dev/zero", "MiB")
+
+
+def test_a_baseline_that_never_ends_is_read_only_to_the_limit():
+    """--baseline /dev/zero (size 0 to stat) was read until memory ran out."""
+    result = gradcli(*CHECK_EXP, "-x", "[1.0]", "--baseline", "/dev/zero", "--max-memory", "1MiB", limit_mib=1024)
+    assert_usage_error(result, "--baseline", "/dev/zero", "--max-memory")
