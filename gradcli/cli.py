@@ -321,7 +321,7 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
     problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"], differentiates_input=differentiates_input)
-    if opts.get("rows"):
+    if opts.get("rows") is not None:  # (an empty --rows is refused by its parser, not ignored)
         from .problem import select_rows
 
         problem = select_rows(problem, opts["rows"])

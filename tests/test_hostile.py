@@ -1199,3 +1199,8 @@ def test_a_baseline_that_never_ends_is_read_only_to_the_limit():
     """--baseline /dev/zero (size 0 to stat) was read until memory ran out."""
     result = gradcli(*CHECK_EXP, "-x", "[1.0]", "--baseline", "/dev/zero", "--max-memory", "1MiB", limit_mib=1024)
     assert_usage_error(result, "--baseline", "/dev/zero", "--max-memory")
+
+
+def test_an_empty_rows_option_is_refused_not_read_as_every_row():
+    """--rows '' (an unset shell variable: --rows "$ROWS") computed every row, silently."""
+    assert_usage_error(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:4,3", "--rows", ""]), "--rows")
