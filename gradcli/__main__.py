@@ -6,6 +6,7 @@ at any moment is the same clean stop: "gradcli: interrupted", exit 130, no
 partial output file.
 """
 
+import os
 import signal
 import sys
 
@@ -23,7 +24,27 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("gradcli: interrupted\n")
         sys.exit(130)
-    command.main(args=argv, prog_name="gradcli")
+    try:
+        command.main(args=argv, prog_name="gradcli")
+    except SystemExit as done:
+        _exit_despite_user_threads(done.code)
+        raise
+
+
+def _exit_despite_user_threads(code) -> None:
+    """A thread your code started and left running would keep the process alive after
+    gradcli is done (Python waits for every non-daemon thread): the result is flushed
+    and the process ends, as it would with daemon threads. Only then: other exits run
+    Python's own shutdown."""
+    user = sys.modules.get("gradcli.functions.user")
+    if user is None or not user.threads_left_running():
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":

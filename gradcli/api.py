@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .arrays import check_finite
+from .arrays import as_array, check_finite
 from .backends import get_backend, resolve
 from .errors import BackendError, UsageError
 from .functions.base import option_name
@@ -152,7 +152,7 @@ def _argument(wrt: str) -> str:
 
 
 def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:
-    vector = np.asarray(value)
+    vector = as_array(value)
     if vector.dtype.kind not in "iuf":
         raise UsageError(f"{option}: dtype {vector.dtype} is not numeric")
     if vector.shape != tuple(shape):
@@ -187,6 +187,10 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
 def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
     problem, options, run = library_call(function, kwargs, ("backend", "layout", "cotangent", "tangent", "max_memory",
                                                             "allow_nonfinite", "verify_blocks", "eig"))
+    if isinstance(run.get("max_memory"), str):  # "512MiB", as on the command line
+        from .sizes import parse_size
+
+        run["max_memory"] = parse_size(run["max_memory"], "max_memory")
     return solve(problem, quantity, options=options, **run)
 
 

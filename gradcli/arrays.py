@@ -48,13 +48,18 @@ def load_array(
     like: tuple[int, ...] | None = None,
     stdin: BinaryIO | None = None,
     max_bytes: int = 2**31,
+    held: int = 0,
 ) -> np.ndarray:
     """Load the array that ``spec`` names for ``option`` (e.g. ``"--input"``).
 
     ``like`` is the shape implied by context; it lets shapeless generators
-    (``ones``, ``randn``) through. ``stdin`` is read for ``-``. Returns a numeric,
-    non-empty array (integer or floating); finiteness is checked by the caller.
+    (``ones``, ``randn``) through. ``stdin`` is read for ``-``. ``held``: bytes the
+    arrays loaded before this one hold, so that together they stay within
+    ``max_bytes`` (``--max-memory``). Returns a numeric, non-empty array (integer
+    or floating); finiteness is checked by the caller.
     """
+    if held:
+        max_bytes = _Budget(max_bytes - held, total=max_bytes, held=held)
     spec = spec.strip()
     if not spec:
         raise UsageError(f"{option}: empty value; give a file, a JSON literal or a generator such as randn:3,5")
@@ -69,6 +74,17 @@ def load_array(
     else:
         array = _from_json_text(spec, option, source="inline value", max_bytes=max_bytes)
     return _check_numeric(array, option)
+
+
+def as_array(value) -> np.ndarray:
+    """A library argument as a NumPy array: a torch tensor (one that requires grad, on any
+    device) as its values, detached and on the CPU, without gradcli importing torch."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) in ("torch.bfloat16", "torch.float16"):
+            value = value.float()  # NumPy has no bfloat16
+        return value.numpy()
+    return np.asarray(value)
 
 
 def check_finite(array: np.ndarray, option: str) -> None:
@@ -87,6 +103,16 @@ def check_finite(array: np.ndarray, option: str) -> None:
 # --- forms -----------------------------------------------------------------
 
 
+def file_of(spec: str) -> str | None:
+    """The file an ARRAY spec reads (``batch.npz:x`` -> ``batch.npz``), or None
+    for inline JSON, generators and standard input."""
+    spec = spec.strip()
+    if spec == "-" or _looks_like_generator(spec):
+        return None
+    part = _file_part(spec)
+    return part if part.lower().endswith(FILE_SUFFIXES) else None
+
+
 def _file_part(spec: str) -> str:
     """``batch.npz:logits`` -> ``batch.npz``; anything else unchanged."""
     head, sep, _ = spec.rpartition(":")
@@ -96,7 +122,7 @@ def _file_part(spec: str) -> str:
 def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
     path = Path(_file_part(spec))
     if not path.is_file():
-        raise UsageError(f"{option}: file not found: {path}; check the path")
+        raise UsageError(f"{option}: {not_a_file(path)}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -107,7 +133,8 @@ def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
             return _load_npz(path, key, option, max_bytes)
         if suffix == ".json":
             _check_json_size(path.stat().st_size, option, str(path), max_bytes)
-            return _from_json_text(path.read_text(encoding="utf-8"), option, source=str(path), max_bytes=max_bytes)
+            # utf-8-sig: a byte-order mark (what Windows editors write first) is not JSON, nor data
+            return _from_json_text(path.read_text(encoding="utf-8-sig"), option, source=str(path), max_bytes=max_bytes)
         return _load_pt(path, option, max_bytes)
     except OSError as err:
         raise UsageError(f"{option}: cannot read {path}: {err.strerror or err}") from err
@@ -115,10 +142,42 @@ def _from_file(spec: str, option: str, max_bytes: int) -> np.ndarray:
         raise UsageError(f"{option}: {path} is not UTF-8 text; JSON files must be UTF-8") from err
 
 
+class _Budget(int):
+    """What is left of ``--max-memory`` (``total``) once other arrays hold ``held`` bytes."""
+
+    def __new__(cls, left: int, *, total: int, held: int) -> "_Budget":
+        budget = super().__new__(cls, max(left, 0))
+        budget.total, budget.held = total, held
+        return budget
+
+
+def _limit_text(max_bytes: int) -> str:
+    """``--max-memory 2.0 GiB``, or what the arrays loaded before leave of it."""
+    from .sizes import format_bytes
+
+    if isinstance(max_bytes, _Budget):
+        return (f"the {format_bytes(max_bytes)} that the arrays loaded before it ({format_bytes(max_bytes.held)}) "
+                f"leave of --max-memory {format_bytes(max_bytes.total)}")
+    return f"--max-memory {format_bytes(max_bytes)}"
+
+
+def not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a file, and the fix (a folder, a pipe or device, a link loop, nothing)."""
+    try:
+        path.stat()
+    except OSError as err:
+        if path.is_symlink():
+            return f"{path} is a symbolic link that leads nowhere ({err.strerror}); check the link"
+        return f"file not found: {path}; check the path"
+    if path.is_dir():
+        return f"{path} is a folder, not a file; name a file in it"
+    return f"{path} is not a regular file (a pipe or a device); save the array to a file, or pipe it to - (stdin)"
+
+
 def _too_big(option: str, what: str, need: int, max_bytes: int) -> UsageError:
     from .sizes import format_bytes
 
-    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over --max-memory {format_bytes(max_bytes)}; "
+    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over {_limit_text(max_bytes)}; "
                       "use a smaller array or raise --max-memory")
 
 
@@ -132,8 +191,8 @@ def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) 
             shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
         elif version == (2, 0):
             shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:  # 3.0 (UTF-8 field names) has no public reader; np.load checks it below
-            shape, dtype = (), np.dtype(np.float64)
+        else:  # 3.0 (UTF-8 field names): np.load reads it, so its size is checked as well
+            shape, _, dtype = _read_header_3_0(handle)
     except (ValueError, EOFError, OSError, SyntaxError) as err:
         raise UsageError(f"{option}: {name} is not a valid .npy file ({err}); re-save it with np.save") from err
     handle.seek(start)
@@ -142,9 +201,24 @@ def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) 
                          "save a numeric array")
     if len(shape) > MAX_DIMS:
         raise UsageError(f"{option}: {name} has {len(shape)} dimensions; gradcli takes at most {MAX_DIMS}")
+    if any(n < 0 for n in shape):
+        raise UsageError(f"{option}: {name} is not a valid .npy file (shape {list(shape)}); re-save it with np.save")
     need = math.prod(shape) * dtype.itemsize
     if need > max_bytes:
         raise _too_big(option, f"{name} (shape {list(shape)}, {dtype})", need, max_bytes)
+
+
+def _read_header_3_0(handle: BinaryIO):
+    """``(shape, fortran_order, dtype)`` of a version 3.0 header (2.0's layout, UTF-8 text),
+    with NumPy's own parser, which only its private name exposes."""
+    from numpy.lib import format as npy_format
+
+    reader = getattr(npy_format, "_read_array_header", None)
+    if reader is None:
+        from numpy.lib import _format_impl as npy_format  # NumPy 2
+
+        reader = npy_format._read_array_header
+    return reader(handle, version=(3, 0))
 
 
 def _load_npy(handle: BinaryIO, option: str, max_bytes: int) -> np.ndarray:
@@ -202,6 +276,16 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
         raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
     if path.stat().st_size > max_bytes:
         raise _too_big(option, str(path), path.stat().st_size, max_bytes)
+    import zipfile
+
+    if zipfile.is_zipfile(path):  # torch.save's format: entries may be deflated, a 400 KB file holding 400 MB
+        try:
+            with zipfile.ZipFile(path) as archive:
+                unpacked = sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, ValueError):
+            unpacked = 0  # torch.load says what is wrong with it
+        if unpacked > max_bytes:
+            raise _too_big(option, f"{path} (unpacked)", unpacked, max_bytes)
     try:
         with warnings.catch_warnings():  # torch warns on stderr about what it refuses; our message says it
             warnings.simplefilter("ignore")
@@ -214,6 +298,12 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
         ) from err
     if not isinstance(obj, torch.Tensor):
         raise UsageError(f"{option}: {path} holds a {type(obj).__name__}, not a tensor; save a single tensor")
+    # The file's size bounds its storage, not the tensor: a view of one stored number expanded
+    # to 10^9 (stride 0) is a 1 KB file. Its own size is what every later copy takes.
+    need = obj.numel() * obj.element_size()
+    if need > max_bytes:
+        raise _too_big(option, f"{path} (shape {list(obj.shape)}, {str(obj.dtype).removeprefix('torch.')})", need,
+                       max_bytes)
     if obj.is_complex():
         raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
     kind = ("a sparse" if obj.layout is not torch.strided else "a meta (data-less)" if obj.is_meta
@@ -223,25 +313,49 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
     if kind is not None:
         raise UsageError(f"{option}: {path} holds {kind} tensor; save a dense tensor of a float or integer dtype "
                          "(e.g. t.to_dense().float())")
-    tensor = obj.detach().cpu()
+    tensor = obj.detach().cpu().contiguous()  # an expanded or strided view becomes the array it shows
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
     return tensor.numpy()
 
 
 def _from_stdin(option: str, stream: BinaryIO | None, max_bytes: int) -> np.ndarray:
+    """JSON or .npy bytes from standard input, never read past what the limit allows:
+    an .npy header is read and sized first, then exactly its data; JSON text up to
+    ``max_bytes / JSON_MEMORY_FACTOR`` bytes (what parsing it takes), so an endless
+    stream (``yes |``, ``< /dev/zero``) stops there."""
     if stream is None:
         raise UsageError(f"{option}: standard input is closed; pipe JSON or .npy bytes into it, or give a file")
     try:
-        data = stream.read(max_bytes + 1)  # never more than the limit allows
+        data = stream.read(len(_NPY_MAGIC) + 2)  # the magic string and the format version
+        if data.startswith(_NPY_MAGIC) and len(data) == len(_NPY_MAGIC) + 2:
+            length_bytes = 2 if data[len(_NPY_MAGIC)] == 1 else 4
+            data += stream.read(length_bytes)
+            length = int.from_bytes(data[len(data) - length_bytes:], "little")
+            data += stream.read(min(length, 2**16))  # NumPy refuses headers over 10,000 bytes anyway
+            buffer = io.BytesIO(data)
+            _check_npy_header(buffer, "standard input", option, max_bytes)
+            buffer.seek(0)
+            np.lib.format.read_magic(buffer)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(buffer) if length_bytes == 2
+                               else np.lib.format.read_array_header_2_0(buffer) if data[len(_NPY_MAGIC)] == 2
+                               else _read_header_3_0(buffer))
+            data += stream.read(math.prod(shape) * dtype.itemsize)
+            return _load_npy(io.BytesIO(data), option, max_bytes)
+        if data.startswith(_NPY_MAGIC):  # too short to hold a header
+            return _load_npy(io.BytesIO(data), option, max_bytes)
+        limit = max_bytes // JSON_MEMORY_FACTOR
+        data += stream.read(limit + 1 - len(data))
     except (OSError, ValueError) as err:
         raise UsageError(f"{option}: cannot read standard input ({err}); pipe JSON or .npy bytes into it") from err
-    if len(data) > max_bytes:
-        raise _too_big(option, "standard input", len(data), max_bytes)
-    if data.startswith(_NPY_MAGIC):
-        return _load_npy(io.BytesIO(data), option, max_bytes)
+    if len(data) > limit:
+        from .sizes import format_bytes
+
+        raise UsageError(f"{option}: standard input holds more than {format_bytes(limit)} of JSON, which needs more "
+                         f"than {_limit_text(max_bytes)} to parse (up to {JSON_MEMORY_FACTOR} bytes a "
+                         "byte); pipe .npy bytes (np.save), read at their own size, or raise --max-memory")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise UsageError(f"{option}: standard input is neither .npy bytes nor UTF-8 JSON") from err
     if not text.strip():
@@ -287,7 +401,11 @@ def _from_json_text(text: str, option: str, *, source: str, max_bytes: int = 2**
     if dtype is None:
         dtype = "float64" if has_float else "int64"
     try:
-        array = np.array(data, dtype=dtype)
+        with np.errstate(over="raise"):  # 1e300 as float32 is inf: refused here, not warned about
+            array = np.array(data, dtype=dtype)
+    except FloatingPointError as err:
+        raise UsageError(f"{option}: {source} has a number beyond dtype {dtype}'s range (largest "
+                         f"{float(np.finfo(dtype).max):.4g}); use float64") from err
     except (OverflowError, ValueError) as err:
         raise UsageError(f"{option}: {source} does not fit dtype {dtype} ({err})") from err
     if np.dtype(dtype).kind in "iu" and has_float:
@@ -358,7 +476,10 @@ def _generate(spec: str, option: str, *, seed: int, like, max_bytes: int) -> np.
     else:
         shape = _parse_shape(args, option, spec)
     if math.prod(shape) * 8 > max_bytes:
-        raise UsageError(f"{option}: {spec} would take {math.prod(shape) * 8} bytes, over --max-memory; use a smaller shape")
+        from .sizes import format_bytes
+
+        raise UsageError(f"{option}: {spec} would take {format_bytes(math.prod(shape) * 8)}, over "
+                         f"{_limit_text(max_bytes)}; use a smaller shape")
     if name == "randn":
         return rng.standard_normal(shape)
     if name == "rand":

@@ -105,16 +105,58 @@ def dumps(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
-def load(path: str) -> dict[str, Any]:
+def load(path: str, max_bytes: int = 2**31) -> dict[str, Any]:
+    """The baseline document at ``path``, its structure checked (exit 2 when it is not one
+    gradcli wrote: a truncated or hand-edited file must never be compared as if it were)."""
+    file = Path(path)
+    limit = max_bytes // 20  # parsed JSON holds up to ~20 bytes per byte of text (arrays.py)
     try:
-        document = json.loads(Path(path).read_text())
+        with file.open("rb") as handle:  # read to the limit only: its size may be unknown (a pipe, /dev/zero)
+            text = handle.read(limit + 1)
+        if len(text) > limit:
+            raise UsageError(f"--baseline: {path} is over {limit} bytes, too large for a baseline under "
+                             f"--max-memory; save it again with --save-baseline {path}")
+        document = json.loads(text.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--baseline: {path} does not exist; create it with --save-baseline {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"--baseline: {path} is not a gradcli baseline ({err})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise UsageError(f"--baseline: {path} is not a gradcli baseline ({str(err)[:120]})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA:
         raise UsageError(f"--baseline: {path} is not a gradcli baseline (no \"schema\": \"{SCHEMA}\")")
+    problem = _malformed(document)
+    if problem:
+        raise UsageError(f"--baseline: {path} is damaged or from another gradcli version ({problem}); "
+                         f"save it again with --save-baseline {path}")
     return document
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _malformed(document: dict[str, Any]) -> str | None:
+    """What is wrong with a baseline document's structure, or None: every fingerprint
+    (the output and each argument) needs a shape of sizes, PROBES numbers and a scale."""
+    arguments = document.get("arguments")
+    if not isinstance(arguments, dict):
+        return "'arguments' is not an object"
+    if not isinstance(document.get("dtype"), str) or not _is_number(document.get("seed")):
+        return "'dtype' or 'seed' is missing"
+    versions = document.get("versions", {})
+    if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+        return "'versions' is not an object of version strings"
+    for name, entry in [("output", document.get("output")), *arguments.items()]:
+        if not isinstance(entry, dict):
+            return f"{name!r} is not an object"
+        shape, probes = entry.get("shape"), entry.get("probes")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                  for n in shape):
+            return f"{name}: 'shape' is not a list of sizes"
+        if not isinstance(probes, list) or len(probes) != PROBES or not all(map(_is_number, probes)):
+            return f"{name}: 'probes' is not a list of {PROBES} numbers"
+        if not _is_number(entry.get("scale")):
+            return f"{name}: 'scale' is not a number"
+    return None
 
 
 def compare(path: str, old: dict[str, Any], new: dict[str, Any]) -> BaselineComparison:
@@ -130,8 +172,12 @@ def compare(path: str, old: dict[str, Any], new: dict[str, Any]) -> BaselineComp
         if before["shape"] != now["shape"]:
             entries.append(Moved(name, math.inf, 0.0, True, f"shape {before['shape']} is now {now['shape']}"))
             continue
-        tolerance = FACTOR * eps * max(before["scale"], now["scale"], np.finfo(np.float64).tiny)
-        diffs = [abs(a - b) if math.isfinite(a - b) else math.inf for a, b in zip(now["probes"], before["probes"])]
+        # From the scale computed now, never the file's: a scale edited up (or inf, nan) would
+        # widen the tolerance until any change passed. A non-finite value only matches itself.
+        scale = now["scale"]
+        tolerance = FACTOR * eps * max(scale, np.finfo(np.float64).tiny) if math.isfinite(scale) else 0.0
+        diffs = [0.0 if a == b or (math.isnan(a) and math.isnan(b)) else abs(a - b) if math.isfinite(a - b)
+                 else math.inf for a, b in zip(now["probes"], before["probes"])]
         worst = max(diffs, default=0.0)
         entries.append(Moved(name, worst, tolerance, worst > tolerance))
     for key in ("dtype", "seed"):  # (the function's name may be another path to the same file)

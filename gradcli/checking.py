@@ -127,7 +127,8 @@ def validate_backends(backends: list[BackendName], reference: BackendName | None
         raise UsageError("--backends/--reference: name the backends (autograd, forward, analytic, fd), not auto")
     if explicit and all(b is reference for b in backends):
         raise UsageError(f"--backends: names only the reference {reference.value}, so nothing would be compared; "
-                         f"add another backend, e.g. --backends {reference.value},fd")
+                         f"add another backend, e.g. --backends {reference.value},"
+                         f"{'autograd' if reference is BackendName.FD else 'fd'}")
     return reference
 
 

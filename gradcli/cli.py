@@ -175,7 +175,8 @@ RUN_OPTIONS = [
     _option("dtype", Optional[DType], None, "--dtype",
             help="working precision (default float64; a note says when float32 data is upcast)"),
     _option("device", Device, Device.CPU, "--device", help="torch backends"),
-    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...)", min=0),
+    _option("seed", int, 0, "--seed", help="seed of the generators (randn:3,5, ...) and of dropout masks "
+            "(0 to 2**64 - 1, as torch.manual_seed)", min=0, max=2**64 - 1),
     _option("fd_method", FdMethod, FdMethod.RICHARDSON, "--fd-method", help="finite-difference formula"),
     _option("fd_step", str, "auto", "--fd-step", help="auto (adaptive per entry: Richardson steps from eps^(1/5), "
             "halved or doubled until they converge), or an absolute step such as 1e-4"),
@@ -287,8 +288,6 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     specs = {name: opts[name] for name in array_arguments() if opts.get(name) is not None}
     vector_option = {Quantity.VJP: "cotangent", Quantity.JVP: "tangent", Quantity.HVP: "tangent"}.get(quantity)
     vector_spec = opts.get(vector_option) if vector_option else None
-    if [*specs.values(), vector_spec].count("-") > 1:
-        raise UsageError("-: only one option can read standard input; give the others as files")
     if opts.get("input") is None:
         raise UsageError("--input: missing; give the input with -x, e.g. -x randn:3,5 or -x logits.npy")
     from .sizes import parse_size
@@ -305,14 +304,27 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     from .functions.signature import parse_arg_options
 
     named = parse_arg_options(opts.get("arg"), set(specs))
+    from .arrays import file_of
+    from .outfile import refuse_same_file
+
+    every = {**specs, **named, **({vector_option: vector_spec} if vector_spec is not None else {})}
+    readers = [f"--arg {n}" if n in named else option_name(n) for n, spec in every.items() if spec.strip() == "-"]
+    if len(readers) > 1:
+        raise UsageError(f"{readers[1]}: only one option can read standard input (-), and {readers[0]} does; "
+                         "give the others as files")
+    refuse_same_file({"--output": out_path, "--save-baseline": opts.get("save_baseline")},
+                     {f"--arg {n}" if n in named else option_name(n): file_of(spec)
+                      for n, spec in every.items()})
     function = user_function(opts["function"], opts["seed"], tuple(named))
     specs.update(named)
-    arrays = {name: load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
-                               max_bytes=max_memory) for name, spec in specs.items()}
+    arrays: dict[str, Any] = {}
+    for name, spec in specs.items():  # together within --max-memory, each refused before it is read
+        arrays[name] = load_array(spec, f"--arg {name}" if name in named else option_name(name), seed=opts["seed"],
+                                  max_bytes=max_memory, held=sum(a.nbytes for a in arrays.values()))
     params = {name: opts[name] for name in parameters() if opts.get(name) is not None}
     problem = build_problem(function, arrays, params, wrt=opts["wrt"], dtype=opts["dtype"],
                             allow_nonfinite=opts["allow_nonfinite"], differentiates_input=differentiates_input)
-    if opts.get("rows"):
+    if opts.get("rows") is not None:  # (an empty --rows is refused by its parser, not ignored)
         from .problem import select_rows
 
         problem = select_rows(problem, opts["rows"])
@@ -320,7 +332,7 @@ def load(quantity: Quantity, opts: dict[str, Any], differentiates_input: bool | 
     if vector_spec is not None:
         like = problem.output_shape if quantity is Quantity.VJP else problem.wrt_shape
         vectors[vector_option] = load_array(vector_spec, option_name(vector_option), seed=opts["seed"], like=like,
-                                            max_bytes=max_memory)
+                                            max_bytes=max_memory, held=sum(a.nbytes for a in arrays.values()))
     fd_step = None if opts["fd_step"] == "auto" else parse_positive_float(opts["fd_step"], "--fd-step")
     options = BackendOptions(device=opts["device"], fd_method=opts["fd_method"], fd_step=fd_step,
                              fd_dtype=opts["fd_dtype"], progress=DelayedProgress())
@@ -499,14 +511,28 @@ def check_report(opts: dict[str, Any]):
         opts = {**opts, "tangent": "randn"}
     if opts.get("output") and not str(opts["output"]).lower().endswith(".json"):
         raise UsageError("--output: check writes its report as .json; give PATH.json")
+    if opts.get("plot"):  # check compares backends: there is no one value to draw
+        raise UsageError("--plot: draws a computed value, which check does not keep; use e.g. "
+                         "gradcli jacobian FUNCTION ... --plot PATH.png")
     if opts.get("save_baseline"):
         check_output_path_of(opts["save_baseline"], "--save-baseline", (".json",))
+    from .outfile import refuse_same_file
+
+    refuse_same_file({"--output": opts.get("output")}, {"--baseline": opts.get("baseline")})  # (--save-baseline
+    # may name the --baseline it refreshes; load() compares the outputs with the arrays and each other)
     got = (load(quantity or Quantity.GRAD, {**opts, "wrt": "input"}, differentiates_input=names_input(opts["wrt"]))
            if many else load(quantity or Quantity.GRAD, opts))
     problems = retarget(got.problem, expand(got.problem.function, opts["wrt"])) if many else [got.problem]
+    old_baseline = None
+    if opts.get("baseline"):  # read and checked before the work, which it would otherwise follow
+        from . import baseline
+
+        old_baseline = baseline.load(opts["baseline"], max_bytes=got.max_memory)
     backends = None
     if opts.get("backends"):
-        backends = [parse_backend(name, "--backends") for name in opts["backends"].split(",") if name.strip()]
+        # each once: --backends fd,fd ran (and listed) fd twice
+        backends = list(dict.fromkeys(parse_backend(name, "--backends") for name in opts["backends"].split(",")
+                                      if name.strip()))
     report = run_checks(
         problems, mode=opts["mode"].value, probes=opts["probes"], seed=opts["seed"], taylor=opts["taylor"],
         locate=opts["locate"], quantity=quantity, backends=backends,
@@ -521,7 +547,7 @@ def check_report(opts: dict[str, Any]):
         fingerprint = baseline.fingerprint(problems, backend=report.reference, seed=opts["seed"],
                                            max_memory=got.max_memory)
         if opts.get("baseline"):
-            comparison = baseline.compare(opts["baseline"], baseline.load(opts["baseline"]), fingerprint)
+            comparison = baseline.compare(opts["baseline"], old_baseline, fingerprint)
         if opts.get("save_baseline"):
             saved = fingerprint
     return report, comparison, saved, got
@@ -598,6 +624,9 @@ def render_check(report, comparison, timing: bool):
     return Group(render_model(report, timing=timing), Text(), render_baseline(comparison))
 
 
+SUITE_OPTIONS = ("suite", "junit", "json", "format", "no_timing", "traceback", "function", "baseline", "save_baseline")
+
+
 def suite_command(opts: dict[str, Any]) -> int:
     """``check --suite FILE``: every entry in this process; one summary, the
     failing reports, and the suite's exit code (see :mod:`gradcli.suite`)."""
@@ -614,20 +643,30 @@ def suite_command(opts: dict[str, Any]) -> int:
             raise UsageError(f"--{option.replace('_', '-')}: with --suite, give it in the entry it belongs to "
                              f"({option.replace('_', '-')} = \"FILE.json\")")
     check = typer.main.get_command(app).commands["check"]
+    for param in check.params:  # a per-check option on the command line would apply to no entry
+        given = opts.get(param.name)
+        if param.name not in SUITE_OPTIONS and given not in (None, [], ()) and given != param.default:
+            raise UsageError(f"{param.opts[0]}: with --suite, each [[check]] takes its own options: write "
+                             f"{param.name.replace('_', '-')} = ... in the entries (the command line takes only "
+                             "--junit, --json, --format and --no-timing)")
     known = {p.name for p in check.params} - {"suite", "junit"}
     from .functions import array_arguments
 
     path_keys = set(PATH_KEYS) | set(array_arguments()) | {"cotangent", "tangent"}
     entries = load_suite(opts["suite"], known | {"suite", "junit"}, path_keys)
     parsed = {entry.name: _entry_options(check, entry, opts["suite"]) for entry in entries}  # all valid before any runs
+    _refuse_shared_outputs(parsed, opts["suite"])
     junit = check_output_path_of(opts["junit"], "--junit", (".xml",)) if opts.get("junit") else None
     timing = not opts["no_timing"]
-    saves = []
+    saves, reports = [], []
 
     def run(entry):
-        report, comparison, saved, _ = check_report(parsed[entry.name])
+        options = parsed[entry.name]
+        report, comparison, saved, _ = check_report(options)
         if saved is not None:
-            saves.append((parsed[entry.name]["save_baseline"], saved))
+            saves.append((options["save_baseline"], saved))
+        if options.get("output"):  # the entry's report, as `check -o` writes it
+            reports.append((options["output"], dumps_check(report, comparison, timing and not options["no_timing"])))
         return report, comparison, check_code(report, comparison)
 
     outcomes = run_suite(entries, run)
@@ -660,13 +699,36 @@ def suite_command(opts: dict[str, Any]) -> int:
 
     for path, fingerprint in saves:
         write_text(check_output_path_of(path, "--save-baseline", (".json",)), dumps(fingerprint))
+    for path, document in reports:
+        write_text(check_output_path_of(path, "--output", (".json",)), document)
     return int(suite_exit_code(outcomes))
+
+
+def _refuse_shared_outputs(parsed: dict[str, dict[str, Any]], suite: str) -> None:
+    """Two entries writing the same file (``output``, ``save-baseline``): the second would
+    silently replace the first's, so the suite is refused before any runs."""
+    import os
+
+    writers: dict[str, str] = {}
+    for name, options in parsed.items():
+        for key in ("output", "save_baseline"):
+            if options.get(key):
+                where = os.path.realpath(options[key])
+                if where in writers and writers[where] != name:
+                    raise UsageError(f"--suite: {suite}: check {name!r}: {key.replace('_', '-')} {options[key]} is "
+                                     f"also written by check {writers[where]!r}; give each its own file")
+                writers[where] = name
 
 
 def _entry_options(check, entry, suite: str) -> dict[str, Any]:
     """An entry's options through the check command's own parser, so a suite
     means exactly what the same command line means."""
+    import json
+
+    from .functions import array_arguments
+
     params = {p.name: p for p in check.params}
+    arrays = {*array_arguments(), "cotangent", "tangent"}
     argv = [str(entry.options["function"])]
     for key, value in entry.options.items():
         if key == "function":
@@ -679,8 +741,12 @@ def _entry_options(check, entry, suite: str) -> dict[str, Any]:
             elif param.secondary_opts:
                 argv.append(param.secondary_opts[0])
             continue
-        if isinstance(value, list):
-            value = ",".join(str(v) for v in value)
+        if isinstance(value, list) and getattr(param, "multiple", False):  # --arg: one flag per item
+            for item in value:
+                argv += [param.opts[0], str(item)]
+            continue
+        if isinstance(value, list):  # an array written in TOML is its JSON; a list of names joins with commas
+            value = json.dumps(value) if key in arrays else ",".join(str(v) for v in value)
         argv += [param.opts[0], str(value)]
     try:
         ctx = check.make_context("check", argv, resilient_parsing=False)

@@ -217,6 +217,7 @@ def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
 
     shape, dtype = problem.wrt_shape, problem.dtype
     n = math.prod(shape)
+    k = min(k, n)  # --eig K beyond the argument's size: every eigenvalue, as the exact paths give
     count = [0]
     apply, output = hvp_operator(engine, problem)
 

@@ -110,6 +110,17 @@ def resolve_mode(mode: str, problems: list[Problem], quantity: Quantity, explici
     return "probe" if sum(full_cost(p, quantity) for p in problems) > FULL_BUDGET else "full"
 
 
+def _refuse_probes_over_memory(problems: list[Problem], probes: int, max_memory: int) -> None:
+    """The K sign directions of every argument are held at once (drawn as int8, kept in the
+    working dtype): refused before they are drawn when they alone pass --max-memory."""
+    from .sizes import format_bytes
+
+    need = probes * sum(math.prod(p.wrt_shape) * (1 + p.dtype.itemsize) for p in problems)
+    if need > max_memory:
+        raise UsageError(f"--probes: {probes} directions per argument hold {format_bytes(need)}, over --max-memory "
+                         f"{format_bytes(max_memory)}; give fewer --probes (default 4)")
+
+
 def run_checks(
     problems: list[Problem],
     *,
@@ -162,6 +173,7 @@ def run_checks(
     else:
         # Probe mode compares autograd with fd (and analytic, for built-ins) by default, as gradcheck's fast
         # mode does: forward mode costs a second or more of torch start-up, so it runs when named.
+        _refuse_probes_over_memory(problems, probes, max_memory)
         chosen = list(backends or [b for b in default_backends(base) if b is not BackendName.FORWARD])
         # The Taylor test compares the reference with the function itself: --backends may then name it alone.
         reference = validate_backends(chosen, reference, explicit=bool(backends) and not taylor)

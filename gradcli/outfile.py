@@ -36,6 +36,26 @@ def check_output_path(path: str, option: str = "--output", suffixes: tuple[str, 
     return check_writable(target, option)
 
 
+def refuse_same_file(outputs: dict[str, str | Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """Exit 2 when an output file is one of the inputs (``-x x.npy -o x.npy``: the result
+    would replace the data it came from) or another output; ``{option: path}``, None skipped.
+    The same file through another name or a link counts too."""
+    outs = [(option, path) for option, path in outputs.items() if path is not None]
+    for number, (option, path) in enumerate(outs):
+        others = [*((o, p) for o, p in inputs.items() if p is not None), *outs[number + 1:]]
+        for other, source in others:
+            if _same_file(path, source):
+                raise UsageError(f"{option}: {path} is also {other}; writing it would replace that file, so "
+                                 "give another name")
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet: the same path, links followed
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def check_writable(target: Path, option: str) -> Path:
     folder = target.parent
     if not folder.is_dir():

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .arrays import check_finite
+from .arrays import as_array, check_finite
 from .errors import UsageError, UserCodeError
 from .functions import ArrayKind, Bound, Function, lookup
 from .functions.base import option_name
@@ -169,7 +169,7 @@ def build_problem(
         if name not in accepted:
             raise UsageError(f"{option_name(name)}: {fn.name} takes no such array; it takes "
                              f"{', '.join(a.option for a in fn.arrays)}")
-        array = np.asarray(value)
+        array = as_array(value)
         if upcast_note and array.dtype == np.float32:
             notes.append(f"{option_name(name)}: {UPCAST_NOTE}")
         kind = accepted[name].kind

@@ -31,7 +31,8 @@ from .errors import ExitCode, GradcliError, UsageError
 
 # A value naming a file: PATH.ext, optionally followed by :KEY (npz member) or :NAME (a .py callable).
 _PATH = re.compile(r"^(?P<path>[^:\[\]{}]+\.(?:npy|npz|json|pt|pt2|py|toml))(?P<rest>:[A-Za-z_][\w.]*)?$")
-PATH_KEYS = ("function", "baseline", "save_baseline", "output", "plot")
+MAX_SUITE_BYTES = 16 << 20  # about 200,000 checks
+PATH_KEYS = ("function", "baseline", "save_baseline", "output", "plot", "arg")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,11 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
     ``path_keys``: the options whose values may name files (resolved from the file's folder)."""
     file = Path(path)
     try:
-        document = tomllib.loads(file.read_text())
+        with file.open("rb") as handle:  # never more than MAX_SUITE_BYTES (`--suite /dev/zero` read forever)
+            data = handle.read(MAX_SUITE_BYTES + 1)
+        if len(data) > MAX_SUITE_BYTES:
+            raise UsageError(f"--suite: {path} is over {MAX_SUITE_BYTES >> 20} MiB; split it into several suites")
+        document = tomllib.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--suite: {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -85,16 +90,21 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
                                  "(input, target, wrt, backends, dtype, atol, baseline, ...)")
             if key in ("suite", "junit"):
                 raise UsageError(f"--suite: {path}: {label}: {key!r} belongs on the command line, not in an entry")
-        name = str(name or options["function"])
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name} #{seen[name]}"
+        base = name = str(name or options["function"])
+        while name in seen:  # unique, also against a name written as "exp #2": entries are run by name
+            seen[base] += 1
+            name = f"{base} #{seen[base]}"
+        seen.setdefault(base, 1)
+        seen.setdefault(name, 1)
         entries.append(Entry(name, {k: _resolve(v, file.parent) if k in path_keys else v for k, v in options.items()}))
     return entries
 
 
 def _resolve(value: Any, folder: Path) -> Any:
-    """A relative file path, resolved from the suite file's folder; other values as they are."""
+    """A relative file path, resolved from the suite file's folder; other values as they are.
+    ``arg = ["mask=m.npy"]`` (each ``NAME=ARRAY``): each array's path."""
+    if isinstance(value, list) and all(isinstance(item, str) and "=" in item for item in value):
+        return [f"{name}={_resolve(spec, folder)}" for name, _, spec in (item.partition("=") for item in value)]
     if not isinstance(value, str):
         return value
     match = _PATH.match(value)

@@ -39,7 +39,7 @@ def gradcli(*args, limit_mib: int | None = None, stdin=None, stdout=subprocess.P
         prefix = ["-m", "gradcli"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     return subprocess.run([sys.executable, *prefix, *map(str, args)], stdin=stdin, stdout=stdout,
-                          stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, timeout=300, **kw)
+                          stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, timeout=kw.pop("timeout", 300), **kw)
 
 
 def assert_usage_error(result, *words):
@@ -702,3 +702,505 @@ def test_a_tiny_max_memory_stops_fd_on_user_code_naming_what_holds_it(tmp_path):
                    "-b", "fd", "--max-memory", "64KiB")
     assert proc.returncode == 2 and proc.stdout == "", proc.stderr
     assert proc.stderr.startswith("gradcli: error: --max-memory:") and "of perturbed points are held" in proc.stderr
+
+
+# --- round 3: baselines, outputs that are inputs ------------------------------------------
+
+CHECK_EXP = ["check", "exp", "--backends", "fd", "--reference", "analytic", "--no-timing"]
+
+
+@pytest.fixture()
+def saved_baseline(tmp_path):
+    path = tmp_path / "base.json"
+    assert runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--save-baseline", str(path)]).exit_code == 0
+    return path
+
+
+DAMAGED_BASELINES = {
+    "no probes": lambda d: d["arguments"]["input"].update(probes=[]),
+    "a probe that is text": lambda d: d["arguments"]["input"].update(probes=["a"] * 4),
+    "a probe that is null": lambda d: d["arguments"]["input"].update(probes=[None] * 4),
+    "a scale that is text": lambda d: d["arguments"]["input"].update(scale="x"),
+    "no shape": lambda d: d["arguments"]["input"].pop("shape"),
+    "arguments as a list": lambda d: d.update(arguments=[]),
+    "output as text": lambda d: d.update(output="x"),
+    "versions as text": lambda d: d.update(versions="x"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_BASELINES))
+def test_a_damaged_baseline_is_exit_2_not_an_internal_error_nor_a_pass(case, saved_baseline):
+    """A truncated or hand-edited baseline was an internal error (exit 3), or, with no probes
+    left, compared nothing and passed."""
+    document = json.loads(saved_baseline.read_text())
+    DAMAGED_BASELINES[case](document)
+    saved_baseline.write_text(json.dumps(document))
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline)])
+    assert_usage_error(result, "--baseline", "base.json", "--save-baseline")
+
+
+def test_a_baseline_nested_too_deeply_is_exit_2(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert_usage_error(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--baseline", str(path)]), "--baseline")
+
+
+@pytest.mark.parametrize("scale", [1e300, float("inf"), float("nan")])
+def test_a_baseline_scale_edited_up_cannot_hide_a_moved_gradient(scale, saved_baseline):
+    """The tolerance came from the larger of the saved and the new scale: a saved scale of
+    1e300, inf or nan made every change pass."""
+    document = json.loads(saved_baseline.read_text())
+    document["arguments"]["input"]["scale"] = scale
+    saved_baseline.write_text(json.dumps(document))
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.5]", "--baseline", str(saved_baseline), "--json"])
+    assert result.exit_code == 1, result.stderr
+    entries = {e["name"]: e for e in json.loads(result.stdout)["baseline"]["entries"]}
+    assert entries["input"]["moved"] and entries["output"]["moved"]
+
+
+def test_an_unchanged_gradient_still_matches_its_baseline(saved_baseline):
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["baseline"]["ok"] is True
+
+
+def test_an_output_file_that_is_an_input_is_refused_and_the_input_kept(tmp_path, saved_baseline):
+    data = tmp_path / "x.npy"
+    np.save(data, np.ones((2, 3)))
+    (tmp_path / "link.npy").symlink_to(data)
+    for args, named in [(["jacobian", "softmax", "-x", str(data), "-o", str(tmp_path / "link.npy")], "--input"),
+                        (["vjp", "softmax", "-x", "randn:2,3", "--cotangent", f"{data}", "-o", str(data)],
+                         "--cotangent"),
+                        ([*CHECK_EXP, "-x", "[1.0, 2.0]", "--baseline", str(saved_baseline), "-o",
+                          str(saved_baseline)], "--baseline")]:
+        assert_usage_error(runner.invoke(app, args), "--output", f"is also {named}")
+    assert np.load(data).shape == (2, 3)
+    assert json.loads(saved_baseline.read_text())["schema"] == "gradcli-baseline/1"
+
+
+def _npy_v3_header_only(path: Path, shape) -> Path:
+    """A version 3.0 .npy header (UTF-8; np.save writes it for UTF-8 field names) declaring ``shape``."""
+    text = repr({"descr": "<f8", "fortran_order": False, "shape": shape}).encode()
+    padding = (64 - (8 + 4 + len(text) + 1) % 64) % 64
+    text += b" " * padding + b"\n"
+    path.write_bytes(b"\x93NUMPY\x03\x00" + len(text).to_bytes(4, "little") + text)
+    return path
+
+
+def test_an_npy_version_3_header_is_sized_before_it_is_read(tmp_path):
+    """Version 3.0 headers were not read before np.load: 8 TB declared was an internal
+    error (MemoryError), and a smaller lie went past --max-memory."""
+    path = _npy_v3_header_only(tmp_path / "v3.npy", (10**12,))
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "--input", "v3.npy", "--max-memory")
+    small = tmp_path / "ok.npy"
+    small.write_bytes(_npy_v3_header_only(tmp_path / "h.npy", (3,)).read_bytes() + np.arange(3.0).tobytes())
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(small), "--json"]).stdout)
+    np.testing.assert_allclose(doc["value"], np.exp(np.arange(3.0)))
+
+
+def test_a_pt_tensor_is_sized_by_its_elements_not_its_file(tmp_path):
+    """torch.save of one number expanded to 3*10^7 (stride 0) is a 1.5 KB file: it passed the
+    file-size bound, then became a 240 MB float64 array under --max-memory 16MiB."""
+    import torch
+
+    path = tmp_path / "t.pt"
+    torch.save(torch.zeros(1, dtype=torch.float32).expand(3 * 10**7), path)
+    assert path.stat().st_size < 4096
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--max-memory", "16MiB"]),
+                       "--input", "t.pt", "[30000000]", "--max-memory")
+    torch.save(torch.arange(6.0).reshape(2, 3).t(), path)  # a transposed view arrives as the array it shows
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--json"]).stdout)
+    np.testing.assert_allclose(doc["value"], np.exp(np.arange(6.0).reshape(2, 3).T))
+
+
+class _Endless:
+    """A standard input that never ends (``yes |``, ``< /dev/zero``) after ``head``, counting what is read."""
+
+    def __init__(self, head: bytes = b"", fill: bytes = b"y\n") -> None:
+        self.head, self.fill, self.read_bytes = head, fill, 0
+
+    def read(self, n: int = -1) -> bytes:
+        assert n >= 0, "an endless stream read to its end"
+        data = (self.head + self.fill * (n // len(self.fill) + 1))[:n]
+        self.head = self.head[n:]
+        self.read_bytes += len(data)
+        return data
+
+
+def test_an_endless_standard_input_is_read_only_as_far_as_it_could_be_parsed():
+    """JSON on stdin was read up to --max-memory itself (2 GiB of `yes` by default) and only then
+    refused, though parsing takes ~20 bytes a byte; .npy bytes are read to the size their header declares."""
+    from gradcli.arrays import load_array
+    from gradcli.errors import UsageError
+
+    stream = _Endless()
+    with pytest.raises(UsageError, match="--max-memory"):
+        load_array("-", "--input", stdin=stream, max_bytes=2**20)
+    assert stream.read_bytes <= 2**20 // 20 + 16
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (1000,)})
+    stream = _Endless(header.getvalue() + np.arange(1000.0).tobytes(), fill=b"\0")
+    np.testing.assert_array_equal(load_array("-", "--input", stdin=stream, max_bytes=2**20), np.arange(1000.0))
+    assert stream.read_bytes == len(header.getvalue()) + 8000
+    with pytest.raises(UsageError, match="not a valid .npy"):  # the magic string alone
+        load_array("-", "--input", stdin=io.BytesIO(b"\x93NUMPY"), max_bytes=2**20)
+
+
+NOISY_CODE = '''
+import ctypes, os, subprocess, sys
+os.write(1, b"descriptor 1 at import\\n")
+os.chdir("/")
+
+
+def f(x):
+    os.write(1, b"descriptor 1 in a call\\n")
+    ctypes.CDLL(None).printf(b"C printf in a call\\n")
+    subprocess.run(["echo", "a child process"])
+    os.chdir("/tmp")
+    return x * 2
+
+
+def meta(x):
+    return x.to("meta")
+'''
+
+
+def test_user_code_writing_to_descriptor_1_or_changing_folder_leaves_the_output_alone(tmp_path):
+    """Only print() was redirected: os.write(1, ...), C's printf and child processes wrote into
+    --json's standard output; an os.chdir in the code moved a relative -o file elsewhere."""
+    (tmp_path / "noisy.py").write_text(NOISY_CODE)
+    result = gradcli("jacobian", "noisy.py:f", "-x", "[1.0, 3.0]", "--json", "-o", "J.npy", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["value"] == [[2.0, 0.0], [0.0, 2.0]]
+    for noise in ("descriptor 1 at import", "descriptor 1 in a call", "C printf in a call", "a child process"):
+        assert noise in result.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "J.npy"), 2 * np.eye(2))
+
+
+def test_user_code_returning_a_meta_tensor_is_your_code_not_an_internal_error(tmp_path):
+    (tmp_path / "noisy.py").write_text(NOISY_CODE.replace('os.write(1, b"descriptor 1 at import\\n")', ""))
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/noisy.py:meta", "-x", "[1.0]"])
+    assert result.exit_code == 3 and "meta device" in result.stderr and "internal error" not in result.stderr
+
+
+def test_probes_beyond_the_memory_limit_are_refused_before_they_are_drawn():
+    """--probes 10^11 drew a (10^11, n) array of signs: an internal MemoryError (exit 3)."""
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "randn:3", "--mode", "probe", "--probes", "99999999999"])
+    assert_usage_error(result, "--probes", "--max-memory")
+    assert runner.invoke(app, [*CHECK_EXP, "-x", "randn:3", "--mode", "probe", "--probes", "7"]).exit_code == 0
+
+
+def test_junit_xml_stays_well_formed_whatever_names_and_errors_hold(tmp_path):
+    """A control character in a check's name (a TOML escape) or in the message your code raised
+    made the JUnit file unreadable XML, which a CI dashboard rejects whole."""
+    import xml.etree.ElementTree as ET
+
+    (tmp_path / "raises.py").write_text('def f(x):\n    raise ValueError("bad \\x00\\x1b[31m byte")\n')
+    (tmp_path / "s.toml").write_text('[[check]]\nname = "a\\u0001b <&>"\nfunction = "exp"\ninput = "[1.0]"\n'
+                                     'backends = ["fd"]\nreference = "analytic"\n'
+                                     '[[check]]\nfunction = "raises.py:f"\ninput = "[1.0]"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--junit", str(tmp_path / "j.xml")])
+    assert result.exit_code == 3, result.stderr
+    cases = ET.parse(tmp_path / "j.xml").getroot().iter("testcase")
+    names = [case.get("name") for case in cases]
+    assert names == ["a#x01b <&>", "raises.py:f"]
+    error = ET.parse(tmp_path / "j.xml").getroot().find(".//error")
+    assert "bad #x00#x1B[31m byte" in error.get("message")
+
+
+def test_suite_entries_write_their_output_and_may_not_share_a_file(tmp_path):
+    """An entry's `output` (and `check --plot`) was accepted and silently did nothing; two entries
+    saving to the same file replaced each other's."""
+    entry = '[[check]]\nfunction = "exp"\ninput = "[1.0]"\nbackends = ["fd"]\nreference = "analytic"\n'
+    (tmp_path / "s.toml").write_text(entry + 'output = "r.json"\n')
+    assert runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--no-timing"]).exit_code == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["command"] == "check" and report["ok"] is True
+    (tmp_path / "d.toml").write_text(entry + 'save-baseline = "b.json"\n' + entry.replace("exp", "tanh")
+                                     + 'save-baseline = "./b.json"\n')
+    assert_usage_error(runner.invoke(app, ["check", "--suite", str(tmp_path / "d.toml")]), "b.json",
+                       "also written by check 'exp'")
+    assert not (tmp_path / "b.json").exists()
+    assert_usage_error(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--plot", str(tmp_path / "p.png")]), "--plot")
+
+
+def test_suite_arrays_and_arg_lists_written_in_toml(tmp_path):
+    """`input = [1.0, 2.0]` reached the parser as '1.0,2.0' (not JSON) and `arg = [...]` as one
+    --arg of comma-joined items, its paths not resolved from the suite's folder."""
+    (tmp_path / "m.py").write_text("def f(x, *, mask):\n    return (x * mask).sum()\n")
+    np.save(tmp_path / "mask.npy", np.array([1.0, 0.0, 2.0]))
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "m.py:f"\ninput = [1.0, 2.0, 3.0]\n'
+                                     'arg = ["mask=mask.npy"]\noutput = "r.json"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--no-timing"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["shape"] == [3]
+    result = runner.invoke(app, ["check", f"{tmp_path}/m.py:f", "-x", "[1.0]", "--arg", "x=[1.0]"])
+    assert_usage_error(result, "--arg x", "-x/--input")
+
+
+def test_json_numbers_beyond_their_dtype_and_a_byte_order_mark(tmp_path):
+    """{"dtype": "float32"} with 1e300 printed NumPy's RuntimeWarning (three lines on stderr) and then
+    'non-finite value inf', a value the file does not hold; a UTF-8 byte-order mark was refused."""
+    path = tmp_path / "x.json"
+    path.write_text('{"data": [1.0, 1e300], "dtype": "float32"}')
+    result = gradcli("jacobian", "exp", "-x", path)
+    assert_usage_error(result, "--input", "x.json", "float32")
+    assert "inf" not in result.stderr
+    path.write_bytes(b"\xef\xbb\xbf[1.0, 2.0]")
+    doc = json.loads(runner.invoke(app, ["jacobian", "exp", "-x", str(path), "--json"]).stdout)
+    np.testing.assert_allclose(doc["value"], np.exp([1.0, 2.0]))
+    path.write_text('{"data": [Infinity], "dtype": "float32"}')  # infinite already: --allow-nonfinite's business
+    assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(path)]), "non-finite", "--allow-nonfinite")
+
+
+def test_the_arrays_of_one_run_fit_the_memory_limit_together():
+    """Each array was bounded by --max-memory alone: -x and -t of 7.6 MiB each passed a 12 MiB limit."""
+    args = ["jacobian", "mse_loss", "-x", "randn:1000,1000", "--reduction", "none"]
+    result = runner.invoke(app, [*args, "-t", "randn:1000,1000", "--max-memory", "12MiB"])
+    assert_usage_error(result, "--target", "7.6 MiB", "leave of --max-memory 12.0 MiB")
+    assert runner.invoke(app, [*args, "-t", "randn:1000,1000", "--max-memory", "20MiB", "--no-value", "--json"]
+                         ).exit_code == 0
+
+
+def test_paths_that_are_not_files_say_what_they_are(tmp_path):
+    """A folder, a pipe and a link loop were all 'file not found'; `--arg m=-` after `-x -` was
+    not counted as a second reader of standard input (it found it empty)."""
+    (tmp_path / "dir.npy").mkdir()
+    os.mkfifo(tmp_path / "fifo.npy")
+    (tmp_path / "loop.npy").symlink_to(tmp_path / "loop.npy")
+    for name, words in [("dir.npy", "is a folder"), ("fifo.npy", "not a regular file"), ("loop.npy", "symbolic link")]:
+        assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", str(tmp_path / name)]), "--input", words)
+    (tmp_path / "f.py").write_text("def f(x, *, m):\n    return x * m\n")
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/f.py:f", "-x", "-", "--arg", "m=-"], input="[1.0]")
+    assert_usage_error(result, "--arg m", "--input does")
+
+
+@pytest.mark.parametrize("option", [["--max-memory", "1KiB"], ["--atol", "10"], ["--dtype", "float32"],
+                                    ["-x", "randn:3"], ["--seed", "7"]])
+def test_a_per_check_option_beside_suite_is_refused_not_ignored(option, tmp_path):
+    """`check --suite s.toml --atol 10` ran every entry with its own tolerance and exit 0: the
+    option applied to nothing, silently."""
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "exp"\ninput = "[1.0]"\nbackends = ["fd"]\n'
+                                     'reference = "analytic"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), *option])
+    assert_usage_error(result, option[0] if option[0] != "-x" else "--input", "each [[check]] takes its own")
+    ok = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--json", "--no-timing",
+                             "--junit", str(tmp_path / "j.xml")])
+    assert ok.exit_code == 0 and (tmp_path / "j.xml").exists()
+
+
+def test_suite_entries_keep_their_own_options_whatever_their_names(tmp_path):
+    """An unnamed second `exp` was called 'exp #2', the name another entry had chosen; entries are
+    looked up by name, so the tanh entry ran exp's options and the report listed 'exp #2' twice."""
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "exp"\ninput = "[1.0]"\n'
+                                     '[[check]]\nname = "exp #2"\nfunction = "tanh"\ninput = "[1.0]"\n'
+                                     '[[check]]\nfunction = "exp"\ninput = "[5.0]"\n')
+    result = runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml"), "--json", "--no-timing"])
+    ran = [(d["name"], d["function"]) for d in json.loads(result.stdout)]
+    assert ran == [("exp", "exp"), ("exp #2", "tanh"), ("exp #3", "exp")]
+
+
+def test_backends_named_twice_run_once_and_the_hint_names_another():
+    doc = json.loads(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--backends", "fd,fd", "--json"]).stdout)
+    assert [b["name"] for b in doc["backends"]] == ["fd"]
+    result = runner.invoke(app, ["check", "exp", "-x", "[1.0]", "--reference", "fd", "--backends", "fd"])
+    assert_usage_error(result, "--backends fd,autograd")
+
+
+def test_a_thread_user_code_leaves_running_does_not_keep_gradcli_alive(tmp_path):
+    """Python waits for every non-daemon thread at exit: a thread the user's file started and never
+    ended kept the process alive after printing its result (a CI job hung until killed)."""
+    (tmp_path / "t.py").write_text("import threading, time\n"
+                                   "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
+                                   "def f(x):\n    return x * 2\n")
+    result = gradcli("check", "t.py:f", "-x", "[1.0]", "--backends", "fd", "--json", "--no-timing", cwd=tmp_path,
+                     timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["ok"] is True
+
+
+def test_torch_modes_your_file_sets_at_import_do_not_leak_into_gradcli(tmp_path):
+    """`torch.set_grad_enabled(False)` at the top of a file made every autograd gradient 0, silently."""
+    import torch
+
+    (tmp_path / "nograd.py").write_text("import torch\ntorch.set_grad_enabled(False)\n"
+                                        "torch.set_default_dtype(torch.float16)\n"
+                                        "def f(x):\n    return (x ** 2).sum()\n")
+    try:
+        doc = json.loads(runner.invoke(app, ["grad", f"{tmp_path}/nograd.py:f", "-x", "[1.0, 2.0]", "-b", "autograd",
+                                             "--json"]).stdout)
+        assert doc["value"] == [2.0, 4.0]
+        assert torch.is_grad_enabled() and torch.get_default_dtype() == torch.float32
+    finally:
+        torch.set_grad_enabled(True)
+        torch.set_default_dtype(torch.float32)
+
+
+@pytest.mark.parametrize("name", ["m.py", "m.py:", "m.py:f:g", "m.py:1f"])
+def test_your_code_named_without_a_valid_name_says_path_py_name(name, tmp_path, monkeypatch):
+    """`gradcli grad model.py` said "unknown function 'model.py'", as for a misspelt built-in."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text("import os\ndef f(x):\n    return x\n")
+    assert_usage_error(runner.invoke(app, ["grad", name, "-x", "[1.0]"]), "PATH.py:NAME", "m.py:loss")
+    assert_usage_error(runner.invoke(app, ["grad", "m.py:os", "-x", "[1.0]"]), "Python module")
+
+
+def test_the_library_takes_torch_tensors_and_size_strings():
+    """A tensor that requires grad (what a pytest test holds) raised torch's RuntimeError
+    "Can't call numpy() on Tensor that requires grad"; max_memory="1KiB" a TypeError."""
+    import torch
+
+    import gradcli
+    from gradcli.errors import UsageError
+
+    x = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64, requires_grad=True)
+    result = gradcli.vjp("softmax", input=x, cotangent=torch.ones(1, 3, requires_grad=True))
+    expected = torch.autograd.grad(torch.softmax(x, -1), x, torch.ones(1, 3, dtype=torch.float64))[0]
+    np.testing.assert_allclose(result.value, expected.numpy(), atol=np.finfo(np.float64).eps ** 0.6)
+    with pytest.raises(UsageError, match="max_memory"):
+        gradcli.jacobian("softmax", input=np.ones((40, 40)), max_memory="1KiB")
+
+
+def test_a_plot_never_holds_an_image_the_size_of_a_large_value():
+    """--plot drew every entry: matplotlib's image of a 2500 x 2500 Jacobian took ~10x the value
+    (800 MB for a 72 MB value under --max-memory 100MiB); it is pooled to the pixels it has,
+    keeping each block's largest-magnitude entry."""
+    import tracemalloc
+
+    from gradcli.api import jacobian
+    from gradcli.render.plot import MAX_CELLS, _shrink, draw_plot
+
+    spike = np.zeros((1000, 999))
+    spike[500, 3], spike[0, 0] = -7.0, 2.0
+    pooled = _shrink(spike)
+    assert pooled.shape == (MAX_CELLS, MAX_CELLS) and (pooled.min(), pooled.max()) == (-7.0, 2.0)
+    draw_plot(jacobian("softmax", input=np.ones((1, 3)), layout="full"), io.BytesIO())  # matplotlib loaded first
+    result = jacobian("softmax", input=np.random.default_rng(0).standard_normal((1, 2500)), layout="full")
+    tracemalloc.start()
+    try:
+        draw_plot(result, io.BytesIO())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < result.value.nbytes / 2, f"{peak} bytes to draw a {result.value.nbytes}-byte value"
+
+
+def test_a_pt2_whose_entries_unpack_far_beyond_the_archive_is_refused_unread(pt2_bytes, tmp_path):
+    """A zip bomb: the constants config deflated from 32 MB of spaces (1.5 GB made a 1.5 MB file take
+    3.4 GB and 40 s); torch.export.save stores entries uncompressed, so such an archive is refused."""
+    source = zipfile.ZipFile(io.BytesIO(pt2_bytes))
+    path = tmp_path / "bomb.pt2"
+    with zipfile.ZipFile(path, "w") as out:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename.endswith("_constants_config.json"):
+                entry = zipfile.ZipInfo(info.filename)
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                out.writestr(entry, data.rstrip() + b" " * (32 << 20))
+            else:
+                out.writestr(info, data)
+    assert path.stat().st_size < 1 << 20
+    assert_usage_error(runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3"]), "bomb.pt2", "unpacks to")
+
+
+def test_a_pt_file_is_sized_by_what_its_entries_unpack_to_before_torch_reads_it(tmp_path):
+    """torch.load accepts deflated entries: a 40 KB file of 5*10^6 zeros was read into 40 MB
+    before the tensor's size was checked against --max-memory 4MiB."""
+    import torch
+
+    torch.save(torch.zeros(5_000_000, dtype=torch.float64), tmp_path / "plain.pt")
+    source = zipfile.ZipFile(tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(entry, source.read(info.filename))
+    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    loads = []
+    original = torch.load
+    torch.load = lambda *a, **k: loads.append(a) or original(*a, **k)
+    try:
+        result = runner.invoke(app, ["jacobian", "exp", "-x", str(tmp_path / "z.pt"), "--max-memory", "4MiB"])
+    finally:
+        torch.load = original
+    assert_usage_error(result, "--input", "z.pt (unpacked)", "--max-memory")
+    assert loads == [], "torch.load ran before the refusal"
+
+
+def test_a_torchscript_model_whose_entries_unpack_far_beyond_the_file_is_refused(tmp_path):
+    """torch.jit.load unpacks deflated entries: a module holding 32 MB of zeros fits in a 40 KB file."""
+    import torch
+
+    module = torch.jit.script(torch.nn.Linear(2000, 2000).double().requires_grad_(False).apply(
+        lambda m: torch.nn.init.zeros_(m.weight) if isinstance(m, torch.nn.Linear) else None))
+    torch.jit.save(module, tmp_path / "plain.pt")
+    source = zipfile.ZipFile(tmp_path / "plain.pt")
+    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
+        for info in source.infolist():
+            entry = zipfile.ZipInfo(info.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(entry, source.read(info.filename))
+    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    assert_usage_error(runner.invoke(app, ["jacobian", str(tmp_path / "z.pt"), "-x", "randn:1,2000"]),
+                       "z.pt", "unpacks to")
+
+
+def test_eig_beyond_the_argument_size_gives_every_eigenvalue():
+    """--eig K with K above the argument's n on the Lanczos path was an internal IndexError."""
+    import gradcli
+
+    x, w = np.random.default_rng(0).standard_normal((5, 4)), np.random.default_rng(1).standard_normal((3, 4))
+    t = np.random.default_rng(2).random((5, 3))
+    dense = gradcli.hessian("linear,binary_cross_entropy_with_logits", input=x, weight=w, target=t, wrt="weight",
+                            layout="full").value.reshape(12, 12)
+    spectrum = gradcli.hessian("linear,binary_cross_entropy_with_logits", input=x, weight=w, target=t, wrt="weight",
+                               eig=1000).spectrum
+    expected = np.linalg.eigvalsh(dense)
+    tol = np.finfo(np.float64).eps ** 0.6 * np.abs(expected).max()
+    np.testing.assert_allclose(spectrum.smallest, expected, atol=tol)
+    np.testing.assert_allclose(spectrum.largest, expected, atol=tol)
+
+
+def test_two_user_files_importing_their_own_same_named_helper_each_get_theirs(tmp_path):
+    """a/model.py and b/model.py each `import helper` from their folder: in one process (a suite, the
+    library) the second found the first's helper in sys.modules and ran it, so b's check passed on
+    a's code; an `import helper` inside the function failed at call time (folder not on sys.path)."""
+    import gradcli
+
+    for folder, k in (("a", 2.0), ("b", 3.0)):
+        (tmp_path / folder / "pkg").mkdir(parents=True)
+        (tmp_path / folder / "helper.py").write_text(f"k = {k}\n")
+        (tmp_path / folder / "pkg" / "__init__.py").write_text(f"k = {10 * k}\n")
+        (tmp_path / folder / "model.py").write_text("import helper\nimport pkg\n\n"
+                                                    "def f(x):\n    return helper.k * x + pkg.k * x\n\n"
+                                                    "def lazy(x):\n    import helper\n    return helper.k * x\n")
+    for folder, k in (("a", 2.0), ("b", 3.0), ("a", 2.0)):
+        assert gradcli.grad(f"{tmp_path}/{folder}/model.py:f", input=np.array(1.0)).value == 11 * k
+        assert gradcli.grad(f"{tmp_path}/{folder}/model.py:lazy", input=np.array(1.0)).value == k
+
+
+def test_a_seed_torch_cannot_take_is_refused_as_an_option_not_blamed_on_your_code(tmp_path):
+    """--seed 2**64 with a dropout model: torch.manual_seed overflowed inside the call, reported as
+    'your code raised ValueError' (exit 3)."""
+    (tmp_path / "drop.py").write_text("import torch\nnet = torch.nn.Sequential(torch.nn.Linear(4, 3), "
+                                      "torch.nn.Dropout(0.5))\n")
+    assert_usage_error(runner.invoke(app, ["jacobian", f"{tmp_path}/drop.py:net", "-x", "randn:2,4",
+                                           "--seed", str(2**64)]), "--seed")
+    assert runner.invoke(app, ["jacobian", f"{tmp_path}/drop.py:net", "-x", "randn:2,4",
+                               "--seed", str(2**64 - 1)]).exit_code == 0
+
+
+def test_a_suite_file_that_never_ends_is_refused_not_read_into_memory(tmp_path):
+    """`check --suite /dev/zero` read until memory ran out: an internal MemoryError."""
+    result = gradcli("check", "--suite", "/dev/zero", limit_mib=1024)
+    assert_usage_error(result, "--suite", "/dev/zero", "MiB")
+
+
+def test_a_baseline_that_never_ends_is_read_only_to_the_limit():
+    """--baseline /dev/zero (size 0 to stat) was read until memory ran out."""
+    result = gradcli(*CHECK_EXP, "-x", "[1.0]", "--baseline", "/dev/zero", "--max-memory", "1MiB", limit_mib=1024)
+    assert_usage_error(result, "--baseline", "/dev/zero", "--max-memory")
+
+
+def test_an_empty_rows_option_is_refused_not_read_as_every_row():
+    """--rows '' (an unset shell variable: --rows "$ROWS") computed every row, silently."""
+    assert_usage_error(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:4,3", "--rows", ""]), "--rows")

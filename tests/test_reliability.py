@@ -55,7 +55,7 @@ CASES = [
     (["jacobian", "softmax", "-x", "{d}/strings.json"], 2, "string"),
     (["jacobian", "softmax", "-x", "{d}/nested.json"], 2, "object"),
     (["jacobian", "softmax", "-x", "{d}/empty.json"], 2, "empty"),
-    (["jacobian", "softmax", "-x", "{d}/folder.npy"], 2, "not found"),
+    (["jacobian", "softmax", "-x", "{d}/folder.npy"], 2, "is a folder, not a file"),
     (["jacobian", "softmax", "-x", "''"], 2, "not valid JSON|empty value"),
     (["grad", "cross_entropy", "-x", X, "-t", "[0, -3]"], 2, "class index -3"),
     (["grad", "cross_entropy", "-x", X, "-t", "[[0.2, 0.8, 0.0], [NaN, 0.5, 0.5]]"], 2, r"--target: non-finite value nan at index \[1, 0\]"),

@@ -41,6 +41,10 @@ def lookup(name: str) -> Function:
         return Expr(name[len("expr:"):])
     if name in REGISTRY:
         return builtin(name)
+    code = re.match(r"^(?P<path>.+\.py)(?::(?P<name>.*))?$", name)
+    if code:  # your code without a NAME, or with one that is not a Python name
+        raise UsageError(f"FUNCTION: {name!r}: name the function or module in the file after a colon, "
+                         f"PATH.py:NAME (e.g. {code['path']}:loss); NAME is a Python name (letters, digits, _)")
     close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     raise UsageError(f"FUNCTION: unknown function {name!r}; {hint}`gradcli functions` lists them all")

@@ -61,6 +61,7 @@ def inspect_pt2(data: bytes, path: Path) -> None:
     except (zipfile.BadZipFile, ValueError) as err:
         raise UsageError(f"FUNCTION: {path} is not a torch.export archive (not a zip file); save it with "
                          "torch.export.save") from err
+    refuse_zip_bomb(archive, len(data), path)
     roots = {name.split("/", 1)[0] for name in names}
     if len(roots) != 1 or any("/" not in name for name in names):
         raise refuse(path, "is not in the torch.export.save layout (one root folder)")
@@ -75,6 +76,16 @@ def inspect_pt2(data: bytes, path: Path) -> None:
             _check_config(archive.read(name), inner, path)
         elif inner.startswith("data/sample_inputs/"):
             _check_weights_only(archive.read(name), inner, path)
+
+
+def refuse_zip_bomb(archive: zipfile.ZipFile, size: int, path: Path) -> None:
+    """torch.export.save and torch.jit.save store the tensors uncompressed (a little code may be
+    deflated): entries that unpack to far more than the ``size``-byte archive (a zip bomb: 1.5 MB
+    of deflated spaces held 1.5 GB) are refused before any is read."""
+    unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > 2 * size + 2**20:
+        raise UsageError(f"FUNCTION: {path} unpacks to {unpacked} bytes from {size} (compressed entries, which "
+                         "torch.export.save and torch.jit.save do not write); save the model again")
 
 
 def _check_config(text: bytes, inner: str, path: Path) -> None:

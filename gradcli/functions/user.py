@@ -13,11 +13,14 @@ by name); training-mode modules: :mod:`.training`. There is no closed form: the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import io
 import inspect
 import math
+import os
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -58,14 +61,137 @@ def running_user_code(path: Path):
     raises — ``sys.exit(0)``, ``SystemExit(5)``, ``GeneratorExit``, any
     ``BaseException`` — becomes "your code raised ..." (exit 3), never an exit
     of its own. Ctrl-C stays an interrupt. The torch backends read the original
-    exception (a torch.func refusal means "fall back")."""
+    exception (a torch.func refusal means "fall back"). A change of the working
+    folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
+    before = set(threading.enumerate())
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _own_modules(path):
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
     except BaseException as err:
         raise user_error(err, path) from err
+    finally:
+        _LEFT_RUNNING.update(t for t in threading.enumerate() if t not in before and not t.daemon)
+
+
+# Threads the user's code started and did not wait for: Python would wait for them at exit, so
+# a thread that never ends kept gradcli running after its result (see gradcli.__main__).
+_LEFT_RUNNING: set[threading.Thread] = set()
+
+
+def threads_left_running() -> list[threading.Thread]:
+    """The non-daemon threads started by the user's code that are still alive."""
+    return [t for t in _LEFT_RUNNING if t.is_alive()]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """``print()`` and file descriptor 1 itself (``os.write(1, ...)``, C code, a subprocess)
+    go to standard error while the user's code runs; C's own stdout buffer is flushed
+    before descriptor 1 is given back, so nothing it held reaches gradcli's output later."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # descriptor 1 or 2 closed: Python's redirection is all there is to do
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            _flush_c_stdout()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _flush_c_stdout() -> None:
+    try:
+        _c_library().fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to ask (not a POSIX system)
+        pass
+
+
+@functools.cache
+def _c_library():
+    import ctypes
+
+    return ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _same_torch_modes():
+    """torch's global grad mode and default dtype as they were (``torch.set_grad_enabled(False)``
+    at the top of a file turned every later autograd gradient into zeros): what the code sets
+    holds inside it, not after it."""
+    torch = sys.modules.get("torch")
+    grad, dtype = (True, None) if torch is None else (torch.is_grad_enabled(), torch.get_default_dtype())
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")  # the file may have imported it
+        if torch is not None and hasattr(torch, "set_grad_enabled"):  # (None while torch itself is importing)
+            torch.set_grad_enabled(grad)
+            torch.set_default_dtype(torch.float32 if dtype is None else dtype)  # (float32: torch's own default)
+
+
+# The modules each user file's folder provided (``import helper`` beside model.py), by folder.
+_FOLDER_MODULES: dict[str, dict[str, Any]] = {}
+
+
+@contextlib.contextmanager
+def _own_modules(path: Path):
+    """The file's folder first on ``sys.path`` (as ``python model.py`` has it, so an ``import
+    helper`` inside a function works at call time too), and its own sibling modules in
+    ``sys.modules``: those another user file's folder loaded under the same names (a/helper.py,
+    b/helper.py in one suite or one library session) are set aside while it runs, or
+    b/model.py would silently run a/helper.py."""
+    folder = str(path.resolve().parent)
+    own = _FOLDER_MODULES.setdefault(folder, {})
+    for other, modules in _FOLDER_MODULES.items():
+        for name, module in modules.items():
+            if other != folder and sys.modules.get(name) is module:
+                del sys.modules[name]
+    sys.modules.update(own)
+    count = len(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)  # (the first occurrence: the one inserted here)
+        new = list(sys.modules)[count:] if len(sys.modules) > count else []  # new entries come last
+        for name in new:
+            top = name.partition(".")[0]
+            if top not in own and top not in new:
+                continue  # a submodule of a package loaded before (torch, gradcli): not the folder's own
+            if _found_in(folder, top, getattr(sys.modules[name], "__file__", None)):
+                own[name] = sys.modules[name]
+
+
+def _found_in(folder: str, top: str, file: str | None) -> bool:
+    """Whether a module of top-level name ``top`` came from ``folder`` through ``sys.path``:
+    folder/helper.py, folder/pkg/..., not folder/.venv/lib/.../scipy (installed packages)."""
+    try:
+        return file is not None and Path(file).resolve().relative_to(folder).parts[0].partition(".")[0] == top
+    except ValueError:  # not under the folder
+        return False
+
+
+@contextlib.contextmanager
+def _same_folder():
+    try:
+        folder = os.getcwd()
+    except OSError:  # the working folder was removed: nothing to restore
+        folder = None
+    try:
+        yield
+    finally:
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                if os.getcwd() != folder:
+                    os.chdir(folder)
 
 
 def load_callable(path_text: str, name: str):
@@ -74,20 +200,15 @@ def load_callable(path_text: str, name: str):
         raise UsageError(f"FUNCTION: file not found: {path}; give PATH.py:NAME with an existing file")
     spec = importlib.util.spec_from_file_location(f"gradcli_user_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    folder = str(path.resolve().parent)
-    sys.path.insert(0, folder)
-    # Registered while it runs, as `import` does: @dataclass with postponed
-    # annotations looks its module up in sys.modules.
-    sys.modules[spec.name] = module
     try:
-        with running_user_code(path):
+        with running_user_code(path):  # (its folder on sys.path while it runs)
+            # Registered while it runs, as `import` does: @dataclass with postponed
+            # annotations looks its module up in sys.modules.
+            sys.modules[spec.name] = module
             spec.loader.exec_module(module)
     except BaseException:
         sys.modules.pop(spec.name, None)
         raise
-    finally:
-        if sys.path and sys.path[0] == folder:
-            sys.path.pop(0)
     if not hasattr(module, name):
         public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
         raise UsageError(f"FUNCTION: {path} has no {name!r}; it defines {', '.join(public) or 'nothing callable'}")
@@ -97,7 +218,8 @@ def load_callable(path_text: str, name: str):
     if isinstance(obj, torch.nn.Module):
         return obj
     if not callable(obj):
-        raise UsageError(f"FUNCTION: {path}:{name} is a {type(obj).__name__}, not a function or module")
+        kind = "Python module (imported there)" if inspect.ismodule(obj) else type(obj).__name__
+        raise UsageError(f"FUNCTION: {path}:{name} is a {kind}, not a function or module (torch.nn.Module)")
     if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) or _takes_no_arguments(obj):
         with running_user_code(path):
             made = obj()
@@ -135,6 +257,13 @@ def load_model_file(path_text: str):
                 inspect_pt2(data, path)
                 with no_unpickling():
                     return torch.export.load(io.BytesIO(data)).module()
+            import zipfile
+
+            from .pt2_guard import refuse_zip_bomb
+
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    refuse_zip_bomb(archive, path.stat().st_size, path)
             return torch.jit.load(str(path), map_location="cpu")
     except UsageError:
         raise
@@ -242,6 +371,9 @@ class UserFunction(Function):
         if not out.is_floating_point():
             raise UsageError(f"FUNCTION: {self.name} returned a {out.dtype} tensor, and a derivative needs a float "
                              "output; return the float tensor it is computed from (logits, not argmax)")
+        if out.is_meta:
+            raise BackendError(f"{self.name} returned a tensor on the meta device, which holds no values; return "
+                               "the computed tensor")
         notes = self.modes.notes(self.seed) if self.modes else ()
         value = out.detach().cpu().numpy()
         value.flags.writeable = False

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import socket
 import time
 import xml.etree.ElementTree as ET
@@ -55,6 +56,15 @@ def render_summary(outcomes, *, timing: bool = True) -> RenderableType:
     return Group(table, Text(), line)
 
 
+# Characters XML 1.0 cannot hold, even escaped: a suite name or your code's error message may carry them.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with each character XML cannot hold written as ``#xNN`` (pytest's junitxml does the same)."""
+    return _NOT_XML.sub(lambda m: f"#x{ord(m.group()):02X}", text)
+
+
 def junit_xml(outcomes, suite: str, report_text: Callable[[Any], str]) -> bytes:
     """JUnit XML in pytest's layout: ``<testsuites><testsuite ...><testcase .../>``; a
     mismatch is a ``<failure>`` with the report, a check that could not run an ``<error>``."""
@@ -62,15 +72,17 @@ def junit_xml(outcomes, suite: str, report_text: Callable[[Any], str]) -> bytes:
     errors = sum(o.exit_code in (ExitCode.USAGE, ExitCode.BACKEND) for o in outcomes)
     total = sum(o.seconds for o in outcomes)
     root = ET.Element("testsuites", name="gradcli")
+    suite = _xml_text(suite)
     node = ET.SubElement(root, "testsuite", name=suite, errors=str(errors), failures=str(failures), skipped="0",
                          tests=str(len(outcomes)), time=f"{total:.3f}",
                          timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), hostname=socket.gethostname())
     for o in outcomes:
-        case = ET.SubElement(node, "testcase", classname=f"gradcli.{suite}", name=o.name, time=f"{o.seconds:.3f}")
+        name = _xml_text(o.name)
+        case = ET.SubElement(node, "testcase", classname=f"gradcli.{suite}", name=name, time=f"{o.seconds:.3f}")
         if o.exit_code == ExitCode.MISMATCH:
-            ET.SubElement(case, "failure", message=f"{o.name}: gradients do not match").text = report_text(o)
+            ET.SubElement(case, "failure", message=f"{name}: gradients do not match").text = _xml_text(report_text(o))
         elif o.error is not None:
-            ET.SubElement(case, "error", message=o.error).text = o.error
+            ET.SubElement(case, "error", message=_xml_text(o.error)).text = _xml_text(o.error)
     ET.indent(root)
     return b'<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="utf-8") + b"\n"
 

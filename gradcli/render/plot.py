@@ -13,6 +13,9 @@ from ..options import Layout
 from ..results import Result
 
 MAX_PANELS = 16  # blocks drawn at most, one panel each
+# A panel is a few hundred pixels wide: a matrix larger than this per axis is drawn pooled (see
+# _shrink), so that matplotlib's image (8 floats a cell) never grows with the value (--max-memory).
+MAX_CELLS = 400
 
 
 def require_matplotlib() -> None:
@@ -46,6 +49,26 @@ def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:
     return [(result.quantity.value, matrix, "index 0", "other indices (flattened)")]
 
 
+def _shrink(matrix: np.ndarray, cells: int = MAX_CELLS) -> np.ndarray:
+    """``matrix`` pooled to at most ``cells`` × ``cells``: each cell of the image is the entry of
+    largest magnitude (its sign kept) in its block of the matrix, so a lone spike still shows;
+    computed a band of rows at a time (no temporary the size of the matrix)."""
+    rows, cols = matrix.shape
+    if rows <= cells and cols <= cells:
+        return matrix
+    row_starts = np.linspace(0, rows, min(rows, cells) + 1).astype(int)[:-1]
+    col_starts = np.linspace(0, cols, min(cols, cells) + 1).astype(int)[:-1]
+    out = np.empty((len(row_starts), len(col_starts)))
+    bounds = [*row_starts[1:], rows]
+    with np.errstate(invalid="ignore"):
+        for i, (start, stop) in enumerate(zip(row_starts, bounds)):
+            band = matrix[start:stop]
+            high = np.fmax.reduce(np.fmax.reduceat(band, col_starts, axis=1), axis=0)
+            low = np.fmin.reduce(np.fmin.reduceat(band, col_starts, axis=1), axis=0)
+            out[i] = np.where(np.abs(low) > np.abs(high), low, high)
+    return out
+
+
 def draw_plot(result: Result, handle) -> None:
     """Draw ``result`` as PNG into the binary file ``handle`` (the caller writes the file)."""
     import matplotlib
@@ -56,7 +79,7 @@ def draw_plot(result: Result, handle) -> None:
     if result.spectrum is not None:
         return draw_spectrum(result, handle, plt)
 
-    panels = _panels(result)
+    panels = [(title, _shrink(matrix), y, x) for title, matrix, y, x in _panels(result)]
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
     from matplotlib.ticker import MaxNLocator
