@@ -461,3 +461,25 @@ def test_forward_mode_keeps_no_autograd_graph(tmp_path):
     blocks = np.stack([full[b, :, b] for b in range(2)])
     np.testing.assert_allclose(res.value, blocks, rtol=0, atol=np.finfo(np.float64).eps ** 0.6)
     np.testing.assert_allclose(jvp.value, np.tensordot(full, np.ones_like(x), axes=4), rtol=0, atol=1e-9)
+
+
+def test_forward_mode_through_multihead_attention_in_eval_mode(tmp_path):
+    """nn.MultiheadAttention in eval mode takes its fused fast path when grad is off (as
+    forward mode runs), which has no forward-mode formula: gradcli switches the fast path
+    off, so -b forward gives jacrev's blocks, a key padding mask (-t) included."""
+    (tmp_path / "mha.py").write_text(textwrap.dedent('''
+        import torch
+        torch.manual_seed(0)
+        attn = torch.nn.MultiheadAttention(4, 2, batch_first=True).double().eval()
+
+        def net(x, key_padding_mask):
+            return attn(x, x, x, key_padding_mask=key_padding_mask.bool())[0]
+    '''))
+    x, mask = np.random.default_rng(3).standard_normal((2, 3, 4)), np.array([[0, 0, 1], [0, 0, 0]])
+    res = gradcli.jacobian(f"{tmp_path}/mha.py:net", input=x, target=mask, backend="forward")
+    spec = importlib.util.spec_from_file_location("mha_ref", tmp_path / "mha.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    full = torch.func.jacrev(lambda t: module.net(t, torch.tensor(mask)))(torch.tensor(x)).detach().numpy()
+    blocks = np.stack([full[b, :, :, b] for b in range(2)])
+    np.testing.assert_allclose(res.value, blocks, rtol=0, atol=np.finfo(np.float64).eps ** 0.6)

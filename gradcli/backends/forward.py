@@ -16,13 +16,14 @@ from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, user_
 
 @contextmanager
 def composite_forms(torch):
-    """Two fused CPU kernels of torch 2.13 swapped for their composite forms, the same
+    """Fused CPU kernels of torch 2.13 swapped for their composite forms, the same
     numbers, while the user's function runs: ``scaled_dot_product_attention``'s flash
     kernel (``nn.MultiheadAttention`` without weights, ``nn.TransformerEncoderLayer``) by
-    the math kernel, and ``torch._weight_norm`` (``nn.utils.weight_norm`` and
+    the math kernel; those layers' fast paths (taken in eval mode without grad, as forward
+    mode runs) switched off; ``torch._weight_norm`` (``nn.utils.weight_norm`` and
     ``parametrizations.weight_norm``) by ``v * (g / norm_except_dim(v, 2, dim))``, which
-    torch itself runs for other dims. Neither fused kernel has a forward-mode formula; the
-    flash kernel has no double backward, and weight norm's is wrong (an asymmetric Hessian)."""
+    torch itself runs for other dims. None of the fused kernels has a forward-mode formula;
+    the flash kernel has no double backward, and weight norm's is wrong (an asymmetric Hessian)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     legacy = importlib.import_module("torch.nn.utils.weight_norm")  # holds torch._weight_norm by its own name
@@ -30,13 +31,15 @@ def composite_forms(torch):
     def weight_norm(v, g, dim=0):
         return v * (g / torch.norm_except_dim(v, 2, dim))
 
-    saved = torch._weight_norm, legacy._weight_norm
+    saved = torch._weight_norm, legacy._weight_norm, torch.backends.mha.get_fastpath_enabled()
     torch._weight_norm = legacy._weight_norm = weight_norm
+    torch.backends.mha.set_fastpath_enabled(False)  # its fused kernels (eval mode, no grad) have none either
     try:
         with sdpa_kernel([SDPBackend.MATH]):
             yield
     finally:
-        torch._weight_norm, legacy._weight_norm = saved
+        torch._weight_norm, legacy._weight_norm, fastpath = saved
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def in_composite_forms(torch, F):
