@@ -764,3 +764,9 @@ def test_attention_in_forward_mode_and_second_order(tmp_path):
     for backend in ("autograd", "forward"):
         res = gradcli.hessian(f"{path}:energy", input=x, backend=backend)
         assert_close(res.value, expected, exact_tol("float64"), backend)
+    # autograd's jvp is a double backward (the vjp differentiated once more): it exited 3 here
+    t = np.random.default_rng(15).standard_normal(x.shape)
+    full = torch.func.jacrev(module.net)(X).detach().numpy().reshape(x.size, x.size)
+    for backend in ("autograd", "forward"):
+        got = gradcli.jvp(f"{path}:net", input=x, tangent=t, backend=backend)
+        assert_close(got.value, (full @ t.reshape(-1)).reshape(x.shape), exact_tol("float64"), backend)

@@ -988,3 +988,47 @@ def test_per_sample_gradients_say_when_dim_0_may_not_be_the_batch(tmp_path_facto
     per = torch.func.vmap(torch.func.grad(lambda p, xb, yb: torch.func.functional_call(net, p, (xb[None], yb[None]))),
                           in_dims=(None, 0, 0))(params, torch.tensor(x.transpose(1, 0, 2)), torch.tensor(y))
     np.testing.assert_allclose(res.grads["fc.weight"], per["fc.weight"].numpy(), rtol=0, atol=EPS ** 0.6)
+
+
+LSTM_LOSS = '''
+import torch
+from torch import nn
+
+
+class LstmLoss(nn.Module):
+    """An LSTM classifier (batch first): torch.func's vmap has no batching rule for aten::lstm."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.rnn = nn.LSTM(3, 5, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x, y):
+        out, _ = self.rnn(x)
+        return nn.functional.cross_entropy(self.fc(out[:, -1]), y)
+
+
+loss = LstmLoss()
+'''
+
+
+def test_per_sample_gradients_of_code_vmap_cannot_batch_loop_over_samples(tmp_path_factory):
+    """An LSTM: vmap(grad) fails inside torch (it exited 3, 'your code raised'), so the definition
+    runs as a loop of classic backward passes on batches of one, checked like the vmapped one;
+    every parameter equals torch's own loop, with and without --norms."""
+    path, module = user_file(tmp_path_factory, "lstm", LSTM_LOSS)
+    x, y = np.random.default_rng(2).standard_normal((4, 3, 3)), np.array([0, 1, 1, 0])
+    net = module.loss.double()
+    params = dict(net.named_parameters())
+    expected = {n: [] for n in params}
+    for i in range(4):
+        one = net(torch.tensor(x[i:i + 1]), torch.tensor(y[i:i + 1]))
+        for n, g in zip(params, torch.autograd.grad(one, list(params.values()))):
+            expected[n].append(g.detach().numpy())
+    expected = {n: np.stack(v) for n, v in expected.items()}
+    res = gradcli.per_sample_grad(f"{path}:loss", input=x, target=y, wrt="param:*")
+    for n, g in expected.items():
+        close_to(res.grads[n], g, np.float64)
+    norms = gradcli.per_sample_grad(f"{path}:loss", input=x, target=y, wrt="param:*", norms=True)
+    close_to(norms.norms, norms_of(expected), np.float64)

@@ -483,3 +483,21 @@ def test_forward_mode_through_multihead_attention_in_eval_mode(tmp_path):
     full = torch.func.jacrev(lambda t: module.net(t, torch.tensor(mask)))(torch.tensor(x)).detach().numpy()
     blocks = np.stack([full[b, :, :, b] for b in range(2)])
     np.testing.assert_allclose(res.value, blocks, rtol=0, atol=np.finfo(np.float64).eps ** 0.6)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("Trying to use forward AD with aten::_native_multi_head_attention that does not support it",
+     "no forward-mode formula for aten::_native_multi_head_attention;"),
+    ("Batching rule not implemented for aten::lstm.input. We could not generate a fallback.",
+     "no batching rule for aten::lstm.input in your code"),
+])
+def test_torch_refusals_name_the_whole_op(text, named):
+    """The op in torch's refusal is named whole (the forward-mode one said 'for aten'), and a
+    missing vmap batching rule is a torch.func refusal (it read as 'your code raised')."""
+    from gradcli.backends.torchbase import torch_errors
+    from gradcli.errors import BackendError
+
+    with pytest.raises(BackendError) as err:
+        with torch_errors("forward"):
+            raise RuntimeError(text)
+    assert named in str(err.value)

@@ -17,6 +17,7 @@ from ..functions.activations import remember, saved_bytes
 from ..options import BackendName
 from ..problem import Problem
 from .base import Computed
+from .forward import in_composite_forms
 from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, user_model
 
 
@@ -107,8 +108,10 @@ class AutogradBackend(TorchBackend):
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
         """``J t`` in reverse mode, by differentiating the (linear) vjp map
-        ``u -> u^T J`` once more: torch.autograd.functional.jvp."""
+        ``u -> u^T J`` once more: torch.autograd.functional.jvp, a double
+        backward, so fused kernels without one run in their composite forms."""
         torch, F, x0 = self.setup(problem)
+        F = in_composite_forms(torch, F)
         with torch_errors(self.name.value, user_model(problem)):
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
             output, value = torch.autograd.functional.jvp(F, x0, t)

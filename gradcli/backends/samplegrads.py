@@ -73,8 +73,22 @@ def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, bu
         one = {k: (v.unsqueeze(0) if split[k] else v) for k, v in zip(keys, values)}
         return function.call({**one, **{f"param:{n}": p for n, p in theta.items()}})
 
-    grad = torch.func.vmap(torch.func.grad(loss), in_dims=(None, *[0 if split[k] else None for k in keys]),
-                           randomness="same")
+    vmapped = torch.func.vmap(torch.func.grad(loss), in_dims=(None, *[0 if split[k] else None for k in keys]),
+                              randomness="same")
+
+    def looped(theta, *values):  # one classic backward pass per sample
+        theta = {n: p.detach().requires_grad_(True) for n, p in theta.items()}
+        rows = []
+        for i in range(values[keys.index("input")].shape[0]):
+            with torch.enable_grad():
+                value = loss(theta, *[v[i] if split[k] else v for k, v in zip(keys, values)])
+                rows.append(torch.autograd.grad(value, list(theta.values()), allow_unused=True))
+        return {n: torch.stack([torch.zeros_like(p) if r[j] is None else r[j] for r in rows])
+                for j, (n, p) in enumerate(theta.items())}
+
+    def grad(theta, *values):
+        return vmapped_or_looped(vmapped, looped, theta, *values)
+
     b = args["input"].shape[0]
     per_sample = sum(p.numel() for p in params.values()) * args["input"].element_size()
     # Each sample's gradients, plus its share of activations (about three copies of its input, a guess
@@ -98,6 +112,19 @@ def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, bu
     if norms_only:
         return torch.cat(squares)
     return {n: v[0] if len(v) == 1 else torch.cat(v) for n, v in out.items()}
+
+
+def vmapped_or_looped(vmapped, looped, *args):
+    """``vmapped(*args)``, or the same by a loop over samples where torch.func
+    cannot batch the code (an op without a batching rule, such as ``aten::lstm``,
+    which fails in vmap with one error or another): the loop raises the code's
+    real error, if it has one."""
+    from ..errors import UserCodeError
+
+    try:
+        return vmapped(*args)
+    except (RuntimeError, UserCodeError):
+        return looped(*args)
 
 
 def squared_norms(torch, grads):
@@ -241,10 +268,14 @@ def decomposition(torch, function, args) -> tuple[float | None, float, float]:
     def one(*values):
         return function.call({k: (v.unsqueeze(0) if split[k] else v) for k, v in zip(keys, values)})
 
+    def looped(*values):
+        return torch.stack([one(*[v[i] if split[k] else v for k, v in zip(keys, values)])
+                            for i in range(b)])
+
     with torch.no_grad():
         total = function.call(args)
-        losses = torch.func.vmap(one, in_dims=tuple(0 if split[k] else None for k in keys), randomness="same")(
-            *[args[k] for k in keys])
+        vmapped = torch.func.vmap(one, in_dims=tuple(0 if split[k] else None for k in keys), randomness="same")
+        losses = vmapped_or_looped(vmapped, looped, *[args[k] for k in keys])
     value, summed = float(total), float(losses.sum())
     tol = 1e3 * float(torch.finfo(total.dtype).eps) * max(1.0, float(losses.abs().sum()))
     for c in (1.0, 1.0 / b):

@@ -121,7 +121,8 @@ def functorch_refused(err: BaseException) -> bool:
 
 def refusal_kind(err: BaseException) -> str | None:
     """Which torch.func refusal ``err`` is: ``"inplace"``, ``"function"``,
-    ``"random"``, or None when it is not one."""
+    ``"random"``, ``"batching"`` (an op vmap has no rule for), or None when it
+    is not one."""
     err = getattr(err, "original", err)
     if not isinstance(err, RuntimeError):
         return None
@@ -132,6 +133,8 @@ def refusal_kind(err: BaseException) -> str | None:
         return "function"
     if "randomness" in text and "vmap" in text:
         return "random"
+    if "Batching rule not implemented" in text:
+        return "batching"
     if "functorch" in text or "transform" in text:
         return "function"
     return None
@@ -150,6 +153,10 @@ def refusal_message(err: BaseException, backend: str, model=None) -> str:
     if kind == "random":
         return (f"--backend {backend}: your code draws random numbers inside a vmap (dropout in training mode?), "
                 "which torch.func cannot batch; call .eval() in your file, or use --backend autograd")
+    if kind == "batching":
+        op = re.search(r"not implemented for ([\w:.]+?)\.?(?:\s|$)", str(original))
+        return (f"--backend {backend}: torch.func's vmap has no batching rule for {op.group(1) if op else 'an op'} "
+                "in your code; use --backend autograd or fd")
     name = _frame_local(original, "cls", lambda v: isinstance(v, type))
     what = f"the old-style torch.autograd.Function {name.__name__}" if name is not None else \
         "an old-style torch.autograd.Function"
@@ -211,7 +218,7 @@ def torch_errors(backend: str, model=None):
         if _out_of_memory(original):
             raise UsageError(OUT_OF_MEMORY) from err
         text = str(original).strip().splitlines()[0] if str(original).strip() else type(original).__name__
-        op = re.search(r"forward AD with (\w+)", text)
+        op = re.search(r"forward AD with ([\w:.]+\w)", text)
         if op:
             raise BackendError(f"--backend forward: torch has no forward-mode formula for {op.group(1)}; "
                                "use --backend autograd") from err
