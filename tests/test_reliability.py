@@ -195,3 +195,18 @@ def test_allow_nonfinite_propagates_and_counts(backend):
     assert all(v is not None for row in doc["value"][1] for v in row)
     table = runner.invoke(app, args)
     assert table.exit_code == 0 and "9 of 18 entries are NaN or infinite" in table.stdout
+
+
+def test_fd_counts_its_own_arrays_against_max_memory():
+    """fd holds, per entry of its blocks, a value, an error estimate and two flags
+    beside the result: the 128 MiB of softmax blocks over 256 x 256 logits need
+    416 MiB in all, so --max-memory 160MiB stops before any work (the run went
+    ahead, as the result alone fits, and peaked 395 MiB above its start)."""
+    result = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:256,256", "-b", "fd", "--max-memory", "160MiB",
+                                 "--no-value", "--json"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert "--max-memory: fd's own arrays" in result.stderr and "416.0 MiB" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+    fits = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:256,256", "-b", "fd", "--max-memory", "512MiB",
+                               "--rows", "0:4", "--no-value", "--json"])
+    assert fits.exit_code == 0, fits.output
