@@ -113,8 +113,10 @@ def test_the_catalogue_has_forty_cases():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupt_leaves_no_partial_file_and_exits_130(tmp_path, sig):
     out = tmp_path / "out.npy"
+    # (fd's own arrays for these 100M entries are 2.6 GB: over the default --max-memory of 2GiB)
     proc = subprocess.Popen([sys.executable, "-m", "gradcli", "jacobian", "softmax", "-x", "randn:384,512", "-b", "fd",
-                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--max-memory", "4GiB", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     time.sleep(2.5)
     assert proc.poll() is None, "the run finished before it could be interrupted: make it longer"
     proc.send_signal(sig)
