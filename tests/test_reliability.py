@@ -113,8 +113,10 @@ def test_the_catalogue_has_forty_cases():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupt_leaves_no_partial_file_and_exits_130(tmp_path, sig):
     out = tmp_path / "out.npy"
+    # (fd's own arrays for these 100M entries are 2.6 GB: over the default --max-memory of 2GiB)
     proc = subprocess.Popen([sys.executable, "-m", "gradcli", "jacobian", "softmax", "-x", "randn:384,512", "-b", "fd",
-                             "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--max-memory", "4GiB", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     time.sleep(2.5)
     assert proc.poll() is None, "the run finished before it could be interrupted: make it longer"
     proc.send_signal(sig)
@@ -195,3 +197,18 @@ def test_allow_nonfinite_propagates_and_counts(backend):
     assert all(v is not None for row in doc["value"][1] for v in row)
     table = runner.invoke(app, args)
     assert table.exit_code == 0 and "9 of 18 entries are NaN or infinite" in table.stdout
+
+
+def test_fd_counts_its_own_arrays_against_max_memory():
+    """fd holds, per entry of its blocks, a value, an error estimate and two flags
+    beside the result: the 128 MiB of softmax blocks over 256 x 256 logits need
+    416 MiB in all, so --max-memory 160MiB stops before any work (the run went
+    ahead, as the result alone fits, and peaked 395 MiB above its start)."""
+    result = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:256,256", "-b", "fd", "--max-memory", "160MiB",
+                                 "--no-value", "--json"])
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert "--max-memory: fd's own arrays" in result.stderr and "416.0 MiB" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+    fits = runner.invoke(app, ["jacobian", "softmax", "-x", "randn:256,256", "-b", "fd", "--max-memory", "512MiB",
+                               "--rows", "0:4", "--no-value", "--json"])
+    assert fits.exit_code == 0, fits.output

@@ -68,11 +68,12 @@ class FdBackend(RowBackend):
         if fd_dtype != problem.dtype:
             notes = (f"fd: {problem.dtype} problem differenced in {fd_dtype} (--fd-dtype same to keep {problem.dtype})",)
         kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory)
-        if not problem.function.closed_form and self.options.max_memory is not None:
-            # User code's evaluations are sized to --max-memory (their activations, measured): what fd holds
-            # itself for the whole run comes off that first.
+        if self.options.max_memory is not None:
             held = _held(problem, kernel, fd_dtype, self.options.max_memory)
-            kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory - held)
+            if not problem.function.closed_form:
+                # User code's evaluations are sized to --max-memory (their activations, measured): what fd
+                # holds itself for the whole run comes off that first.
+                kernel = problem.astype(fd_dtype).kernel(budget=self.options.max_memory - held)
         if isinstance(kernel, GeneralKernel):
             # No rows: every entry of the argument is its own column of one big row.
             shape, out_shape = kernel.x0.shape, kernel.output_shape
@@ -109,7 +110,9 @@ def _held(problem: Problem, kernel, fd_dtype, limit: int) -> int:
     they alone exceed ``limit`` (``--max-memory``)."""
     if isinstance(kernel, GeneralKernel):
         entries = math.prod(kernel.output_shape) * kernel.x0.size
-    else:
+    elif problem.function.closed_form:  # rows, each an output block per feature
+        entries = math.prod(problem.rows.rows + problem.rows.out_block) * kernel.x0.shape[-1]
+    else:  # user code's per-sample rows: the output (B, ...) per feature
         entries = math.prod(problem.output_shape) * kernel.x0.shape[-1]
     held = entries * (2 * np.dtype(fd_dtype).itemsize + 2 + problem.dtype.itemsize)
     if held >= limit:

@@ -147,21 +147,26 @@ def _rough(value: np.ndarray, error: np.ndarray) -> tuple[str, ...]:
 
 def _truncation(est: np.ndarray, factor: float, noise: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per level m but the last: the truncation error of ``est[m]``, whose error
-    grows ``factor`` times per doubling of the step. In the asymptotic range
-    (the next difference ``factor / 4`` to ``4 factor`` times this one, or
-    both within a few times the rounding ``noise`` of ``est[m]``) it is
-    ``|est[m] - est[2m]| / (factor - 1)``, doubled; elsewhere
-    (no next level, or the steps are too coarse for the function) the whole
-    difference, ``|est[m] - est[2m]|``, which bounds the error of the better
-    of the two only when they bracket or approach the value: it is not taken
-    where a smaller step converged."""
+    grows ``factor`` times per doubling of the step. Where truncation
+    dominates (the next difference ``factor / 4`` to ``4 factor`` times this
+    one) it is ``|est[m] - est[2m]| / (factor - 1)``, doubled. Elsewhere it is
+    the whole difference ``|est[m] - est[2m]|``: at the rounding level (both
+    within a few times the rounding ``noise`` of ``est[m]``) a sample of the
+    noise itself; with no next level, or steps too coarse for the function,
+    a bound only where the two bracket or approach the value (such levels
+    are not taken where a smaller step converged). Returns the estimates and
+    the asymptotic mask (truncation dominating, or at the rounding level)."""
     step = np.abs(est[:-1] - est[1:])
-    asymptotic = np.zeros(step.shape, dtype=bool)
+    asymptotic, truncating = np.zeros(step.shape, dtype=bool), np.zeros(step.shape, dtype=bool)
     with np.errstate(all="ignore"):
         ratio = step[1:] / step[:-1]
         quiet = (step[:-1] <= 4 * noise[:len(step) - 1]) & (step[1:] <= 16 * factor * noise[:len(step) - 1])
-        asymptotic[:-1] = ((ratio >= factor / 4) & (ratio <= 4 * factor)) | quiet
-    return np.where(asymptotic, SAFETY * step / (factor - 1), step), asymptotic
+        shrinking = (ratio >= factor / 4) & (ratio <= 4 * factor)
+        asymptotic[:-1] = shrinking | quiet
+        truncating[:-1] = shrinking & ~quiet
+    # At the rounding level the difference between levels is a sample of the noise itself, which the model
+    # eps |f| misses where the function rounds inside (log(1 + x^2) rounds 1 + x^2): counted whole there.
+    return np.where(truncating, SAFETY * step / (factor - 1), step), asymptotic
 
 
 def _pair_differences(forward, x0, h, pairs, eps, richardson, levels, progress=None, tangent=None):

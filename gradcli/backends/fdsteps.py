@@ -68,7 +68,8 @@ def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> flo
     ``E``, a change below ``E`` is lost in part or whole, and only the
     quotients from ``s ~ E`` up agree. The reference is the largest rung
     where the change is still linear (its even part at most LINEAR of its odd
-    part); the answer is ``eps`` when the first rung's quotient is within
+    part), as is the rung below, with a quotient within RESOLVED_SLOPES of
+    it; the answer is ``eps`` when the first rung's quotient is within
     EXACT_SLOPES of the reference's (code of which a part rounds inside lacks
     that part's share there), else ``s / 4`` for the smallest rung from which
     every quotient up to the reference is within RESOLVED_SLOPES (a change of
@@ -105,11 +106,19 @@ def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> flo
         odd = np.linalg.norm(parts[0])
         return odd > 0 and np.linalg.norm(parts[1]) <= LINEAR * odd
 
-    top = next((k for k in reversed(range(len(rungs))) if linear(k)), None)
+    def quotient(k):
+        return at(k)[0] / (2 * rungs[k])
+
+    def consistent(k):  # linear, and so is the rung below, with a quotient within RESOLVED_SLOPES of its own
+        return linear(k) and linear(k - 1) and np.linalg.norm(quotient(k - 1) - quotient(k)) <= \
+            RESOLVED_SLOPES * np.linalg.norm(quotient(k))
+
+    # (a rung alone can look linear by chance: sin(1000 x) at 32 aliased at a change of 1e-3)
+    top = next((k for k in reversed(range(1, len(rungs))) if consistent(k)), None)
     if top is None:
         moved = [k for k in range(len(rungs)) if at(k) is not None and np.linalg.norm(at(k)[0]) > 0]
         return eps if not moved or moved[0] == 0 or at(0) is None else max(eps, rungs[moved[0]])
-    reference = at(top)[0] / (2 * rungs[top])
+    reference = quotient(top)
     size_g = np.linalg.norm(reference)
 
     def agrees(k, within=RESOLVED_SLOPES):
