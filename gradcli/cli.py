@@ -837,8 +837,21 @@ def parse_positive_float(text: str, option: str) -> float:
     return value
 
 
+def refuse_empty(opts: dict[str, Any]) -> None:
+    """An option given as an empty text (``--baseline "$BASELINE"`` with the variable unset)
+    is refused: read as absent, ``--baseline ''`` compared nothing and passed, ``-o ''``
+    wrote nothing, ``--backends ''`` ran the defaults."""
+    for name, value in opts.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and not item.strip():
+                option = "FUNCTION" if name == "function" else f"--{name.replace('_', '-')}"
+                fix = "give one" if name in ("function", "input") else f"give a value or leave {option} out"
+                raise UsageError(f"{option}: empty value (an unset shell variable?); {fix}")
+
+
 def _make_command(quantity: Quantity):
     def command(**opts: Any) -> int:
+        refuse_empty(opts)
         return run_command(quantity, opts)
 
     command.__signature__ = inspect.Signature(COMMON + EXTRA[quantity])
@@ -883,6 +896,7 @@ CHECK_OPTIONS = [
 
 
 def _check(**opts: Any) -> int:
+    refuse_empty(opts)
     return check_command(opts)
 
 

@@ -1204,3 +1204,11 @@ def test_a_baseline_that_never_ends_is_read_only_to_the_limit():
 def test_an_empty_rows_option_is_refused_not_read_as_every_row():
     """--rows '' (an unset shell variable: --rows "$ROWS") computed every row, silently."""
     assert_usage_error(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:4,3", "--rows", ""]), "--rows")
+
+
+@pytest.mark.parametrize("option", ["--baseline", "--output", "--backends", "--reference", "--save-baseline"])
+def test_an_option_given_as_an_empty_text_is_refused_not_read_as_absent(option):
+    """`--baseline "$BASELINE"` with the variable unset compared nothing and passed (exit 0);
+    `-o ''` wrote nothing; `--backends ''` ran the defaults."""
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", option, ""])
+    assert_usage_error(result, option, "empty value")
