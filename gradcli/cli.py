@@ -752,6 +752,10 @@ def _entry_options(check, entry, suite: str) -> dict[str, Any]:
     # click hands back choices as strings; typer turns them into the enums on the way to
     # the command, so the same conversion happens here.
     kinds = {name: _enum_of(p.annotation) for name, p in _check.__signature__.parameters.items()}
+    try:
+        refuse_empty(ctx.params)
+    except UsageError as err:
+        raise UsageError(f"--suite: {suite}: check {entry.name!r}: {err}") from None
     return {name: kinds[name](value) if kinds.get(name) and value is not None else value
             for name, value in ctx.params.items()}
 

@@ -1212,3 +1212,10 @@ def test_an_option_given_as_an_empty_text_is_refused_not_read_as_absent(option):
     `-o ''` wrote nothing; `--backends ''` ran the defaults."""
     result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", option, ""])
     assert_usage_error(result, option, "empty value")
+
+
+def test_a_suite_entry_with_an_empty_value_is_refused(tmp_path):
+    """`baseline = ""` in an entry compared nothing and the entry passed."""
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "exp"\ninput = "[1.0]"\nbaseline = ""\n')
+    assert_usage_error(runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml")]), "'exp'", "--baseline",
+                       "empty value")
