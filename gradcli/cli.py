@@ -755,7 +755,7 @@ def _entry_options(check, entry, suite: str) -> dict[str, Any]:
     try:
         refuse_empty(ctx.params)
     except UsageError as err:
-        raise UsageError(f"--suite: {suite}: check {entry.name!r}: {err}") from None
+        raise UsageError(f"--suite: {suite}: check {entry.name!r}: {err.cli_message()}") from None
     return {name: kinds[name](value) if kinds.get(name) and value is not None else value
             for name, value in ctx.params.items()}
 
