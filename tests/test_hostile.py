@@ -1102,19 +1102,23 @@ def test_a_pt2_whose_entries_unpack_far_beyond_the_archive_is_refused_unread(pt2
     assert_usage_error(runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3"]), "bomb.pt2", "unpacks to")
 
 
+def _deflated(source: Path, path: Path) -> None:
+    """``source`` (a zip torch wrote, entries stored) rewritten with every entry deflated: small on disk."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w") as out:
+        for info in archive.infolist():
+            entry = zipfile.ZipInfo(info.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(entry, archive.read(info.filename))
+    assert path.stat().st_size < 1 << 20
+
+
 def test_a_pt_file_is_sized_by_what_its_entries_unpack_to_before_torch_reads_it(tmp_path):
     """torch.load accepts deflated entries: a 40 KB file of 5*10^6 zeros was read into 40 MB
     before the tensor's size was checked against --max-memory 4MiB."""
     import torch
 
     torch.save(torch.zeros(5_000_000, dtype=torch.float64), tmp_path / "plain.pt")
-    source = zipfile.ZipFile(tmp_path / "plain.pt")
-    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
-        for info in source.infolist():
-            entry = zipfile.ZipInfo(info.filename)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(entry, source.read(info.filename))
-    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    _deflated(tmp_path / "plain.pt", tmp_path / "z.pt")
     loads = []
     original = torch.load
     torch.load = lambda *a, **k: loads.append(a) or original(*a, **k)
@@ -1133,13 +1137,7 @@ def test_a_torchscript_model_whose_entries_unpack_far_beyond_the_file_is_refused
     module = torch.jit.script(torch.nn.Linear(2000, 2000).double().requires_grad_(False).apply(
         lambda m: torch.nn.init.zeros_(m.weight) if isinstance(m, torch.nn.Linear) else None))
     torch.jit.save(module, tmp_path / "plain.pt")
-    source = zipfile.ZipFile(tmp_path / "plain.pt")
-    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
-        for info in source.infolist():
-            entry = zipfile.ZipInfo(info.filename)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(entry, source.read(info.filename))
-    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    _deflated(tmp_path / "plain.pt", tmp_path / "z.pt")
     assert_usage_error(runner.invoke(app, ["jacobian", str(tmp_path / "z.pt"), "-x", "randn:1,2000"]),
                        "z.pt", "unpacks to")
 
