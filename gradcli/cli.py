@@ -755,6 +755,10 @@ def _entry_options(check, entry, suite: str) -> dict[str, Any]:
     # click hands back choices as strings; typer turns them into the enums on the way to
     # the command, so the same conversion happens here.
     kinds = {name: _enum_of(p.annotation) for name, p in _check.__signature__.parameters.items()}
+    try:
+        refuse_empty(ctx.params)
+    except UsageError as err:
+        raise UsageError(f"--suite: {suite}: check {entry.name!r}: {err.cli_message()}") from None
     return {name: kinds[name](value) if kinds.get(name) and value is not None else value
             for name, value in ctx.params.items()}
 
@@ -840,8 +844,21 @@ def parse_positive_float(text: str, option: str) -> float:
     return value
 
 
+def refuse_empty(opts: dict[str, Any]) -> None:
+    """An option given as an empty text (``--baseline "$BASELINE"`` with the variable unset)
+    is refused: read as absent, ``--baseline ''`` compared nothing and passed, ``-o ''``
+    wrote nothing, ``--backends ''`` ran the defaults."""
+    for name, value in opts.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, str) and not item.strip():
+                option = "FUNCTION" if name == "function" else f"--{name.replace('_', '-')}"
+                fix = "give one" if name in ("function", "input") else f"give a value or leave {option} out"
+                raise UsageError(f"{option}: empty value (an unset shell variable?); {fix}")
+
+
 def _make_command(quantity: Quantity):
     def command(**opts: Any) -> int:
+        refuse_empty(opts)
         return run_command(quantity, opts)
 
     command.__signature__ = inspect.Signature(COMMON + EXTRA[quantity])
@@ -886,6 +903,7 @@ CHECK_OPTIONS = [
 
 
 def _check(**opts: Any) -> int:
+    refuse_empty(opts)
     return check_command(opts)
 
 

@@ -846,9 +846,10 @@ def test_an_endless_standard_input_is_read_only_as_far_as_it_could_be_parsed():
 
 
 NOISY_CODE = '''
-import ctypes, os, subprocess, sys
+import ctypes, os, subprocess, sys, threading, time
 os.write(1, b"descriptor 1 at import\\n")
 os.chdir("/")
+threading.Thread(target=time.sleep, args=(3600,)).start()  # never joined
 
 
 def f(x):
@@ -858,17 +859,17 @@ def f(x):
     os.chdir("/tmp")
     return x * 2
 
-
-def meta(x):
-    return x.to("meta")
 '''
 
 
 def test_user_code_writing_to_descriptor_1_or_changing_folder_leaves_the_output_alone(tmp_path):
     """Only print() was redirected: os.write(1, ...), C's printf and child processes wrote into
-    --json's standard output; an os.chdir in the code moved a relative -o file elsewhere."""
+    --json's standard output; an os.chdir in the code moved a relative -o file elsewhere; and a
+    thread it started and never ended kept the process alive after its result (Python waits for
+    non-daemon threads at exit: a CI job hung until killed)."""
     (tmp_path / "noisy.py").write_text(NOISY_CODE)
-    result = gradcli("jacobian", "noisy.py:f", "-x", "[1.0, 3.0]", "--json", "-o", "J.npy", cwd=tmp_path)
+    result = gradcli("jacobian", "noisy.py:f", "-x", "[1.0, 3.0]", "--json", "-o", "J.npy", cwd=tmp_path,
+                     timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["value"] == [[2.0, 0.0], [0.0, 2.0]]
     for noise in ("descriptor 1 at import", "descriptor 1 in a call", "C printf in a call", "a child process"):
@@ -877,8 +878,8 @@ def test_user_code_writing_to_descriptor_1_or_changing_folder_leaves_the_output_
 
 
 def test_user_code_returning_a_meta_tensor_is_your_code_not_an_internal_error(tmp_path):
-    (tmp_path / "noisy.py").write_text(NOISY_CODE.replace('os.write(1, b"descriptor 1 at import\\n")', ""))
-    result = runner.invoke(app, ["jacobian", f"{tmp_path}/noisy.py:meta", "-x", "[1.0]"])
+    (tmp_path / "meta.py").write_text("def meta(x):\n    return x.to('meta')\n")
+    result = runner.invoke(app, ["jacobian", f"{tmp_path}/meta.py:meta", "-x", "[1.0]"])
     assert result.exit_code == 3 and "meta device" in result.stderr and "internal error" not in result.stderr
 
 
@@ -1006,18 +1007,6 @@ def test_backends_named_twice_run_once_and_the_hint_names_another():
     assert_usage_error(result, "--backends fd,autograd")
 
 
-def test_a_thread_user_code_leaves_running_does_not_keep_gradcli_alive(tmp_path):
-    """Python waits for every non-daemon thread at exit: a thread the user's file started and never
-    ended kept the process alive after printing its result (a CI job hung until killed)."""
-    (tmp_path / "t.py").write_text("import threading, time\n"
-                                   "threading.Thread(target=time.sleep, args=(3600,)).start()\n"
-                                   "def f(x):\n    return x * 2\n")
-    result = gradcli("check", "t.py:f", "-x", "[1.0]", "--backends", "fd", "--json", "--no-timing", cwd=tmp_path,
-                     timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["ok"] is True
-
-
 def test_torch_modes_your_file_sets_at_import_do_not_leak_into_gradcli(tmp_path):
     """`torch.set_grad_enabled(False)` at the top of a file made every autograd gradient 0, silently."""
     import torch
@@ -1102,19 +1091,23 @@ def test_a_pt2_whose_entries_unpack_far_beyond_the_archive_is_refused_unread(pt2
     assert_usage_error(runner.invoke(app, ["jacobian", str(path), "-x", "randn:4,3"]), "bomb.pt2", "unpacks to")
 
 
+def _deflated(source: Path, path: Path) -> None:
+    """``source`` (a zip torch wrote, entries stored) rewritten with every entry deflated: small on disk."""
+    with zipfile.ZipFile(source) as archive, zipfile.ZipFile(path, "w") as out:
+        for info in archive.infolist():
+            entry = zipfile.ZipInfo(info.filename)
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            out.writestr(entry, archive.read(info.filename))
+    assert path.stat().st_size < 1 << 20
+
+
 def test_a_pt_file_is_sized_by_what_its_entries_unpack_to_before_torch_reads_it(tmp_path):
     """torch.load accepts deflated entries: a 40 KB file of 5*10^6 zeros was read into 40 MB
     before the tensor's size was checked against --max-memory 4MiB."""
     import torch
 
     torch.save(torch.zeros(5_000_000, dtype=torch.float64), tmp_path / "plain.pt")
-    source = zipfile.ZipFile(tmp_path / "plain.pt")
-    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
-        for info in source.infolist():
-            entry = zipfile.ZipInfo(info.filename)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(entry, source.read(info.filename))
-    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    _deflated(tmp_path / "plain.pt", tmp_path / "z.pt")
     loads = []
     original = torch.load
     torch.load = lambda *a, **k: loads.append(a) or original(*a, **k)
@@ -1133,13 +1126,7 @@ def test_a_torchscript_model_whose_entries_unpack_far_beyond_the_file_is_refused
     module = torch.jit.script(torch.nn.Linear(2000, 2000).double().requires_grad_(False).apply(
         lambda m: torch.nn.init.zeros_(m.weight) if isinstance(m, torch.nn.Linear) else None))
     torch.jit.save(module, tmp_path / "plain.pt")
-    source = zipfile.ZipFile(tmp_path / "plain.pt")
-    with zipfile.ZipFile(tmp_path / "z.pt", "w") as out:
-        for info in source.infolist():
-            entry = zipfile.ZipInfo(info.filename)
-            entry.compress_type = zipfile.ZIP_DEFLATED
-            out.writestr(entry, source.read(info.filename))
-    assert (tmp_path / "z.pt").stat().st_size < 1 << 20
+    _deflated(tmp_path / "plain.pt", tmp_path / "z.pt")
     assert_usage_error(runner.invoke(app, ["jacobian", str(tmp_path / "z.pt"), "-x", "randn:1,2000"]),
                        "z.pt", "unpacks to")
 
@@ -1204,3 +1191,18 @@ def test_a_baseline_that_never_ends_is_read_only_to_the_limit():
 def test_an_empty_rows_option_is_refused_not_read_as_every_row():
     """--rows '' (an unset shell variable: --rows "$ROWS") computed every row, silently."""
     assert_usage_error(runner.invoke(app, ["jacobian", "softmax", "-x", "randn:4,3", "--rows", ""]), "--rows")
+
+
+@pytest.mark.parametrize("option", ["--baseline", "--output", "--backends", "--reference", "--save-baseline"])
+def test_an_option_given_as_an_empty_text_is_refused_not_read_as_absent(option):
+    """`--baseline "$BASELINE"` with the variable unset compared nothing and passed (exit 0);
+    `-o ''` wrote nothing; `--backends ''` ran the defaults."""
+    result = runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", option, ""])
+    assert_usage_error(result, option, "empty value")
+
+
+def test_a_suite_entry_with_an_empty_value_is_refused(tmp_path):
+    """`baseline = ""` in an entry compared nothing and the entry passed."""
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "exp"\ninput = "[1.0]"\nbaseline = ""\n')
+    assert_usage_error(runner.invoke(app, ["check", "--suite", str(tmp_path / "s.toml")]), "'exp'", "--baseline",
+                       "empty value")
