@@ -501,3 +501,13 @@ def test_torch_refusals_name_the_whole_op(text, named):
         with torch_errors("forward"):
             raise RuntimeError(text)
     assert named in str(err.value)
+
+
+def test_code_that_turns_off_requires_grad_on_its_input_is_named_not_differentiated_as_zero(tmp_path):
+    """x.requires_grad_(False) inside the code: torch's backward raises, gradcli gave a zero
+    gradient with exit 0; now exit 3 naming the call."""
+    (tmp_path / "off.py").write_text("def f(x):\n    x.requires_grad_(False)\n    return (x ** 2).sum()\n")
+    for command in ("grad", "vjp"):
+        result = runner.invoke(app, [command, f"{tmp_path}/off.py:f", "-x", "[1.0, 2.0]", "-b", "autograd"])
+        assert result.exit_code == 3 and not result.stdout, result.output
+        assert "requires_grad_(False)" in result.stderr

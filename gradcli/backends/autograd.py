@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserCodeError
+from ..errors import BackendError, UserCodeError
 from ..functions.activations import remember, saved_bytes
 from ..options import BackendName
 from ..problem import Problem
@@ -29,6 +29,9 @@ def backward(torch, output, x, cotangent, *, batched: bool = False):
     of ``output``, which is kept for more (``batched``: a stack of cotangents, one
     gradient each); zeros where ``output`` does not depend on ``x`` (also when
     nothing in it requires grad: a constant, a detached tensor)."""
+    if not x.requires_grad:  # torch.autograd.grad would raise; zeros would be a silent wrong answer
+        raise BackendError("your code turned off requires_grad on the argument differentiated "
+                           "(x.requires_grad_(False) or x.detach_()), so torch cannot differentiate it; remove that call")
     grad = None
     if output.requires_grad:
         (grad,) = torch.autograd.grad(output, x, cotangent, retain_graph=True, allow_unused=True,
