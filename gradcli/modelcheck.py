@@ -192,10 +192,36 @@ def run_checks(
         modules, more = where.locate_modules(base, seed=seed, atol=atol, rtol=rtol)
         if modules is not None or locate:  # a plain function's "no modules" only when --locate was asked for
             notes += more
+        notes += by_design(base)
     return ModelReport(function=base.function.name, quantity=quantity, reference=reference, dtype=str(base.dtype),
                        wrt=tuple(p.wrt for p in problems), mode=mode, probes=probes if mode == "probe" else None,
                        atol=atol, rtol=rtol, tolerance_source=source, results=tuple(results), modules=modules,
                        notes=tuple(notes), seconds=time.perf_counter() - start)
+
+
+def by_design(problem: Problem) -> list[str]:
+    """Notes for modules whose torch gradient differs from the derivative on
+    purpose, as they run here: ``nn.Embedding(padding_idx=k)`` leaves row k's
+    gradient at zero (when the input holds k), and ``spectral_norm`` in training
+    mode runs its power iteration without grad. A mismatch there is no bug."""
+    module = getattr(problem.function, "module", None)
+    if module is None:
+        return []
+    import torch
+
+    ids = [np.asarray(a) for a in problem.args.values() if np.asarray(a).dtype.kind in "iu"]
+    notes = []
+    for name, sub in module.named_modules():
+        k = getattr(sub, "padding_idx", None)
+        if isinstance(sub, torch.nn.Embedding) and k is not None and any((a == k).any() for a in ids):
+            notes.append(f"{name} is nn.Embedding(padding_idx={k}): torch's backward leaves row {k} of its weight at "
+                         f"zero by design, and the input holds index {k}, so autograd and fd differ there without a "
+                         "bug; keep that index out of the input, or set padding_idx=None to check the row")
+        if type(sub).__name__ == "_SpectralNorm" and sub.training:  # torch.nn.utils.parametrizations.spectral_norm
+            notes.append(f"{name} is spectral_norm in training mode: its power iteration runs without grad, so "
+                         "torch's gradient treats the normalising sigma as constant where fd sees it move; call "
+                         ".eval() in your file to check the rest")
+    return notes
 
 
 def _with_source(report: CheckReport, source: str) -> CheckReport:

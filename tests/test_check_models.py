@@ -470,3 +470,38 @@ def test_probe_mode_runs_forward_mode_through_attention(tmp_path):
                            mode="probe", backends=["autograd", "forward", "fd"])
     forward = [c for c in report.backends if c.name == "forward"]
     assert report.ok and forward and forward[0].ok
+
+
+PAD = """
+import torch
+from torch import nn
+
+
+class PadLoss(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(6, 3, padding_idx=0)
+        self.emb.weight.data[0] = torch.randn(3)  # a pad row that is not zero (loaded weights)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, ids, y):
+        return nn.functional.cross_entropy(self.fc(self.emb(ids).mean(1)), y)
+
+
+loss = PadLoss()
+"""
+
+
+def test_embedding_padding_row_mismatch_is_explained_as_torch_by_design(tmp_path):
+    """torch zeroes the gradient of Embedding's padding row by design: with the pad index in the
+    input, check fails (autograd is not the derivative there) and a note says why, naming the
+    module and the way to check the row; without the index, the model passes and no note."""
+    (tmp_path / "pad.py").write_text(PAD)
+    failed = runner.invoke(app, ["check", f"{tmp_path}/pad.py:loss", "-x", "[[0,1,2],[3,0,4]]", "-t", "[0,1]",
+                                 "--wrt", "param:*"], terminal_width=200)
+    assert failed.exit_code == 1, failed.output
+    assert "emb is nn.Embedding(padding_idx=0)" in failed.stdout and "by design" in failed.stdout
+    passed = runner.invoke(app, ["check", f"{tmp_path}/pad.py:loss", "-x", "[[5,1,2],[3,5,4]]", "-t", "[0,1]",
+                                 "--wrt", "param:*"], terminal_width=200)
+    assert passed.exit_code == 0 and "padding_idx" not in passed.stdout, passed.output
