@@ -268,3 +268,31 @@ def test_the_callers_arrays_are_neither_copied_nor_frozen():
     assert x.flags.writeable
     x32 = x.astype(np.float32)
     assert not np.shares_memory(build_problem("softmax", {"input": x32}).args["input"], x32)  # converted: a copy
+
+
+def test_autograd_full_jacobian_in_chunks_holds_the_result_once():
+    """jacobian --wrt param:fc1.weight of the MLP, batch 16: a (16, 10, 512, 784) float64 result of
+    490 MiB under --max-memory 700MiB, so the rows come in chunks. jacrev(chunk_size=) concatenated
+    its chunks at the end, holding the result twice (about 1,100 MiB above a small run, over the
+    limit); each chunk is now written into the one result, and the run stays within the limit."""
+    net = str(ROOT / "sample_inputs" / "mlp.py") + ":net"
+    base = peak_rss_mib(["jacobian", net, "-x", "randn:4,784", "--wrt", "param:fc3.bias", "--json", "--no-value"])
+    big = peak_rss_mib(["jacobian", net, "-x", "randn:16,784", "--wrt", "param:fc1.weight", "--json", "--no-value",
+                        "--max-memory", "700MiB"])
+    assert big - base < 700, (base, big)
+
+
+@pytest.mark.parametrize("max_memory", ["6MiB", "64MiB"])
+def test_autograd_full_jacobian_in_chunks_is_jacrevs(max_memory):
+    """Under a --max-memory that takes the 40 output rows in chunks (1 a call, then 27), the rows
+    written chunk by chunk are torch.func.jacrev's, exactly."""
+    from gradcli.functions import lookup
+
+    x = np.random.default_rng(0).standard_normal((4, 784))
+    spec = str(ROOT / "sample_inputs" / "mlp.py") + ":net"
+    net = lookup(spec).module.double()
+    expected = torch.func.jacrev(lambda w: torch.func.functional_call(net, {"fc3.weight": w}, (torch.tensor(x),)))(
+        net.fc3.weight.detach()).detach().numpy()
+    res = gradcli.jacobian(spec, input=x, wrt="param:fc3.weight", max_memory=max_memory, backend="autograd")
+    assert res.shape == expected.shape
+    np.testing.assert_array_equal(res.value, expected)

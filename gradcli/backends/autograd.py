@@ -93,9 +93,24 @@ class AutogradBackend(TorchBackend):
         return output.detach(), blocks  # (*rows, C_out, C_in)
 
     def full(self, torch, F, x0, output):
+        """``(*out, *in)``: ``jacrev`` when one vmap call takes every output entry;
+        else one ``torch.func.vjp`` whose pullback is vmapped over chunks of basis
+        cotangents, each chunk's rows written into the one result
+        (``jacrev(chunk_size=)`` concatenates its chunks at the end: the result twice)."""
         try:
-            chunk = self.chunk(torch, F, x0, output.numel(), x0.numel() * x0.element_size(), forward=False)
-            return torch.func.jacrev(F, chunk_size=chunk)(x0)
+            m, shape = output.numel(), tuple(output.shape) + tuple(x0.shape)
+            chunk = self.chunk(torch, F, x0, m, x0.numel() * x0.element_size(), forward=False)
+            if chunk >= m:
+                return torch.func.jacrev(F)(x0)
+            _, pullback = torch.func.vjp(F, x0)
+            pull = torch.func.vmap(lambda u: pullback(u.reshape(output.shape))[0])
+            jac = torch.empty((m, x0.numel()), dtype=x0.dtype, device=x0.device)
+            for start in range(0, m, chunk):
+                stop = min(start + chunk, m)
+                basis = torch.zeros((stop - start, m), dtype=output.dtype, device=output.device)
+                basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+                jac[start:stop] = pull(basis).reshape(stop - start, -1)
+            return jac.reshape(shape)
         except (RuntimeError, UserCodeError) as err:
             if not functorch_refused(err):
                 raise
