@@ -111,13 +111,15 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
             if gap > 1:
                 raise _interaction(function.name, f"layer {where}'s output gradient")
         sums = {} if verify else None  # filled by the definition where it runs
+        how: dict = {}  # filled by the definition: looped, where vmap cannot batch the code
         if norms and terms is not None and len(fast) < len(names):
             # Linear/Conv2d layers by their activations, the other parameters by the definition, in chunks
             rest = [n for n in names if n not in fast]
             squares = norms_from(torch, terms) + exact(torch, function, tensors, rest, norms_only=True,
-                                                       budget=max_memory, sums=sums)
-            method = (f"norms from activations and output gradients for {', '.join(fast)}, and by "
-                      f"vmap(grad(functional_call)) in chunks for {', '.join(rest)}; no gradient formed whole")
+                                                       budget=max_memory, sums=sums, how=how)
+            by = "a loop over samples" if how.get("looped") else "vmap(grad(functional_call)) in chunks"
+            method = (f"norms from activations and output gradients for {', '.join(fast)}, and by {by} for "
+                      f"{', '.join(rest)}; no gradient formed whole")
         elif terms is not None and len(fast) == len(names):
             squares = norms_from(torch, terms)
             method = "norms from each layer's activations and output gradients (Linear/Conv2d), no gradient formed"
@@ -125,8 +127,9 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                 method = "gradients from each layer's activations and output gradients (Linear/Conv2d)"
                 grads = {n: frozen(g) for n, g in grads_from(torch, function, terms, names).items()}
         else:
-            got = exact(torch, function, tensors, names, norms_only=norms, budget=max_memory, sums=sums)
-            method = "computed by vmap(grad(functional_call)) over samples"
+            got = exact(torch, function, tensors, names, norms_only=norms, budget=max_memory, sums=sums, how=how)
+            method = ("computed by a loop of backward passes on batches of one (vmap cannot batch this code)"
+                      if how.get("looped") else "computed by vmap(grad(functional_call)) over samples")
             if norms:
                 squares = got
             else:

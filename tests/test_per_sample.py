@@ -1028,7 +1028,9 @@ def test_per_sample_gradients_of_code_vmap_cannot_batch_loop_over_samples(tmp_pa
             expected[n].append(g.detach().numpy())
     expected = {n: np.stack(v) for n, v in expected.items()}
     res = gradcli.per_sample_grad(f"{path}:loss", input=x, target=y, wrt="param:*")
+    assert "loop of backward passes on batches of one" in res.method
     for n, g in expected.items():
         close_to(res.grads[n], g, np.float64)
     norms = gradcli.per_sample_grad(f"{path}:loss", input=x, target=y, wrt="param:*", norms=True)
+    assert "by a loop over samples for rnn." in norms.method, norms.method
     close_to(norms.norms, norms_of(expected), np.float64)

@@ -59,11 +59,12 @@ def batched(args: dict, batch: int) -> dict[str, bool]:
 
 
 def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, budget: int | None,
-          sums: dict | None = None):
+          sums: dict | None = None, how: dict | None = None):
     """The definition, ``vmap(grad(functional_call))`` over chunks of samples.
     Returns ``{name: (B, *shape)}``, or ``(B,)`` squared norms when ``norms_only``;
     ``sums`` (a dict, filled when given) gets ``name: (sum_b g_b, sum_b |g_b|)``,
-    for :func:`sum_gap`."""
+    for :func:`sum_gap`; ``how`` gets ``looped: True`` where vmap could not
+    batch the code and a loop over samples ran instead."""
     module = function.module
     params = {n: p.detach() for n, p in module.named_parameters() if n in names}
     split = batched(args, args["input"].shape[0])
@@ -77,6 +78,8 @@ def exact(torch, function, args: dict, names: list[str], *, norms_only: bool, bu
                               randomness="same")
 
     def looped(theta, *values):  # one classic backward pass per sample
+        if how is not None:
+            how["looped"] = True
         theta = {n: p.detach().requires_grad_(True) for n, p in theta.items()}
         rows = []
         for i in range(values[keys.index("input")].shape[0]):
