@@ -664,9 +664,15 @@ def test_hessian_of_normalisation_layers_over_every_parameter(tmp_path, backend)
     x, t = rng.standard_normal((5, 3)), rng.integers(0, 2, 5)
     loss, theta = _joint_loss(path, x, t)
     expected = torch.autograd.functional.hessian(loss, theta).numpy()
+    hessian_and_hvp_are(expected, path, x, t, rng, backend)
+
+
+def hessian_and_hvp_are(expected, path, x, t, rng, backend):
+    """``hessian`` and ``hvp`` (along a random direction) of ``path:net`` w.r.t. every
+    parameter equal ``expected``, torch's Hessian of the joint parameter vector."""
     res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
     assert_close(res.value, expected, exact_tol("float64"), backend)
-    v = rng.standard_normal(theta.numel())
+    v = rng.standard_normal(expected.shape[0])
     got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
     assert_close(got.value, expected @ v, exact_tol("float64"), backend)
 
@@ -718,11 +724,7 @@ def test_hessian_through_weight_norm(tmp_path, backend):
         return torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w2, p["fc2.bias"]), torch.tensor(t))
 
     expected = torch.autograd.functional.hessian(loss, theta).numpy()
-    res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:*", backend=backend)
-    assert_close(res.value, expected, exact_tol("float64"), backend)
-    v = rng.standard_normal(theta.numel())
-    got = gradcli.hvp(f"{path}:net", input=x, target=t, wrt="param:*", tangent=v, backend=backend)
-    assert_close(got.value, expected @ v, exact_tol("float64"), backend)
+    hessian_and_hvp_are(expected, path, x, t, rng, backend)
 
 
 ATTENTION = """

@@ -18,7 +18,8 @@ from ..options import BackendName
 from ..problem import Problem
 from .base import Computed
 from .forward import in_composite_forms
-from .torchbase import TorchBackend, expand_along, functorch_refused, to_numpy, torch_errors, user_model
+from .torchbase import (TorchBackend, basis_rows, expand_along, functorch_refused, to_numpy, torch_errors,
+                        user_model)
 
 
 CACHE_BYTES = 32 * 2**20  # activations one batched backward pass may touch: about a last-level cache
@@ -107,8 +108,7 @@ class AutogradBackend(TorchBackend):
             jac = torch.empty((m, x0.numel()), dtype=x0.dtype, device=x0.device)
             for start in range(0, m, chunk):
                 stop = min(start + chunk, m)
-                basis = torch.zeros((stop - start, m), dtype=output.dtype, device=output.device)
-                basis[torch.arange(stop - start), torch.arange(start, stop)] = 1
+                basis = basis_rows(torch, start, stop, m, dtype=output.dtype, device=output.device)
                 jac[start:stop] = pull(basis).reshape(stop - start, -1)
             return jac.reshape(shape)
         except (RuntimeError, UserCodeError) as err:

@@ -11,7 +11,7 @@ from .. import rowform
 from ..options import BackendName, Layout
 from ..problem import Problem
 from .base import Computed
-from .torchbase import TorchBackend, expand_along, to_numpy, torch_errors, user_model, value_of
+from .torchbase import TorchBackend, basis_rows, expand_along, to_numpy, torch_errors, user_model, value_of
 
 
 @contextmanager
@@ -102,8 +102,7 @@ class ForwardBackend(TorchBackend):
         columns = []
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
-            basis = torch.zeros(size, n, dtype=x0.dtype, device=x0.device)
-            basis[torch.arange(size), start + torch.arange(size)] = 1
+            basis = basis_rows(torch, start, start + size, n, dtype=x0.dtype, device=x0.device)
             columns.append(torch.func.vmap(column, randomness="same")(basis.reshape((size,) + x0.shape)))
         cols = torch.cat(columns).reshape((n,) + output.shape)  # (n_in, *out_shape)
         return cols.movedim(0, -1).reshape(output.shape + x0.shape)

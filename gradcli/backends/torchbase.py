@@ -103,6 +103,14 @@ def user_model(problem: Problem):
     return getattr(problem.function, "module", None)
 
 
+def basis_rows(torch, start: int, stop: int, n: int, *, dtype, device):
+    """Rows ``start:stop`` of the ``n x n`` identity, ``(stop - start, n)``: a chunk of
+    basis directions, made only when it runs (the whole identity is n^2 entries)."""
+    rows = torch.zeros((stop - start, n), dtype=dtype, device=device)
+    rows[torch.arange(stop - start), torch.arange(start, stop)] = 1
+    return rows
+
+
 def expand_along(torch, e, axis: int, shape):
     """A length-n vector ``e`` placed along ``axis`` and broadcast to ``shape``:
     the same basis direction in every row at once."""
