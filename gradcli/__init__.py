@@ -6,10 +6,11 @@ first use, so ``import gradcli`` (and ``gradcli --help``) stays fast.
 
 from ._version import __version__  # noqa: E402
 
-from .errors import BackendError, GradcliError, UsageError  # noqa: E402
+from .core.errors import BackendError, GradcliError, UsageError  # noqa: E402
 
-_API = {"jacobian": "api", "grad": "api", "vjp": "api", "jvp": "api", "check": "modelcheck", "hessian": "api",
-        "hvp": "api", "per_sample_grad": "samples"}
+_API = {"jacobian": "compute.solve", "grad": "compute.solve", "vjp": "compute.solve", "jvp": "compute.solve",
+        "hessian": "compute.solve", "hvp": "compute.solve", "check": "checking.model",
+        "per_sample_grad": "compute.per_sample"}
 
 
 def __getattr__(name):

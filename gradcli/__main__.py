@@ -36,7 +36,7 @@ def _exit_despite_user_threads(code) -> None:
     gradcli is done (Python waits for every non-daemon thread): the result is flushed
     and the process ends, as it would with daemon threads. Only then: other exits run
     Python's own shutdown."""
-    user = sys.modules.get("gradcli.functions.user")
+    user = sys.modules.get("gradcli.usercode.function")
     if user is None or not user.threads_left_running():
         return
     for stream in (sys.stdout, sys.stderr):

@@ -18,11 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import baseline as _baseline
-from .api import library_call
-from .checking import default_reference
-from .modelcheck import check
-from .outfile import write_text
+from .checking import baseline as _baseline
+from .compute.solve import library_call
+from .checking.full import default_reference
+from .checking.model import check
+from .io.files import write_text
 from .render.models import render_model
 from .render.ci import plain_text, render_baseline
 
@@ -44,7 +44,7 @@ def fingerprint(function: str, *, seed: int = 0, **options: Any) -> dict:
     """The baseline fingerprint of ``function`` at the given arrays (see :mod:`gradcli.baseline`)."""
     problem, backend_options, run = library_call(function, options, ("max_memory",))
     kw = {"max_memory": run["max_memory"]} if "max_memory" in run else {}
-    from .plan import DEFAULT_MAX_MEMORY
+    from .problem.plan import DEFAULT_MAX_MEMORY
 
     return _baseline.fingerprint([problem], backend=default_reference(), seed=seed,
                                  max_memory=kw.get("max_memory", DEFAULT_MAX_MEMORY))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from gradcli.arrays import check_finite, load_array
-from gradcli.errors import UsageError
+from gradcli.io.arrays import check_finite, load_array
+from gradcli.core.errors import UsageError
 
 
 def test_npy(tmp_path):

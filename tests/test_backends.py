@@ -53,7 +53,7 @@ def check_all_quantities(case, dtype, backend, seed):
 
     auto = gradcli.jacobian(name, **kw)
     if auto.layout.value == "blocks":
-        problem_rows = gradcli.problem.build_problem(name, arrays, params, wrt=wrt).rows
+        problem_rows = gradcli.problem.problem.build_problem(name, arrays, params, wrt=wrt).rows
         expected = ref.blocks_from_full(full, arrays[wrt].shape, problem_rows.in_axis, problem_rows.out_axis)
         assert_close(auto.value, expected, tolerance, f"{backend} blocks")
         # The blocks are the whole Jacobian: nothing lies off the block diagonal.

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import gradcli
 from conftest import assert_close, tol
 from gradcli.cli import app
-from gradcli.functions import catalogue
+from gradcli.catalogue import catalogue
 
 CATALOGUE = catalogue()
 

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gradcli.cli import app
-from gradcli.compare import compare, default_tolerance
+from gradcli.core.compare import compare, default_tolerance
 
 runner = CliRunner()
 

@@ -225,11 +225,11 @@ def test_probe_values_are_the_directional_derivatives_torch_gives(tmp_path):
     them within fd's error bar."""
     import torch
 
-    from gradcli import probe
-    from gradcli.functions import lookup
-    from gradcli.modelcheck import merged
-    from gradcli.problem import build_problem
-    from gradcli.wrtlist import retarget
+    from gradcli.checking import probe
+    from gradcli.problem.function import lookup
+    from gradcli.checking.model import merged
+    from gradcli.problem.problem import build_problem
+    from gradcli.problem.wrt import retarget
 
     fn = lookup(model_file(tmp_path))
     x = np.random.default_rng(0).standard_normal((5, 6))
@@ -252,12 +252,12 @@ def test_probe_values_are_the_directional_derivatives_torch_gives(tmp_path):
     for n in names:
         assert np.all(np.abs(fd.values[n] - got.values[n]) <= 3 * fd.error[n] + 1e-9)
         assert np.all(fd.error[n] < 1e-6)
-    with pytest.raises(gradcli.errors.BackendError, match="forward mode"):  # its custom Functions have no jvp
+    with pytest.raises(gradcli.core.errors.BackendError, match="forward mode"):  # its custom Functions have no jvp
         probe.forward_values(f, probes)
 
 
 def test_probes_are_seeded_per_argument():
-    from gradcli.probe import make_probes
+    from gradcli.checking.probe import make_probes
 
     a = make_probes({"input": (3, 4), "weight": (20,)}, (3,), 4, seed=1, dtype=np.float64)
     b = make_probes({"weight": (20,)}, (3,), 4, seed=1, dtype=np.float64)

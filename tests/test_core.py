@@ -18,10 +18,11 @@ from typer.testing import CliRunner
 
 import gradcli
 from gradcli.cli import app
-from gradcli.compare import compare
-from gradcli.functions import catalogue, lookup
-from gradcli.problem import build_problem
-from gradcli.rowform import RowLayout, blocks_to_full, off_block_max
+from gradcli.core.compare import compare
+from gradcli.catalogue import catalogue
+from gradcli.problem.function import lookup
+from gradcli.problem.problem import build_problem
+from gradcli.core.rowform import RowLayout, blocks_to_full, off_block_max
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -143,7 +144,7 @@ def test_problem_and_result_arrays_are_read_only():
 def test_a_chain_binds_each_stage_once(monkeypatch):
     """One analytic grad of linear,cross_entropy builds each stage's kernel once
     (it was 7 times for Linear)."""
-    from gradcli.functions import linear
+    from gradcli.catalogue import linear
 
     calls = []
     original = linear.Linear.kernel
@@ -286,7 +287,7 @@ def test_autograd_full_jacobian_in_chunks_holds_the_result_once():
 def test_autograd_full_jacobian_in_chunks_is_jacrevs(max_memory):
     """Under a --max-memory that takes the 40 output rows in chunks (1 a call, then 27), the rows
     written chunk by chunk are torch.func.jacrev's, exactly."""
-    from gradcli.functions import lookup
+    from gradcli.problem.function import lookup
 
     x = np.random.default_rng(0).standard_normal((4, 784))
     spec = str(ROOT / "sample_inputs" / "mlp.py") + ":net"

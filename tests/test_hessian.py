@@ -24,7 +24,7 @@ import gradcli
 import reference as ref
 from conftest import assert_close, exact_tol
 from gradcli.cli import app
-from gradcli.problem import build_problem
+from gradcli.problem.problem import build_problem
 from test_backends import FAMILIES
 
 BACKENDS = ["analytic", "fd", "autograd", "forward"]
@@ -359,10 +359,10 @@ def test_hessian_over_every_parameter_joined_matches_torch_func(tmp_path, backen
 
 
 def test_hvp_of_a_function_loaded_once(tmp_path):
-    """gradcli.hvp given a Function from gradcli.functions.lookup (the file imported once,
+    """gradcli.hvp given a Function from gradcli.problem.function.lookup (the file imported once,
     reused by later calls) equals the call naming the file, call after call: the module
     gradcli moved to float64 and the parameters it read are those of the file."""
-    from gradcli.functions import lookup
+    from gradcli.problem.function import lookup
 
     path = user_file(tmp_path)
     rng = np.random.default_rng(12)
@@ -379,7 +379,7 @@ def test_hvp_of_a_function_loaded_once(tmp_path):
 def test_parameter_array_is_a_copy_never_the_live_parameter(tmp_path):
     """build_problem keeps what parameter_array returns (read-only) without copying it:
     it must not share memory with the module's float64 parameter."""
-    from gradcli.functions import lookup
+    from gradcli.problem.function import lookup
 
     function = lookup(f"{user_file(tmp_path)}:net")
     function.module.double()
@@ -440,10 +440,10 @@ def test_check_second_order_on_builtins(quantity):
 
 
 def test_asymmetric_hessian_is_warned():
-    from gradcli.curvature import hessian_structure
+    from gradcli.compute.second_order import hessian_structure
 
     problem = build_problem("expr:x**3", {"input": np.zeros(2)}, {})
-    notes = hessian_structure(np.array([[1.0, 2.0], [0.0, 1.0]]), gradcli.options.Layout.FULL,
+    notes = hessian_structure(np.array([[1.0, 2.0], [0.0, 1.0]]), gradcli.core.options.Layout.FULL,
                               problem.with_notes(), np.dtype("float64"))
     assert any(n.startswith("WARNING: NOT symmetric") for n in notes)
 
@@ -702,7 +702,7 @@ def test_hessian_through_weight_norm(tmp_path, backend):
     Reference: that formula written out here, differentiated twice by torch."""
     import torch
 
-    from gradcli.functions import lookup
+    from gradcli.problem.function import lookup
 
     path = tmp_path / "model.py"
     path.write_text(textwrap.dedent(WEIGHT_NORMED))

@@ -145,7 +145,7 @@ def test_the_guard_stops_a_pickle_the_inspection_would_miss(pt2_bytes, tmp_path)
     """Defence in depth: torch.export.load itself, on the hostile bytes, under no_unpickling."""
     import torch
 
-    from gradcli.functions.pt2_guard import no_unpickling
+    from gradcli.usercode.pt2_guard import no_unpickling
 
     marker = tmp_path / "MARKER"
     data = _rewrite(pt2_bytes, tmp_path / "evil.pt2", lambda n, d: _mark_pickled(n, d, marker)).read_bytes()
@@ -222,7 +222,7 @@ def test_rows_named_twice_are_refused_before_any_copy():
 def test_nonfinite_entries_are_counted_a_chunk_at_a_time():
     import tracemalloc
 
-    from gradcli.results import count_nonfinite
+    from gradcli.core.results import count_nonfinite
 
     value = np.zeros(5_000_000)
     value[[0, 1_048_575, 1_048_576, 4_999_999]] = [np.nan, np.inf, -np.inf, np.nan]
@@ -366,7 +366,7 @@ def test_json_memory_does_not_grow_with_the_value():
     (Python lists of the whole value took ~12x its size)."""
     import tracemalloc
 
-    from gradcli.api import jacobian
+    from gradcli.compute.solve import jacobian
     from gradcli.render.json import dump, result_to_dict
 
     result = jacobian("softmax", input=np.random.default_rng(0).standard_normal((1, 1400)), layout="full")
@@ -392,7 +392,7 @@ def test_json_memory_does_not_grow_with_the_value():
 def _table_text(args, width):
     from rich.console import Console
 
-    import gradcli.cli as cli
+    import gradcli.cli.main as cli
 
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False)
@@ -567,13 +567,13 @@ def test_standard_output_is_written_before_the_file_is_published(tmp_path):
 
 def test_refusals_suggest_only_what_applies():
     import gradcli
-    from gradcli.errors import UsageError
+    from gradcli.core.errors import UsageError
 
     with pytest.raises(UsageError) as refused:
         gradcli.vjp("softmax", input=np.zeros((100, 100)), max_memory=10_000)
     assert refused.value.param == "max_memory" and "gradcli vjp" not in str(refused.value)
-    from gradcli.options import Layout
-    from gradcli.structure import describe
+    from gradcli.core.options import Layout
+    from gradcli.compute.structure import describe
 
     note = describe(np.ones((2, 3, 3)), Layout.BLOCKS, None, np.float64, per_sample=True)[0]
     assert "gradcli jacobian --layout blocks --verify-blocks" in note
@@ -582,10 +582,10 @@ def test_refusals_suggest_only_what_applies():
 def test_structure_notes_need_no_temporary_the_size_of_the_value():
     import tracemalloc
 
-    from gradcli.api import jacobian
-    from gradcli.options import Layout
-    from gradcli.problem import build_problem
-    from gradcli.structure import describe
+    from gradcli.compute.solve import jacobian
+    from gradcli.core.options import Layout
+    from gradcli.problem.problem import build_problem
+    from gradcli.compute.structure import describe
 
     x = np.random.default_rng(0).standard_normal((4, 400))
     result = jacobian("softmax", input=x, layout="full")
@@ -829,8 +829,8 @@ class _Endless:
 def test_an_endless_standard_input_is_read_only_as_far_as_it_could_be_parsed():
     """JSON on stdin was read up to --max-memory itself (2 GiB of `yes` by default) and only then
     refused, though parsing takes ~20 bytes a byte; .npy bytes are read to the size their header declares."""
-    from gradcli.arrays import load_array
-    from gradcli.errors import UsageError
+    from gradcli.io.arrays import load_array
+    from gradcli.core.errors import UsageError
 
     stream = _Endless()
     with pytest.raises(UsageError, match="--max-memory"):
@@ -1039,7 +1039,7 @@ def test_the_library_takes_torch_tensors_and_size_strings():
     import torch
 
     import gradcli
-    from gradcli.errors import UsageError
+    from gradcli.core.errors import UsageError
 
     x = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64, requires_grad=True)
     result = gradcli.vjp("softmax", input=x, cotangent=torch.ones(1, 3, requires_grad=True))
@@ -1055,7 +1055,7 @@ def test_a_plot_never_holds_an_image_the_size_of_a_large_value():
     keeping each block's largest-magnitude entry."""
     import tracemalloc
 
-    from gradcli.api import jacobian
+    from gradcli.compute.solve import jacobian
     from gradcli.render.plot import MAX_CELLS, _shrink, draw_plot
 
     spike = np.zeros((1000, 999))

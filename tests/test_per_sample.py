@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import gradcli
-from gradcli.api import solve
-from gradcli.problem import build_problem
+from gradcli.compute.solve import solve
+from gradcli.problem.problem import build_problem
 from gradcli.cli import app
 
 runner = CliRunner()
@@ -465,7 +465,7 @@ def test_autograd_blocks_are_vmap_jacrev_however_the_cotangents_are_batched(batc
     falling back to one by one where vmap cannot batch the custom backward), give torch's blocks:
     with 8 output features in batches of about 3, the refused first batch must not skip features of the next."""
     from gradcli.backends import autograd
-    from gradcli.functions.activations import saved_bytes
+    from gradcli.usercode.activations import saved_bytes
 
     path, module = batching
     x = x_of((6, 2, 3, 5))

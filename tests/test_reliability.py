@@ -18,9 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from gradcli.arrays import load_array
+from gradcli.io.arrays import load_array
 from gradcli.cli import app
-from gradcli.errors import UsageError
+from gradcli.core.errors import UsageError
 
 runner = CliRunner()
 X = json.dumps([[0.5, -1.0, 2.0], [1.5, 0.2, -0.3]])

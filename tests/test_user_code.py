@@ -495,7 +495,7 @@ def test_torch_refusals_name_the_whole_op(text, named):
     """The op in torch's refusal is named whole (the forward-mode one said 'for aten'), and a
     missing vmap batching rule is a torch.func refusal (it read as 'your code raised')."""
     from gradcli.backends.torchbase import torch_errors
-    from gradcli.errors import BackendError
+    from gradcli.core.errors import BackendError
 
     with pytest.raises(BackendError) as err:
         with torch_errors("forward"):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import importlib
 import math
 
-from ..problem import Problem
-from ..options import BackendName, BackendOptions
+from ..problem.problem import Problem
+from ..core.options import BackendName, BackendOptions
 from .base import Backend, Computed
 
 _MODULES = {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import BackendError
-from ..problem import Problem
-from ..options import BackendName
-from ..rowform import GeneralKernel
+from ..core.errors import BackendError
+from ..problem.problem import Problem
+from ..core.options import BackendName
+from ..core.rowform import GeneralKernel
 from .rowwise import Derivative, RowBackend
 
 

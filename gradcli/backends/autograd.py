@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import BackendError, UserCodeError
-from ..functions.activations import remember, saved_bytes
-from ..options import BackendName
-from ..problem import Problem
+from ..core.errors import BackendError, UserCodeError
+from ..usercode.activations import remember, saved_bytes
+from ..core.options import BackendName
+from ..problem.problem import Problem
 from .base import Computed
 from .forward import in_composite_forms
 from .torchbase import (TorchBackend, basis_rows, expand_along, functorch_refused, to_numpy, torch_errors,

@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..problem import Problem
-from ..options import BackendName, BackendOptions, Layout
+from ..problem.problem import Problem
+from ..core.options import BackendName, BackendOptions, Layout
 
 
 @dataclass(frozen=True)

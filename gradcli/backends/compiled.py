@@ -12,10 +12,10 @@ BackendError with torch's reason, and ``check`` lists it as skipped.
 
 from __future__ import annotations
 
-from .. import rowform
-from ..errors import BackendError
-from ..options import BackendName, Layout
-from ..problem import Problem
+from ..core import rowform
+from ..core.errors import BackendError
+from ..core.options import BackendName, Layout
+from ..problem.problem import Problem
 from .autograd import AutogradBackend
 from .base import Computed
 from .torchbase import to_numpy, torch_errors

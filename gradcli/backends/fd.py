@@ -16,7 +16,7 @@ entry converges or no step works. The entry keeps the window with the
 smallest error estimate; an entry no window converged for is *non-smooth* (a
 kink, a jump, a domain edge within reach). Where the points on one side are
 not finite (log or sqrt near 0), one-sided differences on the other side are
-used. ``fdsteps`` holds the formulas and the rule; this module the batching.
+used. ``fd_steps`` holds the formulas and the rule; this module the batching.
 
 ``central`` (``D(h)``, base ``eps^(1/3)``), ``forward`` (base ``eps^(1/2)``) and
 any absolute ``--fd-step`` use one fixed step per entry; their estimate has
@@ -31,13 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
-from ..parallel import run_chunks
-from ..problem import Problem
-from ..options import BackendName, FdDType
-from ..rowform import GeneralKernel
-from ..sizes import format_bytes
-from . import fdsteps
+from ..core.errors import UsageError
+from ..core.parallel import run_chunks
+from ..problem.problem import Problem
+from ..core.options import BackendName, FdDType
+from ..core.rowform import GeneralKernel
+from ..core.sizes import format_bytes
+from . import fd_steps
 from .rowwise import Derivative, RowBackend
 
 _BUDGET_BYTES = 4 * 2**20  # perturbed inputs and outputs per chunk (one chunk per core at a time): near cache size
@@ -124,14 +124,14 @@ def _held(problem: Problem, kernel, fd_dtype, limit: int) -> int:
 
 def _may_round_inside(function) -> bool:
     """User code, and ``expr:`` (computed as written: ``(1 + x) - 1``), or a chain holding one."""
-    from ..functions.elementwise import Expr
+    from ..catalogue.elementwise import Expr
 
     stages = getattr(function, "stages", (function,))
     return any(not f.closed_form or isinstance(f, Expr) for f in stages)
 
 
 def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, ...]]:
-    """The precision user code computes in (``fdsteps.resolution``), probed
+    """The precision user code computes in (``fd_steps.resolution``), probed
     along one seeded sign direction scaled to each entry, and a note when it
     is coarser than ``eps``: fd then differences as in that precision (its
     steps, targets and error bars), as ``--fd-dtype same`` does for a float32
@@ -147,7 +147,7 @@ def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, 
             values = forward(np.stack([x0 + s * direction, x0 - s * direction]))
             return values[0] - f0, values[1] - f0
 
-        found = fdsteps.resolution(change, eps, float(np.linalg.norm(np.nan_to_num(f0))))
+        found = fd_steps.resolution(change, eps, float(np.linalg.norm(np.nan_to_num(f0))))
     if found <= eps:
         return eps, ()
     return found, (f"fd: your code resolves relative changes of its input only down to about {found:.1e} (it "
@@ -211,10 +211,10 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
             values = forward(points)
         return values, (moved - x0_t[cols]).reshape(disp.shape + tail)
 
-    def window(values, taken, cond=0.0) -> fdsteps.Candidate:
+    def window(values, taken, cond=0.0) -> fd_steps.Candidate:
         if method == "richardson":
-            return fdsteps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond)
-        return fdsteps.simple(values, np.abs(taken), f0, eps, method)
+            return fd_steps.richardson(values[0::2], values[1::2], taken[0::2], -taken[1::2], f0, eps, cond)
+        return fd_steps.simple(values, np.abs(taken), f0, eps, method)
 
     # Column-major buffers: each chunk of columns lands in one contiguous slab. Per entry: the value, the
     # estimate (first without the cond term, known once every column is done) and whether it converged.
@@ -230,12 +230,12 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
         h = h0[cols].reshape(h0[cols].shape + tail)
         values, taken = evaluate(np.arange(start, stop), multiples * h0[cols])
         if method == "richardson":
-            ok_t[cols] = fdsteps.screen(values, h, f0, eps, value_t[cols], error_t[cols])
-            q0[cols] = (2 * fdsteps.ULPS * eps) / h0[cols]
+            ok_t[cols] = fd_steps.screen(values, h, f0, eps, value_t[cols], error_t[cols])
+            q0[cols] = (2 * fd_steps.ULPS * eps) / h0[cols]
         else:
             cand = window(values, taken)
             value_t[cols], error_t[cols], ok_t[cols] = cand.V, cand.estimate(eps), cand.ok
-            q0[cols] = fdsteps.ULPS * eps * cand.q.max(axis=out_axes)
+            q0[cols] = fd_steps.ULPS * eps * cand.q.max(axis=out_axes)
         magnitude = np.abs(value_t[cols])
         largest = np.fmax(magnitude, 0.0).max(axis=(0,) + out_axes, initial=0.0)  # nan ignored
         with lock:
@@ -248,14 +248,14 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
             progress(stop, n_cols)
 
     run_chunks(n_cols, first, chunk=chunk, parallel=parallel)
-    # Rounding grows with sum_j |df/dx_j| |x_j| (module fdsteps): summed in column order, so that the
+    # Rounding grows with sum_j |df/dx_j| |x_j| (module fd_steps): summed in column order, so that the
     # result does not depend on which thread finished first.
     for start in range(0, n_cols, chunk):
         magnitude = np.abs(value_t[start:start + chunk])
         magnitude[~np.isfinite(magnitude)] = 0.0
         cond += np.einsum("c...,c...->...", magnitude, np.abs(x0_t[start:start + chunk]).reshape(magnitude.shape[:1 + len(rows)] + tail))
     # An output is computed from intermediates as large as its row's largest output (log_softmax: x - max
-    # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fdsteps).
+    # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fd_steps).
     f0_axes = tuple(range(len(rows), f0.ndim))
     cond += np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
     scale = scale.reshape(rows + tail)
@@ -305,7 +305,7 @@ def _per_column(a: np.ndarray, reduce) -> np.ndarray:
 
 def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_min, h_max, tail):
     """Move each entry's window of steps ``h, 2h, 4h`` (``h`` ``(k, *rows)``) one
-    halving down or one doubling up, as ``fdsteps.assess`` asks, until every
+    halving down or one doubling up, as ``fd_steps.assess`` asks, until every
     entry is done; keep per entry the window with the smallest estimate among
     those that converged (or among all, if none did). Returns the best
     ``Candidate``, its estimate and the steps it used."""
@@ -315,18 +315,18 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
     cand = window(values, taken)
     flat_first = (cand.V == 0) & (cand.T == 0)  # no value changed: flat at this step already
     samples = [0.0, np.where(cand.ok, cand.sampled, 0.0)]  # the noise samples of the last two converged windows
-    best_e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
+    best_e, wanted = fd_steps.assess(cand, eps, cond, scale, target)
     best = cand
     best_h = np.broadcast_to(h.reshape(h.shape + tail), cand.V.shape)
     last = np.zeros(h.shape, dtype=np.int8)
-    for _ in range(fdsteps.MAX_MOVES):
+    for _ in range(fd_steps.MAX_MOVES):
         previous, previous_ok = cand.V, cand.ok  # successive windows' values must agree where both converged
         move = np.where((wanted < 0).any(axis=out_axes), -1, np.where((wanted > 0).any(axis=out_axes), 1, 0))
         move[move == -last] = 0  # turned back: the balance of truncation and rounding lies in between
         move[(move < 0) & (h / 2 < h_min)] = 0
         # Nor below the step where rounding alone would exceed 1000 times the target: a kink at x never
         # converges, and at such steps its differences drown in the rounding of the row's values.
-        rounding = ((fdsteps.ULPS * eps) * cand.q * (cand.F + cond)).max(axis=out_axes)
+        rounding = ((fd_steps.ULPS * eps) * cand.q * (cand.F + cond)).max(axis=out_axes)
         size = np.maximum(scale.reshape(scale.shape[:h.ndim - 1]), np.fmax(np.abs(cand.V), 0.0).max(axis=out_axes))
         move[(move < 0) & (2 * rounding > 1000 * target * size)] = 0
         move[(move > 0) & (2 * h > h_max)] = 0
@@ -346,7 +346,7 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         # The difference between successive windows' values joins the truncation: where rounding the
         # evaluation cannot reveal (log(1 + x^2) at tiny x) makes the tableau noisy, the windows disagree.
         moved = down | up
-        cand.T = np.maximum(cand.T, np.where(moved & previous_ok, np.abs(cand.V - previous), 0.0) / fdsteps.SAFETY)
+        cand.T = np.maximum(cand.T, np.where(moved & previous_ok, np.abs(cand.V - previous), 0.0) / fd_steps.SAFETY)
         # The noise does not shrink with the step: the last windows' samples hold here too (one sample
         # of rounded values can be 0 by chance).
         raw = cand.sampled
@@ -356,7 +356,7 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         # region (relu below 0) reached once the steps no longer cross its edge.
         quantized = (cand.V == 0) & (cand.T == 0) & ~flat_first & (cand.F != 0)
         cand.ok &= ~quantized
-        e, wanted = fdsteps.assess(cand, eps, cond, scale, target)
+        e, wanted = fd_steps.assess(cand, eps, cond, scale, target)
         e[quantized] = np.inf
         samples = [samples[1], np.where(cand.ok, raw, 0.0)]
         better = moved & ((cand.ok & ~best.ok) | ((cand.ok == best.ok) & (e < best_e)))

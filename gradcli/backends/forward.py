@@ -7,9 +7,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import rowform
-from ..options import BackendName, Layout
-from ..problem import Problem
+from ..core import rowform
+from ..core.options import BackendName, Layout
+from ..problem.problem import Problem
 from .base import Computed
 from .torchbase import TorchBackend, basis_rows, expand_along, to_numpy, torch_errors, user_model, value_of
 

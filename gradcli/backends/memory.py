@@ -19,9 +19,9 @@ stops with exit 2 naming what would.
 
 from __future__ import annotations
 
-from ..errors import UsageError
-from ..functions.activations import recall, remember, saved_bytes
-from ..sizes import format_bytes
+from ..core.errors import UsageError
+from ..usercode.activations import recall, remember, saved_bytes
+from ..core.sizes import format_bytes
 
 SAFETY = 2
 DEFAULT_BUDGET = 2 * 2**30

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import rowform
-from ..options import Layout
-from ..problem import Problem
-from ..rowform import GeneralKernel, RowKernel
+from ..core import rowform
+from ..core.options import Layout
+from ..problem.problem import Problem
+from ..core.rowform import GeneralKernel, RowKernel
 from .base import Backend, Computed
 
 

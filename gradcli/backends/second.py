@@ -2,7 +2,7 @@
 and ``hvp(problem, tangent)``, each returning a :class:`~.base.Computed`.
 
 - analytic (here): the catalogue's closed forms through :mod:`gradcli.rowform.second`;
-- fd (:mod:`.fd2`): second differences of the function itself;
+- fd (:mod:`.fd_second`): second differences of the function itself;
 - autograd, forward (:mod:`.torch_second`): reverse over reverse, forward over reverse.
 
 ``hessian`` values: ``full`` is ``output_shape + wrt_shape + wrt_shape`` (as
@@ -17,18 +17,18 @@ import importlib
 
 import numpy as np
 
-from .. import rowform
-from ..errors import BackendError
-from ..options import BackendName, BackendOptions, Layout
-from ..problem import Problem
-from ..rowform import GeneralKernel, second
+from ..core import rowform
+from ..core.errors import BackendError
+from ..core.options import BackendName, BackendOptions, Layout
+from ..problem.problem import Problem
+from ..core.rowform import GeneralKernel, second
 from .base import Computed
 
 _MODULES = {
     BackendName.AUTOGRAD: ("torch_second", "AutogradSecond"),
     BackendName.FORWARD: ("torch_second", "ForwardSecond"),
     BackendName.ANALYTIC: ("second", "AnalyticSecond"),
-    BackendName.FD: ("fd2", "FdSecond"),
+    BackendName.FD: ("fd_second", "FdSecond"),
 }
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserCodeError
-from ..options import BackendName, Layout
-from ..problem import Problem
+from ..core.errors import UserCodeError
+from ..core.options import BackendName, Layout
+from ..problem.problem import Problem
 from .base import Computed
 from .second import shape_blocks
 from .torchbase import expand_along, to_numpy, torch_errors, vmap_chunk

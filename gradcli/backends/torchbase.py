@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .. import rowform
-from ..errors import BackendError, UsageError, UserCodeError
-from ..options import Device, Layout
-from ..problem import Problem
+from ..core import rowform
+from ..core.errors import BackendError, UsageError, UserCodeError
+from ..core.options import Device, Layout
+from ..problem.problem import Problem
 from .base import Backend, Computed
 
 

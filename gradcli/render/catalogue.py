@@ -9,7 +9,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..functions import Function, catalogue, lookup
+from ..catalogue import Function, catalogue
+from ..problem.function import lookup
 
 
 def entry_to_dict(fn: Function) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..results import CheckReport
+from ..core.results import CheckReport
 from .table import seconds_text
 
 

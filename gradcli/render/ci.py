@@ -16,7 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import ExitCode
+from ..core.errors import ExitCode
 from .table import seconds_text
 
 VERDICT = {ExitCode.OK: ("ok", "green"), ExitCode.MISMATCH: ("FAIL", "bold red"),

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..results import CheckReport, Result
+from ..core.results import CheckReport, Result
 
 SCHEMA = "gradcli/1"
 CHUNK = 1 << 14  # array entries turned into text at a time (~2 MB of Python objects)

@@ -8,9 +8,9 @@ import math
 
 import numpy as np
 
-from ..errors import UsageError
-from ..options import Layout
-from ..results import Result
+from ..core.errors import UsageError
+from ..core.options import Layout
+from ..core.results import Result
 
 MAX_PANELS = 16  # blocks drawn at most, one panel each
 # A panel is a few hundred pixels wide: a matrix larger than this per axis is drawn pooled (see

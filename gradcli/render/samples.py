@@ -10,7 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from ..samples import SampleGrads
+from ..compute.per_sample import SampleGrads
 from .json import SCHEMA, array_to_json
 from .table import NumberFormat, array_view
 

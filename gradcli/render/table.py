@@ -27,8 +27,8 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from ..options import Layout
-from ..results import Result, chunks
+from ..core.options import Layout
+from ..core.results import Result, chunks
 
 EDGE = 3  # items kept at each end of a summarised axis, as NumPy's edgeitems
 THRESHOLD = 1000  # arrays with more entries are summarised, as NumPy's threshold

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 import gradcli
-from gradcli.functions import lookup
+from gradcli.problem.function import lookup
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -399,7 +399,7 @@ def mlp_curvature(repeats, batch=64):
 
     Both sides get the same arrays, run in this process with the same torch threads,
     and are timed interleaved (:func:`interleaved`). Row 12 passes gradcli the function
-    loaded once (``gradcli.functions.lookup``), as the baseline holds its ``net``; row 12b
+    loaded once (``gradcli.problem.function.lookup``), as the baseline holds its ``net``; row 12b
     names the file, which gradcli then imports (and builds the model) on every call."""
     import importlib.util
 
@@ -476,7 +476,7 @@ PER_SAMPLE = r"""
 import json, resource, sys, time
 import numpy as np, torch
 import gradcli
-from gradcli.functions import lookup
+from gradcli.problem.function import lookup
 
 def rss():  # current resident set, bytes
     with open("/proc/self/statm") as f:

@@ -1,0 +1,4 @@
+"""Bytes in and out: ARRAY specs read into arrays, bounded by ``--max-memory``
+before anything is read (``arrays``), and output files written whole or not at
+all (``files``). Imports only from :mod:`gradcli.core`.
+"""

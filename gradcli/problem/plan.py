@@ -1,0 +1,227 @@
+"""The plan of a computation, decided once before any work: the layout, the
+result's shape and size, and whether it fits ``--max-memory`` (streamed to
+``-o J.npy`` or held). Second order (``hessian``, ``hvp``) has its own plan,
+:func:`plan_second`, at the end.
+
+The CLI and the library ask the plan; nothing downstream re-derives it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..core.errors import UsageError
+from ..core.options import BackendName, Layout, Quantity
+from .problem import Problem, one_number_fix
+from ..core.sizes import format_bytes
+
+DEFAULT_MAX_MEMORY = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``problem``: the view the backend computes on (per-sample, along an axis);
+    ``layout``: resolved (never AUTO; FULL for every quantity but jacobian);
+    ``shape``/``nbytes``: the result's; ``streamed``: a full Jacobian scattered
+    from blocks straight into a memory-mapped file, so only the blocks are held."""
+
+    problem: Problem
+    quantity: Quantity
+    layout: Layout
+    shape: tuple[int, ...]
+    nbytes: int
+    streamed: bool = False
+
+    @property
+    def held_bytes(self) -> int:
+        """What the run holds in memory for the result."""
+        if self.streamed:
+            return math.prod(self.problem.rows.blocks_shape) * self.problem.dtype.itemsize
+        return self.nbytes
+
+
+def make_plan(problem: Problem, quantity: Quantity, layout: Layout = Layout.AUTO, *,
+              max_memory: int = DEFAULT_MAX_MEMORY, streaming: bool = False, verify_blocks: bool = True) -> Plan:
+    """Resolve the layout and the view, size the result, refuse what would not fit.
+    ``verify_blocks``: user code's per-sample blocks are checked first (:func:`user_view`)."""
+    if quantity is Quantity.JACOBIAN and not problem.function.closed_form and not problem.per_sample:
+        problem, layout = user_view(problem, layout, verify_blocks)
+    layout = resolve_layout(problem, quantity, layout)
+    if layout is Layout.BLOCKS and problem.rows.elementwise:
+        problem = problem.along_axis(len(problem.wrt_shape) - 1)
+    shape = result_shape(problem, quantity, layout)
+    scattered = (quantity is Quantity.JACOBIAN and layout is Layout.FULL and problem.rows is not None
+                 and not problem.rows.reduced)
+    plan = Plan(problem, quantity, layout, shape, math.prod(shape) * problem.dtype.itemsize,
+                streamed=streaming and scattered)
+    if plan.held_bytes > max_memory:
+        raise UsageError(_too_large(plan, scattered, max_memory))
+    return plan
+
+
+def user_view(problem: Problem, layout: Layout, verify: bool) -> tuple[Problem, Layout]:
+    """User code's per-sample view, decided once here: ``--layout blocks`` (refused,
+    exit 2, where samples interact) or ``--layout auto`` (blocks when the output keeps
+    the batch and the samples do not interact, else full with a note saying why). The
+    checks themselves: :mod:`gradcli.usercode.independence`."""
+    from ..usercode.independence import auto_blocks, verify_blocks
+
+    if layout is Layout.BLOCKS:
+        view = problem.as_per_sample()  # refuses outputs without the batch, and batch norm in training mode
+        return (view.with_notes(verify_blocks(problem.bound)) if verify else view), layout
+    if layout is Layout.AUTO and problem.wrt == "input":
+        use, note = auto_blocks(problem.bound, verify)
+        if use:
+            return problem.as_per_sample().with_notes(note), Layout.BLOCKS
+        return problem.with_notes(note), Layout.FULL
+    return problem, layout
+
+
+def resolve_layout(problem: Problem, quantity: Quantity, layout: Layout) -> Layout:
+    """``auto``: diag for elementwise functions, per-row blocks when the output
+    keeps batch rows, else full."""
+    if quantity is not Quantity.JACOBIAN:
+        return Layout.FULL
+    rows = problem.rows
+    has_blocks = rows is not None and not rows.reduced
+    if layout is Layout.AUTO:
+        if has_blocks and rows.elementwise:
+            return Layout.DIAG
+        return Layout.BLOCKS if has_blocks and rows.rows else Layout.FULL
+    if layout in (Layout.BLOCKS, Layout.DIAG) and not has_blocks:
+        why = "its output is one number (use --reduction none to keep rows)" if rows is not None else "it has no row structure"
+        raise UsageError(f"--layout {layout.value}: {problem.function.name} has no {layout.value} here because {why}; use --layout full")
+    if layout is Layout.DIAG and not rows.elementwise:
+        raise UsageError(f"--layout diag: {problem.function.name} is not elementwise; use --layout blocks or full")
+    if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
+        raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
+    return layout
+
+
+def result_shape(problem: Problem, quantity: Quantity, layout: Layout) -> tuple[int, ...]:
+    if quantity is Quantity.JVP:
+        return problem.output_shape
+    if quantity is not Quantity.JACOBIAN:
+        return problem.wrt_shape
+    if layout is Layout.BLOCKS:
+        return problem.rows.blocks_shape
+    if layout is Layout.DIAG:
+        return problem.wrt_shape
+    return problem.output_shape + problem.wrt_shape
+
+
+def _too_large(plan: Plan, scattered: bool, max_memory: int) -> str:
+    fits = []
+    problem = plan.problem
+    if plan.quantity is Quantity.JACOBIAN:
+        if scattered:
+            blocks = math.prod(problem.rows.blocks_shape) * problem.dtype.itemsize
+            if blocks <= max_memory:
+                fits.append(f"--layout blocks ({format_bytes(blocks)})")
+                fits.append("-o J.npy alone (written in chunks, never held whole)")
+        fits.append("`gradcli vjp` or `gradcli jvp` (the size of one argument)")
+    if problem.rows is not None and problem.rows.rows and not problem.rows.reduced:
+        fits.append("--rows to compute a few rows")
+    hint = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory"
+    return (f"--max-memory: the {plan.quantity.value} result {list(plan.shape)} needs {format_bytes(plan.nbytes)}, "
+            f"over the limit of {format_bytes(max_memory)}; {hint}")
+
+
+# --- second order (hessian, hvp) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecondPlan:
+    problem: Problem
+    layout: Layout | None  # None: hvp, or --eig without blocks (the value is the eigenvalues)
+    shape: tuple[int, ...]
+    held_bytes: int
+
+
+def plan_second(problem: Problem, quantity: Quantity, layout: Layout, *, eig: int | None,
+                max_memory: int = DEFAULT_MAX_MEMORY, backend: BackendName = BackendName.ANALYTIC) -> SecondPlan:
+    """Resolve the layout and the view, size what the run holds (the result, the
+    blocks it is scattered from, and the backend's working arrays: fd's estimates
+    and error estimates, torch's batch of basis vectors), refuse what would not fit."""
+    rows = problem.rows
+    itemsize = problem.dtype.itemsize
+    n = math.prod(problem.wrt_shape)
+    if quantity is Quantity.HVP or eig is not None:
+        if problem.output_shape != ():
+            what = "hvp" if quantity is Quantity.HVP else "--eig"
+            raise UsageError(f"{what}: {problem.function.name} gives an output of shape {list(problem.output_shape)}, not "
+                             f"one number; {one_number_fix(problem.function)} (the Hessian of a vector output has no "
+                             "eigenvalues and no single H t)")
+    if eig is not None and eig < 1:
+        raise UsageError(f"--eig: {eig} is not a positive count; give e.g. --eig 1")
+    if quantity is Quantity.HVP:
+        return _fits(SecondPlan(problem, None, problem.wrt_shape, 3 * n * itemsize), max_memory, problem, quantity)
+    layout = resolve_second_layout(problem, layout, eig)
+    if layout is None:  # --eig by Lanczos: a few vectors of the argument's size
+        held = (max(2 * eig + 1, 20) + 4) * n * 8 if n > 2 * eig + 1 else n * n * 8
+        return _fits(SecondPlan(problem, None, (2 * eig,), held), max_memory, problem, quantity)
+    if layout is Layout.BLOCKS and rows.elementwise:
+        problem = problem.along_axis(len(problem.wrt_shape) - 1)
+        rows = problem.rows
+    if layout is Layout.BLOCKS:
+        shape = rows.rows + rows.out_block + (rows.features,) * 2
+    elif layout is Layout.DIAG:
+        shape = problem.wrt_shape
+    else:
+        shape = problem.output_shape + problem.wrt_shape * 2
+    nbytes = math.prod(shape) * itemsize
+    blocks = math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * itemsize if rows is not None else \
+        max(1, math.prod(problem.output_shape)) * n * n * itemsize
+    if rows is not None and layout is Layout.FULL:  # the blocks, then the scatter
+        nbytes += blocks
+    elif rows is None:  # a basis of the argument swept per output entry
+        nbytes += n * n * itemsize
+    if backend is BackendName.FD:  # estimates, error estimates, their symmetric copies
+        nbytes += 3 * blocks
+    elif backend in (BackendName.AUTOGRAD, BackendName.FORWARD) and rows is not None:
+        nbytes += 2 * (rows.features if rows.in_axis is not None else 1) * n * itemsize
+    return _fits(SecondPlan(problem, layout, shape, nbytes), max_memory, problem, quantity)
+
+
+def resolve_second_layout(problem: Problem, layout: Layout, eig: int | None) -> Layout | None:
+    rows = problem.rows
+    name = problem.function.name
+    if layout is Layout.AUTO:
+        if rows is None:
+            return None if eig is not None else Layout.FULL
+        if rows.elementwise:
+            return Layout.DIAG
+        return Layout.BLOCKS if rows.rows else Layout.FULL
+    if layout in (Layout.BLOCKS, Layout.DIAG) and rows is None:
+        why = "your code has no known row structure" if not problem.function.closed_form else \
+            f"every row depends on all of --{problem.wrt}"
+        raise UsageError(f"--layout {layout.value}: the Hessian of {name} w.r.t. {problem.wrt} has no {layout.value} "
+                         f"because {why}; use --layout full, or `gradcli hvp` (H t without forming H)")
+    if layout is Layout.DIAG and not rows.elementwise:
+        raise UsageError(f"--layout diag: {name} is not elementwise; use --layout blocks or full")
+    if layout is Layout.BLOCKS and rows.elementwise and not rows.in_shape:
+        raise UsageError("--layout blocks: a 0-d input has no rows; use --layout diag or full")
+    return layout
+
+
+def _fits(plan: SecondPlan, max_memory: int, problem: Problem, quantity: Quantity) -> SecondPlan:
+    if plan.held_bytes <= max_memory:
+        return plan
+    fits = []
+    rows = problem.rows
+    if quantity is Quantity.HESSIAN and rows is not None and plan.layout is Layout.FULL and rows.rows:
+        blocks = math.prod(rows.rows + rows.out_block + (rows.features,) * 2) * problem.dtype.itemsize
+        if blocks <= max_memory:
+            fits.append(f"--layout blocks ({format_bytes(blocks)})")
+    if quantity is Quantity.HESSIAN and problem.output_shape == ():
+        fits.append("`gradcli hvp` (H t, the size of one argument)")
+        if plan.layout is not None:
+            fits.append("--eig K alone (Lanczos on hvp, never forming H)")
+    if rows is not None and rows.rows and not rows.reduced:
+        fits.append("--rows to compute a few rows")
+    hint = f"try {' or '.join(fits)}, or raise --max-memory" if fits else "raise --max-memory"
+    what = f"the {quantity.value} result {list(plan.shape)}" if plan.layout is not None or quantity is Quantity.HVP \
+        else "Lanczos on hvp"
+    raise UsageError(f"--max-memory: {what} needs {format_bytes(plan.held_bytes)}, over the limit of "
+                     f"{format_bytes(max_memory)}; {hint}")

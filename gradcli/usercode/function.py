@@ -1,0 +1,554 @@
+"""``PATH.py:NAME``: the user's own function of torch tensors, a
+``torch.nn.Module`` instance, or a zero-argument factory returning one.
+
+The file is imported from its path (its folder on ``sys.path`` while it
+loads) only because the user named it. ``--input`` is its first positional
+argument and ``--target`` its second, so a custom loss ``def loss(input,
+target)`` works with integer targets that are never differentiated. How the options map to its parameters:
+:mod:`.signature` (``--input`` first, ``--target`` second, ``--arg NAME=ARRAY``
+by name); training-mode modules: :mod:`.training`. There is no closed form: the torch backends and fd
+(evaluated under ``no_grad``) apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import io
+import inspect
+import math
+import os
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ..core.errors import BackendError, GradcliError, UsageError, UserCodeError
+from ..core.rows import has_batch_axis, output_gap
+from ..core.rowform import GeneralKernel, RowKernel, RowLayout
+from .activations import points_per_call
+from ..catalogue.base import Bound, Function, Structure
+from ..catalogue.registry import array_arguments
+from .signature import NamedArray, read_signature
+from .training import Modes, inspect_modes, interaction_message, pure_call
+
+
+def extra_array_names() -> tuple[str, ...]:
+    """The catalogue's array arguments besides the input: what user code may take by name."""
+    return tuple(name for name in array_arguments() if name != "input")
+
+
+def user_error(err: BaseException, path: Path) -> UserCodeError:
+    """The user's exception as one or two lines: type, message, and the line in their file."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    where = f" (at {path.name}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return UserCodeError(f"{path.name}: your code raised {type(err).__name__}{': ' + message if message else ''}{where}",
+                         err)
+
+
+@contextlib.contextmanager
+def running_user_code(path: Path):
+    """Around every run of the user's code: its ``print()`` goes to standard
+    error (standard output carries only gradcli's result), and whatever it
+    raises — ``sys.exit(0)``, ``SystemExit(5)``, ``GeneratorExit``, any
+    ``BaseException`` — becomes "your code raised ..." (exit 3), never an exit
+    of its own. Ctrl-C stays an interrupt. The torch backends read the original
+    exception (a torch.func refusal means "fall back"). A change of the working
+    folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
+    before = set(threading.enumerate())
+    try:
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _own_modules(path):
+            yield
+    except (GradcliError, KeyboardInterrupt):
+        raise
+    except BaseException as err:
+        raise user_error(err, path) from err
+    finally:
+        _LEFT_RUNNING.update(t for t in threading.enumerate() if t not in before and not t.daemon)
+
+
+# Threads the user's code started and did not wait for: Python would wait for them at exit, so
+# a thread that never ends kept gradcli running after its result (see gradcli.__main__).
+_LEFT_RUNNING: set[threading.Thread] = set()
+
+
+def threads_left_running() -> list[threading.Thread]:
+    """The non-daemon threads started by the user's code that are still alive."""
+    return [t for t in _LEFT_RUNNING if t.is_alive()]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """``print()`` and file descriptor 1 itself (``os.write(1, ...)``, C code, a subprocess)
+    go to standard error while the user's code runs; C's own stdout buffer is flushed
+    before descriptor 1 is given back, so nothing it held reaches gradcli's output later."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # descriptor 1 or 2 closed: Python's redirection is all there is to do
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            _flush_c_stdout()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _flush_c_stdout() -> None:
+    try:
+        _c_library().fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library to ask (not a POSIX system)
+        pass
+
+
+@functools.cache
+def _c_library():
+    import ctypes
+
+    return ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _same_torch_modes():
+    """torch's global grad mode and default dtype as they were (``torch.set_grad_enabled(False)``
+    at the top of a file turned every later autograd gradient into zeros): what the code sets
+    holds inside it, not after it."""
+    torch = sys.modules.get("torch")
+    grad, dtype = (True, None) if torch is None else (torch.is_grad_enabled(), torch.get_default_dtype())
+    try:
+        yield
+    finally:
+        torch = sys.modules.get("torch")  # the file may have imported it
+        if torch is not None and hasattr(torch, "set_grad_enabled"):  # (None while torch itself is importing)
+            torch.set_grad_enabled(grad)
+            torch.set_default_dtype(torch.float32 if dtype is None else dtype)  # (float32: torch's own default)
+
+
+# The modules each user file's folder provided (``import helper`` beside model.py), by folder.
+_FOLDER_MODULES: dict[str, dict[str, Any]] = {}
+
+
+@contextlib.contextmanager
+def _own_modules(path: Path):
+    """The file's folder first on ``sys.path`` (as ``python model.py`` has it, so an ``import
+    helper`` inside a function works at call time too), and its own sibling modules in
+    ``sys.modules``: those another user file's folder loaded under the same names (a/helper.py,
+    b/helper.py in one suite or one library session) are set aside while it runs, or
+    b/model.py would silently run a/helper.py."""
+    folder = str(path.resolve().parent)
+    own = _FOLDER_MODULES.setdefault(folder, {})
+    for other, modules in _FOLDER_MODULES.items():
+        for name, module in modules.items():
+            if other != folder and sys.modules.get(name) is module:
+                del sys.modules[name]
+    sys.modules.update(own)
+    count = len(sys.modules)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)  # (the first occurrence: the one inserted here)
+        new = list(sys.modules)[count:] if len(sys.modules) > count else []  # new entries come last
+        for name in new:
+            top = name.partition(".")[0]
+            if top not in own and top not in new:
+                continue  # a submodule of a package loaded before (torch, gradcli): not the folder's own
+            if _found_in(folder, top, getattr(sys.modules[name], "__file__", None)):
+                own[name] = sys.modules[name]
+
+
+def _found_in(folder: str, top: str, file: str | None) -> bool:
+    """Whether a module of top-level name ``top`` came from ``folder`` through ``sys.path``:
+    folder/helper.py, folder/pkg/..., not folder/.venv/lib/.../scipy (installed packages)."""
+    try:
+        return file is not None and Path(file).resolve().relative_to(folder).parts[0].partition(".")[0] == top
+    except ValueError:  # not under the folder
+        return False
+
+
+@contextlib.contextmanager
+def _same_folder():
+    try:
+        folder = os.getcwd()
+    except OSError:  # the working folder was removed: nothing to restore
+        folder = None
+    try:
+        yield
+    finally:
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                if os.getcwd() != folder:
+                    os.chdir(folder)
+
+
+def load_callable(path_text: str, name: str):
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"FUNCTION: file not found: {path}; give PATH.py:NAME with an existing file")
+    spec = importlib.util.spec_from_file_location(f"gradcli_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        with running_user_code(path):  # (its folder on sys.path while it runs)
+            # Registered while it runs, as `import` does: @dataclass with postponed
+            # annotations looks its module up in sys.modules.
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(spec.name, None)
+        raise
+    if not hasattr(module, name):
+        public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise UsageError(f"FUNCTION: {path} has no {name!r}; it defines {', '.join(public) or 'nothing callable'}")
+    obj = getattr(module, name)
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        return obj
+    if not callable(obj):
+        kind = "Python module (imported there)" if inspect.ismodule(obj) else type(obj).__name__
+        raise UsageError(f"FUNCTION: {path}:{name} is a {kind}, not a function or module (torch.nn.Module)")
+    if inspect.isclass(obj) and issubclass(obj, torch.nn.Module) or _takes_no_arguments(obj):
+        with running_user_code(path):
+            made = obj()
+        if not callable(made):
+            raise UsageError(f"FUNCTION: {path}:{name}() returned a {type(made).__name__}, not a module or function")
+        return made
+    return obj
+
+
+def _takes_no_arguments(obj) -> bool:
+    try:
+        params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return not any(p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                   for p in params)
+
+
+def load_model_file(path_text: str):
+    """``PATH.pt`` (TorchScript, ``torch.jit.load``) or ``PATH.pt2`` (``torch.export.load(...).module()``)."""
+    import torch
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"FUNCTION: file not found: {path}")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch.jit's deprecation notice is not the user's concern here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if path.suffix == ".pt2":
+                from .pt2_guard import inspect_pt2, no_unpickling
+
+                data = path.read_bytes()  # inspected and loaded from the same bytes
+                inspect_pt2(data, path)
+                with no_unpickling():
+                    return torch.export.load(io.BytesIO(data)).module()
+            import zipfile
+
+            from .pt2_guard import refuse_zip_bomb
+
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as archive:
+                    refuse_zip_bomb(archive, path.stat().st_size, path)
+            return torch.jit.load(str(path), map_location="cpu")
+    except UsageError:
+        raise
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        kind = "a torch.export program (torch.export.save)" if path.suffix == ".pt2" else "a TorchScript module (torch.jit.save)"
+        raise UsageError(f"FUNCTION: {path} is not {kind}: {first[:160]}") from err
+
+
+class UserFunction(Function):
+    """The user's callable; :meth:`bind` runs it once to learn its output."""
+
+    closed_form = False
+    structure = Structure.FULL
+    formulas = ("no closed form: the derivative is what torch's autograd computes through your code",)
+
+    def __init__(self, path: str, name: str | None = None) -> None:
+        self.path = Path(path)
+        self.name = f"{path}:{name}" if name else path
+        self.summary = f"{name or 'the model'} from {path} (your code)"
+        self.callable = load_callable(path, name) if name else load_model_file(path)
+        self.signature = read_signature(self.callable)
+        self.arrays = self.signature.arrays(extra_array_names())
+        self._dtype = None
+        self.seed = 0  # dropout's mask is drawn after torch.manual_seed(seed) at every call
+        self.modes: Modes | None = None  # training-mode modules, found by the first bind
+
+    def configure(self, seed: int = 0, names: tuple[str, ...] = ()) -> None:
+        """The run's ``--seed``, and ``--arg`` names a ``**kwargs`` signature takes."""
+        self.seed = seed
+        extra = [n for n in names if self.signature.open and n not in {a.name for a in self.arrays}]
+        self.arrays += tuple(NamedArray(n, f"passed as {n}=") for n in extra)
+
+    # --- running the user's code -------------------------------------------
+
+    @property
+    def module(self):
+        import torch
+
+        return self.callable if isinstance(self.callable, torch.nn.Module) else None
+
+    def parameters(self) -> dict[str, tuple[int, ...]]:
+        """Named parameters of a module and their shapes (empty for a function)."""
+        return {} if self.module is None else {n: tuple(p.shape) for n, p in self.module.named_parameters()}
+
+    def call(self, args: dict[str, Any], batch: tuple[tuple, tuple] | None = None):
+        """Run the user's code on tensors; ``param:NAME`` entries replace module
+        parameters (torch.func.functional_call). ``batch = (in_shape, out_shape)``:
+        per-sample mode, the input arrives as ``(..., B, F_in)`` and the output
+        leaves as ``(..., B, F_out)``. Its exceptions become UserCodeError naming the line."""
+        import torch
+
+        x = args["input"]
+        self._follow(args)
+        if batch:
+            x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
+        replaced = {}
+        for k, v in args.items():
+            if k.startswith("param:"):
+                replaced.update(self.split_parameters(k[len("param:"):], v))
+        positional, kwargs = self.signature.split({**args, "input": x})
+        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
+            if replaced:
+                out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
+            else:
+                out = self.callable(*positional, **kwargs)
+        if batch:
+            out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
+        return out
+
+    def _follow(self, args, dtype=None) -> None:
+        """The module in the working dtype (float64 by default) and device, as gradcli computes:
+        the input's, or the first float argument's where the input holds integers (token ids),
+        else ``dtype`` (bind's working dtype; None: as it is)."""
+        x = next((t for t in (args["input"], *args.values()) if t.is_floating_point()), None)
+        if self.module is None or (x is None and dtype is None):
+            return
+        want = (x.dtype, x.device) if x is not None else (dtype, args["input"].device)
+        if want != self._dtype:
+            tensors = [*self.module.parameters(), *self.module.buffers()]
+            if any(t.device != want[1] or (t.is_floating_point() and t.dtype != want[0]) for t in tensors):
+                self.module.to(dtype=want[0], device=want[1])  # a pass over every parameter: only when needed
+            self._dtype = want
+
+    def bind(self, args, params, dtype=None) -> "UserBound":
+        """Run the code once (no_grad) to learn and check its output; the first
+        run also finds the modules in training mode (:mod:`.training`). ``dtype``:
+        the working dtype, which a module follows when no argument is float (token ids)."""
+        import torch
+
+        resolved = self.resolve_params(params)
+        tensors = _tensors(args)
+        self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
+        with torch.no_grad():
+            if self.modes is None and self.module is not None:
+                self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
+            else:
+                out = self.call(tensors)
+        # The function named does not fit (exit 2, as a wrong FUNCTION), with the wrapper that fits.
+        if not isinstance(out, torch.Tensor):
+            pick = {"tuple": "[0]", "list": "[0]", "dict": "['KEY']"}.get(type(out).__name__, "")
+            fix = f"write a function in your file that returns the one you want (return model(x){pick})" if pick \
+                else "return one tensor"
+            raise UsageError(f"FUNCTION: {self.name} returned a {type(out).__name__}, not one tensor; {fix}")
+        if not out.is_floating_point():
+            raise UsageError(f"FUNCTION: {self.name} returned a {out.dtype} tensor, and a derivative needs a float "
+                             "output; return the float tensor it is computed from (logits, not argmax)")
+        if out.is_meta:
+            raise BackendError(f"{self.name} returned a tensor on the meta device, which holds no values; return "
+                               "the computed tensor")
+        notes = self.modes.notes(self.seed) if self.modes else ()
+        value = out.detach().cpu().numpy()
+        value.flags.writeable = False
+        return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes,
+                         value=value)
+
+    def matching(self, pattern: str) -> list[str]:
+        """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
+        import fnmatch
+
+        names = [n for n, _ in self.module.named_parameters()] if self.module is not None else []
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+    def split_parameters(self, name: str, value) -> dict:
+        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector ``(..., n)`` -> each
+        parameter's view of it, ``(..., *shape)``.
+
+        One ``torch.split`` rather than a slice per parameter: its backward is one
+        concatenation, where each slice's backward pads its gradient with zeros to
+        the joint vector's length and autograd sums them (a pass over all n entries
+        per parameter, in the gradient and again in a double backward)."""
+        import torch
+
+        if not any(ch in name for ch in "*?["):
+            return {name: value}
+        shapes = self.parameters()
+        names = self.matching(name)
+        pieces = torch.split(value, [math.prod(shapes[n]) for n in names], dim=-1)
+        return {n: piece.reshape(value.shape[:-1] + shapes[n]) for n, piece in zip(names, pieces)}
+
+    def parameter_array(self, name: str) -> np.ndarray:
+        """``param:NAME``'s value as a new float64 array (never a view of the live
+        parameter); a glob's matching parameters flattened and joined in the module's
+        order, so a Hessian or hvp w.r.t. them all has its cross terms (``--wrt 'param:*'``)."""
+        import torch
+
+        params = dict(self.module.named_parameters()) if self.module is not None else {}
+        glob = any(ch in name for ch in "*?[")
+        names = self.matching(name) if glob else [name]
+        if glob and not names:
+            raise UsageError(f"--wrt param:{name}: no parameter of {self.name} matches; it has "
+                             f"{', '.join(params) or 'none'}")
+        if not glob and name not in params:
+            raise UsageError(f"--wrt param:{name}: {self.name} has no parameter {name!r}; it has "
+                             f"{', '.join(params) or 'none (it is not a torch.nn.Module)'}")
+        tensors = [params[n].detach() for n in names]
+        joint = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float64)
+        for piece, t in zip(torch.split(joint, [t.numel() for t in tensors]), tensors):
+            piece.copy_(t.reshape(-1))  # one pass per parameter: dtype and device converted as it copies
+        return joint.numpy() if glob else joint.numpy().reshape(tensors[0].shape)
+
+    def differentiable(self, args):
+        return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")
+
+
+@dataclass(frozen=True, eq=False)
+class UserBound(Bound):
+    """User code bound to its arrays. ``batch = (in_shape, out_shape)`` in
+    per-sample mode (:meth:`per_sample`): the input and output are seen
+    flattened to ``(B, F_in)`` and ``(B, F_out)``, so the row machinery
+    (blocks, fd by columns) applies with the batch as rows."""
+
+    batch: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    value: np.ndarray | None = field(default=None, repr=False, compare=False)  # the output at these arrays
+
+    def per_sample(self) -> "UserBound":
+        """The per-sample view: input ``(B, *in)`` seen as ``(B, F_in)``."""
+        x = self.args["input"]
+        out_shape = self.output_shape
+        if x.ndim == 0 or not out_shape or out_shape[0] != x.shape[0]:
+            raise UsageError(f"--layout blocks: per-sample blocks need an output whose first dim is the batch: "
+                             f"input {list(x.shape)}, output {list(out_shape)}; use --layout full")
+        if self.function.modes and self.function.modes.coupling:
+            raise UsageError(interaction_message(self.function.modes))
+        flat = x.reshape(x.shape[0], -1)
+        flat.flags.writeable = False
+        return UserBound(self.function, MappingProxyType({**self.args, "input": flat}), self.params,
+                         (out_shape[0], int(np.prod(out_shape[1:], dtype=int))), self.notes,
+                         batch=(x.shape[1:], out_shape[1:]))
+
+    def rebind(self, args):
+        if self.batch is None:
+            return self.function.bind(args, self.params)
+        x = args["input"]
+        natural = self.function.bind({**args, "input": x.reshape((x.shape[0],) + self.batch[0])}, self.params)
+        return natural.per_sample()
+
+    def at_rows(self, index):
+        """``--rows`` on user code. An array whose dim 0 is the batch size B is
+        per-sample and sliced with the rows (the rule of per-sample gradients);
+        a shared one whose dim 0 equals B by coincidence would be sliced by
+        mistake, so the selected rows' output must equal the same rows of the
+        whole batch's output (to rounding: a smaller batch may sum in another
+        order), else exit 2 naming the arrays. Samples that interact (batch
+        statistics, a shift along the batch) are refused: the rows alone are
+        another function, whose outputs differ from the whole batch's."""
+        modes = self.function.modes
+        if modes and modes.coupling:
+            raise UsageError(f"--rows: samples interact through {', '.join(modes.coupling)} in training mode, so "
+                             "the selected rows alone are another function; call .eval() on the model in your "
+                             "file, or drop --rows")
+        sliced = [n for n, a in self.args.items()
+                  if n != "input" and has_batch_axis(n, a, self.args["input"].shape)]
+        named = ", ".join("--target" if n == "target" else f"--arg {n}" for n in sliced)
+        advice = (f"if it is shared by every sample, give it a leading axis of size 1 (it broadcasts the same), "
+                  f"or drop --rows")
+        try:
+            part = super().at_rows(index)
+        except UserCodeError as err:
+            if not sliced:
+                raise
+            raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows made your code "
+                             f"raise ({err}); {advice}") from None
+        if (modes and modes.random) or self.value is None:
+            return part  # a dropout mask depends on the batch's shape: the outputs cannot be compared
+        gap = output_gap(self.value[index], part.value)
+        if gap is not None and not sliced:
+            raise UsageError(f"--rows: the selected rows alone give other outputs than in the whole batch (by "
+                             f"{gap:.3g}): samples interact in your code, so the rows alone are another function; "
+                             "drop --rows")
+        if gap is not None:
+            raise UsageError(f"--rows: {named} (dim 0 = the batch size) sliced with the rows changes the rows' "
+                             f"output (by {gap:.3g}), so it is not per-sample; {advice}")
+        return part
+
+    def row_layout(self, wrt, axis=None):
+        if self.batch is None:
+            return None
+        b, features = self.args["input"].shape
+        return RowLayout((b, features), 1, 1, self.output_shape[1], reduced=False)
+
+    def kernel(self, wrt, axis=None, budget=None):
+        """For fd only: the forward under no_grad over a stack of points
+        (``torch.func.vmap``; a loop where the code cannot be vmapped), in calls
+        whose measured activations fit ``budget`` (``--max-memory``; see
+        :func:`.activations.points_per_call`)."""
+        import torch
+
+        function = self.function
+        tensors = _tensors(self.args)
+        x0 = self.args[wrt]
+
+        def one(x):
+            return function.call({**tensors, wrt: x}, self.batch)
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            stack = x.shape[: x.ndim - x0.ndim]
+            # a writable C-ordered array (the problem's own are read-only): torch shares, never writes it
+            flat = torch.from_numpy(np.require(x, requirements=["C", "W"]).reshape((-1,) + x0.shape))
+            # activations of one point, measured; the stack of points is already held
+            size = points_per_call(torch, function, flat[0], one, budget=budget, held=flat.nbytes)
+            with torch.no_grad():
+                try:
+                    out = torch.cat([torch.func.vmap(one, randomness="same")(flat[i:i + size])  # one dropout mask
+                                     for i in range(0, flat.shape[0], size)])
+                except Exception:
+                    # Code vmap cannot batch (.item(), control flow, an old-style autograd.Function)
+                    # runs point by point; an error of the code itself raises again there.
+                    out = torch.stack([one(p) for p in flat])
+            return out.numpy().reshape(stack + tuple(out.shape[1:]))
+
+        def no_closed_form(_):
+            raise BackendError(f"{function.name} has no closed form")
+
+        if self.batch is not None:
+            return RowKernel(x0=x0, forward=forward, blocks=lambda: no_closed_form(None), coef=None)
+        return GeneralKernel(x0=x0, output_shape=self.output_shape, forward=forward,
+                             vjp=no_closed_form, jvp=no_closed_form)
+
+    def torch_forward(self, tensors):
+        return self.function.call(dict(tensors), self.batch)
+
+
+def _tensors(args) -> dict[str, Any]:
+    """NumPy arguments as CPU tensors (copies: the problem's arrays are read-only)."""
+    import torch
+
+    return {k: torch.from_numpy(np.array(v)) for k, v in args.items()}
