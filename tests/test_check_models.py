@@ -221,8 +221,9 @@ def test_built_ins_take_lists_too():
 
 
 def test_probe_values_are_the_directional_derivatives_torch_gives(tmp_path):
-    """autograd's probe values are g · u for torch's own gradient g, and fd's agree with
-    them within fd's error bar."""
+    """A joint probe's value is the sum over the arguments of g_a · u_ka for torch's own
+    gradients g_a (each argument's share kept apart), and fd's directional differences
+    along the joint directions agree with it within fd's error bar."""
     import torch
 
     from gradcli.checking import probe
@@ -237,23 +238,51 @@ def test_probe_values_are_the_directional_derivatives_torch_gives(tmp_path):
     base = build_problem(fn, {"input": x, "target": t})
     names = ["input", "param:net.head.weight"]
     whole = merged(retarget(base, names))
-    probes = probe.make_probes({n: whole.args[n].shape for n in names}, (), 3, seed=7, dtype=np.float64)
+    scales = {"input": 0.5, "param:net.head.weight": 0.25}
+    probes = probe.make_probes({n: whole.args[n].shape for n in names}, (), 3, seed=7, dtype=np.float64, scales=scales)
+    assert set(np.unique(probes.u["input"])) == {-0.5, 0.5}
     f = probe.TorchFunction(whole, names)
     got = probe.autograd_values(f, probes)
     xt = torch.tensor(x, requires_grad=True)
     out = fn.module(xt, torch.tensor(t))
     out.backward()
-    expected = probes.u["input"].reshape(3, -1) @ xt.grad.numpy().reshape(-1)
-    np.testing.assert_allclose(got.values["input"], expected, rtol=1e-12)
-    head = fn.module.net.head.weight.grad.numpy()
-    np.testing.assert_allclose(got.values["param:net.head.weight"], probes.u["param:net.head.weight"].reshape(3, -1)
-                               @ head.reshape(-1), rtol=1e-12)
-    fd = probe.fd_values(f, probes)
+    shares = {"input": probes.u["input"].reshape(3, -1) @ xt.grad.numpy().reshape(-1),
+              "param:net.head.weight": probes.u["param:net.head.weight"].reshape(3, -1)
+              @ fn.module.net.head.weight.grad.numpy().reshape(-1)}
     for n in names:
-        assert np.all(np.abs(fd.values[n] - got.values[n]) <= 3 * fd.error[n] + 1e-9)
-        assert np.all(fd.error[n] < 1e-6)
+        np.testing.assert_allclose(got.parts[n], shares[n], rtol=1e-12)
+    np.testing.assert_allclose(got.values, shares["input"] + shares["param:net.head.weight"], rtol=1e-12)
+    fd = probe.fd_values(f, probes)
+    assert fd.values.shape == (3,)
+    assert np.all(np.abs(fd.values - got.values) <= 3 * fd.error + 1e-9)
+    assert np.all(fd.error < 1e-6)
     with pytest.raises(gradcli.core.errors.BackendError, match="forward mode"):  # its custom Functions have no jvp
         probe.forward_values(f, probes)
+
+
+def test_each_probe_has_its_own_cotangent_and_one_vjp_each(tmp_path):
+    """A non-scalar output: probe k's value is v_k^T J u_k with v_k its own cotangent (fresh per
+    probe), as torch.autograd.grad with grad_outputs v_k gives; forward mode agrees."""
+    import torch
+
+    from gradcli.checking import probe
+    from gradcli.problem.function import lookup
+    from gradcli.problem.problem import build_problem
+
+    (tmp_path / "two.py").write_text("import torch\n\ndef f(x):\n    return torch.tanh(x) * x.sum()\n")
+    fn = lookup(f"{tmp_path}/two.py:f")
+    x = np.random.default_rng(3).standard_normal((4, 3))
+    problem = build_problem(fn, {"input": x})
+    probes = probe.make_probes({"input": (4, 3)}, (4, 3), 5, seed=2, dtype=np.float64)
+    assert probes.v.shape == (5, 4, 3) and not np.allclose(probes.v[0], probes.v[1])
+    f = probe.TorchFunction(problem, ["input"])
+    got = probe.autograd_values(f, probes)
+    xt = torch.tensor(x, requires_grad=True)
+    y = torch.tanh(xt) * xt.sum()
+    for k in range(5):
+        (g,) = torch.autograd.grad(y, xt, torch.tensor(probes.v[k]), retain_graph=True)
+        assert got.values[k] == pytest.approx(float((g * torch.tensor(probes.u["input"][k])).sum()), rel=1e-12)
+    np.testing.assert_allclose(probe.forward_values(f, probes).values, got.values, rtol=1e-10)
 
 
 def test_probes_are_seeded_per_argument():
@@ -265,7 +294,7 @@ def test_probes_are_seeded_per_argument():
     np.testing.assert_array_equal(a.u["weight"], b.u["weight"])  # adding an argument changes no other's directions
     assert set(np.unique(a.u["input"])) == {-1.0, 1.0}
     assert not np.array_equal(b.u["weight"], c.u["weight"])  # --seed changes them
-    assert a.v.shape == (3,) and make_probes({"x": (2,)}, (), 2, seed=1, dtype=np.float64).v is None
+    assert a.v.shape == (4, 3) and make_probes({"x": (2,)}, (), 2, seed=1, dtype=np.float64).v is None
 
 
 # --- the Taylor test ----------------------------------------------------------------
@@ -314,9 +343,10 @@ def test_taylor_order_two_for_a_right_float32_model_in_20_seeds(tmp_path):
         x, t = rng.standard_normal((5, 6)), rng.standard_normal((5, 4))
         report = gradcli.check(f"{path}:model", input=x, target=t, wrt="input,param:*", dtype="float32",
                                mode="probe", taylor=True, seed=seed, fd_dtype="same")
-        assert report.ok is True, (seed, [(r.wrt, r.taylor.orders) for r in report.results])
-        for r in report.results:
-            assert r.taylor.ok is not False and r.taylor.order is not None and r.taylor.order > 1.75
+        test = report.taylor  # along the joint probes over the input and every parameter
+        assert report.ok is True, (seed, test.orders)
+        assert test.ok is not False and test.order is not None and test.order > 1.75
+        assert all(r.ok is True and r.jointly for r in report.results)
 
 
 def test_taylor_order_one_for_a_wrong_float32_backward(tmp_path):

@@ -17,11 +17,11 @@ import math
 import numpy as np
 
 from ..compute.solve import solve
-from ..core.compare import Comparison, compare, default_tolerance
+from ..core.compare import Comparison, compare, default_tolerance, working_tolerance
 from ..core.errors import BackendError, UsageError
 from ..core.options import BackendName, BackendOptions, Layout, Quantity
 from ..problem.problem import Problem
-from ..core.results import CheckReport, Result
+from ..core.results import CheckReport, Result, chunks
 from ..core.rowform import diagonal_blocks
 
 ORDER = (BackendName.AUTOGRAD, BackendName.FORWARD, BackendName.ANALYTIC, BackendName.FD)
@@ -50,7 +50,11 @@ def run_check(
     options: BackendOptions = BackendOptions(),
     max_memory: int | None = None,
     allow_nonfinite: bool = False,
+    precision: float | None = None,
 ) -> CheckReport:
+    """``precision``: the working precision the code was measured to compute in
+    (``probe.problem_precision``); where coarser than the dtype's, the default
+    tolerance allows its rounding."""
     quantity = quantity or default_quantity(problem)
     backends_given = bool(backends)
     backends = list(backends or default_backends(problem))
@@ -61,6 +65,9 @@ def run_check(
     kw = dict(layout=layout, cotangent=cotangent, tangent=tangent, options=options,
               allow_nonfinite=allow_nonfinite, **({} if max_memory is None else {"max_memory": max_memory}))
     ref = solve(problem, quantity, backend=reference, **kw)
+    notes = []
+    if precision is not None and precision > float(np.finfo(problem.dtype).eps) and source != "given":
+        atol, rtol, source, notes = _working_precision(problem, ref, atol, rtol, source, precision)
     kinks = _kink_mask(problem, ref)
     comparisons: list[Comparison] = []
     for name in backends:
@@ -77,7 +84,7 @@ def run_check(
         comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
                                    error=got.error, kinks=flagged))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
-    notes = list(ref.notes) + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
+    notes = list(ref.notes) + notes + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
                                for note in ref.structure]
     for c in comparisons:
         if c.name == BackendName.FD.value and c.worst and all(
@@ -101,6 +108,17 @@ def run_check(
         ok=verdict(comparisons), backends=tuple(comparisons), top=tuple(top_entries), notes=tuple(notes),
         reference_seconds=ref.seconds, layout=ref.layout,
     )
+
+
+def _working_precision(problem: Problem, ref: Result, atol: float, rtol: float, source: str, eps: float):
+    """The tolerance widened for code computing to ``eps`` only, less than its dtype's precision
+    (``compare.working_tolerance``: rounding relative to the reference's largest entry), with a note."""
+    from .probe import precision_note
+
+    size = max((float(np.nanmax(np.abs(part), initial=0.0)) for part in chunks(ref.value)), default=0.0)
+    atol, rtol = working_tolerance(atol, rtol, eps, size)
+    note = precision_note(eps, problem.dtype, f"the verdict allows its rounding (atol {atol:.1e}, rtol {rtol:.1e})")
+    return atol, rtol, f"{source}, widened for the working precision {eps:.1e}", [note]
 
 
 def default_reference() -> BackendName:

@@ -1,12 +1,18 @@
 """Where a wrong derivative lives: which module, which entries.
 
-Modules: forward hooks record what every submodule of the user's
-``nn.Module`` receives during one real forward pass; each submodule is then
-checked on its own at those inputs — its vjp (autograd) against a directional
-finite difference of that submodule alone, along a random direction over its
-float inputs and parameters (each scaled to its entries' size). A failing
-module is blamed only when none of its descendants fails: a container of a
-wrong module fails too, but is not the culprit.
+Modules: hooks record what every submodule of the user's ``nn.Module``
+receives during one real forward and backward pass (its inputs, and the
+gradient its output gets); each submodule is then checked on its own at those
+inputs — its vjp (autograd) against a directional finite difference of that
+submodule alone, along a random direction over its float inputs and
+parameters (each scaled to its entries' size), first for the output gradient
+it received (an error shows at the size it has in the whole model), then for
+a random one. A failing module is blamed only when none of its descendants
+fails: a container of a wrong module fails too, but is not the culprit. When
+no submodule fails, the result is "inconclusive", never a place.
+
+Arguments (``tensors``): group testing over the ``--wrt`` arguments after the
+joint probes failed, the probes restricted to halves of them.
 
 Entries (group testing): along sign directions restricted to halves of the
 wrong argument's entries, the difference between the reference's ``vᵀ J u``
@@ -22,6 +28,7 @@ import inspect
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,9 +95,11 @@ def _class_line(cls) -> tuple[str | None, int | None]:
     return path, found[-1] if found else None
 
 
-def locate_modules(problem: Problem, *, seed: int, atol: float, rtol: float):
+def locate_modules(problem: Problem, *, seed: int, atol: float, rtol: float, failing=(), eps: float | None = None):
     """``(findings, notes)``: every submodule checked alone (deepest first), or
-    ``(None, notes)`` when the function is not an ``nn.Module``."""
+    ``(None, notes)`` when the function is not an ``nn.Module``. ``failing``: the
+    arguments found wrong (named when no module can be); ``eps``: the working
+    precision fd measured (code that rounds inside), when coarser than the dtype's."""
     function = problem.function
     module = getattr(function, "module", None)
     if module is None:
@@ -98,33 +107,41 @@ def locate_modules(problem: Problem, *, seed: int, atol: float, rtol: float):
                       "this one is not"]
     import torch
 
-    calls = _record(function, problem, torch)
+    calls = _record(function, problem, torch, seed)
     depth = {path: path.count(".") for path in calls}
     findings = []
     rng = np.random.default_rng(seed)
     for path in sorted(calls, key=lambda p: -depth[p]):
         sub = module.get_submodule(path)
-        found = _check_module(sub, *calls[path], rng=rng, atol=atol, rtol=rtol, torch=torch)
+        found = _check_module(sub, *calls[path], rng=rng, atol=atol, rtol=rtol, eps=eps, torch=torch)
         if found is None:
             continue
         file, line = _definition(sub)
         findings.append(ModuleFinding(path, type(sub).__name__, file, line, *found))
-    failing = {f.path for f in findings if not f.ok}
-    findings = [dataclasses.replace(f, blamed=not f.ok and not any(p.startswith(f.path + ".") for p in failing))
+    wrong = {f.path for f in findings if not f.ok}
+    findings = [dataclasses.replace(f, blamed=not f.ok and not any(p.startswith(f.path + ".") for p in wrong))
                 for f in findings]
     notes = []
-    if failing and not any(f.blamed for f in findings):
-        notes.append("no submodule is wrong on its own")
-    elif not failing:
-        notes.append("every submodule agrees with fd on its own: the error is in the top-level forward "
-                     f"({type(module).__name__}), outside any submodule")
+    if not wrong:
+        # Never a place named without evidence: a submodule's own check can miss an error the whole model
+        # shows (its tolerance is relative to that submodule's own vjp), and the top-level forward is unchecked.
+        where = f"; the wrong gradients are those of {', '.join(failing)}" if failing else ""
+        notes.append(f"module localisation inconclusive: every submodule agrees with fd on its own (at the inputs "
+                     f"and output gradients it received), so the checks cannot place the error: it may lie in the "
+                     f"top-level forward ({type(module).__name__}) or in a submodule where it is too small for that "
+                     f"submodule's own check{where}")
     return tuple(findings), notes
 
 
-def _record(function, problem: Problem, torch) -> dict[str, tuple]:
-    """Each submodule's first call during a float64 forward pass: ``path -> (args, kwargs)``."""
+def _record(function, problem: Problem, torch, seed: int) -> dict[str, tuple]:
+    """Each submodule's first call during a real float64 forward and backward pass:
+    ``path -> (args, kwargs, cotangent)``, the cotangent being the gradient its output
+    received (None where it received none): for a scalar loss, the output's own
+    gradient; else that of ``vᵀ f`` for a seeded ``v``. A module's check along it
+    sees an error at the size the whole model's gradient does."""
     module = function.module
     calls: dict[str, tuple] = {}
+    outputs: dict[str, object] = {}
     handles = []
 
     def keep(value):
@@ -137,22 +154,32 @@ def _record(function, problem: Problem, torch) -> dict[str, tuple]:
         def hook(mod, args, kwargs, output, path=path):
             if path not in calls:
                 calls[path] = (tuple(keep(a) for a in args), {k: keep(v) for k, v in kwargs.items()})
+                if isinstance(output, torch.Tensor) and output.requires_grad:
+                    outputs[path] = output
 
         handles.append(sub.register_forward_hook(hook, with_kwargs=True))
     tensors = {k: torch.from_numpy(np.array(v.astype(np.float64) if v.dtype.kind == "f" else v))
                for k, v in problem.args.items() if not k.startswith("param:")}
     try:
-        with torch.no_grad():
-            function.call(tensors)  # the module follows the input's dtype: float64 here
+        with torch.enable_grad():
+            out = function.call(tensors)  # the module follows the input's dtype: float64 here
     finally:
         for h in handles:
             h.remove()
-    return calls
+    cotangents: dict[str, object] = {}
+    if outputs and isinstance(out, torch.Tensor) and out.requires_grad:
+        v = torch.from_numpy(np.random.default_rng(seed).standard_normal(tuple(out.shape))).to(out)
+        scalar = out if out.dim() == 0 else (v * out).sum()
+        paths = list(outputs)
+        got = torch.autograd.grad(scalar, [outputs[p] for p in paths], allow_unused=True)
+        cotangents = {p: g.detach() for p, g in zip(paths, got) if g is not None}
+    return {path: (*call, cotangents.get(path)) for path, call in calls.items()}
 
 
-def _check_module(sub, args, kwargs, *, rng, atol, rtol, torch):
-    """``(ok, autograd, fd, fd_error)`` of the worst of a few probes, or None when
-    the submodule has nothing to differentiate or does not return one float tensor."""
+def _check_module(sub, args, kwargs, cotangent, *, rng, atol, rtol, eps, torch):
+    """``(ok, autograd, fd, fd_error)`` of the worst of a few probes (the first along the
+    output gradient the module received, the others along random cotangents), or None
+    when the submodule has nothing to differentiate or does not return one float tensor."""
     slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
     params = {n: p.detach() for n, p in sub.named_parameters()}
     if not slots and not params:
@@ -169,24 +196,25 @@ def _check_module(sub, args, kwargs, *, rng, atol, rtol, torch):
         out = run(leaves)
     if not isinstance(out, torch.Tensor) or not out.is_floating_point():
         return None
+    given = [cotangent] if cotangent is not None and cotangent.shape == out.shape and cotangent.any() else []
     worst = None
-    for _ in range(MODULE_PROBES):
-        v = torch.from_numpy(rng.standard_normal(tuple(out.shape))).to(out)
+    for k in range(MODULE_PROBES):
+        v = given[k] if k < len(given) else torch.from_numpy(rng.standard_normal(tuple(out.shape))).to(out)
         d = {n: t.new_tensor(rng.integers(0, 2, t.shape) * 2.0 - 1) * probe.step_scale(t.cpu().numpy())
              for n, t in leaves.items()}
         xs = {n: t.detach().requires_grad_(True) for n, t in leaves.items()}
         grads = torch.autograd.grad((v * run(xs)).sum(), list(xs.values()), allow_unused=True)
         value = sum(float((g * d[n]).sum()) for n, g in zip(xs, grads) if g is not None)
         size = math.sqrt(sum(float(((g * d[n]) ** 2).sum()) for n, g in zip(xs, grads) if g is not None))
-        eps = probe.dtype_eps(out)
+        precision = max(probe.dtype_eps(out), eps or 0.0)
 
         def tolerance(fd, err):
             return atol + rtol * max(abs(fd), size) + 3 * err
 
         with torch.no_grad():
             fd, err, jump, _ = probe.directional(
-                lambda t: float((v * run({n: leaves[n] + t * d[n] for n in leaves})).sum()), eps ** (1 / 3), eps,
-                agrees=lambda fd, rounding: abs(value - fd) <= tolerance(fd, rounding))
+                lambda t: float((v * run({n: leaves[n] + t * d[n] for n in leaves})).sum()), precision ** (1 / 3),
+                precision, agrees=lambda fd, rounding: abs(value - fd) <= tolerance(fd, rounding))
         excess = abs(value - fd) / tolerance(fd, err)
         ok = excess <= 1 or bool(probe.non_smooth(err, jump, abs(value - fd), max(abs(fd), size)))
         if worst is None or (not ok and (worst[0] or excess > worst[4])):
@@ -194,46 +222,87 @@ def _check_module(sub, args, kwargs, *, rng, atol, rtol, torch):
     return worst[:4]
 
 
-def with_entries(report: CheckReport, context, top: int) -> CheckReport:
-    """The report of a wrong argument with its worst entries found by group testing (``top``)."""
-    if context.grads is None or top <= 0:
+def tensors(prober, joint) -> tuple[dict[str, Any], list[str]]:
+    """Each argument's verdict after the joint probes failed (``joint.Prober``; ``joint``:
+    their judgement): group testing over the arguments. A failing group is split
+    in halves, each judged along the same probes restricted to it (autograd's
+    shares are reused; fd differences again, first along the group's worst probe
+    alone, which settles a failing half); a passing half clears its arguments, a
+    failing one is split again, down to single arguments, which get their own
+    judgement over all K probes: O(b log T) judgements for b wrong arguments out
+    of T. A group that fails while neither half does (errors that cancel) is
+    reported failing as a whole, never cleared. Returns ``name -> Judgement``
+    (its own, or its group's) and notes."""
+    verdicts: dict[str, Any] = {}
+    notes: list[str] = []
+    frontier = [(prober.names, joint)]
+    while frontier:
+        group, judged = frontier.pop(0)
+        halves = (group[: len(group) // 2], group[len(group) // 2:])
+        # a half of several arguments first along its group's worst probe: one failing probe settles it
+        first = _worst_probe(judged)
+        parts = [prober.judge(half, first=first if len(half) > 1 else None) for half in halves]
+        for half, part in zip(halves, parts):
+            if len(half) == 1 or part.ok is not False:
+                verdicts.update(dict.fromkeys(half, part))
+            else:
+                frontier.append((half, part))
+        if all(part.ok is not False for part in parts):  # the group fails, neither half does
+            verdicts.update(dict.fromkeys(group, judged))
+            notes.append(f"the probes over {_names(group)} disagree, but neither half of them does on its own (their "
+                         "errors cancel in part, or the difference sits at the tolerance): they are reported failing "
+                         "together; check them one by one with --wrt NAME")
+    return verdicts, notes
+
+
+def _worst_probe(judgement) -> int | None:
+    worst = max((e for c in judgement.comparisons for e in c.worst), key=lambda e: e.excess, default=None)
+    return None if worst is None else worst.index[0]
+
+
+def _names(names) -> str:
+    return ", ".join(names) if len(names) <= 4 else f"{len(names)} arguments ({names[0]} … {names[-1]})"
+
+
+def with_entries(report: CheckReport, prober, top: int) -> CheckReport:
+    """The report of a wrong argument with its worst entries found by group testing (``top``),
+    along its worst probe."""
+    if top <= 0 or not report.top or report.top[0].kind != "probe":
         return report
-    entries = worst_entries(context, report.wrt, top)
+    k = report.top[0].index[0]
+    grad = prober.reference_grad(report.wrt, k)
+    if grad is None:
+        return report
+    entries = worst_entries(prober, report.wrt, top, k, grad)
     if not entries:
         return report
-    note = (f"{report.wrt}: entries located by group testing (sign probes on halves of the tensor, "
+    note = (f"{report.wrt}: entries located by group testing (probe {k} restricted to halves of the tensor, "
             f"{len(entries)} listed, each with fd's derivative and {report.reference.value}'s)")
     return dataclasses.replace(report, top=tuple(entries), notes=report.notes + (note,))
 
 
-def worst_entries(context, name: str, top: int) -> list[Entry]:
+def worst_entries(prober, name: str, top: int, k: int, grad: np.ndarray) -> list[Entry]:
     """Beam search over halves: keep the ``top`` subsets whose reference-vs-fd
     difference stands out of fd's error bar, split them, down to single entries."""
-    fn = context.fd_function
+    fn = prober.fd_fn
     torch = fn.torch
-    grad = np.asarray(context.grads[name], dtype=np.float64).reshape(-1)
+    grad = np.asarray(grad, dtype=np.float64).reshape(-1)
     x0 = fn.x0[name]
-    phi = fn.scalar(context.probes.v)
-    eps = probe.dtype_eps(x0)
-    scale = probe.step_scale(x0.cpu().numpy())
-    signs = context.probes.u[name][0].reshape(-1).astype(np.float64)
-    flat_shape = x0.shape
+    phi = fn.scalar(prober.probes.cotangent(k))
+    eps = prober.eps or probe.dtype_eps(x0)
+    u = prober.probes.u[name][k].reshape(-1).astype(np.float64)  # ± the argument's scale
+    h = prober.options.fd_step if prober.options.fd_step is not None else eps ** (1 / 3)
 
     def measure(lo: int, hi: int):
         direction = np.zeros(grad.size)
-        direction[lo:hi] = signs[lo:hi]
-        d = fn.tensor(direction.reshape(flat_shape).astype(x0.cpu().numpy().dtype))
-        value = float(grad[lo:hi] @ signs[lo:hi])
-        size = float(np.linalg.norm(grad[lo:hi]))
-
-        def tolerance(fd, err):
-            return context.atol + context.rtol * max(abs(fd), size) + 3 * err
-
-        h = context.fd_step if context.fd_step is not None else eps ** (1 / 3) * scale
+        direction[lo:hi] = u[lo:hi]
+        d = fn.tensor(direction.reshape(tuple(x0.shape)))
+        value = float(grad[lo:hi] @ u[lo:hi])
+        size = float(np.linalg.norm(grad[lo:hi] * u[lo:hi]))
         with torch.no_grad():
             # Two evaluations per half: the argument's own check already settled which side is believed.
-            fd, err, _, _ = probe.directional(lambda t: fn.along(phi, name, t, d), h, eps, central_only=True)
-        return abs(value - fd) / tolerance(fd, err), value, fd, err
+            fd, err, _, _ = probe.directional(lambda t: fn.along(phi, t, {name: d}), h, eps, central_only=True)
+        return abs(value - fd) / float(prober.tolerance.bound(fd, size, err)), value, fd, err
 
     frontier = [(0, grad.size)]
     found: list[tuple[float, int, float, float, float]] = []
@@ -248,15 +317,15 @@ def worst_entries(context, name: str, top: int) -> list[Entry]:
         scored.sort(key=lambda s: -s[0])
         frontier = []
         for excess, a, b, value, fd, err in scored[:top]:
-            if b - a == 1:
-                found.append((excess, a, signs[a] * value, signs[a] * fd, err))
+            if b - a == 1:  # one entry: its derivative is the directional one over its move u[a]
+                found.append((excess, a, value / u[a], fd / u[a], err / abs(u[a])))
             else:
                 frontier.append((a, b))
         if len(found) >= top:
             break
     entries = []
     for excess, flat, value, fd, err in sorted(found, key=lambda f: -f[0])[:top]:
-        index = tuple(int(i) for i in np.unravel_index(flat, tuple(flat_shape)))
+        index = tuple(int(i) for i in np.unravel_index(flat, tuple(x0.shape)))
         diff = abs(value - fd)
         # As in every top list: the backend's value (fd, believed within its error bar) against the reference's.
         entries.append(Entry("fd", index, fd, value, diff, diff / abs(value) if value else math.inf, err, excess))

@@ -2,13 +2,16 @@
 
 - ``full``: every entry of each argument's quantity, compared by
   ``checking.run_check`` (one report per argument);
-- ``probe``: ``vᵀ J u`` along K seeded directions per argument (``probe.py``),
-  compared with tolerances from the dtype and from fd's error estimate;
+- ``probe``: ``vₖᵀ J uₖ`` along K seeded joint directions over every argument
+  at once (``joint.py``, ``probe.py``), compared with tolerances from the dtype
+  (or the working precision fd measured) and from fd's error estimate;
 - ``auto``: full while the comparison costs fewer than ``FULL_BUDGET``
   function evaluations in all, else probe.
 
-After a mismatch (``locate``): each argument has its own verdict already;
-the wrong module and the worst entries are found by ``locate.py``.
+After a mismatch (``locate``): in full mode each argument has its own verdict
+already; in probe mode ``locate.tensors`` gives each its own by group testing
+over the arguments. The wrong module and the worst entries are found by
+``locate.py``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,20 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
-from . import probe
-from ..compute.solve import DEFAULT_MAX_MEMORY, library_call, solve
-from .full import (default_backends, default_quantity, run_check, skipped, tolerances, validate_backends,
-                       verdict)
-from ..core.compare import Comparison, Entry
-from ..core.errors import BackendError, UsageError
+from ..compute.solve import DEFAULT_MAX_MEMORY, library_call
+from .full import default_backends, default_quantity, run_check, tolerances, validate_backends
+from ..core.compare import Comparison
+from ..core.errors import UsageError
 from ..core.options import BackendName, BackendOptions, CheckMode, Quantity
 from ..problem.problem import Problem
 from ..problem.wrt import expand, is_list, names_input, retarget
 from ..core.results import CheckReport
+from . import probe
+from .joint import Judgement, Prober, Tolerance
 from .settings import CheckSettings
 
 FULL_BUDGET = 20_000  # function evaluations a full comparison may cost before auto turns to probes
@@ -59,11 +62,13 @@ class ModelReport:
     modules: tuple[Any, ...] | None
     notes: tuple[str, ...]
     seconds: float
+    joint: Any = None  # probe mode over several arguments: the joint probes' ``joint.Judgement``
 
     @property
     def ok(self) -> bool | None:
-        """False when any argument mismatches; None when nothing was compared; else True."""
-        oks = [r.ok for r in self.results]
+        """False when any argument mismatches (or the joint probes do, even where localisation
+        pins no argument); None when nothing was compared; else True."""
+        oks = [r.ok for r in self.results] + ([self.joint.ok] if self.joint is not None else [])
         if any(ok is False for ok in oks):
             return False
         return None if all(ok is None for ok in oks) else True
@@ -74,8 +79,15 @@ class ModelReport:
 
     @property
     def backends(self) -> tuple[Comparison, ...]:
-        """Every argument's comparisons (one argument: its backends, as ``CheckReport.backends``)."""
-        return tuple(c for r in self.results for c in r.backends)
+        """The joint probes' comparisons, then every argument's own (one argument: its
+        backends, as ``CheckReport.backends``)."""
+        joint = self.joint.comparisons if self.joint is not None else ()
+        return tuple(joint) + tuple(c for r in self.results for c in r.backends)
+
+    @property
+    def taylor(self):
+        """The Taylor test along the probes over every argument (None when not asked for)."""
+        return self.joint.taylor if self.joint is not None else self.results[0].taylor
 
     @property
     def top(self) -> tuple[Entry, ...]:
@@ -109,11 +121,14 @@ def resolve_mode(mode: CheckMode, problems: list[Problem], quantity: Quantity, e
 
 
 def _refuse_probes_over_memory(problems: list[Problem], probes: int, max_memory: int) -> None:
-    """The K sign directions of every argument are held at once (drawn as int8, kept in the
-    working dtype): refused before they are drawn when they alone pass --max-memory."""
+    """The K sign directions of every argument (drawn as int8, kept in the working dtype)
+    and the K cotangents are held at once: refused before they are drawn when they alone
+    pass --max-memory."""
     from ..core.sizes import format_bytes
 
-    need = probes * sum(math.prod(p.wrt_shape) * (1 + p.dtype.itemsize) for p in problems)
+    itemsize = problems[0].dtype.itemsize
+    need = probes * (sum(math.prod(p.wrt_shape) * (1 + itemsize) for p in problems)
+                     + math.prod(problems[0].output_shape) * itemsize)
     if need > max_memory:
         raise UsageError(f"--probes: {probes} directions per argument hold {format_bytes(need)}, over --max-memory "
                          f"{format_bytes(max_memory)}; give fewer --probes (default 4)")
@@ -147,6 +162,8 @@ def run_checks(
     mode = CheckMode.PROBE if taylor else resolve_mode(s.mode, problems, quantity, explicit_quantity)
     atol, rtol, source = tolerances(base, s.atol, s.rtol)
     backends, reference = list(s.backends) if s.backends else None, s.reference
+    joint = prober = None
+    notes: list[str] = []
     if mode is CheckMode.FULL:
         directions = [{}] * len(problems)
         if quantity in (Quantity.JVP, Quantity.HVP) and tangent is None:
@@ -154,12 +171,13 @@ def run_checks(
             directions = [{"tangent": np.random.default_rng([seed, i]).standard_normal(p.wrt_shape)}
                           for i, p in enumerate(problems)]
         vectors = {"cotangent": cotangent, "tangent": tangent}
-        results = [run_check(p, quantity=quantity, backends=backends, reference=reference, atol=atol, rtol=rtol,
+        # user code may round inside (a float32 loss in a float64 model): its precision, once for every argument
+        precision = None if base.function.closed_form or s.atol is not None or s.rtol is not None else \
+            probe.problem_precision(merged(problems), [p.wrt for p in problems], options.device)
+        results = [run_check(p, quantity=quantity, backends=backends, reference=reference, atol=s.atol, rtol=s.rtol,
                              top=top, layout=s.layout, options=options, max_memory=max_memory,
-                             allow_nonfinite=allow_nonfinite, **{**vectors, **direction})
+                             allow_nonfinite=allow_nonfinite, precision=precision, **{**vectors, **direction})
                    for p, direction in zip(problems, directions)]
-        results = [_with_source(r, source) for r in results]
-        context = None
         reference = results[0].reference
     else:
         # Probe mode compares autograd with fd (and analytic, for built-ins) by default, as gradcheck's fast
@@ -168,26 +186,42 @@ def run_checks(
         chosen = list(backends or [b for b in default_backends(base) if b is not BackendName.FORWARD])
         # The Taylor test compares the reference with the function itself: --backends may then name it alone.
         reference = validate_backends(chosen, reference, explicit=bool(backends) and not taylor)
-        results, context = probe_check(problems, backends=chosen, reference=reference, atol=atol, rtol=rtol,
-                                       count=probes, seed=seed, taylor=taylor, top=top, options=options,
-                                       source=source)
-    notes: list[str] = []
+        given = s.atol is not None or s.rtol is not None
+        tolerance = Tolerance(atol, rtol, source, given, float(np.finfo(base.dtype).eps))
+        prober = Prober(problems, merged(problems), backends=chosen, reference=reference, tolerance=tolerance,
+                        count=probes, seed=seed, taylor=taylor, top=top, options=options)
+        results, joint = probe_check(problems, prober)
+        atol, rtol, source = prober.tolerance.atol, prober.tolerance.rtol, prober.tolerance.source
+        notes += precision_notes(prober, base)
     modules = None
-    if s.locate is not False and any(r.ok is False for r in results):
+    if s.locate is not False and (any(r.ok is False for r in results) or joint is not None and joint.ok is False):
         from . import locate as where
 
-        if context is not None:  # the worst argument's entries (group testing costs O(top log n) evaluations)
-            worst = max((r for r in results if r.ok is False),
-                        key=lambda r: max([e.excess for e in r.top] or [0.0]))
-            results = [where.with_entries(r, context, top) if r is worst else r for r in results]
-        modules, more = where.locate_modules(base, seed=seed, atol=atol, rtol=rtol)
+        failing = [r for r in results if r.ok is False]
+        if prober is not None and failing:  # the worst argument's entries (group testing: O(top log n) evaluations)
+            worst = max(failing, key=lambda r: max([e.excess for e in r.top] or [0.0]))
+            results = [where.with_entries(r, prober, top) if r is worst else r for r in results]
+        modules, more = where.locate_modules(base, seed=seed, atol=atol, rtol=rtol, failing=[r.wrt for r in failing],
+                                             eps=prober.eps if prober is not None else None)
         if modules is not None or s.locate:  # a plain function's "no modules" only when --locate was asked for
             notes += more
         notes += by_design(base)
     return ModelReport(function=base.function.name, quantity=quantity, reference=reference, dtype=str(base.dtype),
                        wrt=tuple(p.wrt for p in problems), mode=mode, probes=probes if mode is CheckMode.PROBE else None,
                        atol=atol, rtol=rtol, tolerance_source=source, results=tuple(results), modules=modules,
-                       notes=tuple(notes), seconds=time.perf_counter() - start)
+                       notes=tuple(notes), seconds=time.perf_counter() - start, joint=joint)
+
+
+def precision_notes(prober: Prober, problem: Problem) -> list[str]:
+    """A note when fd measured that the code computes to less than its dtype's precision."""
+    eps = prober.eps
+    dtype_eps = float(np.finfo(prober.fd_dtype).eps)
+    if eps is None or eps <= dtype_eps:
+        return []
+    tol = prober.tolerance
+    return [probe.precision_note(eps, prober.fd_dtype, "fd differenced with steps and error bars for that precision"
+                                   + (f", and the verdict allows its rounding (rtol {tol.rtol:g})"
+                                      if tol.eps == eps else ""))]
 
 
 def by_design(problem: Problem) -> list[str]:
@@ -215,24 +249,7 @@ def by_design(problem: Problem) -> list[str]:
     return notes
 
 
-def _with_source(report: CheckReport, source: str) -> CheckReport:
-    return dataclasses.replace(report, tolerance_source=source)
-
-
 # --- probe mode --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeContext:
-    """What localisation reuses: the function in fd's dtype, the directions,
-    the reference's ``vᵀ J`` per argument, and the tolerances."""
-
-    fd_function: Any
-    probes: probe.Probes
-    grads: Mapping[str, np.ndarray] | None
-    atol: float
-    rtol: float
-    fd_step: float | None
 
 
 def merged(problems: list[Problem]) -> Problem:
@@ -246,154 +263,36 @@ def merged(problems: list[Problem]) -> Problem:
     return dataclasses.replace(first, bound=first.bound.rebind(args))
 
 
-def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, count, seed, taylor, top, options,
-                source) -> tuple[list[CheckReport], ProbeContext]:
-    whole = merged(problems)
-    names = [p.wrt for p in problems]
-    probes = probe.make_probes({n: whole.args[n].shape for n in names}, whole.output_shape, count, seed, whole.dtype)
-    fd_dtype = whole.dtype if options.fd_dtype == "same" else np.dtype(np.float64)
-    fn = probe.TorchFunction(whole, names, options.device)
-    fd_fn = fn if fd_dtype == whole.dtype else probe.TorchFunction(whole, names, options.device, dtype=fd_dtype)
-    runs: dict[BackendName, probe.ProbeValues | Exception] = {}
-    for name in dict.fromkeys([reference, *backends]):
-        try:
-            if name is BackendName.AUTOGRAD:
-                runs[name] = probe.autograd_values(fn, probes)
-            elif name is BackendName.FORWARD:
-                runs[name] = probe.forward_values(fn, probes)
-            elif name is BackendName.FD:
-                runs[name] = probe.fd_values(fd_fn, probes, options.fd_step, agrees=_agrees_with(runs.get(reference),
-                                                                                               atol, rtol))
-            else:
-                runs[name] = analytic_values(problems, probes, options)
-        except BackendError as err:
-            if name is reference:
-                raise
-            runs[name] = err
-    ref = runs[reference]
-    reports = []
-    for p in problems:
-        a = p.wrt
-        scale = _scale(ref, a)
-        comparisons = []
-        for name in backends:
-            if name is reference:
-                continue
-            got = runs[name]
-            if isinstance(got, Exception):
-                comparisons.append(skipped(name, got))
-                continue
-            comparisons.append(compare_probes(name.value, got.values[a], ref.values[a], atol, rtol, scale,
-                                              seconds=got.seconds, top=top,
-                                              error=None if got.error is None else got.error[a],
-                                              jump=None if got.jump is None else got.jump[a]))
-        test = probe.taylor(fn, probes, a, ref.values[a]) if taylor else None
-        ok = verdict(comparisons)
-        if test is not None and test.ok is False:
-            ok = False
-        elif ok is None and test is not None and test.ok:
-            ok = True  # the Taylor test compared the reference with the function itself
-        notes = explain(a, comparisons, reference, test, fd_dtype)
-        top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
-        reports.append(CheckReport(
-            function=p.function.name, quantity=default_quantity(p), reference=reference, dtype=str(p.dtype),
-            params={k: v for k, v in p.params.items() if not k.startswith("_")}, wrt=a, shape=p.wrt_shape,
-            atol=atol, rtol=rtol, tolerance_source=source, ok=ok, backends=tuple(comparisons),
-            top=tuple(top_entries), notes=tuple(notes), reference_seconds=ref.seconds, mode=CheckMode.PROBE, taylor=test))
-    context = ProbeContext(fd_fn, probes, ref.grads, atol, rtol, options.fd_step)
-    return reports, context
+def probe_check(problems: list[Problem], prober: Prober) -> tuple[list[CheckReport], Judgement | None]:
+    """One report per argument, and the joint probes' judgement (None for one argument,
+    whose report is the judgement). Over several arguments, each is ok when the
+    joint probes pass; after a joint mismatch, each gets its own verdict from
+    ``locate.tensors`` (group testing over the arguments, the same probes restricted)."""
+    joint = prober.judge()
+    if len(problems) == 1:
+        return [argument_report(problems[0], prober, joint)], None
+    if joint.ok is not False:
+        return [argument_report(p, prober, joint) for p in problems], joint
+    from . import locate as where
+
+    verdicts, notes = where.tensors(prober, joint)
+    joint = dataclasses.replace(joint, notes=joint.notes + tuple(notes))
+    return [argument_report(p, prober, verdicts[p.wrt]) for p in problems], joint
 
 
-def _agrees_with(ref, atol: float, rtol: float):
-    """fd's early acceptance: its first central difference is within the probe
-    tolerance of the reference (see ``compare_probes``), counting its rounding error."""
-    if not isinstance(ref, probe.ProbeValues):
-        return None
-    scales = {a: _scale(ref, a) for a in ref.values}
-
-    def agrees(name: str, k: int, value: float, rounding: float) -> bool:
-        reference = ref.values[name][k]
-        return abs(value - reference) <= atol + rtol * max(abs(reference), scales[name]) + 3 * rounding
-
-    return agrees
-
-
-def _scale(ref: probe.ProbeValues, name: str) -> float:
-    """``‖vᵀ J‖₂`` of the reference: the typical size of ``vᵀ J u`` for a random sign vector u."""
-    if ref.grads is not None:
-        return float(np.linalg.norm(ref.grads[name]))
-    return float(np.max(np.abs(ref.values[name])))
-
-
-def analytic_values(problems: list[Problem], probes: probe.Probes, options: BackendOptions) -> probe.ProbeValues:
-    """The closed-form vjp of each argument (built-ins), dotted with the probes."""
-    start = time.perf_counter()
-    grads = {}
-    for p in problems:
-        v = np.ones(p.output_shape, dtype=p.dtype) if probes.v is None else probes.v
-        got = solve(p, Quantity.VJP, backend=BackendName.ANALYTIC, cotangent=v, options=options)
-        grads[p.wrt] = got.value
-    return probe.grads_values(grads, probes, time.perf_counter() - start)
-
-
-def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: float, rtol: float, scale: float, *,
-                   seconds: float, top: int, error: np.ndarray | None = None,
-                   jump: np.ndarray | None = None) -> Comparison:
-    """Probe ``k`` agrees when ``|value - reference| <= atol + rtol max(|reference|, scale)
-    (+ 3 × fd's error estimate)``, ``scale = ‖vᵀ J‖₂``: the typical size of
-    ``vᵀ J u`` for a random sign vector u. A probe where fd cannot judge
-    (``probe.non_smooth``) is reported as non-smooth, never as a mismatch."""
-    diff = np.abs(value - reference)
-    size = np.maximum(np.abs(reference), scale)
-    tol = atol + rtol * size + (0.0 if error is None else 3 * error)
-    nonsmooth = (np.zeros(diff.shape, bool) if error is None else
-                 probe.non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
-    excess = np.where(diff == 0, 0.0, diff / tol)
-    out = (excess > 1) & ~nonsmooth
-    counted = np.where(nonsmooth, 0.0, excess)
-    order = np.argsort(-counted, kind="stable")[: max(0, top)]
-    entries = tuple(Entry(name, (int(k),), float(value[k]), float(reference[k]), float(diff[k]),
-                          float(diff[k] / abs(reference[k])) if reference[k] else math.inf,
-                          None if error is None else float(error[k]), float(counted[k]), kind="probe")
-                    for k in order if out[k])
-    worst = int(np.argmax(counted))
-    rel = diff / np.where(np.abs(reference) > 0, np.abs(reference), np.inf)
-    return Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()), max_rel=float(rel.max()),
-                      worst_index=(worst,), mismatches=int(out.sum()), seconds=seconds,
-                      error_estimate=None if error is None else float(error.max()),
-                      kink_entries=int((nonsmooth & (excess > 1)).sum()), worst=entries)
-
-
-def explain(name: str, comparisons: list[Comparison], reference: BackendName, test, fd_dtype) -> list[str]:
-    """Which side of a mismatch is believed, and why."""
-    notes = []
-    by_name = {c.name: c for c in comparisons if c.skipped is None}
-    fd = by_name.get(BackendName.FD.value)
-    if fd is not None and not fd.ok and fd.worst:
-        e = fd.worst[0]
-        notes.append(f"{name}: fd differs from {reference.value} by {e.abs_error:.2e} along probe {e.index[0]}, while "
-                     f"its own error bar is {3 * (e.error_estimate or 0):.1e} (3× its estimate, in {fd_dtype}): "
-                     f"fd is believed, so suspect {reference.value}'s derivative (a hand-written backward)")
-    forward = by_name.get(BackendName.FORWARD.value)
-    if forward is not None and not forward.ok:
-        if fd is not None and fd.ok:
-            notes.append(f"{name}: forward mode differs from {reference.value} but fd agrees with {reference.value}: "
-                         "suspect a forward-mode formula (a hand-written jvp)")
-        elif fd is not None:
-            notes.append(f"{name}: forward mode and fd both differ from {reference.value}: the reverse pass is wrong")
-    if fd is not None and fd.kink_entries:
-        notes.append(f"{name}: {fd.kink_entries} probe(s) non-smooth: a kink at the point (relu at 0: the one-sided "
-                     "slopes differ, torch's convention picks one) or within every step (fd's steps do not converge); "
-                     "reported, not counted as mismatches")
-    if test is not None:
-        order = test.order
-        if test.ok is False:
-            notes.append(f"{name}: Taylor test: r(h) falls like h^{order:.2f}, not h²: {reference.value}'s "
-                         "derivative is wrong along at least one probe")
-        elif test.ok is None:
-            notes.append(f"{name}: Taylor test inconclusive (observed order "
-                         f"{'unknown: r(h) stays within rounding' if order is None else f'{order:.2f}'})")
-    return notes
+def argument_report(p: Problem, prober: Prober, judgement: Judgement) -> CheckReport:
+    """An argument's report from its own ``judgement``, or from one over a group of
+    arguments it belongs to (``jointly``: its verdict, no comparison of its own)."""
+    tol = prober.tolerance
+    own = judgement.names == (p.wrt,)
+    top = sorted((e for c in judgement.comparisons for e in c.worst), key=lambda e: -e.excess)[:prober.top]
+    return CheckReport(
+        function=p.function.name, quantity=default_quantity(p), reference=prober.reference, dtype=str(p.dtype),
+        params={k: v for k, v in p.params.items() if not k.startswith("_")}, wrt=p.wrt, shape=p.wrt_shape,
+        atol=tol.atol, rtol=tol.rtol, tolerance_source=tol.source, ok=judgement.ok,
+        backends=judgement.comparisons if own else (), top=tuple(top) if own else (),
+        notes=judgement.notes if own else (), reference_seconds=judgement.reference_seconds if own else 0.0,
+        mode=CheckMode.PROBE, taylor=judgement.taylor if own else None, jointly=not own)
 
 
 def check(function: str, **kwargs):

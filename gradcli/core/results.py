@@ -106,3 +106,4 @@ class CheckReport:
     layout: Layout | None = None
     mode: CheckMode = CheckMode.FULL
     taylor: Any = None
+    jointly: bool = False  # probe mode: ok from probes over a group of arguments it is in, no comparison of its own

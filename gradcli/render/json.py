@@ -81,8 +81,24 @@ def spectrum_to_dict(spectrum) -> dict[str, Any]:
 
 def report_to_dict(report: CheckReport, *, timing: bool = True) -> dict[str, Any]:
     """``check --json`` (SPEC §5): one entry per compared backend, then the top offenders."""
+    backends, top = comparisons_to_list(report.backends, timing), entries_to_list(report.top)
+    doc: dict[str, Any] = {
+        "schema": SCHEMA, "command": "check", "function": report.function, "params": dict(report.params),
+        "wrt": report.wrt, "dtype": report.dtype, "quantity": report.quantity.value,
+    }
+    if report.layout is not None:
+        doc["layout"] = report.layout.value
+    doc.update({"shape": list(report.shape), "reference": report.reference.value, "atol": report.atol,
+                "rtol": report.rtol, "ok": report.ok, "backends": backends, "top": top, "notes": list(report.notes)})
+    if timing:
+        doc["reference_seconds"] = round(report.reference_seconds, 6)
+    return doc
+
+
+def comparisons_to_list(comparisons, timing: bool = True) -> list[dict[str, Any]]:
+    """``compare.Comparison`` values as JSON objects (a skipped one: its reason)."""
     backends = []
-    for c in report.backends:
+    for c in comparisons:
         entry: dict[str, Any] = {"name": c.name, "ok": c.ok}
         if c.skipped is not None:
             entry["skipped"] = c.skipped
@@ -96,23 +112,17 @@ def report_to_dict(report: CheckReport, *, timing: bool = True) -> dict[str, Any
             if c.error_estimate is not None:
                 entry["error_estimate"] = _finite_or_none(c.error_estimate)
         backends.append(entry)
-    top = [{"backend": e.backend, "index": list(e.index), "value": _finite_or_none(e.value),
-            "reference": _finite_or_none(e.reference), "abs_error": _finite_or_none(e.abs_error),
-            "rel_error": _finite_or_none(e.rel_error),
-            **({} if e.error_estimate is None else {"error_estimate": _finite_or_none(e.error_estimate)}),
-            **({} if e.kind == "entry" else {"kind": e.kind})}
-           for e in report.top]
-    doc: dict[str, Any] = {
-        "schema": SCHEMA, "command": "check", "function": report.function, "params": dict(report.params),
-        "wrt": report.wrt, "dtype": report.dtype, "quantity": report.quantity.value,
-    }
-    if report.layout is not None:
-        doc["layout"] = report.layout.value
-    doc.update({"shape": list(report.shape), "reference": report.reference.value, "atol": report.atol,
-                "rtol": report.rtol, "ok": report.ok, "backends": backends, "top": top, "notes": list(report.notes)})
-    if timing:
-        doc["reference_seconds"] = round(report.reference_seconds, 6)
-    return doc
+    return backends
+
+
+def entries_to_list(entries) -> list[dict[str, Any]]:
+    """``compare.Entry`` values (the worst offenders) as JSON objects."""
+    return [{"backend": e.backend, "index": list(e.index), "value": _finite_or_none(e.value),
+             "reference": _finite_or_none(e.reference), "abs_error": _finite_or_none(e.abs_error),
+             "rel_error": _finite_or_none(e.rel_error),
+             **({} if e.error_estimate is None else {"error_estimate": _finite_or_none(e.error_estimate)}),
+             **({} if e.kind == "entry" else {"kind": e.kind})}
+            for e in entries]
 
 
 def array_to_json(array: np.ndarray) -> Any:

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from ..core.options import CheckMode
 from .check import render_report, top_table, verdict_text
-from .json import _finite_or_none, report_to_dict
+from .json import _finite_or_none, comparisons_to_list, entries_to_list, report_to_dict
 from .table import seconds_text
 
 MAX_ROWS = 24  # argument × backend rows shown before the passing ones are summarised
@@ -40,6 +40,8 @@ def model_to_dict(model, *, timing: bool = True) -> dict[str, Any]:
                "wrt": list(model.wrt), "dtype": model.dtype, "quantity": model.quantity.value, **_mode_fields(model),
                "reference": model.reference.value, "atol": model.atol, "rtol": model.rtol, "ok": model.ok,
                "results": [_argument(r, timing) for r in model.results], "notes": list(model.notes)}
+        if model.joint is not None:
+            doc["joint"] = joint_to_dict(model.joint, timing)
     if model.modules is not None:
         doc["modules"] = [module_to_dict(m) for m in model.modules]
     if timing:
@@ -63,8 +65,20 @@ def _insert_after(doc: dict, key: str, extra: dict) -> dict:
 def _argument(report, timing: bool) -> dict[str, Any]:
     full = report_to_dict(report, timing=timing)
     doc = {k: full[k] for k in PER_ARGUMENT}
+    if report.jointly:  # its verdict is that of the probes over a group of arguments it belongs to
+        doc["jointly"] = True
     if report.taylor is not None:
         doc["taylor"] = taylor_to_dict(report.taylor)
+    return doc
+
+
+def joint_to_dict(joint, timing: bool) -> dict[str, Any]:
+    """The joint probes over every argument (probe mode, several arguments)."""
+    top = sorted((e for c in joint.comparisons for e in c.worst), key=lambda e: -e.excess)
+    doc = {"arguments": len(joint.names), "ok": joint.ok, "backends": comparisons_to_list(joint.comparisons, timing),
+           "top": entries_to_list(top[:5]), "notes": list(joint.notes)}
+    if joint.taylor is not None:
+        doc["taylor"] = taylor_to_dict(joint.taylor)
     return doc
 
 
@@ -89,9 +103,10 @@ def _num(x) -> str:
 
 def tolerance_line(model) -> Text:
     if model.mode is CheckMode.PROBE:
-        text = (f"probe mode: {model.probes} seeded sign directions u per argument; each backend's vᵀ J u agrees when "
-                f"|value - reference| <= atol + rtol max(|reference|, ‖vᵀJ‖₂) (+ 3× fd's error estimate), "
-                f"atol {model.atol:g}, rtol {model.rtol:g} ({model.tolerance_source})")
+        over = "per argument" if len(model.results) == 1 else f"over all {len(model.results)} arguments at once"
+        text = (f"probe mode: {model.probes} seeded joint directions (signs u {over}, a cotangent v each); each "
+                f"backend's vᵀ J u agrees when |value - reference| <= atol + rtol max(|reference|, ‖vᵀJ‖₂) "
+                f"(+ 3× fd's error estimate), atol {model.atol:g}, rtol {model.rtol:g} ({model.tolerance_source})")
     else:
         text = (f"tolerance: |value - reference| <= atol + rtol |reference| (+ 3× fd's error estimate), "
                 f"atol {model.atol:g}, rtol {model.rtol:g} "
@@ -104,19 +119,27 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts: list[RenderableType] = [render_report(model.results[0], timing=timing, mode_line=tolerance_line(model))]
     else:
         parts = [_head(model, timing), tolerance_line(model), Text(), _arguments_table(model, timing)]
+        joint = model.joint
+        if joint is not None and joint.ok is False:
+            worst = sorted((e for c in joint.comparisons for e in c.worst), key=lambda e: -e.excess)[:5]
+            parts += [Text(), Text(f"joint probes over all {len(joint.names)} arguments: worst out of tolerance "
+                                   f"(value: the backend's; reference: {model.reference.value}'s)", style="bold"),
+                      top_table(worst)]
         for r in model.results:
             if r.ok is False and r.top:
                 parts += [Text(), Text(f"{r.wrt}: worst out of tolerance (value: the backend's; reference: "
                                        f"{r.reference.value}'s)", style="bold"), top_table(r.top)]
         parts += [Text(), verdict_text(model.ok, model.failing)]
-        skipped = {(c.name, c.skipped) for r in model.results for c in r.backends if c.skipped}
+        skipped = {(c.name, c.skipped) for c in model.backends if c.skipped}
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
+        parts += [Text(f"note: {n}", style="yellow") for n in (joint.notes if joint is not None else ())]
         parts += [Text(f"note: {n}", style="yellow") for r in model.results for n in r.notes]
-    for r in model.results:
-        if r.taylor is not None and len(model.results) == 1:
-            parts.append(Text(f"Taylor test: observed order {_order(r.taylor.order)} "
-                              f"(2 when the derivative is right, 1 when wrong) over probes "
-                              f"{', '.join(_order(o) for o in r.taylor.orders)}"))
+    test = model.taylor
+    if test is not None and (len(model.results) == 1 or model.joint is not None):
+        along = "" if model.joint is None else " along the joint probes"
+        parts.append(Text(f"Taylor test{along}: observed order {_order(test.order)} "
+                          f"(2 when the derivative is right, 1 when wrong) over probes "
+                          f"{', '.join(_order(o) for o in test.orders)}"))
     if model.modules is not None:
         parts += [Text(), _modules(model.modules)]
     parts += [Text(f"note: {n}", style="yellow") for n in model.notes]
@@ -144,27 +167,41 @@ def _arguments_table(model, timing: bool) -> Table:
                "fd error est.", *(["taylor order"] if taylor else []), *(["time"] if timing else [])]
     for column in columns:
         table.add_column(column, justify="left" if column in ("argument", "backend", "result", "shape") else "right")
+    joint = model.joint
+    if joint is not None:  # the joint probes first: every argument's verdict starts from them
+        order = [_order(joint.taylor.order) if joint.taylor is not None else "-"] if taylor else []
+        for c in joint.comparisons:
+            _comparison_row(table, f"all {len(joint.names)} (joint probes)", "", c, order, timing)
     ordered = sorted(model.results, key=lambda r: {False: 0, None: 1, True: 2}[r.ok])  # failing first
     rows = [(r, c) for r in ordered for c in (r.backends or (None,))]
     shown = rows[:MAX_ROWS]  # failing arguments first, so a cut drops passing ones
     for r, c in shown:
         order = [_order(r.taylor.order) if r.taylor is not None else "-"] if taylor else []
-        if c is None:
+        if c is None and r.jointly:  # judged with a group of arguments (all of them, or a half in localisation)
+            result = (Text("ok", style="green") if r.ok else Text("MISMATCH", style="bold red") if r.ok is False
+                      else Text("-"))
+            table.add_row(r.wrt, str(list(r.shape)), "joint", result, "-", "-", "-", "-", "-", *order,
+                          *(["-"] if timing else []))
+        elif c is None:
             table.add_row(r.wrt, str(list(r.shape)), "-", "-", "-", "-", "-", "-", "-", *order, *(["-"] if timing else []))
-        elif c.skipped is not None:
-            table.add_row(r.wrt, str(list(r.shape)), c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-",
-                          *order, *(["-"] if timing else []))
         else:
-            result = Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
-            table.add_row(r.wrt, str(list(r.shape)), c.name, result, _num(c.max_abs), _num(c.max_rel),
-                          str(list(c.worst_index)), str(c.mismatches) + (f" (+{c.kink_entries} non-smooth)"
-                                                                         if c.kink_entries else ""),
-                          _num(c.error_estimate), *order, *([seconds_text(c.seconds)] if timing else []))
+            _comparison_row(table, r.wrt, str(list(r.shape)), c, order, timing)
     hidden = {r.wrt for r, _ in rows} - {r.wrt for r, _ in shown}
     if hidden:
         table.add_row(f"… {len(hidden)} more arguments, all ok", "", "", "", "", "", "", "", "",
                       *([""] if taylor else []), *([""] if timing else []))
     return table
+
+
+def _comparison_row(table: Table, argument: str, shape: str, c, order: list, timing: bool) -> None:
+    if c.skipped is not None:
+        table.add_row(argument, shape, c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-",
+                      *order, *(["-"] if timing else []))
+        return
+    result = Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
+    table.add_row(argument, shape, c.name, result, _num(c.max_abs), _num(c.max_rel), str(list(c.worst_index)),
+                  str(c.mismatches) + (f" (+{c.kink_entries} non-smooth)" if c.kink_entries else ""),
+                  _num(c.error_estimate), *order, *([seconds_text(c.seconds)] if timing else []))
 
 
 def _modules(modules) -> RenderableType:
