@@ -33,11 +33,13 @@ class TorchBackend(Backend):
         super().__init__(options)
         import_torch()  # here, so a result's timing does not include torch's import
         self._function = None
+        self._problem = None
 
     def setup(self, problem: Problem):
         """Return ``(torch, F, x0)`` where ``F(x)`` is the function of the wrt argument."""
         torch = import_torch()
         self._function = problem.function  # whose measured activations the chunk sizes may reuse
+        self._problem = problem
         self._output_bytes = int(np.prod(problem.output_shape)) * problem.dtype.itemsize
         device = self.options.device.value
         if self.options.device is Device.CUDA and not torch.cuda.is_available():

@@ -450,9 +450,10 @@ class UserBound(Bound):
             raise UsageError(interaction_message(self.function.modes))
         flat = x.reshape(x.shape[0], -1)
         flat.flags.writeable = False
-        return UserBound(self.function, MappingProxyType({**self.args, "input": flat}), self.params,
-                         (out_shape[0], int(np.prod(out_shape[1:], dtype=int))), self.notes,
-                         batch=(x.shape[1:], out_shape[1:]))
+        flat_out = (out_shape[0], int(np.prod(out_shape[1:], dtype=int)))
+        return UserBound(self.function, MappingProxyType({**self.args, "input": flat}), self.params, flat_out,
+                         self.notes, batch=(x.shape[1:], out_shape[1:]),
+                         value=None if self.value is None else self.value.reshape(flat_out))
 
     def rebind(self, args):
         if self.batch is None:
