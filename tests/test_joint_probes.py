@@ -24,6 +24,7 @@ import torch
 
 import gradcli
 from gradcli.problem.function import lookup
+from test_check import MIXED as MIXED_LOSS
 
 DEEP = textwrap.dedent('''
     import torch
@@ -132,6 +133,8 @@ def test_one_wrong_tensor_among_forty_is_caught_and_named(tmp_path, bug, seed):
     assert set(report.failing) == differs
     (mine,) = [r for r in report.results if r.wrt in differs]
     assert not mine.jointly and mine.backends[0].mismatches >= 1  # its own verdict, from its own probes
+    if bug == "entry":  # an error in one entry: |e . u| = |e_i| along every sign vector, so every probe sees it
+        assert mine.backends[0].mismatches == 4 and report.joint.comparisons[0].mismatches == 4
     clean = gradcli.check(right, input=x, wrt="param:*", mode="probe", seed=seed)
     assert clean.ok is True and all(r.ok and r.jointly for r in clean.results)
 
@@ -153,47 +156,11 @@ def test_the_cost_is_k_reverse_passes_whatever_the_number_of_tensors(tmp_path):
     assert counted["param:*", 6]["forward"] - forty["forward"] == 2
 
 
-MIXED = textwrap.dedent('''
-    import torch
-    import torch.nn.functional as F
-
-    FACTOR = {factor}
-
-
-    class Scaled(torch.autograd.Function):
-        """tanh whose backward is FACTOR times too large."""
-
-        @staticmethod
-        def forward(x):
-            return torch.tanh(x)
-
-        @staticmethod
-        def setup_context(ctx, inputs, output):
-            ctx.save_for_backward(output)
-
-        @staticmethod
-        def backward(ctx, g):
-            (y,) = ctx.saved_tensors
-            return g * (1 - y * y) * FACTOR
-
-
-    class Net(torch.nn.Module):
-        """A float64 model whose loss upcasts its logits to float32 (as Hugging Face losses do);
-        its last layer scaled up, so the predictions are confident and the loss small."""
-
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.fc1, self.fc2 = torch.nn.Linear(20, 64), torch.nn.Linear(64, 5)
-            with torch.no_grad():
-                self.fc2.weight.mul_(30.0)
-
-        def forward(self, x, t):
-            return F.cross_entropy(self.fc2(Scaled.apply(self.fc1(x))).float(), t)
-
-
-    net = Net()
-''')
+# test_check's float64 model whose loss upcasts its logits to float32 (as Hugging Face losses do), its tanh's
+# backward FACTOR times too large; here its last layer scaled up: confident predictions, a small loss
+MIXED = MIXED_LOSS.replace("{factor}", "{factor!r}").replace(
+    "torch.nn.Linear(64, 5)\n", "torch.nn.Linear(64, 5)\n        with torch.no_grad():\n"
+                                  "            self.fc2.weight.mul_(30.0)\n")
 
 
 @pytest.mark.parametrize("mode", ["probe", "full"])

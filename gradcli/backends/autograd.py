@@ -27,8 +27,10 @@ CACHE_BYTES = 32 * 2**20  # activations one batched backward pass may touch: abo
 # stay in the caches nearest a core (here 2 MiB of L2 each, 32 MiB of L3 shared). Measured on the per-sample
 # CNN of bench row 13 (one thread, CPU time against vmap(jacrev)): the whole batch at once 0.60 (float64) and
 # 0.43 (float32); slices of 4 MiB 0.50-0.55 and 0.36; of 2 MiB or 8 MiB no better; slices of 4 MiB with all
-# ten cotangents batched (is_grads_batched) 0.61: the batched pass touches ten times the activations.
-SLICE_BYTES = 4 * 2**20
+# ten cotangents batched (is_grads_batched) 0.61: the batched pass touches ten times the activations. With
+# T threads a slice holds T times that (each thread's share of its rows); issue 14's closing note measured
+# slices of 16 samples (6 MiB) at 0.40 with two threads on a quiet machine.
+SLICE_BYTES = 4 * 2**20  # per torch thread
 FIRST_SLICE = 4  # rows of the first slice, whose activations size the others
 
 
@@ -65,8 +67,8 @@ class AutogradBackend(TorchBackend):
 
         User code's per-sample blocks (``slices_batch``) run slice by slice of the
         batch, each slice's forward pass and backward passes back to back on
-        about :data:`SLICE_BYTES` of activations, which stay in the caches near
-        the core: a convolutional net's blocks then take about 0.45 (float64) and
+        about :data:`SLICE_BYTES` of activations per torch thread, which stay in the
+        caches near the cores: a convolutional net's blocks then take about 0.45 (float64) and
         0.35 (float32) of ``vmap(jacrev)``'s time. ``F`` of a slice is that slice
         of ``F``: the rows do not interact, and no other array has a batch axis."""
         if rows.out_axis is not None and self._problem is not None and slices_batch(self._problem):
@@ -103,7 +105,8 @@ class AutogradBackend(TorchBackend):
                 out, activations = saved_bytes(torch, lambda: F(x))
                 if per_row is None:  # the first slice measures a row's activations, which size the rest
                     per_row = max(1, activations // (stop - start))
-                    size = max(1, SLICE_BYTES // per_row)
+                    # torch's kernels split a slice's rows among its threads: each thread's share about SLICE_BYTES
+                    size = max(1, SLICE_BYTES * torch.get_num_threads() // per_row)
                 if output is None:
                     output = torch.empty((batch,) + tuple(out.shape[1:]), dtype=out.dtype, device=out.device)
                 output[start:stop] = out.detach()

@@ -27,7 +27,7 @@ import numpy as np
 from ..compute.solve import DEFAULT_MAX_MEMORY, library_call
 from .full import default_backends, default_quantity, run_check, tolerances, validate_backends
 from ..core.compare import Comparison
-from ..core.errors import UsageError
+from ..core.errors import BackendError, UsageError
 from ..core.options import BackendName, BackendOptions, CheckMode, Quantity
 from ..problem.problem import Problem
 from ..problem.wrt import expand, is_list, names_input, retarget
@@ -173,7 +173,7 @@ def run_checks(
         vectors = {"cotangent": cotangent, "tangent": tangent}
         # user code may round inside (a float32 loss in a float64 model): its precision, once for every argument
         precision = None if base.function.closed_form or s.atol is not None or s.rtol is not None else \
-            probe.problem_precision(merged(problems), [p.wrt for p in problems], options.device)
+            _precision(problems, options)
         results = [run_check(p, quantity=quantity, backends=backends, reference=reference, atol=s.atol, rtol=s.rtol,
                              top=top, layout=s.layout, options=options, max_memory=max_memory,
                              allow_nonfinite=allow_nonfinite, precision=precision, **{**vectors, **direction})
@@ -210,6 +210,15 @@ def run_checks(
                        wrt=tuple(p.wrt for p in problems), mode=mode, probes=probes if mode is CheckMode.PROBE else None,
                        atol=atol, rtol=rtol, tolerance_source=source, results=tuple(results), modules=modules,
                        notes=tuple(notes), seconds=time.perf_counter() - start, joint=joint)
+
+
+def _precision(problems: list[Problem], options: BackendOptions) -> float | None:
+    """The working precision of user code for full mode (None where it cannot be measured: code
+    that fails at the moved points shows its failure in the comparison itself)."""
+    try:
+        return probe.problem_precision(merged(problems), [p.wrt for p in problems], options.device)
+    except (BackendError, RuntimeError, ValueError):
+        return None
 
 
 def precision_notes(prober: Prober, problem: Problem) -> list[str]:

@@ -219,9 +219,10 @@ CHECK = [
     opt("tangent", str, None, metavar="ARRAY", help="jvp, hvp: the direction (default randn, seeded by --seed; each --wrt entry its "
         "own)", panel=DIFF, show_default=False),
     opt("mode", CheckMode, CheckMode.AUTO, help="full: every entry; probe: vᵀ J u along --probes random directions "
-        "per argument (cost independent of its size); auto: full below about 2e4 function evaluations, else probe",
-        panel=COMPARE),
-    opt("probes", int, 4, metavar="K", help="probe mode: seeded sign directions per argument", panel=COMPARE, min=1),
+        "over every --wrt tensor at once (K vjps and K differences, whatever the tensors and their sizes); auto: full "
+        "below about 2e4 function evaluations, else probe", panel=COMPARE),
+    opt("probes", int, 4, metavar="K", help="probe mode: seeded joint directions (signs over every --wrt tensor, a "
+        "cotangent each)", panel=COMPARE, min=1),
     opt("taylor", bool, False, help="Taylor remainder test along each probe: order 2 when the derivative is right, 1 "
         "when wrong (decides in float32, where fd's tolerance cannot)", panel=COMPARE),
     opt("locate", bool, None, "--locate/--no-locate", help="after a mismatch: the wrong module (each submodule "

@@ -640,6 +640,26 @@ def _measure(which, repeats, out, env=None):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def cnn_one_thread(repeats, dtype):
+    """Row 13's two sides on one torch thread in this process, interleaved: CPU time, the best of the rounds."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(dtype)
+    spec = f"{ROOT}/sample_inputs/cnn.py:net"
+    model = lookup(spec).module.to(getattr(torch, dtype))
+    xt = torch.tensor(x)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        (ours, base), median = interleaved(
+            [lambda: gradcli.jacobian(spec, input=x, layout="blocks", backend="autograd", dtype=dtype),
+             lambda: torch.func.vmap(torch.func.jacrev(lambda s: model(s[None])[0]))(xt)], 3 * repeats,
+            clock=time.process_time)
+    finally:
+        torch.set_num_threads(threads)
+    return f"1 thread, CPU time, interleaved: {ours * 1e3:.0f} vs {base * 1e3:.0f} ms ({ours / base:.3f})"
+
+
 def per_sample(repeats):
     rows = []
     for name, ours_key, base_key, goal, mem_goal in (
@@ -666,6 +686,8 @@ def per_sample(repeats):
                      f"+{base['peak'] / 2**20:.0f} MiB")
             if mem_goal is not None:
                 extra += f" (x{mem:.2f}, goal <= {mem_goal}: {'yes' if mem <= mem_goal else 'NO'})"
+            if ours_key.startswith("cnn"):  # the steadier measure on a shared machine: one thread, CPU time
+                extra += f"; {cnn_one_thread(repeats, 'float32' if ours_key.startswith('cnn32') else 'float64')}"
             if ours_key == "cnn-ours":  # how much of the baseline's time is its allocator's page faults
                 kept = {k: _measure(k, repeats, Path(tmp) / "kept.npy", KEEP_FREED_MEMORY)["seconds"]
                         for k in (ours_key, base_key)}
