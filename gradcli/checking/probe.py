@@ -32,7 +32,8 @@ verdict's tolerance follows it (``model.Tolerance``).
 Detection guarantee (Rademacher ``u``): write ``e = vₖᵀ(J_ref − J)`` for the
 error of the reference's vjp over every entry of every argument, weighted by
 the arguments' scales. For any ``e`` with an entry ``|e_i| > τ`` (the probe's
-tolerance), flipping the sign of ``u_i`` changes ``e·u`` by ``2|e_i|``, so at
+tolerance at its largest over the signs), flipping the sign of ``u_i`` changes
+``e·u`` by ``2|e_i|``, so at
 least half of all sign vectors give ``|e·u| > τ``: each probe catches it with
 probability at least 1/2, independently (fresh ``u`` and ``v`` per probe), and K
 probes miss it with probability at most ``2^-K``. An error spread over many
