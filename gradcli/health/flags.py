@@ -1,0 +1,116 @@
+"""Measurements -> rows with their flags. Pure Python: numbers in, frozen rows out.
+
+``ref = ‖v‖``, the norm of the output's gradient seed (1 for a scalar loss), is
+the scale of every gradient norm here:
+
+- ``nonfinite``: an output, an output or input gradient, or a parameter's
+  gradient holds NaN or inf;
+- ``exploding``: a gain above ``explode``; a gradient norm (a module's, a
+  parameter's) above ``explode × ref``; or a gain above ``explode^(1/3)`` (10 at
+  the default) times the median gain of its peers — the other calls of modules
+  of its class with its output shape and parameter shapes. Gains of layers of
+  different shapes differ by design (a Linear 512 -> 10 passes ~0.08 of its output
+  gradient back, a 10 -> 512 one ~4), so only like is compared with like; a
+  healthy stack of identical layers stays within a few times of its median;
+- ``vanishing``: a module's input or output gradient norm above 0 and below
+  ``vanish × ref``, or an input gradient of exactly 0 from a non-zero output
+  gradient in a module that is not dead (the gradient died inside it). Not for
+  parameters: a bias before a batch norm has a zero gradient by design, which
+  rounding makes ~1e-9, and the modules around it show where the gradient goes;
+- ``dead``: every output unit is 0 for every sample and no parameter inside the
+  module receives a non-zero gradient (a zero-initialised layer still learns:
+  it is not dead).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Iterable
+
+from .report import Flag, ModuleHealth, ParameterHealth, Thresholds
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def gain_of(in_grad: float | None, out_grad: float | None) -> float | None:
+    """``‖∂L/∂input‖ / ‖∂L/∂output‖``; None where either is unknown or both are 0."""
+    if in_grad is None or out_grad is None or out_grad == 0 or not math.isfinite(out_grad):
+        return None
+    return in_grad / out_grad
+
+
+def peer_medians(keys: list, gains: list[float | None]) -> list[tuple[float, int] | None]:
+    """For each call, the median gain of its peers (the other calls with the same key) and
+    how many there are; None with fewer than 2 peers with a finite, non-zero gain."""
+    groups: dict = {}
+    for i, (key, gain) in enumerate(zip(keys, gains)):
+        if gain is not None and math.isfinite(gain) and gain > 0:
+            groups.setdefault(key, []).append(i)
+    out: list[tuple[float, int] | None] = []
+    for i, key in enumerate(keys):
+        others = [gains[j] for j in groups.get(key, []) if j != i]
+        out.append((statistics.median(others), len(others)) if len(others) >= 2 else None)
+    return out
+
+
+def module_flags(seen, *, ref: float, limits: Thresholds, learns: list[bool], peers: list,
+                 confirmed_nonfinite: bool) -> list[tuple[tuple[Flag, ...], tuple[str, ...]]]:
+    """Flags and reasons for each :class:`.hooks.Seen`. ``learns[i]``: a parameter inside the
+    module got a non-zero gradient; ``peers[i]``: :func:`peer_medians`'s entry. An infinite
+    gradient norm with no non-finite gradient confirmed by the diagnostic run
+    (``confirmed_nonfinite`` False) is a norm past the dtype's range: exploding."""
+    result = []
+    for s, learning, peer in zip(seen, learns, peers):
+        flags: dict[Flag, str] = {}
+        gain = gain_of(s.in_grad, s.out_grad)
+        if s.finite is False:
+            flags[Flag.NONFINITE] = "its output holds NaN or inf"
+        for what, norm in (("output", s.out_grad), ("input", s.in_grad)):
+            if norm is None:
+                continue
+            if math.isnan(norm) or (math.isinf(norm) and confirmed_nonfinite):
+                flags.setdefault(Flag.NONFINITE, f"the gradient of its {what} holds NaN or inf")
+            elif norm > limits.explode * ref:
+                flags.setdefault(Flag.EXPLODING, f"‖∂L/∂{what}‖ {_fmt(norm)} > {limits.explode:g} × ‖v‖"
+                                 + (" (past the dtype's range)" if math.isinf(norm) else ""))
+            elif 0 < norm < limits.vanish * ref:
+                flags.setdefault(Flag.VANISHING, f"‖∂L/∂{what}‖ {_fmt(norm)} < {limits.vanish:g} × ‖v‖")
+        dead = s.dead == 1.0 and not learning
+        if dead:
+            flags[Flag.DEAD] = "every output unit is 0 for every sample"
+        if gain is not None and math.isfinite(gain):
+            if gain > limits.explode:
+                flags.setdefault(Flag.EXPLODING, f"gain {_fmt(gain)} > {limits.explode:g}")
+            elif peer is not None and gain > limits.peer * peer[0]:
+                flags.setdefault(Flag.EXPLODING, f"gain {_fmt(gain)} is {gain / peer[0]:.0f}× the median "
+                                 f"{_fmt(peer[0])} of its {peer[1]} peers (same class and shapes)")
+            if gain == 0 and s.out_grad > 0 and not dead:
+                flags.setdefault(Flag.VANISHING, "no gradient passes it: ‖∂L/∂input‖ is 0")
+        ordered = tuple(f for f in Flag if f in flags)
+        result.append((ordered, tuple(flags[f] for f in ordered)))
+    return result
+
+
+def modules_health(seen, flags, locations: list[str | None]) -> tuple[ModuleHealth, ...]:
+    return tuple(ModuleHealth(s.name, s.cls, s.call, s.calls, where, s.output_shape, s.out_grad, s.in_grad,
+                              gain_of(s.in_grad, s.out_grad), s.dead, s.saturated, s.finite is not False, f, r,
+                              s.order, s.out_seen)
+                 for s, (f, r), where in zip(seen, flags, locations))
+
+
+def parameter_health(name: str, shape, *, norm: float | None, weight_norm: float, zeros: int | None,
+                     nonfinite: int | None, frozen: bool, ref: float, limits: Thresholds, lr: float | None,
+                     aliases: Iterable[str] = ()) -> ParameterHealth:
+    flags: dict[Flag, str] = {}
+    if nonfinite:
+        flags[Flag.NONFINITE] = f"{nonfinite} gradient entries are NaN or inf"
+    elif norm is not None and norm > limits.explode * ref:
+        flags[Flag.EXPLODING] = f"‖grad‖ {_fmt(norm)} > {limits.explode:g} × ‖v‖"
+    ratio = None if norm is None or weight_norm == 0 else norm / weight_norm
+    update = None if ratio is None or lr is None else lr * ratio
+    ordered = tuple(f for f in Flag if f in flags)
+    return ParameterHealth(name, tuple(shape), norm, weight_norm, ratio, update, zeros, nonfinite, frozen, ordered,
+                           tuple(flags[f] for f in ordered), tuple(aliases))
