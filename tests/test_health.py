@@ -29,7 +29,7 @@ from gradcli.render.json import dumps
 
 CASES = Path(__file__).parent / "health_cases"
 MODELS, FAULTS = CASES / "models.py", CASES / "faults.py"
-CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent"]
+CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent", "xavier"]
 TOL = exact_tol(np.float32)  # the models compute in float32, their own dtype
 
 
@@ -73,7 +73,7 @@ def test_watched_gradients_equal_a_plain_backward_bit_for_bit(name):
     x, t = batch_of()
     batch, _ = bind(f"{MODELS}:{name}", input=x, target=t)
     _, plain = batch.step()
-    with Recorder(batch.roots, batch.batch) as recorder:
+    with Recorder(batch.modules, batch.batch) as recorder:
         _, watched = batch.step()
     assert recorder.calls, "the hooks saw no call"
     _, reference = torch_step(fresh(MODELS, name), x, t)
@@ -86,7 +86,7 @@ def test_watched_gradients_equal_with_a_batch_large_enough_to_defer_the_unit_rea
     x, t = batch_of(rows=64)
     batch, _ = bind(f"{MODELS}:inplace", input=x, target=t)
     _, reference = torch_step(fresh(MODELS, "inplace"), x, t)
-    with Recorder(batch.roots, batch.batch):
+    with Recorder(batch.modules, batch.batch):
         _, watched = batch.step()
     assert all(same(g, reference[leaf.removeprefix("param:")]) for leaf, g in zip(batch.leaves, watched))
 
@@ -266,8 +266,23 @@ def test_a_layer_scaled_by_40_is_exploding_among_its_peers():
     report = health(f"{FAULTS}:scaled40", input=x, target=t)
     assert report.flags == (Flag.EXPLODING,) and report.ok  # (exploding is not in the default --fail-on)
     assert [m.name for m in report.modules if m.flags] == ["layers.4"]
-    assert "peers" in report.modules[[m.name for m in report.modules].index("layers.4")].reasons[0]
+    assert "the median" in {m.name: m for m in report.modules}["layers.4"].reasons[0]
     assert not health(f"{FAULTS}:scaled40", input=x, target=t, fail_on="exploding").ok
+
+
+def test_a_layer_scaled_by_40_among_layers_of_other_widths_is_exploding():
+    x, t = batch_of()
+    report = health(f"{FAULTS}:scaled_mixed", input=x, target=t)
+    assert report.flags == (Flag.EXPLODING,)
+    assert [m.name for m in report.modules if m.flags] == ["fc2"]
+
+
+@pytest.mark.parametrize("case, phase, op", [("root_forward", Phase.FORWARD, "aten.log.default"),
+                                             ("root_backward", Phase.BACKWARD, "SqrtBackward0")])
+def test_a_nan_made_outside_any_submodule_is_the_models_own(case, phase, op):
+    x, t = batch_of()
+    o = health(f"{FAULTS}:{case}", input=x, target=t).origin
+    assert (o.phase, o.module, o.op, o.op_at) == (phase, "", op, fault_line(case))
 
 
 def test_a_saturated_sigmoid_stack_is_vanishing_from_a_sigmoid_down():

@@ -34,35 +34,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-SATURATING = {"Tanh": "tanh", "Sigmoid": "sigmoid"}  # outputs saturating at ±1 (tanh), at 0 and 1 (sigmoid)
-NONNEGATIVE = ("ReLU", "ReLU6", "Softplus", "Hardsigmoid")  # outputs >= 0: the largest is the largest |value|
-
-
-def _output_kind(module) -> str:
-    """What the module's output is known to be, from its ``torch.nn`` class."""
-    import torch
-
-    name = type(module).__name__
-    if not isinstance(module, getattr(torch.nn, name, ())):
-        return ""  # a class of the user's own, whatever its name
-    return SATURATING.get(name, ">=0" if name in NONNEGATIVE else "")
-
-
-def watched_modules(roots):
-    """``(name, module)`` of every module the hooks watch, each once: all but the plain
-    ``nn.Sequential`` containers, whose forward runs their children in order and does
-    nothing of its own (their children have rows; a subclass with its own forward is watched)."""
-    import torch
-
-    seen: set[int] = set()
-    for prefix, root in roots:
-        for name, module in root.named_modules(prefix=prefix):
-            if id(module) in seen or type(module).forward is torch.nn.Sequential.forward:
-                continue
-            seen.add(id(module))
-            yield name, module
-
-
+NORM_RANGE = (1e-15, 1e15)  # a float32 norm outside this may have lost squares to underflow or overflow (1e±38)
 DEFER_BATCH = 32  # from this batch size on, each output's per-unit extremes (2/B of it) wait to be read together
 
 
@@ -107,12 +79,12 @@ class _OutputStats:
 
 
 class Recorder:
-    """Installs the hooks on every module of ``roots`` (``[(prefix, module)]``) and
+    """Installs the hooks on every module of ``modules`` (:class:`.step.Watched`) and
     records one :class:`Call` per call. ``batch``: the size of the input's first
     axis, the batch axis of outputs that share it. Use as a context manager: the
     hooks are removed on exit, whatever happened."""
 
-    def __init__(self, roots, batch: int | None) -> None:
+    def __init__(self, modules, batch: int | None) -> None:
         import torch
 
         self.torch = torch
@@ -126,11 +98,12 @@ class Recorder:
         self.clock = 0
         self.handles: list = []
         self.outputs: dict[int, tuple] = {}  # id(tensor) -> (weakref, version, stats, calls): one hook per tensor
-        self.roots = roots
+        self.modules = modules
 
     def __enter__(self) -> "Recorder":
-        for name, module in watched_modules(self.roots):
-            self.names[id(module)] = (name, _output_kind(module))
+        for w in self.modules:
+            module = w.module
+            self.names[id(module)] = (w.name, w.kind)
             self.handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._after, with_kwargs=True))
         return self
@@ -233,11 +206,21 @@ class Recorder:
     # --- backward (tensor hooks: they read, they return None) --------------------------
 
     def _norm(self, g):
-        """``‖g‖₂`` summed in float64: in float32 the squares of a vanishing gradient (1e-23)
-        underflow to a norm of 0, and those of a large one (1e20) overflow to inf."""
-        if g.dtype == self.torch.float64:
-            return self.torch.linalg.vector_norm(g)
-        return self.torch.linalg.vector_norm(g, dtype=self.torch.float64)
+        """``‖g‖₂``, accurate over the whole float64 range: in float32 the squares of a vanishing
+        gradient (1e-23) underflow to a norm of 0, those of a large one (1e20) overflow to inf.
+        On the CPU the norm is taken in g's dtype and taken again in float64 only when it lands
+        outside ``NORM_RANGE`` (reading it costs no device synchronisation there; a float64 norm
+        of a million float32 entries costs 13x a float32 one). Elsewhere it is summed in float64
+        and read at :meth:`settle`."""
+        torch = self.torch
+        if g.dtype == torch.float64:
+            return torch.linalg.vector_norm(g)
+        if g.device.type != "cpu":
+            return torch.linalg.vector_norm(g, dtype=torch.float64)
+        norm = float(torch.linalg.vector_norm(g))
+        if NORM_RANGE[0] <= norm <= NORM_RANGE[1]:
+            return norm
+        return float(torch.linalg.vector_norm(g, dtype=torch.float64))
 
     def _output_grad(self, calls: list[Call], g) -> None:
         norm = self._norm(g)
@@ -267,8 +250,8 @@ class Recorder:
         pending: list = []
 
         def later(t):
-            if t is None:
-                return None
+            if t is None or isinstance(t, float):  # (a number already read: _norm, _read_units)
+                return t
             pending.append(t)
             return len(pending) - 1
 
@@ -280,14 +263,17 @@ class Recorder:
                                                   s.entries)))
         values = _floats(torch, pending)
         seen = []
+        def value(i):
+            return i if isinstance(i, float) else values[i]
+
         for call, outs, ins, stats in plans:
-            out_grad = _root_sum_square([values[i] for i in outs]) if outs else None
-            in_grad = None if call.in_lost or not ins else _root_sum_square([values[i] for i in ins])
+            out_grad = _root_sum_square([value(i) for i in outs]) if outs else None
+            in_grad = None if call.in_lost or not ins else _root_sum_square([value(i) for i in ins])
             finite = dead = saturated = None
             if stats is not None:
-                finite = values[stats[0]] == 0
-                dead = None if stats[2] is None else values[stats[1]] / stats[2]
-                saturated = None if stats[3] is None else values[stats[3]] / stats[4]
+                finite = value(stats[0]) == 0
+                dead = None if stats[2] is None else value(stats[1]) / stats[2]
+                saturated = None if stats[3] is None else value(stats[3]) / stats[4]
             seen.append(Seen(call.name, type(call.module).__name__, call.module, call.number,
                              self.counts[id(call.module)], call.order, call.output_shape, out_grad, in_grad,
                              call.out_seen, call.in_seen, finite, dead, saturated, call.in_lost))
@@ -313,8 +299,8 @@ def _read_units(torch, stats: list[_OutputStats]) -> None:
         for attr, mask in (("zeros", units.eq(0)), ("bad", units.isfinite().logical_not())):
             total = torch.cat([mask.new_zeros(1, dtype=torch.int64), mask.cumsum(0)])
             counts = total[ends] - total[torch.cat([ends.new_zeros(1), ends[:-1]])]
-            for s, count in zip(group, counts):
-                setattr(s, attr, count)
+            for s, count in zip(group, counts.tolist()):
+                setattr(s, attr, float(count))
         for s in group:
             s.high = s.low = None
 

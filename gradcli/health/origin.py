@@ -31,75 +31,13 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import re
-import sysconfig
 import traceback
 from dataclasses import dataclass
 
-from ..checking.locate import display_path
 from .report import Origin, Phase
+from .where import Frame, code_location, forward_location, user_frame
 
 FOUND_LIMIT = 64  # fresh non-finite ops kept per diagnostic run: the first is the one reported
-_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>[^\n]+)\n(?:\s*(?P<code>[^\n]*))?')
-
-
-@dataclass(frozen=True)
-class Frame:
-    file: str
-    line: int
-    code: str
-
-    @property
-    def at(self) -> str:
-        return _at(self.file, self.line)
-
-
-@functools.cache
-def _not_yours() -> tuple[str, ...]:
-    """Folders whose frames are never "your line": torch, gradcli, the standard library."""
-    import torch
-
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # gradcli/, above health/
-    folders = [os.path.dirname(torch.__file__), package]
-    folders += [sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib")]
-    return tuple(os.path.realpath(f) + os.sep for f in folders)
-
-
-def user_frame(frames) -> Frame | None:
-    """The innermost frame of your code in ``frames`` (``traceback.FrameSummary`` values,
-    or the strings of ``traceback.format_stack``, outermost first)."""
-    parsed = []
-    for f in frames:
-        if isinstance(f, str):
-            m = _FRAME.search(f)
-            if m:
-                parsed.append((m["file"], int(m["line"]), (m["code"] or "").strip()))
-        else:
-            parsed.append((f.filename, f.lineno, (f.line or "").strip()))
-    for file, line, code in reversed(parsed):
-        if file.startswith("<") or os.path.realpath(file).startswith(_not_yours()):
-            continue
-        return Frame(file, line, code)
-    return None
-
-
-def forward_location(module) -> str | None:
-    """``file:line`` of ``def forward`` of the module's class, read from its code object
-    (your file is loaded outside ``sys.modules``, where ``inspect`` looks; and reading
-    the source to find the line costs milliseconds per class)."""
-    return code_location(getattr(type(module), "forward", None))
-
-
-def code_location(function) -> str | None:
-    """``file:line`` where ``function`` is defined (its first decorator's line, as ``inspect`` says)."""
-    code = getattr(function, "__code__", None)
-    return None if code is None else _at(code.co_filename, code.co_firstlineno)
-
-
-@functools.lru_cache(maxsize=1024)
-def _at(path: str, line: int) -> str:
-    return f"{display_path(path)}:{line}"
 
 
 def _finite(torch, tensors) -> bool:
@@ -141,8 +79,8 @@ class CallTracker:
     and with ``check``, :attr:`done`: ``(key, module, inputs finite, output finite)`` of
     each call in the order calls returned. A context manager: the hooks go on exit."""
 
-    def __init__(self, torch, roots, check: bool = False) -> None:
-        self.torch, self.roots, self.check = torch, roots, check
+    def __init__(self, torch, modules, check: bool = False) -> None:
+        self.torch, self.modules, self.check = torch, modules, check
         self.open: list[tuple[str, int]] = []
         self.done: list[tuple] = []
         self.inputs: list[bool] = []
@@ -151,10 +89,9 @@ class CallTracker:
         self.handles: list = []
 
     def __enter__(self) -> "CallTracker":
-        from .hooks import watched_modules
-
-        for name, module in watched_modules(self.roots):
-            self.names[id(module)] = name
+        for w in self.modules:
+            module = w.module
+            self.names[id(module)] = w.name
             self.handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._after, with_kwargs=True))
         return self
@@ -190,11 +127,11 @@ def nonfinite_parameter(roots) -> Origin | None:
     return None
 
 
-def trace_forward(run, roots) -> Origin:
+def trace_forward(run, modules) -> Origin:
     """The forward's first non-finite value. ``run()`` runs the forward once, as the watched step did."""
     import torch
 
-    with CallTracker(torch, roots, check=True) as calls:
+    with CallTracker(torch, modules, check=True) as calls:
         mode = _fresh_nonfinite_mode(torch, calls.open)
         with mode:
             run()

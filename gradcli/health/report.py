@@ -40,8 +40,8 @@ class Phase(str, enum.Enum):
 class Thresholds:
     """``explode``: a gain above it, or a gradient norm above ``explode × ‖cotangent‖``;
     ``vanish``: a module's gradient norm below ``vanish × ‖cotangent‖``;
-    ``peer``: a gain above ``peer ×`` the median gain of the same module class
-    at the same shapes (its peers), ``explode^(1/3)`` (10 at the default)."""
+    ``peer``: a Linear's or convolution's gain above ``peer ×`` the others' median gain
+    (at least 1/√3, see :mod:`.flags`), ``explode^(1/3)`` (10 at the default)."""
 
     explode: float = 1e3
     vanish: float = 1e-7

@@ -19,10 +19,11 @@ import numpy as np
 from ..core.errors import UsageError
 from ..problem.wrt import names_input
 from . import flags as rules
-from .hooks import Recorder
-from .origin import backward_culprit, forward_location, nonfinite_parameter, trace_backward, trace_forward
+from .hooks import NORM_RANGE, Recorder
+from .origin import backward_culprit, nonfinite_parameter, trace_backward, trace_forward
+from .where import forward_location
 from .report import Flag, HealthReport, Origin, Phase, Thresholds
-from .step import Batch, parameters_of, roots_of, select
+from .step import Batch, parameters_of, roots_of, select, survey
 
 
 def parse_flags(value: str | Iterable[str | Flag] | None, option: str = "--fail-on") -> tuple[Flag, ...]:
@@ -119,7 +120,7 @@ def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str =
     else:
         vector = checked_vector(cotangent, out_shape, problem, "--cotangent", "the output", allow_nonfinite)
     x = tensors["input"]
-    batch = Batch(fn, str(problem.dtype), tensors, roots, tuple(chosen), leaves,
+    batch = Batch(fn, str(problem.dtype), tensors, roots, survey(roots), tuple(chosen), leaves,
                   torch.from_numpy(np.array(vector)).to(device), x.shape[0] if x.ndim else None)
     if fn.modes is not None and fn.modes.coupling:  # (bind's note speaks of a Jacobian: here, of training)
         kept = [n for n in problem.notes if "TRAINING-mode function" not in n]
@@ -137,7 +138,7 @@ def examine(batch: Batch, *, limits: Thresholds = Thresholds(), lr: float | None
     import torch
 
     start = time.perf_counter()
-    with Recorder(batch.roots, batch.batch) as recorder:
+    with Recorder(batch.modules, batch.batch) as recorder:
         out, grads = batch.step()
     seen = recorder.settle()
     by_leaf = dict(zip(batch.leaves, grads))
@@ -153,7 +154,7 @@ def examine(batch: Batch, *, limits: Thresholds = Thresholds(), lr: float | None
                                               for s in seen for x in (s.out_grad, s.in_grad))
     origin, confirmed = None, forward_bad or bool(nonfinite_params)
     if diagnose and forward_bad:
-        origin = nonfinite_parameter(batch.roots) or trace_forward(batch.forward, batch.roots)
+        origin = nonfinite_parameter(batch.roots) or trace_forward(batch.forward, batch.modules)
     elif diagnose and grads_bad:
         trace = trace_backward(batch.forward, lambda out: batch.backward(out, keep=True))
         confirmed = confirmed or trace.any_nonfinite
@@ -166,20 +167,13 @@ def examine(batch: Batch, *, limits: Thresholds = Thresholds(), lr: float | None
         confirmed = True
 
     learning = {id(p.tensor) for p in batch.parameters if params[p.name][0] not in (None, 0.0)}
-    inside = {}
-    for s in seen:
-        if id(s.module) not in inside:
-            inside[id(s.module)] = list(s.module.parameters())
-    learns = [any(id(p) in learning for p in inside[id(s.module)]) for s in seen]
-    keys = [(s.cls, s.output_shape, tuple(tuple(p.shape) for p in inside[id(s.module)])) for s in seen]
-    peers = rules.peer_medians(keys, [rules.gain_of(s.in_grad, s.out_grad) for s in seen])
+    info = {id(w.module): w for w in batch.modules}
+    learns = [bool(info[id(s.module)].inside & learning) for s in seen]
+    peers = rules.peer_references([info[id(s.module)].linear_map for s in seen],
+                                  [rules.gain_of(s.in_grad, s.out_grad) for s in seen])
     module_flags = rules.module_flags(seen, ref=ref, limits=limits, learns=learns, peers=peers,
                                       confirmed_nonfinite=confirmed)
-    locations = {}
-    for s in seen:
-        if id(s.module) not in locations:
-            locations[id(s.module)] = forward_location(s.module)
-    modules = rules.modules_health(seen, module_flags, [locations[id(s.module)] for s in seen])
+    modules = rules.modules_health(seen, module_flags, [info[id(s.module)].forward_at for s in seen])
     parameters = tuple(
         rules.parameter_health(p.name, p.tensor.shape, norm=params[p.name][0], weight_norm=params[p.name][1],
                                zeros=params[p.name][2], nonfinite=params[p.name][3],
@@ -205,8 +199,8 @@ def _parameter_numbers(torch, batch: Batch, by_leaf) -> dict[str, tuple]:
     grads = [g for _, g in taken if g is not None]
     nonzero = [torch.count_nonzero(g) for g in grads]
     values = iter(_floats(torch, [*_norms(torch, weights), *_norms(torch, grads), *nonzero]))
-    weight_norms = [next(values) for _ in weights]
-    grad_norms = [next(values) for _ in grads]
+    weight_norms = _in_range(torch, weights, [next(values) for _ in weights])
+    grad_norms = _in_range(torch, grads, [next(values) for _ in grads])
     counts = [int(next(values)) for _ in grads]
     numbers, k = {}, 0
     for (p, g), weight in zip(taken, weight_norms):
@@ -221,24 +215,37 @@ def _parameter_numbers(torch, batch: Batch, by_leaf) -> dict[str, tuple]:
 
 
 def _norms(torch, tensors: list) -> list:
-    """``‖t‖₂`` of each tensor summed in float64 (as the hooks' norms), in one fused call
-    where torch has it (``clip_grad_norm_``'s)."""
+    """``‖t‖₂`` of each tensor in its own dtype, in one fused call where torch has it
+    (``clip_grad_norm_``'s); :func:`_in_range` redoes the ones its range may have spoiled."""
     if not tensors:
         return []
     try:
-        return list(torch._foreach_norm(tensors, 2, dtype=torch.float64))
-    except (AttributeError, RuntimeError, TypeError):  # (a private op: absent or refusing some dtypes)
-        return [torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]
+        return list(torch._foreach_norm(tensors))
+    except (AttributeError, RuntimeError, TypeError):  # (a private op: absent, or refusing a mix of devices)
+        return [torch.linalg.vector_norm(t) for t in tensors]
+
+
+def _in_range(torch, tensors: list, norms: list[float]) -> list[float]:
+    """Norms of tensors below float64 summed again in float64 where the squares may have left the
+    dtype's range: a vanishing gradient of 1e-23 has a float32 norm of 0 (its squares underflow)."""
+    out = []
+    for t, norm in zip(tensors, norms):
+        if t.dtype != torch.float64 and not NORM_RANGE[0] <= norm <= NORM_RANGE[1]:
+            norm = float(torch.linalg.vector_norm(t, dtype=torch.float64))
+        out.append(norm)
+    return out
 
 
 def _backward_origin(seen, nonfinite_params: set[str], trace) -> Origin:
     culprit = backward_culprit(seen, nonfinite_params)
-    where = "" if culprit is None else f"{culprit.name or 'the model'} ({culprit.cls}) "
+    where = "" if culprit is None else f"{culprit.name or 'the model'} ({culprit.cls})"
     if trace.op is None:
-        detail = (f"{where}: no single operation made it: finite gradients summed into one tensor's gradient "
-                  "overflowed").lstrip(": ")
+        detail = "no single operation made it: finite gradients summed into one tensor's gradient overflowed"
+    elif culprit is not None and culprit.in_grad is None:  # its input is data: it was one of its own ops
+        detail = f"{trace.op} made it in {where}'s own code, outside its submodules"
     else:
-        detail = f"{where}received a finite output gradient and passed back a non-finite one; {trace.op} made it"
+        detail = (f"{where or 'a module'} received a finite output gradient and passed back a non-finite one; "
+                  f"{trace.op} made it")
     return Origin(Phase.BACKWARD, None if culprit is None else culprit.name, None if culprit is None else culprit.cls,
                   None if culprit is None else culprit.call,
                   None if culprit is None else forward_location(culprit.module), trace.op, trace.op_at, trace.code,

@@ -17,7 +17,63 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UsageError
-from ..usercode.function import running_user_code
+from .where import forward_location
+
+SATURATING = {"Tanh": "tanh", "Sigmoid": "sigmoid"}  # outputs saturating at ±1 (tanh), at 0 and 1 (sigmoid)
+NONNEGATIVE = ("ReLU", "ReLU6", "Softplus", "Hardsigmoid")  # outputs >= 0: the largest is the largest |value|
+
+
+def _output_kind(module) -> str:
+    """What the module's output is known to be, from its ``torch.nn`` class."""
+    import torch
+
+    name = type(module).__name__
+    if not isinstance(module, getattr(torch.nn, name, ())):
+        return ""  # a class of the user's own, whatever its name
+    return SATURATING.get(name, ">=0" if name in NONNEGATIVE else "")
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A module the hooks watch. ``kind``: what its output is known to be (``_output_kind``);
+    ``forward_at``: ``file:line`` of its ``forward``; ``inside``: ``id`` of every parameter in
+    it (a dead module is one whose outputs are all 0 and none of these learns)."""
+
+    name: str
+    module: Any
+    kind: str
+    forward_at: str | None
+    inside: frozenset[int]
+    linear_map: bool = False  # a Linear or ConvNd: its gain is compared with theirs (see .flags)
+
+
+def _linear_maps():
+    import torch
+
+    return torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d
+
+
+def survey(roots) -> tuple[Watched, ...]:
+    """Every module the hooks watch, each once, in the model's order: all but the plain
+    ``nn.Sequential`` containers, whose forward runs their children in order and does
+    nothing of its own (their children have rows; a subclass with its own forward is watched).
+    Read once per bound batch: the model's structure does not change between steps."""
+    import torch
+
+    LINEAR_MAPS = _linear_maps()
+    seen: set[int] = set()
+    found = []
+    for prefix, root in roots:
+        for name, module in root.named_modules(prefix=prefix):
+            if id(module) in seen or type(module).forward is torch.nn.Sequential.forward:
+                continue
+            seen.add(id(module))
+            params = list(module.parameters())
+            found.append(Watched(name, module, _output_kind(module), forward_location(module),
+                                 frozenset(id(p) for p in params), isinstance(module, LINEAR_MAPS)))
+    return tuple(found)
+
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -30,8 +86,9 @@ class Parameter:
 
 @dataclass(frozen=True)
 class Batch:
-    """The user's code bound to one batch. ``roots``: ``[(prefix, module)]``, the modules to
-    watch (the model itself, or the modules a plain function calls by name); ``leaves``:
+    """The user's code bound to one batch. ``roots``: ``[(prefix, module)]``, the model itself,
+    or the modules a plain function calls by name; ``modules``: the modules watched in them
+    (:func:`survey`); ``leaves``:
     the tensors differentiated (``input`` and each ``param:NAME``), in ``--wrt``'s order;
     ``cotangent``: the output's gradient seed; ``batch``: the input's first dimension."""
 
@@ -39,6 +96,7 @@ class Batch:
     dtype: str
     tensors: dict
     roots: list
+    modules: tuple[Watched, ...]
     parameters: tuple[Parameter, ...]
     leaves: dict
     cotangent: Any
@@ -54,17 +112,19 @@ class Batch:
         exceptions become exit 3 naming its line."""
         import torch
 
-        with running_user_code(self.function.path):
+        with self.function.running():
             return torch.autograd.grad(out, list(self.leaves.values()), self.cotangent, allow_unused=True,
                                        retain_graph=keep)
 
     def step(self) -> tuple[Any, tuple]:
-        out = self.forward()
-        if not out.requires_grad:
-            names = ", ".join(self.leaves) or "none"
-            raise UsageError(f"--wrt: the output does not depend on any tensor differentiated here ({names}); "
-                             "check that the model's parameters require grad, or add input to --wrt")
-        return out, self.backward(out)
+        """One forward and one backward, inside one set of the user-code guards."""
+        with self.function.running():
+            out = self.forward()
+            if not out.requires_grad:
+                names = ", ".join(self.leaves) or "none"
+                raise UsageError(f"--wrt: the output does not depend on any tensor differentiated here ({names}); "
+                                 "check that the model's parameters require grad, or add input to --wrt")
+            return out, self.backward(out)
 
 
 def roots_of(function) -> list:

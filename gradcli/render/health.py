@@ -161,8 +161,8 @@ def _summary(report: HealthReport) -> list[Text]:
     for flag in report.flags:
         modules = [m for m in report.modules if flag in m.flags]
         params = [p for p in report.parameters if flag in p.flags]
-        counts = ", ".join(f"{n} {what}" for n, what in ((len(modules), "module calls"), (len(params), "parameters"))
-                           if n)
+        counts = ", ".join(f"{n} {what}{'s' if n > 1 else ''}"
+                           for n, what in ((len(modules), "module call"), (len(params), "parameter")) if n)
         text = Text()
         text.append(f"{flag.value}: ", style=_STYLE[flag])
         text.append(counts or "see the origin above")

@@ -133,3 +133,46 @@ class DeadReLU(nn.Module):
 
 
 dead_relu = seeded(DeadReLU)
+
+
+class MixedWidths(nn.Module):
+    """8 -> 32 -> 32 -> 3 with ReLU; the middle layer scaled ×40 (its peers have other shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(8, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+        with torch.no_grad():
+            self.fc2.weight.mul_(40.0)
+
+    def forward(self, x, target):
+        return F.cross_entropy(self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x))))), target)
+
+
+class RootForward(nn.Module):
+    """The NaN made by the model's own forward, outside any submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x, target):
+        h = torch.log(self.fc(x) - 100.0)  # FAULT root_forward
+        return F.cross_entropy(self.head(h), target)
+
+
+class RootBackward(nn.Module):
+    """sqrt at 0 in the model's own forward: finite forward, inf backward, outside any submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, x, target):
+        h = self.fc(x)
+        spread = torch.sqrt(((h - h.detach()) ** 2).sum(1, keepdim=True))  # FAULT root_backward
+        return F.cross_entropy(self.head(h + spread), target)
+
+
+scaled_mixed = seeded(MixedWidths)
+root_forward = seeded(RootForward)
+root_backward = seeded(RootBackward)

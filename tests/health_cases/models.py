@@ -119,11 +119,26 @@ class Recurrent(nn.Module):
         return F.cross_entropy(self.head(out[:, -1]), target)
 
 
+class Xavier(nn.Module):
+    """Widths 8 -> 4 -> 256 -> 3 under Xavier's init, whose gains depend on the shapes (unlike torch's default)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.Sequential(nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 256), nn.Tanh(), nn.Linear(256, 3))
+        for m in self.layers:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+
+    def forward(self, x, target):
+        return F.cross_entropy(self.layers(x), target)
+
+
 tanh_mlp = seeded(TanhMLP)
+xavier = seeded(Xavier)
 residual = seeded(Residual)
 inplace = seeded(InplaceReLU)
 shared = seeded(Shared)
 convnet = seeded(ConvNet)
 attention = seeded(Attention)
 recurrent = seeded(Recurrent)
-CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent"]
+CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent", "xavier"]
