@@ -450,3 +450,61 @@ def test_the_library_calls_health_by_the_package_name():
     x, t = batch_of()
     report = gradcli.health(f"{MODELS}:tanh_mlp", input=x, target=t, lr=1e-3)
     assert report.lr == 1e-3 and [m.name for m in report.modules][-1] == "" and "health" in gradcli.__all__
+
+
+# --- the command line --------------------------------------------------------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from gradcli.cli import app  # noqa: E402
+
+runner = CliRunner()
+SAMPLES = Path(__file__).parent.parent / "sample_inputs"
+POOLING = [f"{SAMPLES}/pooling.py:loss", "-x", f"{SAMPLES}/sequences.npy", "-t", f"{SAMPLES}/sequence_labels.json"]
+
+
+def test_the_command_finds_the_nan_of_the_docs_worked_example_and_exits_1():
+    result = runner.invoke(app, ["health", *POOLING, "--json", "--no-timing"])
+    assert result.exit_code == 1, result.stderr
+    doc = json.loads(result.stdout)
+    o = doc["origin"]
+    assert (o["module"], o["class"], o["op"]) == ("encoder.norm", "UnitNorm", "SqrtBackward0")
+    lines = (SAMPLES / "pooling.py").read_text().splitlines()
+    assert lines[int(o["op_at"].rsplit(":", 1)[1]) - 1].strip().startswith("norm = torch.sqrt(")
+    assert doc["ok"] is False and doc["flags"] == ["nonfinite"]
+
+
+def test_fail_on_decides_the_exit_code_and_o_writes_the_document(tmp_path):
+    out = tmp_path / "health.json"
+    args = ["health", f"{FAULTS}:scaled40", "-x", "randn:16,16", "-t", "randint:3:16", "--no-timing"]
+    passed = runner.invoke(app, [*args, "-o", str(out)])
+    assert passed.exit_code == 0 and "raised but not failing: exploding" in passed.stdout
+    assert json.loads(out.read_text())["flags"] == ["exploding"]
+    failed = runner.invoke(app, [*args, "--fail-on", "nonfinite,exploding", "--json"])
+    assert failed.exit_code == 1 and json.loads(failed.stdout)["ok"] is False
+    assert runner.invoke(app, ["health", *POOLING, "--fail-on", "none"]).exit_code == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["-o", "{tmp}/health.npy"], "--output: unknown extension '.npy'"),
+    (["--fail-on", "slow", "-o", "{tmp}/h.json"], "--fail-on: unknown flag 'slow'"),
+    (["--explode", "0.5", "-o", "{tmp}/h.json"], "--explode"),
+    (["--wrt", "param:nothing", "-o", "{tmp}/h.json"], "--wrt param:nothing: matches no parameter"),
+])
+def test_bad_options_exit_2_with_nothing_on_stdout_and_no_file(tmp_path, extra, message):
+    result = runner.invoke(app, ["health", *POOLING, *(e.format(tmp=tmp_path) for e in extra)])
+    assert result.exit_code == 2 and result.stdout == "" and message in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
+
+
+def test_your_code_raising_exits_3(tmp_path):
+    path = write(tmp_path, "def broken():\n    raise RuntimeError('cannot build')\n")
+    result = runner.invoke(app, ["health", f"{path}:broken", "-x", "randn:4,8"])
+    assert result.exit_code == 3 and "cannot build" in result.stderr and result.stdout == ""
+
+
+def test_a_cotangent_generator_takes_the_outputs_shape(tmp_path):
+    path = write(tmp_path, "torch.manual_seed(0)\nnet = nn.Sequential(nn.Linear(8, 3))\n")
+    result = runner.invoke(app, ["health", f"{path}:net", "-x", "randn:16,8", "--cotangent", "ones", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["cotangent_norm"] == pytest.approx(math.sqrt(48))

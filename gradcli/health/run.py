@@ -40,7 +40,7 @@ def parse_flags(value: str | Iterable[str | Flag] | None, option: str = "--fail-
     return tuple(f for f in Flag if f.value in names)
 
 
-def _positive(value, option: str) -> float:
+def positive(value, option: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -51,7 +51,7 @@ def _positive(value, option: str) -> float:
 
 
 def thresholds(explode=1e3, vanish=1e-7) -> Thresholds:
-    limits = Thresholds(_positive(explode, "--explode"), _positive(vanish, "--vanish"))
+    limits = Thresholds(positive(explode, "--explode"), positive(vanish, "--vanish"))
     if limits.vanish >= 1 or limits.explode <= 1:
         raise UsageError(f"--explode {limits.explode:g} / --vanish {limits.vanish:g}: a gradient grows past --explode (> 1) and "
                          "shrinks below --vanish (< 1); give e.g. --explode 1e3 --vanish 1e-7")
@@ -77,7 +77,9 @@ def _working_dtype(roots, dtype: str | None) -> tuple[str, list[str]]:
 def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str = "param:*", cotangent=None,
          seed: int = 0, dtype: str | None = None, device: str = "cpu", allow_nonfinite: bool = False) -> tuple[Batch, Any]:
     """The user's code bound to its batch, ready to step: ``(batch, problem)``.
-    ``arrays``: the other arguments by name (``--arg NAME=ARRAY``)."""
+    ``function``: ``PATH.py:NAME``, or the Function it names; ``arrays``: the other arguments
+    by name (``--arg NAME=ARRAY``); ``cotangent``: an array, or a function of the output's
+    shape returning one."""
     import torch
 
     from ..compute.solve import checked_vector
@@ -118,6 +120,8 @@ def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str =
                              "out.backward(torch.ones_like(out)) uses), or return the loss")
         vector = np.ones(out_shape, dtype=problem.dtype)
     else:
+        if callable(cotangent):  # read once the output's shape is known (the CLI's ARRAY spec: ones, randn)
+            cotangent = cotangent(out_shape)
         vector = checked_vector(cotangent, out_shape, problem, "--cotangent", "the output", allow_nonfinite)
     x = tensors["input"]
     batch = Batch(fn, str(problem.dtype), tensors, roots, survey(roots), tuple(chosen), leaves,
@@ -286,7 +290,7 @@ def health(function, *, input, target=None, wrt: str = "param:*", cotangent=None
     """
     limits = thresholds(explode, vanish)
     failing = parse_flags(fail_on)
-    rate = None if lr is None else _positive(lr, "--lr")
+    rate = None if lr is None else positive(lr, "--lr")
     batch, problem = bind(function, input=input, target=target, arrays=arrays, wrt=wrt, cotangent=cotangent,
                           seed=seed, dtype=dtype, device=device, allow_nonfinite=allow_nonfinite)
     return examine(batch, limits=limits, lr=rate, fail_on=failing, notes=problem.notes, diagnose=diagnose)
