@@ -49,35 +49,57 @@ def _floats(torch, tree) -> list:
             if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
 
 
-def _fresh_nonfinite_mode(torch, stack: list):
-    """A dispatch mode recording each op whose float inputs are finite (read before it
-    runs: an in-place op overwrites them) and whose output is not: ``(op, Python stack,
-    the module calls open when it ran)``."""
+def _has_nan(torch, tensors) -> bool:
+    return any(bool(torch.isnan(t).any()) for t in tensors)
+
+
+@dataclass(frozen=True)
+class Made:
+    """An op that made a non-finite value: ``fresh``, from finite inputs (inf from ``exp``,
+    ``log(0)``, ``x / 0``; NaN from ``sqrt(-1)``, ``0 / 0``); ``nan``, a NaN from inputs with
+    none (a softmax over a row of -inf, ``inf - inf``). ``stack``: the Python stack when it
+    ran; ``calls``: the module calls open then."""
+
+    op: str
+    stack: list
+    calls: tuple
+    fresh: bool
+    nan: bool
+
+
+def _nonfinite_mode(torch, stack: list):
+    """A dispatch mode recording (:class:`Made`) each op whose output holds a non-finite value
+    its inputs did not (the inputs read before it runs: an in-place op overwrites them)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    class FreshNonfinite(TorchDispatchMode):
+    class Nonfinite(TorchDispatchMode):
         def __init__(self) -> None:
             super().__init__()
-            self.found: list[tuple[str, list, tuple]] = []
+            self.found: list[Made] = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             kwargs = kwargs or {}
-            watch = len(self.found) < FOUND_LIMIT
-            inputs_finite = watch and _finite(torch, _floats(torch, (args, kwargs)))
+            if len(self.found) >= FOUND_LIMIT:
+                return func(*args, **kwargs)
+            inputs = _floats(torch, (args, kwargs))
+            finite_in = _finite(torch, inputs)
+            nan_in = not finite_in and _has_nan(torch, inputs)
             out = func(*args, **kwargs)
-            if inputs_finite:
-                outs = _floats(torch, out)
-                if outs and not _finite(torch, outs):
-                    self.found.append((str(func), traceback.extract_stack()[:-1], tuple(stack)))
+            outs = _floats(torch, out)
+            if outs and not _finite(torch, outs):
+                nan = not nan_in and _has_nan(torch, outs)
+                if finite_in or nan:
+                    self.found.append(Made(str(func), traceback.extract_stack()[:-1], tuple(stack), finite_in, nan))
             return out
 
-    return FreshNonfinite()
+    return Nonfinite()
 
 
 class CallTracker:
     """Hooks keeping :attr:`open` = the module calls running now, as ``(name, number)``,
-    and with ``check``, :attr:`done`: ``(key, module, inputs finite, output finite)`` of
-    each call in the order calls returned. A context manager: the hooks go on exit."""
+    and with ``check``, :attr:`done`: ``(key, module, inputs finite, output finite, output
+    holds NaN)`` of each call in the order calls returned. A context manager: the hooks go
+    on exit."""
 
     def __init__(self, torch, modules, check: bool = False) -> None:
         self.torch, self.modules, self.check = torch, modules, check
@@ -109,7 +131,8 @@ class CallTracker:
     def _after(self, module, args, kwargs, output) -> None:
         key = self.open.pop()
         if self.check:
-            self.done.append((key, module, self.inputs.pop(), _finite(self.torch, _floats(self.torch, output))))
+            outs = _floats(self.torch, output)
+            self.done.append((key, module, self.inputs.pop(), _finite(self.torch, outs), _has_nan(self.torch, outs)))
 
 
 def nonfinite_parameter(roots) -> Origin | None:
@@ -132,24 +155,33 @@ def trace_forward(run, modules) -> Origin:
     import torch
 
     with CallTracker(torch, modules, check=True) as calls:
-        mode = _fresh_nonfinite_mode(torch, calls.open)
+        mode = _nonfinite_mode(torch, calls.open)
         with mode:
             run()
-    culprit = next(((key, module) for key, module, ins, out in calls.done if ins and not out), None)
+    culprit = next((done for done in calls.done if done[2] and not done[3]), None)
     if culprit is None:
         return Origin(Phase.INPUT, None, None, None, None, None, None, None, None,
                       "the input holds non-finite values (--allow-nonfinite let them in)")
-    culprit, module = culprit
-    during = [f for f in mode.found if culprit in f[2]]
-    own = [f for f in during if f[2] and f[2][-1] == culprit]
-    op = (own or during or mode.found or [None])[0]
-    frame = user_frame(op[1]) if op else None
-    name, number = culprit
+    key, module, _, _, nan = culprit
+    during = [m for m in mode.found if key in m.calls]
+    own = [m for m in during if m.calls[-1] == key]
+    candidates = own or during or mode.found
+    # Its output holds NaN: the op that made the NaN (an inf made before it, by exp or log(0), is named
+    # beside it: masking with -inf is deliberate, overflowing is not); else the first to make an inf.
+    made = next((m for m in candidates if m.nan), None) if nan else None
+    first = next((m for m in candidates if m.fresh), None)
+    op = made or first
+    frame = user_frame(op.stack) if op else None
+    name, number = key
     where = f"{name or 'the model'} ({type(module).__name__})"
-    detail = (f"{where} received finite inputs and returned non-finite values"
-              + (f"; the first op to make one is {op[0]}" if op else "; no single op made them"))
+    detail = f"{where} received finite inputs and returned {'NaN' if nan else 'infinite'} values"
+    detail += f"; {op.op} made {'the first NaN' if op is made else 'the first of them'}" if op else \
+        "; no single op made them"
+    if op is made and first is not None and first is not made:
+        before = user_frame(first.stack)
+        detail += f", after {first.op} made an inf" + (f" at {before.at}: {before.code}" if before else "")
     return Origin(Phase.FORWARD, name, type(module).__name__, number, forward_location(module),
-                  op[0] if op else None, frame.at if frame else None, frame.code if frame else None, None, detail)
+                  op.op if op else None, frame.at if frame else None, frame.code if frame else None, None, detail)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,27 @@ class CustomOp(nn.Module):
         return NaNBackward.apply(x)  # APPLY custom_backward
 
 
+class ExpOverflow(nn.Module):
+    def forward(self, x):
+        return torch.exp(x * 1000.0)  # FAULT exp_forward
+
+
+class MaskedSoftmax(nn.Module):
+    """Attention weights over a row whose every entry is masked: -inf is deliberate, the NaN is not."""
+
+    def forward(self, x):
+        scores = x.masked_fill(torch.ones_like(x, dtype=torch.bool), float("-inf"))
+        return torch.softmax(scores, dim=-1)  # FAULT softmax_forward
+
+
+class Angle(nn.Module):
+    """The angle between a sample and itself: acos(1) = 0, whose derivative is infinite."""
+
+    def forward(self, x):
+        cos = F.cosine_similarity(x, x.clone(), dim=1).clamp(-1, 1)
+        return x + torch.acos(cos).unsqueeze(1)  # FAULT acos_backward
+
+
 def body(*middle):
     return nn.Sequential(nn.Linear(8, 8), nn.Tanh(), *middle, nn.Linear(8, 8), nn.Tanh())
 
@@ -80,6 +101,9 @@ div_forward = seeded(lambda: Head(body(DivideByZero())))
 sqrt_backward = seeded(lambda: Head(body(SelfDistance())))
 masked_sqrt = seeded(lambda: Head(body(MaskedSqrt())))
 custom_backward = seeded(lambda: Head(body(CustomOp())))
+exp_forward = seeded(lambda: Head(body(ExpOverflow())))
+softmax_forward = seeded(lambda: Head(body(MaskedSoftmax())))
+acos_backward = seeded(lambda: Head(body(Angle())))
 
 
 class Scaled(nn.Module):
