@@ -93,7 +93,7 @@ class Recorder:
         self.calls: list[Call] = []
         self.names: dict[int, tuple[str, str]] = {}  # id(module) -> (name, what its output is: "", "tanh", "sigmoid", ">=0")
         self.counts: dict[int, int] = {}
-        self.open: dict[int, list[Call]] = {}
+        self.stack: list[Call] = []  # the calls running now, innermost last (module calls nest)
         self.finished = 0
         self.clock = 0
         self.handles: list = []
@@ -102,10 +102,11 @@ class Recorder:
 
     def __enter__(self) -> "Recorder":
         for w in self.modules:
-            module = w.module
-            self.names[id(module)] = (w.name, w.kind)
-            self.handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
-            self.handles.append(module.register_forward_hook(self._after, with_kwargs=True))
+            self.names[id(w.module)] = (w.name, w.kind)
+            self.handles.append(w.module.register_forward_pre_hook(self._before, with_kwargs=True))
+        # One forward hook for every module (the pre-hooks above say which calls are watched): one
+        # registration rather than one per module. The module's own forward hooks run after it.
+        self.handles.append(self.torch.nn.modules.module.register_module_forward_hook(self._after, with_kwargs=True))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -121,7 +122,7 @@ class Recorder:
         number = self.counts[key] = self.counts.get(key, 0) + 1
         call = Call(self.names[key][0], module, number)
         self.calls.append(call)
-        self.open.setdefault(key, []).append(call)  # (a module may call itself: innermost last)
+        self.stack.append(call)
         tensor = self.tensor
         if not kwargs and all(type(a) is tensor for a in args):  # the common case, without pytree's cost
             if not any(a.requires_grad for a in args):
@@ -149,7 +150,9 @@ class Recorder:
         return values
 
     def _after(self, module, args, kwargs, output):
-        call = self.open[id(module)].pop()
+        if id(module) not in self.names:  # (a module outside the roots, or a plain Sequential)
+            return None
+        call = self.stack.pop()
         for alias, version, node, nr in call.watch:
             if alias._version != version:  # modified in place: read the old value's gradient where it was made
                 if node is not None:
@@ -173,8 +176,10 @@ class Recorder:
             else:
                 stats = self._measure(self.names[id(module)][1], t) if i == 0 else None
                 calls = [call]
-                if t.requires_grad:
-                    t.register_hook(functools.partial(self._output_grad, calls))
+                if t.grad_fn is not None:  # the node that made it: its pre-hook sees the output's gradient
+                    t.grad_fn.register_prehook(functools.partial(self._output_grad, calls, t.output_nr))
+                elif t.requires_grad:  # a leaf returned as it is (a parameter)
+                    t.register_hook(functools.partial(self._output_grad, calls, None))
                 self.outputs[id(t)] = (weakref.ref(t), t._version, stats, calls)
             if i == 0:
                 call.output_shape, call.stats = tuple(t.shape), stats
@@ -222,7 +227,12 @@ class Recorder:
             return norm
         return float(torch.linalg.vector_norm(g, dtype=torch.float64))
 
-    def _output_grad(self, calls: list[Call], g) -> None:
+    def _output_grad(self, calls: list[Call], nr: int | None, grads) -> None:
+        """A pre-hook of the node that made the output (``grads[nr]`` its gradient), or a tensor
+        hook of a leaf output (``nr`` None: ``grads`` is the gradient)."""
+        g = grads if nr is None else grads[nr] if nr < len(grads) else None
+        if g is None:
+            return
         norm = self._norm(g)
         self.clock += 1
         for call in calls:

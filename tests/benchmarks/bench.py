@@ -611,6 +611,7 @@ mlp, cnn = MLP(), CNN()
 """
 
 HEALTH_SHAPES = {"mlp": (64, 256), "cnn": (64, 3, 32, 32)}
+RETURN_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}  # (see health())
 
 HEALTH_STEP = r"""
 import json, sys, warnings
@@ -639,11 +640,13 @@ def anomaly():
     with torch.autograd.detect_anomaly():
         torch.autograd.grad(model(x, t), params)
 
-run = {"plain": plain, "health": lambda: examine(batch), "anomaly": anomaly}[side]
+sides = {"plain": plain, "health": lambda: examine(batch), "anomaly": anomaly}
+for warm in sides.values():  # once each: the process's first backward maps ~30 MiB of its own, on any side
+    warm()
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # the peak resident set starts again from here
 before = rss()
-run()
+sides[side]()
 print(json.dumps({"peak": high_water() - before}))
 """
 
@@ -652,8 +655,11 @@ def health(repeats):
     """Issue 27: ``examine`` (one watched forward and backward, the flags, no origin to trace) against a
     plain ``loss = model(x, t); torch.autograd.grad(loss, params)`` of the same float32 batch, and
     ``torch.autograd.detect_anomaly`` around the plain step beside it. Times: interleaved rounds, the best
-    of each side, with the default torch threads and in CPU time on one thread; peak memory: the first run
-    in a fresh process each (the resident set's peak above the start, reset with /proc/self/clear_refs)."""
+    of each side, with the default torch threads and in CPU time on one thread. Peak memory: in a fresh
+    process per side, every side run once (the first backward of a process maps ~30 MiB of its own), then
+    the side's resident-set peak above where it started (reset through /proc/self/clear_refs), with glibc
+    returning every block of 64 KiB or more as it is freed (MALLOC_MMAP_THRESHOLD_), so that the peak is
+    what the step holds, not what an earlier run left in the heap."""
     import json
     import warnings
 
@@ -698,7 +704,7 @@ def health(repeats):
             for side in ("plain", "health", "anomaly"):
                 done = subprocess.run([sys.executable, "-c", HEALTH_STEP, str(path), name, side, json.dumps(shape)],
                                       check=True, capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                      env={**os.environ, "PYTHONPATH": str(ROOT), **RETURN_FREED_MEMORY})
                 peaks[side] = json.loads(done.stdout.strip().splitlines()[-1])["peak"] / 2**20
             memory = peaks["health"] / max(peaks["plain"], 1e-9)
             rows.append(row(f"14{'ab'[name == 'cnn']} health {label} f32: watched step vs plain forward+backward",
