@@ -1,14 +1,15 @@
 """Hooks that watch one forward and one backward without changing either.
 
-Per module call (``register_forward_pre_hook`` and ``register_forward_hook``):
+Per module call (a forward pre-hook on each watched module, one global forward hook):
 
 - each float input that requires grad is passed to the module as an alias,
-  ``x.view_as(x)`` (the same values and storage), with a tensor hook on it: the
-  gradient that reaches the alias is this call's own share of ``∂L/∂x``, not the
-  whole of it (a residual connection also sends ``x`` round the module). Inputs
-  that are the same tensor share one alias, so code that tests ``q is k``
+  ``x.view_as(x)`` (the same values and storage), with a pre-hook on the alias's
+  node: the gradient that reaches the alias is this call's own share of ``∂L/∂x``,
+  not the whole of it (a residual connection also sends ``x`` round the module).
+  Inputs that are the same tensor share one alias, so code that tests ``q is k``
   (``nn.MultiheadAttention``) takes the same path;
-- each float output that requires grad gets a tensor hook: ``∂L/∂output``;
+- each float output that requires grad gets a pre-hook on the node that made it:
+  ``∂L/∂output``, all of it (every use of the output);
 - the output's dead units and saturation are measured when the call returns,
   before later code can change it in place.
 
@@ -22,9 +23,10 @@ made it (a pre-hook on ``x.grad_fn``), which is the call's own share whenever
 nothing else read ``x`` before it was overwritten. An input that is itself a
 view and is modified in place has no such node: its gradient is not observed.
 
-The hooks read and never write: every tensor hook returns None. What they
-measure stays in 0-d tensors until :meth:`Recorder.settle` reads them all at
-once (one device synchronisation, not one per hook).
+The hooks read and never write: every hook returns None. What they measure
+stays in 0-d tensors until :meth:`Recorder.settle` reads them all at once (one
+device synchronisation, not one per hook); on the CPU a gradient's norm is read
+at once (see :meth:`Recorder._norm`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Recorder:
         self.tensor = torch.Tensor
         self.batch = batch
         self.calls: list[Call] = []
-        self.names: dict[int, tuple[str, str]] = {}  # id(module) -> (name, what its output is: "", "tanh", "sigmoid", ">=0")
+        self.names: dict[int, tuple[str, str]] = {}  # id(module) -> (name, its output's kind: Watched.kind)
         self.counts: dict[int, int] = {}
         self.stack: list[Call] = []  # the calls running now, innermost last (module calls nest)
         self.finished = 0
@@ -208,7 +210,7 @@ class Recorder:
             stats.entries = d.numel()
         return stats
 
-    # --- backward (tensor hooks: they read, they return None) --------------------------
+    # --- backward (node pre-hooks: they read, they return None) ----------------------
 
     def _norm(self, g):
         """``‖g‖₂``, accurate over the whole float64 range: in float32 the squares of a vanishing

@@ -128,7 +128,8 @@ def _head(report: HealthReport, timing: bool) -> Text:
         head.append(f" · loss {_num(report.output)}")
     else:
         head.append(f" · cotangent ‖v‖ {_num(report.cotangent_norm)}")
-    head.append(f" · w.r.t. {', '.join(report.wrt)}" if len(report.wrt) <= 3 else f" · w.r.t. {len(report.wrt)} tensors")
+    wrt = ", ".join(report.wrt) if len(report.wrt) <= 3 else f"{len(report.wrt)} tensors"
+    head.append(f" · w.r.t. {wrt}")
     if timing:
         head.append(f" ({seconds_text(report.seconds)})", style="dim")
     return head
