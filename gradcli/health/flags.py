@@ -114,13 +114,12 @@ def modules_health(seen, flags, locations: list[str | None]) -> tuple[ModuleHeal
 def parameter_health(name: str, shape, *, norm: float | None, weight_norm: float, zeros: int | None,
                      nonfinite: int | None, frozen: bool, ref: float, limits: Thresholds, lr: float | None,
                      aliases: Iterable[str] = ()) -> ParameterHealth:
-    flags: dict[Flag, str] = {}
+    flags, reasons = (), ()
     if nonfinite:
-        flags[Flag.NONFINITE] = f"{nonfinite} gradient entries are NaN or inf"
+        flags, reasons = (Flag.NONFINITE,), (f"{nonfinite} gradient entries are NaN or inf",)
     elif norm is not None and norm > limits.explode * ref:
-        flags[Flag.EXPLODING] = f"‖grad‖ {_fmt(norm)} > {limits.explode:g} × ‖v‖"
+        flags, reasons = (Flag.EXPLODING,), (f"‖grad‖ {_fmt(norm)} > {limits.explode:g} × ‖v‖",)
     ratio = None if norm is None or weight_norm == 0 else norm / weight_norm
     update = None if ratio is None or lr is None else lr * ratio
-    ordered = tuple(f for f in Flag if f in flags)
-    return ParameterHealth(name, tuple(shape), norm, weight_norm, ratio, update, zeros, nonfinite, frozen, ordered,
-                           tuple(flags[f] for f in ordered), tuple(aliases))
+    return ParameterHealth(name, tuple(shape), norm, weight_norm, ratio, update, zeros, nonfinite, frozen, flags,
+                           reasons, tuple(aliases))
