@@ -23,7 +23,7 @@ import gradcli
 from gradcli.core.errors import ExitCode, UsageError, UserCodeError
 from gradcli.health.hooks import Recorder
 from gradcli.health.report import Flag, Phase
-from gradcli.health.run import bind, health
+from gradcli.health.run import bind, examine, health
 from gradcli.render.health import health_to_dict, ordered, render_health
 from gradcli.render.json import dumps
 
@@ -512,3 +512,41 @@ def test_a_cotangent_generator_takes_the_outputs_shape(tmp_path):
     result = runner.invoke(app, ["health", f"{path}:net", "-x", "randn:16,8", "--cotangent", "ones", "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["cotangent_norm"] == pytest.approx(math.sqrt(48))
+
+
+def test_a_checkpointed_segment_run_again_in_the_backward_is_not_a_second_call(tmp_path):
+    text = ("import torch.nn.functional as F\nfrom torch.utils.checkpoint import checkpoint\n"
+            "class Block(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+            "        self.fc, self.act = nn.Linear(8, 8), nn.GELU()\n    def forward(self, x):\n"
+            "        return x + self.act(self.fc(x))\n"
+            "class Net(nn.Module):\n    def __init__(self, again):\n        super().__init__()\n"
+            "        torch.manual_seed(0)\n        self.again = again\n"
+            "        self.blocks = nn.ModuleList(Block() for _ in range(3))\n        self.head = nn.Linear(8, 3)\n"
+            "    def forward(self, x, t):\n        for b in self.blocks:\n"
+            "            x = checkpoint(b, x, use_reentrant=False) if self.again else b(x)\n"
+            "        return F.cross_entropy(self.head(x), t)\n"
+            "plain, checkpointed = Net(False), Net(True)\n")
+    path = write(tmp_path, text)
+    x, t = batch_of()
+    plain, again = (health(f"{path}:{name}", input=x, target=t, wrt="input,param:*")
+                    for name in ("plain", "checkpointed"))
+    assert [m.label for m in again.modules] == [m.label for m in plain.modules]  # no "[call 2/2]"
+    for a, b in zip(again.modules, plain.modules):
+        assert (a.out_grad, a.in_grad) == pytest.approx((b.out_grad, b.in_grad), rel=TOL), a.label
+
+
+def test_no_hook_is_left_on_the_model_or_its_parameters(tmp_path):
+    path = write(tmp_path, "class Scale(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                           "        self.s = nn.Parameter(torch.ones(8))\n    def forward(self, x):\n"
+                           "        return self.s  # a parameter returned as it is: a leaf output\n"
+                           "class M(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                           "        self.scale, self.fc = Scale(), nn.Linear(8, 1)\n"
+                           "    def forward(self, x):\n        return self.fc(x * self.scale(x)).sum()\nnet = M()\n")
+    x, _ = batch_of()
+    batch, _ = bind(f"{path}:net", input=x)
+    report = examine(batch)
+    assert {m.name: m.out_grad for m in report.modules}["scale"] > 0  # the leaf's hook fired
+    model = batch.function.module
+    assert not model.scale.s._backward_hooks
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+    assert not torch.nn.modules.module._global_forward_hooks

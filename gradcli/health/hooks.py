@@ -98,7 +98,8 @@ class Recorder:
         self.stack: list[Call] = []  # the calls running now, innermost last (module calls nest)
         self.finished = 0
         self.clock = 0
-        self.handles: list = []
+        self.handles: list = []  # the module hooks: removed when the forward is done
+        self.leaf_handles: list = []  # tensor hooks on leaves (a parameter returned as it is): kept to the end
         self.outputs: dict[int, tuple] = {}  # id(tensor) -> (weakref, version, stats, calls): one hook per tensor
         self.modules = modules
 
@@ -111,11 +112,19 @@ class Recorder:
         self.handles.append(self.torch.nn.modules.module.register_module_forward_hook(self._after, with_kwargs=True))
         return self
 
-    def __exit__(self, *exc) -> None:
+    def forward_done(self) -> None:
+        """No call after this one is watched: a checkpointed segment's forward, run again inside
+        the backward (``torch.utils.checkpoint``), is not a call of its own."""
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
         self.outputs.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.forward_done()
+        for handle in self.leaf_handles:  # (a leaf's hook would stay on the user's parameter)
+            handle.remove()
+        self.leaf_handles.clear()
 
     # --- forward ------------------------------------------------------------------
 
@@ -181,7 +190,7 @@ class Recorder:
                 if t.grad_fn is not None:  # the node that made it: its pre-hook sees the output's gradient
                     t.grad_fn.register_prehook(functools.partial(self._output_grad, calls, t.output_nr))
                 elif t.requires_grad:  # a leaf returned as it is (a parameter)
-                    t.register_hook(functools.partial(self._output_grad, calls, None))
+                    self.leaf_handles.append(t.register_hook(functools.partial(self._output_grad, calls, None)))
                 self.outputs[id(t)] = (weakref.ref(t), t._version, stats, calls)
             if i == 0:
                 call.output_shape, call.stats = tuple(t.shape), stats

@@ -148,7 +148,7 @@ def examine(batch: Batch, *, limits: Thresholds = Thresholds(), lr: float | None
     start = time.perf_counter()
     with _collector_paused():
         with Recorder(batch.modules, batch.batch) as recorder:
-            out, grads = batch.step()
+            out, grads = batch.step(between=recorder.forward_done)
         seen = recorder.settle()
         params = _parameter_numbers(torch, batch, dict(zip(batch.leaves, grads)))
     ref = float(torch.linalg.vector_norm(batch.cotangent.double()))

@@ -116,14 +116,17 @@ class Batch:
             return torch.autograd.grad(out, list(self.leaves.values()), self.cotangent, allow_unused=True,
                                        retain_graph=keep)
 
-    def step(self) -> tuple[Any, tuple]:
-        """One forward and one backward, inside one set of the user-code guards."""
+    def step(self, between=None) -> tuple[Any, tuple]:
+        """One forward and one backward, inside one set of the user-code guards; ``between()``,
+        when given, runs after the forward."""
         with self.function.running():
             out = self.forward()
             if not out.requires_grad:
                 names = ", ".join(self.leaves) or "none"
                 raise UsageError(f"--wrt: the output does not depend on any tensor differentiated here ({names}); "
                                  "check that the model's parameters require grad, or add input to --wrt")
+            if between is not None:
+                between()
             return out, self.backward(out)
 
 
