@@ -16,19 +16,22 @@ from gradcli.cli import app
 
 runner = CliRunner()
 FACTOR = 1000  # the documented tolerance: 1000 eps of the probe's scale
-CHECK = ["check", "cross_entropy", "-x", "randn:4,3", "-t", "[0, 2, 1, 1]", "--backends", "autograd,analytic",
-         "--json", "--no-timing"]
+INPUTS = ["-x", "randn:4,3", "-t", "[0, 2, 1, 1]"]
 
 
-def save(tmp_path, *extra):
+def command(*extra, inputs=INPUTS):
+    return ["check", "cross_entropy", *inputs, "--backends", "autograd,analytic", "--json", "--no-timing", *extra]
+
+
+def save(tmp_path, *extra, inputs=INPUTS):
     path = tmp_path / "base.json"
-    result = runner.invoke(app, [*CHECK, *extra, "--save-baseline", str(path)])
+    result = runner.invoke(app, command(*extra, "--save-baseline", str(path), inputs=inputs))
     assert result.exit_code == 0, result.stderr
     return path
 
 
-def compare(path, *extra):
-    result = runner.invoke(app, [*CHECK, *extra, "--baseline", str(path)])
+def compare(path, *extra, inputs=INPUTS):
+    result = runner.invoke(app, command(*extra, "--baseline", str(path), inputs=inputs))
     assert result.exit_code in (0, 1), result.stderr
     doc = json.loads(result.stdout)
     return result.exit_code, {e["name"]: e for e in doc["baseline"]["entries"]}
@@ -69,3 +72,29 @@ def test_a_baseline_saved_with_another_seed_or_dtype_is_another_check(tmp_path, 
     key = option[2:]
     assert code == 1
     assert entries[key]["moved"] and "not the same check" in entries[key]["detail"]
+
+
+def test_each_probe_is_stored_with_the_scale_of_its_rounding(tmp_path):
+    """The scale of a gradient's probes is sum |g| (the size of the rounding a different summation
+    order can put into u . g for u = +-1), from torch's gradient of the same loss."""
+    import reference as ref
+
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.save(tmp_path / "x.npy", x)
+    path = save(tmp_path, inputs=["-x", str(tmp_path / "x.npy"), "-t", "[0, 2, 1, 1]"])
+    g = ref.backward("cross_entropy", {"input": x, "target": np.array([0, 2, 1, 1])}, {})
+    entry = json.loads(path.read_text())["arguments"]["input"]
+    assert entry["shape"] == [4, 3] and len(entry["probes"]) == 4
+    assert entry["scale"] == pytest.approx(float(np.abs(g).sum()), rel=1e-12)
+    assert max(abs(p) for p in entry["probes"]) <= entry["scale"] * (1 + 1e-12)
+
+
+def test_a_changed_shape_or_a_new_argument_is_a_moved_gradient(tmp_path):
+    path = save(tmp_path)
+    code, entries = compare(path, inputs=["-x", "randn:5,3", "-t", "[0, 2, 1, 1, 0]"])
+    assert code == 1 and entries["input"]["moved"] and "shape [4, 3] is now [5, 3]" in entries["input"]["detail"]
+    document = json.loads(path.read_text())
+    document["arguments"] = {"target": document["arguments"].pop("input")}
+    path.write_text(json.dumps(document))
+    code, entries = compare(path)
+    assert code == 1 and entries["input"]["moved"] and "not in the baseline" in entries["input"]["detail"]

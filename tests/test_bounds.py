@@ -7,6 +7,7 @@ refused, and so is a text over the length bound (exit 2, never a crash)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import textwrap
@@ -57,6 +58,40 @@ def test_an_npy_input_is_bounded_by_its_header(tmp_path):
     assert "x.npy" in err and "(shape [64, 64], float64)" in err
     code, err = run("jacobian", "exp", "-x", path, "--max-memory", math.ceil(1.01 * nbytes))
     assert code == 0, err
+
+
+def _inputs(folder):
+    """``name -> (args, bound in bytes, stdin)``: each ARRAY form and what it takes of the limit:
+    an array's bytes (8 a float64 entry), a JSON text 20 bytes per character (what parsing it
+    holds), and a second array whatever the first one holds."""
+    x = np.random.default_rng(0).standard_normal((32, 16))
+    np.savez(folder / "batch.npz", x=x, t=x + 1)
+    np.save(folder / "x.npy", x)
+    text = json.dumps(x.round(3).tolist())
+    (folder / "x.json").write_text(text)
+    return {
+        "npz member": (["jacobian", "exp", "-x", f"{folder / 'batch.npz'}:t"], x.nbytes, None),
+        "generator": (["jacobian", "exp", "-x", "randn:32,16"], x.nbytes, None),
+        "json file": (["jacobian", "exp", "-x", folder / "x.json"], 20 * len(text), None),
+        "json on stdin": (["jacobian", "exp", "-x", "-"], 20 * len(text), text),
+        "input then target": (["grad", "mse_loss", "-x", folder / "x.npy", "-t", f"{folder / 'batch.npz'}:t"],
+                              2 * x.nbytes, None),
+        "input then cotangent": (["vjp", "exp", "-x", folder / "x.npy", "--cotangent", f"{folder / 'batch.npz'}:t"],
+                                 2 * x.nbytes, None),
+    }
+
+
+@pytest.mark.parametrize("form", ["npz member", "generator", "json file", "json on stdin", "input then target",
+                                  "input then cotangent"])
+def test_every_input_form_is_bounded_by_what_it_holds(tmp_path, form):
+    args, bound, stdin = _inputs(tmp_path)[form]
+    low = runner.invoke(app, [*map(str, args), "--max-memory", str(math.floor(0.99 * bound))], input=stdin)
+    assert low.exit_code == 2 and "--max-memory" in low.stderr, low.stderr
+    option = {"input then target": "--target", "input then cotangent": "--cotangent"}.get(form, "--input")
+    assert low.stderr.startswith(f"gradcli: error: {option}"), low.stderr
+    high = runner.invoke(app, [*map(str, args), "--max-memory", str(math.ceil(1.01 * bound)), "--json", "--no-value"],
+                         input=stdin)
+    assert high.exit_code == 0, high.stderr
 
 
 def test_a_pt_file_larger_than_the_limit_is_refused_before_it_is_read(tmp_path):
@@ -114,6 +149,25 @@ def test_hessian_by_fd_counts_its_estimates_and_error_estimates():
     assert analytic == result_bytes
     assert fd >= 3 * result_bytes
     holds_at_its_bound([*args, "-b", "fd"], fd)
+
+
+def test_hvp_and_lanczos_are_bounded_by_the_vectors_they_hold():
+    """hvp holds a few vectors the argument's size (the result, the tangent, a gradient); --eig by
+    Lanczos at least the 2K + 1 vectors it iterates on (K largest and K smallest). Each stated need
+    is the threshold."""
+    n = 64 * 16
+    hvp = ["hvp", "cross_entropy", "-x", "randn:64,16", "-t", "randint:16:64", "--tangent", "randn"]
+    need = _need(refused(hvp, 2.5 * n * 8))  # the input and the tangent load; the run does not fit
+    assert need >= 3 * n * 8
+    holds_at_its_bound(hvp, need)
+    weight = 8 * 16
+    eig = ["hessian", "linear,cross_entropy", "-x", "randn:4,16", "--weight", "randn:8,16", "-t", "randint:8:4",
+           "--wrt", "weight", "--eig", "2"]
+    err = refused(eig, 5 * 2**10)
+    assert "Lanczos" in err
+    need = _need(err)
+    assert need >= (2 * 2 + 1) * weight * 8
+    holds_at_its_bound(eig, need)
 
 
 SMALL = textwrap.dedent('''
