@@ -359,7 +359,8 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
     tol = atol + rtol * size + (0.0 if error is None else 3 * error)
     nonsmooth = (np.zeros(diff.shape, bool) if error is None else
                  probe.non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
-    excess = np.where(diff == 0, 0.0, diff / tol)
+    with np.errstate(divide="ignore"):  # --atol 0 --rtol 0: any difference is out
+        excess = np.where(diff == 0, 0.0, diff / tol)
     out = (excess > 1) & ~nonsmooth
     counted = np.where(nonsmooth, 0.0, excess)
     order = np.argsort(-counted, kind="stable")[: max(0, top)]

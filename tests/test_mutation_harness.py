@@ -124,10 +124,21 @@ def test_a_run_reports_killed_survived_and_equivalent_mutations(project, tmp_pat
     assert "1 of 2 killed" in run.stdout
     assert "survived:\n  half [formulas, gradcli/__init__.py]" in run.stdout
     assert "equivalent (not run, 1):\n  same: a comment" in run.stdout
-    only = harness("--root", project, "--file", tmp_path / "mutations.toml", "--only", "triple", env=env)
+    only = harness("--root", project, "--file", tmp_path / "mutations.toml", "--only", "triple", "--no-baseline",
+                   env=env)
     assert only.returncode == 0 and "1 of 1 killed" in only.stdout, only.stdout + only.stderr
     assert fingerprint(project) == before  # the tree was only read
     assert list((tmp_path / "tmp").iterdir()) == []  # and every copy is gone
+
+
+def test_tests_that_fail_without_a_mutation_stop_the_run(project, tmp_path):
+    """Else every mutation they are named for would read as killed."""
+    test = project / "tests" / "test_double.py"
+    test.write_text(test.read_text().replace("== 6", "== 7"))
+    run = harness("--root", project, "--file", tmp_path / "mutations.toml", env=isolated(tmp_path))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "tests that fail without any mutation" in run.stderr and "tests/test_double.py" in run.stderr
+    assert "killed" not in run.stdout
 
 
 def test_a_snippet_found_twice_or_not_at_all_is_an_error(project, tmp_path):
@@ -148,7 +159,7 @@ def test_an_interrupted_run_leaves_the_tree_unchanged_and_no_copies(project, tmp
     marker = tmp_path / "running"
     env["MUTANTS_MARKER"] = str(marker)
     proc = subprocess.Popen([sys.executable, str(HARNESS), "--root", str(project), "--file",
-                             str(tmp_path / "mutations.toml"), "--only", "triple"], env=env,
+                             str(tmp_path / "mutations.toml"), "--only", "triple", "--no-baseline"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

@@ -11,7 +11,9 @@ Every mutation runs on a copy of the tree in a temporary folder (the files
 ``git ls-files`` lists, tracked and untracked but not ignored), with
 ``PYTHONPATH`` pointing at the copy and its tests run with ``-x``; the
 working tree is only ever read, so an interruption (Ctrl-C, SIGTERM) can
-leave nothing changed in it. A mutation is *killed* when its tests fail,
+leave nothing changed in it. First each distinct test selection runs once
+without a mutation and must pass (``--no-baseline`` skips this): a test that
+fails anyway would count as a kill. A mutation is *killed* when its tests fail,
 *survived* when they pass; one whose code sits in a loop it no longer leaves
 is killed by the timeout. A mutation that is truly equivalent carries
 ``equivalent = "why"`` and is reported apart, not run.
@@ -234,16 +236,19 @@ def check_import(tree: Path) -> None:
 # --- running -----------------------------------------------------------------------------
 
 
-def run_one(m: Mutation, base: Path, scratch: Path, timeout: float, children: Children) -> Outcome:
+def run_one(m: Mutation, base: Path, scratch: Path, timeout: float, children: Children, *, mutate: bool = True) -> Outcome:
+    """``m``'s tests on a fresh copy of ``base``, with ``m`` applied (``mutate``) or not (the baseline:
+    there "killed" means the tests fail on the code as it is)."""
     start = time.perf_counter()
-    tree = scratch / f"m-{re.sub(r'[^A-Za-z0-9_.-]', '_', m.name)}"
+    tree = scratch / f"{'m' if mutate else 'b'}-{re.sub(r'[^A-Za-z0-9_.-]', '_', m.name)}"
+    log = scratch / f"{tree.name}.log"
     try:
         shutil.copytree(base, tree)
-        apply(m, tree)
+        if mutate:
+            apply(m, tree)
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests]
         if m.k:
             command += ["-k", m.k]
-        log = tree.parent / f"{tree.name}.log"
         with open(log, "wb") as handle:
             with children.lock:
                 if children.stopping:
@@ -269,7 +274,24 @@ def run_one(m: Mutation, base: Path, scratch: Path, timeout: float, children: Ch
         return Outcome(m, "error", seconds, f"pytest exit {code}: {_last_line(output)}")
     finally:
         shutil.rmtree(tree, ignore_errors=True)
-        (scratch / f"{tree.name}.log").unlink(missing_ok=True)
+        log.unlink(missing_ok=True)
+
+
+def check_baseline(mutations: list[Mutation], base: Path, scratch: Path, timeout: float, children: Children,
+                   pool) -> None:
+    """Each distinct test selection passes on the unmutated copy; else HarnessError (a test failing
+    anyway would count every mutation it is named for as killed)."""
+    selections = {}
+    for m in mutations:
+        selections.setdefault((tuple(m.tests), m.k), m)
+    futures = [pool.submit(run_one, m, base, scratch, timeout, children, mutate=False) for m in selections.values()]
+    failing = [o for o in (f.result() for f in futures) if o.status != "survived"]
+    if failing:
+        raise HarnessError("tests that fail without any mutation (fix them first, or every mutation they are "
+                           "named for would count as killed):\n" +
+                           "\n".join(f"  {' '.join(o.mutation.tests)}{f' -k {o.mutation.k}' if o.mutation.k else ''}: "
+                                     f"{o.status} {o.detail}" for o in failing))
+    print(f"baseline: the {len(selections)} test selections pass without mutations", flush=True)
 
 
 def _last_line(output: str) -> str:
@@ -288,7 +310,7 @@ def report(outcome: Outcome, width: int) -> str:
     return f"{outcome.status:<8}  {outcome.mutation.name:<{width}}  {outcome.seconds:6.1f} s  {outcome.detail}"
 
 
-def run(mutations: list[Mutation], root: Path, jobs: int, timeout: float) -> int:
+def run(mutations: list[Mutation], root: Path, jobs: int, timeout: float, baseline: bool = True) -> int:
     active = [m for m in mutations if not m.equivalent]
     equivalent = [m for m in mutations if m.equivalent]
     children = Children()
@@ -304,6 +326,8 @@ def run(mutations: list[Mutation], root: Path, jobs: int, timeout: float) -> int
         print(f"{len(active)} mutations, {jobs} at a time, each on a copy of the tree in {scratch}", flush=True)
         width = max((len(m.name) for m in active), default=10)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+        if baseline:
+            check_baseline(active, base, scratch, timeout, children, pool)
         futures = [pool.submit(run_one, m, base, scratch, timeout, children) for m in active]
         for future in concurrent.futures.as_completed(futures):
             outcome = future.result()
@@ -357,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", "-j", type=int, default=2, help="mutations run at once (default 2)")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds one mutation's tests may take; past it the mutation counts as killed")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip running each test selection once without mutations first")
     parser.add_argument("--file", type=Path, default=HERE / "mutations.toml", help="the mutations file")
     parser.add_argument("--root", type=Path, default=ROOT, help="the tree to copy (default: this repository)")
     args = parser.parse_args(argv)
@@ -376,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 locate(mutations, Path(scratch))
             print(f"{len(mutations)} mutations: each snippet occurs exactly once in {PACKAGE}/**/*.py")
             return 0
-        return run(mutations, args.root.resolve(), args.jobs, args.timeout)
+        return run(mutations, args.root.resolve(), args.jobs, args.timeout, baseline=not args.no_baseline)
     except HarnessError as err:
         print(f"mutants: {err}", file=sys.stderr)
         return 2
