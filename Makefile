@@ -1,9 +1,11 @@
 # The two set-up commands of the README:
 #   make demo   install, then run the main job on sample_inputs/
 #   make test   install, then run the test suite (what .ci/run calls)
+#   make mutants  the mutation harness: each change in tests/mutants/mutations.toml, applied to
+#                 a copy of the tree, must fail its tests ("K of N killed"; not part of make test)
 PYTHON ?= python3
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench mutants
 
 # One pip command. torch==2.13.0 is named first so pip takes the CPU wheel this
 # machine has on disk; the project's own range (torch>=2.1) then adds nothing,
@@ -20,3 +22,6 @@ test: install
 bench: install
 	$(PYTHON) -m pip install --disable-pip-version-check -q -e '.[bench]'
 	$(PYTHON) tests/benchmarks/bench.py
+
+mutants:
+	$(PYTHON) tests/mutants/run.py

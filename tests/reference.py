@@ -216,6 +216,7 @@ EXPRESSIONS = {
     "log(1 + x**2)": lambda x: torch.log(1 + x**2),
     "tanh(2*x) + 0.5*x": lambda x: torch.tanh(2 * x) + 0.5 * x,
     "log(x)": lambda x: torch.log(x),
+    "x/(1+x**2)": lambda x: x / (1 + x**2),
 }
 
 
