@@ -1,5 +1,5 @@
 """The closed forms of every catalogue family with each of its options set
-(``option_cases.CASES``), against torch: full Jacobian, its auto layout, vjp,
+(``reference.FIXED``), against torch: full Jacobian, its auto layout, vjp,
 grad and jvp (``test_backends.check_all_quantities``). The hypothesis tests
 sample options at random; these pin each one."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from option_cases import CASES
+from reference import FIXED as CASES
 from test_backends import check_all_quantities
 
 

@@ -1,4 +1,4 @@
-"""Second derivatives with every option set (``option_cases.CASES``):
+"""Second derivatives with every option set (``reference.FIXED``):
 the analytic Hessian (full, auto layout) and hvp against ``torch.func.hessian``
 and ``torch.autograd.functional.hvp`` (``test_hessian.check_second_order``),
 and ``check --quantity hessian|hvp`` passing where the closed form is right."""
@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gradcli.cli import app
-from option_cases import CASES
+from reference import FIXED as CASES
 from test_hessian import check_second_order
 
 runner = CliRunner()
