@@ -37,7 +37,6 @@ def _ref_args(case):
 
 
 def check_all_quantities(case, dtype, backend, seed):
-    assume(not _all_ignored_mean(case))
     name, arrays, params, wrt = _ref_args(case)
     kw = _kwargs(case, dtype, backend)
     reason = ref.limit(name, backend, ref.FIRST)
@@ -96,7 +95,9 @@ FAMILIES = ref.families()  # every built-in's sample inputs, by family (tests/re
 @given(data=st.data(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
 def test_family_matches_torch(family, backend, data, dtype, seed):
     """Full Jacobian, auto layout, vjp, grad and jvp of every family against torch."""
-    check_all_quantities(data.draw(FAMILIES[family], label="case"), dtype, backend, seed)
+    case = data.draw(FAMILIES[family], label="case")
+    assume(not _all_ignored_mean(case))
+    check_all_quantities(case, dtype, backend, seed)
 
 
 @given(case=ref.cases())
