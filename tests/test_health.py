@@ -426,7 +426,7 @@ def test_the_table_puts_flags_first_and_the_origin_above():
     assert "SqrtBackward0 at " + fault_line("sqrt_backward") in text
     rows = ordered(report.modules)
     assert [bool(m.flags) for m in rows] == sorted((bool(m.flags) for m in rows), reverse=True)
-    assert "FLAGGED: nonfinite (in --fail-on nonfinite: exit 1)" in text
+    assert "FAIL: nonfinite raised, and --fail-on nonfinite counts it (exit 1)" in text
 
 
 def test_top_cuts_the_table_and_json_keeps_every_row_unless_asked():
@@ -482,7 +482,8 @@ def test_fail_on_decides_the_exit_code_and_o_writes_the_document(tmp_path):
     out = tmp_path / "health.json"
     args = ["health", f"{FAULTS}:scaled40", "-x", "randn:16,16", "-t", "randint:3:16", "--no-timing"]
     passed = runner.invoke(app, [*args, "-o", str(out)])
-    assert passed.exit_code == 0 and "raised but not failing: exploding" in passed.stdout
+    assert passed.exit_code == 0 and "ok: no flag of --fail-on nonfinite raised (exit 0); raised but not failing: " \
+        "exploding" in passed.stdout
     assert json.loads(out.read_text())["flags"] == ["exploding"]
     failed = runner.invoke(app, [*args, "--fail-on", "nonfinite,exploding", "--json"])
     assert failed.exit_code == 1 and json.loads(failed.stdout)["ok"] is False

@@ -220,9 +220,10 @@ def _parameters(report: HealthReport, top: int) -> RenderableType:
 
 
 def verdict_text(report: HealthReport) -> Text:
+    """The last line: FAIL when a flag of ``--fail-on`` is raised (exit 1), else ok (exit 0)."""
     failing = [f.value for f in report.flags if f in report.fail_on]
     fail_on = ",".join(f.value for f in report.fail_on) or "none"
     if failing:
-        return Text(f"FLAGGED: {', '.join(failing)} (in --fail-on {fail_on}: exit 1)", style="bold red")
+        return Text(f"FAIL: {', '.join(failing)} raised, and --fail-on {fail_on} counts it (exit 1)", style="bold red")
     raised = f"; raised but not failing: {', '.join(f.value for f in report.flags)}" if report.flags else ""
-    return Text(f"no flag of --fail-on {fail_on} raised (exit 0){raised}", style="green" if not raised else "yellow")
+    return Text(f"ok: no flag of --fail-on {fail_on} raised (exit 0){raised}", style="green" if not raised else "yellow")
