@@ -502,6 +502,11 @@ def test_bad_options_exit_2_with_nothing_on_stdout_and_no_file(tmp_path, extra, 
     assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
 
 
+def test_a_builtin_is_refused_on_the_command_line_too():
+    result = runner.invoke(app, ["health", "softmax", "-x", "randn:3,4"])
+    assert result.exit_code == 2 and "health runs your model" in result.stderr and result.stdout == ""
+
+
 def test_your_code_raising_exits_3(tmp_path):
     path = write(tmp_path, "def broken():\n    raise RuntimeError('cannot build')\n")
     result = runner.invoke(app, ["health", f"{path}:broken", "-x", "randn:4,8"])
@@ -551,3 +556,14 @@ def test_no_hook_is_left_on_the_model_or_its_parameters(tmp_path):
     assert not model.scale.s._backward_hooks
     assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
     assert not torch.nn.modules.module._global_forward_hooks
+
+
+def test_cuda_without_a_device_is_refused_and_float64_data_is_noted():
+    args = ["health", f"{MODELS}:tanh_mlp", "-x", "randn:16,8", "-t", "randint:3:16"]
+    result = runner.invoke(app, [*args, "--device", "cuda"])
+    if torch.cuda.is_available():
+        assert result.exit_code == 0, result.stderr
+    else:
+        assert result.exit_code == 3 and "--device cuda: torch sees no CUDA device" in result.stderr
+    plain = runner.invoke(app, args)  # randn makes float64 data; the model is float32
+    assert plain.exit_code == 0 and "float64 arrays computed in float32, the model's own dtype" in plain.stdout

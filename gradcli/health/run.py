@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..core.errors import UsageError
+from ..core.errors import BackendError, UsageError
 from ..problem.wrt import names_input
 from . import flags as rules
 from .hooks import NORM_RANGE, Recorder
@@ -77,6 +77,13 @@ def _working_dtype(roots, dtype: str | None) -> tuple[str, list[str]]:
     return "float64", []
 
 
+def _float_kind(array) -> str | None:
+    """The float dtype's name of a NumPy array, a torch tensor or a list; None for integers."""
+    dtype = getattr(array, "dtype", None)
+    name = str(dtype if dtype is not None else np.asarray(array).dtype).removeprefix("torch.")
+    return name if name.startswith(("float", "bfloat")) else None
+
+
 def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str = "param:*", cotangent=None,
          seed: int = 0, dtype: str | None = None, device: str = "cpu",
          allow_nonfinite: bool = False) -> tuple[Batch, Any]:
@@ -91,17 +98,22 @@ def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str =
     from ..problem.problem import build_problem
 
     arrays = dict(arrays or {})
+    if device != "cpu" and not torch.cuda.is_available():
+        raise BackendError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    fn = lookup(function) if isinstance(function, str) else function
+    if not hasattr(fn, "configure"):  # (not user code)
+        raise UsageError(f"FUNCTION: health runs your model; {fn.name!r} is a built-in; give PATH.py:NAME naming "
+                         "a torch.nn.Module (or a function calling one)")
     if isinstance(function, str):
-        fn = lookup(function)
-        if not hasattr(fn, "configure"):
-            raise UsageError(f"FUNCTION: health runs your model; {function!r} is a built-in; give PATH.py:NAME naming "
-                             "a torch.nn.Module (or a function calling one)")
         fn = user_function(function, seed, tuple(arrays))
     else:
-        fn = function
         fn.configure(seed=seed, names=tuple(arrays))
     roots = roots_of(fn)
     work, notes = _working_dtype(roots, dtype)
+    kinds = {_float_kind(a) for a in (input, target, *arrays.values()) if a is not None} - {None, work}
+    if dtype is None and kinds:
+        notes.append(f"{', '.join(sorted(kinds))} arrays computed in {work}, the model's own dtype (--dtype picks "
+                     "another)")
     if fn.module is None:  # a function's modules follow --dtype and --device as a model does
         for _, root in roots:
             root.to(dtype=getattr(torch, work) if dtype is not None else None, device=device)

@@ -183,7 +183,7 @@ def _summary(report: HealthReport) -> list[Text]:
 
 def _cut_note(table: Table, more: int, what: str, width: int) -> None:
     if more:
-        table.add_row(Text(f"… {more} more {what} (--top)"), *[""] * (width - 1))
+        table.add_row(Text(f"… {more} more {what}{'s' if more > 1 else ''} (--top)"), *[""] * (width - 1))
 
 
 def _modules(report: HealthReport, top: int) -> RenderableType:
@@ -197,7 +197,7 @@ def _modules(report: HealthReport, top: int) -> RenderableType:
         table.add_row(Text(m.label), Text(m.cls), "-" if m.output_shape is None else str(list(m.output_shape)),
                       _num(m.out_grad), _num(m.in_grad), _num(m.gain), _share(m.dead), _share(m.saturated),
                       _flags(m.flags))
-    _cut_note(table, more, "modules", len(columns))
+    _cut_note(table, more, "module", len(columns))
     return table
 
 
@@ -215,7 +215,7 @@ def _parameters(report: HealthReport, top: int) -> RenderableType:
         zeros = "-" if p.zeros is None else f"{p.zeros}/{p.size}" if p.zeros else "0"
         table.add_row(Text(name), str(list(p.shape)), grad, _num(p.ratio), *([_num(p.update)] if lr else []), zeros,
                       "-" if p.nonfinite is None else str(p.nonfinite), _flags(p.flags))
-    _cut_note(table, more, "parameters", len(columns))
+    _cut_note(table, more, "parameter", len(columns))
     return table
 
 
