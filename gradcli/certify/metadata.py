@@ -23,9 +23,16 @@ def check(ctx) -> Verdict:
     if ctx.subject.kind is Kind.CALLABLE:
         return skip("a plain callable has no backward of its own: autograd's engine gives each gradient its "
                     "input's metadata")
+    checked = []
     for dtype in DTYPES:
         inputs = ctx.inputs(getattr(torch, dtype))
-        outs = ctx.call(inputs)
+        try:
+            outs = ctx.call(inputs)
+        except Exception:
+            if dtype == DTYPES[0]:
+                raise
+            continue  # the subject does not take float32 arguments (the dtypes row says so)
+        checked.append(dtype)
         node = next((y.grad_fn for y in outs if isinstance(y, torch.Tensor) and y.grad_fn is not None), None)
         if node is None:
             return skip("no output requires grad: there is no backward to call")
@@ -58,4 +65,4 @@ def check(ctx) -> Verdict:
                 return fail(f"backward returns {name}'s gradient with {', '.join(wrong)} at {dtype} inputs; autograd "
                             "casts or sums it back silently (losing precision or hiding a missing reduction)",
                             where=f"{name}'s gradient, {dtype} inputs", reproducer=ctx.repro.command(body))
-    return ok(f"each gradient has its input's shape, dtype and device ({' and '.join(DTYPES)} inputs)")
+    return ok(f"each gradient has its input's shape, dtype and device ({', '.join(checked)} inputs)")

@@ -23,7 +23,6 @@ from ..checking.model import agrees_with, compare_probes, probe_scale
 from ..core.compare import Comparison, compare, default_tolerance
 
 FULL_ENTRIES = 4096  # the full Jacobian (outputs x inputs) is differenced when it has at most this many entries
-LOCATE_ENTRIES = 1 << 14  # a failing gradient is differenced entry by entry (6 evaluations each) up to this size
 
 
 class Phi(probe.TorchFunction):
@@ -99,62 +98,51 @@ def compare_values(fn: Phi, probes: probe.Probes, ref: probe.ProbeValues, taylor
 
 @dataclass(frozen=True)
 class EntryFinding:
-    """fd's Jacobian of the outputs (or of φ) w.r.t. one argument against the claimed one,
-    as ``(outputs, inputs)`` flattened: the comparison and its worst entry, split."""
+    """fd's Jacobian of the float outputs w.r.t. one argument against the claimed one, as
+    ``(outputs, inputs)`` flattened: the comparison and its worst entry, split."""
 
     comparison: Comparison
-    output: int | None  # which float output the worst row belongs to (None: φ)
-    output_index: tuple[int, ...]
+    output: int  # which float output the worst row belongs to
+    output_index: int  # the entry of that output, flattened
     input_index: tuple[int, ...]
     value: float  # fd's
     claimed: float
-    evaluations: int
 
 
-def entry_check(fn: Phi, name: str, claimed: np.ndarray, scalar: bool) -> EntryFinding:
+def entry_check(fn: Phi, name: str, claimed: np.ndarray) -> EntryFinding:
     """fd entry by entry (``difference_blocks``: adaptive steps, an error bar per entry) of
-    φ (``scalar``: ``claimed`` is ``∇φ``, shaped like the argument) or of every float output
-    (``claimed`` is ``(n_out, n_in)``) w.r.t. argument ``name``, compared with ``compare``."""
+    every float output w.r.t. argument ``name`` against ``claimed`` ``(n_out, n_in)``, with ``compare``."""
     torch = fn.torch
     x0 = fn.x0[name]
     shape = tuple(x0.shape)
-    phi = fn.scalar()
     sizes = []
 
     def one(point: np.ndarray) -> np.ndarray:
-        xs = {name: torch.from_numpy(point.reshape(shape)).to(x0.device)}
-        if scalar:
-            return np.array([float(phi(xs))])
-        outs = fn(xs)
+        outs = fn({name: torch.from_numpy(point.reshape(shape)).to(x0.device)})
         parts = [outs[k].detach().reshape(-1).to(torch.float64).cpu().numpy() for k in fn.ctx.float_outputs(outs)]
         sizes[:] = [p.size for p in parts]
         return np.concatenate(parts)
 
     def forward(points: np.ndarray) -> np.ndarray:  # (..., 1, n_in) -> (..., 1, n_out)
-        lead = points.shape[:-2]
         with torch.no_grad():
             values = [one(p) for p in points.reshape(-1, points.shape[-1])]
-        return np.stack(values).reshape(lead + (1, -1))
+        return np.stack(values).reshape(points.shape[:-2] + (1, -1))
 
     start = x0.detach().cpu().numpy().astype(np.float64).reshape(1, -1)
-    eps = float(np.finfo(np.float64).eps)
-    eps, _ = fd_backend.working_eps(forward, start, eps)  # code that rounds inside (a .float() cast)
+    eps, _ = fd_backend.working_eps(forward, start, float(np.finfo(np.float64).eps))  # code rounding inside
     method = "richardson"
-    step = eps ** fd_backend.METHODS[method].base_power
-    got = fd_backend.difference_blocks(forward, start, step, method, eps, adaptive=True)
+    got = fd_backend.difference_blocks(forward, start, eps ** fd_backend.METHODS[method].base_power, method, eps,
+                                       adaptive=True)
     value, error, kinks = got.value[0], got.error[0], got.nonsmooth[0]  # (n_out, n_in)
     want = np.asarray(claimed, dtype=np.float64).reshape(value.shape)
     atol, rtol = default_tolerance(np.float64)
     comparison = compare(name, value, want, atol, rtol, seconds=0.0, top=1, error=error, kinks=kinks)
     row, col = comparison.worst_index if comparison.worst_index else (0, 0)
-    output, output_index = None, ()
-    if not scalar:
-        bounds = np.cumsum([0, *sizes])
-        output = int(np.searchsorted(bounds, row, side="right") - 1)
-        output_index = (row - int(bounds[output]),)
+    bounds = np.cumsum([0, *sizes])
+    output = int(np.searchsorted(bounds, row, side="right") - 1)
     input_index = tuple(int(i) for i in np.unravel_index(col, shape)) if shape else ()
-    return EntryFinding(comparison, output, output_index, input_index, float(value[row, col]),
-                        float(want[row, col]), got.evaluations)
+    return EntryFinding(comparison, output, row - int(bounds[output]), input_index, float(value[row, col]),
+                        float(want[row, col]))
 
 
 def full_jacobian(ctx, fn: Phi, name: str):

@@ -45,6 +45,13 @@ FACTOR = 16
 STRESS = 100.0  # dtypes also run with the arguments scaled up to this largest |entry|: where overflow shows (exp(88.7))
 
 
+class Rejected(Exception):
+    """The forward raised at these arguments: the subject does not take that dtype."""
+
+    def __init__(self, err: BaseException) -> None:
+        super().__init__(first_line(err))
+
+
 @dataclass(frozen=True)
 class Measured:
     """Outputs and gradient of one function at one dtype: float tensors as float64 on the CPU."""
@@ -61,8 +68,11 @@ def _measure(ctx, dtype, fn=None, cot64=None, autocast=None) -> Measured:
     inputs = ctx.inputs(dtype)
     guard = torch.autocast(device_type=torch.device(ctx.options.device).type, dtype=autocast) if autocast \
         else contextlib.nullcontext()
-    with guard:
-        outs = ctx.call(inputs, fn)
+    try:
+        with guard:
+            outs = ctx.call(inputs, fn)
+    except Exception as err:
+        raise Rejected(err) from err
     ks = ctx.float_outputs(outs)
     cot = [c.to(dtype=outs[k].dtype, copy=True) for c, k in zip(cot64, ks)]
     grads = ctx.backward(inputs, outs, cot)
@@ -97,7 +107,7 @@ def _composite(ctx):
     composite = ctx.subject.composite()
     if composite is None:
         return None, "no reference: give --reference"
-    label = "torch's composite form of the subject (its forward through autograd)"
+    label = "torch's composite form: the forward through autograd"
     cot = _cotangents64(ctx, ctx.torch.float64)
     try:
         mine, theirs = _measure(ctx, ctx.torch.float64, None, cot), _measure(ctx, ctx.torch.float64, composite, cot)
@@ -159,8 +169,8 @@ def dtypes(ctx):
 
 def _float64(ctx) -> Verdict:
     if ctx.reference is None:
-        return skip("float64 is the measuring dtype: the others are measured against the float64 value; give "
-                    "--reference to compare the subject with it in float64", part="float64")
+        return skip("float64 is the measuring dtype (the others are measured against it); --reference compares "
+                    "the subject with a reference in float64", part="float64")
     torch = ctx.torch
     cot = _cotangents64(ctx, torch.float64)
     mine, theirs = _measure(ctx, torch.float64, None, cot), _measure(ctx, torch.float64, ctx.reference.call, cot)
@@ -190,14 +200,16 @@ def _one_dtype(ctx, name: str, dtype) -> Verdict:
         try:
             verdict, ratio = _compare(ctx, dtype, reference, label, setting, factor,
                                       lambda key, f=factor: _dtype_repro(ctx, name, key, scale=f))
+        except Rejected as err:  # an op need not take every dtype: said, not failed
+            return skip(f"{name}: the subject does not take {name} arguments ({err})", part=name)
         except Exception as err:
-            return fail(f"{setting}: the subject raised: {first_line(err)}", where=setting, part=name,
+            return fail(f"{setting}: forward ran, backward raised: {first_line(err)}", where=setting, part=name,
                         reproducer=_dtype_repro(ctx, name, ("output", ctx.float_outputs(ctx.base[0])[0]), scale=factor))
         if verdict is not None:
             return replace(verdict, part=name)
         worst = max(worst, ratio)
-    at = f" (at the arguments and × {scale:.3g})" if scale > 1 else ""
-    return ok(f"{name}: errors within {worst:.2g}× the measuring stick{at}: {label}; at most {FACTOR}×", part=name)
+    at = f", also at the arguments × {scale:.3g}" if scale > 1 else ""
+    return ok(f"errors within {worst:.2g}× the measuring stick ({label}{at}); at most {FACTOR}× allowed", part=name)
 
 
 def _compare(ctx, low, reference, label, setting, scale, reproduce, autocast=None):
@@ -269,4 +281,4 @@ def autocast(ctx) -> Verdict:
                     reproducer=_dtype_repro(ctx, "float32", ("grad", ctx.diff[0]), autocast=True))
     if verdict is not None:
         return verdict
-    return ok(f"under {setting}: errors within {worst:.2g}× the bfloat16 measuring stick: {label}; at most {FACTOR}×")
+    return ok(f"errors within {worst:.2g}× the bfloat16 measuring stick ({label}); at most {FACTOR}× allowed")

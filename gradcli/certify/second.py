@@ -76,8 +76,8 @@ def check(ctx) -> Verdict:
                         "backward detaches something it depends on", max_error=f.comparison.max_abs,
                         where=f"∂/∂{name}, probe {k}", reproducer=reproducer)
     worst = max(found[n].comparison.max_abs for n in ctx.diff)
-    return ok(f"the gradient of vᵀJ agrees with fd of the gradient (largest |difference| {worst:.1e}) and "
-              "w.r.t. grad_output with the first-order backward")
+    return ok(f"∂(vᵀJ)/∂x = fd of the gradient (largest |difference| {worst:.1e}); ∂(vᵀJ)/∂v = the first-order "
+              "backward")
 
 
 def _weights(ctx) -> dict:
