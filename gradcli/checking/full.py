@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..compute.solve import library_call, solve
+from ..compute.solve import solve
 from ..core.compare import Comparison, compare, default_tolerance
 from ..core.errors import BackendError, UsageError
 from ..core.options import BackendName, BackendOptions, Layout, Quantity
