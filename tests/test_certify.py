@@ -319,6 +319,10 @@ def test_every_property_is_registered_once_and_documented():
     assert len(NAMES) == len(set(NAMES)) == 16
     page = (ROOT / "docs" / "certify.md").read_text()
     assert all(f"`{name}`" in page for name in NAMES)
+    from gradcli.cli.certify import OPTIONS  # the help lists them by hand (importing the table would be slow)
+
+    listed = next(o for o in OPTIONS if o.name == "properties").help.split(": ", 1)[1]
+    assert listed == ", ".join(NAMES)
 
 
 @pytest.mark.slow
@@ -327,3 +331,42 @@ def test_compile_row_checks_the_compiled_gradient_against_fd():
     assert good.row("compile").status.value == "ok", good.row("compile")
     bad = gradcli.certify(str(CASES / "ops.py:sine_wrong_backward"), "randn:5,4", properties="compile")
     assert bad.row("compile").status.value == "fail" and "fd" in bad.row("compile").detail
+
+
+# --- the command line --------------------------------------------------------------------------------------------
+
+def test_cli_exit_codes_json_and_junit(tmp_path):
+    from typer.testing import CliRunner
+
+    from gradcli.cli import app
+
+    runner = CliRunner()
+    junit = tmp_path / "certify.xml"
+    done = runner.invoke(app, ["certify", str(CASES / "bugs.py:KeepsInput"), "-x", "randn:4,3", "--skip", "compile",
+                               "--json", "--junit", str(junit)])
+    assert done.exit_code == 1, done.output
+    doc = json.loads(done.stdout)
+    assert [r["property"] for r in doc["rows"] if r["status"] == "fail"] == ["inputs-untouched"]
+    assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
+    table = runner.invoke(app, ["certify", str(CASES / "clean.py:Softplus"), "-x", "randn:4,3", "--properties",
+                                "gradient,forward-mode", "--no-timing"])
+    assert table.exit_code == 0 and "certified: 2 ok, 0 failed, 0 skipped" in table.stdout
+    nothing = runner.invoke(app, ["certify", str(CASES / "clean.py:TanhNoJvp"), "-x", "randn:3",
+                                  "--properties", "forward-mode"])
+    assert nothing.exit_code == 3 and "NOTHING COULD RUN" in nothing.stdout
+    bad = runner.invoke(app, ["certify", str(CASES / "bugs.py:_Sine"), "-x", "randn:3", "--skip", "gradiant"])
+    assert bad.exit_code == 2 and bad.stdout == "" and "--skip: unknown property 'gradiant'" in bad.stderr
+    missing = runner.invoke(app, ["certify", str(CASES / "bugs.py:_Sine")])
+    assert missing.exit_code == 2 and "--input: missing" in missing.stderr
+    crash = runner.invoke(app, ["certify", str(CASES / "clean.py:ScaledTanh"), "-x", "randn:3,4", "--arg", "w=randn:5"])
+    assert crash.exit_code == 3 and "(at clean.py:" in crash.stderr and crash.stdout == ""
+    assert not (tmp_path / "never.xml").exists()
+
+
+def test_assert_certified_for_pytest():
+    from gradcli.testing import assert_certified
+
+    assert assert_certified(str(CASES / "clean.py:Softplus"), "randn:4,3", properties="gradient,noncontiguous").ok
+    with pytest.raises(AssertionError, match="failing properties") as caught:
+        assert_certified(str(CASES / "bugs.py:MutatesGrad"), "randn:4,3", properties="grad-output-untouched")
+    assert "grad-output-untouched: python -c '" in str(caught.value)

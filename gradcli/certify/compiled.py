@@ -9,7 +9,10 @@ compilation is not available here (no C++ compiler) the row is a skip.
 
 from __future__ import annotations
 
-from .context import first_line, where
+import contextlib
+import logging
+
+from .context import where
 from .numeric import Phi, probe_check
 from .report import Verdict, fail, ok, skip
 from .subject import Kind
@@ -17,6 +20,15 @@ from .subject import Kind
 UNAVAILABLE = ("InvalidCxxCompiler", "CppCompileError")  # the platform cannot compile: not the subject's fault
 BODY = ("X=[x.requires_grad_() if torch.is_tensor(x) and x.is_floating_point() else x for x in X]; "
         "torch.autograd.gradcheck(torch.compile(f),X,atol=1e-8,rtol=1e-6,fast_mode=True)")
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def check(ctx) -> Verdict:
@@ -27,13 +39,14 @@ def check(ctx) -> Verdict:
     compiled = torch.compile(ctx.subject.call, dynamic=False)
     reproducer = ctx.repro.command(BODY)
     try:
-        outs, grads = ctx.run(fn=compiled)
+        with _quiet_logs():  # torch logs a failed compilation's traceback; the row says it in one line
+            outs, grads = ctx.run(fn=compiled)
     except Exception as err:
         if type(err).__name__ in UNAVAILABLE:
-            return skip(f"torch.compile cannot compile here: {first_line(err)}")
+            return skip(f"torch.compile cannot compile here: {ctx.raised(err)}")
         hint = " (the opcheck rows say whether the op's fake kernel is at fault)" \
             if ctx.subject.kind is Kind.CUSTOM_OP else ""
-        return fail(f"torch.compile(f) raised: {first_line(err)}{hint}", where="torch.compile", reproducer=reproducer)
+        return fail(f"torch.compile(f) raised: {ctx.raised(err)}{hint}", where="torch.compile", reproducer=reproducer)
     eager = ctx.base[0]
     for k in ctx.float_outputs(eager):
         gap = ctx.gap(outs[k], eager[k])

@@ -70,7 +70,7 @@ class Ctx:
         self.args = dict(args)  # call order
         self.diff = tuple(n for n, a in self.args.items() if isinstance(a, torch.Tensor) and a.is_floating_point())
         self.positional = [p.name for p in subject.params if not p.keyword_only and p.name in self.args]
-        self.cache: dict[str, Any] = {}  # what one property computed and another reuses (fd's probe values)
+        self.cache: dict[str, Any] = {}  # what one property computed and another reuses (the gradient's verdict)
 
     def with_args(self, args: Mapping[str, Any]) -> "Ctx":
         """The same subject and options at other arguments (the shapes property's variants)."""
@@ -78,14 +78,13 @@ class Ctx:
 
     # --- running the subject ----------------------------------------------
 
-    def inputs(self, dtype=None, grad: bool = True, device=None) -> dict[str, Any]:
+    def inputs(self, dtype=None, grad: bool = True) -> dict[str, Any]:
         """Fresh copies of the arguments: float ones in ``dtype`` (default float64) and
         requiring grad when ``grad``; the others as they are."""
         out = {}
         for name, a in self.args.items():
             if name in self.diff:
-                t = a.to(dtype=dtype or a.dtype, device=device or a.device, copy=True)
-                out[name] = t.requires_grad_(grad)
+                out[name] = a.to(dtype=dtype or a.dtype, copy=True).requires_grad_(grad)
             else:
                 out[name] = a
         return out
@@ -140,6 +139,10 @@ class Ctx:
         grads = {n: self.torch.zeros_like(self.args[n]) if g is None else g.detach() for n, g in grads.items()}
         return tuple(y.detach() if isinstance(y, self.torch.Tensor) else y for y in outs), grads
 
+    def raised(self, err: BaseException) -> str:
+        """What the subject raised, in one line, with the line of its file where known."""
+        return raised_text(err, self.subject.path)
+
     # --- comparing --------------------------------------------------------
 
     def gap(self, got, want, dtype=None) -> Gap:
@@ -175,8 +178,22 @@ def where(name: str, index: tuple[int, ...]) -> str:
 
 
 def first_line(err: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message (the user's line where known)."""
+    """An exception as one line: its type and the first line of its message."""
     if isinstance(err, UserCodeError):
         return str(err)
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    text = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"  # "raised:" + why
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def raised_text(err: BaseException, path) -> str:
+    """:func:`first_line`, with the line of the user's file it came from where there is one."""
+    import traceback
+    from pathlib import Path
+
+    if path is None:
+        return first_line(err)
+    mine = [f for f in traceback.extract_tb(err.__traceback__) if Path(f.filename).resolve() == Path(path).resolve()]
+    return first_line(err) + (f" (at {Path(path).name}:{mine[-1].lineno}: {mine[-1].line})" if mine else "")

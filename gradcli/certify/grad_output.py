@@ -12,7 +12,7 @@ and the gradient must equal the one from a contiguous copy of the same values.
 
 from __future__ import annotations
 
-from .context import first_line, where
+from .context import where
 from .repro import HEAD
 from .report import Verdict, fail, ok, skip
 
@@ -60,7 +60,7 @@ def noncontiguous(ctx) -> Verdict:
                 return skip("backward writes into its grad_output (grad-output-untouched reports it), so its "
                             "layouts cannot be compared")
             if isinstance(got, BaseException):
-                return fail(f"backward raised with a {label} grad_output for output {k}: {first_line(got)}",
+                return fail(f"backward raised with a {label} grad_output for output {k}: {ctx.raised(got)}",
                             where=f"output {k}, {label} grad_output",
                             reproducer=_reproducer(ctx, position, text, ctx.diff[0]))
             want = _gradient_with(ctx, position, plain)
@@ -151,7 +151,7 @@ def zero_and_undefined(ctx) -> Verdict:
             alone = torch.autograd.grad([outs[k]], wrt, [cot[position]], allow_unused=True)
         except Exception as err:
             return fail(f"backward raised when only output {k} has a gradient (the other grad_outputs undefined, "
-                        f"None): {first_line(err)}", where=f"output {k} alone", reproducer=ctx.repro.command(body))
+                        f"None): {ctx.raised(err)}", where=f"output {k} alone", reproducer=ctx.repro.command(body))
         padded = [v if j == position else torch.zeros_like(v) for j, v in enumerate(cot)]
         want = _gradient_zero_padded(ctx, padded)
         name, gap = ctx.worst(dict(zip(ctx.diff, alone)), want)

@@ -112,7 +112,7 @@ def _composite(ctx):
     try:
         mine, theirs = _measure(ctx, ctx.torch.float64, None, cot), _measure(ctx, ctx.torch.float64, composite, cot)
     except Exception as err:
-        return None, f"no reference: torch's composite form of the subject cannot run ({first_line(err)})"
+        return None, f"no reference: torch's composite form of the subject cannot run ({ctx.raised(err)})"
     pairs = [(mine.outputs[k], theirs.outputs.get(k)) for k in mine.outputs] + \
         [(mine.grads[n], theirs.grads.get(n)) for n in mine.grads]
     if any(b is None or not ctx.gap(b, a).ok for a, b in pairs):
@@ -203,7 +203,7 @@ def _one_dtype(ctx, name: str, dtype) -> Verdict:
         except Rejected as err:  # an op need not take every dtype: said, not failed
             return skip(f"{name}: the subject does not take {name} arguments ({err})", part=name)
         except Exception as err:
-            return fail(f"{setting}: forward ran, backward raised: {first_line(err)}", where=setting, part=name,
+            return fail(f"{setting}: forward ran, backward raised: {ctx.raised(err)}", where=setting, part=name,
                         reproducer=_dtype_repro(ctx, name, ("output", ctx.float_outputs(ctx.base[0])[0]), scale=factor))
         if verdict is not None:
             return replace(verdict, part=name)
@@ -265,7 +265,7 @@ def autocast(ctx) -> Verdict:
     try:
         plain, truth = _measure(point, torch.float32, None, cot), _measure(point, torch.float64, None, cot)
     except Exception as err:
-        return skip(f"the subject does not run at float32 arguments ({first_line(err)}): see dtypes")
+        return skip(f"the subject does not run at float32 arguments ({ctx.raised(err)}): see dtypes")
     pairs = [(plain.outputs[k], truth.outputs[k]) for k in truth.outputs] + \
         [(plain.grads[n], truth.grads[n]) for n in truth.grads]
     if any((~torch.isfinite(a) & torch.isfinite(t.float())).any() for a, t in pairs):
@@ -276,7 +276,7 @@ def autocast(ctx) -> Verdict:
         verdict, worst = _compare(ctx, torch.float32, reference, label, setting, 1.0,
                                   lambda key: _dtype_repro(ctx, "float32", key, autocast=True), autocast=torch.bfloat16)
     except Exception as err:
-        return fail(f"under {setting} the subject raised: {first_line(err)} (a backward that mixes the dtypes autocast "
+        return fail(f"under {setting} the subject raised: {ctx.raised(err)} (a backward that mixes the dtypes autocast "
                     "gave its forward? torch.amp.custom_fwd/custom_bwd, or cast grad_output)", where="autocast",
                     reproducer=_dtype_repro(ctx, "float32", ("grad", ctx.diff[0]), autocast=True))
     if verdict is not None:

@@ -21,7 +21,7 @@ from ..core.errors import BackendError, GradcliError, UsageError
 from ..io.arrays import as_array, check_finite, load_array
 from ..problem.function import USER_RE
 from ..problem.plan import DEFAULT_MAX_MEMORY
-from .context import DEFAULT_DTYPES, Ctx, Options, first_line
+from .context import DEFAULT_DTYPES, Ctx, Options, raised_text
 from .registry import select
 from .repro import make_repro
 from .report import CertifyReport, Row, Status, Verdict
@@ -83,7 +83,7 @@ def _baseline(ctx) -> str | None:
         raise
     except Exception as err:
         raise BackendError(f"{ctx.subject.name} raised at the given arguments, so nothing could run: "
-                           f"{first_line(err)}") from err
+                           f"{raised_text(err, ctx.subject.path)}") from err
     if not ctx.float_outputs(outs):
         kinds = ", ".join(type(y).__name__ if not hasattr(y, "dtype") else str(y.dtype) for y in outs)
         raise UsageError(f"FUNCTION: {ctx.subject.name} returned {kinds}: no float tensor to differentiate; return "
@@ -93,7 +93,7 @@ def _baseline(ctx) -> str | None:
     except GradcliError:
         raise
     except Exception as err:
-        return first_line(err)
+        return raised_text(err, ctx.subject.path)
     return None
 
 
@@ -117,7 +117,7 @@ def _rows(prop, ctx, broken: str | None) -> list[Row]:
     except GradcliError:
         raise
     except Exception as err:  # the code under a property's condition raised where the property did not expect it
-        rows.append(Row(prop.name, Status.FAIL, f"raised: {first_line(err)}", where=prop.name,
+        rows.append(Row(prop.name, Status.FAIL, f"raised: {raised_text(err, ctx.subject.path)}", where=prop.name,
                         seconds=time.perf_counter() - start))
     return rows
 

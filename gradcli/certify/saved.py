@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .context import first_line, where
+from .context import where
 from .repro import HEAD
 from .report import Verdict, fail, ok
 
@@ -85,7 +85,7 @@ def _after_edit(ctx, what: str, which) -> Verdict | None:
     except RuntimeError as err:
         if any(word in str(err) for word in EDITED):
             return None  # torch caught the edit (the version counter): honest
-        return fail(f"after an in-place edit of {what} {which} following forward, backward raised: {first_line(err)}",
+        return fail(f"after an in-place edit of {what} {which} following forward, backward raised: {ctx.raised(err)}",
                     where=f"{what} {which} edited after forward")
     name, gap = ctx.worst(got, ctx.base[1])
     if gap.ok:

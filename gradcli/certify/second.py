@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .context import first_line
 from .numeric import Phi, probe_check
 from .report import Verdict, fail, ok, skip
 
@@ -46,7 +45,7 @@ def check(ctx) -> Verdict:
     except RuntimeError as err:
         if ONCE in str(err):
             return skip(once.replace("backward is", "a backward inside is"))
-        return fail(f"the double backward raised: {first_line(err)}", where="double backward", reproducer=reproducer)
+        return fail(f"the double backward raised: {ctx.raised(err)}", where="double backward", reproducer=reproducer)
     hx = {n: torch.zeros_like(inputs[n]) if h is None else h for n, h in zip(ctx.diff, second)}
     hv = [torch.zeros_like(t) if h is None else h for t, h in zip(v, second[len(ctx.diff):])]
 

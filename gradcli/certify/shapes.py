@@ -10,7 +10,6 @@ gradient property at the variant); an empty one must give empty gradients.
 from __future__ import annotations
 
 from . import gradient
-from .context import first_line
 from .repro import HEAD
 from .report import Status, Verdict, fail, ok, skip
 
@@ -36,13 +35,13 @@ def check(ctx) -> Verdict:
         try:
             outs = sub.call(inputs)
         except Exception as err:
-            rejected.append(f"{label} ({first_line(err)[:120]})")
+            rejected.append(f"{label} ({ctx.raised(err)[:120]})")
             continue
         try:
             grads = sub.backward(inputs, outs)
         except Exception as err:
             body = f"{shrink_code}{HEAD}; torch.autograd.grad(Y,D,[torch.randn_like(y) for y in Y],allow_unused=True)"
-            return fail(f"{label} arguments: forward accepts them, backward raises: {first_line(err)}",
+            return fail(f"{label} arguments: forward accepts them, backward raises: {ctx.raised(err)}",
                         where=f"{label} arguments", reproducer=ctx.repro.command(body))
         if label == "0-element":
             wrong = [n for n in ctx.diff if grads[n] is not None and tuple(grads[n].shape) != tuple(inputs[n].shape)]

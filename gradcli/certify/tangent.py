@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..checking import probe
-from .context import first_line
 from .numeric import Phi, compare_values, make_probes
 from .report import Verdict, fail, ok, skip
 from .subject import Kind
@@ -35,8 +34,8 @@ def check(ctx) -> Verdict:
         values = {n: np.array([_directional(ctx, fn, n, u) for u in probes.u[n]]) for n in ctx.diff}
     except (RuntimeError, NotImplementedError) as err:
         if kind is Kind.CALLABLE:
-            return skip(f"torch's forward mode cannot run this code: {first_line(err)}")
-        return fail(f"forward mode raised: {first_line(err)}", where="jvp", reproducer=_reproducer(ctx, ctx.diff[0], 0))
+            return skip(f"torch's forward mode cannot run this code: {ctx.raised(err)}")
+        return fail(f"forward mode raised: {ctx.raised(err)}", where="jvp", reproducer=_reproducer(ctx, ctx.diff[0], 0))
     found = compare_values(fn, probes, probe.ProbeValues(values=values, seconds=0.0), taylor=False)
     for name in ctx.diff:
         f = found[name]

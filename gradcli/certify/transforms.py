@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .context import first_line, where
+from .context import where
 from .report import Verdict, fail, ok, skip
 from .subject import Kind
 
@@ -29,12 +29,26 @@ JACREV_ROWS = 16  # jacrev's rows: at most this many output entries, seeded
 RANDOM = "random operation while in randomness error mode"  # vmap's refusal of code that draws random numbers
 RANDOM_NOTE = "draws random numbers, which vmap refuses (the determinism row judges randomness in backward)"
 
+# The reproducers' functional form: F of the float arguments D, returning the float outputs.
+FUNCTIONAL = ("P=[i for i,x in enumerate(X) if torch.is_tensor(x) and x.is_floating_point()]; D=[X[i] for i in P]; "
+              "F=lambda *d:(lambda y:tuple(t for t in (y if isinstance(y,(tuple,list)) else [y]) "
+              "if t.is_floating_point()))(f(*[d[P.index(i)] if i in P else x for i,x in enumerate(X)]))")
+VJP_BODY = (f"{FUNCTIONAL}; Y,pb=torch.func.vjp(F,*D); G=tuple(torch.randn_like(y) for y in Y); a=pb(G); "
+            "Z=[d.detach().requires_grad_() for d in D]; b=torch.autograd.grad(F(*Z),Z,G); "
+            "e=max((p-q).abs().max().item() for p,q in zip(a,b)); assert e<=1e-8+1e-6*max(q.abs().max().item() "
+            "for q in b), e")
+VMAP_GRAD_BODY = (f"{FUNCTIONAL}; B=[torch.stack([d+0.25*j for j in range(3)]) for d in D]; "
+                  "G=tuple(torch.randn_like(y) for y in F(*D)); a=torch.func.vmap(lambda *d:torch.func.vjp(F,*d)[1](G))(*B); "
+                  "b=[torch.autograd.grad(F(*Z),Z,G) for j in range(3) for Z in [[t[j].detach().requires_grad_() "
+                  "for t in B]]]; e=max((a[i][j]-b[j][i]).abs().max().item() for j in range(3) for i in range(len(D))); "
+                  "assert e<=1e-8+1e-6*max(q.abs().max().item() for r in b for q in r), e")
+
 
 def _refusal(ctx, err: BaseException, what: str) -> Verdict:
     """A transform raised: a skip with torch's reason where torch cannot transform this kind of
     code, else a fail (a Function whose author can fix it)."""
     kind = ctx.subject.kind
-    text = first_line(err)
+    text = ctx.raised(err)
     if kind is Kind.CUSTOM_OP:
         return skip(f"torch.func cannot transform a custom op's registered autograd here: {text}")
     if kind is Kind.CALLABLE:
@@ -106,21 +120,6 @@ def _phi(ctx, v):
         return sum((vk * y).sum() for vk, y in zip(v, _float_outputs(ctx, d)))
 
     return phi
-
-
-# The reproducers' functional form: F of the float arguments D, returning the float outputs.
-FUNCTIONAL = ("P=[i for i,x in enumerate(X) if torch.is_tensor(x) and x.is_floating_point()]; D=[X[i] for i in P]; "
-              "F=lambda *d:(lambda y:tuple(t for t in (y if isinstance(y,(tuple,list)) else [y]) "
-              "if t.is_floating_point()))(f(*[d[P.index(i)] if i in P else x for i,x in enumerate(X)]))")
-VJP_BODY = (f"{FUNCTIONAL}; Y,pb=torch.func.vjp(F,*D); G=tuple(torch.randn_like(y) for y in Y); a=pb(G); "
-            "Z=[d.detach().requires_grad_() for d in D]; b=torch.autograd.grad(F(*Z),Z,G); "
-            "e=max((p-q).abs().max().item() for p,q in zip(a,b)); assert e<=1e-8+1e-6*max(q.abs().max().item() "
-            "for q in b), e")
-VMAP_GRAD_BODY = (f"{FUNCTIONAL}; B=[torch.stack([d+0.25*j for j in range(3)]) for d in D]; "
-                  "G=tuple(torch.randn_like(y) for y in F(*D)); a=torch.func.vmap(lambda *d:torch.func.vjp(F,*d)[1](G))(*B); "
-                  "b=[torch.autograd.grad(F(*Z),Z,G) for j in range(3) for Z in [[t[j].detach().requires_grad_() "
-                  "for t in B]]]; e=max((a[i][j]-b[j][i]).abs().max().item() for j in range(3) for i in range(len(D))); "
-                  "assert e<=1e-8+1e-6*max(q.abs().max().item() for r in b for q in r), e")
 
 
 def _against(ctx, got: dict, want: dict, what: str) -> Verdict | None:
@@ -221,8 +220,8 @@ def batched(ctx) -> Verdict:
         if RANDOM in str(err):
             return skip(f"the subject {RANDOM_NOTE}")
         if subject.kind is Kind.CALLABLE:
-            return skip(f"torch.func.vmap cannot batch this code: {first_line(err)}")
-        return fail(f"vmap over a batch of {BATCH} raised: {first_line(err)}", where="vmap",
+            return skip(f"torch.func.vmap cannot batch this code: {ctx.raised(err)}")
+        return fail(f"vmap over a batch of {BATCH} raised: {ctx.raised(err)}", where="vmap",
                     reproducer=ctx.repro.command(BATCHED_BODY))
     got = got if isinstance(got, tuple) else (got,)
     for j in range(BATCH):

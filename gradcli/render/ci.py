@@ -23,10 +23,11 @@ VERDICT = {ExitCode.OK: ("ok", "green"), ExitCode.MISMATCH: ("FAIL", "bold red")
            ExitCode.USAGE: ("INVALID (exit 2)", "bold red"), ExitCode.BACKEND: ("COULD NOT RUN (exit 3)", "bold red")}
 
 
-def plain_text(renderable: RenderableType, width: int = 120) -> str:
-    """A renderable as plain text: no colour, a fixed width (JUnit bodies, AssertionError)."""
+def plain_text(renderable: RenderableType, width: int = 120, soft_wrap: bool = False) -> str:
+    """A renderable as plain text: no colour, a fixed width (JUnit bodies, AssertionError);
+    ``soft_wrap``: long text lines (a reproducer) are not broken."""
     out = StringIO()
-    Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False).print(renderable)
+    Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=soft_wrap).print(renderable)
     return out.getvalue()
 
 
