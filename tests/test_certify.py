@@ -33,6 +33,7 @@ from gradcli.render.json import dumps
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "tests" / "certify_cases"
+SOFTPLUS = f"{ROOT / 'sample_inputs' / 'certify_softplus.py'}:Softplus"  # a correct Function with a jvp (CASES / it: it)
 LARGE = "[[100.0, 1.0, -2.0, 7.5], [0.5, -30.0, 3.0, 0.001]]"  # x = 100: where exp overflows float32
 
 
@@ -168,12 +169,12 @@ def test_a_reproducer_runs_in_the_shell_exactly_as_printed():
 
 # --- the clean set ---------------------------------------------------------------------------------------------
 
-CLEAN = ["clean.py:Softplus", "clean.py:LogSumExp", "clean.py:LayerNorm", "clean.py:SigmoidFromOutput",
+CLEAN = [SOFTPLUS, "clean.py:LogSumExp", "clean.py:LayerNorm", "clean.py:SigmoidFromOutput",
          "clean.py:OnceDifferentiable", "clean.py:TanhNoJvp", "clean.py:SinCos", "clean.py:plain", "ops.py:sine",
          "ops.py:sine_packet", "bugs.py:_Sine"]
 
 
-@pytest.mark.parametrize("case", CLEAN, ids=[c.split(":")[1] for c in CLEAN])
+@pytest.mark.parametrize("case", CLEAN, ids=[c.rsplit(":")[-1] for c in CLEAN])
 @pytest.mark.parametrize("x", ["randn:6,5", LARGE], ids=["randn", "large"])
 def test_clean_functions_certify_in_float32_and_bfloat16(case, x):
     report = certified(case, x)
@@ -198,7 +199,7 @@ def test_skips_say_why():
     no_jvp = certified("clean.py:TanhNoJvp")
     assert no_jvp.row("forward-mode").detail == "no forward-mode formula: the Function defines no jvp"
     assert "no vmap rule" in no_jvp.row("batched").detail and "vmap(grad) not run" in no_jvp.row("torch-func").detail
-    assert certified("clean.py:Softplus").row("forward-mode").status.value == "ok"  # it defines one
+    assert certified(SOFTPLUS).row("forward-mode").status.value == "ok"  # it defines one
     op = certified("ops.py:sine")
     assert op.row("torch-func").status.value == "skip" and "setup_context" in op.row("torch-func").detail
     assert [r.property for r in op.rows if r.family == "opcheck"] == [
@@ -219,10 +220,10 @@ def test_the_old_style_function_fails_torch_func_only_as_users_see_it():
 def test_library_takes_objects_and_tensors_and_is_callable_again():
     import torch
 
-    clean = _module("clean.py")
+    softplus = _module(SOFTPLUS.split(":")[0]).Softplus
     x = torch.randn(4, 3, dtype=torch.float64)
-    first = gradcli.certify(clean.Softplus, input=x, properties="gradient,noncontiguous")
-    again = gradcli.certify(clean.Softplus, x, properties=["gradient"])  # gradcli.certify is still callable
+    first = gradcli.certify(softplus, input=x, properties="gradient,noncontiguous")
+    again = gradcli.certify(softplus, x, properties=["gradient"])  # gradcli.certify is still callable
     assert [r.property for r in first.rows] == ["gradient", "noncontiguous"] and first.ok
     assert [r.property for r in again.rows] == ["gradient"]
     plain = gradcli.certify(lambda t: torch.sin(t) * 2, np.linspace(-1, 1, 6), properties="gradient,metadata")
@@ -327,7 +328,7 @@ def test_every_property_is_registered_once_and_documented():
 
 @pytest.mark.slow
 def test_compile_row_checks_the_compiled_gradient_against_fd():
-    good = gradcli.certify(str(CASES / "clean.py:Softplus"), "randn:5,4", properties="compile")
+    good = gradcli.certify(str(CASES / SOFTPLUS), "randn:5,4", properties="compile")
     assert good.row("compile").status.value == "ok", good.row("compile")
     bad = gradcli.certify(str(CASES / "ops.py:sine_wrong_backward"), "randn:5,4", properties="compile")
     assert bad.row("compile").status.value == "fail" and "fd" in bad.row("compile").detail
@@ -348,7 +349,7 @@ def test_cli_exit_codes_json_and_junit(tmp_path):
     doc = json.loads(done.stdout)
     assert [r["property"] for r in doc["rows"] if r["status"] == "fail"] == ["inputs-untouched"]
     assert ET.parse(junit).getroot().find("testsuite").get("failures") == "1"
-    table = runner.invoke(app, ["certify", str(CASES / "clean.py:Softplus"), "-x", "randn:4,3", "--properties",
+    table = runner.invoke(app, ["certify", str(CASES / SOFTPLUS), "-x", "randn:4,3", "--properties",
                                 "gradient,forward-mode", "--no-timing"])
     assert table.exit_code == 0 and "certified: 2 ok, 0 failed, 0 skipped" in table.stdout
     nothing = runner.invoke(app, ["certify", str(CASES / "clean.py:TanhNoJvp"), "-x", "randn:3",
@@ -366,7 +367,7 @@ def test_cli_exit_codes_json_and_junit(tmp_path):
 def test_assert_certified_for_pytest():
     from gradcli.testing import assert_certified
 
-    assert assert_certified(str(CASES / "clean.py:Softplus"), "randn:4,3", properties="gradient,noncontiguous").ok
+    assert assert_certified(str(CASES / SOFTPLUS), "randn:4,3", properties="gradient,noncontiguous").ok
     with pytest.raises(AssertionError, match="failing properties") as caught:
         assert_certified(str(CASES / "bugs.py:MutatesGrad"), "randn:4,3", properties="grad-output-untouched")
     assert "grad-output-untouched: python -c '" in str(caught.value)

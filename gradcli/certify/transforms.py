@@ -58,7 +58,6 @@ def _refusal(ctx, err: BaseException, what: str) -> Verdict:
 
 
 def torch_func(ctx) -> Verdict:
-    torch = ctx.torch
     subject = ctx.subject
     if subject.kind is Kind.FUNCTION and not subject.new_style:
         return fail("the Function has no setup_context (an old-style forward(ctx, ...)): torch.func.grad, vjp, "
@@ -67,47 +66,40 @@ def torch_func(ctx) -> Verdict:
                     reproducer=ctx.repro.command(VJP_BODY))
     outs, want = ctx.base
     xs = [ctx.args[n] for n in ctx.diff]
-    argnums = tuple(range(len(xs)))
     v = ctx.cotangents(outs)
-    phi = _phi(ctx, v)
-    done = []
-    try:
-        got = torch.func.grad(phi, argnums=argnums)(*xs)
-    except Exception as err:
-        return _refusal(ctx, err, "grad")
-    bad = _against(ctx, dict(zip(ctx.diff, got)), want, "grad")
-    if bad:
-        return bad
-    done.append("grad")
-    try:
-        _, pullback = torch.func.vjp(lambda *d: _float_outputs(ctx, d), *xs)
-        got = pullback(tuple(v))
-    except Exception as err:
-        return _refusal(ctx, err, "vjp")
-    bad = _against(ctx, dict(zip(ctx.diff, got)), want, "vjp")
-    if bad:
-        return bad
-    done.append("vjp")
-    verdict = _jacrev(ctx, xs, argnums)
-    if isinstance(verdict, Verdict):
-        return verdict
-    notes = []
-    if isinstance(verdict, str):
-        notes.append(f"jacrev not run: the subject {verdict}")
-    else:
-        done.append("jacrev")
-    if subject.kind is Kind.FUNCTION and not subject.vmap_rule:
-        notes.append("vmap(grad) not run: the Function declares no vmap rule (generate_vmap_rule = True or a vmap "
-                     "staticmethod)")
-    else:
-        verdict = _vmap_grad(ctx, v)
+    runs = {"grad": lambda: _grad(ctx, xs, v, want), "vjp": lambda: _vjp(ctx, xs, v, want),
+            "jacrev": lambda: _jacrev(ctx, xs), "vmap(grad)": lambda: _vmap_grad(ctx, v)}
+    done, notes = [], []
+    for name, run in runs.items():
+        if name == "vmap(grad)" and subject.kind is Kind.FUNCTION and not subject.vmap_rule:
+            notes.append("vmap(grad) not run: the Function declares no vmap rule (generate_vmap_rule = True or a "
+                         "vmap staticmethod)")
+            continue
+        verdict = run()  # None: it agrees; a string: why it could not run, not the subject's failure
         if isinstance(verdict, Verdict):
             return verdict
         if isinstance(verdict, str):
-            notes.append(f"vmap(grad) not run: the subject {verdict}")
+            notes.append(f"{name} not run: the subject {verdict}")
         else:
-            done.append("vmap(grad)")
+            done.append(name)
     return ok(f"{', '.join(done)} agree with the subject's own backward" + "".join(f"; {n}" for n in notes))
+
+
+def _grad(ctx, xs, v, want) -> Verdict | None:
+    try:
+        got = ctx.torch.func.grad(_phi(ctx, v), argnums=tuple(range(len(xs))))(*xs)
+    except Exception as err:
+        return _refusal(ctx, err, "grad")
+    return _against(ctx, dict(zip(ctx.diff, got)), want, "grad")
+
+
+def _vjp(ctx, xs, v, want) -> Verdict | None:
+    try:
+        _, pullback = ctx.torch.func.vjp(lambda *d: _float_outputs(ctx, d), *xs)
+        got = pullback(tuple(v))
+    except Exception as err:
+        return _refusal(ctx, err, "vjp")
+    return _against(ctx, dict(zip(ctx.diff, got)), want, "vjp")
 
 
 def _float_outputs(ctx, d) -> tuple:
@@ -132,7 +124,7 @@ def _against(ctx, got: dict, want: dict, what: str) -> Verdict | None:
                 reproducer=ctx.repro.command(body))
 
 
-def _jacrev(ctx, xs, argnums) -> Verdict | str | None:
+def _jacrev(ctx, xs) -> Verdict | str | None:
     """``jacrev`` of up to JACREV_ROWS seeded output entries against one backward pass per entry
     (None: they agree; a string: why it could not run, not the subject's failure)."""
     torch = ctx.torch
@@ -146,7 +138,7 @@ def _jacrev(ctx, xs, argnums) -> Verdict | str | None:
         return torch.cat([y.reshape(-1) for y in _float_outputs(ctx, d)])[index.to(d[0].device)]
 
     try:
-        jac = torch.func.jacrev(picked, argnums=argnums)(*xs)
+        jac = torch.func.jacrev(picked, argnums=tuple(range(len(xs))))(*xs)
     except Exception as err:
         return RANDOM_NOTE if RANDOM in str(err) else _refusal(ctx, err, "jacrev")
     for r, row in enumerate(rows):

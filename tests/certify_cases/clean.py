@@ -1,34 +1,10 @@
 """Correct custom Functions (and a callable) that certify must pass in float32 and bfloat16:
-precision-sensitive ones (softplus, logsumexp, a layer norm with a hand-written backward,
-sigmoid through its output), once_differentiable, no jvp, two inputs, two outputs."""
+precision-sensitive ones (logsumexp, a layer norm with a hand-written backward, sigmoid
+through its output, a matmul), once_differentiable, no jvp, two inputs, two outputs. The
+softplus with a jvp is sample_inputs/certify_softplus.py."""
 
 import torch
 from torch.autograd.function import once_differentiable
-
-
-class Softplus(torch.autograd.Function):
-    """Stable softplus with a jvp: backward and forward mode both sigmoid(x)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x):
-        return torch.nn.functional.softplus(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * torch.sigmoid(x)
-
-    @staticmethod
-    def jvp(ctx, x_t):
-        (x,) = ctx.saved_tensors
-        return x_t * torch.sigmoid(x)
 
 
 class LogSumExp(torch.autograd.Function):
