@@ -4,7 +4,7 @@ for a Triton launch given `grad.data_ptr()`). gradcheck passes it: its
 grad_outputs are always contiguous. A transposed grad_output (the gradient of
 `y.T @ w`) gives a wrong gradient, silently; the expanded one of `y.sum()` reads
 past the end of its buffer (a real kernel reads whatever lies there; here
-`as_strided` refuses). `gradcli certify` names it (the noncontiguous row) with a
+`as_strided` refuses). `gradcli certify` names it (the non-contiguous row) with a
 one-line reproducer; `ScaledSwishFixed` is the fix (`grad.contiguous()`).
 
     gradcli certify sample_inputs/certify_triton_style.py:ScaledSwish -x randn:32,16 --skip compile

@@ -50,14 +50,14 @@ def failing(report) -> set[str]:
 
 # The planted bugs: (case, -x, --arg, the rows that must fail (and no other), the correct case it was made from)
 PLANTED = [
-    ("bugs.py:ContiguousAssumed", "randn:5,4", (), {"noncontiguous"}, "bugs.py:_Sine"),
+    ("bugs.py:ContiguousAssumed", "randn:5,4", (), {"non-contiguous"}, "bugs.py:_Sine"),
     ("bugs.py:KeepsInput", "randn:5,4", (), {"inputs-untouched"}, "bugs.py:_Sine"),
     ("bugs.py:MutatesGrad", "randn:5,4", (), {"grad-output-untouched"}, "bugs.py:_Sine"),
     ("bugs.py:NaiveSigmoid", LARGE, (), {"dtypes:float32", "dtypes:bfloat16"}, "clean.py:SigmoidFromOutput"),
     ("bugs.py:DetachedBackward", "randn:5,4", (), {"double-backward"}, "bugs.py:_Sine"),
     ("bugs.py:OldStyle", "randn:5,4", (), {"torch-func"}, "bugs.py:_Sine"),
     ("ops.py:sine_wrong_backward", "randn:5,4", (), {"gradient"}, "ops.py:sine"),
-    ("bugs.py:WrongGradDtype", "randn:5,4", (), {"metadata"}, "bugs.py:_Sine"),
+    ("bugs.py:WrongGradDtype", "randn:5,4", (), {"gradient-metadata"}, "bugs.py:_Sine"),
     ("bugs.py:Nondeterministic", "randn:5,4", (), {"determinism"}, "bugs.py:_Sine"),
     ("ops.py:sine_wrong_fake", "randn:5,4", (), {"opcheck:test_faketensor", "opcheck:test_aot_dispatch_dynamic"},
      "ops.py:sine"),
@@ -80,7 +80,7 @@ def test_gradcheck_style_defaults_miss_what_certify_names():
     import torch
 
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    for name, row in (("ContiguousAssumed", "noncontiguous"), ("KeepsInput", "inputs-untouched")):
+    for name, row in (("ContiguousAssumed", "non-contiguous"), ("KeepsInput", "inputs-untouched")):
         assert torch.autograd.gradcheck(getattr(_module("bugs.py"), name).apply, (x,))
         assert failing(certified(f"bugs.py:{name}")) == {row}
 
@@ -92,7 +92,7 @@ def _module(file: str):
 
 
 def test_failures_say_how_large_and_where():
-    row = certified("bugs.py:ContiguousAssumed").row("noncontiguous")
+    row = certified("bugs.py:ContiguousAssumed").row("non-contiguous")
     assert "transposed" in row.detail and row.max_error > 0.1 and "x[" in row.where
     row = certified("bugs.py:KeepsInput").row("inputs-untouched")
     assert "save_for_backward" in row.detail and row.max_error > 0.01
@@ -100,7 +100,7 @@ def test_failures_say_how_large_and_where():
     assert "nan" in row.detail and "x = 100" in row.detail and row.where.endswith("x[0, 0]")
     row = certified("ops.py:sine_wrong_backward").row("gradient")
     assert "Taylor" in row.detail and row.where.startswith("x[")
-    row = certified("bugs.py:WrongGradDtype").row("metadata")
+    row = certified("bugs.py:WrongGradDtype").row("gradient-metadata")
     assert "torch.float32" in row.detail and "torch.float64" in row.detail
 
 
@@ -159,7 +159,7 @@ def test_every_reproducer_fails_on_the_bug_and_passes_on_the_correct_function():
 
 
 def test_a_reproducer_runs_in_the_shell_exactly_as_printed():
-    command = certified("bugs.py:ContiguousAssumed").row("noncontiguous").reproducer
+    command = certified("bugs.py:ContiguousAssumed").row("non-contiguous").reproducer
     argv = shlex.split(command)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(" ".join([shlex.quote(sys.executable)] + [shlex.quote(a) for a in argv[1:]]), shell=True,
@@ -206,7 +206,7 @@ def test_skips_say_why():
         "opcheck:test_schema", "opcheck:test_autograd_registration", "opcheck:test_faketensor",
         "opcheck:test_aot_dispatch_dynamic"]
     assert all(r.status.value == "ok" for r in op.rows if r.family == "opcheck")
-    assert "outputs alone" in certified("clean.py:SinCos").row("zero-grad").detail
+    assert "outputs alone" in certified("clean.py:SinCos").row("zero-grad-output").detail
 
 
 def test_the_old_style_function_fails_torch_func_only_as_users_see_it():
@@ -222,15 +222,15 @@ def test_library_takes_objects_and_tensors_and_is_callable_again():
 
     softplus = _module(SOFTPLUS.split(":")[0]).Softplus
     x = torch.randn(4, 3, dtype=torch.float64)
-    first = gradcli.certify(softplus, input=x, properties="gradient,noncontiguous")
+    first = gradcli.certify(softplus, input=x, properties="gradient,non-contiguous")
     again = gradcli.certify(softplus, x, properties=["gradient"])  # gradcli.certify is still callable
-    assert [r.property for r in first.rows] == ["gradient", "noncontiguous"] and first.ok
+    assert [r.property for r in first.rows] == ["gradient", "non-contiguous"] and first.ok
     assert [r.property for r in again.rows] == ["gradient"]
-    plain = gradcli.certify(lambda t: torch.sin(t) * 2, np.linspace(-1, 1, 6), properties="gradient,metadata")
-    assert plain.row("metadata").status.value == "skip" and plain.ok
+    plain = gradcli.certify(lambda t: torch.sin(t) * 2, np.linspace(-1, 1, 6), properties="gradient,gradient-metadata")
+    assert plain.row("gradient-metadata").status.value == "skip" and plain.ok
     # a library object from a file has runnable reproducers; one without a file gives the body with what it expects
-    bug = gradcli.certify(_module("bugs.py").ContiguousAssumed, x, properties="noncontiguous")
-    assert bug.row("noncontiguous").reproducer.startswith("(f: your function, X: its positional arguments")
+    bug = gradcli.certify(_module("bugs.py").ContiguousAssumed, x, properties="non-contiguous")
+    assert bug.row("non-contiguous").reproducer.startswith("(f: your function, X: its positional arguments")
 
 
 def test_reference_measures_the_dtypes_and_float64():
@@ -299,20 +299,20 @@ def test_table_json_and_junit():
     out = StringIO()
     Console(file=out, width=160, color_system=None, soft_wrap=True).print(render_certify(report, timing=False))
     text = out.getvalue()
-    assert "noncontiguous" in text and "FAIL" in text and "FAILED: noncontiguous" in text
-    assert report.row("noncontiguous").reproducer in text.replace("\n", "")  # one line, never wrapped
+    assert "non-contiguous" in text and "FAIL" in text and "FAILED: non-contiguous" in text
+    assert report.row("non-contiguous").reproducer in text.replace("\n", "")  # one line, never wrapped
     doc = json.loads(dumps(certify_to_dict(report)))
     assert doc["ok"] is False and doc["exit_code"] == 1 and len(doc["rows"]) == len(report.rows)
     failed = [r for r in doc["rows"] if r["status"] == "fail"]
-    assert [r["property"] for r in failed] == ["noncontiguous"] and failed[0]["reproducer"]
+    assert [r["property"] for r in failed] == ["non-contiguous"] and failed[0]["reproducer"]
     nan = certify_to_dict(certified("bugs.py:NaiveSigmoid", LARGE))
     assert json.loads(dumps(nan))["rows"][11]["max_error"] is None  # inf: strict JSON has no Infinity
     suite = ET.fromstring(certify_junit(report)).find("testsuite")
     assert suite.get("tests") == str(len(report.rows)) and suite.get("failures") == "1"
     assert suite.get("skipped") == str(sum(r.status.value == "skip" for r in report.rows))
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert cases["noncontiguous"].find("failure") is not None
-    assert "reproduce: python -c" in cases["noncontiguous"].find("failure").text
+    assert cases["non-contiguous"].find("failure") is not None
+    assert "reproduce: python -c" in cases["non-contiguous"].find("failure").text
     assert cases["forward-mode"].find("skipped") is not None
 
 
@@ -367,7 +367,7 @@ def test_cli_exit_codes_json_and_junit(tmp_path):
 def test_assert_certified_for_pytest():
     from gradcli.testing import assert_certified
 
-    assert assert_certified(str(CASES / SOFTPLUS), "randn:4,3", properties="gradient,noncontiguous").ok
+    assert assert_certified(str(CASES / SOFTPLUS), "randn:4,3", properties="gradient,non-contiguous").ok
     with pytest.raises(AssertionError, match="failing properties") as caught:
         assert_certified(str(CASES / "bugs.py:MutatesGrad"), "randn:4,3", properties="grad-output-untouched")
     assert "grad-output-untouched: python -c '" in str(caught.value)

@@ -1,6 +1,6 @@
 """What backward does with its grad_output: any memory layout works
-(``noncontiguous``), it is left as it came (``grad-output-untouched``), zero
-gives zero and an undefined one does not crash (``zero-grad``).
+(``non-contiguous``), it is left as it came (``grad-output-untouched``), zero
+gives zero and an undefined one does not crash (``zero-grad-output``).
 
 A backward that reads grad_output's memory as if it were contiguous (a Triton
 kernel given ``g.data_ptr()``, ``as_strided``, ``view`` after a transpose

@@ -1,4 +1,4 @@
-"""metadata: each gradient the backward returns has its input's shape, dtype and device.
+"""gradient-metadata: each gradient the backward returns has its input's shape, dtype and device.
 
 Autograd's engine casts a gradient of the wrong dtype to the input's and sums a
 broadcast-shaped one down (``validate_outputs``), so ``x.grad`` always looks

@@ -23,32 +23,38 @@ class Property:
     name: str
     summary: str
     check: Callable[..., Verdict | Iterable[Verdict]]
-    slow: bool = False  # torch.compile's own cost: the one property --skip compile exists for
+    title: str = ""  # SPEC §7's words for it, where they differ from the name
+
+    @property
+    def heading(self) -> str:
+        return self.title or self.name
 
 
 PROPERTIES = (
     Property("gradient", "vᵀJ from backward against fd (probes, the full Jacobian when small), Taylor order 2",
              gradient.check),
-    Property("noncontiguous", "transposed, expanded (stride 0), sliced and channels-last grad_outputs give "
-             "the gradient a contiguous one gives", grad_output.noncontiguous),
+    Property("non-contiguous", "transposed, expanded (stride 0), sliced and channels-last grad_outputs give "
+             "the gradient a contiguous one gives", grad_output.noncontiguous, "non-contiguous grad_output"),
     Property("grad-output-untouched", "backward does not modify its grad_output in place",
-             grad_output.untouched),
+             grad_output.untouched, "grad_output untouched"),
     Property("inputs-untouched", "forward and backward leave the inputs alone; an input or output modified "
-             "in place after forward raises or leaves the gradient right (saved tensors honest)", saved.check),
-    Property("zero-grad", "a zero grad_output gives a zero gradient; an undefined (None) one does not crash",
-             grad_output.zero_and_undefined),
-    Property("metadata", "each gradient has its input's shape, dtype and device", metadata.check),
+             "in place after forward raises or leaves the gradient right (saved tensors honest)", saved.check,
+             "inputs untouched, saved tensors honest"),
+    Property("zero-grad-output", "a zero grad_output gives a zero gradient; an undefined (None) one does not crash",
+             grad_output.zero_and_undefined, "zero and undefined grad_output"),
+    Property("gradient-metadata", "each gradient has its input's shape, dtype and device", metadata.check,
+             "gradient metadata"),
     Property("double-backward", "the gradient of vᵀJ against fd of the gradient, or once_differentiable "
-             "declared", second.check),
-    Property("forward-mode", "jvp against fd, where the Function defines jvp", tangent.check),
+             "declared", second.check, "double backward"),
+    Property("forward-mode", "jvp against fd, where the Function defines jvp", tangent.check, "forward mode"),
     Property("torch-func", "torch.func grad, vjp, jacrev and vmap(grad) run and agree with the loop",
-             transforms.torch_func),
+             transforms.torch_func, "torch.func"),
     Property("batched", "vmap over a batch of inputs equals the loop over them", transforms.batched),
     Property("dtypes", "each of --dtypes: the error against the float64 value within a few times the "
              "reference's error in that dtype", precision.dtypes),
     Property("autocast", "under CPU autocast (bfloat16) the gradient is within the bfloat16 measuring stick",
              precision.autocast),
-    Property("compile", "the gradient of torch.compile(f) against fd", compiled.check, slow=True),
+    Property("compile", "the gradient of torch.compile(f) against fd", compiled.check),
     Property("determinism", "--runs backward passes give identical gradients (or within --nondet-tol)",
              determinism.check),
     Property("shapes", "0-element, 1-element and scalar inputs, where the op accepts them", shapes.check),

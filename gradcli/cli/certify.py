@@ -29,7 +29,7 @@ OPTIONS = [
     params.opt("dtypes", str, "float64,float32,bfloat16", metavar="LIST", help="dtypes to measure against float64 "
                "(float64, float32, bfloat16, float16)", panel=CERTIFY),
     params.opt("properties", str, None, metavar="LIST", help="only these properties (comma-separated): gradient, "
-               "noncontiguous, grad-output-untouched, inputs-untouched, zero-grad, metadata, double-backward, "
+               "non-contiguous, grad-output-untouched, inputs-untouched, zero-grad-output, gradient-metadata, double-backward, "
                "forward-mode, torch-func, batched, dtypes, autocast, compile, determinism, shapes, opcheck",
                panel=CERTIFY, show_default=False),
     params.opt("skip", str, None, metavar="LIST", help="leave these properties out (e.g. compile: torch.compile's "

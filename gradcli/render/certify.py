@@ -61,8 +61,15 @@ def render_certify(report, *, timing: bool = True) -> RenderableType:
 
 
 def certify_to_dict(report, *, timing: bool = True) -> dict[str, Any]:
+    """Strict JSON's dict: each row with its property, SPEC §7's title for it, status and detail
+    (and, failing, max_error (None for inf/nan), where, reproducer)."""
+    from ..certify.registry import PROPERTIES
+
+    titles = {p.name: p.heading for p in PROPERTIES}
+
     def row(r) -> dict[str, Any]:
-        out = {"property": r.property, "status": r.status.value, "detail": r.detail}
+        out = {"property": r.property, "title": titles.get(r.family, r.family), "status": r.status.value,
+               "detail": r.detail}
         if r.status.value == "fail":
             out.update(max_error=r.max_error if r.max_error is None or math.isfinite(r.max_error) else None,
                        where=r.where, reproducer=r.reproducer)
