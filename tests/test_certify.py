@@ -371,3 +371,10 @@ def test_assert_certified_for_pytest():
     with pytest.raises(AssertionError, match="failing properties") as caught:
         assert_certified(str(CASES / "bugs.py:MutatesGrad"), "randn:4,3", properties="grad-output-untouched")
     assert "grad-output-untouched: python -c '" in str(caught.value)
+
+
+def test_a_parameter_with_a_number_default_takes_a_number():
+    """--arg alpha=1.5 for forward(x, alpha=2.5) passes the number 1.5 (not a tensor to differentiate)."""
+    report = gradcli.certify(str(CASES / "clean.py:Scaled"), "randn:3,4", args={"alpha": "1.5"},
+                             properties="gradient,torch-func")
+    assert report.ok and report.shapes == (("x", (3, 4)),)

@@ -229,8 +229,8 @@ def _arguments(subject: Subject, input, named: Mapping[str, Any], options: Optio
                              "arrays or a larger --max-memory")
         if p.number is not None:
             if array.ndim:
-                raise UsageError(f"{option}: {p.name} is a number in {subject.name}'s schema ({p.number.__name__}); "
-                                 f"give one value, e.g. --arg {p.name}=2.5")
+                raise UsageError(f"{option}: {p.name} is a number for {subject.name} ({p.number.__name__}); give one "
+                                 f"value, e.g. --arg {p.name}=2.5")
             values[p.name] = p.number(array.item())
             continue
         values[p.name] = array

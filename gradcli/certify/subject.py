@@ -24,8 +24,8 @@ class Kind(str, Enum):
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: its name, whether it has a default (and which), and whether a
-    custom op's schema wants a Python number there rather than a tensor."""
+    """One parameter: its name, whether it has a default (and which), and whether it takes a
+    Python number rather than a tensor (a custom op's schema says so, or a default that is one)."""
 
     name: str
     default: Any = inspect.Parameter.empty
@@ -169,7 +169,9 @@ def _signature_params(obj, skip: int = 0) -> tuple[Param, ...]:
     except (TypeError, ValueError):
         return (Param("input"),)  # a signature Python cannot read: the input alone, positionally
     params = [p for p in signature.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)][skip:]
-    return tuple(Param(p.name, p.default, keyword_only=p.kind is p.KEYWORD_ONLY) for p in params)
+    # A parameter whose default is a Python number takes a number (alpha=2.5, dim=-1), not a tensor
+    return tuple(Param(p.name, p.default, type(p.default) if type(p.default) in (int, float, bool) else None,
+                       keyword_only=p.kind is p.KEYWORD_ONLY) for p in params)
 
 
 def _function_params(cls) -> tuple[Param, ...]:

@@ -177,3 +177,21 @@ class SinCos(torch.autograd.Function):
 def plain(x):
     """A callable of torch ops: autograd's own derivative."""
     return 2 * torch.tanh(x) + SigmoidFromOutput.apply(x)
+
+
+class Scaled(torch.autograd.Function):
+    """x * alpha for a number alpha (not differentiated: its gradient is None)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, alpha=2.5):
+        return x * alpha
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.alpha = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.alpha, None
