@@ -283,10 +283,12 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
             if isinstance(got, Exception):
                 comparisons.append(skipped(name, got))
                 continue
+            # fd's error bar and kink test, on whichever side fd is (--reference fd: the reference's)
+            error, jump = (got.error, got.jump) if got.error is not None else (ref.error, ref.jump)
             comparisons.append(compare_probes(name.value, got.values[a], ref.values[a], atol, rtol, scale,
                                               seconds=got.seconds, top=top,
-                                              error=None if got.error is None else got.error[a],
-                                              jump=None if got.jump is None else got.jump[a]))
+                                              error=None if error is None else error[a],
+                                              jump=None if jump is None else jump[a]))
         test = probe.taylor(fn, probes, a, ref.values[a]) if taylor else None
         ok = verdict(comparisons)
         if test is not None and test.ok is False:
@@ -348,7 +350,8 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
     tol = atol + rtol * size + (0.0 if error is None else 3 * error)
     nonsmooth = (np.zeros(diff.shape, bool) if error is None else
                  probe.non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
-    excess = np.where(diff == 0, 0.0, diff / tol)
+    with np.errstate(divide="ignore"):  # --atol 0 --rtol 0: any difference is out
+        excess = np.where(diff == 0, 0.0, diff / tol)
     out = (excess > 1) & ~nonsmooth
     counted = np.where(nonsmooth, 0.0, excess)
     order = np.argsort(-counted, kind="stable")[: max(0, top)]
