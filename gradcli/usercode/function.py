@@ -312,6 +312,7 @@ class UserFunction(Function):
         self._dtype = None
         self.seed = 0  # dropout's mask is drawn after torch.manual_seed(seed) at every call
         self.modes: Modes | None = None  # training-mode modules, found by the first bind
+        self._running = False  # inside running(): calls skip their own guards
 
     def configure(self, seed: int = 0, names: tuple[str, ...] = ()) -> None:
         """The run's ``--seed``, and ``--arg`` names a ``**kwargs`` signature takes."""
@@ -347,7 +348,7 @@ class UserFunction(Function):
             if k.startswith("param:"):
                 replaced.update(self.split_parameters(k[len("param:"):], v))
         positional, kwargs = self.signature.split({**args, "input": x})
-        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
+        with self.running():
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
             else:
@@ -355,6 +356,21 @@ class UserFunction(Function):
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
+
+    @contextlib.contextmanager
+    def running(self):
+        """The guards of every run of the user's code (:func:`running_user_code`, :func:`pure_call`),
+        held once around several calls that belong together (health's forward and backward): calls
+        inside it do not set them up again."""
+        if self._running:
+            yield
+            return
+        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
+            self._running = True
+            try:
+                yield
+            finally:
+                self._running = False
 
     def _follow(self, args, dtype=None) -> None:
         """The module in the working dtype (float64 by default) and device, as gradcli computes:
