@@ -166,20 +166,37 @@ def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfin
 # --- the public API ----------------------------------------------------------------
 
 
-def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str, ...],
+USER_CODE = ("select", "weights", "weights_prefix", "strict_weights")  # the keywords only user code takes
+
+
+def library_call(function, kwargs: Mapping[str, Any], run_names: tuple[str, ...],
                  differentiates_input: bool | None = None):
     """Split a library call's keywords: arrays and options build the problem,
     backend settings make the BackendOptions, ``run_names`` pass through
     (``differentiates_input``: as :func:`gradcli.problem.build_problem`'s).
+    User code also takes ``args`` (``{NAME: array}``, as ``--arg NAME=ARRAY``),
+    ``select``, ``weights``, ``weights_prefix`` and ``strict_weights``.
     Returns ``(problem, options, run)``."""
     from ..catalogue import array_arguments
+    from ..problem.function import user_function
 
     kw = dict(kwargs)
+    code = {name: kw.pop(name) for name in USER_CODE if name in kw}
+    named = dict(kw.pop("args", None) or {})
     arrays = {name: kw.pop(name) for name in array_arguments() if name in kw}
     run = {name: kw.pop(name) for name in run_names if name in kw}
+    if isinstance(run.get("max_memory"), str):  # "512MiB", as on the command line
+        from ..core.sizes import parse_size
+
+        run["max_memory"] = parse_size(run["max_memory"], "max_memory")
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
     wrt, dtype = kw.pop("wrt", "input"), kw.pop("dtype", None)  # None: float64, noting upcast float32 data
-    problem = build_problem(function, arrays, kw, wrt=wrt, dtype=dtype,
+    fn = user_function(function, arg_names=tuple(named), max_memory=run.get("max_memory", DEFAULT_MAX_MEMORY),
+                       **code)
+    taken = [name for name in named if name in arrays]
+    if taken:
+        raise UsageError(f"args: {taken[0]!r} is given twice (as a keyword and in args); give it once")
+    problem = build_problem(fn, {**arrays, **named}, kw, wrt=wrt, dtype=dtype,
                             allow_nonfinite=run.get("allow_nonfinite", False), differentiates_input=differentiates_input)
     return problem, options, run
 
@@ -187,10 +204,6 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
 def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
     problem, options, run = library_call(function, kwargs, ("backend", "layout", "cotangent", "tangent", "max_memory",
                                                             "allow_nonfinite", "verify_blocks", "eig"))
-    if isinstance(run.get("max_memory"), str):  # "512MiB", as on the command line
-        from ..core.sizes import parse_size
-
-        run["max_memory"] = parse_size(run["max_memory"], "max_memory")
     return solve(problem, quantity, options=options, **run)
 
 

@@ -6,8 +6,10 @@ loads) only because the user named it. ``--input`` is its first positional
 argument and ``--target`` its second, so a custom loss ``def loss(input,
 target)`` works with integer targets that are never differentiated. How the options map to its parameters:
 :mod:`.signature` (``--input`` first, ``--target`` second, ``--arg NAME=ARRAY``
-by name); training-mode modules: :mod:`.training`. There is no closed form: the torch backends and fd
-(evaluated under ``no_grad``) apply.
+by name); training-mode modules: :mod:`.training`; what it returns, picked by
+``--select``: :mod:`.outputs`; trained weights (``--weights``): :mod:`.weights`;
+a submodule's output as the argument (``--wrt act:MODULE``): :mod:`.submodules`.
+There is no closed form: the torch backends and fd (evaluated under ``no_grad``) apply.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ..core.errors import BackendError, GradcliError, UsageError, UserCodeError
 from ..core.rows import has_batch_axis, output_gap
 from ..core.rowform import GeneralKernel, RowKernel, RowLayout
 from .activations import points_per_call
+from . import submodules
+from .outputs import refuse_several, select
 from ..catalogue.base import Bound, Function, Structure
 from ..catalogue.registry import array_arguments
 from .signature import NamedArray, read_signature
@@ -290,12 +294,24 @@ class UserFunction(Function):
         self._dtype = None
         self.seed = 0  # dropout's mask is drawn after torch.manual_seed(seed) at every call
         self.modes: Modes | None = None  # training-mode modules, found by the first bind
+        self.select: str | None = None  # --select: the path to the tensor differentiated in what the code returns
+        self.loaded: tuple[str, ...] = ()  # notes on the weights loaded (--weights)
 
-    def configure(self, seed: int = 0, names: tuple[str, ...] = ()) -> None:
-        """The run's ``--seed``, and ``--arg`` names a ``**kwargs`` signature takes."""
+    def configure(self, seed: int = 0, names: tuple[str, ...] = (), select: str | None = None) -> None:
+        """The run's ``--seed``, ``--arg`` names a ``**kwargs`` signature takes, and ``--select``."""
         self.seed = seed
+        self.select = select
         extra = [n for n in names if self.signature.open and n not in {a.name for a in self.arrays}]
         self.arrays += tuple(NamedArray(n, f"passed as {n}=") for n in extra)
+
+    def load_weights(self, spec: str, *, prefix: str | None = None, strict: bool = True,
+                     max_bytes: int = 2**31) -> None:
+        """``--weights``: trained weights loaded into the module before it runs (:mod:`.weights`)."""
+        from .weights import load_weights
+
+        self.loaded = load_weights(self.module, spec, prefix=prefix, strict=strict, max_bytes=max_bytes,
+                                   where=self.name)
+        self._dtype = None  # the module's tensors were written: follow the working dtype again
 
     # --- running the user's code -------------------------------------------
 
@@ -320,16 +336,21 @@ class UserFunction(Function):
         self._follow(args)
         if batch:
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
-        replaced = {}
+        replaced, activations = {}, {}
         for k, v in args.items():
             if k.startswith("param:"):
                 replaced.update(self.split_parameters(k[len("param:"):], v))
+            elif k.startswith(submodules.PREFIX):
+                activations[k[len(submodules.PREFIX):]] = v
         positional, kwargs = self.signature.split({**args, "input": x})
-        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
+        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed), \
+                submodules.replacing(self.module, activations):
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
             else:
                 out = self.callable(*positional, **kwargs)
+        if self.select is not None:
+            out = self.selected(out)
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
@@ -355,6 +376,7 @@ class UserFunction(Function):
         import torch
 
         resolved = self.resolve_params(params)
+        self.signature.check_given(args)
         tensors = _tensors(args)
         self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
         with torch.no_grad():
@@ -362,23 +384,66 @@ class UserFunction(Function):
                 self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
             else:
                 out = self.call(tensors)
-        # The function named does not fit (exit 2, as a wrong FUNCTION), with the wrapper that fits.
+        # The function named does not fit (exit 2, as a wrong FUNCTION): every tensor inside, with its --select.
         if not isinstance(out, torch.Tensor):
-            pick = {"tuple": "[0]", "list": "[0]", "dict": "['KEY']"}.get(type(out).__name__, "")
-            fix = f"write a function in your file that returns the one you want (return model(x){pick})" if pick \
-                else "return one tensor"
-            raise UsageError(f"FUNCTION: {self.name} returned a {type(out).__name__}, not one tensor; {fix}")
+            raise refuse_several(out, self.name)
         if not out.is_floating_point():
             raise UsageError(f"FUNCTION: {self.name} returned a {out.dtype} tensor, and a derivative needs a float "
                              "output; return the float tensor it is computed from (logits, not argmax)")
         if out.is_meta:
             raise BackendError(f"{self.name} returned a tensor on the meta device, which holds no values; return "
                                "the computed tensor")
-        notes = self.modes.notes(self.seed) if self.modes else ()
+        notes = self.loaded + (self.modes.notes(self.seed) if self.modes else ())
         value = out.detach().cpu().numpy()
         value.flags.writeable = False
         return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes,
                          value=value)
+
+    def selected(self, out):
+        """``--select``'s tensor in what the code returned (one tensor returned: refused, nothing to pick)."""
+        import torch
+
+        if isinstance(out, torch.Tensor):
+            raise UsageError(f"--select {self.select}: {self.name} returns one tensor {list(out.shape)}, so there is "
+                             "nothing to pick; drop --select")
+        return select(out, self.select, self.name)
+
+    def activation_array(self, name: str, args, dtype=None) -> np.ndarray:
+        """``act:NAME``: the output of submodule ``name`` at these arguments (one forward
+        pass, no_grad), as a new array in the working dtype."""
+        import torch
+
+        tensors = _tensors({k: v for k, v in args.items() if not k.startswith(submodules.PREFIX)})
+        self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
+        with torch.no_grad():
+            out = submodules.record(self.module, name, lambda: self.call(tensors), self.name)
+        return out.detach().cpu().numpy().copy()
+
+    def submodules(self, args=None) -> list[tuple[str, str, str | None]]:
+        """``(name, class, output)`` of every submodule; ``output`` (its shape, from one forward
+        pass on ``args``: float arrays in float64, integers as they are) is None without ``args``."""
+        import torch
+
+        if self.module is None:
+            return []
+        shapes = None
+        if args is not None:
+            self.signature.check_given(args)
+            tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float64 if v.dtype.kind == "f" else np.int64))
+                       for k, v in args.items()}
+            self._follow(tensors, torch.float64)
+            shapes = submodules.output_shapes(self.module, lambda: self.call(tensors))
+        return [(name, type(sub).__name__, None if shapes is None else shapes.get(name, "not called"))
+                for name, sub in self.module.named_modules() if name]
+
+    def argument(self, name: str) -> str:
+        """``--wrt NAME`` in the code's own words: its first positional parameter is
+        ``input``, its second ``target`` (when ``-t`` fills it); other names as they are."""
+        return self.signature.filled_by(name) or name
+
+    def embeddings(self) -> list[str]:
+        """The ``nn.Embedding`` submodules (where token ids become floats)."""
+        return submodules.embeddings(self.module)
 
     def matching(self, pattern: str) -> list[str]:
         """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
