@@ -57,7 +57,7 @@ class Signature:
     def by_name(self) -> tuple[str, ...]:
         """Parameters reached by name (with ``--arg`` or a catalogue option): all but the first positional
         (the second positional one is ``--target``'s, or ``--arg NAME``'s when ``--target`` is not given)."""
-        second = self.positional[1:2] if self.known else ()
+        second = self.positional[1:2] if self.known and self.positional[1:2] != ("target",) else ()
         return second + tuple(n for n in self.names if n not in self.positional[:2])
 
     def filled_by(self, name: str) -> str | None:
@@ -71,7 +71,7 @@ class Signature:
         """Two options filling one parameter (``-t`` and ``--arg NAME`` for the second positional
         one) are refused, and so is a required second positional parameter given by neither."""
         second = self.positional[1] if self.known and len(self.positional) >= 2 else None
-        if second is None:
+        if second is None or second == "target":  # (named target: -t fills it, and only -t)
             return
         if "target" in given and second in given:
             raise UsageError(f"--arg {second}: -t/--target already fills {second} (the second positional parameter "
@@ -118,9 +118,8 @@ class Signature:
         rows = [("-x/--input", self.positional[0] if self.positional else "first positional argument")]
         if self.takes_target:
             second = self.second_name()
-            rows.append((f"-t/--target or --arg {second}=ARRAY" if len(self.positional) >= 2 else "-t/--target",
-                         second))
-        rows += [(f"--arg {n}=ARRAY", n) for n in self.by_name()[len(self.positional[1:2]):]]
+            rows.append((f"-t/--target or --arg {second}=ARRAY" if second in self.by_name() else "-t/--target", second))
+        rows += [(f"--arg {n}=ARRAY", n) for n in self.by_name() if n not in self.positional[:2]]
         if self.open:
             rows.append(("--arg NAME=ARRAY", "**kwargs"))
         return rows
