@@ -121,7 +121,37 @@ def solve(
         batch_axes=len(view.rows.rows) if view.rows is not None and plan.layout is Layout.BLOCKS else 0,
         nonsmooth=None if nonsmooth is None else frozen(nonsmooth),
         vector=frozen(vector) if quantity in (Quantity.VJP, Quantity.JVP) else None,
+        parts=problem.parts,
     )
+
+
+def solve_grads(problem: Problem, names: list[str], label: str | None = None, **kwargs: Any) -> Result:
+    """``grad`` w.r.t. several arguments (``--wrt input,param:*``): the parameters joined in
+    one vector (one backward pass for all), every other argument on its own; one Result
+    whose ``value`` joins every piece flattened, in that order, and ``parts`` names each
+    (:meth:`Result.named` gives them shaped like their arguments). ``problem`` is bound
+    with every argument (``wrt`` its first); ``label``: ``--wrt`` as given (the result's
+    ``wrt``); ``kwargs`` as :func:`solve`'s."""
+    from ..problem.wrt import retarget
+
+    params = [n[len("param:"):] for n in names if n.startswith("param:")]
+    groups = [n for n in names if not n.startswith("param:")] + (["param:" + ",".join(params)] if params else [])
+    results = [solve(p, Quantity.GRAD, **kwargs) for p in retarget(problem, groups)]
+    label = label or ",".join(names)
+    if len(results) == 1 and results[0].parts:
+        return dataclasses.replace(results[0], wrt=label)
+    parts = tuple(piece for r in results for piece in (r.parts or ((r.wrt, r.wrt_shape),)))
+    value = np.concatenate([r.value.reshape(-1) for r in results])
+    backends = {r.backend for r in results}
+    return dataclasses.replace(
+        results[0], wrt=label, wrt_shape=value.shape, value=frozen(value), parts=parts,
+        backend=results[0].backend, seconds=sum(r.seconds for r in results),
+        notes=tuple(dict.fromkeys(n for r in results for n in r.notes)) + (
+            (f"backends: {', '.join(f'{r.wrt} {r.backend.value}' for r in results)}",) if len(backends) > 1 else ()),
+        error=None if any(r.error is None for r in results) else frozen(np.concatenate(
+            [r.error.reshape(-1) for r in results])),
+        evaluations=None if any(r.evaluations is None for r in results) else sum(r.evaluations for r in results),
+        nonsmooth=None)
 
 
 def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, allow_nonfinite: bool):
@@ -220,8 +250,18 @@ def jacobian(function: str, **kwargs: Any) -> Result:
 
 
 def grad(function: str, **kwargs: Any) -> Result:
-    """The gradient of a scalar output, shaped like the ``wrt`` argument."""
-    return _run(Quantity.GRAD, function, kwargs)
+    """The gradient of a scalar output, shaped like the ``wrt`` argument. Several
+    arguments (``wrt="param:*"``, ``"input,param:fc.*"``): one joint vector in
+    ``value``, each argument's gradient by name in ``result.named()``."""
+    from ..problem.wrt import expand, is_list, names_input
+
+    wrt = kwargs.get("wrt", "input")
+    if not is_list(wrt):
+        return _run(Quantity.GRAD, function, kwargs)
+    run_names = ("backend", "max_memory", "allow_nonfinite")
+    problem, options, run = library_call(function, {**kwargs, "wrt": "input"}, run_names,
+                                         differentiates_input=names_input(wrt))
+    return solve_grads(problem, expand(problem.function, wrt), wrt, options=options, **run)
 
 
 def vjp(function: str, **kwargs: Any) -> Result:

@@ -70,6 +70,13 @@ class Problem:
     def input_shape(self) -> tuple[int, ...]:
         return self.args["input"].shape
 
+    @property
+    def parts(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``wrt`` several parameters joined (``param:*``, ``param:a,b``): each one's name and shape."""
+        if not self.wrt.startswith("param:") or not hasattr(self.function, "parts"):
+            return ()
+        return self.function.parts(self.wrt[len("param:"):])
+
     def kernel(self, budget: int | None = None) -> RowKernel | GeneralKernel:
         """The NumPy kernel of this view (computed once per bound function);
         ``budget``: ``--max-memory`` for user code's batched evaluations."""
@@ -184,7 +191,7 @@ def build_problem(
         if arg.required and arg.name not in args:
             raise UsageError(f"{arg.option}: missing; {fn.name} needs this array ({arg.help}); "
                              "give it as a file, JSON or generator")
-    wrt = user_wrt(fn, wrt, args)
+    wrt = joined(fn, wrt, args) if "," in wrt else user_wrt(fn, wrt, args)
     if wrt.startswith("param:"):
         args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work, copy=False)  # a new array already
     for array in args.values():
@@ -238,6 +245,19 @@ def user_wrt(fn: Function, wrt: str, args: Mapping[str, np.ndarray]) -> str:
     if wrt in (fn.parameters() if hasattr(fn, "parameters") else {}):
         return f"param:{wrt}"
     return wrt
+
+
+def joined(fn: Function, wrt: str, args: Mapping[str, np.ndarray]) -> str:
+    """A comma list of parameters (``param:fc.weight,param:fc.bias``, globs too) as one joint
+    argument, ``param:fc.weight,fc.bias``; a list naming anything else is refused here (grad
+    and check give one result per argument; the other commands take one argument)."""
+    names = [user_wrt(fn, part.strip(), args) for part in wrt.split(",") if part.strip()]
+    if names and all(n.startswith("param:") for n in names):
+        return "param:" + ",".join(n[len("param:"):] for n in names)
+    others = [n for n in names if not n.startswith("param:")]
+    raise UsageError(f"--wrt {wrt}: several arguments ({', '.join(others)} beside parameters) are one result each "
+                     "with grad and check; this command takes one argument, or parameters joined (param:a,param:b, "
+                     "'param:*')")
 
 
 def activation(fn: Function, wrt: str, args: Mapping[str, np.ndarray], work: np.dtype) -> np.ndarray:

@@ -446,15 +446,17 @@ class UserFunction(Function):
         return submodules.embeddings(self.module)
 
     def matching(self, pattern: str) -> list[str]:
-        """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
+        """Parameter names matching a glob (``*``, ``layer1.*``) or a comma list of names and
+        globs (``fc.weight,param:fc.bias``), in the module's order."""
         import fnmatch
 
         names = [n for n, _ in self.module.named_parameters()] if self.module is not None else []
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        patterns = [part.strip().removeprefix("param:") for part in pattern.split(",")]
+        return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
     def split_parameters(self, name: str, value) -> dict:
-        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector ``(..., n)`` -> each
-        parameter's view of it, ``(..., *shape)``.
+        """``param:NAME`` -> {NAME: value}; a joint flat vector ``(..., n)`` (a glob or a
+        comma list) -> each parameter's view of it, ``(..., *shape)``.
 
         One ``torch.split`` rather than a slice per parameter: its backward is one
         concatenation, where each slice's backward pads its gradient with zeros to
@@ -462,33 +464,41 @@ class UserFunction(Function):
         per parameter, in the gradient and again in a double backward)."""
         import torch
 
-        if not any(ch in name for ch in "*?["):
+        if not joint(name):
             return {name: value}
         shapes = self.parameters()
         names = self.matching(name)
         pieces = torch.split(value, [math.prod(shapes[n]) for n in names], dim=-1)
         return {n: piece.reshape(value.shape[:-1] + shapes[n]) for n, piece in zip(names, pieces)}
 
+    def parts(self, name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``param:NAME`` of a joint vector (a glob or a comma list): ``(param:NAME, shape)`` of
+        each piece, in order; empty for one parameter."""
+        if not joint(name):
+            return ()
+        shapes = self.parameters()
+        return tuple((f"param:{n}", shapes[n]) for n in self.matching(name))
+
     def parameter_array(self, name: str) -> np.ndarray:
         """``param:NAME``'s value as a new float64 array (never a view of the live
-        parameter); a glob's matching parameters flattened and joined in the module's
-        order, so a Hessian or hvp w.r.t. them all has its cross terms (``--wrt 'param:*'``)."""
+        parameter); a glob's (or a comma list's) parameters flattened and joined in the
+        module's order, so a Hessian or hvp w.r.t. them all has its cross terms
+        (``--wrt 'param:*'``)."""
         import torch
 
         params = dict(self.module.named_parameters()) if self.module is not None else {}
-        glob = any(ch in name for ch in "*?[")
-        names = self.matching(name) if glob else [name]
-        if glob and not names:
-            raise UsageError(f"--wrt param:{name}: no parameter of {self.name} matches; it has "
-                             f"{', '.join(params) or 'none'}")
-        if not glob and name not in params:
-            raise UsageError(f"--wrt param:{name}: {self.name} has no parameter {name!r}; it has "
-                             f"{', '.join(params) or 'none (it is not a torch.nn.Module)'}")
+        has = ", ".join(params) or "none (it is not a torch.nn.Module)"
+        for part in (p.strip().removeprefix("param:") for p in name.split(",")):
+            if joint(part) and not self.matching(part):
+                raise UsageError(f"--wrt param:{part}: no parameter of {self.name} matches; it has {has}")
+            if not joint(part) and part not in params:
+                raise UsageError(f"--wrt param:{part}: {self.name} has no parameter {part!r}; it has {has}")
+        names = self.matching(name) if joint(name) else [name]
         tensors = [params[n].detach() for n in names]
-        joint = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float64)
-        for piece, t in zip(torch.split(joint, [t.numel() for t in tensors]), tensors):
+        flat = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float64)
+        for piece, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors):
             piece.copy_(t.reshape(-1))  # one pass per parameter: dtype and device converted as it copies
-        return joint.numpy() if glob else joint.numpy().reshape(tensors[0].shape)
+        return flat.numpy() if joint(name) else flat.numpy().reshape(tensors[0].shape)
 
     def differentiable(self, args):
         return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")
@@ -610,6 +620,11 @@ class UserBound(Bound):
 
     def torch_forward(self, tensors):
         return self.function.call(dict(tensors), self.batch)
+
+
+def joint(name: str) -> bool:
+    """Whether ``param:NAME`` names several parameters joined in one flat vector: a glob or a comma list."""
+    return any(ch in name for ch in "*?[,")
 
 
 def _tensors(args) -> dict[str, Any]:
