@@ -27,7 +27,7 @@ LAYERS = [
     ["gradcli.compute"],
     ["gradcli.checking"],
     ["gradcli.render"],
-    ["gradcli.cli", "gradcli.testing", "gradcli.__main__", "gradcli"],
+    ["gradcli.cli", "gradcli.testing", "gradcli.pytest_plugin", "gradcli.__main__", "gradcli"],
 ]
 
 
