@@ -296,6 +296,7 @@ class UserFunction(Function):
         self.modes: Modes | None = None  # training-mode modules, found by the first bind
         self.select: str | None = None  # --select: the path to the tensor differentiated in what the code returns
         self.loaded: tuple[str, ...] = ()  # notes on the weights loaded (--weights)
+        self.anchors: dict[str, np.ndarray] = {}  # act:NAME -> the activation recorded (submodules.replacing)
 
     def configure(self, seed: int = 0, names: tuple[str, ...] = (), select: str | None = None) -> None:
         """The run's ``--seed``, ``--arg`` names a ``**kwargs`` signature takes, and ``--select``."""
@@ -344,7 +345,7 @@ class UserFunction(Function):
                 activations[k[len(submodules.PREFIX):]] = v
         positional, kwargs = self.signature.split({**args, "input": x})
         with running_user_code(self.path), pure_call(self.module, self.modes, self.seed), \
-                submodules.replacing(self.module, activations):
+                submodules.replacing(self.module, activations, self.anchors):
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
             else:
@@ -417,7 +418,8 @@ class UserFunction(Function):
         self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
         with torch.no_grad():
             out = submodules.record(self.module, name, lambda: self.call(tensors), self.name)
-        return out.detach().cpu().numpy().copy()
+        self.anchors[name] = out.detach().cpu().numpy().copy()
+        return self.anchors[name].copy()
 
     def submodules(self, args=None) -> list[tuple[str, str, str | None]]:
         """``(name, class, output)`` of every submodule; ``output`` (its shape, from one forward

@@ -1,11 +1,12 @@
 """``--wrt act:MODULE``: the output of a named submodule as the differentiated
 argument — the rest of the forward pass as a function of that activation.
 
-One forward pass records the activation ``a = MODULE(...)`` (:func:`record`);
+One forward pass records the activation ``a0 = MODULE(...)`` (:func:`record`);
 every later call runs the forward with a forward hook that replaces the
-submodule's output by the tensor being differentiated (:func:`replacing`), so
-``d out / d a`` is what autograd, forward mode, fd and the second-order
-backends see. For a token model this is input saliency: the ids stay integer
+submodule's output by the tensor ``a`` being differentiated — as
+``output + (a - a0)``, which is ``a`` itself at the recorded point
+(:func:`replacing`) — so ``d out / d a`` is what autograd, forward mode, fd and
+the second-order backends see. For a token model this is input saliency: the ids stay integer
 constants, their embeddings (``act:bert.embeddings.word_embeddings``) are not.
 
 Also the submodules' output shapes from one forward pass (``gradcli functions
@@ -76,13 +77,25 @@ def record(module, name: str, run: Callable[[], Any], where: str):
 
 
 @contextlib.contextmanager
-def replacing(module, values: Mapping[str, Any]):
-    """While inside: each submodule named in ``values`` returns its value instead of what it computed."""
+def replacing(module, values: Mapping[str, Any], anchors: Mapping[str, Any]):
+    """While inside, submodule ``name`` returns ``out + (value - anchor)``: its own output
+    ``out`` moved by how far ``value`` is from the activation recorded at this point
+    (``anchors[name]``, :func:`record`). With one ``act:`` argument ``out`` is the anchor,
+    so the rest of the forward sees ``value`` itself; with several (``check --wrt
+    act:embed,act:head``) a submodule upstream still reaches the ones downstream, where
+    a plain replacement would make them constants (and their derivative 0)."""
+    import torch
+
     if not values:
         yield
         return
     subs = dict(module.named_modules())
-    handles = [subs[name].register_forward_hook(lambda _m, _in, out, v=value: _replaced(out, v))
+
+    def hook(out, value, anchor):
+        anchor = torch.as_tensor(anchor, dtype=value.dtype, device=value.device)
+        return _replaced(out, lambda tensor: tensor + (value - anchor))
+
+    handles = [subs[name].register_forward_hook(lambda _m, _in, out, v=value, a=anchors[name]: hook(out, v, a))
                for name, value in values.items()]
     try:
         yield
@@ -97,28 +110,28 @@ def _only_float(out) -> str | None:
     return floats[0] if len(floats) == 1 else None
 
 
-def _replaced(out, value):
-    """``out`` with its tensor replaced by ``value``: the tensor itself, or the one float
-    tensor of a tuple, list or dict (a ``ModelOutput`` keeps its class)."""
+def _replaced(out, change):
+    """``out`` with its tensor ``t`` replaced by ``change(t)``: the tensor itself, or the one
+    float tensor of a tuple, list or dict (a ``ModelOutput`` keeps its class)."""
     import torch
 
     if isinstance(out, torch.Tensor):
-        return value
-    return _put(out, _only_float(out).split("."), value)
+        return change(out)
+    return _put(out, _only_float(out).split("."), change)
 
 
-def _put(container, path: list[str], value):
+def _put(container, path: list[str], change):
     if not path:
-        return value
+        return change(container)
     key, rest = path[0], path[1:]
     if isinstance(container, (tuple, list)):
         items = list(container)
-        items[int(key)] = _put(items[int(key)], rest, value)
+        items[int(key)] = _put(items[int(key)], rest, change)
         return type(container)(items) if isinstance(container, list) or not hasattr(container, "_fields") \
             else type(container)(*items)
     if dataclasses.is_dataclass(container):  # (a ModelOutput too: it is a dataclass and a dict)
-        return dataclasses.replace(container, **{key: _put(getattr(container, key), rest, value)})
-    return {**container, key: _put(container[key], rest, value)}
+        return dataclasses.replace(container, **{key: _put(getattr(container, key), rest, change)})
+    return {**container, key: _put(container[key], rest, change)}
 
 
 def output_shapes(module, run: Callable[[], Any]) -> dict[str, str]:
