@@ -10,6 +10,7 @@ import io
 import json
 import pickle
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,29 +23,8 @@ from gradcli.cli import app
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
 
-HF = '''
-import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
-
-
-def vit():
-    torch.manual_seed(0)
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                       image_size=16, patch_size=8, num_labels=3)
-    return ViTForImageClassification(config).eval()
-
-
-def bert():
-    torch.manual_seed(0)
-    return BertModel(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=37, max_position_embeddings=16)).eval()
-
-
-def gpt2():
-    torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=32, n_layer=2, n_head=2, n_positions=16,
-                                      bos_token_id=0, eos_token_id=0)).eval()
-'''
+# The tiny ViT, BERT and GPT-2 of the samples (transformers configs, nothing downloaded): vocabularies of 50.
+HF = Path(__file__).resolve().parent.parent / "sample_inputs" / "hf_models.py"
 TORCH = '''
 import dataclasses
 
@@ -140,7 +120,7 @@ class Shared(nn.Module):
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("yourmodel")
-    (path / "hf.py").write_text(HF)
+    (path / "hf.py").write_text(HF.read_text())
     (path / "nets.py").write_text(TORCH)
     (path / "tagloss.py").write_text(textwrap.dedent('''
         from nets import Tagger
@@ -582,3 +562,70 @@ def test_a_real_interaction_is_still_refused_in_code_that_rounds_inside(tmp_path
     '''))
     refused(run("grad", tmp_path / "mixed.py:Loss", "-x", "randn:6,4", "-t", "[0, 1, 2, 0, 1, 2]", "--per-sample",
                 "--wrt", "param:*"), "samples interact")
+
+
+# --- 7. smaller ------------------------------------------------------------------------
+
+
+def test_a_long_name_is_never_cut_in_a_table():
+    """q/k/v/o differ at the end of their names: shortened in the middle when the table is too wide,
+    numbered and written out whole below it when even that does not fit."""
+    from rich.console import Console
+
+    from gradcli.render.names import Name, NamesFirst
+    from rich.table import Table
+
+    names = [f"param:vit.layers.{i}.attention.{p}_proj.weight" for i in (0, 1) for p in "qkvo"]
+    assert Name(names[0]).fitted(40).plain == "param:vit.l.0.attention.q_proj.weight"
+    assert Name(names[0]).fitted(30).plain == "param:vit.l.0.a.q_proj.weight"
+
+    def build(cell):
+        table = Table()
+        table.add_column("argument")
+        table.add_column("numbers", no_wrap=True)
+        for n in names:
+            table.add_row(cell(n), "1.0e-08")
+        return table
+
+    def drawn(width: int) -> str:
+        console = Console(file=io.StringIO(), width=width, color_system=None)
+        console.print(NamesFirst(build, names))
+        return console.file.getvalue()
+
+    assert all(n in drawn(200) for n in names)  # room enough: whole
+    narrow = drawn(50)  # shortened in the middle: the layer index and q/k/v/o kept on each row
+    assert all(f"param:vit.l.{n.split('.')[2]}.a.{n.split('attention.')[1]}" in narrow for n in names)
+    narrower = drawn(30)  # numbered rows, each name written out below (wrapped, not cut, on a 30-column terminal)
+    assert "[8]" in narrower and all(n in "".join(narrower.split()) for n in names)
+    assert not any("…" in text for text in (narrow, narrower))
+
+
+def test_summarised_rendering_does_not_grow_with_the_array():
+    """The cells formatted for a (4, 10, 3, 32, 32) Jacobian and one 4x as large are as many."""
+    from rich.console import Console
+
+    from gradcli.core.options import BackendName, Layout, Quantity
+    from gradcli.core.results import Result
+    from gradcli.render import table
+
+    counts = []
+    for side in (32, 64):
+        value = np.random.default_rng(0).standard_normal((4, 10, 3, side, side))
+        result = Result(quantity=Quantity.JACOBIAN, function="f", params={}, wrt="input", backend=BackendName.AUTOGRAD,
+                        dtype="float64", input_shape=(4, 3, side, side), wrt_shape=(4, 3, side, side),
+                        output_shape=(4, 10), layout=Layout.BLOCKS, value=value, output=np.zeros((4, 10)), notes=(),
+                        seconds=0.0, per_sample=True, batch_axes=1)
+        calls = [0]
+        original = table.NumberFormat.__call__
+
+        def counting(self, v, original=original):
+            calls[0] += 1
+            return original(self, v)
+
+        table.NumberFormat.__call__ = counting
+        try:
+            Console(file=io.StringIO(), width=120, color_system=None).print(table.render_body(result))
+        finally:
+            table.NumberFormat.__call__ = original
+        counts.append(calls[0])
+    assert counts[0] == counts[1] and counts[0] < 10_000
