@@ -338,10 +338,11 @@ def test_token_ids_stay_integer_for_grad_and_check_wrt_parameters(embedding):
     tmp_path, model = embedding
     tokens, labels = torch.tensor(TOKENS), torch.tensor(LABELS)
     model(tokens, labels).backward()
-    expected = np.concatenate([p.grad.numpy().ravel() for p in model.parameters()])
     args = [f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS), "--wrt", "param:*"]
-    got = run_json("grad", *args)
-    np.testing.assert_allclose(np.array(got["value"]), expected, rtol=16 * np.finfo(float).eps, atol=1e-15)
+    got = run_json("grad", *args)  # one result per parameter, shaped like its .grad
+    assert [r["wrt"] for r in got["results"]] == [f"param:{n}" for n, _ in model.named_parameters()]
+    for r, (_, p) in zip(got["results"], model.named_parameters()):
+        np.testing.assert_allclose(np.array(r["value"]), p.grad.numpy(), rtol=16 * np.finfo(float).eps, atol=1e-15)
     report = run_json("check", *args)
     assert report["ok"] and [r["wrt"] for r in report["results"]] == ["param:emb.weight", "param:fc.weight",
                                                                        "param:fc.bias"]
