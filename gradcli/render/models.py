@@ -114,7 +114,8 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts += [Text(), verdict_text(model.ok, model.failing)]
         skipped = {(c.name, c.skipped) for r in model.results for c in r.backends if c.skipped}
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
-        parts += [Text(f"note: {n}", style="yellow") for r in model.results for n in r.notes]
+        parts += [Text(f"note: {n}", style="yellow")  # (each argument's notes: the shared ones said once)
+                  for n in dict.fromkeys(n for r in model.results for n in r.notes)]
     for r in model.results:
         if r.taylor is not None and len(model.results) == 1:
             parts.append(Text(f"Taylor test: observed order {_order(r.taylor.order)} "
