@@ -262,7 +262,7 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
             elif name is BackendName.FORWARD:
                 runs[name] = probe.forward_values(fn, probes)
             elif name is BackendName.FD:
-                runs[name] = probe.fd_values(fd_fn, probes, options.fd_step, agrees=_agrees_with(runs.get(reference),
+                runs[name] = probe.fd_values(fd_fn, probes, options.fd_step, agrees=agrees_with(runs.get(reference),
                                                                                                atol, rtol))
             else:
                 runs[name] = analytic_values(problems, probes, options)
@@ -274,7 +274,7 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
     reports = []
     for p in problems:
         a = p.wrt
-        scale = _scale(ref, a)
+        scale = probe_scale(ref, a)
         comparisons = []
         for name in backends:
             if name is reference:
@@ -283,10 +283,12 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
             if isinstance(got, Exception):
                 comparisons.append(skipped(name, got))
                 continue
+            # fd's error bar and kink test, on whichever side fd is (--reference fd: the reference's)
+            error, jump = (got.error, got.jump) if got.error is not None else (ref.error, ref.jump)
             comparisons.append(compare_probes(name.value, got.values[a], ref.values[a], atol, rtol, scale,
                                               seconds=got.seconds, top=top,
-                                              error=None if got.error is None else got.error[a],
-                                              jump=None if got.jump is None else got.jump[a]))
+                                              error=None if error is None else error[a],
+                                              jump=None if jump is None else jump[a]))
         test = probe.taylor(fn, probes, a, ref.values[a]) if taylor else None
         ok = verdict(comparisons)
         if test is not None and test.ok is False:
@@ -304,12 +306,12 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
     return reports, context
 
 
-def _agrees_with(ref, atol: float, rtol: float):
+def agrees_with(ref, atol: float, rtol: float):
     """fd's early acceptance: its first central difference is within the probe
     tolerance of the reference (see ``compare_probes``), counting its rounding error."""
     if not isinstance(ref, probe.ProbeValues):
         return None
-    scales = {a: _scale(ref, a) for a in ref.values}
+    scales = {a: probe_scale(ref, a) for a in ref.values}
 
     def agrees(name: str, k: int, value: float, rounding: float) -> bool:
         reference = ref.values[name][k]
@@ -318,7 +320,7 @@ def _agrees_with(ref, atol: float, rtol: float):
     return agrees
 
 
-def _scale(ref: probe.ProbeValues, name: str) -> float:
+def probe_scale(ref: probe.ProbeValues, name: str) -> float:
     """``‖vᵀ J‖₂`` of the reference: the typical size of ``vᵀ J u`` for a random sign vector u."""
     if ref.grads is not None:
         return float(np.linalg.norm(ref.grads[name]))
@@ -348,7 +350,8 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
     tol = atol + rtol * size + (0.0 if error is None else 3 * error)
     nonsmooth = (np.zeros(diff.shape, bool) if error is None else
                  probe.non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
-    excess = np.where(diff == 0, 0.0, diff / tol)
+    with np.errstate(divide="ignore"):  # --atol 0 --rtol 0: any difference is out
+        excess = np.where(diff == 0, 0.0, diff / tol)
     out = (excess > 1) & ~nonsmooth
     counted = np.where(nonsmooth, 0.0, excess)
     order = np.argsort(-counted, kind="stable")[: max(0, top)]

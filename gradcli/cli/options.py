@@ -100,13 +100,10 @@ def run_options(quantity: Quantity, values: Mapping[str, Any]) -> RunOptions:
 
 def check_options(values: Mapping[str, Any]) -> CheckOptions:
     refuse_empty(values)
-    backends = values.get("backends")
-    settings = CheckSettings(
-        quantity=values.get("quantity"), backends=backends.split(",") if backends else None,
-        reference=values.get("reference"), atol=values.get("atol"), rtol=values.get("rtol"), top=values["top"],
-        layout=values["layout"], mode=values["mode"], probes=values["probes"], seed=values["seed"],
-        taylor=values["taylor"], locate=values.get("locate"))
-    return CheckOptions(inputs_of(values), settings, backend_settings(values), output_of(values),
+    fields = {name: values[name] for name in CheckSettings.names() if name in values}
+    if fields.get("backends"):  # a comma list on the command line
+        fields["backends"] = fields["backends"].split(",")
+    return CheckOptions(inputs_of(values), CheckSettings(**fields), backend_settings(values), output_of(values),
                         cotangent=values.get("cotangent"), tangent=values.get("tangent"),
                         baseline=values.get("baseline"), save_baseline=values.get("save_baseline"))
 

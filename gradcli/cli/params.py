@@ -26,10 +26,6 @@ INPUTS, DIFF, BACKEND, OUTPUT, LIMITS = "Inputs", "Differentiation", "Backend", 
 CODE = "Your code"  # options of user code (PATH.py:NAME): what it returns, its weights
 COMPARE, CI = "Comparison", "CI"
 ARRAY_HELP = "ARRAY: a .npy/.npz[:key]/.json/.pt file, inline JSON, - for stdin, or a generator such as randn:3,5"
-# The catalogue module a built-in lives in -> the help panel of the options it declares first.
-FAMILY_PANELS = {"softmax": "Options of softmax, log_softmax", "elementwise": "Options of the activations",
-                 "losses": "Options of the losses", "pointwise_losses": "Options of the losses",
-                 "linear": "Options of linear"}
 SHORT = {"input": "-x", "target": "-t"}  # the two arrays every story uses
 
 
@@ -81,9 +77,9 @@ def function_argument(optional: bool = False) -> inspect.Parameter:
 def catalogue_options() -> list[Opt]:
     """One option per array argument and per scalar Param of the built-ins, with help
     and defaults read from the catalogue: a new loss touches its own module only."""
-    from ..catalogue import REGISTRY, array_arguments, catalogue, parameters
+    from ..catalogue import array_arguments, catalogue, parameters
 
-    family = {name: FAMILY_PANELS[REGISTRY[name][0]] for name in REGISTRY}
+    family = {name: family_panel(function) for name, function in catalogue().items()}
     users_of_array: dict[str, list[str]] = {}
     for function in catalogue().values():
         for arg in function.arrays:
@@ -110,6 +106,11 @@ def catalogue_options() -> list[Opt]:
         options.append(Opt(name, first.kind, None, decls, f"{text}{default}", family[names[0]],
                            {"show_default": False, **({"metavar": metavar} if metavar else {})}))
     return options
+
+
+def family_panel(function) -> str:
+    """The help panel of the options a built-in declares first: its family's."""
+    return f"Options of {function.family}"
 
 
 def _names(functions: list[str]) -> str:
@@ -264,8 +265,11 @@ def check_options() -> list[Opt]:
 def in_panel_order(options: list[Opt]) -> list[Opt]:
     """typer shows panels in the order their first option comes: inputs, what is
     computed, how, the functions' own options, then output and limits."""
-    order = [INPUTS, CODE, DIFF, COMPARE, BACKEND, *dict.fromkeys(FAMILY_PANELS.values()), OUTPUT, CI, LIMITS]
-    return sorted(options, key=lambda o: order.index(o.panel))
+    from ..catalogue import catalogue
+
+    families = dict.fromkeys(family_panel(f) for f in catalogue().values())  # in catalogue order
+    order = [INPUTS, CODE, DIFF, COMPARE, BACKEND, *families, OUTPUT, CI, LIMITS]
+    return sorted(options, key=lambda o: order.index(o.panel) if o.panel in order else order.index(OUTPUT))
 
 
 def signature(function_arg: inspect.Parameter, options: list[Opt]) -> inspect.Signature:

@@ -198,7 +198,9 @@ def _same_folder():
                     os.chdir(folder)
 
 
-def load_callable(path_text: str, name: str):
+def load_object(path_text: str, name: str):
+    """``NAME`` as the file defines it, the file run once (its folder on ``sys.path``, its
+    output on standard error): a function, a module, a class, a ``torch.library`` op."""
     path = Path(path_text)
     if not path.is_file():
         raise UsageError(f"FUNCTION: file not found: {path}; give PATH.py:NAME with an existing file")
@@ -216,11 +218,31 @@ def load_callable(path_text: str, name: str):
     if not hasattr(module, name):
         public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
         raise UsageError(f"FUNCTION: {path} has no {name!r}; it defines {', '.join(public) or 'nothing callable'}")
-    obj = getattr(module, name)
+    return getattr(module, name)
+
+
+def is_library_op(obj) -> bool:
+    """A ``torch.library`` custom op: ``torch.library.custom_op``'s object, or ``torch.ops.NS.OP`` (or one overload)."""
     import torch
 
-    if isinstance(obj, torch.nn.Module):
+    return isinstance(obj, (torch._library.custom_ops.CustomOpDef, torch._ops.OpOverloadPacket, torch._ops.OpOverload))
+
+
+def load_callable(path_text: str, name: str):
+    """``PATH.py:NAME`` as something to call on tensors (:func:`as_callable`)."""
+    return as_callable(load_object(path_text, name), Path(path_text), name)
+
+
+def as_callable(obj, path: Path, name: str):
+    """What the file defines as something to call on tensors: a function, a module, a
+    factory's product, an ``autograd.Function`` subclass's ``apply`` (such a class is
+    called through ``apply``, never instantiated), a ``torch.library`` op as it is."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module) or is_library_op(obj):
         return obj
+    if inspect.isclass(obj) and issubclass(obj, torch.autograd.Function):
+        return obj.apply
     if not callable(obj):
         kind = "Python module (imported there)" if inspect.ismodule(obj) else type(obj).__name__
         raise UsageError(f"FUNCTION: {path}:{name} is a {kind}, not a function or module (torch.nn.Module)")

@@ -572,11 +572,68 @@ def per_sample(repeats):
     return rows
 
 
+def certify_rows(repeats):
+    """Issue 26: gradcli.certify of one clean Function (sample_inputs/certify_softplus.py:Softplus) on a (64, 64)
+    float64 input with --skip compile, against torch.autograd.gradcheck + gradgradcheck with their defaults on the
+    same input; and of a clean custom op (sample_inputs/certify_op.py:swish) against the same plus opcheck. In this
+    process, torch imported and each side called once before timing (start-up excluded on both sides), the sides
+    alternating; the best wall time of each, and the CPU-time ratio (time.process_time) beside it. Then the compile
+    row's own time (torch.compile, a fresh compilation each call), which --skip compile leaves out."""
+    import runpy
+
+    import torch
+
+    x = np.random.default_rng(5).standard_normal((64, 64))
+    xt = torch.tensor(x, requires_grad=True)
+    rows = []
+    for label, file, name, opcheck in (("14 certify a clean Function (64, 64) f64, --skip compile: vs gradcheck + "
+                                        "gradgradcheck", "certify_softplus.py", "Softplus", False),
+                                       ("14a certify a clean custom op (64, 64) f64, --skip compile: vs gradcheck + "
+                                        "gradgradcheck + opcheck", "certify_op.py", "swish", True)):
+        spec = f"{ROOT / 'sample_inputs' / file}:{name}"
+        subject = runpy.run_path(str(ROOT / "sample_inputs" / file))[name]
+        fn = subject.apply if isinstance(subject, type) else subject
+
+        def ours(spec=spec):
+            report = gradcli.certify(spec, x, skip="compile")
+            assert report.ok, [r for r in report.rows if r.status.value == "fail"]
+            return report
+
+        def base(fn=fn, opcheck=opcheck):
+            torch.autograd.gradcheck(fn, (xt,))
+            torch.autograd.gradgradcheck(fn, (xt,))
+            if opcheck:
+                torch.library.opcheck(fn, (xt,))
+
+        wall, cpu = {ours: [], base: []}, {ours: [], base: []}
+        ours(), base()  # first calls: imports and first-use costs belong to neither side
+        for r in range(max(2, min(repeats, 3))):
+            for side in (ours, base) if r % 2 == 0 else (base, ours):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                side()
+                wall[side].append(time.perf_counter() - start)
+                cpu[side].append(time.process_time() - start_cpu)
+        report = ours()
+        counts = {s: sum(r.status.value == s for r in report.rows) for s in ("ok", "fail", "skip")}
+        cpu_ratio = min(cpu[ours]) / min(cpu[base])
+        rows.append(row(label, min(wall[ours]), min(wall[base]), 1.0,
+                        f"CPU time ratio {cpu_ratio:.3f}; rows {counts['ok']} ok, {counts['fail']} failed, "
+                        f"{counts['skip']} skipped"))
+    compiled = [gradcli.certify(f"{ROOT / 'sample_inputs' / 'certify_softplus.py'}:Softplus", x, properties="compile")
+                for _ in range(2)]
+    first, later = (c.row("compile").seconds for c in compiled)
+    rows.append((f"14b the compile row alone (torch.compile of the Function, {compiled[0].row('compile').status.value})",
+                 f"{first:.2f} s", "", "", "", "", f"first call in the process; {later * 1e3:.0f} ms the next (inductor's "
+                 "caches); torch.compile's own cost, which --skip compile leaves out"))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--before", type=Path, help="a folder with an older gradcli package, for the memory rows")
-    parser.add_argument("--only", choices=["model_check", "per-sample", "curvature"], help="only the rows of this group")
+    parser.add_argument("--only", choices=["model_check", "per-sample", "curvature", "certify"],
+                        help="only the rows of this group")
     options = parser.parse_args()
     repeats = 3 if options.quick else 7
     if options.only == "model_check":
@@ -585,11 +642,13 @@ def main():
         rows = per_sample(repeats)
     elif options.only == "curvature":  # rows 12, 12b, 12a
         rows = mlp_curvature(repeats)
+    elif options.only == "certify":  # rows 14, 14a, 14b
+        rows = certify_rows(repeats)
     else:
         rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
                 *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
                 *model_check(min(repeats, 3)), *hessian_blocks(repeats), *mlp_curvature(repeats),
-                *per_sample(repeats)]
+                *per_sample(repeats), *certify_rows(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
