@@ -11,9 +11,9 @@
   keywords); a mismatch, a check that compared nothing, or a gradcli error
   fails the test with gradcli's own report as the message, never a
   traceback of gradcli's internals. Returns the report.
-- ``gradients.certify(FUNCTION, **keywords)``: :func:`gradcli.certify`, failing
-  the test with its report; skipped with a reason where this gradcli has no
-  certify.
+- ``gradients.certify(FUNCTION, **keywords)``: :func:`gradcli.certify` (the same
+  keywords), failing the test with its report when a property fails or none
+  could run; skipped with a reason where this gradcli has no certify.
 - ``gradients.baseline(NAME, FUNCTION, **keywords)``: the gradient fingerprint
   (:mod:`gradcli.checking.baseline`) compared with
   ``tests/gradcli_baselines/NAME.json`` under pytest's rootdir. As
@@ -71,7 +71,9 @@ class Gradients:
         except (ImportError, AttributeError):
             pytest.skip("gradients.certify: this gradcli has no certify (gradcli.certify is not importable)")
         report = _run(lambda: certify(function, **keywords))
-        if getattr(report, "ok", True) is False:
+        if report.ok is None:
+            pytest.fail("gradcli certify could run no property\n" + _report_text(report), pytrace=False)
+        if not report.ok:
             pytest.fail("gradcli certify found a failing property\n" + _report_text(report), pytrace=False)
         return report
 
@@ -140,10 +142,7 @@ def _run(call):
 
 
 def _report_text(report) -> str:
-    """A certify report as text: its own renderer where gradcli has one, else its repr."""
-    try:
-        from .render.certify import render_certify
-        from .render.ci import plain_text
-    except ImportError:
-        return repr(report)
-    return plain_text(render_certify(report))
+    from .render.certify import render_certify
+    from .render.ci import plain_text
+
+    return plain_text(render_certify(report, timing=False))

@@ -61,7 +61,7 @@ def test_baseline(gradients):
 
 
 def test_certify(gradients):
-    gradients.certify("model.py:Net", input=X, args={{"labels": LABELS}})
+    gradients.certify("model.py:Scaled", input=X, properties="gradient")
 
 
 def test_bad_input(gradients):
@@ -108,16 +108,22 @@ def test_a_gradcli_error_fails_the_test_with_its_message(project):
     assert "gradcli: " in out and "param:nothing" in out and "Traceback" not in out
 
 
-def test_certify_is_skipped_with_a_reason_where_gradcli_has_none(project):
+def test_certify_passes_a_right_backward_and_fails_a_wrong_one_with_its_report(project):
     pytester, write, run = project
     try:
         import gradcli.certify  # noqa: F401
-    except ImportError:
+    except ImportError:  # a gradcli without certify: the test says so and is skipped
         result = run("-k", "test_certify", "-rs")
         result.assert_outcomes(skipped=1)
         assert "gradcli.certify is not importable" in result.stdout.str()
-    else:
-        pytest.skip("gradcli.certify exists here: its plugin test belongs with it")
+        return
+    run("-k", "test_certify").assert_outcomes(passed=1)
+    write(scale=1.5)
+    result = run("-k", "test_certify")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "gradcli certify found a failing property" in out and "gradient" in out and "fail" in out
+    assert "gradcli/certify" not in out
 
 
 def test_baseline_is_saved_once_compared_after_and_rewritten_by_gradcli_update(project):
