@@ -55,7 +55,7 @@ def _function(name: str, values: dict[str, Any]):
     from ..usercode.signature import parse_arg_options
 
     limit = parse_size(values["max_memory"])
-    named = parse_arg_options(values.get("arg"), {"input"} if values.get("input") else set())
+    named = parse_arg_options(values.get("arg"), set())
     function = user_function(name, values["seed"], tuple(named), weights=values.get("weights"),
                              weights_prefix=values.get("weights_prefix"),
                              strict_weights=values.get("strict_weights", True), max_memory=limit)

@@ -98,27 +98,27 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     eps = float(np.finfo(problem.dtype).eps)
     measured: list[float] = []  # the code's working precision, measured once where a check at eps would refuse
 
+    def working() -> float:
+        if not measured:
+            measured.append(max(eps, working_eps(function, tensors, problem.dtype, PARAMETERS)))
+        return measured[0]
+
     def beyond_rounding(gap: float, what: str) -> bool:
         """A gap (in units of a thousand roundings of eps) beyond the code's own rounding; a note
         where only the working precision explains it."""
         if gap <= 1:
             return False
-        if not measured:
-            measured.append(working_eps(function, tensors, problem.dtype, PARAMETERS))
-        if gap * eps / measured[0] > 1:
+        if gap * eps / working() > 1:
             return True
-        notes.append(note(measured[0], eps, problem.dtype, f"--per-sample ({what})"))
+        notes.append(note(working(), eps, problem.dtype, f"--per-sample ({what})"))
         return False
 
     with torch_errors("autograd", module):
         scale, batch_loss, summed, size = decomposition(torch, function, tensors)
-        if scale is None and verify:
-            # a gap of one rounding at the working precision, in units of the one at eps
-            measured.append(working_eps(function, tensors, problem.dtype, PARAMETERS))
-            scale = reduction_scale(batch_loss, summed, size, b, max(eps, measured[0]))
+        if scale is None and verify and working() > eps:  # judged again at the code's own rounding
+            scale = reduction_scale(batch_loss, summed, size, b, working())
             if scale is not None:
-                notes.append(note(measured[0], eps, problem.dtype, "--per-sample (the loss is the batch's mean or "
-                                                                   "sum)"))
+                notes.append(note(working(), eps, problem.dtype, "--per-sample (the loss is the batch's mean or sum)"))
         if scale is None and verify:
             raise UsageError(f"--per-sample: {function.name}'s batch loss is {batch_loss:.6g}, but its {b} samples' "
                              f"losses, each on a batch of one, sum to {summed:.6g} (mean {summed / b:.6g}): samples "
