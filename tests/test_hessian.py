@@ -215,10 +215,10 @@ def test_eig_from_blocks_is_exact(backend):
 @pytest.mark.parametrize("backend", ["analytic", "autograd"])
 def test_eig_by_lanczos_without_blocks(backend):
     rng = np.random.default_rng(5)
-    # 70 entries: above DENSE_HVPS, where Lanczos costs fewer hvps than forming H
-    arrays = {"input": rng.standard_normal((8, 14)), "weight": rng.standard_normal((5, 14)), "target": rng.integers(0, 5, 8)}
+    # 300 entries: above DENSE_HVPS, where Lanczos costs fewer hvps than forming H
+    arrays = {"input": rng.standard_normal((8, 60)), "weight": rng.standard_normal((5, 60)), "target": rng.integers(0, 5, 8)}
     res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend=backend)
-    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 70, 2)
+    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 300, 2)
     assert res.layout is None and res.value.shape == (4,)  # the Hessian itself is not formed
     # 0 is a many-fold eigenvalue (shifting every logit of a row changes nothing): Lanczos finds it, once.
     assert low[1] == pytest.approx(0, abs=1e-12) and "multiplicity" in res.spectrum.method
@@ -226,7 +226,7 @@ def test_eig_by_lanczos_without_blocks(backend):
     assert_close(res.spectrum.largest, high, 1e-7)
     assert res.spectrum.method.startswith("Lanczos") and res.spectrum.residual < 1e-6 and res.spectrum.hvps > 0
     full = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend=backend, layout="full")
-    assert full.value.shape == (5, 14, 5, 14)
+    assert full.value.shape == (5, 60, 5, 60)
     assert_close(full.spectrum.largest, high, 1e-10)
 
 

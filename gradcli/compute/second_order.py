@@ -38,10 +38,10 @@ from ..core.results import Result, frozen
 
 STRUCTURE_ENTRIES = 2**16  # the notes read at most this many entries (a sample of the blocks past it) ...
 STRUCTURE_FLOPS = 2**18  # ... and spend at most this on eigenvalues: they must cost little next to the result
-# Lanczos's two runs (one per end of the spectrum) take at least 2 max(2K+1, 20) hvps each with its restarts
-# several times that (183 hvps for 32 entries, K = 2): up to this many entries the n hvps of the dense
-# Hessian cost less and give every eigenvalue exactly.
-DENSE_HVPS = 64
+# Lanczos's two runs (one per end of the spectrum) take at least 2 max(2K+1, 20) hvps, and with their
+# restarts several times that (K = 2: 183 hvps for 32 entries, 458 for 80): up to this many entries the
+# n hvps of the dense Hessian (n² numbers: 512 KiB at most) cost less and give every eigenvalue exactly.
+DENSE_HVPS = 256
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def running_user_code(path: Path):
     folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
     before = set(threading.enumerate())
     try:
-        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _own_modules(path):
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _own_modules(path), _logging_quiet_on_error():
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
@@ -122,6 +122,21 @@ def _c_library():
     import ctypes
 
     return ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _logging_quiet_on_error():
+    """A log record your code's libraries cannot write (a handler holding a stream that was
+    closed since: transformers binds standard error once, at its first warning) is dropped,
+    not reported as "--- Logging error ---" with a traceback amid gradcli's output."""
+    import logging
+
+    saved = logging.raiseExceptions
+    logging.raiseExceptions = False
+    try:
+        yield
+    finally:
+        logging.raiseExceptions = saved
 
 
 @contextlib.contextmanager
