@@ -76,9 +76,15 @@ def read(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | 
     if len(readers) > 1:
         raise UsageError(f"{readers[1]}: only one option can read standard input (-), and {readers[0]} does; "
                          "give the others as files")
-    refuse_same_file({"--output": out_path, **(also_written or {})},
-                     {option(n): file_of(spec) for n, spec in every.items()})
-    function = user_function(inputs.function, inputs.seed, tuple(named))
+    read = {option(n): file_of(spec) for n, spec in every.items()}
+    if inputs.weights is not None:
+        from ..io.checkpoints import split_spec
+
+        read["--weights"] = split_spec(inputs.weights)[0]
+    refuse_same_file({"--output": out_path, **(also_written or {})}, read)
+    function = user_function(inputs.function, inputs.seed, tuple(named), select=inputs.select,
+                             weights=inputs.weights, weights_prefix=inputs.weights_prefix,
+                             strict_weights=inputs.strict_weights, max_memory=inputs.max_memory)
     specs.update(named)
     arrays: dict[str, Any] = {}
     for name, spec in specs.items():  # together within --max-memory, each refused before it is read
