@@ -240,7 +240,9 @@ def test_probe_values_are_the_directional_derivatives_torch_gives(tmp_path):
     whole = merged(retarget(base, names))
     scales = {"input": 0.5, "param:net.head.weight": 0.25}
     probes = probe.make_probes({n: whole.args[n].shape for n in names}, (), 3, seed=7, dtype=np.float64, scales=scales)
-    assert set(np.unique(probes.u["input"])) == {-0.5, 0.5}
+    # signs times each argument's entry size relative to the largest: one argument alone keeps ±1
+    assert set(np.unique(probes.u["input"])) == {-1.0, 1.0} and probes.step == 0.5
+    assert set(np.unique(probes.u["param:net.head.weight"])) == {-0.5, 0.5}
     f = probe.TorchFunction(whole, names)
     got = probe.autograd_values(f, probes)
     xt = torch.tensor(x, requires_grad=True)

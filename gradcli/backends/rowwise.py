@@ -115,7 +115,3 @@ class RowBackend(Backend):
                          else np.zeros(np.shape(value), dtype=bool))
         return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes,
                         nonsmooth=nonsmooth)
-
-
-def _maybe(error, apply):
-    return None if error is None else apply(error)

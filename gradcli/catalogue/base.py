@@ -121,6 +121,7 @@ class Function:
     formulas: ClassVar[tuple[str, ...]]
     second_formulas: ClassVar[tuple[str, ...]] = ()  # second derivatives (hessian, hvp), shown with the formulas
     structure: ClassVar[Structure]
+    family: ClassVar[str] = "the losses"  # whose options these are, in --help ("Options of the losses")
     closed_form: ClassVar[bool] = True  # has NumPy forward and blocks (analytic, fd)
 
     # --- binding ----------------------------------------------------------

@@ -7,7 +7,7 @@ agrees, False on a mismatch, None when no backend but the reference ran
 (exit 3); ``--backends`` naming only the reference is a usage error (exit 2).
 Entries on a kink (relu at 0, l1 at x = t), and entries fd marks non-smooth, are
 reported, not counted; fd's tolerance includes three times its own error
-estimate (``compare.compare``).
+estimate (``compare.compare``) — also where fd is the reference.
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ def run_check(
     if precision is not None and precision > float(np.finfo(problem.dtype).eps) and source != "given":
         atol, rtol, source, notes = _working_precision(problem, ref, atol, rtol, source, precision)
     kinks = _kink_mask(problem, ref)
+    if ref.nonsmooth is not None and ref.nonsmooth.any():  # --reference fd: where it cannot judge, it does not
+        kinks = ref.nonsmooth if kinks is None else ref.nonsmooth | np.broadcast_to(kinks, ref.nonsmooth.shape)
     comparisons: list[Comparison] = []
     for name in backends:
         if name is reference:
@@ -81,8 +83,9 @@ def run_check(
         # fd's non-smooth entries (its steps did not converge) are treated as kinks: reported, not counted.
         flagged = kinks if got.nonsmooth is None or not got.nonsmooth.any() else \
             got.nonsmooth | (False if kinks is None else np.broadcast_to(kinks, got.nonsmooth.shape))
+        # fd's error bar, on whichever side fd is (--reference fd: the bar is the reference's)
         comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
-                                   error=got.error, kinks=flagged))
+                                   error=got.error if got.error is not None else ref.error, kinks=flagged))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
     notes = list(ref.notes) + notes + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
                                for note in ref.structure]

@@ -172,16 +172,7 @@ class Prober:
         return analytic_values([self.problems[n] for n in names], probes, self.options)
 
     def _agrees(self, ref):
-        """fd's early acceptance: a difference within the probe tolerance (at the working
-        precision it was taken in) of the reference, counting its rounding error."""
-        if not isinstance(ref, probe.ProbeValues):
-            return None
-        scale = ref.scale
-
-        def agrees(k: int, value: float, rounding: float, eps: float) -> bool:
-            return abs(value - ref.values[k]) <= self.tolerance.at(eps).bound(ref.values[k], scale[k], rounding)
-
-        return agrees
+        return agrees_with(ref, lambda: self.tolerance)
 
     def reference_grad(self, name: str, k: int) -> np.ndarray | None:
         """The reference's ``vₖᵀ J_a`` for one argument (entries localisation), when it has one."""
@@ -190,6 +181,21 @@ class Prober:
         if self.reference is BackendName.ANALYTIC:
             return _analytic_grad(self.problems[name], self.probes, k, self.options)
         return None
+
+
+def agrees_with(ref, tolerance):
+    """fd's early acceptance (``probe.fd_values``): a difference within the probe tolerance
+    (at the working precision it was taken in) of the reference's value, counting its
+    rounding error. ``tolerance``: a ``Tolerance``, or a callable giving the current one."""
+    if not isinstance(ref, probe.ProbeValues):
+        return None
+    scale = ref.scale
+    current = tolerance if callable(tolerance) else (lambda: tolerance)
+
+    def agrees(k: int, value: float, rounding: float, eps: float) -> bool:
+        return abs(value - ref.values[k]) <= current().at(eps).bound(ref.values[k], scale[k], rounding)
+
+    return agrees
 
 
 def _error(got: probe.ProbeValues, ref: probe.ProbeValues) -> np.ndarray | None:

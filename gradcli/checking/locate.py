@@ -71,11 +71,16 @@ def _definition(module) -> tuple[str | None, int | None]:
         path, line = _class_line(cls)
     if path is None:
         return None, None
+    return display_path(path), line
+
+
+def display_path(path: str) -> str:
+    """A source file as a person reads it: relative to the working folder when inside it,
+    from its package on when installed (``torch/nn/modules/linear.py``), else as it is."""
     rel = os.path.relpath(path)
     if not rel.startswith(".."):
-        return rel, line
-    parts = path.replace(os.sep, "/").split("/site-packages/")  # an installed library: from its package on
-    return parts[-1], line
+        return rel
+    return path.replace(os.sep, "/").split("/site-packages/")[-1]
 
 
 def _class_line(cls) -> tuple[str | None, int | None]:
@@ -276,7 +281,8 @@ def with_entries(report: CheckReport, prober, top: int) -> CheckReport:
     grad = prober.reference_grad(report.wrt, k)
     if grad is None:
         return report
-    entries = worst_entries(prober, report.wrt, top, k, grad)
+    entries = worst_entries(prober.fd_fn, prober.probes, report.wrt, top, k=k, grad=grad, tolerance=prober.tolerance,
+                            eps=prober.eps, fd_step=prober.options.fd_step)
     if not entries:
         return report
     note = (f"{report.wrt}: entries located by group testing (probe {k} restricted to halves of the tensor, "
@@ -284,17 +290,19 @@ def with_entries(report: CheckReport, prober, top: int) -> CheckReport:
     return dataclasses.replace(report, top=tuple(entries), notes=report.notes + (note,))
 
 
-def worst_entries(prober, name: str, top: int, k: int, grad: np.ndarray) -> list[Entry]:
-    """Beam search over halves: keep the ``top`` subsets whose reference-vs-fd
-    difference stands out of fd's error bar, split them, down to single entries."""
-    fn = prober.fd_fn
+def worst_entries(fn, probes, name: str, top: int, *, k: int, grad: np.ndarray, tolerance, eps: float | None = None,
+                  fd_step: float | None = None) -> list[Entry]:
+    """Beam search over halves of argument ``name``, along probe ``k`` (``probe.Probes``) of
+    ``fn`` (a ``probe.TorchFunction``): keep the ``top`` subsets whose difference between the
+    reference's ``grad · u`` and fd's stands out of ``tolerance`` (``joint.Tolerance``, with
+    fd's error bar), split them, down to single entries. ``eps``: the working precision."""
     torch = fn.torch
     grad = np.asarray(grad, dtype=np.float64).reshape(-1)
     x0 = fn.x0[name]
-    phi = fn.scalar(prober.probes.cotangent(k))
-    eps = prober.eps or probe.dtype_eps(x0)
-    u = prober.probes.u[name][k].reshape(-1).astype(np.float64)  # ± the argument's scale
-    h = prober.options.fd_step if prober.options.fd_step is not None else eps ** (1 / 3)
+    phi = fn.scalar(probes.cotangent(k))
+    eps = eps or probe.dtype_eps(x0)
+    u = probes.u[name][k].reshape(-1).astype(np.float64)  # ± the argument's relative scale
+    h = fd_step if fd_step is not None else eps ** (1 / 3) * probes.step
 
     def measure(lo: int, hi: int):
         direction = np.zeros(grad.size)
@@ -305,7 +313,7 @@ def worst_entries(prober, name: str, top: int, k: int, grad: np.ndarray) -> list
         with torch.no_grad():
             # Two evaluations per half: the argument's own check already settled which side is believed.
             fd, err, _, _ = probe.directional(lambda t: fn.along(phi, t, {name: d}), h, eps, central_only=True)
-        return abs(value - fd) / float(prober.tolerance.bound(fd, size, err)), value, fd, err
+        return abs(value - fd) / float(tolerance.bound(fd, size, err)), value, fd, err
 
     frontier = [(0, grad.size)]
     found: list[tuple[float, int, float, float, float]] = []

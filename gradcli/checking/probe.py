@@ -1,10 +1,12 @@
 """Probe mode of ``check``: joint probes ``vₖᵀ J uₖ`` over every differentiated argument.
 
 Probe ``k`` draws ``uₖ`` over ALL the ``--wrt`` arguments together — for each
-argument ``a`` a seeded Rademacher sign vector times ``s_a``, the root mean
-square of ``a``'s entries, so that every argument moves relative to its own
-size — and ``vₖ``, a fresh random cotangent shaped like the output (none for a
-scalar output). Each backend gives ``vₖᵀ J uₖ = Σ_a vₖᵀ J_a u_ka`` its own way:
+argument ``a`` a seeded Rademacher sign vector times ``s_a / S``, the root mean
+square of ``a``'s entries relative to the largest argument's (``S``), so that a
+step ``h S`` moves every argument relative to its own size, and one argument
+alone gets ±1 — and ``vₖ``, a fresh random cotangent shaped like the output
+(none for a scalar output). Each backend gives ``vₖᵀ J uₖ = Σ_a vₖᵀ J_a u_ka``
+its own way:
 
 - autograd: one reverse pass per probe (one for all of them when the output is
   a scalar) gives ``vₖᵀ J_a`` for every argument at once; the probe is the sum
@@ -12,11 +14,11 @@ scalar output). Each backend gives ``vₖᵀ J uₖ = Σ_a vₖᵀ J_a u_ka`` it
   of the arguments costs nothing more;
 - analytic (built-ins): the closed-form vjp per argument, dotted the same way;
 - forward: one forward-mode pass ``J uₖ`` per probe, dotted with ``vₖ``;
-- fd: the derivative at 0 of ``φₖ(t) = vₖᵀ f(x + t uₖ)`` by a central difference
-  at ``t = ±h`` (two evaluations), accepted when it already agrees with the
-  reference; otherwise Richardson over ``±h, ±2h``, an error estimate
-  ``|D(h) - D(2h)| + eps |φ| / h``, and smaller steps where that estimate says a
-  kink lies within the step.
+- fd: the derivative at 0 of ``φₖ(t) = vₖᵀ f(x + t uₖ)``, first by one
+  difference (one-sided in float64: one evaluation), accepted when it already
+  agrees with the reference; otherwise central differences and Richardson over
+  ``±h, ±2h``, an error estimate ``|D(h) - D(2h)| + eps |φ| / h``, and smaller
+  steps where that estimate says a kink lies within the step.
 
 So the cost is K vjps and K directional differences, whatever the number of
 arguments or entries. Only after a mismatch are the probes restricted to
@@ -24,10 +26,10 @@ subsets of the arguments (``locate.tensors``: halves, down to single tensors).
 
 Working precision: user code may round inside (a ``.float()`` cast, an HF loss
 that upcasts logits to float32). fd measures the precision the code resolves
-(``working_eps``, after Moré and Wild) when its first central differences do
-not all agree — code computed in its dtype never pays for the measurement —
+(``working_eps``, after Moré and Wild) when its first differences do not all
+agree — code computed in its dtype never pays for the measurement —
 and then differences with steps and error bars for that precision; the
-verdict's tolerance follows it (``model.Tolerance``).
+verdict's tolerance follows it (``joint.Tolerance``).
 
 Detection guarantee (Rademacher ``u``): write ``e = vₖᵀ(J_ref − J)`` for the
 error of the reference's vjp over every entry of every argument, weighted by
@@ -57,25 +59,29 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..core.compare import Comparison, Entry
+from ..core.compare import Comparison, Entry, meaningful_rel
 from ..core.errors import BackendError
 from ..problem.problem import Problem
 
 FD_MULTIPLES = (1.0, 2.0)  # steps ±h, ±2h: one Richardson estimate and its error
 FD_LEVELS = 3  # adaptive step: h, h/100, h/10^4 until the estimate is consistent
-TAYLOR_STEPS = 16  # r(h) at h = 1, 1/2, ..., 1/2^15 (the direction is scaled to the entries)
+TAYLOR_STEPS = 16  # r(h) at h = s, s/2, ..., s/2^15 for the entries' size s
 TAYLOR_RIGHT, TAYLOR_WRONG = 1.75, 1.35  # observed order: >= right is order 2, <= wrong is order 1
 
 
 @dataclass(frozen=True)
 class Probes:
-    """K joint directions: ``u[name]`` is ``(K, *shape)``, entries ``±scales[name]``;
-    ``v`` is ``(K, *output_shape)``, one cotangent per probe (None: scalar output)."""
+    """K joint directions: ``u[name]`` is ``(K, *shape)``, entries ``±scales[name]`` (the
+    argument's entry size relative to the largest argument's, so one argument alone gets ±1
+    as before); ``step``: that largest entry size, the unit of the differences' steps (a step
+    ``h·step`` moves every argument by ``h`` times its own entries' size). ``v`` is
+    ``(K, *output_shape)``, one cotangent per probe (None: scalar output)."""
 
     u: Mapping[str, np.ndarray]
     v: np.ndarray | None
     seed: int
     scales: Mapping[str, float]
+    step: float = 1.0
 
     @property
     def count(self) -> int:
@@ -88,7 +94,7 @@ class Probes:
         """Only the probes ``ks`` (localisation tries a group's most telling probe first)."""
         ks = list(ks)
         return Probes(u={n: u[ks] for n, u in self.u.items()}, v=None if self.v is None else self.v[ks],
-                      seed=self.seed, scales=self.scales)
+                      seed=self.seed, scales=self.scales, step=self.step)
 
 
 @dataclass(frozen=True)
@@ -112,9 +118,15 @@ class ProbeValues:
     def on(self, names: Sequence[str], ks: Sequence[int] | None = None) -> "ProbeValues":
         """The probes ``ks`` (default all) restricted to ``names`` (a backend that kept its parts)."""
         ks = slice(None) if ks is None else list(ks)
-        parts = {n: self.parts[n][ks] for n in names}
-        squares = {n: self.squares[n][ks] for n in names}
+        parts = {n: np.asarray(self.parts[n])[ks] for n in names}
+        squares = None if self.squares is None else {n: self.squares[n][ks] for n in names}
         return ProbeValues(values=sum(parts.values()), seconds=0.0, parts=parts, squares=squares)
+
+    @classmethod
+    def from_parts(cls, parts: Mapping[str, np.ndarray], seconds: float = 0.0) -> "ProbeValues":
+        """Values known per argument (``parts[name]`` ``(K,)``: a jvp per argument, say), summed."""
+        parts = {n: np.asarray(v, dtype=np.float64) for n, v in parts.items()}
+        return cls(values=sum(parts.values()), seconds=seconds, parts=parts)
 
     @property
     def scale(self) -> np.ndarray:
@@ -163,9 +175,12 @@ def argument_seed(seed: int, name: str) -> int:
 
 def make_probes(shapes: Mapping[str, tuple[int, ...]], output_shape: tuple[int, ...], count: int, seed: int,
                 dtype, scales: Mapping[str, float] | None = None) -> Probes:
-    """``count`` joint probes: signs per argument (seeded by ``argument_seed``) times its scale
-    (``step_scale`` of its entries; 1 when not given), and a standard normal cotangent per probe."""
-    u, scales = {}, {name: 1.0 for name in shapes} if scales is None else dict(scales)
+    """``count`` joint probes: signs per argument (seeded by ``argument_seed``) times its entries'
+    size (``scales``: ``step_scale`` of its entries; 1 when not given) relative to the largest,
+    and a standard normal cotangent per probe."""
+    sizes = {name: 1.0 for name in shapes} if scales is None else dict(scales)
+    step = max(sizes.values(), default=1.0)
+    u, scales = {}, {name: size / step for name, size in sizes.items()}
     for name, shape in shapes.items():
         rng = np.random.default_rng(argument_seed(seed, name))
         size = count * math.prod(shape)
@@ -176,7 +191,7 @@ def make_probes(shapes: Mapping[str, tuple[int, ...]], output_shape: tuple[int, 
         u[name] = signs
     v = None if output_shape == () else \
         np.random.default_rng(seed).standard_normal((count, *output_shape)).astype(dtype)
-    return Probes(u=u, v=v, seed=seed, scales=scales)
+    return Probes(u=u, v=v, seed=seed, scales=scales, step=step)
 
 
 class TorchFunction:
@@ -195,31 +210,42 @@ class TorchFunction:
                         for k, a in problem.args.items()}  # copies: the problem's arrays are read-only
         self.names = tuple(names)
         self.x0 = {k: self.tensors[k] for k in self.names}
-        self._buffers: dict[str, object] = {}
 
     def along(self, phi, t: float, directions: Mapping[str, object]) -> float:
         """``φ`` at ``x0 + t · d`` for the arguments ``d`` names (the others stay), each
         moved argument written into one reused buffer (a fresh large tensor per
         evaluation costs more in page faults than the forward pass of a small network)."""
+        buffers = self.__dict__.setdefault("_buffers", {})  # (here: a subclass may not call __init__)
         moved = {}
         for name, d in directions.items():
-            if name not in self._buffers:
-                self._buffers[name] = self.torch.empty_like(self.x0[name])
-            moved[name] = self.torch.add(self.x0[name], d, alpha=t, out=self._buffers[name])
+            if name not in buffers:
+                buffers[name] = self.torch.empty_like(self.x0[name])
+            moved[name] = self.torch.add(self.x0[name], d, alpha=t, out=buffers[name])
         return float(phi({**self.x0, **moved}))
 
     def __call__(self, xs: Mapping[str, object]):
         return self.problem.torch_forward({**self.tensors, **xs})
 
-    def output(self):
-        """``f(x0)``: the output binding the problem computed (user code keeps it) when in this
-        dtype, else evaluated once."""
-        value = getattr(self.problem.bound, "value", None)
-        x = next(iter(self.x0.values()))
-        if value is not None and value.dtype == np.dtype(str(x.dtype).replace("torch.", "")):
-            return self.torch.tensor(value, device=x.device)  # (a copy: the bound value is read-only)
-        with self.torch.no_grad():
-            return self(self.x0)
+    @property
+    def closed_form(self) -> bool:
+        """Whether the function is a built-in's closed form (user code may round inside)."""
+        return self.problem.function.closed_form
+
+    def at_origin(self, v) -> float:
+        """``φ(0) = vᵀ f(x0)``: from the output binding the problem computed (user code keeps
+        it) when in this dtype, else from ``f(x0)`` evaluated once; a subclass with no problem
+        (certify's ``Phi``, whose φ is its own) evaluates φ."""
+        if getattr(self, "problem", None) is None:
+            return float(self.scalar(v)(self.x0))
+        if "_origin" not in self.__dict__:
+            value = getattr(self.problem.bound, "value", None)
+            x = next(iter(self.x0.values()))
+            if value is not None and value.dtype == np.dtype(str(x.dtype).replace("torch.", "")):
+                self._origin = self.torch.tensor(value, device=x.device)  # (a copy: the bound value is read-only)
+            else:
+                with self.torch.no_grad():
+                    self._origin = self(self.x0)
+        return float(self._origin) if v is None else float((self.tensor(v) * self._origin).sum())
 
     def tensor(self, array):
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(next(iter(self.x0.values())))
@@ -268,9 +294,11 @@ def autograd_values(fn: TorchFunction, probes: Probes) -> ProbeValues:
     return _summed(parts, squares, time.perf_counter() - start)
 
 
-def grads_values(grads: Sequence[Mapping[str, np.ndarray]], probes: Probes, seconds: float) -> ProbeValues:
-    """Probe values from vjps computed elsewhere (the analytic backend): ``grads[k]`` is
-    ``vₖᵀ J_a`` per argument (one mapping for all probes of a scalar output)."""
+def grads_values(grads: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndarray], probes: Probes,
+                 seconds: float) -> ProbeValues:
+    """Probe values from vjps computed elsewhere (the analytic backend, certify): ``grads[k]``
+    is ``vₖᵀ J_a`` per argument (one mapping for all probes of a scalar output)."""
+    grads = [grads] if isinstance(grads, Mapping) else grads
     count = probes.count
     names = list(grads[0])
     parts = {n: np.empty(count) for n in names}
@@ -345,19 +373,19 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
               agrees: Callable[[int, float, float, float], bool] | None = None, *,
               names: Sequence[str] | None = None, eps: float | None = None) -> ProbeValues:
     """The directional derivative of ``φₖ(t) = vₖᵀ f(x + t uₖ)`` at 0 for each probe
-    (``uₖ`` restricted to ``names``, default every argument; the directions are
-    scaled to the entries), differenced in ``fn``'s dtype.
+    (``uₖ`` restricted to ``names``, default every argument), differenced in
+    ``fn``'s dtype, the steps in units of ``probes.step``.
 
     ``agrees(k, value, rounding, eps)`` says whether a difference already
     matches the reference. First one difference per probe: in float64, a
-    forward difference ``(φₖ(h₁) - φₖ(0)) / h₁`` at ``h₁ = sqrt(eps)`` (its best
+    forward difference ``(φₖ(h₁) - φₖ(0)) / h₁`` at ``h₁ = sqrt(eps) S`` (its best
     step; one evaluation each: ``φₖ(0)`` comes from the output at ``x``, which
     binding the problem already computed), its error the rounding
     ``2 eps (|φₖ(h₁)| + |φₖ(0)|) / h₁``; in a coarser precision a central one
     (two evaluations). The probes that agree are kept. Only when some do not is the working
     precision measured (user code: ``working_eps``, unless ``eps`` is given) and
     the rest differenced in full (``directional``: central differences from
-    ``h = eps^(1/3)`` or ``fd_step``, Richardson, smaller steps at a kink)."""
+    ``h = eps^(1/3) S`` or ``fd_step``, Richardson, smaller steps at a kink)."""
     torch = fn.torch
     start = time.perf_counter()
     names = fn.names if names is None else tuple(names)
@@ -379,7 +407,7 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
     measured = eps is not None
     eps = dtype_eps(fn.x0[names[0]]) if eps is None else eps
     values, errors, jumps = np.empty(count), np.empty(count), np.zeros(count)
-    may_round = not fn.problem.function.closed_form  # user code may round inside (a .float() cast)
+    may_round = not fn.closed_form  # user code may round inside (a .float() cast)
     with torch.no_grad():
         if agrees is None:  # nothing to accept early: the precision first
             if may_round and not measured:
@@ -389,23 +417,21 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
             # One-sided first differences err by about sqrt(eps) relative: 1.5e-8 in float64, far within its
             # tolerance; in a coarser precision that would be as large as the tolerance, so central ones there.
             one_sided = eps <= np.finfo(np.float64).eps
-            origin = fn.output() if one_sided else None
             rest = []
             for k in range(count):
                 if one_sided:
-                    v = probes.cotangent(k)
-                    seen[k][0.0] = at0 = float(origin) if v is None else float((fn.tensor(v) * origin).sum())
-                    h = fd_step if fd_step is not None else math.sqrt(eps)
+                    seen[k][0.0] = at0 = fn.at_origin(probes.cotangent(k))
+                    h = fd_step if fd_step is not None else math.sqrt(eps) * probes.step
                     ahead = curves[k](h)
                     values[k], errors[k] = (ahead - at0) / h, 2 * eps * (abs(ahead) + abs(at0)) / h
                 else:
-                    h = fd_step if fd_step is not None else eps ** (1 / 3)
+                    h = fd_step if fd_step is not None else eps ** (1 / 3) * probes.step
                     values[k], errors[k], _, _ = directional(curves[k], h, eps, central_only=True)
                 if not agrees(k, values[k], errors[k], eps):
                     rest.append(k)
             if rest and may_round and not measured:
                 eps, measured = working_eps(fn, phis[0], eps, names), True
-        h = fd_step if fd_step is not None else eps ** (1 / 3)
+        h = fd_step if fd_step is not None else eps ** (1 / 3) * probes.step
         for k in rest:
             accept = None if agrees is None else (lambda value, rounding, k=k: agrees(k, value, rounding, eps))
             values[k], errors[k], jumps[k], _ = directional(curves[k], h, eps, adaptive=fd_step is None, agrees=accept)
@@ -523,9 +549,9 @@ def richardson(at: Mapping[float, float], h: float, eps: float) -> tuple[float, 
 
 
 def taylor(fn: TorchFunction, probes: Probes, slopes: np.ndarray, names: Sequence[str] | None = None) -> Taylor:
-    """``r(h) = |φₖ(h) - φₖ(0) - h sₖ|`` for ``h = 1 / 2^i`` along each probe (over
-    ``names``, default every argument; the directions are scaled to the
-    entries), where ``sₖ`` is the reference's ``vₖᵀ J uₖ``; evaluated in the
+    """``r(h) = |φₖ(h) - φₖ(0) - h sₖ|`` for ``h = S / 2^i`` along each probe (over
+    ``names``, default every argument; ``S = probes.step``, the entries' size),
+    where ``sₖ`` is the reference's ``vₖᵀ J uₖ``; evaluated in the
     problem's dtype (no float64 help), so it judges float32 code as it runs.
     The rounding floor is ``eps |φₖ(0)|``; remainders under 32 times that are not used.
 
@@ -536,7 +562,7 @@ def taylor(fn: TorchFunction, probes: Probes, slopes: np.ndarray, names: Sequenc
     torch = fn.torch
     names = fn.names if names is None else tuple(names)
     eps = dtype_eps(fn.x0[names[0]])
-    steps = tuple(1 / 2**i for i in range(TAYLOR_STEPS))
+    steps = tuple(probes.step / 2**i for i in range(TAYLOR_STEPS))
     orders, wrong, remainders, floors = [], [], [], []
     with torch.no_grad():
         for k in range(probes.count):
@@ -574,7 +600,8 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
     tol = atol + rtol * size + (0.0 if error is None else 3 * error)
     nonsmooth = (np.zeros(diff.shape, bool) if error is None else
                  non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
-    excess = np.where(diff == 0, 0.0, diff / tol)
+    with np.errstate(divide="ignore"):  # --atol 0 --rtol 0: any difference is out
+        excess = np.where(diff == 0, 0.0, diff / tol)
     out = (excess > 1) & ~nonsmooth
     counted = np.where(nonsmooth, 0.0, excess)
     order = np.argsort(-counted, kind="stable")[: max(0, top)]
@@ -584,7 +611,7 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
                     for k in order if out[k])
     worst = int(np.argmax(counted))
     rel = diff / np.where(np.abs(reference) > 0, np.abs(reference), np.inf)
-    return Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()), max_rel=float(rel.max()),
-                      worst_index=(worst,), mismatches=int(out.sum()), seconds=seconds,
+    return Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()),
+                      max_rel=meaningful_rel(rel, np.abs(reference), atol), worst_index=(worst,), mismatches=int(out.sum()), seconds=seconds,
                       error_estimate=None if error is None else float(error.max()),
                       kink_entries=int((nonsmooth & (excess > 1)).sum()), worst=entries)

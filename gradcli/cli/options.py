@@ -18,7 +18,8 @@ from ..core.sizes import parse_size
 class Inputs:
     """What to differentiate, at which point: the FUNCTION, its arrays as given
     (ARRAY specs by catalogue name, read later within ``max_memory``), user code's
-    ``--arg NAME=ARRAY``, the function's own options, and how to build the problem."""
+    ``--arg NAME=ARRAY``, ``--select`` and ``--weights``, the function's own options,
+    and how to build the problem."""
 
     function: str
     arrays: Mapping[str, str]
@@ -30,6 +31,10 @@ class Inputs:
     rows: str | None = None
     allow_nonfinite: bool = False
     max_memory: int = 2 * 2**30
+    select: str | None = None  # user code: the tensor to differentiate in what it returns
+    weights: str | None = None  # user code: PATH[:KEY] of trained weights, loaded first
+    weights_prefix: str | None = None
+    strict_weights: bool = True
 
 
 @dataclass(frozen=True)
@@ -95,13 +100,10 @@ def run_options(quantity: Quantity, values: Mapping[str, Any]) -> RunOptions:
 
 def check_options(values: Mapping[str, Any]) -> CheckOptions:
     refuse_empty(values)
-    backends = values.get("backends")
-    settings = CheckSettings(
-        quantity=values.get("quantity"), backends=backends.split(",") if backends else None,
-        reference=values.get("reference"), atol=values.get("atol"), rtol=values.get("rtol"), top=values["top"],
-        layout=values["layout"], mode=values["mode"], probes=values["probes"], seed=values["seed"],
-        taylor=values["taylor"], locate=values.get("locate"))
-    return CheckOptions(inputs_of(values), settings, backend_settings(values), output_of(values),
+    fields = {name: values[name] for name in CheckSettings.names() if name in values}
+    if fields.get("backends"):  # a comma list on the command line
+        fields["backends"] = fields["backends"].split(",")
+    return CheckOptions(inputs_of(values), CheckSettings(**fields), backend_settings(values), output_of(values),
                         cotangent=values.get("cotangent"), tangent=values.get("tangent"),
                         baseline=values.get("baseline"), save_baseline=values.get("save_baseline"))
 
@@ -117,7 +119,9 @@ def inputs_of(values: Mapping[str, Any]) -> Inputs:
         args=tuple(values.get("arg") or ()),
         params={name: values[name] for name in parameters() if values.get(name) is not None},
         wrt=values["wrt"], dtype=values.get("dtype"), seed=values["seed"], rows=values.get("rows"),
-        allow_nonfinite=values["allow_nonfinite"], max_memory=parse_size(values["max_memory"]))
+        allow_nonfinite=values["allow_nonfinite"], max_memory=parse_size(values["max_memory"]),
+        select=values.get("select"), weights=values.get("weights"), weights_prefix=values.get("weights_prefix"),
+        strict_weights=values.get("strict_weights", True))
 
 
 def output_of(values: Mapping[str, Any]) -> Output:

@@ -4,8 +4,9 @@ document (SPEC §5) and rich renderables.
 One argument keeps the single-argument document of ``json.report_to_dict``
 (``wrt`` a string, ``backends`` and ``top`` at the top level); several give
 ``wrt`` as a list and ``results``, one object per argument. Probe mode adds
-``mode``/``probes``; ``--taylor`` a ``taylor`` object per argument; module
-localisation a ``modules`` list.
+``mode``/``probes``, and over several arguments a ``joint`` object (the joint
+probes: their backends, worst probes, notes, ``taylor``) and ``jointly`` on the
+arguments whose verdict is theirs; module localisation a ``modules`` list.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.options import CheckMode
-from .check import render_report, top_table, verdict_text
+from .check import REL_NOTE, render_report, top_table, verdict_text
 from .json import _finite_or_none, comparisons_to_list, entries_to_list, report_to_dict
+from .names import Name, NamesFirst
 from .table import seconds_text
 
 MAX_ROWS = 24  # argument × backend rows shown before the passing ones are summarised
@@ -74,12 +76,15 @@ def _argument(report, timing: bool) -> dict[str, Any]:
 
 def joint_to_dict(joint, timing: bool) -> dict[str, Any]:
     """The joint probes over every argument (probe mode, several arguments)."""
-    top = sorted((e for c in joint.comparisons for e in c.worst), key=lambda e: -e.excess)
     doc = {"arguments": len(joint.names), "ok": joint.ok, "backends": comparisons_to_list(joint.comparisons, timing),
-           "top": entries_to_list(top[:5]), "notes": list(joint.notes)}
+           "top": entries_to_list(_worst(joint)), "notes": list(joint.notes)}
     if joint.taylor is not None:
         doc["taylor"] = taylor_to_dict(joint.taylor)
     return doc
+
+
+def _worst(joint, top: int = 5) -> list:
+    return sorted((e for c in joint.comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
 
 
 def taylor_to_dict(test) -> dict[str, Any]:
@@ -119,12 +124,13 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts: list[RenderableType] = [render_report(model.results[0], timing=timing, mode_line=tolerance_line(model))]
     else:
         parts = [_head(model, timing), tolerance_line(model), Text(), _arguments_table(model, timing)]
+        if any(c.skipped is None and c.max_rel is None and c.max_abs > 0 for c in model.backends):
+            parts.append(Text(REL_NOTE, style="dim"))
         joint = model.joint
         if joint is not None and joint.ok is False:
-            worst = sorted((e for c in joint.comparisons for e in c.worst), key=lambda e: -e.excess)[:5]
             parts += [Text(), Text(f"joint probes over all {len(joint.names)} arguments: worst out of tolerance "
                                    f"(value: the backend's; reference: {model.reference.value}'s)", style="bold"),
-                      top_table(worst)]
+                      top_table(_worst(joint))]
         for r in model.results:
             if r.ok is False and r.top:
                 parts += [Text(), Text(f"{r.wrt}: worst out of tolerance (value: the backend's; reference: "
@@ -132,8 +138,8 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts += [Text(), verdict_text(model.ok, model.failing)]
         skipped = {(c.name, c.skipped) for c in model.backends if c.skipped}
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
-        parts += [Text(f"note: {n}", style="yellow") for n in (joint.notes if joint is not None else ())]
-        parts += [Text(f"note: {n}", style="yellow") for r in model.results for n in r.notes]
+        shared = (joint.notes if joint is not None else ()) + tuple(n for r in model.results for n in r.notes)
+        parts += [Text(f"note: {n}", style="yellow") for n in dict.fromkeys(shared)]  # (shared ones said once)
     test = model.taylor
     if test is not None and (len(model.results) == 1 or model.joint is not None):
         along = "" if model.joint is None else " along the joint probes"
@@ -160,40 +166,48 @@ def _head(model, timing: bool) -> Text:
     return head
 
 
-def _arguments_table(model, timing: bool) -> Table:
-    taylor = any(r.taylor is not None for r in model.results)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    columns = ["argument", "shape", "backend", "result", "max abs err", "max rel err", "worst", "mismatches",
-               "fd error est.", *(["taylor order"] if taylor else []), *(["time"] if timing else [])]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("argument", "backend", "result", "shape") else "right")
-    joint = model.joint
-    if joint is not None:  # the joint probes first: every argument's verdict starts from them
-        order = [_order(joint.taylor.order) if joint.taylor is not None else "-"] if taylor else []
-        for c in joint.comparisons:
-            _comparison_row(table, f"all {len(joint.names)} (joint probes)", "", c, order, timing)
+def _arguments_table(model, timing: bool) -> RenderableType:
+    """One row per argument and backend, failing arguments first; the names never cut (:class:`NamesFirst`)."""
+    taylor = any(r.taylor is not None for r in model.results) or model.taylor is not None
+    # headers on two lines: the numbers are narrower than their names, and the names need the room
+    columns = ["argument", "shape", "backend", "result", "max abs\nerr", "max rel\nerr", "worst", "mis-\nmatches",
+               "fd error\nest.", *(["taylor\norder"] if taylor else []), *(["time"] if timing else [])]
     ordered = sorted(model.results, key=lambda r: {False: 0, None: 1, True: 2}[r.ok])  # failing first
     rows = [(r, c) for r in ordered for c in (r.backends or (None,))]
     shown = rows[:MAX_ROWS]  # failing arguments first, so a cut drops passing ones
-    for r, c in shown:
-        order = [_order(r.taylor.order) if r.taylor is not None else "-"] if taylor else []
-        if c is None and r.jointly:  # judged with a group of arguments (all of them, or a half in localisation)
-            result = (Text("ok", style="green") if r.ok else Text("MISMATCH", style="bold red") if r.ok is False
-                      else Text("-"))
-            table.add_row(r.wrt, str(list(r.shape)), "joint", result, "-", "-", "-", "-", "-", *order,
-                          *(["-"] if timing else []))
-        elif c is None:
-            table.add_row(r.wrt, str(list(r.shape)), "-", "-", "-", "-", "-", "-", "-", *order, *(["-"] if timing else []))
-        else:
-            _comparison_row(table, r.wrt, str(list(r.shape)), c, order, timing)
     hidden = {r.wrt for r, _ in rows} - {r.wrt for r, _ in shown}
-    if hidden:
-        table.add_row(f"… {len(hidden)} more arguments, all ok", "", "", "", "", "", "", "", "",
-                      *([""] if taylor else []), *([""] if timing else []))
-    return table
+    joint = model.joint
+
+    def build(cell) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        for column in columns:
+            table.add_column(column, no_wrap=column != "argument",
+                             justify="left" if column in ("argument", "backend", "result", "shape") else "right")
+        if joint is not None:  # the joint probes first: every argument's verdict starts from them
+            order = [_order(joint.taylor.order) if joint.taylor is not None else "-"] if taylor else []
+            for c in joint.comparisons:
+                _comparison_row(table, f"all {len(joint.names)} (joint probes)", "", c, order, timing)
+        for r, c in shown:
+            order = [_order(r.taylor.order) if r.taylor is not None else "-"] if taylor else []
+            if c is None and r.jointly:  # judged with a group of arguments (all of them, or a half in localisation)
+                result = (Text("ok", style="green") if r.ok else Text("MISMATCH", style="bold red") if r.ok is False
+                          else Text("-"))
+                table.add_row(cell(r.wrt), str(list(r.shape)), "joint", result, "-", "-", "-", "-", "-", *order,
+                              *(["-"] if timing else []))
+            elif c is None:
+                table.add_row(cell(r.wrt), str(list(r.shape)), "-", "-", "-", "-", "-", "-", "-", *order,
+                              *(["-"] if timing else []))
+            else:
+                _comparison_row(table, cell(r.wrt), str(list(r.shape)), c, order, timing)
+        if hidden:
+            table.add_row(f"… {len(hidden)} more arguments, all ok", "", "", "", "", "", "", "", "",
+                          *([""] if taylor else []), *([""] if timing else []))
+        return table
+
+    return NamesFirst(build, [r.wrt for r, _ in shown])
 
 
-def _comparison_row(table: Table, argument: str, shape: str, c, order: list, timing: bool) -> None:
+def _comparison_row(table: Table, argument, shape: str, c, order: list, timing: bool) -> None:
     if c.skipped is not None:
         table.add_row(argument, shape, c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-",
                       *order, *(["-"] if timing else []))
@@ -211,12 +225,14 @@ def _modules(modules) -> RenderableType:
                     else "none is wrong on its own"), style="bold red" if blamed else "bold")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("module", "class", "defined at", "result", "autograd vᵀJu", "fd vᵀJu", "fd error est."):
-        table.add_column(column, justify="left" if column in ("module", "class", "defined at", "result") else "right")
+        table.add_column(column, justify="left" if column in ("module", "class", "defined at", "result") else "right",
+                         overflow="fold" if column == "defined at" else "ellipsis",
+                         no_wrap=column not in ("module", "defined at"))
     shown = [m for m in modules if not m.ok] + [m for m in modules if m.ok][: max(0, 12 - len(blamed))]
     for m in shown:
         result = (Text("WRONG", style="bold red") if m.blamed else
                   Text("contains a wrong module", style="yellow") if not m.ok else Text("ok", style="green"))
-        table.add_row(m.path, m.cls, m.where, result, f"{m.value:.6g}", f"{m.reference:.6g}", _num(m.error_estimate))
+        table.add_row(Name(m.path), m.cls, m.where, result, f"{m.value:.6g}", f"{m.reference:.6g}", _num(m.error_estimate))
     if len(shown) < len(modules):
         table.add_row(f"… {len(modules) - len(shown)} more, all ok", "", "", "", "", "", "")
     return Group(title, table)
