@@ -11,6 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..catalogue.softmax import WORKING_BYTES
 from ..core.errors import UsageError
 from ..core.options import BackendName, Layout, Quantity
 from .problem import Problem, one_number_fix
@@ -42,8 +45,12 @@ class Plan:
 
 
 def make_plan(problem: Problem, quantity: Quantity, layout: Layout = Layout.AUTO, *,
-              max_memory: int = DEFAULT_MAX_MEMORY, streaming: bool = False, verify_blocks: bool = True) -> Plan:
-    """Resolve the layout and the view, size the result, refuse what would not fit.
+              max_memory: int = DEFAULT_MAX_MEMORY, streaming: bool = False, verify_blocks: bool = True,
+              vector: np.ndarray | None = None) -> Plan:
+    """Resolve the layout and the view, size the result, refuse what would not fit:
+    the result alone, then for a built-in's vjp, jvp and grad the whole run's
+    arrays (:func:`run_bytes`: the arguments, ``vector`` — the cotangent or
+    tangent —, the result, the output and the chunked working arrays).
     ``verify_blocks``: user code's per-sample blocks are checked first (:func:`user_view`)."""
     if quantity is Quantity.JACOBIAN and not problem.function.closed_form and not problem.per_sample:
         problem, layout = user_view(problem, layout, verify_blocks)
@@ -57,7 +64,44 @@ def make_plan(problem: Problem, quantity: Quantity, layout: Layout = Layout.AUTO
                 streamed=streaming and scattered)
     if plan.held_bytes > max_memory:
         raise UsageError(_too_large(plan, scattered, max_memory))
+    if problem.function.closed_form and quantity in (Quantity.VJP, Quantity.JVP, Quantity.GRAD):
+        # NumPy's row operations hold nothing but these (torch's backends size their own chunks, and say so)
+        parts = run_bytes(plan, vector)
+        if sum(parts.values()) > max_memory:
+            raise UsageError(_run_too_large(plan, parts, max_memory))
     return plan
+
+
+def run_bytes(plan: Plan, vector: np.ndarray | None) -> dict[str, int]:
+    """What a first-order run holds at once, by part: the arguments as loaded
+    (each array once), the vector, the result (``Plan.held_bytes``), the
+    function's output, which every result carries, and the working arrays of
+    a chunked row operation."""
+    problem = plan.problem
+    seen, arguments = set(), 0
+    for array in problem.args.values():
+        base = array if getattr(array, "base", None) is None else array.base
+        if isinstance(array, np.ndarray) and id(base) not in seen:
+            seen.add(id(base))
+            arguments += array.nbytes
+    parts = {"the arguments": arguments, "the result": plan.held_bytes,
+             "the output": math.prod(problem.output_shape) * problem.dtype.itemsize}
+    if vector is not None:
+        parts["the " + ("cotangent" if plan.quantity is Quantity.VJP else "tangent")] = vector.nbytes
+    # Row operations work on chunks of rows whose temporaries stay within WORKING_BYTES (catalogue.softmax.by_rows)
+    parts["working arrays"] = min(WORKING_BYTES, plan.held_bytes)
+    return parts
+
+
+def _run_too_large(plan: Plan, parts: dict[str, int], max_memory: int) -> str:
+    """The refusal of a run whose arrays together exceed ``--max-memory``; the
+    suggestion is a limit that holds them (the arguments are loaded whole even
+    with --rows, so a smaller selection is not always enough)."""
+    total = sum(parts.values())
+    listed = ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if size)
+    need = 2 ** math.ceil(math.log2(max(total, 1) / 2**20))  # the next power of two in MiB
+    return (f"--max-memory: this {plan.quantity.value} holds {format_bytes(total)} at once ({listed}), over the limit of "
+            f"{format_bytes(max_memory)}; give --max-memory {need}MiB, or a smaller input")
 
 
 def user_view(problem: Problem, layout: Layout, verify: bool) -> tuple[Problem, Layout]:

@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .check import render_report, top_table, verdict_text
+from .check import render_report, result_text, top_table, verdict_text
 from .json import _finite_or_none, report_to_dict
 from .table import seconds_text
 
@@ -75,6 +75,7 @@ def taylor_to_dict(test) -> dict[str, Any]:
 
 def module_to_dict(m) -> dict[str, Any]:
     return {"path": m.path, "class": m.cls, "file": m.file, "line": m.line, "ok": m.ok, "blamed": m.blamed,
+            "nonsmooth": m.nonsmooth,
             "value": _finite_or_none(m.value), "reference": _finite_or_none(m.reference),
             "error_estimate": _finite_or_none(m.error_estimate)}
 
@@ -110,6 +111,8 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts += [Text(), verdict_text(model.ok, model.failing)]
         skipped = {(c.name, c.skipped) for r in model.results for c in r.backends if c.skipped}
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
+        unjudged = {(c.name, c.inconclusive) for r in model.results for c in r.backends if c.inconclusive}
+        parts += [Text(f"inconclusive {name}: {why}", style="yellow") for name, why in sorted(unjudged)]
         parts += [Text(f"note: {n}", style="yellow") for r in model.results for n in r.notes]
     for r in model.results:
         if r.taylor is not None and len(model.results) == 1:
@@ -154,7 +157,7 @@ def _arguments_table(model, timing: bool) -> Table:
             table.add_row(r.wrt, str(list(r.shape)), c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-",
                           *order, *(["-"] if timing else []))
         else:
-            result = Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
+            result = result_text(c)
             table.add_row(r.wrt, str(list(r.shape)), c.name, result, _num(c.max_abs), _num(c.max_rel),
                           str(list(c.worst_index)), str(c.mismatches) + (f" (+{c.kink_entries} non-smooth)"
                                                                          if c.kink_entries else ""),
@@ -177,6 +180,7 @@ def _modules(modules) -> RenderableType:
     shown = [m for m in modules if not m.ok] + [m for m in modules if m.ok][: max(0, 12 - len(blamed))]
     for m in shown:
         result = (Text("WRONG", style="bold red") if m.blamed else
+                  Text("non-smooth (a kink: not judged)", style="yellow") if m.nonsmooth else
                   Text("contains a wrong module", style="yellow") if not m.ok else Text("ok", style="green"))
         table.add_row(m.path, m.cls, m.where, result, f"{m.value:.6g}", f"{m.reference:.6g}", _num(m.error_estimate))
     if len(shown) < len(modules):

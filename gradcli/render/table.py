@@ -370,7 +370,7 @@ class Stats:
     max_abs: float
     min_abs_nonzero: float
 
-    CHUNK = 1 << 20
+    CHUNK = 1 << 18  # (its temporaries: a few arrays of this many entries)
 
     @classmethod
     def of(cls, array: np.ndarray) -> "Stats":

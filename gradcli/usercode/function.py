@@ -313,9 +313,16 @@ class UserFunction(Function):
         """Run the user's code on tensors; ``param:NAME`` entries replace module
         parameters (torch.func.functional_call). ``batch = (in_shape, out_shape)``:
         per-sample mode, the input arrives as ``(..., B, F_in)`` and the output
-        leaves as ``(..., B, F_out)``. Its exceptions become UserCodeError naming the line."""
+        leaves as ``(..., B, F_out)``. Its exceptions become UserCodeError naming the line.
+
+        Every call gets fresh arguments: code that changes one in place (``t.mul_(2)``
+        on its target) changed it for every later call, so fd's points each saw
+        another function (a value of 1.3e14 for 109.4). Tensors that require grad
+        (the argument autograd differentiates) are passed as they are: an in-place
+        change of those is torch's own error."""
         import torch
 
+        args = {k: v if not isinstance(v, torch.Tensor) or v.requires_grad else v.clone() for k, v in args.items()}
         x = args["input"]
         self._follow(args)
         if batch:
