@@ -42,6 +42,17 @@ def assert_close(actual, expected, tolerance, what=""):
     np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance * scale, equal_nan=True, err_msg=what)
 
 
+def pytest_runtest_setup(item):
+    """Inside the test process torch computes on one intra-op thread. The tests evaluate tiny
+    tensors thousands of times (fd over a model's parameters), and on a shared 2-core machine
+    waking torch's thread pool cost 1-10 ms per op against 0.04 ms on one thread: a planted-bug
+    model check took 17 s instead of 2. Nothing here asserts on threads, and the tests that run
+    gradcli in a subprocess keep torch's default."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
 def pytest_addoption(parser):
     parser.addoption("--update-goldens", action="store_true", default=False,
                      help="rewrite tests/goldens/*.txt from the current table output instead of comparing")

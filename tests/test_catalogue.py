@@ -129,3 +129,48 @@ def test_chain_stage_errors_name_the_stage():
 def test_reduced_stage_must_end_the_chain():
     result = runner.invoke(app, ["grad", "cross_entropy,exp", "-x", "randn:3,4", "-t", "[0, 1, 2]"])
     assert result.exit_code == 2 and "must be the last stage" in result.stderr
+
+
+# --- multi_margin_loss: a loss added through the catalogue alone (its module, its registry line,
+# its reference entry); every family test reads it from tests/reference.py -------------------
+
+
+def test_functions_lists_multi_margin_losss_own_options_only():
+    doc = run_json("functions", "multi_margin_loss")
+    entry = doc["functions"][0] if "functions" in doc else doc
+    options = {p["option"] for p in entry["params"]} | {a["option"] for a in entry["arrays"]}
+    assert {"--p", "--margin", "--reduction", "--class-weight", "--input", "--target"} == options
+
+
+@pytest.mark.parametrize("p, margin", [(1, 1.0), (2, 0.5)])
+def test_multi_margin_loss_from_the_command_line_matches_torch(tmp_path, p, margin):
+    rng = np.random.default_rng(3)
+    x, y, w = rng.standard_normal((4, 5)), rng.integers(0, 5, size=4), rng.random(5) + 0.5
+    xt = torch.tensor(x, requires_grad=True)
+    loss = torch.nn.functional.multi_margin_loss(xt, torch.tensor(y), p=p, margin=margin, weight=torch.tensor(w))
+    loss.backward()
+    doc = run_json("grad", "multi_margin_loss", "-x", json.dumps(x.tolist()), "-t", json.dumps(y.tolist()),
+                   "--class-weight", json.dumps(w.tolist()), "--p", str(p), "--margin", str(margin))
+    assert doc["backend"] == "analytic"
+    assert_close(doc["value"], xt.grad.numpy(), tol("analytic", "float64"))
+    assert_close(doc["output"], loss.item(), tol("analytic", "float64"))
+
+
+def test_multi_margin_loss_refusals_name_the_option_and_the_limit():
+    base = ["grad", "multi_margin_loss", "-x", "randn:3,4", "-t", "[0, 1, 3]"]
+    result = runner.invoke(app, [*base, "--p", "3"])
+    assert result.exit_code == 2 and "--p" in result.stderr and "1 or 2" in result.stderr
+    result = runner.invoke(app, [*base, "-b", "forward"])  # torch has no forward-mode formula for it
+    assert result.exit_code == 3 and "multi_margin_loss" in result.stderr and result.stdout == ""
+    result = runner.invoke(app, ["grad", "cross_entropy", "-x", "randn:3,4", "-t", "[0, 1, 3]", "--margin", "2"])
+    assert result.exit_code == 2 and "multi_margin_loss takes it" in result.stderr
+
+
+def test_check_of_multi_margin_loss_compares_what_runs_and_says_why_forward_cannot():
+    result = runner.invoke(app, ["check", "multi_margin_loss", "-x", "randn:3,4", "-t", "[0, 1, 3]", "--p", "2",
+                                 "--json"])
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0 and doc["ok"] is True
+    by_name = {b["name"]: b for b in doc["backends"]}
+    assert by_name["analytic"]["ok"] and by_name["fd"]["ok"]
+    assert by_name["forward"]["ok"] is None and "multi_margin_loss" in by_name["forward"]["skipped"]

@@ -196,21 +196,24 @@ def gradcli_process(*args, cwd):
     return subprocess.run([sys.executable, "-m", "gradcli", *map(str, args)], cwd=cwd, capture_output=True, text=True)
 
 
-def test_a_baseline_is_the_same_in_a_new_process_and_catches_a_moved_gradient(project):
+def test_a_baseline_is_the_same_in_a_new_process_and_catches_a_moved_gradient(project, monkeypatch):
+    """Saved in a new process, saved again here: the same bytes. Compared here (one process is
+    enough to cross: each comparison below reads a file another process wrote)."""
     args = ["-x", "x.npy", "-t", "t.json", "--wrt", "param:fc.weight"]
     first = gradcli_process("check", "models.py:net", *args, "--save-baseline", "a.json", cwd=project)
     assert first.returncode == 0, first.stderr
-    second = gradcli_process("check", "models.py:net", *args, "--save-baseline", "b.json", cwd=project)
-    assert second.returncode == 0, second.stderr
+    monkeypatch.chdir(project)
+    second = runner.invoke(app, ["check", "models.py:net", *args, "--save-baseline", "b.json"])
+    assert second.exit_code == 0, second.stderr
     assert (project / "a.json").read_text() == (project / "b.json").read_text()  # deterministic across processes
 
-    same = gradcli_process("check", "models.py:net", *args, "--baseline", "a.json", "--json", cwd=project)
-    assert same.returncode == 0, same.stderr
+    same = runner.invoke(app, ["check", "models.py:net", *args, "--baseline", "a.json", "--json"])
+    assert same.exit_code == 0, same.stderr
     assert json.loads(same.stdout)["baseline"]["ok"] is True
 
     for variant in ("net_scaled", "net_one_entry"):  # the whole gradient x (1 + 1e-6); one entry x (1 + 1e-6)
-        moved = gradcli_process("check", f"models.py:{variant}", *args, "--baseline", "a.json", "--json", cwd=project)
-        assert moved.returncode == 1, (variant, moved.stderr)
+        moved = runner.invoke(app, ["check", f"models.py:{variant}", *args, "--baseline", "a.json", "--json"])
+        assert moved.exit_code == 1, (variant, moved.stderr)
         doc = json.loads(moved.stdout)
         assert doc["ok"] is False
         entries = {e["name"]: e for e in doc["baseline"]["entries"]}

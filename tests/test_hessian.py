@@ -24,6 +24,7 @@ import gradcli
 import reference as ref
 from conftest import assert_close, exact_tol
 from gradcli.cli import app
+from gradcli.core.errors import BackendError
 from gradcli.problem.problem import build_problem
 from test_backends import FAMILIES
 
@@ -87,12 +88,14 @@ def diagonal_from_full(H, shape, reduced):
 
 
 def check_second_order(case, dtype, backend, seed):
-    assume(not _all_ignored_mean(case))
-    if backend == "fd":
-        assume(not _near_kink(case))
     name, arrays, params, wrt = case["function"], case["arrays"], case["params"], case["wrt"]
     tolerance = tol2(backend, dtype)
     kw = {**arrays, **params, "wrt": wrt, "dtype": dtype, "backend": backend}
+    if ref.limit(name, backend, ref.SECOND) is not None:  # torch cannot: a clean refusal naming the function
+        stage = next(s for s in ref.stages(name) if ref.REFERENCE.get(s) and ref.REFERENCE[s].limits)
+        with pytest.raises(BackendError, match=stage):
+            gradcli.hessian(name, layout="full", **kw)
+        return
     H = ref.full_hessian(name, arrays, params, wrt, dtype)
 
     full = gradcli.hessian(name, layout="full", **kw)
@@ -127,7 +130,9 @@ def check_second_order(case, dtype, backend, seed):
 @given(data=st.data(), dtype=st.sampled_from(["float64", "float32"]), seed=st.integers(0, 1000))
 def test_family_hessian_matches_torch(family, backend, data, dtype, seed):
     """Full Hessian, auto layout (blocks/diag/full) and hvp of every family against torch."""
-    check_second_order(data.draw(FAMILIES[family], label="case"), dtype, backend, seed)
+    case = data.draw(FAMILIES[family], label="case")
+    assume(not _all_ignored_mean(case) and not (backend == "fd" and _near_kink(case)))
+    check_second_order(case, dtype, backend, seed)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

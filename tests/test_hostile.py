@@ -392,7 +392,7 @@ def test_json_memory_does_not_grow_with_the_value():
 def _table_text(args, width):
     from rich.console import Console
 
-    import gradcli.cli.main as cli
+    import gradcli.cli.output as cli
 
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False)

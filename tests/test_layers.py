@@ -47,7 +47,7 @@ def layer_of(name: str) -> int:
     for level, prefixes in enumerate(LAYERS):
         if any(name == p or name.startswith(p + ".") for p in prefixes if p != "gradcli") or name == "gradcli" and "gradcli" in prefixes:
             return level
-    raise AssertionError(f"{name} is in no layer: add it to LAYERS and to the README's code layout")
+    raise AssertionError(f"{name} is in no layer: add it to LAYERS and to the layout in docs/architecture.md")
 
 
 def imports(name: str) -> set[str]:

@@ -1,10 +1,14 @@
-"""Every ``console`` block of the README is a command a user can paste: ``sh``
-splits it exactly as written (so quoting mistakes fail), it runs, and its
-output must be what the README shows. ``pytest --update-goldens`` rewrites
-the README's outputs from these runs."""
+"""Every ``console`` block of the README and of the pages under docs/ is a command a
+user can paste: ``sh`` splits it exactly as written (so quoting mistakes fail), it
+runs, and its output must be what the page shows. ``pytest --update-goldens``
+rewrites each page's outputs from these runs, file by file.
+
+A command shown on two pages (the README's abridged story and its guide's full
+output) runs once: the runs are cached by command."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,6 +24,7 @@ from gradcli.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```console\n\$ (?P<command>gradcli [^\n]*)\n(?P<output>.*?)```", re.DOTALL)
 
 
@@ -32,22 +37,40 @@ def shell_words(command: str) -> list[str]:
     return json.loads(done.stdout)
 
 
+@functools.cache
 def run(command: str):
-    """The command's arguments as the shell gives them, run in-process with
-    timing dropped (the README shows none)."""
-    return runner.invoke(app, [*shell_words(command), "--no-timing"])
+    """The command's arguments as the shell gives them, run in-process from the
+    project root with timing dropped (the pages show none); once per command."""
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        return runner.invoke(app, [*shell_words(command), "--no-timing"])
+    finally:
+        os.chdir(cwd)
 
 
-def blocks() -> list[re.Match]:
-    return list(BLOCK.finditer(README.read_text()))
+def blocks(page: Path) -> list[re.Match]:
+    return list(BLOCK.finditer(page.read_text()))
 
 
-def test_the_readme_has_examples():
-    assert len(blocks()) >= 10
+EXAMPLES = [(page, index, match["command"]) for page in PAGES for index, match in enumerate(blocks(page))]
+
+
+def test_the_readme_shows_a_command_per_story_and_the_guides_the_rest():
+    assert len(blocks(README)) >= 9  # stories 1-9 of docs/spec.md §1
+    assert len(EXAMPLES) - len(blocks(README)) >= 20
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
+def test_every_console_block_is_a_tested_command(page):
+    """A ``console`` block that the pattern misses (indented in a list, not
+    ``$ gradcli``) would look tested and not be: every one must match."""
+    opened = re.findall(r"^[ \t]*```console[ \t]*$", page.read_text(), re.M)
+    assert len(opened) == len(blocks(page)), f"{page.name}: a console block that is not `$ gradcli ...` at column 0"
 
 
 def _abridge(actual: str, shown: str) -> str:
-    """A README block may leave the middle out with a line ``...``: keep as many
+    """A block may leave the middle out with a line ``...``: keep as many
     lines of ``actual`` before and after it as the block shows."""
     lines = shown.splitlines(keepends=True)
     if "...\n" not in lines:
@@ -58,23 +81,32 @@ def _abridge(actual: str, shown: str) -> str:
     return "".join(got[:head] + ["...\n"] + (got[len(got) - tail:] if tail else []))
 
 
-@pytest.mark.parametrize("index", range(len(blocks())), ids=[m["command"][:60] for m in blocks()])
-def test_a_readme_example_runs_as_written_and_shows_its_output(index, request, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    match = blocks()[index]
-    result = run(match["command"])
+def expected_exit(shown: str) -> int:
+    """A block showing an error shows standard error (exit 2); one showing a failed
+    check (MISMATCH, a FAIL row) exit 1; anything else exit 0."""
+    if shown.startswith("gradcli: error"):
+        return 2
+    return 1 if "MISMATCH" in shown or re.search(r"\bFAIL\b", shown) else 0
+
+
+@pytest.mark.parametrize("page, index, command", EXAMPLES,
+                         ids=[f"{page.relative_to(ROOT)}:{index}:{command[8:60]}" for page, index, command in EXAMPLES])
+def test_an_example_runs_as_written_and_shows_its_output(page, index, command, request):
+    match = blocks(page)[index]
+    assert match["command"] == command
+    result = run(command)
     shown = match["output"]
-    # check finds the planted bug: exit 1; a block showing an error shows standard error, exit 2
-    expected_code = 2 if shown.startswith("gradcli: error") else 1 if "MISMATCH" in shown else 0
-    assert result.exit_code == expected_code, result.stderr
+    code = expected_exit(shown)
+    assert result.exit_code == code, result.stderr
     assert "Traceback" not in result.stderr
-    actual = _abridge(result.stderr if expected_code == 2 else result.stdout, shown)
+    actual = _abridge(result.stderr if code == 2 else result.stdout, shown)
     if request.config.getoption("--update-goldens"):
-        text = README.read_text()
-        match = blocks()[index]
-        README.write_text(text[: match.start("output")] + actual + text[match.end("output"):])
+        text = page.read_text()
+        match = blocks(page)[index]
+        page.write_text(text[: match.start("output")] + actual + text[match.end("output"):])
         return
-    assert same_but_rounding_noise(actual, shown), "README output changed; if intended, run pytest --update-goldens"
+    assert same_but_rounding_noise(actual, shown), (
+        f"{page.relative_to(ROOT)}: the output of `{command}` changed; if intended, run pytest tests/test_readme.py --update-goldens")
 
 
 NOISE = 1e-12  # numbers this small are rounding noise of a float64 result (eigenvalues of a singular

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ..core.errors import BackendError
 from ..problem.problem import Problem
 from ..core.options import BackendName
-from ..core.rowform import GeneralKernel
 from .rowwise import Derivative, RowBackend
 
 

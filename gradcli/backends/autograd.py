@@ -125,12 +125,26 @@ class AutogradBackend(TorchBackend):
         return Computed(value=to_numpy(value), output=to_numpy(output))
 
     def jvp(self, problem: Problem, tangent: np.ndarray) -> Computed:
-        """``J t`` in reverse mode, by differentiating the (linear) vjp map
-        ``u -> u^T J`` once more: torch.autograd.functional.jvp, a double
-        backward, so fused kernels without one run in their composite forms."""
+        """``J t`` in reverse mode. A scalar output: ``<grad, t>``, one backward pass.
+        Otherwise by differentiating the (linear) vjp map ``u -> u^T J`` once more:
+        torch.autograd.functional.jvp, a double backward, so fused kernels without one
+        run in their composite forms; an op with no double backward at all
+        (multi_margin_loss) falls back to the Jacobian, one backward pass per output
+        entry, contracted with ``t``."""
         torch, F, x0 = self.setup(problem)
-        F = in_composite_forms(torch, F)
         with torch_errors(self.name.value, user_model(problem)):
             t = torch.as_tensor(tangent, device=x0.device, dtype=x0.dtype)
-            output, value = torch.autograd.functional.jvp(F, x0, t)
+            if problem.output_shape == ():
+                x = x0.detach().requires_grad_(True)
+                output = F(x)
+                value = (backward(torch, output, x, torch.ones_like(output)) * t).sum()
+                return Computed(value=to_numpy(value), output=to_numpy(output))
+            try:
+                output, value = torch.autograd.functional.jvp(in_composite_forms(torch, F), x0, t)
+            except RuntimeError as err:
+                if "derivative for" not in str(err) or "not implemented" not in str(err):
+                    raise
+                output = F(x0)
+                value = (self.full(torch, F, x0, output).reshape(output.numel(), -1) @ t.reshape(-1)).reshape(
+                    output.shape)
         return Computed(value=to_numpy(value), output=to_numpy(output))

@@ -446,7 +446,4 @@ def _input_indices(per_input: np.ndarray, problem: Problem, kernel) -> list[tupl
         mask = per_input.reshape(kernel.x0.shape)
     else:
         mask = problem.rows.from_rows(per_input)
-    batch_in = problem.params.get("_batch_in")
-    if batch_in is not None:  # user code per sample: features flattened
-        mask = mask.reshape(mask.shape[:1] + tuple(batch_in))
     return [tuple(int(v) for v in i) for i in np.argwhere(mask)[:6]]

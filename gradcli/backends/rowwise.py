@@ -139,4 +139,3 @@ def _off_blocks(problem: Problem, got: Derivative, blocks: np.ndarray) -> np.nda
     finite = np.isfinite(out_rows.reshape(rows.rows + (-1,))).all(axis=-1)
     spread = rows.from_rows(np.broadcast_to(~finite[..., None], rows.rows + (rows.features,)))
     return np.where(spread, off, 0.0)
-

@@ -16,8 +16,6 @@ last, ``(*rows, C)``, and per-row blocks ``(*rows, *out_block, C)``.
 
 from __future__ import annotations
 
-import math
-
 import enum
 import math
 from dataclasses import dataclass, field
@@ -27,12 +25,12 @@ from typing import Any, ClassVar, Mapping
 import numpy as np
 
 from ..core.errors import UsageError
-from ..core.options import Reduction
+from ..core.options import Choice, Reduction
 from ..core.rowform import GeneralKernel, RowKernel, RowLayout
 from ..core.rows import batch_rows
 
 
-class Structure(str, enum.Enum):
+class Structure(Choice):
     """Shape of a Jacobian's non-zero pattern, as the catalogue declares it."""
 
     BLOCKS = "blocks"  # block-diagonal across batch rows
@@ -84,7 +82,7 @@ class Param:
         return value
 
 
-class ArrayKind(str, enum.Enum):
+class ArrayKind(Choice):
     """How an array argument's dtype is treated when a problem is built."""
 
     FLOAT = "float"  # converted to the working dtype (integers with a note)
@@ -123,6 +121,7 @@ class Function:
     formulas: ClassVar[tuple[str, ...]]
     second_formulas: ClassVar[tuple[str, ...]] = ()  # second derivatives (hessian, hvp), shown with the formulas
     structure: ClassVar[Structure]
+    family: ClassVar[str] = "the losses"  # whose options these are, in --help ("Options of the losses")
     closed_form: ClassVar[bool] = True  # has NumPy forward and blocks (analytic, fd)
 
     # --- binding ----------------------------------------------------------

@@ -12,7 +12,6 @@ up) the chain is a composition of vjps and jvps:
 
 from __future__ import annotations
 
-import numpy as np
 
 from dataclasses import dataclass
 from types import MappingProxyType

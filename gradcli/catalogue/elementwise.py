@@ -171,6 +171,7 @@ class Elementwise(Function):
 
     arrays = (ArrayArg("input", "any shape", required=True),)
     structure = Structure.DIAGONAL
+    family = "the activations"
     second_formulas = ("second derivative: f''(x) entry by entry (above); the Hessian of sum(f(x)) is diagonal, "
                        "and each entry's Hessian has one non-zero, d2 f(x_i) / dx_i^2",)
 

@@ -26,6 +26,7 @@ class Linear(Function):
         ArrayArg("bias", "b of shape (out,)"),
     )
     structure = Structure.BLOCKS
+    family = "linear"
     formulas = (
         "y = x W^T + b, x (..., in), W (out, in), b (out)",
         "dy/dx = W for every row (blocks (..., out, in))",

@@ -26,6 +26,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "softplus": ("elementwise", "ELEMENTWISE"),
     "cross_entropy": ("losses", "CrossEntropy"),
     "nll_loss": ("losses", "NllLoss"),
+    "multi_margin_loss": ("margin", "MultiMarginLoss"),
     "binary_cross_entropy_with_logits": ("pointwise_losses", "BinaryCrossEntropyWithLogits"),
     "binary_cross_entropy": ("pointwise_losses", "BinaryCrossEntropy"),
     "mse_loss": ("pointwise_losses", "MseLoss"),

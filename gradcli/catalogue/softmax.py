@@ -128,6 +128,7 @@ class _AlongDim(Function):
     arrays = (ArrayArg("input", "the logits, any shape with at least one dim", required=True),)
     params = (Param("dim", -1, "softmax, log_softmax: the dim they normalise over (torch's dim)"),)
     structure = Structure.BLOCKS
+    family = "softmax, log_softmax"
 
     def check(self, args, params):
         if args["input"].ndim == 0:

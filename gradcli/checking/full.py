@@ -5,10 +5,11 @@ another backend that cannot run is reported as skipped with the reason
 (``ok`` None). The verdict (SPEC §2): ``ok`` True when every backend that ran
 agrees, False on a mismatch, None when no backend but the reference ran to a
 verdict (exit 3): each was skipped, or inconclusive (fd flagged most entries
-non-smooth: ``ok`` None with the reason, ``compare.judged``); ``--backends`` naming only the reference is a usage error (exit 2).
+non-smooth: ``ok`` None with the reason, ``compare.judged``); ``--backends``
+naming only the reference is a usage error (exit 2).
 Entries on a kink (relu at 0, l1 at x = t), and entries fd marks non-smooth, are
 reported, not counted; fd's tolerance includes three times its own error
-estimate (``compare.compare``).
+estimate (``compare.compare``) — also where fd is the reference.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..compute.solve import library_call, solve
+from ..compute.solve import solve
 from ..core.compare import Comparison, compare, default_tolerance, judged
 from ..core.errors import BackendError, UsageError
 from ..core.options import BackendName, BackendOptions, Layout, Quantity
@@ -63,6 +64,8 @@ def run_check(
               allow_nonfinite=allow_nonfinite, **({} if max_memory is None else {"max_memory": max_memory}))
     ref = solve(problem, quantity, backend=reference, **kw)
     kinks = _kink_mask(problem, ref)
+    if ref.nonsmooth is not None and ref.nonsmooth.any():  # --reference fd: where it cannot judge, it does not
+        kinks = ref.nonsmooth if kinks is None else ref.nonsmooth | np.broadcast_to(kinks, ref.nonsmooth.shape)
     comparisons: list[Comparison] = []
     for name in backends:
         if name is reference:
@@ -75,8 +78,11 @@ def run_check(
         # fd's non-smooth entries (its steps did not converge) are treated as kinks: reported, not counted.
         flagged = kinks if got.nonsmooth is None or not got.nonsmooth.any() else \
             got.nonsmooth | (False if kinks is None else np.broadcast_to(kinks, got.nonsmooth.shape))
+        # fd's error bar, on whichever side fd is (--reference fd: the bar is the reference's); fd flagging most
+        # entries non-smooth is inconclusive (compare.judged)
         comparisons.append(judged(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
-                                          error=got.error, kinks=flagged), got.nonsmooth))
+                                          error=got.error if got.error is not None else ref.error, kinks=flagged),
+                                  got.nonsmooth))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
     notes = list(ref.notes) + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
                                for note in ref.structure]

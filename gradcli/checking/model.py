@@ -27,14 +27,14 @@ from .full import (default_backends, default_quantity, run_check, skipped, toler
                        verdict)
 from ..core.compare import Comparison, Entry, judged
 from ..core.errors import BackendError, UsageError
-from ..core.options import BackendName, BackendOptions, Layout, Quantity
+from ..core.options import BackendName, BackendOptions, CheckMode, Quantity
 from ..problem.problem import Problem
 from ..problem.wrt import expand, is_list, names_input, retarget
 from ..core.results import CheckReport
+from .settings import CheckSettings
 
 FULL_BUDGET = 20_000  # function evaluations a full comparison may cost before auto turns to probes
 FD_POINTS = 6  # the fd backend's Richardson points per column
-MODES = ("auto", "full", "probe")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class ModelReport:
     reference: BackendName
     dtype: str
     wrt: tuple[str, ...]
-    mode: str
+    mode: CheckMode
     probes: int | None
     atol: float
     rtol: float
@@ -97,17 +97,15 @@ def full_cost(problem: Problem, quantity: Quantity) -> int:
     return FD_POINTS * columns + outputs
 
 
-def resolve_mode(mode: str, problems: list[Problem], quantity: Quantity, explicit_quantity: bool) -> str:
-    if mode not in MODES:
-        raise UsageError(f"--mode: unknown mode {mode!r}; use auto, full or probe")
-    if mode == "probe" and quantity not in (Quantity.GRAD, Quantity.JACOBIAN):
+def resolve_mode(mode: CheckMode, problems: list[Problem], quantity: Quantity, explicit_quantity: bool) -> CheckMode:
+    if mode is CheckMode.PROBE and quantity not in (Quantity.GRAD, Quantity.JACOBIAN):
         raise UsageError(f"--mode probe compares vᵀ J u (gradients and Jacobians); --quantity {quantity.value} "
                          "needs --mode full")
-    if mode != "auto":
+    if mode is not CheckMode.AUTO:
         return mode
     if explicit_quantity and quantity not in (Quantity.GRAD, Quantity.JACOBIAN):
-        return "full"
-    return "probe" if sum(full_cost(p, quantity) for p in problems) > FULL_BUDGET else "full"
+        return CheckMode.FULL
+    return CheckMode.PROBE if sum(full_cost(p, quantity) for p in problems) > FULL_BUDGET else CheckMode.FULL
 
 
 def _refuse_probes_over_memory(problems: list[Problem], probes: int, max_memory: int) -> None:
@@ -123,49 +121,42 @@ def _refuse_probes_over_memory(problems: list[Problem], probes: int, max_memory:
 
 def run_checks(
     problems: list[Problem],
+    settings: CheckSettings = CheckSettings(),
     *,
-    mode: str = "auto",
-    probes: int = 4,
-    seed: int = 0,
-    taylor: bool = False,
-    locate: bool | None = None,
-    quantity: Quantity | None = None,
-    backends: list[BackendName] | None = None,
-    reference: BackendName | None = None,
-    atol: float | None = None,
-    rtol: float | None = None,
-    top: int = 5,
     options: BackendOptions = BackendOptions(),
     max_memory: int = DEFAULT_MAX_MEMORY,
-    **full_kw: Any,
+    allow_nonfinite: bool = False,
+    cotangent: np.ndarray | None = None,
+    tangent: np.ndarray | None = None,
 ) -> ModelReport:
-    """Check each problem (the same function, one per ``--wrt`` argument).
-
-    ``locate``: after a mismatch, find the wrong entries and modules; None (the
-    default) does so quietly, True (``--locate`` asked for) also notes when
-    the function is not an ``nn.Module`` and has no modules to check."""
+    """Check each problem (the same function, one per ``--wrt`` argument), as
+    ``settings`` say (:class:`CheckSettings`); ``cotangent``/``tangent``: vjp's and
+    jvp's or hvp's vector (None: ones / a seeded direction per argument)."""
     start = time.perf_counter()
     base = problems[0]
-    explicit_quantity = quantity is not None
-    quantity = quantity or default_quantity(base)
-    if probes < 1:
-        raise UsageError("--probes: give at least 1 direction per argument")
-    if full_kw.get("tangent") is not None and len(problems) > 1:  # a tangent is shaped like its argument
+    s = settings
+    explicit_quantity = s.quantity is not None
+    quantity = s.quantity or default_quantity(base)
+    seed, top, probes, taylor = s.seed, s.top, s.probes, s.taylor
+    if tangent is not None and len(problems) > 1:  # a tangent is shaped like its argument
         shapes = ", ".join(f"{p.wrt} {list(p.wrt_shape)}" for p in problems)
         raise UsageError(f"--tangent: one direction cannot serve {len(problems)} --wrt entries ({shapes}); "
                          "give one --wrt, or leave --tangent out (each entry gets its own seeded direction)")
-    if taylor and mode == "full":
+    if taylor and s.mode is CheckMode.FULL:
         raise UsageError("--taylor: the Taylor test runs along probes; use --mode probe (or auto) with it")
-    mode = "probe" if taylor else resolve_mode(mode, problems, quantity, explicit_quantity)
-    atol, rtol, source = tolerances(base, atol, rtol)
-    if mode == "full":
+    mode = CheckMode.PROBE if taylor else resolve_mode(s.mode, problems, quantity, explicit_quantity)
+    atol, rtol, source = tolerances(base, s.atol, s.rtol)
+    backends, reference = list(s.backends) if s.backends else None, s.reference
+    if mode is CheckMode.FULL:
         directions = [{}] * len(problems)
-        if quantity in (Quantity.JVP, Quantity.HVP) and full_kw.get("tangent") is None:
+        if quantity in (Quantity.JVP, Quantity.HVP) and tangent is None:
             # each entry its own direction, shaped like it and seeded by --seed (the same for every backend)
             directions = [{"tangent": np.random.default_rng([seed, i]).standard_normal(p.wrt_shape)}
                           for i, p in enumerate(problems)]
+        vectors = {"cotangent": cotangent, "tangent": tangent}
         results = [run_check(p, quantity=quantity, backends=backends, reference=reference, atol=atol, rtol=rtol,
-                             top=top, options=options, max_memory=max_memory, **{**full_kw, **direction})
+                             top=top, layout=s.layout, options=options, max_memory=max_memory,
+                             allow_nonfinite=allow_nonfinite, **{**vectors, **direction})
                    for p, direction in zip(problems, directions)]
         results = [_with_source(r, source) for r in results]
         context = None
@@ -182,7 +173,7 @@ def run_checks(
                                        source=source)
     notes: list[str] = []
     modules = None
-    if locate is not False and any(r.ok is False for r in results):
+    if s.locate is not False and any(r.ok is False for r in results):
         from . import locate as where
 
         if context is not None:  # the worst argument's entries (group testing costs O(top log n) evaluations)
@@ -190,11 +181,11 @@ def run_checks(
                         key=lambda r: max([e.excess for e in r.top] or [0.0]))
             results = [where.with_entries(r, context, top) if r is worst else r for r in results]
         modules, more = where.locate_modules(base, seed=seed, atol=atol, rtol=rtol)
-        if modules is not None or locate:  # a plain function's "no modules" only when --locate was asked for
+        if modules is not None or s.locate:  # a plain function's "no modules" only when --locate was asked for
             notes += more
         notes += by_design(base)
     return ModelReport(function=base.function.name, quantity=quantity, reference=reference, dtype=str(base.dtype),
-                       wrt=tuple(p.wrt for p in problems), mode=mode, probes=probes if mode == "probe" else None,
+                       wrt=tuple(p.wrt for p in problems), mode=mode, probes=probes if mode is CheckMode.PROBE else None,
                        atol=atol, rtol=rtol, tolerance_source=source, results=tuple(results), modules=modules,
                        notes=tuple(notes), seconds=time.perf_counter() - start)
 
@@ -292,10 +283,12 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
             if isinstance(got, Exception):
                 comparisons.append(skipped(name, got))
                 continue
+            # fd's error bar and kink test, on whichever side fd is (--reference fd: the reference's)
+            error, jump = (got.error, got.jump) if got.error is not None else (ref.error, ref.jump)
             comparisons.append(compare_probes(name.value, got.values[a], ref.values[a], atol, rtol, scale,
                                               seconds=got.seconds, top=top,
-                                              error=None if got.error is None else got.error[a],
-                                              jump=None if got.jump is None else got.jump[a]))
+                                              error=None if error is None else error[a],
+                                              jump=None if jump is None else jump[a]))
         test = probe.taylor(fn, probes, a, ref.values[a]) if taylor else None
         ok = verdict(comparisons)
         if test is not None and test.ok is False:
@@ -308,7 +301,7 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
             function=p.function.name, quantity=default_quantity(p), reference=reference, dtype=str(p.dtype),
             params={k: v for k, v in p.params.items() if not k.startswith("_")}, wrt=a, shape=p.wrt_shape,
             atol=atol, rtol=rtol, tolerance_source=source, ok=ok, backends=tuple(comparisons),
-            top=tuple(top_entries), notes=tuple(notes), reference_seconds=ref.seconds, mode="probe", taylor=test))
+            top=tuple(top_entries), notes=tuple(notes), reference_seconds=ref.seconds, mode=CheckMode.PROBE, taylor=test))
     context = ProbeContext(fd_fn, probes, ref.grads, atol, rtol, options.fd_step)
     return reports, context
 
@@ -357,7 +350,8 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
     tol = atol + rtol * size + (0.0 if error is None else 3 * error)
     nonsmooth = (np.zeros(diff.shape, bool) if error is None else
                  probe.non_smooth(error, np.zeros(diff.shape) if jump is None else jump, diff, size))
-    excess = np.where(diff == 0, 0.0, diff / tol)
+    with np.errstate(divide="ignore"):  # --atol 0 --rtol 0: any difference is out
+        excess = np.where(diff == 0, 0.0, diff / tol)
     out = (excess > 1) & ~nonsmooth
     counted = np.where(nonsmooth, 0.0, excess)
     order = np.argsort(-counted, kind="stable")[: max(0, top)]
@@ -407,9 +401,9 @@ def explain(name: str, comparisons: list[Comparison], reference: BackendName, te
 
 
 def check(function: str, **kwargs):
-    """The library's ``check``: the same keywords as ``gradcli.jacobian`` plus
-    ``quantity``, ``backends`` (names), ``reference``, ``atol``, ``rtol``, ``top``,
-    ``mode`` (auto|full|probe), ``probes``, ``seed``, ``taylor``, ``locate``;
+    """The library's ``check``: the same keywords as ``gradcli.jacobian`` plus the
+    fields of :class:`CheckSettings` (``quantity``, ``backends``, ``reference``, ``atol``,
+    ``rtol``, ``top``, ``mode``, ``probes``, ``seed``, ``taylor``, ``locate``);
     ``wrt`` may be a comma list or a glob. Returns a :class:`ModelReport`::
 
         report = gradcli.check("cross_entropy", input=x, target=t)
@@ -417,20 +411,12 @@ def check(function: str, **kwargs):
         report = gradcli.check("model.py:loss", input=x, target=t, wrt="param:*")
         [r.wrt for r in report.results if not r.ok], report.modules
     """
+    kwargs = dict(kwargs)
+    settings = CheckSettings.take(kwargs)
     wrt = kwargs.pop("wrt", "input")
     many = is_list(wrt)
     problem, options, run = library_call(function, {**kwargs, "wrt": "input" if many else wrt},
-                                         ("quantity", "backends", "reference", "atol", "rtol", "top", "layout",
-                                          "cotangent", "tangent", "max_memory", "allow_nonfinite", "mode", "probes",
-                                          "seed", "taylor", "locate"),
+                                         ("cotangent", "tangent", "max_memory", "allow_nonfinite"),
                                          differentiates_input=names_input(wrt) if many else None)
-    if run.get("quantity") is not None:
-        run["quantity"] = Quantity(run["quantity"])
-    if run.get("backends") is not None:
-        run["backends"] = [BackendName(b) for b in run["backends"]]
-    if run.get("reference") is not None:
-        run["reference"] = BackendName(run["reference"])
-    if "layout" in run:
-        run["layout"] = Layout(run["layout"])
     problems = retarget(problem, expand(problem.function, wrt)) if many else [problem]
-    return run_checks(problems, options=options, **run)
+    return run_checks(problems, settings, options=options, **run)

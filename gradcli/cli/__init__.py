@@ -1,9 +1,20 @@
 """The command line: typed options in, a library call, a renderer, an exit code out.
 
-Only this package parses argv, owns the Console, prints, and turns errors into
-exit codes (:class:`gradcli.cli.main.GradcliGroup`). Every layer may be imported.
+- ``main``: the typer app and :class:`GradcliGroup`, the one place errors become exit codes.
+- ``params``: every option declared once (type, default, help, panel), the typer
+  options and a suite entry's conversion made from it.
+- ``options``: the typed option objects (Inputs, Output, RunOptions, CheckOptions)
+  built once at the edge; nothing below the command functions sees a dict of options.
+- ``inputs``: typed options -> a validated Problem; ``output``: standard output,
+  output files published after it, the progress bar.
+- one module per command family: ``compute`` (jacobian, grad, vjp, jvp, hessian, hvp),
+  ``check`` (+ ``suite``), ``catalogue`` (functions).
+
+Only this package parses argv, owns the Console, prints and exits. Every layer may
+be imported.
 """
 
+from . import catalogue, check, compute  # noqa: F401  (each registers its commands on the app)
 from .main import app
 
 __all__ = ["app"]

@@ -3,7 +3,7 @@
 (``--eig K``). :func:`gradcli.api.solve` validates the tangent and calls
 :func:`solve_second`; this module never imports the api (no cycle).
 
-Layouts (SPEC §2 "Second order"): ``full`` is ``output_shape + wrt_shape +
+Layouts (SPEC §3 "Second order"): ``full`` is ``output_shape + wrt_shape +
 wrt_shape`` (``torch.func.hessian``'s shape); ``blocks`` is ``(*rows,
 *out_block, C, C)`` for a function of independent rows (block r of a reduced
 loss's Hessian is ``coef_r d2 l_r``; every entry between rows is 0); ``diag``

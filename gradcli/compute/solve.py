@@ -18,7 +18,7 @@ from ..io.arrays import as_array, check_finite
 from ..backends import get_backend, resolve
 from ..core.errors import BackendError, UsageError
 from ..catalogue.base import option_name
-from ..core.options import BackendName, BackendOptions, Device, DType, Layout, Quantity
+from ..core.options import BackendName, BackendOptions, Device, Layout, Quantity
 from ..problem.plan import DEFAULT_MAX_MEMORY, make_plan
 from ..problem.problem import Problem, build_problem, one_number_fix
 from ..core.results import Result, frozen

@@ -13,7 +13,19 @@ from typing import Callable
 import numpy as np
 
 
-class Quantity(str, enum.Enum):
+class Choice(str, enum.Enum):
+    """A mode as the command line writes it: ``str()`` and f-strings give the value
+    (``mean``), on every Python (3.11 changed ``format()`` of a str-mixin enum to
+    ``Reduction.MEAN``)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Quantity(Choice):
     JACOBIAN = "jacobian"
     GRAD = "grad"
     VJP = "vjp"
@@ -22,14 +34,14 @@ class Quantity(str, enum.Enum):
     HVP = "hvp"
 
 
-class Layout(str, enum.Enum):
+class Layout(Choice):
     AUTO = "auto"
     FULL = "full"
     BLOCKS = "blocks"
     DIAG = "diag"
 
 
-class BackendName(str, enum.Enum):
+class BackendName(Choice):
     AUTO = "auto"
     AUTOGRAD = "autograd"
     FORWARD = "forward"
@@ -38,7 +50,7 @@ class BackendName(str, enum.Enum):
     COMPILE = "compile"  # check only, when named: torch.compile then autograd
 
 
-class DType(str, enum.Enum):
+class DType(Choice):
     FLOAT64 = "float64"
     FLOAT32 = "float32"
 
@@ -47,7 +59,7 @@ class DType(str, enum.Enum):
         return np.dtype(self.value)
 
 
-class Reduction(str, enum.Enum):
+class Reduction(Choice):
     """torch's reductions; each loss declares which it takes (batchmean: kl_div only)."""
 
     MEAN = "mean"
@@ -56,23 +68,23 @@ class Reduction(str, enum.Enum):
     BATCHMEAN = "batchmean"
 
 
-class FdMethod(str, enum.Enum):
+class FdMethod(Choice):
     CENTRAL = "central"
     RICHARDSON = "richardson"
     FORWARD = "forward"
 
 
-class FdDType(str, enum.Enum):
+class FdDType(Choice):
     FLOAT64 = "float64"
     SAME = "same"
 
 
-class Device(str, enum.Enum):
+class Device(Choice):
     CPU = "cpu"
     CUDA = "cuda"
 
 
-class CheckMode(str, enum.Enum):
+class CheckMode(Choice):
     """check: every entry (full), K random directions per argument (probe), or by cost (auto)."""
 
     AUTO = "auto"
@@ -80,7 +92,7 @@ class CheckMode(str, enum.Enum):
     PROBE = "probe"
 
 
-class Format(str, enum.Enum):
+class Format(Choice):
     TABLE = "table"
     JSON = "json"
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .options import BackendName, Layout, Quantity
+from .options import BackendName, CheckMode, Layout, Quantity
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
@@ -85,8 +85,8 @@ class CheckReport:
     """Several backends against a reference: ``ok`` when every backend that ran
     is within tolerance, None when none but the reference ran. ``backends``
     holds ``compare.Comparison`` values, ``top`` the worst offending
-    ``compare.Entry`` values across backends. ``mode`` is "full" (every entry)
-    or "probe" (``vᵀ J u`` along K directions: ``shape`` is the argument's);
+    ``compare.Entry`` values across backends. ``mode`` is FULL (every entry)
+    or PROBE (``vᵀ J u`` along K directions: ``shape`` is the argument's);
     ``taylor`` the ``probe.Taylor`` test when asked for."""
 
     function: str
@@ -105,5 +105,5 @@ class CheckReport:
     notes: tuple[str, ...]
     reference_seconds: float
     layout: Layout | None = None
-    mode: str = "full"
+    mode: CheckMode = CheckMode.FULL
     taylor: Any = None

@@ -17,7 +17,7 @@ from ..catalogue.softmax import WORKING_BYTES
 from ..core.errors import UsageError
 from ..core.options import BackendName, Layout, Quantity
 from .problem import Problem, one_number_fix
-from ..core.sizes import format_bytes
+from ..core.sizes import format_bytes, size_option
 
 DEFAULT_MAX_MEMORY = 2 * 2**30
 
@@ -99,9 +99,8 @@ def _run_too_large(plan: Plan, parts: dict[str, int], max_memory: int) -> str:
     with --rows, so a smaller selection is not always enough)."""
     total = sum(parts.values())
     listed = ", ".join(f"{name} {format_bytes(size)}" for name, size in parts.items() if size)
-    need = 2 ** math.ceil(math.log2(max(total, 1) / 2**20))  # the next power of two in MiB
     return (f"--max-memory: this {plan.quantity.value} holds {format_bytes(total)} at once ({listed}), over the limit of "
-            f"{format_bytes(max_memory)}; give --max-memory {need}MiB, or a smaller input")
+            f"{format_bytes(max_memory)}; give --max-memory {size_option(total)}, or a smaller input")
 
 
 def user_view(problem: Problem, layout: Layout, verify: bool) -> tuple[Problem, Layout]:

@@ -188,6 +188,7 @@ def build_problem(
         args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work, copy=False)  # a new array already
     for array in args.values():
         array.flags.writeable = False
+    _refuse_foreign_options(fn, params or {})
     try:
         bound = fn.bind(args, dict(params or {}), dtype=work)
     except UserCodeError as err:
@@ -207,6 +208,21 @@ def build_problem(
         raise UsageError(wrt_message(fn, wrt, args, allowed))
     return Problem(bound=bound, wrt=wrt, dtype=work, rows=bound.row_layout(wrt),
                    notes=tuple(notes) + bound.notes + bound.wrt_notes(wrt))
+
+
+def _refuse_foreign_options(fn: Function, params: Mapping[str, Any]) -> None:
+    """Another built-in's option given to this function is refused, naming who takes it
+    (the catalogue's options share one command line, each belongs to its functions)."""
+    from ..catalogue import parameters
+
+    own = {p.name for p in fn.params}
+    for name, value in params.items():
+        if value is None or name in own:
+            continue
+        owners = [function for function, _ in parameters().get(name, [])]
+        who = f" ({', '.join(owners[:3])}{', ...' if len(owners) > 3 else ''} take{'s' if len(owners) == 1 else ''} it)"
+        raise UsageError(f"{option_name(name)}: {fn.name} takes no such option{who if owners else ''}; its options "
+                         f"are {', '.join(p.option for p in fn.params) or 'none'}")
 
 
 def _bind_float_input(fn: Function, args: dict, params, work: np.dtype, notes: list[str], err: UserCodeError) -> Bound:

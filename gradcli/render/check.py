@@ -7,6 +7,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..core.options import CheckMode
 from ..core.results import CheckReport
 from .table import seconds_text
 
@@ -50,7 +51,7 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
     head = Text()
     head.append(f"check {report.function}", style="bold")
     head.append(f" · {report.quantity.value} w.r.t. {report.wrt} · {report.dtype} · shape {list(report.shape)}"
-                f"{' · mode probe' if report.mode == 'probe' else ''} · reference {report.reference.value}")
+                f"{' · mode probe' if report.mode is CheckMode.PROBE else ''} · reference {report.reference.value}")
     if timing:
         head.append(f" ({seconds_text(report.reference_seconds)})", style="dim")
     tolerance = mode_line or Text(f"tolerance: |value - reference| <= atol + rtol |reference| (+ 3× fd's error estimate), "
@@ -65,7 +66,7 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
             table.add_row(c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-", *(["-"] if timing else []))
             continue
         result = result_text(c)
-        kinks = "non-smooth" if report.mode == "probe" else "on kinks"
+        kinks = "non-smooth" if report.mode is CheckMode.PROBE else "on kinks"
         table.add_row(c.name, result, _num(c.max_abs), _num(c.max_rel), str(list(c.worst_index)),
                       str(c.mismatches) + (f" (+{c.kink_entries} {kinks})" if c.kink_entries else ""),
                       _num(c.error_estimate), *([seconds_text(c.seconds)] if timing else []))

@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ..core.options import CheckMode
 from .check import render_report, result_text, top_table, verdict_text
 from .json import _finite_or_none, report_to_dict
 from .table import seconds_text
@@ -88,7 +89,7 @@ def _num(x) -> str:
 
 
 def tolerance_line(model) -> Text:
-    if model.mode == "probe":
+    if model.mode is CheckMode.PROBE:
         text = (f"probe mode: {model.probes} seeded sign directions u per argument; each backend's vᵀ J u agrees when "
                 f"|value - reference| <= atol + rtol max(|reference|, ‖vᵀJ‖₂) (+ 3× fd's error estimate), "
                 f"atol {model.atol:g}, rtol {model.rtol:g} ({model.tolerance_source})")

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 
-from ..core.errors import UsageError
 from ..core.options import Layout
 from ..core.results import Result
 
@@ -16,14 +15,6 @@ MAX_PANELS = 16  # blocks drawn at most, one panel each
 # A panel is a few hundred pixels wide: a matrix larger than this per axis is drawn pooled (see
 # _shrink), so that matplotlib's image (8 floats a cell) never grows with the value (--max-memory).
 MAX_CELLS = 400
-
-
-def require_matplotlib() -> None:
-    """Refuse ``--plot`` before any work where matplotlib is not installed."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("--plot: needs matplotlib, which is not installed; pip install 'gradcli[plot]'") from None
 
 
 def _panels(result: Result) -> list[tuple[str, np.ndarray, str, str]]:

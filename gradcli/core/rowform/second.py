@@ -74,13 +74,6 @@ def weighted_blocks(kernel: RowKernel, layout: RowLayout) -> np.ndarray:
     return row_hessian(kernel, layout, kernel.coef if layout.reduced else None)
 
 
-def gradient_layout(layout: RowLayout) -> RowLayout:
-    """The layout of the gradient of a reduced row function: a row function
-    mapping each row's C inputs to its C partial derivatives."""
-    axis = layout.in_axis
-    return RowLayout(layout.in_shape, axis, axis, layout.features if axis is not None else 1, reduced=False)
-
-
 def hessian_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> np.ndarray:
     """Scatter Hessian blocks into ``output_shape + in_shape + in_shape`` (the shape
     of ``torch.func.hessian``). ``blocks``: :func:`weighted_blocks`'s value; the
