@@ -207,3 +207,69 @@ def test_nonfinite_counts_every_null_the_document_writes(extra):
     doc = json.loads(proc.stdout)
     nulls = json.dumps(doc).count("null")
     assert doc["nonfinite"] == nulls > 0, (doc["nonfinite"], nulls, doc)
+
+
+# --- refusals: every suggestion is a command that would run -----------------------------------
+
+REFUSED = [
+    ["hessian", "cross_entropy", "-x", "randn:16,128", "-t", "randint:128:16", "--eig", "2", "--layout", "blocks",
+     "--max-memory", "1MiB"],
+    ["hessian", "cross_entropy", "-x", "randn:16,64", "-t", "randint:64:16", "--eig", "2", "--layout", "full",
+     "--max-memory", "1MiB"],
+    ["hessian", "cross_entropy", "-x", "randn:64,32", "-t", "randint:32:64", "--layout", "full", "--max-memory", "2MiB"],
+    ["hessian", "softmax", "-x", "randn:32,32", "--max-memory", "2MiB"],
+    ["jacobian", "softmax", "-x", "randn:64,64", "--layout", "full", "--max-memory", "2MiB"],
+    ["jacobian", "softmax", "-x", "randn:128,32", "--layout", "full", "--max-memory", "1MiB"],
+    ["jacobian", "log_softmax", "-x", "randn:128,128", "--max-memory", "1MiB"],
+    ["vjp", "log_softmax", "-x", "randn:64,4096", "--max-memory", "4MiB"],
+    ["hvp", "cross_entropy", "-x", "randn:128,1024", "-t", "randint:1024:128", "--tangent", "randn", "--max-memory",
+     "2600KiB"],
+]
+
+
+def _follow(args: list[str], suggestion: str, folder: Path) -> list[str]:
+    """The command a refusal's suggestion describes, built from the refused one."""
+    def without(items, option):
+        if option in items:
+            i = items.index(option)
+            return items[:i] + items[i + 2:]
+        return items
+
+    words = suggestion.split()
+    if suggestion.startswith("`gradcli "):
+        command = words[1].rstrip("`")
+        rest = without(without(without(args[1:], "--eig"), "--layout"), "--tangent")
+        return [command, *rest, *(["--tangent", "randn"] if command in ("jvp", "hvp") else [])]
+    if words[0] in ("--layout", "--rows", "--max-memory"):
+        return [*without(args, words[0]), words[0], words[1]]
+    if words[0] == "--eig":
+        rest = without(args, "--eig")
+        return [*(without(rest, "--layout") if "without --layout" in suggestion else rest), "--eig", words[1]]
+    if words[0] == "-o":
+        return [*args, "-o", str(folder / "J.npy")]
+    raise AssertionError(f"a suggestion this test does not know how to follow: {suggestion!r}")
+
+
+@pytest.mark.parametrize("args", REFUSED, ids=lambda a: " ".join(a[:2] + a[-2:]))
+def test_every_suggestion_of_a_refusal_runs(tmp_path, args):
+    """`hessian ... --eig 2 --max-memory 64MiB` was refused with the advice to run "--eig K alone", the
+    command refused. Each suggestion is now planned before it is offered: following any of them runs
+    (--eig alone falls back to Lanczos when its blocks would not fit). (The limits here are small: the
+    --max-memory a refusal names is what its run takes.)"""
+    proc = gradcli_run(*args)
+    assert_usage_error(proc, "--max-memory")
+    stderr = text(proc)[1].replace("\n", " ")
+    suggestions = stderr.split("; try ", 1)[1].strip().split(" or ") if "; try " in stderr else \
+        [stderr.split("; give ", 1)[1].split(",")[0]]
+    for suggestion in suggestions:
+        follow = _follow(args, suggestion, tmp_path)
+        ran = gradcli_run(*follow, "--json", "--no-value", timeout=600)
+        assert ran.returncode == 0, (suggestion, follow, text(ran)[1])
+
+
+def test_eig_alone_runs_by_lanczos_when_its_blocks_would_not_fit():
+    proc = gradcli_run("hessian", "cross_entropy", "-x", "randn:32,256", "-t", "randint:256:32", "--eig", "1",
+                       "--max-memory", "4MiB", "--json")
+    assert proc.returncode == 0, text(proc)[1]
+    doc = json.loads(proc.stdout)
+    assert "Lanczos" in doc["eigenvalues"]["method"] and len(doc["value"]) == 2

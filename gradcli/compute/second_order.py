@@ -87,8 +87,9 @@ def solve_second(
             spectrum, output = lanczos(view, engine, eig)
             got = None
             value = np.concatenate([spectrum.smallest, spectrum.largest])
-            notes = ("--eig: the Hessian has no row blocks here, so it is not formed: value holds the K smallest then "
-                     "the K largest eigenvalues (give --layout full to see H as well, when it fits)",)
+            notes = ("--eig: the Hessian is not formed (it has no row blocks here, or they would not fit --max-memory): "
+                     "value holds the K smallest then the K largest eigenvalues by Lanczos on hvp (give --layout full "
+                     "or blocks to see H as well, when it fits)",)
         else:
             got = engine.hessian(view, plan.layout)
             value = got.value

@@ -56,7 +56,7 @@ def solve(
                             options=options, max_memory=max_memory)
     name = resolve(BackendName(backend), problem, jacobian=quantity is Quantity.JACOBIAN)
     plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros,
-                     verify_blocks=verify_blocks, vector=vector)
+                     verify_blocks=verify_blocks, vector_bytes=None if vector is None else vector.nbytes)
     view = plan.problem
     engine = get_backend(name, dataclasses.replace(options, max_memory=max_memory))
     start = time.perf_counter()

@@ -178,7 +178,16 @@ def _too_big(option: str, what: str, need: int, max_bytes: int) -> UsageError:
     from ..core.sizes import format_bytes
 
     return UsageError(f"{option}: {what} needs {format_bytes(need)}, over {_limit_text(max_bytes)}; "
-                      "use a smaller array or raise --max-memory")
+                      f"use a smaller array or {_enough(need, max_bytes)}")
+
+
+def _enough(need: int, max_bytes: int) -> str:
+    """A larger ``--max-memory``: at least what would hold ``need`` beside what is
+    already loaded (the arrays still to load and the result need room too, which
+    the plan, once everything is loaded, names exactly)."""
+    from ..core.sizes import format_bytes
+
+    return f"a --max-memory above {format_bytes(need + getattr(max_bytes, 'held', 0))} (the arrays so far alone)"
 
 
 def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) -> None:
@@ -479,7 +488,7 @@ def _generate(spec: str, option: str, *, seed: int, like, max_bytes: int) -> np.
         from ..core.sizes import format_bytes
 
         raise UsageError(f"{option}: {spec} would take {format_bytes(math.prod(shape) * 8)}, over "
-                         f"{_limit_text(max_bytes)}; use a smaller shape")
+                         f"{_limit_text(max_bytes)}; use a smaller shape or {_enough(math.prod(shape) * 8, max_bytes)}")
     if name == "randn":
         return rng.standard_normal(shape)
     if name == "rand":
