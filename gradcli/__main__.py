@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
         import typer
 
         from gradcli.cli import app
+        from gradcli.render.table import degrade_streams
+
+        degrade_streams(sys.stdout, sys.stderr)  # an encoding that lacks a character never crashes the output
 
         command = typer.main.get_command(app)
     except KeyboardInterrupt:
