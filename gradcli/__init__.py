@@ -1,6 +1,6 @@
 """gradcli: a command-line gradient inspector, and the library behind it.
 
-``gradcli.jacobian``, ``grad``, ``vjp``, ``jvp`` and ``check`` are imported on
+``gradcli.jacobian``, ``grad``, ``vjp``, ``jvp``, ``check``, ``certify`` and ``health`` are imported on
 first use, so ``import gradcli`` (and ``gradcli --help``) stays fast.
 """
 
@@ -10,7 +10,7 @@ from .core.errors import BackendError, GradcliError, UsageError  # noqa: E402
 
 _API = {"jacobian": "compute.solve", "grad": "compute.solve", "vjp": "compute.solve", "jvp": "compute.solve",
         "hessian": "compute.solve", "hvp": "compute.solve", "check": "checking.model",
-        "per_sample_grad": "compute.per_sample"}
+        "per_sample_grad": "compute.per_sample", "certify": "certify", "health": "health.run"}
 
 
 def __getattr__(name):
@@ -21,5 +21,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'gradcli' has no attribute {name!r}")
 
 
-__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "check", "grad", "hessian", "hvp", "jacobian", "jvp",
-           "per_sample_grad", "vjp"]
+__all__ = ["BackendError", "GradcliError", "UsageError", "__version__", "certify", "check", "grad", "health",
+           "hessian", "hvp", "jacobian", "jvp", "per_sample_grad", "vjp"]

@@ -11,6 +11,7 @@
 Both raise ``AssertionError`` whose message is gradcli's report as plain
 text (the backends' table and the worst entries; the baseline's moved
 arguments), so pytest shows exactly what ``gradcli check`` would print.
+``assert_certified`` does the same for ``gradcli certify``'s rows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,21 @@ def assert_gradients(function: str, **options: Any):
                              + plain_text(render_model(report, timing=False)))
     if not report.ok:
         raise AssertionError("gradcli check found a mismatch\n" + plain_text(render_model(report, timing=False)))
+    return report
+
+
+def assert_certified(function, input=None, **options: Any):
+    """Certify ``function`` (the keywords of :func:`gradcli.certify`); raise AssertionError
+    with the table and each failure's reproducer when a property fails, or when nothing
+    could run. Returns the report when every property is ok or skipped."""
+    from .certify.run import certify
+    from .render.certify import render_certify
+
+    report = certify(function, input, **options)
+    if report.ok is not True:
+        head = "gradcli certify found failing properties" if report.ok is False else \
+            "gradcli certify ran nothing: every property was skipped"
+        raise AssertionError(head + "\n" + plain_text(render_certify(report, timing=False), soft_wrap=True))
     return report
 
 

@@ -32,3 +32,11 @@ np.save(here / "images.npy", np.round(np.random.default_rng(11).standard_normal(
 # Story 3 on a CIFAR-sized net: eight 3x32x32 images and their labels for sample_inputs/cnn.py.
 np.save(here / "cifar.npy", np.round(np.random.default_rng(13).standard_normal((8, 3, 32, 32)) * 0.5, 2).astype(np.float32))
 (here / "cifar_labels.json").write_text(json.dumps([3, 8, 8, 0, 6, 6, 1, 6]) + "\n")
+# gradcli health (docs/health.md): eight sequences of 6 positions x 16 features for sample_inputs/pooling.py,
+# zero-padded after their lengths, and a class (of 4) each.
+lengths = [6, 4, 5, 3, 6, 2, 5, 6]
+sequences = np.round(np.random.default_rng(17).standard_normal((8, 6, 16)), 2).astype(np.float32)
+for row, n in enumerate(lengths):
+    sequences[row, n:] = 0.0
+np.save(here / "sequences.npy", sequences)
+(here / "sequence_labels.json").write_text(json.dumps([0, 3, 1, 2, 2, 0, 3, 1]) + "\n")

@@ -26,6 +26,7 @@ LAYERS = [
     ["gradcli.backends"],
     ["gradcli.compute"],
     ["gradcli.checking"],
+    ["gradcli.certify", "gradcli.health"],
     ["gradcli.render"],
     ["gradcli.cli", "gradcli.testing", "gradcli.__main__", "gradcli"],
 ]

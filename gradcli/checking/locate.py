@@ -67,11 +67,16 @@ def _definition(module) -> tuple[str | None, int | None]:
         path, line = _class_line(cls)
     if path is None:
         return None, None
+    return display_path(path), line
+
+
+def display_path(path: str) -> str:
+    """A source file as a person reads it: relative to the working folder when inside it,
+    from its package on when installed (``torch/nn/modules/linear.py``), else as it is."""
     rel = os.path.relpath(path)
     if not rel.startswith(".."):
-        return rel, line
-    parts = path.replace(os.sep, "/").split("/site-packages/")  # an installed library: from its package on
-    return parts[-1], line
+        return rel
+    return path.replace(os.sep, "/").split("/site-packages/")[-1]
 
 
 def _class_line(cls) -> tuple[str | None, int | None]:

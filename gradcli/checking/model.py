@@ -262,7 +262,7 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
             elif name is BackendName.FORWARD:
                 runs[name] = probe.forward_values(fn, probes)
             elif name is BackendName.FD:
-                runs[name] = probe.fd_values(fd_fn, probes, options.fd_step, agrees=_agrees_with(runs.get(reference),
+                runs[name] = probe.fd_values(fd_fn, probes, options.fd_step, agrees=agrees_with(runs.get(reference),
                                                                                                atol, rtol))
             else:
                 runs[name] = analytic_values(problems, probes, options)
@@ -274,7 +274,7 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
     reports = []
     for p in problems:
         a = p.wrt
-        scale = _scale(ref, a)
+        scale = probe_scale(ref, a)
         comparisons = []
         for name in backends:
             if name is reference:
@@ -306,12 +306,12 @@ def probe_check(problems: list[Problem], *, backends, reference, atol, rtol, cou
     return reports, context
 
 
-def _agrees_with(ref, atol: float, rtol: float):
+def agrees_with(ref, atol: float, rtol: float):
     """fd's early acceptance: its first central difference is within the probe
     tolerance of the reference (see ``compare_probes``), counting its rounding error."""
     if not isinstance(ref, probe.ProbeValues):
         return None
-    scales = {a: _scale(ref, a) for a in ref.values}
+    scales = {a: probe_scale(ref, a) for a in ref.values}
 
     def agrees(name: str, k: int, value: float, rounding: float) -> bool:
         reference = ref.values[name][k]
@@ -320,7 +320,7 @@ def _agrees_with(ref, atol: float, rtol: float):
     return agrees
 
 
-def _scale(ref: probe.ProbeValues, name: str) -> float:
+def probe_scale(ref: probe.ProbeValues, name: str) -> float:
     """``‖vᵀ J‖₂`` of the reference: the typical size of ``vᵀ J u`` for a random sign vector u."""
     if ref.grads is not None:
         return float(np.linalg.norm(ref.grads[name]))

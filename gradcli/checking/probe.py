@@ -145,6 +145,11 @@ class TorchFunction:
     def __call__(self, xs: Mapping[str, object]):
         return self.problem.torch_forward({**self.tensors, **xs})
 
+    @property
+    def closed_form(self) -> bool:
+        """Whether the function is a built-in's closed form (user code may round inside)."""
+        return self.problem.function.closed_form
+
     def tensor(self, array):
         return self.torch.from_numpy(np.ascontiguousarray(array)).to(next(iter(self.x0.values())))
 
@@ -235,7 +240,7 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
     eps = dtype_eps(fn.x0[fn.names[0]])
     values, errors, jumps, count = {}, {}, {}, 0
     with torch.no_grad():
-        if not fn.problem.function.closed_form:  # user code may round inside (a .float() cast): measure it
+        if not fn.closed_form:  # user code may round inside (a .float() cast): measure it
             eps = working_eps(fn, phi, eps)
         for name in fn.names:
             h = fd_step if fd_step is not None else eps ** (1 / 3) * step_scale(fn.x0[name].cpu().numpy())

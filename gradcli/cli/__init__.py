@@ -8,13 +8,13 @@
 - ``inputs``: typed options -> a validated Problem; ``output``: standard output,
   output files published after it, the progress bar.
 - one module per command family: ``compute`` (jacobian, grad, vjp, jvp, hessian, hvp),
-  ``check`` (+ ``suite``), ``catalogue`` (functions).
+  ``check`` (+ ``suite``), ``catalogue`` (functions), ``certify``, ``health``.
 
 Only this package parses argv, owns the Console, prints and exits. Every layer may
 be imported.
 """
 
-from . import catalogue, check, compute  # noqa: F401  (each registers its commands on the app)
+from . import catalogue, certify, check, compute, health  # noqa: F401  (each registers its commands on the app)
 from .main import app
 
 __all__ = ["app"]

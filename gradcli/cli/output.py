@@ -82,12 +82,13 @@ class DelayedProgress:
             self.start = time.perf_counter()
 
 
-def emit(output) -> None:
-    """The one place that writes a result to standard output."""
+def emit(output, soft_wrap: bool = False) -> None:
+    """The one place that writes a result to standard output (``soft_wrap``: long text lines
+    are not broken, so a command printed in them can be copied whole)."""
     if isinstance(output, str):
         sys.stdout.write(output)
     else:
-        make_console().print(output)
+        make_console().print(output, soft_wrap=soft_wrap)
 
 
 def make_console():

@@ -137,12 +137,12 @@ def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, a
     if quantity is Quantity.VJP:
         if cotangent is None:
             cotangent = np.ones(problem.output_shape, dtype=problem.dtype)
-        return _vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
+        return checked_vector(cotangent, problem.output_shape, problem, "--cotangent", "the output", allow_nonfinite)
     if quantity in (Quantity.JVP, Quantity.HVP):
         if tangent is None:
             raise UsageError(f"--tangent: {quantity.value} needs a direction shaped like {_argument(problem.wrt)} "
                              f"{list(problem.wrt_shape)}, e.g. --tangent randn")
-        return _vector(tangent, problem.wrt_shape, problem, "--tangent", _argument(problem.wrt), allow_nonfinite)
+        return checked_vector(tangent, problem.wrt_shape, problem, "--tangent", _argument(problem.wrt), allow_nonfinite)
     return None
 
 
@@ -151,7 +151,9 @@ def _argument(wrt: str) -> str:
     return f"--wrt {wrt}" if wrt.startswith("param:") else option_name(wrt)
 
 
-def _vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:
+def checked_vector(value, shape, problem: Problem, option: str, what: str, allow_nonfinite: bool) -> np.ndarray:
+    """A vector given for ``option`` (``--cotangent``, ``--tangent``): numeric, shaped like
+    ``what`` (``shape``), in the problem's dtype, finite unless ``allow_nonfinite``."""
     vector = as_array(value)
     if vector.dtype.kind not in "iuf":
         raise UsageError(f"{option}: dtype {vector.dtype} is not numeric")

@@ -23,10 +23,11 @@ VERDICT = {ExitCode.OK: ("ok", "green"), ExitCode.MISMATCH: ("FAIL", "bold red")
            ExitCode.USAGE: ("INVALID (exit 2)", "bold red"), ExitCode.BACKEND: ("COULD NOT RUN (exit 3)", "bold red")}
 
 
-def plain_text(renderable: RenderableType, width: int = 120) -> str:
-    """A renderable as plain text: no colour, a fixed width (JUnit bodies, AssertionError)."""
+def plain_text(renderable: RenderableType, width: int = 120, soft_wrap: bool = False) -> str:
+    """A renderable as plain text: no colour, a fixed width (JUnit bodies, AssertionError);
+    ``soft_wrap``: long text lines (a reproducer) are not broken."""
     out = StringIO()
-    Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=False).print(renderable)
+    Console(file=out, width=width, color_system=None, highlight=False, soft_wrap=soft_wrap).print(renderable)
     return out.getvalue()
 
 
@@ -65,22 +66,27 @@ def _xml_text(text: str) -> str:
     return _NOT_XML.sub(lambda m: f"#x{ord(m.group()):02X}", text)
 
 
-def junit_xml(outcomes, suite: str, report_text: Callable[[Any], str]) -> bytes:
+def junit_xml(outcomes, suite: str, report_text: Callable[[Any], str],
+              failure: Callable[[Any], str] = lambda o: f"{o.name}: gradients do not match") -> bytes:
     """JUnit XML in pytest's layout: ``<testsuites><testsuite ...><testcase .../>``; a
-    mismatch is a ``<failure>`` with the report, a check that could not run an ``<error>``."""
+    mismatch is a ``<failure>`` (its message ``failure(outcome)``, its text the report), a
+    check that could not run an ``<error>``, an outcome with a ``skipped`` reason a ``<skipped>``."""
     failures = sum(o.exit_code == ExitCode.MISMATCH for o in outcomes)
     errors = sum(o.exit_code in (ExitCode.USAGE, ExitCode.BACKEND) for o in outcomes)
+    skips = sum(getattr(o, "skipped", None) is not None for o in outcomes)
     total = sum(o.seconds for o in outcomes)
     root = ET.Element("testsuites", name="gradcli")
     suite = _xml_text(suite)
-    node = ET.SubElement(root, "testsuite", name=suite, errors=str(errors), failures=str(failures), skipped="0",
+    node = ET.SubElement(root, "testsuite", name=suite, errors=str(errors), failures=str(failures), skipped=str(skips),
                          tests=str(len(outcomes)), time=f"{total:.3f}",
                          timestamp=time.strftime("%Y-%m-%dT%H:%M:%S"), hostname=socket.gethostname())
     for o in outcomes:
         name = _xml_text(o.name)
         case = ET.SubElement(node, "testcase", classname=f"gradcli.{suite}", name=name, time=f"{o.seconds:.3f}")
         if o.exit_code == ExitCode.MISMATCH:
-            ET.SubElement(case, "failure", message=f"{name}: gradients do not match").text = _xml_text(report_text(o))
+            ET.SubElement(case, "failure", message=_xml_text(failure(o))).text = _xml_text(report_text(o))
+        elif getattr(o, "skipped", None) is not None:
+            ET.SubElement(case, "skipped", message=_xml_text(o.skipped))
         elif o.error is not None:
             ET.SubElement(case, "error", message=_xml_text(o.error)).text = _xml_text(o.error)
     ET.indent(root)

@@ -194,7 +194,9 @@ def _same_folder():
                     os.chdir(folder)
 
 
-def load_callable(path_text: str, name: str):
+def load_object(path_text: str, name: str):
+    """``NAME`` as the file defines it, the file run once (its folder on ``sys.path``, its
+    output on standard error): a function, a module, a class, a ``torch.library`` op."""
     path = Path(path_text)
     if not path.is_file():
         raise UsageError(f"FUNCTION: file not found: {path}; give PATH.py:NAME with an existing file")
@@ -212,11 +214,31 @@ def load_callable(path_text: str, name: str):
     if not hasattr(module, name):
         public = [n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))]
         raise UsageError(f"FUNCTION: {path} has no {name!r}; it defines {', '.join(public) or 'nothing callable'}")
-    obj = getattr(module, name)
+    return getattr(module, name)
+
+
+def is_library_op(obj) -> bool:
+    """A ``torch.library`` custom op: ``torch.library.custom_op``'s object, or ``torch.ops.NS.OP`` (or one overload)."""
     import torch
 
-    if isinstance(obj, torch.nn.Module):
+    return isinstance(obj, (torch._library.custom_ops.CustomOpDef, torch._ops.OpOverloadPacket, torch._ops.OpOverload))
+
+
+def load_callable(path_text: str, name: str):
+    """``PATH.py:NAME`` as something to call on tensors (:func:`as_callable`)."""
+    return as_callable(load_object(path_text, name), Path(path_text), name)
+
+
+def as_callable(obj, path: Path, name: str):
+    """What the file defines as something to call on tensors: a function, a module, a
+    factory's product, an ``autograd.Function`` subclass's ``apply`` (such a class is
+    called through ``apply``, never instantiated), a ``torch.library`` op as it is."""
+    import torch
+
+    if isinstance(obj, torch.nn.Module) or is_library_op(obj):
         return obj
+    if inspect.isclass(obj) and issubclass(obj, torch.autograd.Function):
+        return obj.apply
     if not callable(obj):
         kind = "Python module (imported there)" if inspect.ismodule(obj) else type(obj).__name__
         raise UsageError(f"FUNCTION: {path}:{name} is a {kind}, not a function or module (torch.nn.Module)")
@@ -290,6 +312,7 @@ class UserFunction(Function):
         self._dtype = None
         self.seed = 0  # dropout's mask is drawn after torch.manual_seed(seed) at every call
         self.modes: Modes | None = None  # training-mode modules, found by the first bind
+        self._running = False  # inside running(): calls skip their own guards
 
     def configure(self, seed: int = 0, names: tuple[str, ...] = ()) -> None:
         """The run's ``--seed``, and ``--arg`` names a ``**kwargs`` signature takes."""
@@ -332,7 +355,7 @@ class UserFunction(Function):
             if k.startswith("param:"):
                 replaced.update(self.split_parameters(k[len("param:"):], v))
         positional, kwargs = self.signature.split({**args, "input": x})
-        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
+        with self.running():
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
             else:
@@ -340,6 +363,21 @@ class UserFunction(Function):
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
+
+    @contextlib.contextmanager
+    def running(self):
+        """The guards of every run of the user's code (:func:`running_user_code`, :func:`pure_call`),
+        held once around several calls that belong together (health's forward and backward): calls
+        inside it do not set them up again."""
+        if self._running:
+            yield
+            return
+        with running_user_code(self.path), pure_call(self.module, self.modes, self.seed):
+            self._running = True
+            try:
+                yield
+            finally:
+                self._running = False
 
     def _follow(self, args, dtype=None) -> None:
         """The module in the working dtype (float64 by default) and device, as gradcli computes:

@@ -572,11 +572,211 @@ def per_sample(repeats):
     return rows
 
 
+# --- health (issue 27): one watched forward and backward against a plain one ------------------
+
+HEALTH_MODELS = """
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+class MLP(nn.Module):
+    # 12 x (Linear 256 + LayerNorm + GELU), then a 10-class head: 37 modules called
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.Linear(256, 256), nn.LayerNorm(256), nn.GELU())
+                                      for _ in range(12)])
+        self.head = nn.Linear(256, 10)
+
+    def forward(self, x, t):
+        return F.cross_entropy(self.head(self.blocks(x)), t)
+
+
+class CNN(nn.Module):
+    # conv 3->16, 16->32 stride 2, 32->32 stride 2, each + ReLU, then a Linear to 10 classes
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+                                      nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.ReLU())
+        self.fc = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x, t):
+        return F.cross_entropy(self.fc(self.features(x).flatten(1)), t)
+
+
+mlp, cnn = MLP(), CNN()
+"""
+
+HEALTH_SHAPES = {"mlp": (64, 256), "cnn": (64, 3, 32, 32)}
+RETURN_FREED_MEMORY = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}  # (see health())
+
+HEALTH_STEP = r"""
+import json, sys, warnings
+import numpy as np, torch
+from gradcli.health.run import bind, examine
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+def high_water():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+path, name, side, shape = sys.argv[1], sys.argv[2], sys.argv[3], tuple(json.loads(sys.argv[4]))
+rng = np.random.default_rng(0)
+batch, _ = bind(f"{path}:{name}", input=rng.standard_normal(shape), target=rng.integers(0, 10, shape[0]))
+model, x, t = batch.function.module, batch.tensors["input"], batch.tensors["target"]
+params = [p for p in model.parameters()]
+warnings.simplefilter("ignore")  # (detect_anomaly warns that it is on)
+
+def plain():
+    torch.autograd.grad(model(x, t), params)
+
+def anomaly():
+    with torch.autograd.detect_anomaly():
+        torch.autograd.grad(model(x, t), params)
+
+sides = {"plain": plain, "health": lambda: examine(batch), "anomaly": anomaly}
+for warm in sides.values():  # once each: the process's first backward maps ~30 MiB of its own, on any side
+    warm()
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak resident set starts again from here
+before = rss()
+sides[side]()
+print(json.dumps({"peak": high_water() - before}))
+"""
+
+
+def health_rows(repeats):
+    """Issue 27: ``examine`` (one watched forward and backward, the flags, no origin to trace) against a
+    plain ``loss = model(x, t); torch.autograd.grad(loss, params)`` of the same float32 batch, and
+    ``torch.autograd.detect_anomaly`` around the plain step beside it. Times: interleaved rounds, the best
+    of each side, with the default torch threads and in CPU time on one thread. Peak memory: in a fresh
+    process per side, every side run once (the first backward of a process maps ~30 MiB of its own), then
+    the side's resident-set peak above where it started (reset through /proc/self/clear_refs), with glibc
+    returning every block of 64 KiB or more as it is freed (MALLOC_MMAP_THRESHOLD_), so that the peak is
+    what the step holds, not what an earlier run left in the heap."""
+    import json
+    import warnings
+
+    import torch
+
+    from gradcli.health.run import bind, examine
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "health_models.py"
+        path.write_text(HEALTH_MODELS)
+        for name, label in (("mlp", "MLP 12x(Linear256+LayerNorm+GELU) B=64"), ("cnn", "CNN 3 convs B=64 3x32x32")):
+            shape = HEALTH_SHAPES[name]
+            rng = np.random.default_rng(0)
+            batch, _ = bind(f"{path}:{name}", input=rng.standard_normal(shape), target=rng.integers(0, 10, shape[0]))
+            model, x, t = batch.function.module, batch.tensors["input"], batch.tensors["target"]
+            params = list(model.parameters())
+
+            def plain():
+                torch.autograd.grad(model(x, t), params)
+
+            def ours():
+                return examine(batch)
+
+            def anomaly():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # (detect_anomaly warns that it is on)
+                    with torch.autograd.detect_anomaly():
+                        torch.autograd.grad(model(x, t), params)
+
+            assert ours().flags == (), "a clean model raised a flag"
+            rounds = 5 * repeats
+            (mine, base, anomalous), median = interleaved([ours, plain, anomaly], rounds)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                (cpu_mine, cpu_base, cpu_anomalous), _ = interleaved([ours, plain, anomaly], rounds,
+                                                                     clock=time.process_time)
+            finally:
+                torch.set_num_threads(threads)
+            peaks = {}
+            for side in ("plain", "health", "anomaly"):
+                done = subprocess.run([sys.executable, "-c", HEALTH_STEP, str(path), name, side, json.dumps(shape)],
+                                      check=True, capture_output=True, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT), **RETURN_FREED_MEMORY})
+                peaks[side] = json.loads(done.stdout.strip().splitlines()[-1])["peak"] / 2**20
+            memory = peaks["health"] / max(peaks["plain"], 1e-9)
+            rows.append(row(f"15{'ab'[name == 'cnn']} health {label} f32: watched step vs plain forward+backward",
+                            mine, base, 1.3,
+                            f"median of {rounds} interleaved rounds {median:.3f}; 1 thread, CPU time {cpu_mine * 1e3:.1f}"
+                            f" vs {cpu_base * 1e3:.1f} ms ({cpu_mine / cpu_base:.3f}); peak +{peaks['health']:.1f} vs "
+                            f"+{peaks['plain']:.1f} MiB (x{memory:.2f}, goal <= 1.2: {'yes' if memory <= 1.2 else 'NO'}); "
+                            f"detect_anomaly {anomalous / base:.2f}x ({cpu_anomalous / cpu_base:.2f}x CPU, 1 thread; "
+                            f"peak +{peaks['anomaly']:.1f} MiB); {threads} torch threads, load average "
+                            f"{os.getloadavg()[0]:.1f}"))
+def certify_rows(repeats):
+    """Issue 26: gradcli.certify of one clean Function (sample_inputs/certify_softplus.py:Softplus) on a (64, 64)
+    float64 input with --skip compile, against torch.autograd.gradcheck + gradgradcheck with their defaults on the
+    same input; and of a clean custom op (sample_inputs/certify_op.py:swish) against the same plus opcheck. In this
+    process, torch imported and each side called once before timing (start-up excluded on both sides), the sides
+    alternating; the best wall time of each, and the CPU-time ratio (time.process_time) beside it. Then the compile
+    row's own time (torch.compile, a fresh compilation each call), which --skip compile leaves out."""
+    import runpy
+
+    import torch
+
+    x = np.random.default_rng(5).standard_normal((64, 64))
+    xt = torch.tensor(x, requires_grad=True)
+    rows = []
+    for label, file, name, opcheck in (("14 certify a clean Function (64, 64) f64, --skip compile: vs gradcheck + "
+                                        "gradgradcheck", "certify_softplus.py", "Softplus", False),
+                                       ("14a certify a clean custom op (64, 64) f64, --skip compile: vs gradcheck + "
+                                        "gradgradcheck + opcheck", "certify_op.py", "swish", True)):
+        spec = f"{ROOT / 'sample_inputs' / file}:{name}"
+        subject = runpy.run_path(str(ROOT / "sample_inputs" / file))[name]
+        fn = subject.apply if isinstance(subject, type) else subject
+
+        def ours(spec=spec):
+            report = gradcli.certify(spec, x, skip="compile")
+            assert report.ok, [r for r in report.rows if r.status.value == "fail"]
+            return report
+
+        def base(fn=fn, opcheck=opcheck):
+            torch.autograd.gradcheck(fn, (xt,))
+            torch.autograd.gradgradcheck(fn, (xt,))
+            if opcheck:
+                torch.library.opcheck(fn, (xt,))
+
+        wall, cpu = {ours: [], base: []}, {ours: [], base: []}
+        ours(), base()  # first calls: imports and first-use costs belong to neither side
+        for r in range(max(2, min(repeats, 3))):
+            for side in (ours, base) if r % 2 == 0 else (base, ours):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                side()
+                wall[side].append(time.perf_counter() - start)
+                cpu[side].append(time.process_time() - start_cpu)
+        report = ours()
+        counts = {s: sum(r.status.value == s for r in report.rows) for s in ("ok", "fail", "skip")}
+        cpu_ratio = min(cpu[ours]) / min(cpu[base])
+        rows.append(row(label, min(wall[ours]), min(wall[base]), 1.0,
+                        f"CPU time ratio {cpu_ratio:.3f}; rows {counts['ok']} ok, {counts['fail']} failed, "
+                        f"{counts['skip']} skipped"))
+    compiled = [gradcli.certify(f"{ROOT / 'sample_inputs' / 'certify_softplus.py'}:Softplus", x, properties="compile")
+                for _ in range(2)]
+    first, later = (c.row("compile").seconds for c in compiled)
+    rows.append((f"14b the compile row alone (torch.compile of the Function, {compiled[0].row('compile').status.value})",
+                 f"{first:.2f} s", "", "", "", "", f"first call in the process; {later * 1e3:.0f} ms the next (inductor's "
+                 "caches); torch.compile's own cost, which --skip compile leaves out"))
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--before", type=Path, help="a folder with an older gradcli package, for the memory rows")
-    parser.add_argument("--only", choices=["model_check", "per-sample", "curvature"], help="only the rows of this group")
+    parser.add_argument("--only", choices=["model_check", "per-sample", "curvature", "certify", "health"],
+                        help="only the rows of this group")
     options = parser.parse_args()
     repeats = 3 if options.quick else 7
     if options.only == "model_check":
@@ -585,11 +785,15 @@ def main():
         rows = per_sample(repeats)
     elif options.only == "curvature":  # rows 12, 12b, 12a
         rows = mlp_curvature(repeats)
+    elif options.only == "certify":  # rows 14, 14a, 14b
+        rows = certify_rows(repeats)
+    elif options.only == "health":  # rows 15a, 15b
+        rows = health_rows(repeats)
     else:
         rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
                 *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
                 *model_check(min(repeats, 3)), *hessian_blocks(repeats), *mlp_curvature(repeats),
-                *per_sample(repeats)]
+                *per_sample(repeats), *certify_rows(repeats), *health_rows(repeats)]
     header = ("measurement", "gradcli", "baseline", "ratio", "goal", "holds", "")
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     print(f"gradcli {gradcli.__version__}, numpy {np.__version__}, {os.cpu_count()} cores")
