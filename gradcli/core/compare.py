@@ -62,16 +62,18 @@ INCONCLUSIVE_SHARE = 0.5
 
 def judged(comparison: Comparison, flagged: np.ndarray | None, what: str = "entries") -> Comparison:
     """fd's comparison as it stands, or inconclusive (``ok`` None, with the reason)
-    where it flagged most ``what`` non-smooth: a check where every fd entry is
-    "non-smooth" compared nothing, and is no "ok" (SPEC: a backend that could
-    not judge is ``ok: null`` with its reason). A mismatch elsewhere stands."""
+    where most ``what`` are entries fd flagged non-smooth *and* differs from the
+    reference at (``kink_entries``: those it could not judge; a flagged entry where
+    both agree, a zero gradient, is judged): a check where every fd entry is
+    "non-smooth" compared nothing, and is no "ok" (SPEC: a backend that could not
+    judge is ``ok: null`` with its reason). A mismatch elsewhere stands."""
     if flagged is None or not np.size(flagged) or comparison.ok is False:
         return comparison
-    share = float(np.mean(flagged))
+    share = comparison.kink_entries / np.size(flagged)
     if share <= INCONCLUSIVE_SHARE:
         return comparison
-    reason = (f"fd flagged {share:.0%} of the {what} non-smooth (its steps do not converge: a kink or a jump within "
-              "every step, or code whose value changes from call to call), so it judged too few to count; "
+    reason = (f"fd could not judge {share:.0%} of the {what}: non-smooth there (its steps do not converge: a kink or "
+              "a jump within every step, or code whose value changes from call to call) and off the reference; "
               "add another backend (--backends autograd,forward), or check at a point away from the kinks")
     return replace(comparison, ok=None, inconclusive=reason)
 
