@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +274,239 @@ def test_eig_alone_runs_by_lanczos_when_its_blocks_would_not_fit():
     assert proc.returncode == 0, text(proc)[1]
     doc = json.loads(proc.stdout)
     assert "Lanczos" in doc["eigenvalues"]["method"] and len(doc["value"]) == 2
+
+
+# --- internal errors where exit 2 is due --------------------------------------------------------
+
+
+def _baseline(tmp_path) -> dict:
+    proc = gradcli_run("check", "softmax", "-x", "randn:2,3", "--save-baseline", tmp_path / "b.json")
+    assert proc.returncode == 0, text(proc)
+    return json.loads((tmp_path / "b.json").read_text())
+
+
+@pytest.mark.parametrize("where", ["probes", "output"])
+def test_a_baseline_with_a_400_digit_integer_is_exit_2(tmp_path, where):
+    """A probe of 10^400 (JSON allows any integer): comparing it raised OverflowError, an internal error."""
+    doc = _baseline(tmp_path)
+    (doc["arguments"]["input"] if where == "probes" else doc["output"])["probes"][0] = int("9" * 400)
+    (tmp_path / "big.json").write_text(json.dumps(doc))
+    assert_usage_error(gradcli_run("check", "softmax", "-x", "randn:2,3", "--baseline", tmp_path / "big.json"),
+                       "--baseline", "big.json")
+
+
+def test_a_nested_tensor_file_is_exit_2(tmp_path):
+    """torch.nested tensors load with weights_only=True and have no shape: reading one raised torch's
+    own "Internal error" (exit 3), with its prototype warning on stderr."""
+    import torch
+
+    torch.save(torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)]), tmp_path / "n.pt")
+    assert_usage_error(gradcli_run("jacobian", "tanh", "-x", tmp_path / "n.pt"), "--input", "nested tensor")
+
+
+def test_deeply_nested_toml_in_a_suite_is_exit_2(tmp_path):
+    """tomllib parses nesting recursively: a[[[[...]]]] raised RecursionError, an internal error."""
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert_usage_error(gradcli_run("check", "--suite", tmp_path / "deep.toml"), "--suite", "nested too deeply")
+    (tmp_path / "deep2.toml").write_text('[[check]]\nfunction = "softmax"\ninput = "randn:2,3"\nx = '
+                                         + "{a=" * 5000 + "1" + "}" * 5000 + "\n")
+    assert_usage_error(gradcli_run("check", "--suite", tmp_path / "deep2.toml"), "--suite", "nested too deeply")
+
+
+@pytest.mark.parametrize("option", ["--suite", "--baseline"])
+def test_a_fifo_as_suite_or_baseline_is_refused_not_waited_on(tmp_path, option):
+    """open() of a FIFO without a writer blocks forever: the command hung until killed."""
+    fifo = tmp_path / "pipe.toml"
+    os.mkfifo(fifo)
+    args = ["check", "--suite", fifo] if option == "--suite" else ["check", "softmax", "-x", "randn:2,3", "--baseline", fifo]
+    assert_usage_error(gradcli_run(*args, timeout=60), option, "not a regular file")
+
+
+def _table_env(encoding: str) -> dict:
+    return {"PYTHONIOENCODING": encoding, "LC_ALL": "C"}
+
+
+@pytest.mark.parametrize("args", [["jacobian", "softmax", "-x", "randn:2,3", "--explain"],
+                                  ["check", "softmax", "-x", "randn:2,3"],
+                                  ["hessian", "cross_entropy", "-x", "randn:2,3", "-t", "[0, 1]", "--eig", "1"]])
+def test_tables_under_an_ascii_stream_degrade_to_ascii(args):
+    """The header's '·' and '→' raised UnicodeEncodeError under PYTHONIOENCODING=ascii (exit 3)."""
+    proc = gradcli_run(*args, env=_table_env("ascii"))
+    out, err = text(proc)
+    assert proc.returncode == 0, err
+    assert out.isascii() and " - " in out.splitlines()[0] and "->" in out or args[0] == "check", out[:300]
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_under_strict_utf8(tmp_path):
+    """Surrogates that hold a name's undecodable bytes crashed the table under strict UTF-8."""
+    name = os.fsdecode(b"m\xff\xfe.py")
+    (tmp_path / name).write_text("def f(x):\n    return (x ** 2).sum()\n")
+    proc = gradcli_run("grad", f"{tmp_path / name}:f", "-x", "randn:3", env=_table_env("utf-8:strict"))
+    out, err = text(proc)
+    assert proc.returncode == 0, err
+    assert "\\udcff\\udcfe.py:f" in out
+    proc = gradcli_run("grad", f"{tmp_path / name}:nope", "-x", "randn:3", env=_table_env("utf-8:strict"))
+    assert_usage_error(proc, "\\udcff")
+
+
+# --- output files that cannot be written ----------------------------------------------------------
+
+
+def _file_limit(kib: int):
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, kib * 1024))
+    return limit
+
+
+@pytest.mark.parametrize("args, name", [(["jacobian", "softmax", "-x", "randn:32,32", "--layout", "full"], "J.npy"),
+                                        (["jacobian", "softmax", "-x", "randn:32,32"], "J.npz"),
+                                        (["grad", "cross_entropy", "-x", "randn:64,64", "-t", "randint:64:64"], "g.json"),
+                                        (["check", "softmax", "-x", "randn:32,32", "--json"], "r.json")])
+def test_an_output_too_large_for_the_file_size_limit_is_exit_2_and_leaves_nothing(tmp_path, args, name):
+    """ulimit -f: the write fails with EFBIG, which was exit 3 "internal error: OSError"."""
+    proc = gradcli_run(*args, "-o", tmp_path / name, preexec_fn=_file_limit(1))
+    assert_usage_error(proc, "--output", name, "File too large")
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_an_output_that_leads_to_a_device_is_refused_before_any_work(tmp_path):
+    """out.npy -> /dev/full: the write failed (exit 3), and renaming a file over the link's target
+    replaced the device node itself. Refused up front, naming -o. The link here leads to a FIFO of
+    the test's own: any file that is not a regular one is refused the same way, and a regression
+    must not be able to replace a device of the machine that runs the tests."""
+    os.mkfifo(tmp_path / "device")
+    (tmp_path / "out.npy").symlink_to(tmp_path / "device")
+    proc = gradcli_run("jacobian", "softmax", "-x", "randn:4,4", "-o", tmp_path / "out.npy", timeout=60)
+    assert_usage_error(proc, "--output", "device", "not a regular file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["device", "out.npy"] and (tmp_path / "out.npy").is_symlink()
+    assert stat.S_ISFIFO(os.stat(tmp_path / "device").st_mode)
+
+
+# --- user code and the process -------------------------------------------------------------------
+
+IGNORES = '''
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # at import
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def loop(x):
+    while True:
+        time.sleep(0.01)
+'''
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_code_that_ignores_signals_at_import_is_still_stopped(tmp_path, sig):
+    """SIG_IGN set at import and an endless loop later: only SIGKILL stopped it. gradcli's handlers
+    are back after the import (and after every call), so SIGTERM and Ctrl-C stop it: exit 130."""
+    import signal
+    import time
+
+    (tmp_path / "ign.py").write_text(IGNORES)
+    child = subprocess.Popen([sys.executable, "-m", "gradcli", "grad", f"{tmp_path}/ign.py:loop", "-x", "randn:3",
+                              "-b", "fd"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        time.sleep(3)  # the import done, the loop running
+        child.send_signal(getattr(signal, sig))
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 130 and b"interrupted" in err, err
+    assert out == b""
+
+
+FORKS = '''
+import atexit, os, sys
+
+atexit.register(lambda: print("atexit print"))
+atexit.register(lambda: os.write(1, b"atexit write\\n"))
+
+
+def forked(x):
+    os.fork()  # both processes return into gradcli
+    return (x ** 2).sum()
+
+
+def plain(x):
+    return (x ** 2).sum()
+'''
+
+
+@pytest.mark.parametrize("name, backend", [("forked", "autograd"), ("forked", "fd"), ("plain", "autograd")])
+def test_standard_output_holds_one_document(tmp_path, name, backend):
+    """A fork's child came back into gradcli and printed a second result; an atexit print of the user's
+    code ran after the JSON, on standard output. The child now ends where it comes back, and once the
+    document is written standard output points at standard error."""
+    (tmp_path / "f.py").write_text(FORKS)
+    proc = gradcli_run("grad", f"{tmp_path}/f.py:{name}", "-x", "[1.0, 2.0]", "-b", backend, "--json")
+    out, err = text(proc)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["value"] == [2.0, 4.0] or backend == "fd"
+    assert out.count('"schema"') == 1 and out.strip().endswith("}"), out
+    assert "atexit print" in err and "atexit write" in err
+
+
+# --- outputs that would replace inputs ---------------------------------------------------------------
+
+MODEL = "def f(x):\n    return (x ** 2).sum()\n"
+
+
+@pytest.mark.parametrize("args", [
+    ["grad", "{d}/model.py:f", "-x", "[1.0, 2.0]", "-o", "{d}/link.npy"],
+    ["check", "{d}/model.py:f", "-x", "[1.0, 2.0]", "-o", "{d}/link.json"],
+    ["check", "{d}/model.py:f", "-x", "[1.0, 2.0]", "--save-baseline", "{d}/link.json"],
+    ["jacobian", "{d}/model.py:f", "-x", "[1.0, 2.0]", "--plot", "{d}/link.png"],
+    ["check", "--suite", "{d}/s.toml", "--junit", "{d}/suite.xml"],
+])
+def test_an_output_through_a_link_to_an_input_is_refused(tmp_path, args):
+    """-o, --save-baseline and --junit through a symbolic link to the FUNCTION's .py file or to the
+    suite file replaced it, exit 0."""
+    (tmp_path / "model.py").write_text(MODEL)
+    (tmp_path / "s.toml").write_text('[[check]]\nfunction = "softmax"\ninput = "randn:2,3"\n')
+    for link, target in (("link.npy", "model.py"), ("link.json", "model.py"), ("link.png", "model.py"),
+                         ("suite.xml", "s.toml")):
+        (tmp_path / link).symlink_to(tmp_path / target)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.is_symlink()}
+    proc = gradcli_run(*[a.format(d=tmp_path) for a in args])
+    assert_usage_error(proc, "is also")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.is_symlink()} == before
+
+
+@pytest.mark.parametrize("second", ['baseline = "b.json"', 'input = "x.npy"', 'function = "model.py:f"\ninput = "[1.0]"'])
+def test_a_suite_entry_cannot_write_what_another_reads(tmp_path, second):
+    """One entry's output naming another entry's baseline, input or code file replaced it; refused before
+    any entry runs, naming both."""
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.ones(3))
+    (tmp_path / "model.py").write_text(MODEL)
+    assert gradcli_run("check", "softmax", "-x", "randn:2,3", "--save-baseline", tmp_path / "b.json").returncode == 0
+    target = {"baseline": "b.json", "input": "x.npy", "function": "model.py"}[second.split()[0]]
+    first = f'[[check]]\nname = "one"\nfunction = "softmax"\ninput = "randn:2,3"\noutput = "{target.replace(".py", ".json") if target.endswith(".py") else target}"\n'
+    if target.endswith(".py"):  # a name with an output's extension, linked to the code
+        (tmp_path / "model.json").symlink_to(tmp_path / "model.py")
+    rest = second if "function" in second else f'function = "softmax"\n{second}' if "baseline" in second else \
+        f'function = "expr:x**2"\n{second}'
+    (tmp_path / "s.toml").write_text(first + f'\n[[check]]\nname = "two"\n{rest}\n')
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.is_symlink()}
+    proc = gradcli_run("check", "--suite", tmp_path / "s.toml")
+    assert_usage_error(proc, "check 'one' output", "is also check 'two'")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.is_symlink()} == before
+
+
+@pytest.mark.parametrize("entry", ['function = "--help"\ninput = "randn:2,3"',
+                                   'function = "softmax"\ninput = "--help"',
+                                   'function = "softmax"\ninput = "randn:2,3"\nwrt = "--version"'])
+def test_a_suite_entrys_values_are_data_never_options(tmp_path, entry):
+    """function = "--help" printed help on stdout and the suite exited 0 having checked nothing."""
+    (tmp_path / "s.toml").write_text(f"[[check]]\n{entry}\n")
+    proc = gradcli_run("check", "--suite", tmp_path / "s.toml")
+    out, err = text(proc)
+    assert proc.returncode == 2, (out, err)
+    assert "Usage:" not in out and "--help" not in out.split("──")[0] or "INVALID" in out, out
+    assert "INVALID" in out or proc.stdout == b"", out
