@@ -40,3 +40,36 @@ for row, n in enumerate(lengths):
     sequences[row, n:] = 0.0
 np.save(here / "sequences.npy", sequences)
 (here / "sequence_labels.json").write_text(json.dumps([0, 3, 1, 2, 2, 0, 3, 1]) + "\n")
+
+# "Your model as it is" (docs/models.md): inputs for sample_inputs/hf_models.py and tagger.py.
+np.save(here / "pixels.npy", np.round(np.random.default_rng(17).standard_normal((2, 3, 16, 16)), 2).astype(np.float32))
+(here / "tokens.json").write_text(json.dumps(np.random.default_rng(19).integers(1, 50, (2, 8)).tolist()) + "\n")
+(here / "tags.json").write_text(json.dumps(np.random.default_rng(23).integers(0, 30, (2, 6)).tolist()) + "\n")
+(here / "tag_mask.json").write_text(json.dumps([[1.0, 1.0, 1.0, 1.0, 0.0, 0.0], [1.0] * 6]) + "\n")
+
+
+def trained_vit() -> None:
+    """vit.safetensors: trained weights for hf_models.py:vit (84 KB, float32), written with
+    safetensors' save_model: a few steps of SGD on the pixels and fixed labels, so they differ from
+    the initialisation hf_models.vit() builds."""
+    import torch
+    from safetensors.torch import save_model
+
+    import hf_models
+
+    model = hf_models.vit().train()
+    pixels = torch.from_numpy(np.load(here / "pixels.npy"))
+    labels = torch.tensor([2, 0])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(20):
+        optimizer.zero_grad()
+        model(pixel_values=pixels, labels=labels).loss.backward()
+        optimizer.step()
+    save_model(model.eval(), str(here / "vit.safetensors"))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(here))
+    trained_vit()

@@ -567,3 +567,33 @@ def test_cuda_without_a_device_is_refused_and_float64_data_is_noted():
         assert result.exit_code == 3 and "--device cuda: torch sees no CUDA device" in result.stderr
     plain = runner.invoke(app, args)  # randn makes float64 data; the model is float32
     assert plain.exit_code == 0 and "float64 arrays computed in float32, the model's own dtype" in plain.stdout
+
+
+def test_a_model_returning_a_dict_with_trained_weights_is_examined_with_select_and_weights(tmp_path):
+    """Your model as it is: a dict return picked by --select, a checkpoint with a key prefix
+    loaded by --weights; the norms are torch's on the trained weights, not the initial ones."""
+    (tmp_path / "dictnet.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 3)\n\n"
+        "    def forward(self, x, labels):\n"
+        "        logits = self.fc2(torch.relu(self.fc1(x)))\n"
+        "        return {'logits': logits, 'loss': nn.functional.cross_entropy(logits, labels)}\n")
+    trained = fresh(tmp_path / "dictnet.py", "Net")()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.mul_(3.0)
+    torch.save({f"model.{k}": v for k, v in trained.state_dict().items()}, tmp_path / "ckpt.pt")
+    x, t = torch.randn(5, 6), torch.tensor([0, 2, 1, 1, 0])
+    trained(x, t)["loss"].backward()
+    with pytest.raises(UsageError, match="--select loss"):
+        health(f"{tmp_path}/dictnet.py:Net", input=x.numpy(), target=t.numpy())
+    report = health(f"{tmp_path}/dictnet.py:Net", input=x.numpy(), target=t.numpy(), select="loss",
+                    weights=str(tmp_path / "ckpt.pt"), weights_prefix="model.")
+    expected = {n: float(p.grad.norm()) for n, p in trained.named_parameters()}
+    got = {p.name: p.norm for p in report.parameters}
+    assert got.keys() == expected.keys()
+    for name, norm in expected.items():
+        assert math.isclose(got[name], norm, rel_tol=1e-5), name

@@ -215,18 +215,30 @@ def test_eig_from_blocks_is_exact(backend):
 @pytest.mark.parametrize("backend", ["analytic", "autograd"])
 def test_eig_by_lanczos_without_blocks(backend):
     rng = np.random.default_rng(5)
-    arrays = {"input": rng.standard_normal((8, 6)), "weight": rng.standard_normal((5, 6)), "target": rng.integers(0, 5, 8)}
+    # 300 entries: above DENSE_HVPS, where Lanczos costs fewer hvps than forming H
+    arrays = {"input": rng.standard_normal((8, 60)), "weight": rng.standard_normal((5, 60)), "target": rng.integers(0, 5, 8)}
     res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend=backend)
-    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 30, 2)
+    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 300, 2)
     assert res.layout is None and res.value.shape == (4,)  # the Hessian itself is not formed
-    # 0 is a 6-fold eigenvalue (shifting every logit of a row changes nothing): Lanczos finds it, once.
+    # 0 is a many-fold eigenvalue (shifting every logit of a row changes nothing): Lanczos finds it, once.
     assert low[1] == pytest.approx(0, abs=1e-12) and "multiplicity" in res.spectrum.method
     assert_close(res.spectrum.smallest[:1], low[:1], 1e-7)
     assert_close(res.spectrum.largest, high, 1e-7)
     assert res.spectrum.method.startswith("Lanczos") and res.spectrum.residual < 1e-6 and res.spectrum.hvps > 0
     full = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend=backend, layout="full")
-    assert full.value.shape == (5, 6, 5, 6)
+    assert full.value.shape == (5, 60, 5, 60)
     assert_close(full.spectrum.largest, high, 1e-10)
+
+
+def test_eig_of_a_small_argument_is_exact_from_the_dense_hessian():
+    """32 entries: the Hessian formed from 32 hvps (Lanczos took 183), every eigenvalue exact."""
+    rng = np.random.default_rng(6)
+    arrays = {"input": rng.standard_normal((8, 8)), "weight": rng.standard_normal((4, 8)), "target": rng.integers(0, 4, 8)}
+    res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend="autograd")
+    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 32, 2)
+    assert res.spectrum.method.startswith("exact") and res.spectrum.hvps == 32
+    assert_close(res.spectrum.smallest, low, 1e-10)  # the repeated 0 too: every eigenvalue, multiplicity kept
+    assert_close(res.spectrum.largest, high, 1e-10)
 
 
 def test_eig_of_a_tiny_argument_uses_the_dense_hessian():
@@ -235,7 +247,7 @@ def test_eig_of_a_tiny_argument_uses_the_dense_hessian():
               "target": rng.integers(0, 2, 4)}
     res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="bias", eig=1)
     low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "bias"), 2, 1)
-    assert res.spectrum.method.startswith("dense")
+    assert res.spectrum.method.startswith("exact") and res.spectrum.hvps == 2
     assert_close(res.spectrum.smallest, low, 1e-12)
     assert_close(res.spectrum.largest, high, 1e-12)
 
@@ -398,16 +410,17 @@ def test_parameter_array_is_a_copy_never_the_live_parameter(tmp_path):
     assert not np.shares_memory(joint, weight.detach().numpy())
 
 
-def test_eig_by_lanczos_on_a_module_parameter(tmp_path):
+def test_eig_on_a_module_parameter(tmp_path):
+    """12 entries: the Hessian formed from 12 hvps of the module, its eigenvalues exact."""
     path = user_file(tmp_path)
     rng = np.random.default_rng(8)
     x, t = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
     res = gradcli.hessian(f"{path}:net", input=x, target=t, wrt="param:fc1.weight", eig=2)
     low, high = _eig_expected(_module_reference(path, x, t, "fc1.weight"), 12, 2)
-    assert res.backend.value == "autograd" and res.spectrum.method.startswith("Lanczos")
-    assert_close(res.spectrum.smallest, low, 1e-7)
-    assert_close(res.spectrum.largest, high, 1e-7)
-    assert res.spectrum.residual < 1e-6
+    assert res.backend.value == "autograd" and res.spectrum.method.startswith("exact") and res.spectrum.hvps == 12
+    assert_close(res.spectrum.smallest, low, 1e-10)
+    assert_close(res.spectrum.largest, high, 1e-10)
+    assert res.spectrum.residual < 1e-10
 
 
 def test_check_hessian_fails_a_backward_that_is_right_but_not_differentiable(tmp_path):

@@ -7,10 +7,14 @@ test runs gradcli in a subprocess; memory limits are set with
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickle
+import resource
+import signal
+import stat
 import subprocess
 import sys
 import zipfile
@@ -41,6 +45,28 @@ def gradcli(*args, limit_mib: int | None = None, stdin=None, stdout=subprocess.P
     return subprocess.run([sys.executable, *prefix, *map(str, args)], stdin=stdin, stdout=stdout,
                           stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, timeout=kw.pop("timeout", 300), **kw)
 
+
+@contextlib.contextmanager
+def full_standard_output(tmp_path, device="/dev/full"):
+    """A standard output whose every write fails: ``/dev/full`` where it is the character
+    device it should be ("no space left"); elsewhere (a machine where something replaced it by
+    a regular file) a file already ``ROOM`` bytes long, appended to under ``RLIMIT_FSIZE`` =
+    ``ROOM`` ("file too large"), which leaves the command room for its own output files.
+    Yields the keywords for :func:`gradcli`."""
+    if os.path.exists(device) and stat.S_ISCHR(os.stat(device).st_mode):
+        with open(device, "w") as full:
+            yield {"stdout": full}
+        return
+    room = 4 << 20
+    stdout = tmp_path.parent / f"{tmp_path.name}-stdout"
+    stdout.write_bytes(b"\n" * room)
+
+    def no_room_after_it():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (room, room))
+
+    with open(stdout, "a") as full:
+        yield {"stdout": full, "preexec_fn": no_room_after_it}
 
 def assert_usage_error(result, *words):
     """Exit 2, nothing on stdout, one or two lines on stderr naming ``words``, no traceback."""
@@ -558,10 +584,11 @@ def test_an_unwritable_folder_is_exit_2():
     assert_usage_error(runner.invoke(app, ["jacobian", "exp", "-x", "[1.0]", "-o", "/proc/x.npy"]), "--output", "/proc")
 
 
-def test_standard_output_is_written_before_the_file_is_published(tmp_path):
+@pytest.mark.parametrize("device", ["/dev/full", "no such device: a file under RLIMIT_FSIZE"])
+def test_standard_output_is_written_before_the_file_is_published(tmp_path, device):
     """stdout on a full device: the command fails and leaves no -o file (nor a temporary one)."""
-    with open("/dev/full", "w") as full:
-        result = gradcli("jacobian", "exp", "-x", "randn:300", "--json", "-o", tmp_path / "o.npy", stdout=full)
+    with full_standard_output(tmp_path, device) as full:
+        result = gradcli("jacobian", "exp", "-x", "randn:300", "--json", "-o", tmp_path / "o.npy", **full)
     assert result.returncode != 0
     assert list(tmp_path.iterdir()) == []
 
@@ -657,10 +684,11 @@ def test_a_reader_gone_only_cut_the_display_so_the_output_file_is_published(tmp_
     np.testing.assert_array_equal(np.load(tmp_path / "J.npy"), np.array(json.loads(expected.stdout)["value"]))
 
 
-def test_check_writes_its_report_file_only_after_standard_output(tmp_path):
-    with open("/dev/full", "w") as full:
+@pytest.mark.parametrize("device", ["/dev/full", "no such device: a file under RLIMIT_FSIZE"])
+def test_check_writes_its_report_file_only_after_standard_output(tmp_path, device):
+    with full_standard_output(tmp_path, device) as full:
         result = gradcli("check", "exp", "-x", "[1.0, 2.0]", "--reference", "analytic", "--backends", "fd",
-                         "-o", tmp_path / "report.json", stdout=full)
+                         "-o", tmp_path / "report.json", **full)
     assert result.returncode == 2 and "standard output" in result.stderr
     assert list(tmp_path.iterdir()) == []
 

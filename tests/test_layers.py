@@ -28,7 +28,7 @@ LAYERS = [
     ["gradcli.checking"],
     ["gradcli.certify", "gradcli.health"],
     ["gradcli.render"],
-    ["gradcli.cli", "gradcli.testing", "gradcli.__main__", "gradcli"],
+    ["gradcli.cli", "gradcli.testing", "gradcli.pytest_plugin", "gradcli.__main__", "gradcli"],
 ]
 
 

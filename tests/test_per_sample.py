@@ -312,7 +312,7 @@ def test_functions_shows_the_signature_and_mapping(models):
     result = runner.invoke(app, ["functions", f"{path}:two", "--json"])
     doc = json.loads(result.stdout)["functions"][0]
     assert doc["signature"] == "(x, t, mask=None)"
-    assert doc["mapping"] == {"-x/--input": "x", "-t/--target": "t", "--arg mask=ARRAY": "mask"}
+    assert doc["mapping"] == {"-x/--input": "x", "-t/--target or --arg t=ARRAY": "t", "--arg mask=ARRAY": "mask"}
 
 
 def test_layout_auto_is_full_with_a_reason_when_the_output_drops_the_batch(tmp_path):

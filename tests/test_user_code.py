@@ -338,10 +338,11 @@ def test_token_ids_stay_integer_for_grad_and_check_wrt_parameters(embedding):
     tmp_path, model = embedding
     tokens, labels = torch.tensor(TOKENS), torch.tensor(LABELS)
     model(tokens, labels).backward()
-    expected = np.concatenate([p.grad.numpy().ravel() for p in model.parameters()])
     args = [f"{tmp_path}/emb.py:bag", "-x", json.dumps(TOKENS), "-t", json.dumps(LABELS), "--wrt", "param:*"]
-    got = run_json("grad", *args)
-    np.testing.assert_allclose(np.array(got["value"]), expected, rtol=16 * np.finfo(float).eps, atol=1e-15)
+    got = run_json("grad", *args)  # one result per parameter, shaped like its .grad
+    assert [r["wrt"] for r in got["results"]] == [f"param:{n}" for n, _ in model.named_parameters()]
+    for r, (_, p) in zip(got["results"], model.named_parameters()):
+        np.testing.assert_allclose(np.array(r["value"]), p.grad.numpy(), rtol=16 * np.finfo(float).eps, atol=1e-15)
     report = run_json("check", *args)
     assert report["ok"] and [r["wrt"] for r in report["results"]] == ["param:emb.weight", "param:fc.weight",
                                                                        "param:fc.bias"]
@@ -400,9 +401,9 @@ def test_fd_on_user_code_counts_its_own_arrays_against_max_memory(tmp_path):
     assert "-b autograd" in result.stderr and len(result.stderr.strip().splitlines()) <= 2
 
 
-def test_arg_naming_the_second_positional_parameter_says_target_fills_it(tmp_path):
-    """forward(self, x, key_padding_mask=None): -t fills the mask by position, so
-    --arg key_padding_mask is refused naming -t (it said the parameter did not exist)."""
+def test_arg_fills_the_second_positional_parameter_by_name(tmp_path):
+    """forward(self, x, key_padding_mask=None): --arg key_padding_mask fills the mask by
+    name, as -t does by position (SPEC §2 "Your model as it is"); both at once is exit 2."""
     (tmp_path / "attn.py").write_text(textwrap.dedent('''
         import torch
 
@@ -412,24 +413,28 @@ def test_arg_naming_the_second_positional_parameter_says_target_fills_it(tmp_pat
             return x.softmax(-1)
     '''))
     mask = [[0, 1], [0, 0]]
-    refused = runner.invoke(app, ["jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3",
-                                  "--arg", f"key_padding_mask={json.dumps(mask)}"])
-    assert refused.exit_code == 2 and not refused.stdout
-    assert "--arg key_padding_mask" in refused.stderr and "second positional parameter" in refused.stderr
-    assert "-t ARRAY" in refused.stderr and "has no parameter" not in refused.stderr
-    doc = run_json("jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3", "-t", json.dumps(mask))
-    assert np.all(np.array(doc["output"])[0, 1] == 1 / 3)  # the masked position: softmax of zeros
+    by_name = run_json("jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3",
+                       "--arg", f"key_padding_mask={json.dumps(mask)}")
+    by_position = run_json("jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3", "-t", json.dumps(mask))
+    assert np.all(np.array(by_name["output"])[0, 1] == 1 / 3)  # the masked position: softmax of zeros
+    assert by_name["value"] == by_position["value"] and by_name["output"] == by_position["output"]
+    both = runner.invoke(app, ["jacobian", f"{tmp_path}/attn.py:attend", "-x", "randn:2,2,3", "-t", json.dumps(mask),
+                               "--arg", f"key_padding_mask={json.dumps(mask)}"])
+    assert both.exit_code == 2 and not both.stdout
+    assert "--arg key_padding_mask" in both.stderr and "-t/--target already fills" in both.stderr
 
 
-@pytest.mark.parametrize("body, shown", [("return x * 2, x.sum()", "(x)[0]"), ("return {'logits': x * 2}", "['KEY']"),
-                                         ("return (x > 0).long()", "argmax")])
+@pytest.mark.parametrize("body, shown", [("return x * 2, x.sum()", ["--select 0 ([2, 3])", "--select 1 ([])"]),
+                                         ("return {'logits': x * 2}", ["--select logits ([2, 3])"]),
+                                         ("return (x > 0).long()", ["argmax"])])
 def test_an_output_that_is_not_one_float_tensor_is_a_usage_error(tmp_path, body, shown):
     """A model returning (logits, aux), a dict, or integers does not fit FUNCTION: exit 2
-    (it was exit 3, 'a backend could not run') with the wrapper to write."""
+    (it was exit 3, 'a backend could not run'), naming each tensor inside with the
+    --select that picks it."""
     (tmp_path / "multi.py").write_text(f"def f(x):\n    {body}\n")
     result = runner.invoke(app, ["jacobian", f"{tmp_path}/multi.py:f", "-x", "randn:2,3"])
     assert result.exit_code == 2 and not result.stdout
-    assert result.stderr.startswith("gradcli: error: FUNCTION:") and shown in result.stderr
+    assert result.stderr.startswith("gradcli: error: FUNCTION:") and all(s in result.stderr for s in shown)
 
 
 def test_forward_mode_keeps_no_autograd_graph(tmp_path):

@@ -48,91 +48,9 @@ MAX_MOVES = 40  # window moves per column: steps from 2^-40 to 2^+40 times the f
 NOISE_SAMPLE = 3.0 / 130.7
 
 
-# Relative input changes, 8x apart, at which ``resolution`` asks whether the function resolves them.
-RESOLUTION_LADDER = tuple(2.0 ** -k for k in range(46, 3, -3))  # 1.4e-14 (64 eps of float64) .. 6e-2
-RESOLVED_SLOPES = 0.25  # a difference quotient within 25% of the reference one: its change is resolved
-EXACT_SLOPES = 0.05  # the first rung's quotient within 5% of the reference: the code computes to eps
-LINEAR = 0.1  # the reference rung: the even part of the change at most 10% of the odd part
-
-
-def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> float:
-    """The relative precision the function actually computes in: ``eps``, or
-    larger where the code rounds inside (a ``.float()`` cast, a bfloat16
-    layer), which no model of ``eps |f|`` sees.
-
-    ``change(s)`` gives ``(f(x + s d) - f(x), f(x - s d) - f(x))`` along one
-    direction ``d`` scaled to the entries, for the relative changes ``s`` of
-    ``ladder`` (8x apart, smallest first). The central quotients
-    ``g(s) = (f(x + s d) - f(x - s d)) / 2s`` of a function computed to ``eps``
-    agree from the first rung up; where the code rounds to a coarser grid
-    ``E``, a change below ``E`` is lost in part or whole, and only the
-    quotients from ``s ~ E`` up agree. The reference is the largest rung
-    where the change is still linear (its even part at most LINEAR of its odd
-    part), as is the rung below, with a quotient within RESOLVED_SLOPES of
-    it; the answer is ``eps`` when the first rung's quotient is within
-    EXACT_SLOPES of the reference's (code of which a part rounds inside lacks
-    that part's share there), else ``s / 4`` for the smallest rung from which
-    every quotient up to the reference is within RESOLVED_SLOPES (a change of
-    ``s`` resolved to 25%: the grid is at most ``s / 4``; ``eps`` when that is
-    the first rung: a value far larger than its slope times ``x``, a loss
-    near its minimum, rounds the first rung's change more). Where no rung is linear
-    (a function flat along ``d``, a kink, a grid coarse at every rung), code
-    that the first rung does not change at all while a larger one does
-    rounds to at least that larger ``s``; otherwise nothing is learned. This
-    is the idea of estimating computational noise from function values along
-    a direction (More and Wild, "Estimating computational noise", SIAM J.
-    Sci. Comput. 33 (2011)), reduced to the one question fd needs. A function
-    computed to ``eps`` costs about three rungs (two evaluations each).
-
-    ``size``: ``|f(x)|`` (the norm over the outputs). A change the rounding
-    of ``f`` itself in ``eps`` hides (``2 s |g| < 16 eps (|f| + |g|)``: a
-    value far larger than its slope, a saturated unit) is not evidence: the
-    rung below the answer must lie above that for the answer to stand."""
-    rungs = [s for s in ladder if s >= 16 * eps]
-    seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def at(k):  # (odd, even) parts of the change at rung k, flattened; non-finite -> None
-        if k not in seen:
-            with np.errstate(all="ignore"):
-                plus, minus = (np.asarray(c, dtype=np.float64).reshape(-1) for c in change(rungs[k]))
-                seen[k] = (plus - minus, plus + minus)
-        odd, even = seen[k]
-        return (odd, even) if np.isfinite(odd).all() and np.isfinite(even).all() else None
-
-    def linear(k):
-        parts = at(k)
-        if parts is None:
-            return False
-        odd = np.linalg.norm(parts[0])
-        return odd > 0 and np.linalg.norm(parts[1]) <= LINEAR * odd
-
-    def quotient(k):
-        return at(k)[0] / (2 * rungs[k])
-
-    def consistent(k):  # linear, and so is the rung below, with a quotient within RESOLVED_SLOPES of its own
-        return linear(k) and linear(k - 1) and np.linalg.norm(quotient(k - 1) - quotient(k)) <= \
-            RESOLVED_SLOPES * np.linalg.norm(quotient(k))
-
-    # (a rung alone can look linear by chance: sin(1000 x) at 32 aliased at a change of 1e-3)
-    top = next((k for k in reversed(range(1, len(rungs))) if consistent(k)), None)
-    if top is None:
-        moved = [k for k in range(len(rungs)) if at(k) is not None and np.linalg.norm(at(k)[0]) > 0]
-        return eps if not moved or moved[0] == 0 or at(0) is None else max(eps, rungs[moved[0]])
-    reference = quotient(top)
-    size_g = np.linalg.norm(reference)
-
-    def agrees(k, within=RESOLVED_SLOPES):
-        parts = at(k)
-        return parts is not None and np.linalg.norm(parts[0] / (2 * rungs[k]) - reference) <= within * size_g
-
-    if agrees(0, EXACT_SLOPES):  # (a part of the code that rounds inside is missing from it)
-        return eps
-    first = top
-    while first > 0 and agrees(first - 1):
-        first -= 1
-    if first == 0 or rungs[first - 1] * size_g < 16 * eps * (size + size_g):  # explained by rounding in eps
-        return eps
-    return max(eps, rungs[first] / 4)
+# How finely the code resolves a change of its input (its working precision): :mod:`gradcli.core.resolution`,
+# shared with user code's own checks (the per-sample interaction tests) below this layer.
+from ..core.resolution import resolution  # noqa: E402,F401  (fd.working_eps and probe.working_eps call it here)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from . import probe
 from ..compute.solve import DEFAULT_MAX_MEMORY, library_call, solve
 from .full import (default_backends, default_quantity, run_check, skipped, tolerances, validate_backends,
                        verdict)
-from ..core.compare import Comparison, Entry, judged
+from ..core.compare import Comparison, Entry, judged, meaningful_rel
 from ..core.errors import BackendError, UsageError
 from ..core.options import BackendName, BackendOptions, CheckMode, Quantity
 from ..problem.problem import Problem
@@ -361,7 +361,7 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
                     for k in order if out[k])
     worst = int(np.argmax(counted))
     rel = diff / np.where(np.abs(reference) > 0, np.abs(reference), np.inf)
-    return judged(Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()), max_rel=float(rel.max()),
+    return judged(Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()), max_rel=meaningful_rel(rel, np.abs(reference), atol),
                              worst_index=(worst,), mismatches=int(out.sum()), seconds=seconds,
                              error_estimate=None if error is None else float(error.max()),
                              kink_entries=int((nonsmooth & (excess > 1)).sum()), worst=entries),

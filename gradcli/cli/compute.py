@@ -57,6 +57,10 @@ def run_command(run: RunOptions) -> int:
                          "gradcli check ... --backends autograd,compile")
     if run.quantity is Quantity.GRAD and (run.per_sample or run.norms):
         return per_sample_command(run)
+    from ..problem.wrt import is_list
+
+    if run.quantity is Quantity.GRAD and is_list(run.inputs.wrt):
+        return grads_command(run)
     vector = {params_vector(run.quantity): run.vector} if run.vector is not None else {}
     got = load(run.inputs, run.output, vectors=vector)
     if not run.output.as_json and not run.output.summarize:
@@ -76,6 +80,21 @@ def run_command(run: RunOptions) -> int:
     finally:
         if stream is not None:
             stream.abort()  # a no-op once published: the temporary file is gone
+    return ExitCode.OK
+
+
+def grads_command(run: RunOptions) -> int:
+    """``grad --wrt 'param:*'`` (any glob or comma list): one named gradient per argument,
+    the parameters in one backward pass (:func:`gradcli.compute.solve.solve_grads`)."""
+    from ..compute.solve import solve_grads
+    from ..problem.wrt import expand, names_input
+
+    wrt = run.inputs.wrt
+    got = load(replace(run.inputs, wrt="input"), run.output, differentiates_input=names_input(wrt))
+    options = replace(run.settings, progress=DelayedProgress())
+    result = solve_grads(got.problem, expand(got.problem.function, wrt), wrt, backend=run.backend, options=options,
+                         max_memory=run.inputs.max_memory, allow_nonfinite=run.inputs.allow_nonfinite)
+    _emit_result(result, got, run, None)
     return ExitCode.OK
 
 

@@ -4,6 +4,7 @@ of a batch; the table (or ``--json``), ``-o FILE.json``; exit 1 when a flag of
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -50,7 +51,8 @@ OWN = [
     params.opt("top", int, None, metavar="K", panel=params.OUTPUT, min=0, show_default=False,
                help="at most K rows per table, flagged ones first (default: 20 in the table, every row in JSON)"),
 ]
-COMMON = ("arg", "seed", "allow_nonfinite", "device", "json", "format", "no_timing", "traceback")
+COMMON = ("arg", "seed", "allow_nonfinite", "device", "json", "format", "no_timing", "traceback", "select", "weights",
+          "weights_prefix", "strict_weights")
 
 
 def health_options() -> list[params.Opt]:
@@ -91,11 +93,17 @@ def health_options_of(values: Mapping[str, Any]) -> HealthOptions:
                          values["vanish"], values["fail_on"], values.get("top"), values["device"].value)
 
 
+def _read_cotangent(spec: str, inputs: Inputs, held: int, shape):
+    """``--cotangent``, read once the output's shape is known (ones, randn)."""
+    from ..io.arrays import load_array
+
+    return load_array(spec, "--cotangent", seed=inputs.seed, like=shape, max_bytes=inputs.max_memory, held=held)
+
+
 def health_command(opts: HealthOptions) -> int:
     """The thresholds checked before any work, the arrays read, the batch bound, one
     watched step, the report on standard output and in ``-o``; exit 1 on a --fail-on flag."""
     from ..health.run import bind, examine, parse_flags, positive, thresholds
-    from ..io.arrays import load_array
     from ..io.files import pending_write
     from ..render.health import health_to_dict, render_health
     from ..render.json import dumps
@@ -107,11 +115,8 @@ def health_command(opts: HealthOptions) -> int:
     inputs = opts.inputs
     got = read(inputs, opts.output, vectors={"cotangent": opts.cotangent}, suffixes=(".json",))
     arrays = dict(got.arrays)
-    cotangent = None
-    if opts.cotangent is not None:
-        def cotangent(shape, spec=opts.cotangent):  # read once the output's shape is known (ones, randn)
-            return load_array(spec, "--cotangent", seed=inputs.seed, like=shape, max_bytes=inputs.max_memory,
-                              held=sum(a.nbytes for a in arrays.values()))
+    cotangent = None if opts.cotangent is None else functools.partial(
+        _read_cotangent, opts.cotangent, inputs, sum(a.nbytes for a in arrays.values()))
     batch, problem = bind(got.function, input=arrays.pop("input"), target=arrays.pop("target", None), arrays=arrays,
                           wrt=inputs.wrt, cotangent=cotangent, seed=inputs.seed,
                           dtype=None if inputs.dtype is None else inputs.dtype.value, device=opts.device,

@@ -81,11 +81,17 @@ def read(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | 
                          "give the others as files")
     from ..problem.function import function_file
 
-    refuse_same_file({"--output": out_path, "--plot": plot_path, **(also_written or {})},
-                     {"FUNCTION": function_file(inputs.function), **(also_read or {}),
-                      **{option(n): file_of(spec) for n, spec in every.items()}},
+    read = {"FUNCTION": function_file(inputs.function), **(also_read or {}),
+            **{option(n): file_of(spec) for n, spec in every.items()}}
+    if inputs.weights is not None:
+        from ..io.checkpoints import split_spec
+
+        read["--weights"] = split_spec(inputs.weights)[0]
+    refuse_same_file({"--output": out_path, "--plot": plot_path, **(also_written or {})}, read,
                      allowed=frozenset({("--save-baseline", "--baseline")}))  # a baseline refreshed in place
-    function = user_function(inputs.function, inputs.seed, tuple(named))
+    function = user_function(inputs.function, inputs.seed, tuple(named), select=inputs.select,
+                             weights=inputs.weights, weights_prefix=inputs.weights_prefix,
+                             strict_weights=inputs.strict_weights, max_memory=inputs.max_memory)
     specs.update(named)
     arrays: dict[str, Any] = {}
     for name, spec in specs.items():  # together within --max-memory, each refused before it is read

@@ -18,7 +18,8 @@ from ..core.sizes import parse_size
 class Inputs:
     """What to differentiate, at which point: the FUNCTION, its arrays as given
     (ARRAY specs by catalogue name, read later within ``max_memory``), user code's
-    ``--arg NAME=ARRAY``, the function's own options, and how to build the problem."""
+    ``--arg NAME=ARRAY``, ``--select`` and ``--weights``, the function's own options,
+    and how to build the problem."""
 
     function: str
     arrays: Mapping[str, str]
@@ -30,6 +31,10 @@ class Inputs:
     rows: str | None = None
     allow_nonfinite: bool = False
     max_memory: int = 2 * 2**30
+    select: str | None = None  # user code: the tensor to differentiate in what it returns
+    weights: str | None = None  # user code: PATH[:KEY] of trained weights, loaded first
+    weights_prefix: str | None = None
+    strict_weights: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,9 @@ def inputs_of(values: Mapping[str, Any]) -> Inputs:
         args=tuple(values.get("arg") or ()),
         params={name: values[name] for name in parameters() if values.get(name) is not None},
         wrt=values["wrt"], dtype=values.get("dtype"), seed=values["seed"], rows=values.get("rows"),
-        allow_nonfinite=values["allow_nonfinite"], max_memory=parse_size(values["max_memory"]))
+        allow_nonfinite=values["allow_nonfinite"], max_memory=parse_size(values["max_memory"]),
+        select=values.get("select"), weights=values.get("weights"), weights_prefix=values.get("weights_prefix"),
+        strict_weights=values.get("strict_weights", True))
 
 
 def output_of(values: Mapping[str, Any]) -> Output:

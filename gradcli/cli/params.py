@@ -23,6 +23,7 @@ from ..core.errors import UsageError
 from ..core.options import BackendName, CheckMode, Device, DType, FdDType, FdMethod, Format, Layout, Quantity
 
 INPUTS, DIFF, BACKEND, OUTPUT, LIMITS = "Inputs", "Differentiation", "Backend", "Output", "Limits"
+CODE = "Your code"  # options of user code (PATH.py:NAME): what it returns, its weights
 COMPARE, CI = "Comparison", "CI"
 ARRAY_HELP = "ARRAY: a .npy/.npz[:key]/.json/.pt file, inline JSON, - for stdin, or a generator such as randn:3,5"
 SHORT = {"input": "-x", "target": "-t"}  # the two arrays every story uses
@@ -118,13 +119,29 @@ def _names(functions: list[str]) -> str:
 
 # --- options every computing command takes --------------------------------------
 
+# User code's own options, shared by every computing command and check.
+USER_CODE = [
+    opt("arg", list, None, metavar="NAME=ARRAY", help="any parameter of your code by name, NAME=ARRAY (repeatable: a "
+        "mask, labels, attention_mask; the second positional one too when -t is not given); -x is its first "
+        "argument, -t its second", panel=CODE, show_default=False),
+    opt("select", str, None, metavar="SEL", help="what to differentiate when your code returns a tuple, list, dict, "
+        "dataclass or Hugging Face ModelOutput: a key or attribute (logits, loss), an index (0) or a dotted path "
+        "(0.logits)", panel=CODE, show_default=False),
+    opt("weights", str, None, metavar="PATH[:KEY]", help="load trained weights into your module first: .safetensors, "
+        "or a state dict in .pt/.pth/.bin/.ckpt (torch.load weights_only=True); :KEY picks a nested dict "
+        "(ckpt.ckpt:state_dict)", panel=CODE, show_default=False),
+    opt("weights_prefix", str, None, metavar="P", help="strip this prefix from the keys of --weights (model.)",
+        panel=CODE, show_default=False),
+    opt("strict_weights", bool, True, "--strict-weights/--no-strict-weights", help="refuse --weights whose keys or "
+        "shapes do not fit the module; --no-strict-weights loads those that fit, with a note", panel=CODE),
+]
 RUN = [
-    opt("wrt", str, "input", metavar="NAME[,NAME]", help="the argument to differentiate: input, target (float targets), weight, bias, or "
-        "param:NAME (a parameter of your torch.nn.Module); check: a comma list and globs such as input,param:*, one "
-        "result each; hessian/hvp/grad: a glob such as 'param:*' joins the matching parameters into one flat vector",
-        panel=DIFF),
-    opt("arg", list, None, metavar="NAME=ARRAY", help="user code: another argument by name, NAME=ARRAY (repeatable: a mask, lengths, a "
-        "second input); --input is its first argument, --target its second", panel=INPUTS, show_default=False),
+    opt("wrt", str, "input", metavar="NAME[,NAME]", help="the argument to differentiate: input, target (float targets), weight, bias, "
+        "a parameter of your code by its name (mask, labels), param:NAME (a parameter of your torch.nn.Module) or "
+        "act:MODULE (the output of a submodule: act:bert.embeddings.word_embeddings for a token model's saliency); "
+        "a comma list and globs such as 'param:*' give one named result each (hessian/hvp: one joint flat vector, "
+        "each parameter's slice also in -o .npz)", panel=DIFF),
+    *USER_CODE,
     opt("rows", str, None, metavar="SEL", help="only these batch rows (dim 0): 0 | 0,3 | 2:10 (row-independent outputs)", panel=DIFF,
         show_default=False),
     opt("dtype", DType, None, help="working precision (default float64; a note says when float32 data is upcast)",
@@ -251,7 +268,7 @@ def in_panel_order(options: list[Opt]) -> list[Opt]:
     from ..catalogue import catalogue
 
     families = dict.fromkeys(family_panel(f) for f in catalogue().values())  # in catalogue order
-    order = [INPUTS, DIFF, COMPARE, BACKEND, *families, OUTPUT, CI, LIMITS]
+    order = [INPUTS, CODE, DIFF, COMPARE, BACKEND, *families, OUTPUT, CI, LIMITS]
     return sorted(options, key=lambda o: order.index(o.panel) if o.panel in order else order.index(OUTPUT))
 
 

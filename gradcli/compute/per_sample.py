@@ -59,8 +59,10 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     of the per-sample gradients (times the mean's 1/B) must be the batch's
     gradient. An interaction that leaves all three unchanged goes unseen."""
     from .per_sample_torch import (by_activations, decomposition, exact, grads_from, layer_terms, norms_from,
-                                       select_parameters, shortcut_gap, squared_norms, sum_gap, top_samples)
+                                       reduction_scale, select_parameters, shortcut_gap, squared_norms, sum_gap,
+                                       top_samples)
     from ..backends.torchbase import import_torch, torch_errors
+    from ..usercode.precision import PARAMETERS, note, working_eps
 
     torch = import_torch()
     function = problem.function
@@ -93,8 +95,30 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
     verify = verify_blocks and not (modes and modes.random)
     start = time.perf_counter()
     grads = None
+    eps = float(np.finfo(problem.dtype).eps)
+    measured: list[float] = []  # the code's working precision, measured once where a check at eps would refuse
+
+    def working() -> float:
+        if not measured:
+            measured.append(max(eps, working_eps(function, tensors, problem.dtype, PARAMETERS)))
+        return measured[0]
+
+    def beyond_rounding(gap: float, what: str) -> bool:
+        """A gap (in units of a thousand roundings of eps) beyond the code's own rounding; a note
+        where only the working precision explains it."""
+        if gap <= 1:
+            return False
+        if gap * eps / working() > 1:
+            return True
+        notes.append(note(working(), eps, problem.dtype, f"--per-sample ({what})"))
+        return False
+
     with torch_errors("autograd", module):
-        scale, batch_loss, summed = decomposition(torch, function, tensors)
+        scale, batch_loss, summed, size = decomposition(torch, function, tensors)
+        if scale is None and verify and working() > eps:  # judged again at the code's own rounding
+            scale = reduction_scale(batch_loss, summed, size, b, working())
+            if scale is not None:
+                notes.append(note(working(), eps, problem.dtype, "--per-sample (the loss is the batch's mean or sum)"))
         if scale is None and verify:
             raise UsageError(f"--per-sample: {function.name}'s batch loss is {batch_loss:.6g}, but its {b} samples' "
                              f"losses, each on a batch of one, sum to {summed:.6g} (mean {summed / b:.6g}): samples "
@@ -108,7 +132,7 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
         terms = layer_terms(torch, function, tensors, fast, scale) if use else None
         if terms is not None and verify:
             gap, where = shortcut_gap(torch, function, tensors, fast, terms, sorted({0, b // 2, b - 1}))
-            if gap > 1:
+            if beyond_rounding(gap, "each sample's layer inputs and output gradients"):
                 raise _interaction(function.name, f"layer {where}'s output gradient")
         sums = {} if verify else None  # filled by the definition where it runs
         how: dict = {}  # filled by the definition: looped, where vmap cannot batch the code
@@ -137,7 +161,7 @@ def per_sample_gradients(problem: Problem, wrt: str, *, norms: bool = False, top
                 squares = squared_norms(torch, got.values())
         if sums:
             gap, where = sum_gap(torch, function, tensors, list(sums), sums, scale)
-            if gap > 1:
+            if beyond_rounding(gap, "the per-sample gradients sum to the batch's"):
                 raise _interaction(function.name, f"param:{where}'s gradient")
     if not verify:
         notes.append("samples' independence not checked (" + ("a random mask in training mode" if modes and

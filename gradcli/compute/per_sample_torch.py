@@ -260,10 +260,11 @@ def _outer_norms(torch, e, a):
     return torch.stack([(e[i].T @ a[i]).square().sum() for i in range(b)])
 
 
-def decomposition(torch, function, args) -> tuple[float | None, float, float]:
-    """``(c, L, S)``: the batch loss ``L``, the sum ``S`` of the per-sample
-    losses on batches of one, and ``c`` with ``L = c * S`` at this point (1 or
-    1/B), None when neither holds (samples interact, or another reduction)."""
+def decomposition(torch, function, args) -> tuple[float | None, float, float, float]:
+    """``(c, L, S, size)``: the batch loss ``L``, the sum ``S`` of the per-sample
+    losses on batches of one, the sum of their sizes, and ``c`` with ``L = c * S``
+    at this point (1 or 1/B; :func:`reduction_scale`), None when neither holds
+    (samples interact, or another reduction)."""
     b = args["input"].shape[0]
     split = batched(args, b)
     keys = list(args)
@@ -279,12 +280,16 @@ def decomposition(torch, function, args) -> tuple[float | None, float, float]:
         total = function.call(args)
         vmapped = torch.func.vmap(one, in_dims=tuple(0 if split[k] else None for k in keys), randomness="same")
         losses = vmapped_or_looped(vmapped, looped, *[args[k] for k in keys])
-    value, summed = float(total), float(losses.sum())
-    tol = 1e3 * float(torch.finfo(total.dtype).eps) * max(1.0, float(losses.abs().sum()))
-    for c in (1.0, 1.0 / b):
-        if math.isclose(value, c * summed, rel_tol=0, abs_tol=tol):
-            return c, value, summed
-    return None, value, summed
+    value, summed, size = float(total), float(losses.sum()), float(losses.abs().sum())
+    return reduction_scale(value, summed, size, b, float(torch.finfo(total.dtype).eps)), value, summed, size
+
+
+def reduction_scale(value: float, summed: float, size: float, b: int, eps: float) -> float | None:
+    """``c`` in ``{1, 1/B}`` with ``value = c * summed`` within a thousand roundings
+    (``eps``: the dtype's, or the code's working precision) of the losses' size; None
+    when neither holds."""
+    tol = 1e3 * eps * max(1.0, size)
+    return next((c for c in (1.0, 1.0 / b) if math.isclose(value, c * summed, rel_tol=0, abs_tol=tol)), None)
 
 
 def _gap(torch, got, expected) -> float:

@@ -15,8 +15,8 @@ exact from the blocks when they exist (the spectrum of a block-diagonal
 matrix is the union of its blocks' spectra: ``numpy.linalg.eigvalsh`` per
 block), otherwise Lanczos on ``hvp`` (``scipy.sparse.linalg.eigsh`` on a
 ``LinearOperator``, never forming H), with the residual ``max ||H v - l v||``
-and the number of hvps. Tiny arguments (n <= 2K + 1) use the dense Hessian
-from n hvps.
+and the number of hvps. Small arguments (n <= DENSE_HVPS) use the dense
+Hessian from n hvps: exact, and cheaper than Lanczos there.
 """
 
 from __future__ import annotations
@@ -38,6 +38,10 @@ from ..core.results import Result, frozen
 
 STRUCTURE_ENTRIES = 2**16  # the notes read at most this many entries (a sample of the blocks past it) ...
 STRUCTURE_FLOPS = 2**18  # ... and spend at most this on eigenvalues: they must cost little next to the result
+# Lanczos's two runs (one per end of the spectrum) take at least 2 max(2K+1, 20) hvps, and with their
+# restarts several times that (K = 2: 183 hvps for 32 entries, 458 for 80): up to this many entries the
+# n hvps of the dense Hessian (n² numbers: 512 KiB at most) cost less and give every eigenvalue exactly.
+DENSE_HVPS = 256
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,8 @@ def solve_second(
         evaluations=evaluations, formulas=second_formulas(problem.function),
         batch_axes=len(view.rows.rows) if plan.layout is Layout.BLOCKS else 0, spectrum=spectrum,
         nonsmooth=None if got is None or got.nonsmooth is None else frozen(np.asarray(got.nonsmooth)),
+        vector=frozen(np.asarray(tangent)) if quantity is Quantity.HVP else None,  # (so -o .npz reproduces it)
+        parts=problem.parts if got is not None else (),  # (--eig alone: the value holds eigenvalues)
     )
 
 
@@ -229,10 +235,11 @@ def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
         count[0] += 1
         return np.asarray(apply(np.asarray(v, dtype=np.float64).reshape(shape).astype(dtype)), dtype=np.float64).reshape(-1)
 
-    if n <= 2 * k + 1:  # too small for Lanczos: the dense Hessian from n hvps
+    if n <= max(DENSE_HVPS, 2 * k + 1):  # small: the dense Hessian from n hvps, exact eigenvalues
         dense = np.stack([matvec(e) for e in np.eye(n)], axis=1)
         values, vectors = np.linalg.eigh(0.5 * (dense + dense.T))
-        method = f"dense: numpy.linalg.eigh on the Hessian from {n} hvps (too small for Lanczos)"
+        method = (f"exact: numpy.linalg.eigh on the Hessian formed from {n} hvps (fewer than Lanczos would take "
+                  f"for {n} entries)")
     else:
         # One run per end: the largest of H, then the largest of sigma I - H (sigma above H's top):
         # ARPACK's test is relative to the eigenvalue, so the small end is sought where it is
@@ -250,7 +257,8 @@ def lanczos(problem: Problem, engine, k: int) -> tuple[Spectrum, np.ndarray]:
     order = np.argsort(values)
     values, vectors = values[order], vectors[:, order]
     keep = np.r_[0:k, len(values) - k:len(values)]
-    residual = max(float(np.linalg.norm(matvec(vectors[:, i]) - values[i] * vectors[:, i])) for i in keep)
+    apply_h = (lambda v: dense @ v) if n <= max(DENSE_HVPS, 2 * k + 1) else matvec  # (dense: no more hvps)
+    residual = max(float(np.linalg.norm(apply_h(vectors[:, i]) - values[i] * vectors[:, i])) for i in keep)
     spectrum = Spectrum(values[:k].copy(), values[len(values) - k:].copy(), method, residual=residual, hvps=count[0])
     return spectrum, output
 

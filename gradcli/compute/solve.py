@@ -121,7 +121,37 @@ def solve(
         batch_axes=len(view.rows.rows) if view.rows is not None and plan.layout is Layout.BLOCKS else 0,
         nonsmooth=None if nonsmooth is None else frozen(nonsmooth),
         vector=frozen(vector) if quantity in (Quantity.VJP, Quantity.JVP) else None,
+        parts=problem.parts,
     )
+
+
+def solve_grads(problem: Problem, names: list[str], label: str | None = None, **kwargs: Any) -> Result:
+    """``grad`` w.r.t. several arguments (``--wrt input,param:*``): the parameters joined in
+    one vector (one backward pass for all), every other argument on its own; one Result
+    whose ``value`` joins every piece flattened, in that order, and ``parts`` names each
+    (:meth:`Result.named` gives them shaped like their arguments). ``problem`` is bound
+    with every argument (``wrt`` its first); ``label``: ``--wrt`` as given (the result's
+    ``wrt``); ``kwargs`` as :func:`solve`'s."""
+    from ..problem.wrt import retarget
+
+    params = [n[len("param:"):] for n in names if n.startswith("param:")]
+    groups = [n for n in names if not n.startswith("param:")] + (["param:" + ",".join(params)] if params else [])
+    results = [solve(p, Quantity.GRAD, **kwargs) for p in retarget(problem, groups)]
+    label = label or ",".join(names)
+    if len(results) == 1 and results[0].parts:
+        return dataclasses.replace(results[0], wrt=label)
+    parts = tuple(piece for r in results for piece in (r.parts or ((r.wrt, r.wrt_shape),)))
+    value = np.concatenate([r.value.reshape(-1) for r in results])
+    backends = {r.backend for r in results}
+    return dataclasses.replace(
+        results[0], wrt=label, wrt_shape=value.shape, value=frozen(value), parts=parts,
+        backend=results[0].backend, seconds=sum(r.seconds for r in results),
+        notes=tuple(dict.fromkeys(n for r in results for n in r.notes)) + (
+            (f"backends: {', '.join(f'{r.wrt} {r.backend.value}' for r in results)}",) if len(backends) > 1 else ()),
+        error=None if any(r.error is None for r in results) else frozen(np.concatenate(
+            [r.error.reshape(-1) for r in results])),
+        evaluations=None if any(r.evaluations is None for r in results) else sum(r.evaluations for r in results),
+        nonsmooth=None)
 
 
 def _quantity_vector(problem: Problem, quantity: Quantity, cotangent, tangent, allow_nonfinite: bool):
@@ -168,20 +198,37 @@ def checked_vector(value, shape, problem: Problem, option: str, what: str, allow
 # --- the public API ----------------------------------------------------------------
 
 
-def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str, ...],
+USER_CODE = ("select", "weights", "weights_prefix", "strict_weights")  # the keywords only user code takes
+
+
+def library_call(function, kwargs: Mapping[str, Any], run_names: tuple[str, ...],
                  differentiates_input: bool | None = None):
     """Split a library call's keywords: arrays and options build the problem,
     backend settings make the BackendOptions, ``run_names`` pass through
     (``differentiates_input``: as :func:`gradcli.problem.build_problem`'s).
+    User code also takes ``args`` (``{NAME: array}``, as ``--arg NAME=ARRAY``),
+    ``select``, ``weights``, ``weights_prefix`` and ``strict_weights``.
     Returns ``(problem, options, run)``."""
     from ..catalogue import array_arguments
+    from ..problem.function import user_function
 
     kw = dict(kwargs)
+    code = {name: kw.pop(name) for name in USER_CODE if name in kw}
+    named = dict(kw.pop("args", None) or {})
     arrays = {name: kw.pop(name) for name in array_arguments() if name in kw}
     run = {name: kw.pop(name) for name in run_names if name in kw}
+    if isinstance(run.get("max_memory"), str):  # "512MiB", as on the command line
+        from ..core.sizes import parse_size
+
+        run["max_memory"] = parse_size(run["max_memory"], "max_memory")
     options = BackendOptions(**{name: kw.pop(name) for name in ("device", "fd_method", "fd_step", "fd_dtype") if name in kw})
     wrt, dtype = kw.pop("wrt", "input"), kw.pop("dtype", None)  # None: float64, noting upcast float32 data
-    problem = build_problem(function, arrays, kw, wrt=wrt, dtype=dtype,
+    fn = user_function(function, arg_names=tuple(named), max_memory=run.get("max_memory", DEFAULT_MAX_MEMORY),
+                       **code)
+    taken = [name for name in named if name in arrays]
+    if taken:
+        raise UsageError(f"args: {taken[0]!r} is given twice (as a keyword and in args); give it once")
+    problem = build_problem(fn, {**arrays, **named}, kw, wrt=wrt, dtype=dtype,
                             allow_nonfinite=run.get("allow_nonfinite", False), differentiates_input=differentiates_input)
     return problem, options, run
 
@@ -189,10 +236,6 @@ def library_call(function: str, kwargs: Mapping[str, Any], run_names: tuple[str,
 def _run(quantity: Quantity, function: str, kwargs: Mapping[str, Any]) -> Result:
     problem, options, run = library_call(function, kwargs, ("backend", "layout", "cotangent", "tangent", "max_memory",
                                                             "allow_nonfinite", "verify_blocks", "eig"))
-    if isinstance(run.get("max_memory"), str):  # "512MiB", as on the command line
-        from ..core.sizes import parse_size
-
-        run["max_memory"] = parse_size(run["max_memory"], "max_memory")
     return solve(problem, quantity, options=options, **run)
 
 
@@ -209,8 +252,18 @@ def jacobian(function: str, **kwargs: Any) -> Result:
 
 
 def grad(function: str, **kwargs: Any) -> Result:
-    """The gradient of a scalar output, shaped like the ``wrt`` argument."""
-    return _run(Quantity.GRAD, function, kwargs)
+    """The gradient of a scalar output, shaped like the ``wrt`` argument. Several
+    arguments (``wrt="param:*"``, ``"input,param:fc.*"``): one joint vector in
+    ``value``, each argument's gradient by name in ``result.named()``."""
+    from ..problem.wrt import expand, is_list, names_input
+
+    wrt = kwargs.get("wrt", "input")
+    if not is_list(wrt):
+        return _run(Quantity.GRAD, function, kwargs)
+    run_names = ("backend", "max_memory", "allow_nonfinite")
+    problem, options, run = library_call(function, {**kwargs, "wrt": "input"}, run_names,
+                                         differentiates_input=names_input(wrt))
+    return solve_grads(problem, expand(problem.function, wrt), wrt, options=options, **run)
 
 
 def vjp(function: str, **kwargs: Any) -> Result:

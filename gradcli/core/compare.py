@@ -44,7 +44,7 @@ class Comparison:
     name: str
     ok: bool | None
     max_abs: float
-    max_rel: float
+    max_rel: float | None  # over the entries whose reference is above atol (None: none is; see meaningful_rel)
     worst_index: tuple[int, ...]
     mismatches: int
     seconds: float
@@ -78,6 +78,14 @@ def judged(comparison: Comparison, flagged: np.ndarray | None, what: str = "entr
     return replace(comparison, ok=None, inconclusive=reason)
 
 
+def meaningful_rel(rel: np.ndarray, reference_size: np.ndarray, atol: float) -> float | None:
+    """The largest relative error where the reference is above ``atol`` — elsewhere it is zero
+    within tolerance and a rounding difference divided by it reads as an alarm; None
+    when no entry is (a zero gradient)."""
+    shown = rel[reference_size > atol]
+    return float(shown.max()) if shown.size else None
+
+
 def compare(name: str, value: np.ndarray, reference: np.ndarray, atol: float, rtol: float, *, seconds: float,
             top: int, error: np.ndarray | None = None, kinks: np.ndarray | None = None) -> Comparison:
     value, reference = np.asarray(value, dtype=np.float64), np.asarray(reference, dtype=np.float64)
@@ -104,12 +112,11 @@ def compare(name: str, value: np.ndarray, reference: np.ndarray, atol: float, rt
         for idx in (tuple(int(i) for i in np.unravel_index(k, value.shape)) for k in order)
         if out[idx]
     )
-    finite_rel = rel[~kinks] if kinks.any() else rel
     return Comparison(
         name=name,
         ok=not out.any(),
         max_abs=float(np.where(kinks, 0.0, diff).max()) if diff.size else 0.0,
-        max_rel=float(finite_rel.max()) if finite_rel.size else 0.0,
+        max_rel=meaningful_rel(rel[~kinks], scale[~kinks], atol),
         worst_index=worst_index,
         mismatches=int(out.sum()),
         seconds=seconds,

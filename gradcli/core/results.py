@@ -69,10 +69,30 @@ class Result:
     nonsmooth: np.ndarray | None = None  # fd: entries where the steps did not converge (kink, jump, domain edge)
     vector: np.ndarray | None = None  # vjp: the cotangent v, jvp: the tangent t (so the result can be reproduced)
     spectrum: Any = None  # hessian --eig: a curvature.Spectrum (the K smallest and largest eigenvalues)
+    # ``wrt`` a joint flat vector of several arguments (--wrt 'param:*'): each piece's name and shape, in order
+    parts: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.value.shape)
+
+    def named(self) -> dict[str, np.ndarray]:
+        """The pieces of a joint vector by name (empty without ``parts``): the gradient,
+        vjp or hvp of each argument shaped like it (as its ``.grad``); a Jacobian's
+        ``output_shape + shape``; a Hessian's own block of each argument,
+        ``output_shape + shape + shape`` (the cross terms stay in ``value``). Views."""
+        if not self.parts or self.quantity is Quantity.JVP or self.value.shape[-1:] != self.wrt_shape[-1:]:
+            return {}
+        sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in self.parts]
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        pieces = {}
+        for (name, shape), a, b in zip(self.parts, starts[:-1], starts[1:]):
+            if self.quantity is Quantity.HESSIAN:
+                lead = self.value.shape[:-2]
+                pieces[name] = self.value[..., a:b, a:b].reshape(lead + shape + shape)
+            else:
+                pieces[name] = self.value[..., a:b].reshape(self.value.shape[:-1] + shape)
+        return pieces
 
     @property
     def nonfinite(self) -> int:

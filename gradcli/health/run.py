@@ -24,7 +24,8 @@ from .hooks import NORM_RANGE, Recorder
 from .origin import backward_culprit, nonfinite_parameter, trace_backward, trace_forward
 from .where import forward_location
 from .report import Flag, HealthReport, Origin, Phase, Thresholds
-from .step import Batch, parameters_of, roots_of, select, survey
+from .step import Batch, parameters_of, roots_of, survey
+from .step import select as select_leaves
 
 
 def parse_flags(value: str | Iterable[str | Flag] | None, option: str = "--fail-on") -> tuple[Flag, ...]:
@@ -85,12 +86,14 @@ def _float_kind(array) -> str | None:
 
 
 def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str = "param:*", cotangent=None,
-         seed: int = 0, dtype: str | None = None, device: str = "cpu",
-         allow_nonfinite: bool = False) -> tuple[Batch, Any]:
+         seed: int = 0, dtype: str | None = None, device: str = "cpu", allow_nonfinite: bool = False,
+         select: str | None = None, weights: str | None = None, weights_prefix: str | None = None,
+         strict_weights: bool = True) -> tuple[Batch, Any]:
     """The user's code bound to its batch, ready to step: ``(batch, problem)``.
-    ``function``: ``PATH.py:NAME``, or the Function it names; ``arrays``: the other arguments
-    by name (``--arg NAME=ARRAY``); ``cotangent``: an array, or a function of the output's
-    shape returning one."""
+    ``function``: ``PATH.py:NAME``, or the Function it names (as the CLI configured it);
+    ``arrays``: the other arguments by name (``--arg NAME=ARRAY``); ``cotangent``: an array,
+    or a function of the output's shape returning one; ``select``, ``weights``: as
+    :func:`gradcli.problem.function.user_function`'s."""
     import torch
 
     from ..compute.solve import checked_vector
@@ -105,9 +108,10 @@ def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str =
         raise UsageError(f"FUNCTION: health runs your model; {fn.name!r} is a built-in; give PATH.py:NAME naming "
                          "a torch.nn.Module (or a function calling one)")
     if isinstance(function, str):
-        fn = user_function(function, seed, tuple(arrays))
-    else:
-        fn.configure(seed=seed, names=tuple(arrays))
+        fn = user_function(function, seed, tuple(arrays), select=select, weights=weights,
+                           weights_prefix=weights_prefix, strict_weights=strict_weights)
+    else:  # configured already (the CLI: --select, --weights); the run's seed and argument names
+        fn.configure(seed=seed, names=tuple(arrays), select=select or fn.select)
     roots = roots_of(fn)
     work, notes = _working_dtype(roots, dtype)
     kinds = {_float_kind(a) for a in (input, target, *arrays.values()) if a is not None} - {None, work}
@@ -120,7 +124,7 @@ def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str =
     problem = build_problem(fn, {"input": input, "target": target, **arrays}, {}, wrt="input", dtype=work,
                             allow_nonfinite=allow_nonfinite, differentiates_input=names_input(wrt))
     tensors = {k: torch.from_numpy(np.array(v)).to(device) for k, v in problem.args.items()}
-    use_input, chosen = select(wrt, parameters_of(roots))
+    use_input, chosen = select_leaves(wrt, parameters_of(roots))
     leaves = {}
     if use_input:
         leaves["input"] = tensors["input"].requires_grad_(True)
@@ -312,11 +316,14 @@ OPTIONS = ("wrt", "cotangent", "lr", "explode", "vanish", "fail_on", "seed", "dt
 
 def health(function, *, input, target=None, wrt: str = "param:*", cotangent=None, lr: float | None = None,
            explode: float = 1e3, vanish: float = 1e-7, fail_on="nonfinite", seed: int = 0, dtype: str | None = None,
-           device: str = "cpu", allow_nonfinite: bool = False, diagnose: bool = True, **arrays) -> HealthReport:
+           device: str = "cpu", allow_nonfinite: bool = False, diagnose: bool = True, select: str | None = None,
+           weights: str | None = None, weights_prefix: str | None = None, strict_weights: bool = True,
+           **arrays) -> HealthReport:
     """The gradient health of a model on one batch: one forward and one backward,
     watched by hooks that leave both unchanged. Other keywords are arrays passed to
-    your code by name (``--arg NAME=ARRAY``). ``report.ok`` is False when a flag of
-    ``fail_on`` is raised::
+    your code by name (``--arg NAME=ARRAY``); ``select`` picks the loss in what the code
+    returns and ``weights`` loads trained weights first, as on the command line.
+    ``report.ok`` is False when a flag of ``fail_on`` is raised::
 
         report = gradcli.health("model.py:loss", input=x, target=t, lr=1e-3)
         report.flags, report.origin, [m.label for m in report.modules if m.flags]
@@ -325,5 +332,6 @@ def health(function, *, input, target=None, wrt: str = "param:*", cotangent=None
     failing = parse_flags(fail_on)
     rate = None if lr is None else positive(lr, "--lr")
     batch, problem = bind(function, input=input, target=target, arrays=arrays, wrt=wrt, cotangent=cotangent,
-                          seed=seed, dtype=dtype, device=device, allow_nonfinite=allow_nonfinite)
+                          seed=seed, dtype=dtype, device=device, allow_nonfinite=allow_nonfinite, select=select,
+                          weights=weights, weights_prefix=weights_prefix, strict_weights=strict_weights)
     return examine(batch, limits=limits, lr=rate, fail_on=failing, notes=problem.notes, diagnose=diagnose)

@@ -198,11 +198,13 @@ def open_regular(path: str | Path, option: str, fix: str = "give a regular file"
     return os.fdopen(fd, "rb")
 
 
-def _too_big(option: str, what: str, need: int, max_bytes: int) -> UsageError:
+def too_big(option: str, what: str, need: int, max_bytes: int, fix: str | None = None) -> UsageError:
+    """Exit 2: ``what`` needs ``need`` bytes, over ``max_bytes``; ``fix`` says what to do
+    (by default: a smaller array, or the --max-memory that would hold it)."""
     from ..core.sizes import format_bytes
 
     return UsageError(f"{option}: {what} needs {format_bytes(need)}, over {_limit_text(max_bytes)}; "
-                      f"use a smaller array or {_enough(need, max_bytes)}")
+                      f"{fix or 'use a smaller array or ' + _enough(need, max_bytes)}")
 
 
 def _enough(need: int, max_bytes: int) -> str:
@@ -238,7 +240,7 @@ def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) 
         raise UsageError(f"{option}: {name} is not a valid .npy file (shape {list(shape)}); re-save it with np.save")
     need = math.prod(shape) * dtype.itemsize
     if need > max_bytes:
-        raise _too_big(option, f"{name} (shape {list(shape)}, {dtype})", need, max_bytes)
+        raise too_big(option, f"{name} (shape {list(shape)}, {dtype})", need, max_bytes)
 
 
 def _read_header_3_0(handle: BinaryIO):
@@ -302,23 +304,30 @@ def _load_npz(path: Path, key: str | None, option: str, max_bytes: int) -> np.nd
 _PT_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8")
 
 
-def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
-    try:
-        import torch
-    except ImportError as err:
-        raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
+def bound_torch_file(path: Path, option: str, max_bytes: int, fix: str | None = None) -> None:
+    """Refuse a ``torch.save`` file whose bytes exceed ``max_bytes`` before ``torch.load`` reads it:
+    its size, and for the zip format the size of its entries unpacked (they may be deflated:
+    a 400 KB file holding 400 MB), read from the zip's directory alone."""
     if path.stat().st_size > max_bytes:
-        raise _too_big(option, str(path), path.stat().st_size, max_bytes)
+        raise too_big(option, str(path), path.stat().st_size, max_bytes, fix)
     import zipfile
 
-    if zipfile.is_zipfile(path):  # torch.save's format: entries may be deflated, a 400 KB file holding 400 MB
+    if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 unpacked = sum(info.file_size for info in archive.infolist())
         except (zipfile.BadZipFile, ValueError):
             unpacked = 0  # torch.load says what is wrong with it
         if unpacked > max_bytes:
-            raise _too_big(option, f"{path} (unpacked)", unpacked, max_bytes)
+            raise too_big(option, f"{path} (unpacked)", unpacked, max_bytes, fix)
+
+
+def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
+    try:
+        import torch
+    except ImportError as err:
+        raise UsageError(f"{option}: reading {path} needs torch, which is not installed; save the tensor as .npy instead") from err
+    bound_torch_file(path, option, max_bytes)
     try:
         with warnings.catch_warnings():  # torch warns on stderr about what it refuses; our message says it
             warnings.simplefilter("ignore")
@@ -347,7 +356,7 @@ def _dense_array(torch, obj, path: Path, option: str, max_bytes: int) -> np.ndar
     # to 10^9 (stride 0) is a 1 KB file. Its own size is what every later copy takes.
     need = obj.numel() * obj.element_size()
     if need > max_bytes:
-        raise _too_big(option, f"{path} (shape {list(obj.shape)}, {str(obj.dtype).removeprefix('torch.')})", need,
+        raise too_big(option, f"{path} (shape {list(obj.shape)}, {str(obj.dtype).removeprefix('torch.')})", need,
                        max_bytes)
     if obj.is_complex():
         raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
@@ -422,7 +431,7 @@ _JSON_DTYPES = ("float64", "float32", "float16", "int64", "int32", "int16", "int
 
 def _check_json_size(length: int, option: str, source: str, max_bytes: int) -> None:
     if length * JSON_MEMORY_FACTOR > max_bytes:
-        raise _too_big(option, f"{source} ({length} bytes of JSON, parsed at up to {JSON_MEMORY_FACTOR} bytes a byte)",
+        raise too_big(option, f"{source} ({length} bytes of JSON, parsed at up to {JSON_MEMORY_FACTOR} bytes a byte)",
                        length * JSON_MEMORY_FACTOR, max_bytes)
 
 

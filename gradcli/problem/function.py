@@ -57,24 +57,31 @@ def lookup(name: str) -> Function:
     raise UsageError(f"FUNCTION: unknown function {name!r}; {hint}`gradcli functions` lists them all")
 
 
-def user_function(name: str, seed: int, arg_names: tuple[str, ...]):
-    """``name`` looked up; user code learns the run's ``--seed`` and ``--arg``
-    names. ``--arg`` on a built-in is refused."""
-    function = lookup(name)
-    if hasattr(function, "configure"):
-        for name in arg_names:
-            signature = function.signature
-            if name in signature.positional[:2]:  # forward(self, x, mask=None): -t fills the mask, by position
-                position = signature.positional.index(name)
-                option = ("-x/--input", "-t/--target")[position]
-                raise UsageError(f"--arg {name}: {name} is the {('first', 'second')[position]} positional parameter "
-                                 f"of {function.name}{signature.text}, which {option} fills whatever its name; "
-                                 f"give it with {option.split('/')[0]} ARRAY")
-            if not signature.accepts(name):
-                raise UsageError(f"--arg {name}: {function.name}{function.signature.text} has no parameter {name!r}; "
-                                 f"it takes {', '.join(o for o, _ in function.signature.mapping())}")
-        function.configure(seed=seed, names=arg_names)
-    elif arg_names:
-        raise UsageError(f"--arg {arg_names[0]}: only user code (PATH.py:NAME, .pt, .pt2) takes --arg; "
-                         f"{function.name} takes {', '.join(a.option for a in function.arrays)}")
+def user_function(name: str, seed: int = 0, arg_names: tuple[str, ...] = (), *, select: str | None = None,
+                  weights: str | None = None, weights_prefix: str | None = None, strict_weights: bool = True,
+                  max_memory: int = 2**31):
+    """``name`` looked up; user code learns the run's ``--seed``, ``--arg`` names and
+    ``--select``, and gets ``--weights`` loaded (bounded by ``max_memory``). These
+    options on a built-in are refused."""
+    function = lookup(name) if isinstance(name, str) else name
+    if not hasattr(function, "configure"):
+        user_only = {f"--arg {arg_names[0]}" if arg_names else "--arg": bool(arg_names), "--select": select,
+                     "--weights": weights, "--weights-prefix": weights_prefix}
+        for option in (o for o, value in user_only.items() if value is not None and value is not False):
+            raise UsageError(f"{option}: only user code (PATH.py:NAME, .pt, .pt2) takes it; {function.name} is a "
+                             f"built-in, which takes {', '.join(a.option for a in function.arrays)}")
+        return function
+    signature = function.signature
+    for arg in arg_names:
+        if signature.filled_by(arg) == "input":  # forward(self, x, ...): -x fills x, whatever its name
+            raise UsageError(f"--arg {arg}: {arg} is the first positional parameter of {function.name}"
+                             f"{signature.text}, which -x/--input fills whatever its name; give it with -x ARRAY")
+        if not signature.accepts(arg):
+            raise UsageError(f"--arg {arg}: {function.name}{signature.text} has no parameter {arg!r}; "
+                             f"it takes {', '.join(o for o, _ in signature.mapping())}")
+    if weights_prefix is not None and weights is None:
+        raise UsageError("--weights-prefix: strips a prefix of the keys of --weights; give --weights PATH too")
+    function.configure(seed=seed, names=arg_names, select=select)
+    if weights is not None:
+        function.load_weights(weights, prefix=weights_prefix, strict=strict_weights, max_bytes=max_memory)
     return function

@@ -70,6 +70,13 @@ class Problem:
     def input_shape(self) -> tuple[int, ...]:
         return self.args["input"].shape
 
+    @property
+    def parts(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``wrt`` several parameters joined (``param:*``, ``param:a,b``): each one's name and shape."""
+        if not self.wrt.startswith("param:") or not hasattr(self.function, "parts"):
+            return ()
+        return self.function.parts(self.wrt[len("param:"):])
+
     def kernel(self, budget: int | None = None) -> RowKernel | GeneralKernel:
         """The NumPy kernel of this view (computed once per bound function);
         ``budget``: ``--max-memory`` for user code's batched evaluations."""
@@ -184,11 +191,14 @@ def build_problem(
         if arg.required and arg.name not in args:
             raise UsageError(f"{arg.option}: missing; {fn.name} needs this array ({arg.help}); "
                              "give it as a file, JSON or generator")
+    wrt = joined(fn, wrt, args) if "," in wrt else user_wrt(fn, wrt, args)
     if wrt.startswith("param:"):
         args[wrt] = fn.parameter_array(wrt[len("param:"):]).astype(work, copy=False)  # a new array already
     for array in args.values():
         array.flags.writeable = False
     _refuse_foreign_options(fn, params or {})
+    if wrt.startswith("act:"):
+        args[wrt] = _readonly(activation(fn, wrt, args, work))
     try:
         bound = fn.bind(args, dict(params or {}), dtype=work)
     except UserCodeError as err:
@@ -200,14 +210,63 @@ def build_problem(
             bound = _bind_float_input(fn, args, params, work, notes, err)
         else:
             # integers converted to be differentiated: token ids for an nn.Embedding, whose code then fails
+            found = fn.embeddings() if hasattr(fn, "embeddings") else []
+            if found:  # token ids: the refusal says where they become floats
+                raise UsageError(f"--wrt input: --input holds integer ids, which {fn.name} embeds "
+                                 f"({', '.join(found[:3])}) and which cannot be differentiated; "
+                                 f"{integer_ids_fix(fn)}") from None
             raise UsageError(f"--wrt input: --input holds integers, converted to {work} to be differentiated, and "
-                             f"then {err}; to differentiate w.r.t. a model's parameters use --wrt param:NAME (the "
-                             "input stays integer)") from None
+                             f"then {err}; {integer_ids_fix(fn)}") from None
     allowed = bound.differentiable()
     if wrt not in allowed:
         raise UsageError(wrt_message(fn, wrt, args, allowed))
     return Problem(bound=bound, wrt=wrt, dtype=work, rows=bound.row_layout(wrt),
                    notes=tuple(notes) + bound.notes + bound.wrt_notes(wrt))
+
+
+def integer_ids_fix(fn: Function) -> str:
+    """What to differentiate instead of integer ids: the embeddings they select (input
+    saliency, ``--wrt act:...``) or the parameters (the ids stay integer constants)."""
+    found = fn.embeddings() if hasattr(fn, "embeddings") else []
+    if found:
+        return (f"integer ids are constants, their embeddings are not: --wrt act:{found[0]} differentiates w.r.t. the "
+                f"output of that embedding (input saliency); --wrt param:NAME w.r.t. a parameter")
+    return "to differentiate w.r.t. a model's parameters use --wrt param:NAME (the input stays integer)"
+
+
+def user_wrt(fn: Function, wrt: str, args: Mapping[str, np.ndarray]) -> str:
+    """``--wrt NAME`` in your code's own words: its first positional parameter's name is
+    ``input``, its second's ``target`` (when ``-t`` gave it), and a module parameter's
+    name alone is ``param:NAME``; anything else as written."""
+    if fn.closed_form or wrt in args or ":" in wrt:
+        return wrt
+    alias = fn.argument(wrt) if hasattr(fn, "argument") else wrt
+    if alias in args or alias == "input":
+        return alias
+    if wrt in (fn.parameters() if hasattr(fn, "parameters") else {}):
+        return f"param:{wrt}"
+    return wrt
+
+
+def joined(fn: Function, wrt: str, args: Mapping[str, np.ndarray]) -> str:
+    """A comma list of parameters (``param:fc.weight,param:fc.bias``, globs too) as one joint
+    argument, ``param:fc.weight,fc.bias``; a list naming anything else is refused here (grad
+    and check give one result per argument; the other commands take one argument)."""
+    names = [user_wrt(fn, part.strip(), args) for part in wrt.split(",") if part.strip()]
+    if names and all(n.startswith("param:") for n in names):
+        return "param:" + ",".join(n[len("param:"):] for n in names)
+    others = [n for n in names if not n.startswith("param:")]
+    raise UsageError(f"--wrt {wrt}: several arguments ({', '.join(others)} beside parameters) are one result each "
+                     "with grad and check; this command takes one argument, or parameters joined (param:a,param:b, "
+                     "'param:*')")
+
+
+def activation(fn: Function, wrt: str, args: Mapping[str, np.ndarray], work: np.dtype) -> np.ndarray:
+    """``act:MODULE``: the submodule's output at ``args`` in the working dtype (user code only)."""
+    if not hasattr(fn, "activation_array"):
+        raise UsageError(f"--wrt {wrt}: {fn.name} is a built-in; act:MODULE names a submodule of your "
+                         "torch.nn.Module (PATH.py:NAME)")
+    return fn.activation_array(wrt[len("act:"):], args, work).astype(work, copy=False)
 
 
 def _refuse_foreign_options(fn: Function, params: Mapping[str, Any]) -> None:
@@ -282,6 +341,10 @@ def wrt_message(fn: Function, wrt: str, args, allowed) -> str:
         return (f"--wrt {wrt}: {option} holds {what}, which cannot be differentiated "
                 f"(torch: only floating point tensors can require gradients); "
                 f"give {fix} to differentiate w.r.t. it, or use --wrt {allowed[0]}")
-    if wrt in {a.name for a in fn.arrays}:
+    arrays = {a.name: a for a in fn.arrays}
+    if wrt in arrays and wrt not in args:
+        option = arrays[wrt].option.removesuffix("=ARRAY")
+        return f"--wrt {wrt}: {wrt} is not given; give its value with {option} ARRAY to differentiate w.r.t. it"
+    if wrt in arrays:
         return f"--wrt {wrt}: {fn.name} is not differentiated w.r.t. {wrt} here; choose from {choices}"
     return f"--wrt: {wrt!r} is not an argument of {fn.name}; choose from {choices}"

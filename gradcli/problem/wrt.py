@@ -10,7 +10,7 @@ import dataclasses
 import fnmatch
 
 from ..core.errors import UsageError
-from .problem import Problem, wrt_message
+from .problem import Problem, activation, user_wrt, wrt_message
 
 GLOB_CHARS = "*?["
 
@@ -52,14 +52,22 @@ def expand(function, text: str) -> list[str]:
 
 def retarget(problem: Problem, names: list[str]) -> list[Problem]:
     """The same problem differentiated w.r.t. each of ``names``: module parameters
-    join the arguments as ``param:NAME`` (every one in one binding, so the
-    function is bound once), each validated as ``build_problem`` does."""
+    and submodule outputs join the arguments as ``param:NAME`` and ``act:MODULE``
+    (every one in one binding, so the function is bound once), each validated as
+    ``build_problem`` does."""
     args = dict(problem.args)
+    names = list(dict.fromkeys(user_wrt(problem.function, n, args) for n in names))
     for wrt in names:
-        if wrt.startswith("param:") and wrt not in args:
+        if wrt in args:
+            continue
+        if wrt.startswith("param:"):
             array = problem.function.parameter_array(wrt[len("param:"):]).astype(problem.dtype)
-            array.flags.writeable = False
-            args[wrt] = array
+        elif wrt.startswith("act:"):
+            array = activation(problem.function, wrt, problem.args, problem.dtype)
+        else:
+            continue
+        array.flags.writeable = False
+        args[wrt] = array
     bound = problem.bound if len(args) == len(problem.args) else problem.bound.rebind(args)
     allowed = bound.differentiable()
     problems = []

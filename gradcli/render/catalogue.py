@@ -13,11 +13,14 @@ from ..catalogue import Function, catalogue
 from ..problem.function import lookup
 
 
-def entry_to_dict(fn: Function) -> dict[str, Any]:
+def entry_to_dict(fn: Function, submodules=None) -> dict[str, Any]:
+    """``submodules``: ``[(name, class, output shape or None)]`` of your code's module."""
     parameters = fn.parameters() if hasattr(fn, "parameters") else {}
     signature = getattr(fn, "signature", None)
     return {
         **({"parameters": {name: list(shape) for name, shape in parameters.items()}} if parameters else {}),
+        **({"submodules": [{"name": n, "class": c, **({"output": o} if o is not None else {})}
+                           for n, c, o in submodules]} if submodules else {}),
         **({"signature": signature.text, "mapping": dict(signature.mapping())} if signature else {}),
         "name": fn.name,
         "summary": fn.summary,
@@ -29,14 +32,16 @@ def entry_to_dict(fn: Function) -> dict[str, Any]:
     }
 
 
-def catalogue_to_dict(name: str | None = None) -> dict[str, Any]:
-    entries = [lookup(name)] if name else list(catalogue().values())
-    return {"schema": "gradcli/1", "command": "functions", "functions": [entry_to_dict(fn) for fn in entries]}
+def catalogue_to_dict(name: str | None = None, function: Function | None = None, submodules=None) -> dict[str, Any]:
+    """``function``: ``name`` already looked up (your code, with its ``submodules``)."""
+    entries = [function or lookup(name)] if name else list(catalogue().values())
+    return {"schema": "gradcli/1", "command": "functions",
+            "functions": [entry_to_dict(fn, submodules) for fn in entries]}
 
 
-def render_catalogue(name: str | None = None) -> RenderableType:
+def render_catalogue(name: str | None = None, function: Function | None = None, submodules=None) -> RenderableType:
     if name:
-        return render_entry(lookup(name))
+        return render_entry(function or lookup(name), submodules)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("function", "arrays", "options (default)", "Jacobian structure"):
         table.add_column(column)
@@ -47,7 +52,7 @@ def render_catalogue(name: str | None = None) -> RenderableType:
     return Group(table, Text("`gradcli functions NAME` shows the formulas; ? marks an optional array.", style="dim"))
 
 
-def render_entry(fn: Function) -> RenderableType:
+def render_entry(fn: Function, submodules=None) -> RenderableType:
     parts: list[RenderableType] = [Text(fn.name, style="bold"), Text(fn.summary), Text()]
     signature = getattr(fn, "signature", None)
     if signature is not None:  # user code: how the options reach its parameters
@@ -79,6 +84,15 @@ def render_entry(fn: Function) -> RenderableType:
         table.add_column("shape", justify="right")
         for name, shape in parameters.items():
             table.add_row(Text(name), str(list(shape)))
+        parts.append(table)
+    if submodules:
+        shown = any(o is not None for _, _, o in submodules)
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, title="submodules (--wrt act:NAME: its output)" + (
+            "" if shown else "; give -x to see their output shapes"), title_justify="left")
+        for column in ("name", "class") + (("output",) if shown else ()):
+            table.add_column(column)
+        for name, kind, output in submodules:
+            table.add_row(Text(name), Text(kind), *((Text(output),) if shown else ()))
         parts.append(table)
     parts += [Text(), Text("formulas", style="bold")]
     parts += [Text(f"  {line}") for line in fn.formulas]

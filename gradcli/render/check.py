@@ -11,6 +11,10 @@ from ..core.options import CheckMode
 from ..core.results import CheckReport
 from .table import seconds_text
 
+# Shown under a table where a max rel err is "-" (core.compare.meaningful_rel).
+REL_NOTE = ("max rel err -: no reference entry is above atol (a zero gradient), and a rounding difference divided by "
+            "~0 means nothing; the absolute error decides")
+
 
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2e}"
@@ -71,6 +75,8 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
                       str(c.mismatches) + (f" (+{c.kink_entries} {kinks})" if c.kink_entries else ""),
                       _num(c.error_estimate), *([seconds_text(c.seconds)] if timing else []))
     parts: list[RenderableType] = [head, tolerance, Text(), table]
+    if any(c.skipped is None and c.max_rel is None and c.max_abs > 0 for c in report.backends):
+        parts.append(Text(REL_NOTE, style="dim"))
     if report.top:
         parts += [Text(), Text(f"worst entries out of tolerance (value: the backend's; reference: {report.reference.value}'s)",
                                style="bold")]

@@ -19,8 +19,9 @@ from .samples import samples_to_dict
 def prepare_result(path: Path, result: Result, *, timing: bool = True, stream: NpyStream | None = None,
                    total_seconds=None) -> Pending:
     """The file for ``-o``, written but not yet published. ``.npy``: the value;
-    ``.npz``: value, output, the vjp/jvp vector (``cotangent``/``tangent``) and
-    fd's ``error``; ``.json``: the --json document, streamed. A value already
+    ``.npz``: value, output, the vjp/jvp/hvp vector (``cotangent``/``tangent``),
+    fd's ``error``, and for several arguments joined (``--wrt 'param:*'``) each
+    one's piece under its name (``param:fc.weight``; a Hessian's own block); ``.json``: the --json document, streamed. A value already
     streamed into ``stream``'s file is only flushed."""
     if stream is not None and stream.holds(result.value):
         stream.array.flush()
@@ -38,6 +39,7 @@ def prepare_result(path: Path, result: Result, *, timing: bool = True, stream: N
                 arrays["error"] = result.error
             if result.nonsmooth is not None:  # fd: entries whose differences did not converge
                 arrays["nonsmooth"] = result.nonsmooth
+            arrays.update(result.named())  # several arguments joined: each one's piece under its name
             np.savez(handle, **arrays)
         else:
             text = io.TextIOWrapper(handle, encoding="utf-8")

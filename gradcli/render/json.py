@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core.options import Quantity
 from ..core.results import CheckReport, Result, count_nonfinite
 
 SCHEMA = "gradcli/1"
@@ -50,7 +51,12 @@ def result_to_dict(result: Result, *, timing: bool = True, value: bool = True,
     if result.layout is not None:
         doc["layout"] = result.layout.value
     doc["shape"] = list(result.shape)
-    if value:
+    if result.parts:  # several arguments joined in one flat vector: each one's name and shape, in order
+        doc["parts"] = [{"wrt": name, "shape": list(shape)} for name, shape in result.parts]
+    named = result.named() if result.quantity in (Quantity.GRAD, Quantity.VJP) else {}
+    if value and named:  # one result per argument, shaped like it (as grad --per-sample and check give)
+        doc["results"] = [{"wrt": name, "shape": list(a.shape), "value": a} for name, a in named.items()]
+    elif value:
         doc["value"] = result.value
     doc["output"] = result.output
     if result.vector is not None:  # vjp/jvp: the vector used, so the result can be reproduced

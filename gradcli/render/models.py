@@ -18,8 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.options import CheckMode
-from .check import render_report, result_text, top_table, verdict_text
+from .check import REL_NOTE, render_report, result_text, top_table, verdict_text
 from .json import _finite_or_none, report_to_dict
+from .names import Name, NamesFirst
 from .table import seconds_text
 
 MAX_ROWS = 24  # argument × backend rows shown before the passing ones are summarised
@@ -105,6 +106,8 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts: list[RenderableType] = [render_report(model.results[0], timing=timing, mode_line=tolerance_line(model))]
     else:
         parts = [_head(model, timing), tolerance_line(model), Text(), _arguments_table(model, timing)]
+        if any(c.skipped is None and c.max_rel is None and c.max_abs > 0 for c in model.backends):
+            parts.append(Text(REL_NOTE, style="dim"))
         for r in model.results:
             if r.ok is False and r.top:
                 parts += [Text(), Text(f"{r.wrt}: worst out of tolerance (value: the backend's; reference: "
@@ -114,7 +117,8 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
         unjudged = {(c.name, c.inconclusive) for r in model.results for c in r.backends if c.inconclusive}
         parts += [Text(f"inconclusive {name}: {why}", style="yellow") for name, why in sorted(unjudged)]
-        parts += [Text(f"note: {n}", style="yellow") for r in model.results for n in r.notes]
+        parts += [Text(f"note: {n}", style="yellow")  # (each argument's notes: the shared ones said once)
+                  for n in dict.fromkeys(n for r in model.results for n in r.notes)]
     for r in model.results:
         if r.taylor is not None and len(model.results) == 1:
             parts.append(Text(f"Taylor test: observed order {_order(r.taylor.order)} "
@@ -140,34 +144,42 @@ def _head(model, timing: bool) -> Text:
     return head
 
 
-def _arguments_table(model, timing: bool) -> Table:
+def _arguments_table(model, timing: bool) -> RenderableType:
+    """One row per argument and backend, failing arguments first; the names never cut (:class:`NamesFirst`)."""
     taylor = any(r.taylor is not None for r in model.results)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
-    columns = ["argument", "shape", "backend", "result", "max abs err", "max rel err", "worst", "mismatches",
-               "fd error est.", *(["taylor order"] if taylor else []), *(["time"] if timing else [])]
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("argument", "backend", "result", "shape") else "right")
+    # headers on two lines: the numbers are narrower than their names, and the names need the room
+    columns = ["argument", "shape", "backend", "result", "max abs\nerr", "max rel\nerr", "worst", "mis-\nmatches",
+               "fd error\nest.", *(["taylor\norder"] if taylor else []), *(["time"] if timing else [])]
     ordered = sorted(model.results, key=lambda r: {False: 0, None: 1, True: 2}[r.ok])  # failing first
     rows = [(r, c) for r in ordered for c in (r.backends or (None,))]
     shown = rows[:MAX_ROWS]  # failing arguments first, so a cut drops passing ones
-    for r, c in shown:
-        order = [_order(r.taylor.order) if r.taylor is not None else "-"] if taylor else []
-        if c is None:
-            table.add_row(r.wrt, str(list(r.shape)), "-", "-", "-", "-", "-", "-", "-", *order, *(["-"] if timing else []))
-        elif c.skipped is not None:
-            table.add_row(r.wrt, str(list(r.shape)), c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-",
-                          *order, *(["-"] if timing else []))
-        else:
-            result = result_text(c)
-            table.add_row(r.wrt, str(list(r.shape)), c.name, result, _num(c.max_abs), _num(c.max_rel),
-                          str(list(c.worst_index)), str(c.mismatches) + (f" (+{c.kink_entries} non-smooth)"
-                                                                         if c.kink_entries else ""),
-                          _num(c.error_estimate), *order, *([seconds_text(c.seconds)] if timing else []))
     hidden = {r.wrt for r, _ in rows} - {r.wrt for r, _ in shown}
-    if hidden:
-        table.add_row(f"… {len(hidden)} more arguments, all ok", "", "", "", "", "", "", "", "",
-                      *([""] if taylor else []), *([""] if timing else []))
-    return table
+
+    def build(cell) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        for column in columns:
+            table.add_column(column, no_wrap=column != "argument",
+                             justify="left" if column in ("argument", "backend", "result", "shape") else "right")
+        for r, c in shown:
+            order = [_order(r.taylor.order) if r.taylor is not None else "-"] if taylor else []
+            if c is None:
+                table.add_row(cell(r.wrt), str(list(r.shape)), "-", "-", "-", "-", "-", "-", "-", *order,
+                              *(["-"] if timing else []))
+            elif c.skipped is not None:
+                table.add_row(cell(r.wrt), str(list(r.shape)), c.name, Text("skipped", style="yellow"), "-", "-", "-",
+                              "-", "-", *order, *(["-"] if timing else []))
+            else:
+                result = result_text(c)
+                table.add_row(cell(r.wrt), str(list(r.shape)), c.name, result, _num(c.max_abs), _num(c.max_rel),
+                              str(list(c.worst_index)), str(c.mismatches) + (f" (+{c.kink_entries} non-smooth)"
+                                                                             if c.kink_entries else ""),
+                              _num(c.error_estimate), *order, *([seconds_text(c.seconds)] if timing else []))
+        if hidden:
+            table.add_row(f"… {len(hidden)} more arguments, all ok", "", "", "", "", "", "", "", "",
+                          *([""] if taylor else []), *([""] if timing else []))
+        return table
+
+    return NamesFirst(build, [r.wrt for r, _ in shown])
 
 
 def _modules(modules) -> RenderableType:
@@ -177,13 +189,15 @@ def _modules(modules) -> RenderableType:
                     else "none is wrong on its own"), style="bold red" if blamed else "bold")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     for column in ("module", "class", "defined at", "result", "autograd vᵀJu", "fd vᵀJu", "fd error est."):
-        table.add_column(column, justify="left" if column in ("module", "class", "defined at", "result") else "right")
+        table.add_column(column, justify="left" if column in ("module", "class", "defined at", "result") else "right",
+                         overflow="fold" if column == "defined at" else "ellipsis",
+                         no_wrap=column not in ("module", "defined at"))
     shown = [m for m in modules if not m.ok] + [m for m in modules if m.ok][: max(0, 12 - len(blamed))]
     for m in shown:
         result = (Text("WRONG", style="bold red") if m.blamed else
                   Text("non-smooth (a kink: not judged)", style="yellow") if m.nonsmooth else
                   Text("contains a wrong module", style="yellow") if not m.ok else Text("ok", style="green"))
-        table.add_row(m.path, m.cls, m.where, result, f"{m.value:.6g}", f"{m.reference:.6g}", _num(m.error_estimate))
+        table.add_row(Name(m.path), m.cls, m.where, result, f"{m.value:.6g}", f"{m.reference:.6g}", _num(m.error_estimate))
     if len(shown) < len(modules):
         table.add_row(f"… {len(modules) - len(shown)} more, all ok", "", "", "", "", "", "")
     return Group(title, table)

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ..compute.per_sample import SampleGrads
 from .json import SCHEMA, array_to_json
+from .names import count_of
 from .table import NumberFormat, array_view
 
 
@@ -38,7 +39,7 @@ def render_samples(res: SampleGrads, *, precision: int = 4, summarize: bool = Tr
     b = res.input_shape[0]
     title = Text()
     title.append(f"per-sample {'gradient norms' if res.grads is None else 'gradients'} of {res.function}", style="bold")
-    title.append(f" · autograd · {res.dtype} · {b} samples · w.r.t. {', '.join(res.wrt)}")
+    title.append(f" · autograd · {res.dtype} · {b} samples · w.r.t. {count_of(res.wrt, what='parameters')}")
     if timing:
         title.append(f" · {res.seconds:.3g} s", style="dim")
     parts: list[RenderableType] = [title, Text()]

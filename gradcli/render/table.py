@@ -27,8 +27,9 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from ..core.options import Layout
+from ..core.options import Layout, Quantity
 from ..core.results import Result, chunks
+from .names import NamesFirst
 
 # What a character the output stream cannot encode becomes (PYTHONIOENCODING=ascii, a latin-1 terminal):
 # the ASCII it stands for, else a backslash escape (a file name's undecodable bytes, held as surrogates,
@@ -72,6 +73,9 @@ ELLIPSIS = "…"
 # Memory to render one entry of a table (--no-summarize): its text, the cell, and
 # rich's segments while the table is laid out (measured: ~250 bytes).
 TABLE_BYTES_PER_ENTRY = 400
+# Quantities whose joint vector over several arguments is shown one argument at a time (a Hessian's joint
+# matrix keeps its cross terms whole; -o .npz also holds each argument's own block).
+PER_ARGUMENT = (Quantity.GRAD, Quantity.VJP, Quantity.HVP)
 
 
 class NumberFormat:
@@ -134,6 +138,7 @@ class MatrixView:
         self.m2, self.labels, self.columns, self.cells = m2, labels, columns, cells
         self.title, self.elided = title, elided
         self.label_width = max((len(label or ELLIPSIS) for label in labels), default=0)
+        self._widths: dict[tuple, int] = {}  # natural width by the columns shown: rich measures a table in full
 
     def _width(self, c: int | None) -> int:
         texts = [ELLIPSIS] if c is None else [str(c), *(_plain(self.cells[r, c]) for r, label in enumerate(self.labels)
@@ -187,8 +192,12 @@ class MatrixView:
         return Measurement(min(least, full), full).clamp(max_width=options.max_width)
 
     def _natural_width(self, console: Console, options: ConsoleOptions, columns: list[int | None]) -> int:
-        """The table's width with nothing cut (Measurement.get clamps to the width it is given)."""
-        return Measurement.get(console, options.update_width(1 << 20), self._table(columns)).maximum
+        """The table's width with nothing cut (Measurement.get clamps to the width it is given); measured
+        once per set of columns (a table is measured by Columns, its Group and itself: each a full pass)."""
+        key = tuple(columns)
+        if key not in self._widths:
+            self._widths[key] = Measurement.get(console, options.update_width(1 << 20), self._table(columns)).maximum
+        return self._widths[key]
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         columns = self._fitting(console, options)
@@ -331,10 +340,13 @@ def render_body(result: Result, *, precision: int = 4, summarize: bool = True, e
     big = summarize and value.size > THRESHOLD
     fmt = NumberFormat(value, precision, heatmap)
     elided = ElidedColumns()
+    named = result.named() if result.quantity in PER_ARGUMENT else {}
     if result.layout is Layout.BLOCKS:
         # blocks: (*rows, *out_block, C); user code's per-sample blocks: (B, *out, *in)
         rows = result.shape[: result.batch_axes]
         view = blocks_view(value, rows, fmt, big, elided)
+    elif named:
+        view = parts_view(named, precision, summarize, heatmap, elided)
     else:
         view = array_view(value, fmt, big, elided=elided)
     parts: list[RenderableType] = []
@@ -343,7 +355,7 @@ def render_body(result: Result, *, precision: int = 4, summarize: bool = True, e
     if result.output.size <= SMALL_OUTPUT:
         output = Group(Text(f"output: {result.function}(...)", style="bold"),
                        array_view(result.output, NumberFormat(result.output, precision), False, elided=elided))
-        beside = value.ndim <= 2 and result.layout is not Layout.BLOCKS
+        beside = value.ndim <= 2 and result.layout is not Layout.BLOCKS and not named
         parts += [Columns([view, output], padding=(0, 6))] if beside else [view, Text(), output]
     else:
         parts.append(view)
@@ -367,6 +379,29 @@ def render_body(result: Result, *, precision: int = 4, summarize: bool = True, e
         parts.append(Text())
         parts += [Text(f"note: {note}", style="yellow") for note in result.notes]
     return Group(*parts)
+
+
+def parts_view(named: dict[str, np.ndarray], precision: int, summarize: bool, heatmap: bool,
+               elided: ElidedColumns) -> RenderableType:
+    """Several arguments' results (``grad --wrt 'param:*'``): a table of their names, shapes
+    and norms, then each one's value, shaped like the argument (as its ``.grad``)."""
+    def build(cell) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+        for column in ("argument", "shape", "norm", "max |value|"):
+            table.add_column(column, justify="left" if column in ("argument", "shape") else "right",
+                             no_wrap=column != "argument")
+        for name, a in named.items():
+            stats = Stats.of(a)
+            table.add_row(cell(name), _shape(a.shape), f"{float(np.linalg.norm(a.reshape(-1))):.{precision}g}",
+                          f"{stats.max_abs:.{precision}g}")
+        return table
+
+    pieces: list[RenderableType] = [NamesFirst(build, list(named)), Text()]
+    for name, a in named.items():
+        pieces += [Text(f"{name}  {_shape(a.shape)}", style="bold"),
+                   array_view(a, NumberFormat(a, precision, heatmap), summarize and a.size > THRESHOLD, elided=elided),
+                   Text()]
+    return Group(*pieces)
 
 
 def spectrum_text(spectrum) -> Text:

@@ -6,8 +6,10 @@ loads) only because the user named it. ``--input`` is its first positional
 argument and ``--target`` its second, so a custom loss ``def loss(input,
 target)`` works with integer targets that are never differentiated. How the options map to its parameters:
 :mod:`.signature` (``--input`` first, ``--target`` second, ``--arg NAME=ARRAY``
-by name); training-mode modules: :mod:`.training`. There is no closed form: the torch backends and fd
-(evaluated under ``no_grad``) apply.
+by name); training-mode modules: :mod:`.training`; what it returns, picked by
+``--select``: :mod:`.outputs`; trained weights (``--weights``): :mod:`.weights`;
+a submodule's output as the argument (``--wrt act:MODULE``): :mod:`.submodules`.
+There is no closed form: the torch backends and fd (evaluated under ``no_grad``) apply.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from ..core.errors import BackendError, GradcliError, UsageError, UserCodeError
 from ..core.rows import has_batch_axis, output_gap
 from ..core.rowform import GeneralKernel, RowKernel, RowLayout
 from .activations import points_per_call
+from . import submodules
+from .outputs import refuse_several, select
 from ..catalogue.base import Bound, Function, Structure
 from ..catalogue.registry import array_arguments
 from .signature import NamedArray, read_signature
@@ -68,7 +72,8 @@ def running_user_code(path: Path):
     before = set(threading.enumerate())
     pid = os.getpid()
     try:
-        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _same_signal_handlers(), _own_modules(path):
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _same_signal_handlers(), _own_modules(path), \
+                _logging_quiet_on_error():
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
@@ -154,6 +159,21 @@ def _same_signal_handlers():
         for sig, handler in saved.items():
             if handler is not None and signal.getsignal(sig) is not handler:
                 signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _logging_quiet_on_error():
+    """A log record your code's libraries cannot write (a handler holding a stream that was
+    closed since: transformers binds standard error once, at its first warning) is dropped,
+    not reported as "--- Logging error ---" with a traceback amid gradcli's output."""
+    import logging
+
+    saved = logging.raiseExceptions
+    logging.raiseExceptions = False
+    try:
+        yield
+    finally:
+        logging.raiseExceptions = saved
 
 
 @contextlib.contextmanager
@@ -349,12 +369,25 @@ class UserFunction(Function):
         self.seed = 0  # dropout's mask is drawn after torch.manual_seed(seed) at every call
         self.modes: Modes | None = None  # training-mode modules, found by the first bind
         self._running = False  # inside running(): calls skip their own guards
+        self.select: str | None = None  # --select: the path to the tensor differentiated in what the code returns
+        self.loaded: tuple[str, ...] = ()  # notes on the weights loaded (--weights)
+        self.anchors: dict[str, np.ndarray] = {}  # act:NAME -> the activation recorded (submodules.replacing)
 
-    def configure(self, seed: int = 0, names: tuple[str, ...] = ()) -> None:
-        """The run's ``--seed``, and ``--arg`` names a ``**kwargs`` signature takes."""
+    def configure(self, seed: int = 0, names: tuple[str, ...] = (), select: str | None = None) -> None:
+        """The run's ``--seed``, ``--arg`` names a ``**kwargs`` signature takes, and ``--select``."""
         self.seed = seed
+        self.select = select
         extra = [n for n in names if self.signature.open and n not in {a.name for a in self.arrays}]
         self.arrays += tuple(NamedArray(n, f"passed as {n}=") for n in extra)
+
+    def load_weights(self, spec: str, *, prefix: str | None = None, strict: bool = True,
+                     max_bytes: int = 2**31) -> None:
+        """``--weights``: trained weights loaded into the module before it runs (:mod:`.weights`)."""
+        from .weights import load_weights
+
+        self.loaded = load_weights(self.module, spec, prefix=prefix, strict=strict, max_bytes=max_bytes,
+                                   where=self.name)
+        self._dtype = None  # the module's tensors were written: follow the working dtype again
 
     # --- running the user's code -------------------------------------------
 
@@ -386,16 +419,20 @@ class UserFunction(Function):
         self._follow(args)
         if batch:
             x = x.reshape(x.shape[:-1] + batch[0])  # (..., B, F_in) -> (..., B, *in)
-        replaced = {}
+        replaced, activations = {}, {}
         for k, v in args.items():
             if k.startswith("param:"):
                 replaced.update(self.split_parameters(k[len("param:"):], v))
+            elif k.startswith(submodules.PREFIX):
+                activations[k[len(submodules.PREFIX):]] = v
         positional, kwargs = self.signature.split({**args, "input": x})
-        with self.running():
+        with self.running(), submodules.replacing(self.module, activations, self.anchors):
             if replaced:
                 out = torch.func.functional_call(self.module, replaced, tuple(positional), kwargs)
             else:
                 out = self.callable(*positional, **kwargs)
+        if self.select is not None:
+            out = self.selected(out)
         if batch:
             out = out.reshape(out.shape[: out.ndim - len(batch[1])] + (-1,))
         return out
@@ -436,6 +473,7 @@ class UserFunction(Function):
         import torch
 
         resolved = self.resolve_params(params)
+        self.signature.check_given(args)
         tensors = _tensors(args)
         self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
         with torch.no_grad():
@@ -443,34 +481,80 @@ class UserFunction(Function):
                 self.modes, out = inspect_modes(self.module, lambda: self.call(tensors))
             else:
                 out = self.call(tensors)
-        # The function named does not fit (exit 2, as a wrong FUNCTION), with the wrapper that fits.
+        # The function named does not fit (exit 2, as a wrong FUNCTION): every tensor inside, with its --select.
         if not isinstance(out, torch.Tensor):
-            pick = {"tuple": "[0]", "list": "[0]", "dict": "['KEY']"}.get(type(out).__name__, "")
-            fix = f"write a function in your file that returns the one you want (return model(x){pick})" if pick \
-                else "return one tensor"
-            raise UsageError(f"FUNCTION: {self.name} returned a {type(out).__name__}, not one tensor; {fix}")
+            raise refuse_several(out, self.name)
         if not out.is_floating_point():
             raise UsageError(f"FUNCTION: {self.name} returned a {out.dtype} tensor, and a derivative needs a float "
                              "output; return the float tensor it is computed from (logits, not argmax)")
         if out.is_meta:
             raise BackendError(f"{self.name} returned a tensor on the meta device, which holds no values; return "
                                "the computed tensor")
-        notes = self.modes.notes(self.seed) if self.modes else ()
+        notes = self.loaded + (self.modes.notes(self.seed) if self.modes else ())
         value = out.detach().cpu().numpy()
         value.flags.writeable = False
         return UserBound(self, MappingProxyType(dict(args)), MappingProxyType(resolved), tuple(out.shape), notes,
                          value=value)
 
+    def selected(self, out):
+        """``--select``'s tensor in what the code returned (one tensor returned: refused, nothing to pick)."""
+        import torch
+
+        if isinstance(out, torch.Tensor):
+            raise UsageError(f"--select {self.select}: {self.name} returns one tensor {list(out.shape)}, so there is "
+                             "nothing to pick; drop --select")
+        return select(out, self.select, self.name)
+
+    def activation_array(self, name: str, args, dtype=None) -> np.ndarray:
+        """``act:NAME``: the output of submodule ``name`` at these arguments (one forward
+        pass, no_grad), as a new array in the working dtype."""
+        import torch
+
+        tensors = _tensors({k: v for k, v in args.items() if not k.startswith(submodules.PREFIX)})
+        self._follow(tensors, None if dtype is None else getattr(torch, np.dtype(dtype).name))
+        with torch.no_grad():
+            out = submodules.record(self.module, name, lambda: self.call(tensors), self.name)
+        self.anchors[name] = out.detach().cpu().numpy().copy()
+        return self.anchors[name].copy()
+
+    def submodules(self, args=None) -> list[tuple[str, str, str | None]]:
+        """``(name, class, output)`` of every submodule; ``output`` (its shape, from one forward
+        pass on ``args``: float arrays in float64, integers as they are) is None without ``args``."""
+        import torch
+
+        if self.module is None:
+            return []
+        shapes = None
+        if args is not None:
+            self.signature.check_given(args)
+            tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float64 if v.dtype.kind == "f" else np.int64))
+                       for k, v in args.items()}
+            self._follow(tensors, torch.float64)
+            shapes = submodules.output_shapes(self.module, lambda: self.call(tensors))
+        return [(name, type(sub).__name__, None if shapes is None else shapes.get(name, "not called"))
+                for name, sub in self.module.named_modules() if name]
+
+    def argument(self, name: str) -> str:
+        """``--wrt NAME`` in the code's own words: its first positional parameter is
+        ``input``, its second ``target`` (when ``-t`` fills it); other names as they are."""
+        return self.signature.filled_by(name) or name
+
+    def embeddings(self) -> list[str]:
+        """The ``nn.Embedding`` submodules (where token ids become floats)."""
+        return submodules.embeddings(self.module)
+
     def matching(self, pattern: str) -> list[str]:
-        """Parameter names matching a glob (``*``, ``layer1.*``), in the module's order."""
+        """Parameter names matching a glob (``*``, ``layer1.*``) or a comma list of names and
+        globs (``fc.weight,param:fc.bias``), in the module's order."""
         import fnmatch
 
         names = [n for n, _ in self.module.named_parameters()] if self.module is not None else []
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        patterns = [part.strip().removeprefix("param:") for part in pattern.split(",")]
+        return [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
     def split_parameters(self, name: str, value) -> dict:
-        """``param:NAME`` -> {NAME: value}; a glob's joint flat vector ``(..., n)`` -> each
-        parameter's view of it, ``(..., *shape)``.
+        """``param:NAME`` -> {NAME: value}; a joint flat vector ``(..., n)`` (a glob or a
+        comma list) -> each parameter's view of it, ``(..., *shape)``.
 
         One ``torch.split`` rather than a slice per parameter: its backward is one
         concatenation, where each slice's backward pads its gradient with zeros to
@@ -478,33 +562,41 @@ class UserFunction(Function):
         per parameter, in the gradient and again in a double backward)."""
         import torch
 
-        if not any(ch in name for ch in "*?["):
+        if not joint(name):
             return {name: value}
         shapes = self.parameters()
         names = self.matching(name)
         pieces = torch.split(value, [math.prod(shapes[n]) for n in names], dim=-1)
         return {n: piece.reshape(value.shape[:-1] + shapes[n]) for n, piece in zip(names, pieces)}
 
+    def parts(self, name: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """``param:NAME`` of a joint vector (a glob or a comma list): ``(param:NAME, shape)`` of
+        each piece, in order; empty for one parameter."""
+        if not joint(name):
+            return ()
+        shapes = self.parameters()
+        return tuple((f"param:{n}", shapes[n]) for n in self.matching(name))
+
     def parameter_array(self, name: str) -> np.ndarray:
         """``param:NAME``'s value as a new float64 array (never a view of the live
-        parameter); a glob's matching parameters flattened and joined in the module's
-        order, so a Hessian or hvp w.r.t. them all has its cross terms (``--wrt 'param:*'``)."""
+        parameter); a glob's (or a comma list's) parameters flattened and joined in the
+        module's order, so a Hessian or hvp w.r.t. them all has its cross terms
+        (``--wrt 'param:*'``)."""
         import torch
 
         params = dict(self.module.named_parameters()) if self.module is not None else {}
-        glob = any(ch in name for ch in "*?[")
-        names = self.matching(name) if glob else [name]
-        if glob and not names:
-            raise UsageError(f"--wrt param:{name}: no parameter of {self.name} matches; it has "
-                             f"{', '.join(params) or 'none'}")
-        if not glob and name not in params:
-            raise UsageError(f"--wrt param:{name}: {self.name} has no parameter {name!r}; it has "
-                             f"{', '.join(params) or 'none (it is not a torch.nn.Module)'}")
+        has = ", ".join(params) or "none (it is not a torch.nn.Module)"
+        for part in (p.strip().removeprefix("param:") for p in name.split(",")):
+            if joint(part) and not self.matching(part):
+                raise UsageError(f"--wrt param:{part}: no parameter of {self.name} matches; it has {has}")
+            if not joint(part) and part not in params:
+                raise UsageError(f"--wrt param:{part}: {self.name} has no parameter {part!r}; it has {has}")
+        names = self.matching(name) if joint(name) else [name]
         tensors = [params[n].detach() for n in names]
-        joint = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float64)
-        for piece, t in zip(torch.split(joint, [t.numel() for t in tensors]), tensors):
+        flat = torch.empty(sum(t.numel() for t in tensors), dtype=torch.float64)
+        for piece, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors):
             piece.copy_(t.reshape(-1))  # one pass per parameter: dtype and device converted as it copies
-        return joint.numpy() if glob else joint.numpy().reshape(tensors[0].shape)
+        return flat.numpy() if joint(name) else flat.numpy().reshape(tensors[0].shape)
 
     def differentiable(self, args):
         return ("input",) + tuple(n for n in args if n != "input" and args[n].dtype.kind == "f")
@@ -626,6 +718,11 @@ class UserBound(Bound):
 
     def torch_forward(self, tensors):
         return self.function.call(dict(tensors), self.batch)
+
+
+def joint(name: str) -> bool:
+    """Whether ``param:NAME`` names several parameters joined in one flat vector: a glob or a comma list."""
+    return any(ch in name for ch in "*?[,")
 
 
 def _tensors(args) -> dict[str, Any]:

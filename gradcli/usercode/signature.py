@@ -2,9 +2,10 @@
 
 ``--input`` is the first positional parameter and ``--target`` the second,
 whatever their names (``forward(self, x, t)`` works); ``--arg NAME=ARRAY``
-passes any other parameter by name (a mask, lengths, a second input); the
-catalogue's other arrays (``--weight``, ``--class-weight``, ...) go by name to a
-parameter of that name. A callable whose signature cannot be read (a
+passes any parameter by name (a mask, lengths, a second input, ``labels``) —
+the second positional one too, when ``--target`` is not given (two options
+filling one parameter are refused); the catalogue's other arrays
+(``--weight``, ``--class-weight``, ...) go by name to a parameter of that name. A callable whose signature cannot be read (a
 TorchScript or ``torch.export`` module) takes ``--input`` and ``--target``
 positionally and nothing else.
 """
@@ -54,8 +55,30 @@ class Signature:
         return self.positional[1] if len(self.positional) >= 2 else "its second argument"
 
     def by_name(self) -> tuple[str, ...]:
-        """Parameters reached by name (with ``--arg`` or a catalogue option): all but the first two positional."""
-        return tuple(n for n in self.names if n not in self.positional[:2])
+        """Parameters reached by name (with ``--arg`` or a catalogue option): all but the first positional
+        (the second positional one is ``--target``'s, or ``--arg NAME``'s when ``--target`` is not given)."""
+        second = self.positional[1:2] if self.known and self.positional[1:2] != ("target",) else ()
+        return second + tuple(n for n in self.names if n not in self.positional[:2])
+
+    def filled_by(self, name: str) -> str | None:
+        """The option that fills parameter ``name`` by position: ``input`` for the first
+        positional parameter, ``target`` for the second; None for any other."""
+        if name in self.positional[:2]:
+            return ("input", "target")[self.positional.index(name)]
+        return None
+
+    def check_given(self, given) -> None:
+        """Two options filling one parameter (``-t`` and ``--arg NAME`` for the second positional
+        one) are refused, and so is a required second positional parameter given by neither."""
+        second = self.positional[1] if self.known and len(self.positional) >= 2 else None
+        if second is None or second == "target":  # (named target: -t fills it, and only -t)
+            return
+        if "target" in given and second in given:
+            raise UsageError(f"--arg {second}: -t/--target already fills {second} (the second positional parameter "
+                             f"of {self.text}); give it once, with -t or with --arg {second}=ARRAY")
+        if self.required >= 2 and "target" not in given and second not in given:
+            raise UsageError(f"--target: missing; the code needs its second argument, {second}: give it with -t ARRAY "
+                             f"or --arg {second}=ARRAY")
 
     def arrays(self, catalogue_names: tuple[str, ...]) -> tuple[ArrayArg, ...]:
         """The array arguments this callable takes, for problem validation and ``gradcli functions``."""
@@ -63,10 +86,13 @@ class Signature:
         # integers stay integers unless differentiated (token ids for an nn.Embedding need int64, as in torch)
         arrays = [ArrayArg("input", f"its first argument, {first}", required=True, kind=ArrayKind.DATA)]
         if self.takes_target:
+            # (a required second argument may come by name instead: :meth:`check_given` asks for one of the two)
             arrays.append(ArrayArg("target", f"its second argument, {self.second_name()}",
-                                   required=self.required >= 2, kind=ArrayKind.INDEX_OR_FLOAT))
+                                   required=self.required >= 2 and not self.known, kind=ArrayKind.INDEX_OR_FLOAT))
         for name in self.by_name():
-            if name in catalogue_names:
+            if name == self.second_name() and name not in catalogue_names:
+                arrays.append(NamedArray(name, "its second argument, by name (or -t)", kind=ArrayKind.INDEX_OR_FLOAT))
+            elif name in catalogue_names:
                 arrays.append(ArrayArg(name, f"passed as {name}=", kind=ArrayKind.FLOAT))
             else:
                 arrays.append(NamedArray(name, f"passed as {name}= (integers stay integers)",
@@ -78,17 +104,22 @@ class Signature:
             or self.open
 
     def split(self, args: Mapping[str, Any]) -> tuple[list, dict]:
-        """``(positional, keywords)`` for a call: input first, target second."""
+        """``(positional, keywords)`` for a call: input first, target second; the second positional
+        parameter given by name goes by keyword (by position where it is positional-only)."""
         positional = [args["input"]] + ([args["target"]] if "target" in args else [])
-        keywords = {k: v for k, v in args.items() if k not in ("input", "target") and not k.startswith("param:")}
+        keywords = {k: v for k, v in args.items() if k not in ("input", "target") and ":" not in k}
+        second = self.positional[1] if len(self.positional) >= 2 else None
+        if second in keywords and second not in self.names:  # positional-only: it can only go by position
+            positional.append(keywords.pop(second))
         return positional, keywords
 
     def mapping(self) -> list[tuple[str, str]]:
         """``(option, parameter)`` rows for ``gradcli functions PATH.py:NAME``."""
         rows = [("-x/--input", self.positional[0] if self.positional else "first positional argument")]
         if self.takes_target:
-            rows.append(("-t/--target", self.second_name()))
-        rows += [(f"--arg {n}=ARRAY", n) for n in self.by_name()]
+            second = self.second_name()
+            rows.append((f"-t/--target or --arg {second}=ARRAY" if second in self.by_name() else "-t/--target", second))
+        rows += [(f"--arg {n}=ARRAY", n) for n in self.by_name() if n not in self.positional[:2]]
         if self.open:
             rows.append(("--arg NAME=ARRAY", "**kwargs"))
         return rows

@@ -715,6 +715,9 @@ def health_rows(repeats):
                             f"detect_anomaly {anomalous / base:.2f}x ({cpu_anomalous / cpu_base:.2f}x CPU, 1 thread; "
                             f"peak +{peaks['anomaly']:.1f} MiB); {threads} torch threads, load average "
                             f"{os.getloadavg()[0]:.1f}"))
+    return rows
+
+
 def certify_rows(repeats):
     """Issue 26: gradcli.certify of one clean Function (sample_inputs/certify_softplus.py:Softplus) on a (64, 64)
     float64 input with --skip compile, against torch.autograd.gradcheck + gradgradcheck with their defaults on the
