@@ -3,7 +3,9 @@
 The signal handlers are installed first, when this module is imported and
 before typer, rich or any of gradcli's modules load, so a Ctrl-C or SIGTERM
 at any moment is the same clean stop: "gradcli: interrupted", exit 130, no
-partial output file.
+partial output file. Standard output carries one document: characters its
+encoding lacks are written in ASCII (``render.table.degrade_streams``), and
+once it is written nothing more reaches it (:func:`_close_stdout_document`).
 """
 
 import os
@@ -19,6 +21,9 @@ def main(argv: list[str] | None = None) -> None:
         import typer
 
         from gradcli.cli import app
+        from gradcli.render.table import degrade_streams
+
+        degrade_streams(sys.stdout, sys.stderr)  # an encoding that lacks a character never crashes the output
 
         command = typer.main.get_command(app)
     except KeyboardInterrupt:
@@ -28,7 +33,26 @@ def main(argv: list[str] | None = None) -> None:
         command.main(args=argv, prog_name="gradcli")
     except SystemExit as done:
         _exit_despite_user_threads(done.code)
+        _close_stdout_document()
         raise
+
+
+def _close_stdout_document() -> None:
+    """Standard output holds one document, gradcli's: once it is flushed, descriptor 1
+    (and ``sys.stdout``) point at standard error, so what runs at interpreter shutdown
+    — an ``atexit`` handler your code registered that prints — cannot add to it."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        os.dup2(2, 1)
+    except OSError:  # standard error closed too: nothing reaches descriptor 1 then
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        except OSError:
+            pass
+    sys.stdout = sys.stderr
 
 
 def _exit_despite_user_threads(code) -> None:

@@ -69,7 +69,7 @@ def fingerprint(function: str, *, seed: int = 0, **options: Any) -> dict:
 def save_baseline(function: str, path: str | Path, **options: Any) -> dict:
     """Store ``function``'s fingerprint in ``path`` (JSON), as ``check --save-baseline`` does."""
     document = fingerprint(function, **options)
-    write_text(Path(path), _baseline.dumps(document))
+    write_text(Path(path), _baseline.dumps(document), "baseline")
     return document
 
 

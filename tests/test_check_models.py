@@ -428,14 +428,20 @@ def test_skipped_next_to_a_backend_that_ran_is_null_and_the_verdict_stands(tmp_p
 
 
 def test_relu_at_its_kink_is_non_smooth_not_a_mismatch(tmp_path):
+    """Every probe crosses a kink: fd reports them non-smooth, never as mismatches, and having judged
+    none of them it is inconclusive (issue 24: not "ok"), so with no other backend nothing was
+    compared (exit 3); forward mode, where it runs, gives the verdict."""
     path = tmp_path / "relu.py"
     path.write_text("import torch\n\ndef f(x):\n    return torch.relu(x).sum()\n")
     result, doc = check_json(f"{path}:f", "-x", "[0.0, 0.0, 1.0, -1.0, 0.0]", "--mode", "probe",
                              "--backends", "autograd,fd")
-    assert result.exit_code == 0, result.stdout
+    assert result.exit_code == 3, result.stdout
     fd = doc["backends"][0]
-    assert fd["mismatches"] == 0 and fd["kink_entries"] >= 1
+    assert fd["mismatches"] == 0 and fd["kink_entries"] >= 1 and fd["ok"] is None and "could not judge" in fd["inconclusive"]
     assert any("non-smooth" in n for n in doc["notes"])
+    result, doc = check_json(f"{path}:f", "-x", "[0.0, 0.0, 1.0, -1.0, 0.0]", "--mode", "probe",
+                             "--backends", "autograd,forward,fd")
+    assert result.exit_code == 0 and doc["ok"] is True, result.stdout
 
 
 def test_a_mismatch_says_which_side_is_believed(tmp_path):

@@ -537,7 +537,8 @@ def test_overflow_in_the_function_is_counted_not_warned():
     result = gradcli("jacobian", "exp", "-x", "[1000.0, 1.0]", "--json")
     assert result.returncode == 0 and result.stderr == "", result.stderr
     doc = json.loads(result.stdout)
-    assert doc["nonfinite"] == 1 and doc["value"][0] is None
+    # the value's inf and the output's: every null the document writes is counted (issue 24)
+    assert doc["nonfinite"] == 2 and doc["value"][0] is None and doc["output"][0] is None
 
 
 def test_a_subnormal_fd_step_is_refused():
@@ -947,7 +948,7 @@ def test_suite_entries_write_their_output_and_may_not_share_a_file(tmp_path):
     (tmp_path / "d.toml").write_text(entry + 'save-baseline = "b.json"\n' + entry.replace("exp", "tanh")
                                      + 'save-baseline = "./b.json"\n')
     assert_usage_error(runner.invoke(app, ["check", "--suite", str(tmp_path / "d.toml")]), "b.json",
-                       "also written by check 'exp'")
+                       "check 'exp' save-baseline", "is also check 'tanh' save-baseline")
     assert not (tmp_path / "b.json").exists()
     assert_usage_error(runner.invoke(app, [*CHECK_EXP, "-x", "[1.0]", "--plot", str(tmp_path / "p.png")]), "--plot")
 
@@ -1205,15 +1206,17 @@ def test_a_seed_torch_cannot_take_is_refused_as_an_option_not_blamed_on_your_cod
 
 
 def test_a_suite_file_that_never_ends_is_refused_not_read_into_memory(tmp_path):
-    """`check --suite /dev/zero` read until memory ran out: an internal MemoryError."""
+    """`check --suite /dev/zero` read until memory ran out: an internal MemoryError. A device is no
+    suite file (issue 24: non-regular files are refused, as array options refuse them)."""
     result = gradcli("check", "--suite", "/dev/zero", limit_mib=1024)
-    assert_usage_error(result, "--suite", "/dev/zero", "MiB")
+    assert_usage_error(result, "--suite", "/dev/zero", "not a regular file")
 
 
 def test_a_baseline_that_never_ends_is_read_only_to_the_limit():
-    """--baseline /dev/zero (size 0 to stat) was read until memory ran out."""
+    """--baseline /dev/zero (size 0 to stat) was read until memory ran out; a device is no baseline
+    file (issue 24), and a regular one is read only to the limit (test_baselines)."""
     result = gradcli(*CHECK_EXP, "-x", "[1.0]", "--baseline", "/dev/zero", "--max-memory", "1MiB", limit_mib=1024)
-    assert_usage_error(result, "--baseline", "/dev/zero", "--max-memory")
+    assert_usage_error(result, "--baseline", "/dev/zero", "not a regular file")
 
 
 def test_an_empty_rows_option_is_refused_not_read_as_every_row():

@@ -221,8 +221,14 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     value_t = np.empty((n_cols,) + f0.shape, dtype=x0.dtype)
     error_t = np.empty_like(value_t)
     ok_t = np.empty(value_t.shape, dtype=bool)
-    h0 = (x0_t + step) - x0_t  # a step the dtype represents exactly (and so, nearly always, its multiples)
-    h0[h0 == 0] = step
+    # The first step: ``step``, or where |x| is so large that x + step rounds to x or near it (|x| >~ 2e11 for
+    # float64's richardson), the smallest step the search accepts, 16 ulps: the dtype resolves it at x, and the
+    # search grows it from there. Taken as the dtype takes it, (x + h) - x: exact, and so (nearly always) are
+    # its multiples.
+    h0 = np.maximum(step, _smallest_step(x0_t, eps))
+    with np.errstate(over="ignore", invalid="ignore"):
+        h0 = (x0_t + h0) - x0_t
+    h0[~np.isfinite(h0) | (h0 <= 0)] = step  # (x itself not finite, or at the dtype's largest)
     q0 = np.empty_like(h0)  # rounding per unit of one evaluation's error, for the cond term (after the first pass)
 
     def first(start: int, stop: int) -> None:
@@ -257,7 +263,8 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     # An output is computed from intermediates as large as its row's largest output (log_softmax: x - max
     # - log(sum)), so its rounding is at least eps times that; plus sum_j |df/dx_j| |x_j| (module fd_steps).
     f0_axes = tuple(range(len(rows), f0.ndim))
-    cond += np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
+    intermediate = np.abs(np.nan_to_num(f0)).max(axis=f0_axes, keepdims=True, initial=0.0)
+    cond += intermediate
     scale = scale.reshape(rows + tail)
     target = 10 * eps ** TARGET_POWER
     goal = target * scale
@@ -267,6 +274,7 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
     floor = RESOLVED * eps * float(scale.max(initial=0.0)) + (
         np.finfo(np.float32 if eps_out > 1e-10 else np.float64).smallest_subnormal if eps_out else 0.0)
     todo = np.zeros(n_cols, dtype=bool)
+    floored = _smallest_step(x0_t, eps) > step  # entries whose steps start at the dtype's floor, not at ``step``
 
     def finish(start: int, stop: int) -> None:
         cols = slice(start, stop)
@@ -276,26 +284,36 @@ def difference_blocks(forward, x0: np.ndarray, step: float, method: str, eps: fl
         done = error <= goal
         done &= ok_t[cols]
         todo[cols] = ~done.reshape(stop - start, -1).all(axis=1)
+        if adaptive:  # a window at the dtype's smallest step is checked for what it cannot resolve (_search)
+            todo[cols] |= _per_column(floored[cols], np.any)
 
     run_chunks(n_cols, finish, chunk=chunk, parallel=parallel)
     if adaptive and todo.any():
         columns = np.flatnonzero(todo)
-        bounds = (np.maximum(16 * eps * np.abs(x0_t), np.finfo(x0.dtype).tiny / eps),  # x + h still resolves h
-                  step * np.maximum(1.0, np.abs(x0_t)))  # the old rule's step: scaled by |x|
+        bounds = (_smallest_step(x0_t, eps), step * np.maximum(1.0, np.abs(x0_t)))  # the old rule's step: scaled by |x|
 
         def search(start: int, stop: int) -> None:
             cols = columns[start:stop]
-            best, error, h = _search(evaluate, lambda v, w: window(v, w, cond), cols, h0[cols], multiples, eps,
-                                     cond, scale, target, bounds[0][cols], bounds[1][cols], tail)
+            best, error, h = _search(evaluate, lambda v, w, c=cond: window(v, w, c), cols, h0[cols], multiples, eps,
+                                     cond, scale, target, bounds[0][cols], bounds[1][cols], tail, floored[cols],
+                                     intermediate)
             value_t[cols], error_t[cols], ok_t[cols] = best.V, error + eps_out * np.abs(best.V) + floor, best.ok
             col_steps[:, cols] = _per_column(h, np.min), _per_column(h, np.max)
 
         run_chunks(len(columns), search, chunk=chunk, parallel=parallel)
     nonsmooth_t = ~ok_t if adaptive else ~np.isfinite(value_t)
+    error_t[~np.isfinite(value_t)] = np.inf  # no value (the function overflows at x: x**2 at 1e200), no bound
     return Differences(value=np.moveaxis(value_t, 0, -1), error=np.moveaxis(error_t, 0, -1),
                        nonsmooth=np.moveaxis(nonsmooth_t, 0, -1), steps=(float(col_steps[0].min()), float(col_steps[1].max())),
                        evaluations=int(sum(counted)), flagged=int(np.count_nonzero(nonsmooth_t)),
                        scale=float(scale.max(initial=0.0)))
+
+
+def _smallest_step(x: np.ndarray, eps: float) -> np.ndarray:
+    """The smallest step fd takes at ``x``: 16 ulps of ``|x|`` (``x + h`` resolves
+    ``h`` to 1/16), and never below ``tiny / eps`` (at 0: a step whose own
+    rounding is still relative)."""
+    return np.maximum(16 * eps * np.abs(x), np.finfo(x.dtype).tiny / eps)
 
 
 def _per_column(a: np.ndarray, reduce) -> np.ndarray:
@@ -303,16 +321,39 @@ def _per_column(a: np.ndarray, reduce) -> np.ndarray:
     return reduce(a.reshape(len(a), -1), axis=1)
 
 
-def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_min, h_max, tail):
+def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_min, h_max, tail, floored,
+            intermediate):
     """Move each entry's window of steps ``h, 2h, 4h`` (``h`` ``(k, *rows)``) one
     halving down or one doubling up, as ``fd_steps.assess`` asks, until every
     entry is done; keep per entry the window with the smallest estimate among
     those that converged (or among all, if none did). Returns the best
-    ``Candidate``, its estimate and the steps it used."""
+    ``Candidate``, its estimate and the steps it used.
+
+    ``floored`` ``(k, *rows)``: entries whose steps cannot shrink below ``h``
+    (x so large that 16 ulps exceed the usual first step). There the rounding
+    model's ``cond`` term, ``sum_j |df/dx_j| |x_j|`` from fd's own values, is
+    as large as the change over one step (``eps |x| ~ h / 16``), so any window
+    would pass its tests at the "rounding level", and no smaller window can
+    confirm it: the tableau must also pass with the rounding of the values and
+    intermediates alone (``intermediate``, the row's largest output). Where it
+    does not, the function varies below the smallest step the dtype allows
+    (sin at 1e15, sampled 4 apart, is aliased, not noisy), and the entry is
+    flagged rather than trusted. (No test on float64's grid can do more: where
+    its spacing exceeds the function's period, sin(x + k h) is a smooth
+    function of k whose slope is not sin's, and every step is a multiple of
+    the spacing. docs/fd.md says so.)"""
     out_axes = tuple(range(h.ndim, h.ndim + len(tail)))
+    floored = floored.reshape(floored.shape + tail)
+    check_floor = bool(floored.any())
+
+    def strict(values, taken):  # the window with the rounding of values and intermediates alone
+        return window(values, taken, intermediate)
+
     values, taken = evaluate(cols, multiples * h)
     fp, fm, wp, wm = values[0::2], values[1::2], taken[0::2], -taken[1::2]
     cand = window(values, taken)
+    if check_floor:
+        cand.ok &= ~(floored & ~strict(values, taken).ok)
     flat_first = (cand.V == 0) & (cand.T == 0)  # no value changed: flat at this step already
     samples = [0.0, np.where(cand.ok, cand.sampled, 0.0)]  # the noise samples of the last two converged windows
     best_e, wanted = fd_steps.assess(cand, eps, cond, scale, target)
@@ -341,8 +382,9 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         down, up = (move < 0).reshape(h.shape + tail), (move > 0).reshape(h.shape + tail)
         fp, fm, wp, wm = (_shift(old, n, down, up) for old, n in zip((fp, fm, wp, wm), new))
         h = np.where(move < 0, h / 2, np.where(move > 0, 2 * h, h))
-        cand = window(np.stack([fp[0], fm[0], fp[1], fm[1], fp[2], fm[2]]),
-                      np.stack([wp[0], -wm[0], wp[1], -wm[1], wp[2], -wm[2]]))
+        values, taken = (np.stack([fp[0], fm[0], fp[1], fm[1], fp[2], fm[2]]),
+                         np.stack([wp[0], -wm[0], wp[1], -wm[1], wp[2], -wm[2]]))
+        cand = window(values, taken)
         # The difference between successive windows' values joins the truncation: where rounding the
         # evaluation cannot reveal (log(1 + x^2) at tiny x) makes the tableau noisy, the windows disagree.
         moved = down | up
@@ -356,6 +398,8 @@ def _search(evaluate, window, cols, h, multiples, eps, cond, scale, target, h_mi
         # region (relu below 0) reached once the steps no longer cross its edge.
         quantized = (cand.V == 0) & (cand.T == 0) & ~flat_first & (cand.F != 0)
         cand.ok &= ~quantized
+        if check_floor:
+            cand.ok &= ~(floored & ~strict(values, taken).ok)
         e, wanted = fd_steps.assess(cand, eps, cond, scale, target)
         e[quantized] = np.inf
         samples = [samples[1], np.where(cand.ok, raw, 0.0)]

@@ -22,8 +22,14 @@ the smallest estimate is kept among those in the asymptotic range, in the
 run of them that starts at the smallest step (``_truncation``). The error
 estimate is the truncation (``2 |R(m) - R(2m)| / 15``, or ``2 |D(m) - D(2m)|
 / 3``, where asymptotic; the whole difference elsewhere) plus the rounding
-``eps |f| / (m^2 |a| |b|)`` and the result dtype's ``eps_out |value|``;
-entries no level converges for are non-smooth.
+``eps (|f| + F_row) / (m^2 |a| |b|)`` (``F_row`` the row's largest output: the
+intermediates' size) and the result dtype's ``eps_out |value|``, with the
+floors first-order fd has: the noise the smaller levels sample
+(``_sampled``: a saturated row's values are small differences of large
+intermediates), the rounding of the result's largest value at the largest
+step, and ``RESOLVED eps`` times its largest entry. Entries no level
+converges for are non-smooth; an entry with no value (every level left the
+domain) has an infinite estimate, never a nan one.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ..core.options import BackendName, BackendOptions, FdDType, FdMethod, Layou
 from ..problem.problem import Problem
 from ..core.rowform import GeneralKernel
 from ..core.rowform.kernels import as_one_row
+from . import fd
 from .base import Computed
 from .second import row_output, shape_blocks
 
@@ -67,7 +74,8 @@ class FdSecond:
             h = np.full(x0.shape, self.options.fd_step, dtype=x0.dtype)
         # Levels 2^j from DOWN levels below the absolute scale (j = -log2 max|x|: a function that varies
         # faster than on the scale of 1, sin(1000 x) or 1/x at 1e-3, needs them) to 8 times the relative one.
-        low = 0 if self.options.fd_step is not None else int(np.ceil(np.log2(max(1.0, float(np.abs(x0).max()))))) + DOWN
+        largest = float(np.max(np.abs(x0), where=np.isfinite(x0), initial=1.0))  # (inf and nan entries: --allow-nonfinite)
+        low = 0 if self.options.fd_step is not None else int(np.ceil(np.log2(largest))) + DOWN
         levels = tuple(2.0 ** j for j in range(-low, 4))
         # Steps whose every level lands exactly on the dtype's grid around x (and x + 8h): a whole multiple of
         # 2^low spacings. A rounded point moves by up to half a spacing, which the second difference divides
@@ -128,7 +136,7 @@ class FdSecond:
 def _computed(problem: Problem, kernel, value, error, rough, evaluations, notes) -> Computed:
     """The result with the rounding to the problem's dtype in its estimate (a float32 problem differenced
     in float64 still ends as float32 values) and the entries no level converged for marked non-smooth."""
-    error = error + np.finfo(problem.dtype).eps * np.abs(value)
+    error = error + np.finfo(problem.dtype).eps * np.abs(np.nan_to_num(value))
     if rough.any():
         notes += (f"fd: {int(rough.sum())} entr{'y' if rough.sum() == 1 else 'ies'} non-smooth: the second differences "
                   "do not converge as the step shrinks (a kink, a jump or a domain edge within reach); reported, not "
@@ -177,6 +185,10 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, levels, progress=N
     n_pairs = len(pairs)
     y0 = forward(np.array(x0[None]))[0]  # a writable copy: user code turns it into a tensor
     out_block = y0.shape[x0.ndim - 1:]
+    # One evaluation's rounding scales with |f| and with the intermediates' size, at least the row's largest
+    # output (as first-order fd's, module fd_steps; log_softmax: x - max - log(sum)).
+    spread = np.abs(np.nan_to_num(y0)).max(axis=tuple(range(x0.ndim - 1, y0.ndim)), keepdims=True, initial=0.0)
+    largest = float(np.max(np.abs(y0), where=np.isfinite(y0), initial=0.0))  # the result's largest value
     n_points = len(levels) * len(SIGNS)
     per_pair = n_points * (x0.size + y0.size) * x0.itemsize
     chunk = max(1, min(n_pairs, _BUDGET_BYTES // max(per_pair, 1)))
@@ -208,7 +220,8 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, levels, progress=N
         denominator = 4 * (levels ** 2).reshape((-1, 1) + (1,) * (x0.ndim - 1) + expand) \
             * (step_a * step_b).reshape((1, k) + x0.shape[:-1] + expand)
         d = combo / denominator  # D(m) for every level m
-        scale = np.abs(f).max(axis=(0, 1))  # |f| near x: the rounding scale
+        # |f| near x (at the points inside the domain) and the intermediates': the rounding scale
+        scale = np.max(np.abs(f), axis=(0, 1), where=np.isfinite(f), initial=0.0) + spread
         rounding = eps * scale / denominator * 4  # 4 terms of size |f|, each rounded
         if richardson:
             est = (4 * d[:-1] - d[1:]) / 3  # R(m) for every level but the last, error O(h^4)
@@ -219,6 +232,10 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, levels, progress=N
             noise = rounding[:len(est) - 1]
             err, converged = _truncation(est, 4.0, noise)
         err += noise
+        # Nor below the rounding of the largest value anywhere in the result at the largest step: a row whose
+        # values all round to the same number (a saturated cross_entropy row whose loss is 0) shows no noise
+        # of its own, while its second derivatives (1e-44) are not 0.
+        err += eps * largest / denominator[-1] * 4
         est = est[:-1]
         # The smallest estimate among the levels in the asymptotic range (where any is), in the run of them
         # that starts at the smallest step: coarse levels can agree by chance (sin(1000 x) aliased, 1e2 off
@@ -228,13 +245,34 @@ def _pair_differences(forward, x0, h, pairs, eps, richardson, levels, progress=N
         above = (level >= first) & ~converged
         end = np.where(above.any(axis=0), np.argmax(above, axis=0), len(converged))
         run = (level >= first) & (level < end) & converged
-        best = np.argmin(np.where(run | ~converged.any(axis=0), err, np.inf), axis=0)[None]
-        values[start:start + k] = np.take_along_axis(est, best, 0)[0]
-        errors[start:start + k] = np.take_along_axis(err, best, 0)[0]
+        # (a level whose points left the domain has a nan estimate: never the smallest)
+        best = np.argmin(np.where((run | ~converged.any(axis=0)) & ~np.isnan(err), err, np.inf), axis=0)[None]
+        chosen = np.take_along_axis(est, best, 0)[0]
+        values[start:start + k] = chosen
+        errors[start:start + k] = np.maximum(np.take_along_axis(err, best, 0)[0], _sampled(est, chosen, level, best))
         rough[start:start + k] = ~converged.any(axis=0)
         if progress is not None:
             progress(min(n_pairs, start + k), n_pairs)
+    # Nothing below a few hundred eps times the largest entry is resolved (first-order fd's floor, RESOLVED):
+    # a saturated softmax row's values round to 0 or 1 at every level, while its second derivatives are not 0.
+    errors += fd.RESOLVED * eps * float(np.max(np.abs(values), where=np.isfinite(values), initial=0.0))
+    no_value = ~np.isfinite(values)
+    errors[no_value], rough[no_value] = np.inf, True  # no value, no bound (and never a nan estimate)
     return values, errors, rough, n_pairs * n_points
+
+
+def _sampled(est, chosen, level, best):
+    """The rounding of ``chosen`` (the estimate at level ``best``) as the smaller
+    levels sample it: their estimates depart from it by their noise
+    (truncation shrinks below ``best``), which is ``(m_best / m_j)^2`` times
+    the noise of ``best``'s own. The largest such departure is a floor on the
+    estimate that sees what the model ``eps |f|`` cannot: a value that is
+    the small difference of large intermediates (a saturated cross_entropy
+    row: ``lse(x) - x_t``, both near max x) rounds at their size, not at ``|f|``'s."""
+    ratio = 4.0 ** (level - best)  # (m_j / m_best)^2, levels 2^j apart
+    with np.errstate(invalid="ignore"):
+        departure = np.abs(est[:len(level)] - chosen) * ratio
+    return np.where((level < best) & np.isfinite(departure), departure, 0.0).max(axis=0)
 
 
 __all__ = ["FdSecond"]

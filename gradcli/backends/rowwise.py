@@ -63,8 +63,8 @@ class RowBackend(Backend):
             return self._computed(problem, got, rows.from_rows(blocks), rows.from_rows)
         if layout is Layout.FULL:
             # fd's error and mask are small next to the value: shaped in memory, never streamed.
-            return self._computed(problem, got, rowform.blocks_to_full(blocks, rows, self.options.allocate),
-                                  lambda entries: rowform.blocks_to_full(entries, rows))
+            full = rowform.blocks_to_full(blocks, rows, self.options.allocate, _off_blocks(problem, got, blocks))
+            return self._computed(problem, got, full, lambda entries: rowform.blocks_to_full(entries, rows))
         return self._computed(problem, got, blocks, lambda entries: entries)
 
     def vjp(self, problem: Problem, cotangent: np.ndarray) -> Computed:
@@ -115,3 +115,27 @@ class RowBackend(Backend):
                          else np.zeros(np.shape(value), dtype=bool))
         return Computed(value=value, output=output, error=error, evaluations=got.evaluations, notes=got.notes,
                         nonsmooth=nonsmooth)
+
+
+def _off_blocks(problem: Problem, got: Derivative, blocks: np.ndarray) -> np.ndarray | None:
+    """The entries off the blocks of a full Jacobian, as torch's reverse mode
+    gives them: the vjp of a zero cotangent, shaped like the argument (see
+    ``rowform.fill_off_blocks``); None where every block entry is finite (then
+    they are all 0). A built-in's comes from its own backward formulas (log's
+    ``0 / x``: 0 at a subnormal x where ``1/x`` overflows, nan at 0), for fd
+    too: an entry fd could not difference (nan) is that entry's failure and
+    never another's. User code's fd blocks spread a non-finite entry only from
+    rows whose output is itself not finite (outside the domain, where torch's
+    backward makes ``0 * inf`` too)."""
+    if np.isfinite(blocks).all():
+        return None
+    kernel, rows = got.kernel, problem.rows
+    zero = np.zeros(rows.unreduced_shape, dtype=blocks.dtype)
+    with np.errstate(all="ignore"):
+        if problem.function.closed_form:
+            return rowform.vjp(kernel, rows, zero)
+        off = rowform.vjp_blocks(blocks, rows, None, zero)
+        out_rows = rows.out_to_rows(rowform.output(kernel, rows))  # (*rows, *out_block)
+    finite = np.isfinite(out_rows.reshape(rows.rows + (-1,))).all(axis=-1)
+    spread = rows.from_rows(np.broadcast_to(~finite[..., None], rows.rows + (rows.features,)))
+    return np.where(spread, off, 0.0)

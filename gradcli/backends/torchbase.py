@@ -62,7 +62,8 @@ class TorchBackend(Backend):
                 if layout is Layout.DIAG:
                     value = rows.from_rows(blocks)
                 elif layout is Layout.FULL:
-                    value = rowform.blocks_to_full(blocks, rows, self.options.allocate)
+                    off = None if np.isfinite(blocks).all() else to_numpy(zero_cotangent_vjp(torch, F, x0))
+                    value = rowform.blocks_to_full(blocks, rows, self.options.allocate, off)
                 else:
                     value = blocks
             else:
@@ -92,6 +93,19 @@ class TorchBackend(Backend):
 
     def full(self, torch, F, x0, output):
         raise NotImplementedError
+
+
+def zero_cotangent_vjp(torch, F, x0):
+    """The vjp of a zero cotangent by one backward pass: what jacrev puts off the
+    blocks of a row-independent function (log's ``0 / x``: nan at 0, but 0 at a
+    subnormal x, where the block's ``1/x`` is inf and ``0 * inf`` would be nan)."""
+    x = x0.detach().requires_grad_(True)
+    with torch.enable_grad():
+        output = F(x)
+    if not output.requires_grad:
+        return torch.zeros_like(x0)
+    (grad,) = torch.autograd.grad(output, x, torch.zeros_like(output), allow_unused=True)
+    return torch.zeros_like(x0) if grad is None else grad
 
 
 def value_of(torch, F, x0):

@@ -168,6 +168,11 @@ class Function:
         """Facts about this function at this point worth telling the user."""
         return []
 
+    def torch_second_order_notes(self, args, params) -> list[str]:
+        """Where torch's own second derivatives (double backward) lose precision
+        at this point, said when torch is the reference of a Hessian check."""
+        return []
+
     def parameter_array(self, name: str) -> np.ndarray:
         """The value of a module parameter, for ``--wrt param:NAME``."""
         raise UsageError(f"--wrt param:{name}: {self.name} is not a torch.nn.Module; only modules have parameters")

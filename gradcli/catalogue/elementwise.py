@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core.rowform import RowKernel, RowLayout, diagonal_blocks
 from .base import ArrayArg, Function, Param, Structure
-from .numerics import sigmoid_np, softplus_torch
+from .numerics import sigmoid_np, sigmoid_slope, softplus_torch
 
 Array = np.ndarray
 Params = Mapping[str, Any]
@@ -48,6 +48,11 @@ def _reciprocal(x: Array, power: int = 1) -> Array:
         return 1 / x**power
 
 
+def _divide(a: Array, b: Array) -> Array:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a / b
+
+
 def _softplus_d(x: Array, p: Params) -> Array:
     bx = p["beta"] * x
     return np.where(bx > p["threshold"], 1.0, sigmoid_np(bx)).astype(x.dtype)
@@ -55,8 +60,7 @@ def _softplus_d(x: Array, p: Params) -> Array:
 
 def _softplus_d2(x: Array, p: Params) -> Array:
     bx = p["beta"] * x
-    s = sigmoid_np(bx)
-    return np.where(bx > p["threshold"], 0.0, p["beta"] * s * (1 - s)).astype(x.dtype)
+    return np.where(bx > p["threshold"], 0.0, p["beta"] * sigmoid_slope(bx)).astype(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,17 @@ class Spec:
     params: tuple[Param, ...] = ()
     kink: Kink | None = None
     domain: Callable[[Array], Array] | None = None  # mask of entries outside the domain (a note names them)
+    # The backward as torch writes it, (g, x, params) -> g f'(x), where it differs from g * df (log's g / x is 0
+    # for g = 0 at a subnormal x, where 1/x overflows): what reverse mode puts off the diagonal.
+    vjp: Callable[[Array, Array, Params], Array] | None = None
 
 
 SPECS = {spec.name: spec for spec in (
     Spec("sigmoid", "sigmoid(x) = 1 / (1 + exp(-x)), elementwise",
          ("s = sigmoid(x)", "ds/dx = s (1 - s);  d2s/dx2 = s (1 - s)(1 - 2s), elementwise: a diagonal Jacobian"),
          f=lambda x, p: sigmoid_np(x),
-         df=lambda x, p: sigmoid_np(x) * (1 - sigmoid_np(x)),
-         d2f=lambda x, p: sigmoid_np(x) * (1 - sigmoid_np(x)) * (1 - 2 * sigmoid_np(x)),
+         df=lambda x, p: sigmoid_slope(x),  # s (1 - s) without the cancellation of 1 - s at large x
+         d2f=lambda x, p: -sigmoid_slope(x) * np.tanh(x / 2),  # 1 - 2s = -tanh(x/2)
          torch_f=lambda torch, x, p: torch.sigmoid(x)),
     Spec("tanh", "tanh(x), elementwise",
          ("d tanh(x)/dx = 1 - tanh(x)^2;  d2/dx2 = -2 tanh(x) (1 - tanh(x)^2), elementwise: a diagonal Jacobian",),
@@ -102,7 +109,7 @@ SPECS = {spec.name: spec for spec in (
     Spec("relu", "relu(x) = max(x, 0), elementwise",
          ("d relu(x)/dx = 1 where x > 0, else 0 (at x = 0 torch uses 0; relu has a kink there); d2/dx2 = 0",),
          f=lambda x, p: np.maximum(x, 0),
-         df=lambda x, p: (x > 0).astype(x.dtype),
+         df=lambda x, p: ~(x <= 0) * np.ones((), dtype=x.dtype),  # torch's threshold_backward: 1 at nan too
          d2f=lambda x, p: np.zeros_like(x),
          torch_f=lambda torch, x, p: torch.relu(x),
          kink=Kink(lambda x: x == 0, "x = 0", "0", "1/2")),
@@ -113,7 +120,7 @@ SPECS = {spec.name: spec for spec in (
     Spec("log", "natural log(x), elementwise",
          ("d log(x)/dx = 1 / x;  d2/dx2 = -1 / x^2, elementwise: a diagonal Jacobian",),
          f=lambda x, p: _log(x), df=lambda x, p: _reciprocal(x), d2f=lambda x, p: -_reciprocal(x, 2),
-         torch_f=lambda torch, x, p: torch.log(x),
+         torch_f=lambda torch, x, p: torch.log(x), vjp=lambda g, x, p: _divide(g, x),
          domain=lambda x: x <= 0),
     Spec("gelu", "gelu(x) = x Phi(x), the exact (erf) form, elementwise (torch.nn.functional.gelu)",
          ("gelu(x) = x Phi(x), Phi the standard normal CDF, phi its density",
@@ -135,19 +142,23 @@ SPECS = {spec.name: spec for spec in (
 )}
 
 
-def elementwise_kernel(x: Array, f, df, axis: int | None, d2f=None) -> RowKernel:
+def elementwise_kernel(x: Array, f, df, axis: int | None, d2f=None, vjp=None) -> RowKernel:
     """The kernel of ``f`` at ``x``: one-feature rows, or rows along ``axis``
     (diagonal blocks; vjp and jvp multiply by ``f'`` without forming them).
+    ``vjp(g, x)``: the backward as torch writes it, where it differs from ``g * df(x)``
+    (the vjp of a zero cotangent is what fills the entries off the diagonal).
     Second order: entry k depends on x_k alone, so ``sum_k u_k (d2 f_k) t`` is ``u f'' t``."""
     if axis is None:
         d2 = functools.cache(lambda: d2f(x)[..., None])
         return RowKernel(x0=x[..., None], forward=lambda xr: f(xr[..., 0]), blocks=lambda: df(x)[..., None], coef=None,
+                         vjp=None if vjp is None else (lambda u: vjp(u, x)[..., None]),
                          hvp=lambda u, t: u[..., None] * d2() * t)
     xr = np.moveaxis(x, axis, -1)
     d = df(xr)
     d2 = functools.cache(lambda: d2f(xr))
-    return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d), coef=None,
-                     vjp=lambda u: u * d, jvp=lambda t: d * t, hvp=lambda u, t: u * d2() * t)
+    row_vjp = (lambda u: u * d) if vjp is None else (lambda u: vjp(u, xr))
+    return RowKernel(x0=xr, forward=f, blocks=lambda: diagonal_blocks(d, None if vjp is None else vjp(np.zeros_like(xr), xr)),
+                     coef=None, vjp=row_vjp, jvp=lambda t: d * t, hvp=lambda u, t: u * d2() * t)
 
 
 def elementwise_layout(shape, axis: int | None) -> RowLayout:
@@ -185,7 +196,12 @@ class Elementwise(Function):
 
     def kernel(self, args, params, wrt, axis=None):
         return elementwise_kernel(args["input"], lambda x: self.f(x, params), lambda x: self.df(x, params), axis,
-                                  lambda x: self.d2f(x, params))
+                                  lambda x: self.d2f(x, params), self.vjp_formula(params))
+
+    def vjp_formula(self, params):
+        """``(g, x) -> g f'(x)`` as torch's backward writes it, or None for ``g * df``."""
+        vjp = self.spec.vjp
+        return None if vjp is None else (lambda g, x: vjp(g, x, params))
 
     def torch_forward(self, args, params):
         import torch
@@ -248,6 +264,12 @@ class Expr(Elementwise):
 
     def torch_forward(self, args, params):
         return self.expression.torch_value(args["input"])
+
+    def vjp_formula(self, params):
+        def vjp(g, x):
+            with np.errstate(all="ignore"):
+                return np.asarray(self.expression.numpy_vjp(x, g), dtype=x.dtype)
+        return vjp
 
     def kinks(self, args, params):
         return None

@@ -87,11 +87,18 @@ class Expression:
 
     def numpy_derivative(self, x: np.ndarray) -> np.ndarray:
         """``f'(x)`` elementwise: reverse mode from ``g = 1`` with torch's backward formulas."""
+        return self.numpy_vjp(x, np.ones_like(x))
+
+    def numpy_vjp(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """``g f'(x)`` elementwise, as torch's reverse mode computes it from the
+        cotangent ``g`` (shaped like ``x``, or a stack of such: leading axes):
+        for ``g = 0``, nan only where a formula makes ``0 * inf`` or ``0 / 0``,
+        as in torch."""
         values: dict[int, np.ndarray] = {}
         _forward(self.root, x, _NUMPY, values)
         grads: list[np.ndarray] = []
-        _backward(self.root, np.ones_like(x), values, grads)
-        return sum(grads, np.zeros_like(x))  # what torch accumulates in x.grad
+        _backward(self.root, g, values, grads)
+        return sum(grads, np.zeros(np.broadcast_shapes(np.shape(g), np.shape(x)), dtype=x.dtype))  # x.grad's sum
 
     def sympy_derivative(self) -> str:
         """The derivative as sympy writes it (simplified: for reading only)."""

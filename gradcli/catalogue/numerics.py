@@ -12,6 +12,13 @@ def sigmoid_np(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def sigmoid_slope(x: np.ndarray) -> np.ndarray:
+    """``s (1 - s)`` for ``s = sigmoid(x)``, as ``sigmoid(x) sigmoid(-x)``: without
+    the cancellation of ``1 - s``, which makes ``s (1 - s)`` 0 at x = 40 (its
+    value 4.2e-18) and 7% off at 34.5. torch's backward formulas cancel so."""
+    return sigmoid_np(x) * sigmoid_np(-x)
+
+
 def softplus_np(x: np.ndarray) -> np.ndarray:
     """Stable log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))

@@ -7,42 +7,78 @@ import functools
 import numpy as np
 
 from ..core.errors import UsageError
-from ..core.parallel import run_chunks
+from ..core.parallel import run_chunks, workers
 from ..core.rowform import RowKernel, RowLayout
 from .base import ArrayArg, Function, Param, Structure, check_axis
+
+
+# The temporaries of every chunk of rows in flight together (a row operation makes up to TEMPORARIES arrays of
+# its chunk's size): bounded, so that a vocabulary of 1e6 classes costs the result, not several copies of it.
+WORKING_BYTES = 32 * 2**20
+TEMPORARIES = 4
 
 
 def log_softmax_rows(x: np.ndarray) -> np.ndarray:
     """Stable log-softmax over the last axis: ``x - max - log(sum(exp(x - max)))``.
 
     Subtracting the row maximum keeps every exponent <= 0, so logits of +-1e4
-    neither overflow nor lose the largest term.
+    neither overflow nor lose the largest term. A row of -inf gives nan, as
+    torch (quietly: no NumPy warning).
     """
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def log_softmax_rows_parallel(x: np.ndarray) -> np.ndarray:
     """:func:`log_softmax_rows` of a ``(*rows, C)`` array, its rows split across
     the cores (NumPy releases the GIL): a language model's vocabulary is one
     large exp per row."""
-    flat = x.reshape(-1, x.shape[-1])
-    out = np.empty_like(flat)
-
-    def rows(start, stop):
-        out[start:stop] = log_softmax_rows(flat[start:stop])
-
-    run_chunks(len(flat), rows, chunk=max(1, -(-(1 << 18) // max(1, flat.shape[1]))))
-    return out.reshape(x.shape)
+    return by_rows(log_softmax_rows, x)
 
 
 def softmax_rows(x: np.ndarray) -> np.ndarray:
     """Stable softmax over the last axis (in place on one temporary: the fd
-    backend calls this on large stacks)."""
-    e = x - x.max(axis=-1, keepdims=True)
+    backend calls this on large stacks). A row of -inf gives nan, as torch."""
+    with np.errstate(invalid="ignore"):
+        e = x - x.max(axis=-1, keepdims=True)
     np.exp(e, out=e)
     e /= e.sum(axis=-1, keepdims=True)
     return e
+
+
+def by_rows(op, x: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """``op(x, *others)``, a row operation on ``(*rows, C)`` arrays of one shape,
+    computed for chunks of rows into one result on every core: ``op``'s
+    temporaries are then a chunk's (all chunks in flight within
+    ``WORKING_BYTES``), not the whole array's. Where the rows do not flatten
+    into a view (a transposed input) or ``others`` carry stack axes (a chain
+    pushing a basis), ``op`` runs on the whole arrays."""
+    c = x.shape[-1] if x.ndim else 1
+    flats = [_flat_rows(a, c) for a in (x, *others)] if all(a.shape == x.shape for a in others) else [None]
+    if x.size * x.itemsize * TEMPORARIES <= WORKING_BYTES or any(f is None for f in flats):
+        return op(x, *others)
+    out = np.empty(x.shape, dtype=np.result_type(x, *others))
+    flat_out = out.reshape(-1, c)
+    per_entry = TEMPORARIES * out.itemsize
+    rows = max(1, WORKING_BYTES // (per_entry * c * workers()))
+    parallel = c * per_entry * workers() <= WORKING_BYTES  # rows so long that one per core would not fit: one at a time
+
+    def work(start, stop):
+        flat_out[start:stop] = op(*(f[start:stop] for f in flats))
+
+    run_chunks(len(flat_out), work, chunk=rows, parallel=parallel)
+    return out
+
+
+def _flat_rows(a: np.ndarray, c: int) -> np.ndarray | None:
+    """``a`` as ``(n_rows, C)`` without a copy, or None where that would copy."""
+    view = a.view()
+    try:
+        view.shape = (-1, c)
+    except AttributeError:  # (NumPy refuses a shape that would need a copy)
+        return None
+    return view
 
 
 def _softmax_apply(s: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -127,9 +163,11 @@ class Softmax(_AlongDim):
         x = np.moveaxis(args["input"], params["dim"], -1)  # row form: (*rows, C)
 
         s = functools.cache(lambda: softmax_rows(x))
-        # J = diag(s) - s s^T is symmetric: vjp and jvp are both s * (v - <v, s>), O(C) per row.
-        return RowKernel(x0=x, forward=softmax_rows, blocks=lambda: softmax_blocks(s()), coef=None,
-                         vjp=lambda u: _softmax_apply(s(), u), jvp=lambda t: _softmax_apply(s(), t),
+        # J = diag(s) - s s^T is symmetric: vjp and jvp are both s * (v - <v, s>), O(C) per row, by chunks of rows
+        # (s recomputed per chunk, never held whole: over a vocabulary of 1e6 classes it is as large as the input).
+        apply = functools.partial(by_rows, lambda xr, v: _softmax_apply(softmax_rows(xr), v), x)
+        return RowKernel(x0=x, forward=softmax_rows, forward0=lambda: by_rows(softmax_rows, x),
+                         blocks=lambda: softmax_blocks(s()), coef=None, vjp=apply, jvp=apply,
                          hessian=lambda scale: softmax_second_blocks(s()), hvp=lambda u, t: softmax_hvp(s(), u, t))
 
     def notes(self, args, params, wrt):
@@ -166,11 +204,12 @@ class LogSoftmax(_AlongDim):
             return out
 
         s = functools.cache(lambda: softmax_rows(x))
-        # J = I - 1 s^T: u^T J = u - s sum(u);  J t = t - <s, t>, O(C) per row.
+        # J = I - 1 s^T: u^T J = u - s sum(u);  J t = t - <s, t>, O(C) per row, by chunks of rows (see softmax).
         # d2 log_softmax_i = -(diag(s) - s s^T) for every i: sum_i u_i d2_i t = -(sum_i u_i) s * (t - <s, t>).
-        return RowKernel(x0=x, forward=log_softmax_rows, blocks=blocks, coef=None,
-                         vjp=lambda u: u - s() * u.sum(-1, keepdims=True),
-                         jvp=lambda t: t - (s() * t).sum(-1, keepdims=True),
+        return RowKernel(x0=x, forward=log_softmax_rows, forward0=lambda: by_rows(log_softmax_rows, x),
+                         blocks=blocks, coef=None,
+                         vjp=functools.partial(by_rows, lambda xr, u: u - softmax_rows(xr) * u.sum(-1, keepdims=True), x),
+                         jvp=functools.partial(by_rows, lambda xr, t: t - (softmax_rows(xr) * t).sum(-1, keepdims=True), x),
                          hvp=lambda u, t: -u.sum(-1, keepdims=True) * _softmax_apply(s(), t))
 
     def torch_forward(self, args, params):

@@ -29,6 +29,7 @@ import numpy as np
 from .._version import __version__
 from ..compute.solve import solve
 from ..core.errors import UsageError
+from ..io.arrays import open_regular
 from ..core.options import BackendName, Quantity
 from ..problem.problem import Problem
 
@@ -111,7 +112,8 @@ def load(path: str, max_bytes: int = 2**31) -> dict[str, Any]:
     file = Path(path)
     limit = max_bytes // 20  # parsed JSON holds up to ~20 bytes per byte of text (arrays.py)
     try:
-        with file.open("rb") as handle:  # read to the limit only: its size may be unknown (a pipe, /dev/zero)
+        # a regular file only (a FIFO blocked forever at open), read to the limit only
+        with open_regular(file, "--baseline", "give a file written by --save-baseline") as handle:
             text = handle.read(limit + 1)
         if len(text) > limit:
             raise UsageError(f"--baseline: {path} is over {limit} bytes, too large for a baseline under "
@@ -131,7 +133,15 @@ def load(path: str, max_bytes: int = 2**31) -> dict[str, Any]:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number that is a float (an integer of 400 digits is not: comparing it
+    raised OverflowError, an internal error)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _malformed(document: dict[str, Any]) -> str | None:

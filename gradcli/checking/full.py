@@ -3,8 +3,10 @@
 The reference runs first (its failure is the command's failure, exit 3);
 another backend that cannot run is reported as skipped with the reason
 (``ok`` None). The verdict (SPEC §2): ``ok`` True when every backend that ran
-agrees, False on a mismatch, None when no backend but the reference ran
-(exit 3); ``--backends`` naming only the reference is a usage error (exit 2).
+agrees, False on a mismatch, None when no backend but the reference ran to a
+verdict (exit 3): each was skipped, or inconclusive (fd flagged most entries
+non-smooth: ``ok`` None with the reason, ``compare.judged``); ``--backends``
+naming only the reference is a usage error (exit 2).
 Entries on a kink (relu at 0, l1 at x = t), and entries fd marks non-smooth, are
 reported, not counted; fd's tolerance includes three times its own error
 estimate (``compare.compare``) — also where fd is the reference.
@@ -17,7 +19,7 @@ import math
 import numpy as np
 
 from ..compute.solve import solve
-from ..core.compare import Comparison, compare, default_tolerance, working_tolerance
+from ..core.compare import Comparison, compare, default_tolerance, judged, working_tolerance
 from ..core.errors import BackendError, UsageError
 from ..core.options import BackendName, BackendOptions, Layout, Quantity
 from ..problem.problem import Problem
@@ -83,12 +85,16 @@ def run_check(
         # fd's non-smooth entries (its steps did not converge) are treated as kinks: reported, not counted.
         flagged = kinks if got.nonsmooth is None or not got.nonsmooth.any() else \
             got.nonsmooth | (False if kinks is None else np.broadcast_to(kinks, got.nonsmooth.shape))
-        # fd's error bar, on whichever side fd is (--reference fd: the bar is the reference's)
-        comparisons.append(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
-                                   error=got.error if got.error is not None else ref.error, kinks=flagged))
+        # fd's error bar, on whichever side fd is (--reference fd: the bar is the reference's); fd flagging most
+        # entries non-smooth is inconclusive (compare.judged)
+        comparisons.append(judged(compare(name.value, got.value, ref.value, atol, rtol, seconds=got.seconds, top=top,
+                                          error=got.error if got.error is not None else ref.error, kinks=flagged),
+                                  got.nonsmooth))
     top_entries = sorted((e for c in comparisons for e in c.worst), key=lambda e: -e.excess)[:top]
     notes = list(ref.notes) + notes + [note.replace(" (--verify-blocks checks it)", " (not verified by check)")
                                for note in ref.structure]
+    if quantity in (Quantity.HESSIAN, Quantity.HVP) and reference is BackendName.AUTOGRAD and problem.wrt == "input":
+        notes += problem.function.torch_second_order_notes(problem.args, problem.params)
     for c in comparisons:
         if c.name == BackendName.FD.value and c.worst and all(
                 e.error_estimate is not None and e.abs_error > 100 * e.error_estimate for e in c.worst):
@@ -159,8 +165,10 @@ def skipped(name: BackendName, err: Exception) -> Comparison:
 
 
 def verdict(comparisons) -> bool | None:
-    """False on any mismatch; None when nothing but the reference ran; else True."""
-    ran = [c for c in comparisons if c.skipped is None]
+    """False on any mismatch; None when no backend but the reference ran to a
+    verdict (each skipped, or inconclusive: fd on a point it cannot difference);
+    else True."""
+    ran = [c for c in comparisons if c.ok is not None]
     if not ran:
         return None
     return all(c.ok for c in ran)

@@ -59,7 +59,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..core.compare import Comparison, Entry, meaningful_rel
+from ..core.compare import Comparison, Entry, judged, meaningful_rel
 from ..core.errors import BackendError
 from ..problem.problem import Problem
 
@@ -611,7 +611,10 @@ def compare_probes(name: str, value: np.ndarray, reference: np.ndarray, atol: fl
                     for k in order if out[k])
     worst = int(np.argmax(counted))
     rel = diff / np.where(np.abs(reference) > 0, np.abs(reference), np.inf)
-    return Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()),
-                      max_rel=meaningful_rel(rel, np.abs(reference), atol), worst_index=(worst,), mismatches=int(out.sum()), seconds=seconds,
-                      error_estimate=None if error is None else float(error.max()),
-                      kink_entries=int((nonsmooth & (excess > 1)).sum()), worst=entries)
+    # fd flagging most probes non-smooth could not judge: inconclusive (compare.judged), not ok
+    return judged(Comparison(name=name, ok=not out.any(), max_abs=float(diff.max()),
+                             max_rel=meaningful_rel(rel, np.abs(reference), atol), worst_index=(worst,),
+                             mismatches=int(out.sum()), seconds=seconds,
+                             error_estimate=None if error is None else float(error.max()),
+                             kink_entries=int((nonsmooth & (excess > 1)).sum()), worst=entries),
+                  None if error is None else nonsmooth, "probes")

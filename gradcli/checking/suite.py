@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import ExitCode, GradcliError, UsageError
+from ..io.arrays import open_regular
 
 # A value naming a file: PATH.ext, optionally followed by :KEY (npz member) or :NAME (a .py callable).
 _PATH = re.compile(r"^(?P<path>[^:\[\]{}]+\.(?:npy|npz|json|pt|pt2|py|toml))(?P<rest>:[A-Za-z_][\w.]*)?$")
@@ -60,7 +61,8 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
     ``path_keys``: the options whose values may name files (resolved from the file's folder)."""
     file = Path(path)
     try:
-        with file.open("rb") as handle:  # never more than MAX_SUITE_BYTES (`--suite /dev/zero` read forever)
+        # A regular file only (a FIFO blocked forever at open), never more than MAX_SUITE_BYTES
+        with open_regular(file, "--suite", "give the suite as a .toml file") as handle:
             data = handle.read(MAX_SUITE_BYTES + 1)
         if len(data) > MAX_SUITE_BYTES:
             raise UsageError(f"--suite: {path} is over {MAX_SUITE_BYTES >> 20} MiB; split it into several suites")
@@ -71,6 +73,9 @@ def load_suite(path: str, known: set[str], path_keys: set[str]) -> list[Entry]:
         raise UsageError(f"--suite: cannot read {path}: {err}") from None
     except tomllib.TOMLDecodeError as err:
         raise UsageError(f"--suite: {path} is not valid TOML: {err}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively: a[[[[...]]]] exhausts the stack
+        raise UsageError(f"--suite: {path} is nested too deeply to be a suite; write each check as a flat "
+                         "[[check]] table") from None
     extra = sorted(set(document) - {"check"})
     if extra:
         raise UsageError(f"--suite: {path}: unknown top-level key {extra[0]!r}; write each check as a [[check]] table")

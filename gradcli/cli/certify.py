@@ -89,17 +89,19 @@ def certify_command(options: CertifyOptions) -> int:
     from ..certify.run import certify
     from ..io.arrays import file_of
     from ..io.files import check_output_path, pending_write, refuse_same_file
+    from ..problem.function import function_file
     from ..render.certify import certify_junit, certify_to_dict, render_certify
     from ..render.json import dumps
 
     junit = check_output_path(options.junit, "--junit", (".xml",)) if options.junit else None
-    refuse_same_file({"--junit": junit}, {"-x": file_of(options.input),
+    refuse_same_file({"--junit": junit}, {"FUNCTION": function_file(options.function),
+                                          "--reference": function_file(options.reference), "-x": file_of(options.input),
                                           **{f"--arg {n}": file_of(s) for n, s in options.args.items()}})
     report = certify(options.function, options.input, args=options.args, reference=options.reference,
                      dtypes=options.dtypes, properties=options.properties, skip=options.skip, seed=options.seed,
                      runs=options.runs, nondet_tol=options.nondet_tol, device=options.device,
                      max_memory=options.max_memory, probes=options.probes)
-    pending = [pending_write(junit, lambda h: h.write(certify_junit(report)))] if junit else []
+    pending = [pending_write(junit, lambda h: h.write(certify_junit(report)), "--junit")] if junit else []
     if options.as_json:
         stdout_then_files(lambda: emit(dumps(certify_to_dict(report, timing=options.timing))), pending)
     else:  # soft wrap: each reproducer stays one line, to be copied whole

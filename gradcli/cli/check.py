@@ -29,7 +29,7 @@ def check_command(check: CheckOptions) -> int:
     if saved is not None:
         text = dumps(saved).encode()
         pending.append(pending_write(check_output_path(check.save_baseline, "--save-baseline", (".json",)),
-                                     lambda handle: handle.write(text)))
+                                     lambda handle: handle.write(text), "--save-baseline"))
     stdout_then_files(lambda: emit(output), pending)
     return int(check_code(report, comparison))
 

@@ -18,7 +18,7 @@ def check_report(check: CheckOptions):
     or None, fingerprint to save or None)``."""
     from ..checking import baseline
     from ..checking.model import run_checks
-    from ..io.files import check_output_path, refuse_same_file
+    from ..io.files import check_output_path
     from ..problem.wrt import expand, is_list, names_input, retarget
 
     inputs, output, quantity = check.inputs, check.output, check.settings.quantity
@@ -34,12 +34,12 @@ def check_report(check: CheckOptions):
                          "gradcli jacobian FUNCTION ... --plot PATH.png")
     if check.save_baseline:
         check_output_path(check.save_baseline, "--save-baseline", (".json",))
-    # (--save-baseline may name the --baseline it refreshes; load() compares the outputs with the arrays)
-    refuse_same_file({"--output": output.path}, {"--baseline": check.baseline})
+    # (--save-baseline may name the --baseline it refreshes; load() compares every output with every input:
+    # the arrays, the FUNCTION's file, the baseline)
     vector = VECTOR.get(quantity or Quantity.GRAD)
     spec = {"cotangent": check.cotangent, "tangent": tangent}.get(vector)
     got = load(replace(inputs, wrt="input") if many else inputs, output, vectors={vector: spec} if vector else {},
-               also_written={"--save-baseline": check.save_baseline},
+               also_written={"--save-baseline": check.save_baseline}, also_read={"--baseline": check.baseline},
                differentiates_input=names_input(inputs.wrt) if many else None)
     problems = retarget(got.problem, expand(got.problem.function, inputs.wrt)) if many else [got.problem]
     # the baseline is read and checked before the work, which it would otherwise follow

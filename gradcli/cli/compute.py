@@ -168,7 +168,7 @@ def _emit_result(result, got: Loaded, run: RunOptions, stream) -> None:
         if got.plot_path is not None:
             from ..render.plot import draw_plot
 
-            pending.append(pending_write(got.plot_path, lambda handle: draw_plot(result, handle)))
+            pending.append(pending_write(got.plot_path, lambda handle: draw_plot(result, handle), "--plot"))
     except BaseException:
         for file in pending:
             file.abort()

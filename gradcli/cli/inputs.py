@@ -42,11 +42,14 @@ class Read:
 
 
 def read(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | None = None,
-         also_written: Mapping[str, str | None] | None = None, suffixes: tuple[str, ...] | None = None) -> Read:
+         also_written: Mapping[str, str | None] | None = None, also_read: Mapping[str, str | None] | None = None,
+         suffixes: tuple[str, ...] | None = None) -> Read:
     """Output paths checked (``suffixes``: the extensions ``-o`` may have), the FUNCTION looked up,
     and every array read within ``--max-memory``. ``vectors`` only take part in the checks here
     (one reader of standard input, no output over an input): they are read in their shape by
-    :func:`load`. ``also_written``: other output files by option (``--save-baseline``)."""
+    :func:`load`. ``also_written``: other output files by option (``--save-baseline``);
+    ``also_read``: other input files by option (``--baseline``). No output may be an input,
+    the FUNCTION's file included, nor another output, before anything is read."""
     started = time.perf_counter()
     from ..catalogue.base import option_name
     from ..io.arrays import file_of, load_array
@@ -76,12 +79,16 @@ def read(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | 
     if len(readers) > 1:
         raise UsageError(f"{readers[1]}: only one option can read standard input (-), and {readers[0]} does; "
                          "give the others as files")
-    read = {option(n): file_of(spec) for n, spec in every.items()}
+    from ..problem.function import function_file
+
+    read = {"FUNCTION": function_file(inputs.function), **(also_read or {}),
+            **{option(n): file_of(spec) for n, spec in every.items()}}
     if inputs.weights is not None:
         from ..io.checkpoints import split_spec
 
         read["--weights"] = split_spec(inputs.weights)[0]
-    refuse_same_file({"--output": out_path, **(also_written or {})}, read)
+    refuse_same_file({"--output": out_path, "--plot": plot_path, **(also_written or {})}, read,
+                     allowed=frozenset({("--save-baseline", "--baseline")}))  # a baseline refreshed in place
     function = user_function(inputs.function, inputs.seed, tuple(named), select=inputs.select,
                              weights=inputs.weights, weights_prefix=inputs.weights_prefix,
                              strict_weights=inputs.strict_weights, max_memory=inputs.max_memory)
@@ -94,7 +101,8 @@ def read(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | 
 
 
 def load(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | None = None,
-         also_written: Mapping[str, str | None] | None = None, differentiates_input: bool | None = None) -> Loaded:
+         also_written: Mapping[str, str | None] | None = None, also_read: Mapping[str, str | None] | None = None,
+         differentiates_input: bool | None = None) -> Loaded:
     """:func:`read`, then the problem built, ``--rows`` applied and the vectors read:
     ``{"cotangent"|"tangent": spec}`` like the output (cotangent) or the differentiated
     argument (tangent); ``differentiates_input``: as
@@ -103,7 +111,7 @@ def load(inputs: Inputs, output: Output, *, vectors: Mapping[str, str | None] | 
     from ..io.arrays import load_array
     from ..problem.problem import build_problem, select_rows
 
-    got = read(inputs, output, vectors=vectors, also_written=also_written)
+    got = read(inputs, output, vectors=vectors, also_written=also_written, also_read=also_read)
     problem = build_problem(got.function, got.arrays, inputs.params, wrt=inputs.wrt, dtype=inputs.dtype,
                             allow_nonfinite=inputs.allow_nonfinite, differentiates_input=differentiates_input)
     if inputs.rows is not None:  # (an empty --rows is refused by its parser, not ignored)

@@ -46,8 +46,8 @@ def suite_command(values: Mapping[str, Any]) -> int:
     known = (set(options) - {"suite", "junit"}) | {"function"}
     entries = load_suite(suite, known | {"suite", "junit"}, path_keys)
     parsed = {entry.name: entry_options(entry, options, suite) for entry in entries}  # all valid before any runs
-    _refuse_shared_outputs(parsed, suite)
     junit = check_output_path(values["junit"], "--junit", (".xml",)) if values.get("junit") else None
+    _refuse_overlaps(parsed, suite, junit)
     timing = not values["no_timing"]
     saves, reports = [], []
 
@@ -82,11 +82,11 @@ def suite_command(values: Mapping[str, Any]) -> int:
         return plain_text(render_check(outcome.report, outcome.extra, timing))
 
     if junit is not None:
-        write_bytes(junit, junit_xml(outcomes, Path(suite).stem, report_text))
+        write_bytes(junit, junit_xml(outcomes, Path(suite).stem, report_text), "--junit")
     from ..checking.baseline import dumps
 
     for path, fingerprint in saves:
-        write_text(check_output_path(path, "--save-baseline", (".json",)), dumps(fingerprint))
+        write_text(check_output_path(path, "--save-baseline", (".json",)), dumps(fingerprint), "--save-baseline")
     for path, document in reports:
         write_text(check_output_path(path, "--output", (".json",)), document)
     return int(suite_exit_code(outcomes))
@@ -111,15 +111,31 @@ def entry_options(entry, options: Mapping[str, params.Opt], suite: str) -> Check
         raise UsageError(f"{where}: {err.cli_message()}") from None
 
 
-def _refuse_shared_outputs(parsed: Mapping[str, CheckOptions], suite: str) -> None:
-    """Two entries writing the same file (``output``, ``save-baseline``): the second would
-    silently replace the first's, so the suite is refused before any runs."""
-    writers: dict[str, str] = {}
+def _refuse_overlaps(parsed: Mapping[str, CheckOptions], suite: str, junit) -> None:
+    """No file the suite writes (``--junit``, each entry's ``output``, ``save-baseline``
+    and ``plot``) may be one it reads (the suite file, each entry's FUNCTION file,
+    arrays and ``baseline``) or another it writes, across entries too: one entry's
+    output naming another's baseline would replace it. An entry's ``save-baseline``
+    may name its own ``baseline`` (a refresh). Refused before any entry runs."""
+    from ..io.arrays import file_of
+    from ..io.files import refuse_same_file
+    from ..problem.function import function_file
+
+    writes: dict[str, Any] = {"--junit": junit}
+    reads: dict[str, Any] = {"--suite": suite}
+    allowed = set()
     for name, check in parsed.items():
-        for key, path in (("output", check.output.path), ("save-baseline", check.save_baseline)):
-            if path:
-                where = os.path.realpath(path)
-                if where in writers and writers[where] != name:
-                    raise UsageError(f"--suite: {suite}: check {name!r}: {key} {path} is also written by check "
-                                     f"{writers[where]!r}; give each its own file")
-                writers[where] = name
+        where = f"check {name!r}"
+        inputs = check.inputs
+        writes.update({f"{where} output": check.output.path, f"{where} save-baseline": check.save_baseline,
+                       f"{where} plot": check.output.plot})
+        reads.update({f"{where} function": function_file(inputs.function), f"{where} baseline": check.baseline,
+                      **{f"{where} {key}": file_of(spec) for key, spec in inputs.arrays.items()},
+                      **{f"{where} arg {arg.partition('=')[0]}": file_of(arg.partition("=")[2]) for arg in inputs.args},
+                      **{f"{where} {key}": file_of(spec) for key, spec in (("cotangent", check.cotangent),
+                                                                             ("tangent", check.tangent)) if spec}})
+        allowed.add((f"{where} save-baseline", f"{where} baseline"))
+    try:
+        refuse_same_file(writes, reads, frozenset(allowed))
+    except UsageError as err:
+        raise UsageError(f"--suite: {suite}: {err.cli_message()}") from None

@@ -81,20 +81,24 @@ def solve_second(
     start = time.perf_counter()
     spectrum = None
     notes: tuple[str, ...] = ()
-    if quantity is Quantity.HVP:
-        got = engine.hvp(view, tangent)
-        value = got.value
-    elif plan.layout is None:  # --eig without blocks: Lanczos, the Hessian never formed
-        spectrum, output = lanczos(view, engine, eig)
-        got = None
-        value = np.concatenate([spectrum.smallest, spectrum.largest])
-        notes = ("--eig: the Hessian has no row blocks here, so it is not formed: value holds the K smallest then the "
-                 "K largest eigenvalues (give --layout full to see H as well, when it fits)",)
-    else:
-        got = engine.hessian(view, plan.layout)
-        value = got.value
-        if eig is not None:
-            spectrum = exact_or_lanczos(view, engine, plan.layout, value, eig)
+    # As first order: overflow and 0/0 (infinite logits, points beyond a domain edge) give inf and nan, counted
+    # and said in notes, never NumPy warnings on stderr.
+    with np.errstate(all="ignore"):
+        if quantity is Quantity.HVP:
+            got = engine.hvp(view, tangent)
+            value = got.value
+        elif plan.layout is None:  # --eig without blocks: Lanczos, the Hessian never formed
+            spectrum, output = lanczos(view, engine, eig)
+            got = None
+            value = np.concatenate([spectrum.smallest, spectrum.largest])
+            notes = ("--eig: the Hessian is not formed (it has no row blocks here, or they would not fit --max-memory): "
+                     "value holds the K smallest then the K largest eigenvalues by Lanczos on hvp (give --layout full "
+                     "or blocks to see H as well, when it fits)",)
+        else:
+            got = engine.hessian(view, plan.layout)
+            value = got.value
+            if eig is not None:
+                spectrum = exact_or_lanczos(view, engine, plan.layout, value, eig)
     seconds = time.perf_counter() - start
     if got is not None:
         output, error, evaluations, notes = got.output, got.error, got.evaluations, notes + got.notes

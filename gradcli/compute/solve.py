@@ -56,7 +56,7 @@ def solve(
                             options=options, max_memory=max_memory)
     name = resolve(BackendName(backend), problem, jacobian=quantity is Quantity.JACOBIAN)
     plan = make_plan(problem, quantity, layout, max_memory=max_memory, streaming=options.allocate is not np.zeros,
-                     verify_blocks=verify_blocks)
+                     verify_blocks=verify_blocks, vector_bytes=None if vector is None else vector.nbytes)
     view = plan.problem
     engine = get_backend(name, dataclasses.replace(options, max_memory=max_memory))
     start = time.perf_counter()
@@ -189,7 +189,7 @@ def checked_vector(value, shape, problem: Problem, option: str, what: str, allow
         raise UsageError(f"{option}: dtype {vector.dtype} is not numeric")
     if vector.shape != tuple(shape):
         raise UsageError(f"{option}: shape {list(vector.shape)} does not match {what} {list(shape)}; give that shape")
-    vector = vector.astype(problem.dtype)
+    vector = vector.astype(problem.dtype, copy=False)  # (a vocabulary-sized cotangent is not copied)
     if not allow_nonfinite:
         check_finite(vector, option)
     return vector

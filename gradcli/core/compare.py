@@ -10,7 +10,7 @@ reported but never counted as mismatches.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,6 +67,29 @@ class Comparison:
     skipped: str | None = None
     worst: tuple[Entry, ...] = field(default=())
     coarse: int = 0  # entries where 3 x fd's error estimate is larger than atol + rtol |reference|
+    inconclusive: str | None = None  # it ran, but could not judge (ok None): why
+
+
+# fd flags more than this share of the entries (or probes) non-smooth: what is left is no verdict on the rest
+INCONCLUSIVE_SHARE = 0.5
+
+
+def judged(comparison: Comparison, flagged: np.ndarray | None, what: str = "entries") -> Comparison:
+    """fd's comparison as it stands, or inconclusive (``ok`` None, with the reason)
+    where most ``what`` are entries fd flagged non-smooth *and* differs from the
+    reference at (``kink_entries``: those it could not judge; a flagged entry where
+    both agree, a zero gradient, is judged): a check where every fd entry is
+    "non-smooth" compared nothing, and is no "ok" (SPEC: a backend that could not
+    judge is ``ok: null`` with its reason). A mismatch elsewhere stands."""
+    if flagged is None or not np.size(flagged) or comparison.ok is False:
+        return comparison
+    share = comparison.kink_entries / np.size(flagged)
+    if share <= INCONCLUSIVE_SHARE:
+        return comparison
+    reason = (f"fd could not judge {share:.0%} of the {what}: non-smooth there (its steps do not converge: a kink or "
+              "a jump within every step, or code whose value changes from call to call) and off the reference; "
+              "add another backend (--backends autograd,forward), or check at a point away from the kinks")
+    return replace(comparison, ok=None, inconclusive=reason)
 
 
 def meaningful_rel(rel: np.ndarray, reference_size: np.ndarray, atol: float) -> float | None:

@@ -11,8 +11,9 @@ from .options import BackendName, CheckMode, Layout, Quantity
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
-    """A read-only array (results are immutable values)."""
-    array = np.asarray(array)
+    """A read-only view of ``array`` (results are immutable values; the caller's
+    own array keeps its flags)."""
+    array = np.asarray(array).view()
     array.flags.writeable = False
     return array
 

@@ -24,3 +24,10 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     raise AssertionError
+
+
+def size_option(n: int) -> str:
+    """A ``--max-memory`` value that holds ``n`` bytes, as a person writes it: the
+    next power of two, in KiB below a MiB, else in MiB (``256MiB``, ``32KiB``)."""
+    power = 1 << max(10, (max(int(n), 1) - 1).bit_length())
+    return f"{power >> 20}MiB" if power >= 2**20 else f"{power >> 10}KiB"

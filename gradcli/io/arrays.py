@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import sys
 import warnings
@@ -161,7 +162,7 @@ def _limit_text(max_bytes: int) -> str:
     return f"--max-memory {format_bytes(max_bytes)}"
 
 
-def not_a_file(path: Path) -> str:
+def not_a_file(path: Path, fix: str = "save the array to a file, or pipe it to - (stdin)") -> str:
     """Why ``path`` cannot be read as a file, and the fix (a folder, a pipe or device, a link loop, nothing)."""
     try:
         path.stat()
@@ -171,14 +172,48 @@ def not_a_file(path: Path) -> str:
         return f"file not found: {path}; check the path"
     if path.is_dir():
         return f"{path} is a folder, not a file; name a file in it"
-    return f"{path} is not a regular file (a pipe or a device); save the array to a file, or pipe it to - (stdin)"
+    return f"{path} is not a regular file (a pipe or a device); {fix}"
 
 
-def too_big(option: str, what: str, need: int, max_bytes: int,
-             fix: str = "use a smaller array or raise --max-memory") -> UsageError:
+def open_regular(path: str | Path, option: str, fix: str = "give a regular file") -> BinaryIO:
+    """``path`` opened for reading, or exit 2 naming ``option`` when it is not a
+    regular file: a FIFO blocked forever at ``open`` (no writer ever came), a
+    device streamed without end. It is opened without blocking and checked on
+    the descriptor itself (no window for the file to be swapped), then read as
+    usual."""
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise UsageError(f"{option}: cannot read {path}: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{option}: {not_a_file(path, fix)}")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def too_big(option: str, what: str, need: int, max_bytes: int, fix: str | None = None) -> UsageError:
+    """Exit 2: ``what`` needs ``need`` bytes, over ``max_bytes``; ``fix`` says what to do
+    (by default: a smaller array, or the --max-memory that would hold it)."""
     from ..core.sizes import format_bytes
 
-    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over {_limit_text(max_bytes)}; {fix}")
+    return UsageError(f"{option}: {what} needs {format_bytes(need)}, over {_limit_text(max_bytes)}; "
+                      f"{fix or 'use a smaller array or ' + _enough(need, max_bytes)}")
+
+
+def _enough(need: int, max_bytes: int) -> str:
+    """A larger ``--max-memory``: at least what would hold ``need`` beside what is
+    already loaded (the arrays still to load and the result need room too, which
+    the plan, once everything is loaded, names exactly)."""
+    from ..core.sizes import format_bytes
+
+    return f"a --max-memory above {format_bytes(need + getattr(max_bytes, 'held', 0))} (the arrays so far alone)"
 
 
 def _check_npy_header(handle: BinaryIO, name: str, option: str, max_bytes: int) -> None:
@@ -269,7 +304,7 @@ def _load_npz(path: Path, key: str | None, option: str, max_bytes: int) -> np.nd
 _PT_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8")
 
 
-def bound_torch_file(path: Path, option: str, max_bytes: int, fix: str = "use a smaller array or raise --max-memory") -> None:
+def bound_torch_file(path: Path, option: str, max_bytes: int, fix: str | None = None) -> None:
     """Refuse a ``torch.save`` file whose bytes exceed ``max_bytes`` before ``torch.load`` reads it:
     its size, and for the zip format the size of its entries unpacked (they may be deflated:
     a 400 KB file holding 400 MB), read from the zip's directory alone."""
@@ -305,6 +340,18 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
         ) from err
     if not isinstance(obj, torch.Tensor):
         raise UsageError(f"{option}: {path} holds a {type(obj).__name__}, not a tensor; save a single tensor")
+    with warnings.catch_warnings():  # (nested tensors warn that they are a prototype on every access)
+        warnings.simplefilter("ignore")
+        return _dense_array(torch, obj, path, option, max_bytes)
+
+
+def _dense_array(torch, obj, path: Path, option: str, max_bytes: int) -> np.ndarray:
+    """A loaded tensor as a NumPy array, or exit 2 naming what it is instead (sparse,
+    nested, quantized, meta, complex, a dtype NumPy has not): never torch's own
+    internal error from an operation such a tensor does not support."""
+    if obj.is_nested:  # (its sizes differ per component: it has no shape to read, and no array)
+        raise UsageError(f"{option}: {path} holds a nested tensor (components of different shapes); save one dense "
+                         "tensor (torch.stack of equal shapes, or torch.nested.to_padded_tensor(t, 0.0))")
     # The file's size bounds its storage, not the tensor: a view of one stored number expanded
     # to 10^9 (stride 0) is a 1 KB file. Its own size is what every later copy takes.
     need = obj.numel() * obj.element_size()
@@ -313,17 +360,24 @@ def _load_pt(path: Path, option: str, max_bytes: int) -> np.ndarray:
                        max_bytes)
     if obj.is_complex():
         raise UsageError(f"{option}: {path} holds a complex tensor; gradcli differentiates real arrays")
-    kind = ("a sparse" if obj.layout is not torch.strided else "a meta (data-less)" if obj.is_meta
-            else "a quantized" if obj.is_quantized else None)
+    kind = ("a sparse" if obj.is_sparse or obj.layout in (torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr,
+                                                          torch.sparse_bsc)
+            else f"a {str(obj.layout).removeprefix('torch.')}-layout" if obj.layout is not torch.strided
+            else "a meta (data-less)" if obj.is_meta else "a quantized" if obj.is_quantized else None)
     if kind is None and str(obj.dtype).removeprefix("torch.") not in _PT_DTYPES:
         kind = f"a {str(obj.dtype).removeprefix('torch.')}"
     if kind is not None:
         raise UsageError(f"{option}: {path} holds {kind} tensor; save a dense tensor of a float or integer dtype "
                          "(e.g. t.to_dense().float())")
-    tensor = obj.detach().cpu().contiguous()  # an expanded or strided view becomes the array it shows
-    if tensor.dtype in (torch.bfloat16, torch.float16):
-        tensor = tensor.float()
-    return tensor.numpy()
+    try:
+        tensor = obj.detach().cpu().contiguous()  # an expanded or strided view becomes the array it shows
+        if tensor.dtype in (torch.bfloat16, torch.float16):
+            tensor = tensor.float()
+        return tensor.numpy()
+    except (RuntimeError, TypeError) as err:  # a tensor subclass or layout torch cannot turn into an array
+        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UsageError(f"{option}: {path} holds a tensor gradcli cannot read as an array ({first}); save a "
+                         "plain dense tensor with torch.save(t.detach().cpu().contiguous(), path)") from err
 
 
 def _from_stdin(option: str, stream: BinaryIO | None, max_bytes: int) -> np.ndarray:
@@ -486,7 +540,7 @@ def _generate(spec: str, option: str, *, seed: int, like, max_bytes: int) -> np.
         from ..core.sizes import format_bytes
 
         raise UsageError(f"{option}: {spec} would take {format_bytes(math.prod(shape) * 8)}, over "
-                         f"{_limit_text(max_bytes)}; use a smaller shape")
+                         f"{_limit_text(max_bytes)}; use a smaller shape or {_enough(math.prod(shape) * 8, max_bytes)}")
     if name == "randn":
         return rng.standard_normal(shape)
     if name == "rand":

@@ -15,6 +15,16 @@ USER_RE = re.compile(r"^(?P<path>.+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 MODEL_RE = re.compile(r"^(?P<path>.+\.pt2?)$")
 
 
+def function_file(name: str | None) -> str | None:
+    """The file FUNCTION reads (``model.py:loss`` -> ``model.py``, ``net.pt2``), or
+    None for a built-in, a chain or ``expr:``: what no output may replace."""
+    if not name:
+        return None
+    name = name.strip()
+    user, model = USER_RE.match(name), MODEL_RE.match(name)
+    return user["path"] if user else model["path"] if model else None
+
+
 def lookup(name: str) -> Function:
     """The function called ``name``: a built-in, ``expr:...``, or a comma chain of those."""
     name = name.strip()

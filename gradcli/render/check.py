@@ -33,10 +33,18 @@ def top_table(entries) -> Table:
     return top
 
 
+def result_text(c) -> Text:
+    """A compared backend's cell: ok, MISMATCH, or inconclusive (it ran but could not judge)."""
+    if c.ok is None:
+        return Text("inconclusive", style="yellow")
+    return Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
+
+
 def verdict_text(ok: bool | None, failing=()) -> Text:
     """The last line: agreement (exit 0), a mismatch (exit 1), or nothing compared (exit 3)."""
     if ok is None:
-        return Text("NOTHING COMPARED: every backend other than the reference was skipped (exit 3)", style="bold yellow")
+        return Text("NOTHING COMPARED: every backend other than the reference was skipped or could not judge (exit 3)",
+                    style="bold yellow")
     if ok:
         return Text("all backends agree within tolerance", style="green")
     where = f" in {', '.join(failing)}" if failing else ""
@@ -61,7 +69,7 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
         if c.skipped is not None:
             table.add_row(c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-", *(["-"] if timing else []))
             continue
-        result = Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
+        result = result_text(c)
         kinks = "non-smooth" if report.mode is CheckMode.PROBE else "on kinks"
         table.add_row(c.name, result, _num(c.max_abs), _num(c.max_rel), str(list(c.worst_index)),
                       str(c.mismatches) + (f" (+{c.kink_entries} {kinks})" if c.kink_entries else ""),
@@ -75,6 +83,7 @@ def render_report(report: CheckReport, *, timing: bool = True, mode_line: Text |
         parts.append(top_table(report.top))
     parts += [Text(), verdict_text(report.ok)]
     parts += [Text(f"skipped {c.name}: {c.skipped}", style="yellow") for c in report.backends if c.skipped]
+    parts += [Text(f"inconclusive {c.name}: {c.inconclusive}", style="yellow") for c in report.backends if c.inconclusive]
     if report.notes:
         parts += [Text(f"note: {n}", style="yellow") for n in report.notes]
     return Group(*parts)

@@ -1,7 +1,9 @@
 """Results -> plain dicts in the schema of SPEC §5, and strict JSON text.
 
-Key order is fixed; non-finite numbers become null (and are counted in
-``nonfinite``): ``json.dumps`` would write NaN, which is not JSON.
+Key order is fixed; non-finite numbers become null (and each one a result's
+document writes as null is counted in its ``nonfinite``: the value's, the
+output's, the vector's, the error estimate's): ``json.dumps`` would write
+NaN, which is not JSON.
 
 Documents are written as a stream (:func:`dump`): arrays stay NumPy arrays in
 the dict and are written a chunk of about ``CHUNK`` entries at a time, so the
@@ -21,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..core.options import Quantity
-from ..core.results import CheckReport, Result
+from ..core.results import CheckReport, Result, count_nonfinite
 
 SCHEMA = "gradcli/1"
 CHUNK = 1 << 14  # array entries turned into text at a time (~2 MB of Python objects)
@@ -59,9 +61,18 @@ def result_to_dict(result: Result, *, timing: bool = True, value: bool = True,
     doc["output"] = result.output
     if result.vector is not None:  # vjp/jvp: the vector used, so the result can be reproduced
         doc["cotangent" if result.quantity.value == "vjp" else "tangent"] = result.vector
-    doc["nonfinite"] = result.nonfinite
+    estimate = None
     if result.error is not None:
-        doc["error_estimate"] = _finite_or_none(float(np.max(result.error))) if result.error.size else 0.0
+        estimate = float(np.max(result.error)) if result.error.size else 0.0
+    # Every number this document writes as null, counted: the value's (when written), the output's, the
+    # vector's and the estimate's (a -inf in the output is a null like any other).
+    written = [result.output, *([result.value] if value else []), *([result.vector] if result.vector is not None else [])]
+    spectrum = result.spectrum
+    if spectrum is not None:
+        written += [spectrum.smallest, spectrum.largest, np.asarray([] if spectrum.residual is None else [spectrum.residual])]
+    doc["nonfinite"] = sum(count_nonfinite(a) for a in written) + (estimate is not None and not math.isfinite(estimate))
+    if result.error is not None:
+        doc["error_estimate"] = _finite_or_none(estimate)
         doc["evaluations"] = result.evaluations
     if result.spectrum is not None:
         doc["eigenvalues"] = spectrum_to_dict(result.spectrum)
@@ -117,6 +128,8 @@ def comparisons_to_list(comparisons, timing: bool = True) -> list[dict[str, Any]
                 entry["seconds"] = round(c.seconds, 6)
             if c.error_estimate is not None:
                 entry["error_estimate"] = _finite_or_none(c.error_estimate)
+            if c.inconclusive is not None:  # ran, could not judge: ok null, and why
+                entry["inconclusive"] = c.inconclusive
         backends.append(entry)
     return backends
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..core.options import CheckMode
-from .check import REL_NOTE, render_report, top_table, verdict_text
+from .check import REL_NOTE, render_report, result_text, top_table, verdict_text
 from .json import _finite_or_none, comparisons_to_list, entries_to_list, report_to_dict
 from .names import Name, NamesFirst
 from .table import seconds_text
@@ -95,6 +95,7 @@ def taylor_to_dict(test) -> dict[str, Any]:
 
 def module_to_dict(m) -> dict[str, Any]:
     return {"path": m.path, "class": m.cls, "file": m.file, "line": m.line, "ok": m.ok, "blamed": m.blamed,
+            "nonsmooth": m.nonsmooth,
             "value": _finite_or_none(m.value), "reference": _finite_or_none(m.reference),
             "error_estimate": _finite_or_none(m.error_estimate)}
 
@@ -138,6 +139,8 @@ def render_model(model, *, timing: bool = True) -> RenderableType:
         parts += [Text(), verdict_text(model.ok, model.failing)]
         skipped = {(c.name, c.skipped) for c in model.backends if c.skipped}
         parts += [Text(f"skipped {name}: {why}", style="yellow") for name, why in sorted(skipped)]
+        unjudged = {(c.name, c.inconclusive) for c in model.backends if c.inconclusive}
+        parts += [Text(f"inconclusive {name}: {why}", style="yellow") for name, why in sorted(unjudged)]
         shared = (joint.notes if joint is not None else ()) + tuple(n for r in model.results for n in r.notes)
         parts += [Text(f"note: {n}", style="yellow") for n in dict.fromkeys(shared)]  # (shared ones said once)
     test = model.taylor
@@ -212,8 +215,7 @@ def _comparison_row(table: Table, argument, shape: str, c, order: list, timing: 
         table.add_row(argument, shape, c.name, Text("skipped", style="yellow"), "-", "-", "-", "-", "-",
                       *order, *(["-"] if timing else []))
         return
-    result = Text("ok", style="green") if c.ok else Text("MISMATCH", style="bold red")
-    table.add_row(argument, shape, c.name, result, _num(c.max_abs), _num(c.max_rel), str(list(c.worst_index)),
+    table.add_row(argument, shape, c.name, result_text(c), _num(c.max_abs), _num(c.max_rel), str(list(c.worst_index)),
                   str(c.mismatches) + (f" (+{c.kink_entries} non-smooth)" if c.kink_entries else ""),
                   _num(c.error_estimate), *order, *([seconds_text(c.seconds)] if timing else []))
 
@@ -231,6 +233,7 @@ def _modules(modules) -> RenderableType:
     shown = [m for m in modules if not m.ok] + [m for m in modules if m.ok][: max(0, 12 - len(blamed))]
     for m in shown:
         result = (Text("WRONG", style="bold red") if m.blamed else
+                  Text("non-smooth (a kink: not judged)", style="yellow") if m.nonsmooth else
                   Text("contains a wrong module", style="yellow") if not m.ok else Text("ok", style="green"))
         table.add_row(Name(m.path), m.cls, m.where, result, f"{m.value:.6g}", f"{m.reference:.6g}", _num(m.error_estimate))
     if len(shown) < len(modules):

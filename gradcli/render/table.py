@@ -31,6 +31,41 @@ from ..core.options import Layout, Quantity
 from ..core.results import Result, chunks
 from .names import NamesFirst
 
+# What a character the output stream cannot encode becomes (PYTHONIOENCODING=ascii, a latin-1 terminal):
+# the ASCII it stands for, else a backslash escape (a file name's undecodable bytes, held as surrogates,
+# become \udcff: shown, never a crash). See ascii_fallback.
+ASCII = {"·": "-", "→": "->", "…": "...", "─": "-", "—": "--", "–": "-", "−": "-", "×": "x", "ᵀ": "^T", "‖": "||",
+         "²": "^2", "₂": "_2", "⁴": "^4", "⁵": "^5", "±": "+-", "∓": "-+", "≈": "~", "≤": "<=", "≥": ">=", "§": "S",
+         "Σ": "sum", "φ": "phi", "δ": "delta"}
+
+
+def ascii_fallback(error: UnicodeError):
+    """A codecs error handler (registered as ``gradcli-ascii``): one character the
+    stream's encoding lacks, as its ASCII stand-in or as a backslash escape."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    char = error.object[error.start]
+    return ASCII.get(char, char.encode("ascii", "backslashreplace").decode("ascii")), error.start + 1
+
+
+def degrade_streams(*streams) -> None:
+    """Let ``streams`` (standard output and error) write what their encoding lacks
+    through :func:`ascii_fallback`, instead of raising UnicodeEncodeError (the ``·``
+    of a table's header under PYTHONIOENCODING=ascii, a non-UTF-8 file name under
+    strict UTF-8). A stream that cannot be reconfigured is left as it is."""
+    import codecs
+
+    try:
+        codecs.lookup_error("gradcli-ascii")
+    except LookupError:
+        codecs.register_error("gradcli-ascii", ascii_fallback)
+    for stream in streams:
+        try:
+            stream.reconfigure(errors="gradcli-ascii")
+        except (AttributeError, ValueError, OSError):  # not a TextIOWrapper (a test's buffer), or closed
+            pass
+
+
 EDGE = 3  # items kept at each end of a summarised axis, as NumPy's edgeitems
 THRESHOLD = 1000  # arrays with more entries are summarised, as NumPy's threshold
 SMALL_OUTPUT = 64  # the function's value is shown when it has at most this many entries
@@ -405,7 +440,7 @@ class Stats:
     max_abs: float
     min_abs_nonzero: float
 
-    CHUNK = 1 << 20
+    CHUNK = 1 << 18  # (its temporaries: a few arrays of this many entries)
 
     @classmethod
     def of(cls, array: np.ndarray) -> "Stats":

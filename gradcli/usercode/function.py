@@ -66,17 +66,35 @@ def running_user_code(path: Path):
     ``BaseException`` — becomes "your code raised ..." (exit 3), never an exit
     of its own. Ctrl-C stays an interrupt. The torch backends read the original
     exception (a torch.func refusal means "fall back"). A change of the working
-    folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning."""
+    folder (``os.chdir``) is undone, so the paths given to gradcli keep their meaning,
+    and so is one of the SIGINT or SIGTERM handlers (set to SIG_IGN at import, a later
+    loop could only be killed). A child the code forked ends when it comes back here."""
     before = set(threading.enumerate())
+    pid = os.getpid()
     try:
-        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _own_modules(path), _logging_quiet_on_error():
+        with _stdout_to_stderr(), _same_folder(), _same_torch_modes(), _same_signal_handlers(), _own_modules(path), \
+                _logging_quiet_on_error():
             yield
     except (GradcliError, KeyboardInterrupt):
         raise
     except BaseException as err:
         raise user_error(err, path) from err
     finally:
+        if os.getpid() != pid:
+            _end_forked_child()
         _LEFT_RUNNING.update(t for t in threading.enumerate() if t not in before and not t.daemon)
+
+
+def _end_forked_child() -> None:
+    """Your code called ``os.fork()`` and the child came back into gradcli: it
+    ends here, quietly, before it could print a second result on standard output
+    or write the output files (what the child did inside your code is its own)."""
+    for stream in (sys.stderr,):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 # Threads the user's code started and did not wait for: Python would wait for them at exit, so
@@ -122,6 +140,25 @@ def _c_library():
     import ctypes
 
     return ctypes.CDLL(None)
+
+
+@contextlib.contextmanager
+def _same_signal_handlers():
+    """SIGINT's and SIGTERM's handlers as they were: code that sets them to
+    SIG_IGN when its file is imported (or in a call) left a later endless loop
+    stoppable only by SIGKILL; gradcli's own (Ctrl-C and SIGTERM: exit 130,
+    no output file) are back after the import and after every call. Only the
+    main thread can set handlers (user code runs there)."""
+    import signal
+
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None and signal.getsignal(sig) is not handler:
+                signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -368,9 +405,16 @@ class UserFunction(Function):
         """Run the user's code on tensors; ``param:NAME`` entries replace module
         parameters (torch.func.functional_call). ``batch = (in_shape, out_shape)``:
         per-sample mode, the input arrives as ``(..., B, F_in)`` and the output
-        leaves as ``(..., B, F_out)``. Its exceptions become UserCodeError naming the line."""
+        leaves as ``(..., B, F_out)``. Its exceptions become UserCodeError naming the line.
+
+        Every call gets fresh arguments: code that changes one in place (``t.mul_(2)``
+        on its target) changed it for every later call, so fd's points each saw
+        another function (a value of 1.3e14 for 109.4). Tensors that require grad
+        (the argument autograd differentiates) are passed as they are: an in-place
+        change of those is torch's own error."""
         import torch
 
+        args = {k: v if not isinstance(v, torch.Tensor) or v.requires_grad else v.clone() for k, v in args.items()}
         x = args["input"]
         self._follow(args)
         if batch:

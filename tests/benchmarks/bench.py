@@ -109,6 +109,10 @@ def fd_estimates():
              ("expr:sqrt(x)", {"input": np.array([1e-6, 3e-6, 1.0])}, torch.sqrt),
              ("tanh", {"input": 1e-6 * rng.standard_normal(16)}, torch.tanh),
              ("softmax", {"input": logits.astype(np.float32)}, lambda x: torch.softmax(x, -1))]
+    huge = np.concatenate([m * np.array([1.0, -1.0, 1.7, -3.3]) for m in (1e13, 1e20, 1e100, 1e300)])
+    cases += [(name, {"input": np.abs(huge) if name == "log" else huge}, fn)  # issue 24: |x| up to 1e300
+              for name, fn in (("tanh", torch.tanh), ("sigmoid", torch.sigmoid), ("exp", torch.exp),
+                               ("log", torch.log), ("softplus", torch.nn.functional.softplus))]
     ratios, flagged = [], 0
     for name, arrays, fn in cases:
         if fn is None:
@@ -132,6 +136,37 @@ def fd_estimates():
     return (f"3b fd estimate vs true error, {len(cases)} hard inputs ({ratios.size} entries)", f"bounded {bounded:.2%}",
             "", "", ">= 99.9%", ok,
             f"true/estimate median {np.median(ratios):.1e}, max {ratios.max():.2g}; {flagged} non-smooth flagged")
+
+
+def fd_second_estimates():
+    """fd's second-order error estimate (hessian -b fd, full layout) against its true error
+    (torch.func jacfwd(jacrev) in float64) on saturated softmax-family rows (issue 24): the
+    fraction of entries with a finite Hessian that it bounds, and the ratio true / estimate."""
+    import torch
+
+    F = torch.nn.functional
+    rng = np.random.default_rng(5)
+    ratios, total = [], 0
+    for shift in (0, 30, 100, 1000):
+        for scale in (1, 20, 100):
+            x = scale * rng.standard_normal((3, 5)) + shift
+            t = rng.integers(0, 5, 3)
+            for name, v, fn in (("cross_entropy", x, lambda v: F.cross_entropy(v, torch.tensor(t))),
+                                ("softmax", x[:2], lambda v: torch.softmax(v, -1)),
+                                ("log_softmax", x[:2], lambda v: torch.log_softmax(v, -1))):
+                kw = {"input": v, **({"target": t} if name == "cross_entropy" else {})}
+                res = gradcli.hessian(name, backend="fd", layout="full", **kw)
+                exact = torch.func.jacfwd(torch.func.jacrev(fn))(torch.tensor(v)).numpy().reshape(res.value.shape)
+                finite = np.isfinite(exact)
+                total += int(finite.sum())
+                true = np.abs(res.value - exact)[finite]
+                ratios.append(np.where(true == 0, 0.0, true / np.maximum(res.error[finite], np.finfo(float).tiny)))
+    ratios = np.concatenate(ratios)
+    bounded = float(np.mean(ratios <= 1))
+    nonzero = ratios[ratios > 0]
+    return (f"3c fd second-order estimate vs true error, saturated softmax family ({total} entries)",
+            f"bounded {bounded:.2%}", "", "", ">= 99.9%", "yes" if bounded >= 0.999 else "NO",
+            f"true/estimate median {np.median(nonzero):.1e}, max {nonzero.max():.2g}")
 
 
 def full(repeats, b=48, c=96):
@@ -921,7 +956,7 @@ def main():
     elif options.only == "health":  # rows 15a, 15b
         rows = health_rows(repeats)
     else:
-        rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), *full(repeats), memory(),
+        rows = [startup(repeats), *blocks(repeats), fd(repeats), fd_estimates(), fd_second_estimates(), *full(repeats), memory(),
                 *scaling(repeats), vocabulary(repeats), suite(repeats), json_memory(before=options.before),
                 *model_check(min(repeats, 3)), *hessian_blocks(repeats), *mlp_curvature(repeats),
                 *per_sample(repeats), *certify_rows(repeats), *health_rows(repeats)]

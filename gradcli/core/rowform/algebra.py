@@ -31,16 +31,18 @@ def full_shape(layout: RowLayout) -> tuple[int, ...]:
     return layout.output_shape + layout.in_shape
 
 
-def diagonal_blocks(d: np.ndarray) -> np.ndarray:
+def diagonal_blocks(d: np.ndarray, off: np.ndarray | None = None) -> np.ndarray:
     """``(*rows, C)`` derivatives -> ``(*rows, C, C)`` diagonal blocks.
 
-    Off the diagonal, column j holds ``0 * d_j`` as torch's reverse mode
-    computes it (jacrev's Jacobian of log at 0 is nan there, not 0)."""
+    Off the diagonal, column j holds what torch's reverse mode computes there:
+    the vjp of a zero cotangent, ``off`` ``(*rows, C)`` as the function's own
+    backward formula gives it (log's ``0 / x``: nan at 0, 0 at a subnormal x
+    where ``1/x`` overflows), or ``0 * d_j`` when not given."""
     c = d.shape[-1]
     out = np.zeros(d.shape + (c,), dtype=d.dtype)
     if d.dtype.kind == "f":  # (a boolean mask of kinks stays boolean)
         with np.errstate(invalid="ignore"):
-            out += (0 * d)[..., None, :]
+            out += (0 * d if off is None else off)[..., None, :]
     out.reshape(-1, c * c)[:, :: c + 1] = d.reshape(-1, c)
     return out
 
@@ -58,15 +60,16 @@ def _block_view(full: np.ndarray, layout: RowLayout) -> tuple[np.ndarray, tuple]
     return view, rows + ((slice(None),) if layout.out_axis is not None else ()) + rows + (slice(None),)
 
 
-def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> np.ndarray:
+def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros, off: np.ndarray | None = None) -> np.ndarray:
     """Scatter ``(*rows, *out_block, C)`` blocks into the full Jacobian
     ``output_shape + input_shape`` (output axes first, as torch and JAX).
     ``allocate(shape, dtype=)`` gives the zero-filled array to fill: a
-    memory-mapped ``.npy`` file for results larger than memory."""
+    memory-mapped ``.npy`` file for results larger than memory. ``off``: the
+    entries off the blocks, see :func:`fill_off_blocks`."""
     if layout.reduced:
         raise ValueError("a reduced output has no blocks; its Jacobian is the gradient")
     full = allocate(full_shape(layout), dtype=blocks.dtype)
-    fill_off_blocks(full, blocks, layout)
+    fill_off_blocks(full, blocks, layout, off)
     if layout.in_axis is None:  # elementwise: J[i..., i...] = B[i..., 0]
         if not layout.rows:
             full[...] = blocks.reshape(())
@@ -79,14 +82,21 @@ def blocks_to_full(blocks: np.ndarray, layout: RowLayout, allocate=np.zeros) -> 
     return full
 
 
-def fill_off_blocks(full: np.ndarray, blocks: np.ndarray, layout: RowLayout) -> None:
+def fill_off_blocks(full: np.ndarray, blocks: np.ndarray, layout: RowLayout, off: np.ndarray | None = None) -> None:
     """The entries off the blocks as torch.func.jacrev computes them: the
     backward pass of another row's output sends a zero cotangent through this
-    row, ``0 * derivative``, which is nan where a derivative is inf or nan (log
-    at 0). That is the vjp of a zero cotangent, column by column; columns where
-    it is nan are filled (the blocks are scattered over them afterwards)."""
-    with np.errstate(invalid="ignore"):
-        zero = vjp_blocks(blocks, layout, None, np.zeros(layout.unreduced_shape, dtype=blocks.dtype))
+    row, which is nan where the row's backward formula makes it ``0 * inf``
+    or ``0 / 0`` (log at 0) and 0 elsewhere. That is the vjp of a zero
+    cotangent, column by column: ``off`` (shaped like the argument) as the
+    backend computes it with the function's own formulas (log's ``0 / x`` is 0
+    at a subnormal x, where the derivative ``1/x`` overflows), or when not
+    given ``0 * blocks``. Columns where it is not finite are filled (the blocks
+    are scattered over them afterwards); every other entry stays a structural 0."""
+    if off is not None:
+        zero = np.asarray(off)
+    else:
+        with np.errstate(invalid="ignore"):
+            zero = vjp_blocks(blocks, layout, None, np.zeros(layout.unreduced_shape, dtype=blocks.dtype))
     bad = ~np.isfinite(zero)
     if bad.any():
         full.reshape(-1, zero.size)[:, bad.reshape(-1)] = zero[bad]
