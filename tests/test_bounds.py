@@ -212,7 +212,9 @@ def test_torch_backends_size_their_passes_from_the_measured_activations(small):
         holds_at_its_bound(args, held + need)
         needs[backend] = need, activations
     (reverse, activations), (forward, same) = needs["autograd"], needs["forward"]
-    assert same == activations
+    # autograd's per-sample blocks of user code run slice by slice: it measures the first slice's rows and
+    # scales them to the batch (a part of the activations does not grow with the rows), forward the batch
+    assert same == pytest.approx(activations, rel=0.15)
     assert forward - reverse >= 0.9 * activations  # a second activation copy per tangent
 
 
