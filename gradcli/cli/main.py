@@ -9,7 +9,6 @@ import sys
 from typing import Annotated
 
 import typer
-import typer.rich_utils
 from typer.core import TyperGroup
 
 from .. import __version__
@@ -40,6 +39,8 @@ class GradcliGroup(TyperGroup):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         argv = list(sys.argv[1:] if args is None else args)
         show_traceback = "--traceback" in argv
+        if not argv or "--help" in argv or "-h" in argv:  # (a bare `gradcli` shows the help too)
+            _use_help_console()
         try:
             code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as err:  # click's own errors (typer vendors click)
@@ -83,11 +84,25 @@ def _error(message: str, prefix: str = "gradcli: error: ") -> None:
         sys.stderr.flush()
 
 
+def _use_help_console() -> None:
+    """Make typer render help on :func:`_help_console`. Done only when help is shown:
+    importing ``typer.rich_utils`` brings in rich's markdown, syntax and traceback
+    modules and pygments, a third of gradcli's start-up."""
+    import typer.rich_utils
+
+    if typer.rich_utils._get_rich_console is not _help_console:
+        global _typer_console
+        _typer_console = typer.rich_utils._get_rich_console
+        typer.rich_utils._get_rich_console = _help_console
+
+
 def _help_console(stderr: bool = False):
     """typer's help console, whose broken pipe (``gradcli --help | head`` with head gone)
     reaches :meth:`GradcliGroup.main` as a silent 141 (rich itself would exit 1, which is
     check's "mismatch")."""
     import errno
+
+    import typer.rich_utils
 
     console = _typer_console(stderr=stderr)
     if typer.rich_utils.MAX_WIDTH is None and not console.is_terminal:
@@ -101,8 +116,8 @@ def _help_console(stderr: bool = False):
     return console
 
 
-_typer_console = typer.rich_utils._get_rich_console
-typer.rich_utils._get_rich_console = _help_console
+_typer_console = None  # typer's own, kept by _use_help_console
+
 
 app = typer.Typer(
     cls=GradcliGroup,
