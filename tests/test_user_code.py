@@ -516,3 +516,20 @@ def test_code_that_turns_off_requires_grad_on_its_input_is_named_not_differentia
         result = runner.invoke(app, [command, f"{tmp_path}/off.py:f", "-x", "[1.0, 2.0]", "-b", "autograd"])
         assert result.exit_code == 3 and not result.stdout, result.output
         assert "requires_grad_(False)" in result.stderr
+
+
+@pytest.mark.parametrize("entry", ["jacobian", "grad", "check", "health"])
+@pytest.mark.parametrize("given", ["module", "lambda", "number"])
+def test_the_library_refuses_an_object_for_the_function_naming_what_to_give(entry, given):
+    """gradcli loads your code itself (fresh, seeded, in the working dtype): a module or function
+    object given as the function was an AttributeError from deep inside; it is a UsageError that
+    says what to give instead."""
+    import torch
+
+    import gradcli
+    from gradcli.core.errors import UsageError
+
+    obj = {"module": torch.nn.Linear(3, 1), "lambda": lambda x: x.sum(), "number": 3}[given]
+    with pytest.raises(UsageError) as refused:
+        getattr(gradcli, entry)(obj, input=np.ones((2, 3)))
+    assert "PATH.py:NAME" in str(refused.value) and type(obj).__name__ in str(refused.value)

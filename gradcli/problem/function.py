@@ -63,7 +63,13 @@ def user_function(name: str, seed: int = 0, arg_names: tuple[str, ...] = (), *, 
     """``name`` looked up; user code learns the run's ``--seed``, ``--arg`` names and
     ``--select``, and gets ``--weights`` loaded (bounded by ``max_memory``). These
     options on a built-in are refused."""
-    function = lookup(name) if isinstance(name, str) else name
+    if isinstance(name, str):
+        function = lookup(name)
+    elif isinstance(name, Function):
+        function = name
+    else:  # a module or function object: gradcli loads your code itself (fresh, in the working dtype, seeded)
+        raise UsageError(f"function: {type(name).__name__} object given; name it instead: a built-in "
+                         "('cross_entropy'), 'expr:...', or your code as 'PATH.py:NAME' (the file that defines it)")
     if not hasattr(function, "configure"):
         user_only = {f"--arg {arg_names[0]}" if arg_names else "--arg": bool(arg_names), "--select": select,
                      "--weights": weights, "--weights-prefix": weights_prefix}
