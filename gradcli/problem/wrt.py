@@ -68,7 +68,9 @@ def retarget(problem: Problem, names: list[str]) -> list[Problem]:
             continue
         array.flags.writeable = False
         args[wrt] = array
-    bound = problem.bound if len(args) == len(problem.args) else problem.bound.rebind(args)
+    # (only parameters and activations at their own values were added: the output is the one already bound)
+    extend = getattr(problem.bound, "with_arguments", problem.bound.rebind)
+    bound = problem.bound if len(args) == len(problem.args) else extend(args)
     allowed = bound.differentiable()
     problems = []
     for wrt in names:

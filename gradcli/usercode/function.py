@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from ..core.errors import BackendError, GradcliError, UsageError, UserCodeError
@@ -627,6 +627,12 @@ class UserBound(Bound):
         return UserBound(self.function, MappingProxyType({**self.args, "input": flat}), self.params, flat_out,
                          self.notes, batch=(x.shape[1:], out_shape[1:]),
                          value=None if self.value is None else self.value.reshape(flat_out))
+
+    def with_arguments(self, args) -> "UserBound":
+        """This binding with ``param:`` and ``act:`` arguments added at the values the code
+        already ran with (a parameter's own value, an activation recorded at these arrays):
+        the output is the one known, so the code is not run again."""
+        return replace(self, args=MappingProxyType(dict(args)), _cache={})
 
     def rebind(self, args):
         if self.batch is None:
