@@ -378,3 +378,87 @@ def test_a_parameter_with_a_number_default_takes_a_number():
     report = gradcli.certify(str(CASES / "clean.py:Scaled"), "randn:3,4", args={"alpha": "1.5"},
                              properties="gradient,torch-func")
     assert report.ok and report.shapes == (("x", (3, 4)),)
+
+
+# --- verdict rules, each planted (the mutation harness's certify class) -------------------------------------------
+
+def test_a_wrong_jvp_fails_forward_mode_and_the_right_one_passes():
+    import torch
+
+    wrong = _module("bugs.py").WrongJvp
+    x = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # torch's own forward mode shows the planted factor: J u is 1.5 cos(x) u, not cos(x) u
+    import torch.autograd.forward_ad as fwad
+
+    u = torch.ones_like(x)
+    with fwad.dual_level():
+        tangent = fwad.unpack_dual(wrong.apply(fwad.make_dual(x, u))).tangent
+    assert torch.allclose(tangent, 1.5 * torch.cos(x))
+    report = certified("bugs.py:WrongJvp", "randn:4,3", (), properties="gradient,forward-mode")
+    assert failing(report) == {"forward-mode"} and report.exit_code == 1
+    assert certified(SOFTPLUS).row("forward-mode").status.value == "ok"
+
+
+def test_a_property_whose_check_raises_in_your_code_fails_naming_it():
+    """A backward that raises on a zero grad_output fails zero-grad-output (it is no skip: nothing says why)."""
+    report = certified("bugs.py:RefusesZeroGrad", "randn:3,4", (), properties="gradient,zero-grad-output")
+    row = report.row("zero-grad-output")
+    assert row.status.value == "fail" and "grad_output is all zeros" in row.detail
+    assert report.row("gradient").status.value == "ok" and report.exit_code == 1
+
+
+def test_two_runs_are_compared():
+    """--runs 2: the second backward pass is compared with the first (seeded with --seed + 1 + run)."""
+    import torch
+
+    # the planted bug's summation order differs between the two runs' seeds (1 and 2): torch says so
+    orders = [torch.randperm(3, generator=torch.Generator().manual_seed(s)).tolist() for s in (1, 2)]
+    assert orders[0] != orders[1]
+    two = certified("bugs.py:Nondeterministic", "randn:5,4", (), properties="determinism", runs=2)
+    assert two.row("determinism").status.value == "fail" and "pass 2 of 2" in two.row("determinism").detail
+
+
+def test_a_precision_bug_a_few_hundred_times_the_stick_fails_float32():
+    """log(1 + x) for log1p at x ~ 1e-3: float32 rounds 1 + x to eps, a few hundred times eps log1p(x).
+    The premise from torch: the error is far beyond FACTOR (16) roundings of the largest value,
+    and torch's log1p in float32 is within a few."""
+    import torch
+
+    from gradcli.certify.precision import FACTOR
+
+    x = 1e-3 * torch.linspace(0.5, 1.0, 12, dtype=torch.float64).reshape(3, 4)
+    x32 = x.float()
+    truth = torch.log1p(x32.double())
+    eps = torch.finfo(torch.float32).eps
+    naive = (torch.log(1 + x32).double() - truth).abs().max().item()
+    right = (torch.log1p(x32).double() - truth).abs().max().item()
+    assert naive > 4 * FACTOR * eps * truth.abs().max().item() and right < 4 * eps * truth.abs().max().item()
+    report = gradcli.certify(lambda t: torch.log(1 + t), x, properties="dtypes", dtypes="float32",
+                             reference=torch.log1p)
+    assert failing(report) == {"dtypes:float32"}, report.rows
+    fixed = gradcli.certify(torch.log1p, x, properties="dtypes", dtypes="float32", reference=torch.log1p)
+    assert fixed.row("dtypes:float32").status.value == "ok"
+
+
+def test_a_correct_function_that_overflows_float32_as_torch_does_passes():
+    """exp at the arguments scaled to 100 overflows float32 (torch.exp gives inf too, where the float64
+    value is finite): the same inf as the truth rounded to float32, so no failure."""
+    import torch
+
+    assert torch.isinf(torch.exp(torch.tensor(100.0))) and torch.isfinite(torch.exp(torch.tensor(100.0).double()))
+    report = certified("clean.py:Exp", "randn:5,4", (), properties="dtypes", dtypes="float32")
+    assert "also at the arguments" in report.row("dtypes:float32").detail  # (the scaled run took place)
+    assert report.row("dtypes:float32").status.value == "ok", report.row("dtypes:float32")
+
+
+def test_a_nan_where_the_reference_is_finite_fails_float64():
+    """sin(x)/x for sinc is NaN at x = 0, where the reference is 1: a difference, never a match."""
+    import math
+
+    import torch
+
+    x = torch.tensor([[0.0, 0.5, -1.0], [2.0, 0.25, 3.0]], dtype=torch.float64)
+    assert torch.isnan(torch.sin(x) / x)[0, 0] and torch.sinc(x / math.pi)[0, 0] == 1
+    report = gradcli.certify(lambda t: torch.sin(t) / t, x, properties="dtypes", dtypes="float64",
+                             reference=lambda t: torch.sinc(t / math.pi))
+    assert failing(report) == {"dtypes:float64"}

@@ -597,3 +597,70 @@ def test_a_model_returning_a_dict_with_trained_weights_is_examined_with_select_a
     assert got.keys() == expected.keys()
     for name, norm in expected.items():
         assert math.isclose(got[name], norm, rel_tol=1e-5), name
+
+
+# --- the flag rules, each planted (the mutation harness's health class) -----------------------------------------
+
+def test_the_dead_fraction_counts_units_dead_over_the_whole_batch(tmp_path):
+    """One ReLU unit of four is 0 for every sample, the others positive for every sample: a quarter
+    of the units are dead, though no sample's output is all 0."""
+    path = write(tmp_path, "torch.manual_seed(0)\nnet = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 3))\n"
+                           "with torch.no_grad():\n    net[0].weight[0].zero_()\n    net[0].bias[0] = -1.0\n"
+                           "    net[0].bias[1:] = 100.0\n")
+    x = batch_of()[0]
+    net = fresh(path, "net")
+    with torch.no_grad():
+        h = net[1](net[0](torch.from_numpy(x.astype(np.float32))))
+    expected = float((h == 0).all(0).double().mean())
+    assert expected == 0.25 and not bool((h == 0).all(1).any())
+    rows = {m.name: m for m in health(f"{path}:net", input=x, cotangent=np.ones((16, 3))).modules}
+    assert rows["1"].dead == expected and rows["0"].dead == 0.0
+
+
+def test_a_zero_initialised_layer_that_learns_is_not_dead(tmp_path):
+    """Its outputs are all 0, but torch gives its weight a non-zero gradient: it learns, so it is not dead."""
+    path = write(tmp_path, "torch.manual_seed(0)\nnet = nn.Sequential(nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 3))\n"
+                           "with torch.no_grad():\n    net[2].weight.zero_()\n    net[2].bias.zero_()\n")
+    x = batch_of()[0]
+    net = fresh(path, "net")
+    net(torch.from_numpy(x.astype(np.float32))).backward(torch.ones(16, 3))
+    assert bool(net[2].weight.grad.any())
+    rows = {m.name: m for m in health(f"{path}:net", input=x, cotangent=np.ones((16, 3))).modules}
+    assert rows["2"].dead == 1.0 and Flag.DEAD not in rows["2"].flags
+
+
+def test_gradient_norms_are_judged_relative_to_the_cotangents_norm(tmp_path):
+    """A cotangent of norm 8e4 gives gradient norms of that size: above --explode (1e3) in absolute
+    terms, O(1) times ‖v‖ (torch's own gradients say so): nothing explodes."""
+    path = write(tmp_path, "torch.manual_seed(0)\nnet = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))\n")
+    x = batch_of()[0]
+    v = np.full((16, 4), 1e4)
+    net = fresh(path, "net")
+    net(torch.from_numpy(x.astype(np.float32))).backward(torch.from_numpy(v.astype(np.float32)))
+    norms = [float(p.grad.norm()) for p in net.parameters()]
+    assert max(norms) > 1e3 and max(norms) < 10 * np.linalg.norm(v)
+    report = health(f"{path}:net", input=x, cotangent=v)
+    assert report.cotangent_norm == pytest.approx(np.linalg.norm(v))
+    assert report.flags == () and all(m.flags == () for m in report.modules)
+
+
+def test_the_backward_origin_is_the_first_branch_torch_differentiates(tmp_path):
+    """Two branches take sqrt at 0 (its derivative is inf) from finite output gradients: the origin is
+    the one whose input gradient torch computes first (measured here with tensor hooks), not the last."""
+    text = ("class Root(nn.Module):\n    def forward(self, x):\n        return torch.sqrt((x ** 2).sum(1))\n\n\n"
+            "class Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n        torch.manual_seed(0)\n"
+            "        self.fc = nn.Linear(8, 8)\n        self.a = Root()\n        self.b = Root()\n\n"
+            "    def forward(self, x, seen=None):\n        h = self.fc(x)\n"
+            "        a, b = h[:, :4] * 0, h[:, 4:] * 0  # rows of zeros that require grad\n"
+            "        if seen is not None:\n"
+            "            a.register_hook(lambda g: seen.append('a'))\n"
+            "            b.register_hook(lambda g: seen.append('b'))\n"
+            "        return (self.a(a) + self.b(b)).sum()\n\n\nnet = Net()\n")
+    path = write(tmp_path, text)
+    x = batch_of()[0]
+    seen = []
+    net = fresh(path, "net")
+    net(torch.from_numpy(x.astype(np.float32)), seen).backward()
+    assert len(seen) == 2 and not bool(torch.isfinite(net.fc.weight.grad).all())
+    origin = health(f"{path}:net", input=x).origin
+    assert origin.phase is Phase.BACKWARD and origin.module == seen[0], origin

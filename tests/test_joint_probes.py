@@ -376,3 +376,70 @@ def test_a_joint_mismatch_is_never_a_pass_when_no_tensor_takes_the_blame():
     assert report.ok is True and report.joint is not None
     failed = replace(report, joint=Judgement(report.joint.names, False, (), None, (), 0.0))
     assert all(r.ok for r in failed.results) and failed.ok is False
+
+
+BFLOAT16_INSIDE = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+
+    class Net(nn.Module):
+        """A right model whose hidden layer computes in bfloat16 inside a float64 check."""
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc1 = nn.Linear(6, 8)
+            self.fc2 = nn.Linear(8, 1)
+
+        def forward(self, x):
+            h = torch.tanh(self.fc1(x).to(torch.bfloat16)).to(x.dtype)
+            return self.fc2(h).sum()
+
+
+    net = Net()
+''')
+
+
+def _bfloat16_inside(tmp_path, **options):
+    (tmp_path / "bf16.py").write_text(BFLOAT16_INSIDE)
+    x = np.random.default_rng(0).standard_normal((4, 6))
+    return gradcli.check(f"{tmp_path}/bf16.py:net", input=x, wrt="param:*", mode="probe", locate=False,
+                         backends=["autograd", "forward", "fd"], **options)
+
+
+def test_forward_mode_and_autograd_rounding_in_bfloat16_inside_agree_within_that_precision(tmp_path):
+    """Both round in bfloat16 (eps 2^-8), each its own way: they differ by far more than float64's rtol.
+    fd measures the working precision, and the verdict allows its rounding."""
+    eps = float(torch.finfo(torch.bfloat16).eps)
+    report = _bfloat16_inside(tmp_path)
+    assert report.ok is True, [(c.name, c.max_abs) for c in report.joint.comparisons]
+    assert report.rtol >= eps and "widened for the working precision" in report.tolerance_source
+
+
+def test_a_given_tolerance_is_kept_whatever_the_working_precision(tmp_path):
+    """--atol/--rtol given: the user's numbers, not widened; bfloat16 rounding is then out of them."""
+    report = _bfloat16_inside(tmp_path, atol=1e-8, rtol=1e-4)
+    assert (report.atol, report.rtol) == (1e-8, 1e-4) and "widened" not in report.tolerance_source
+    assert report.ok is False
+
+
+def test_a_group_that_fails_while_neither_half_does_is_reported_failing_together():
+    """Group testing (locate.tensors) on a prober whose joint probes fail over a and b while each
+    alone passes (errors that cancel, or a difference at the tolerance): neither is cleared."""
+    from gradcli.checking import locate
+    from gradcli.checking.joint import Judgement
+
+    def judgement(names, ok):
+        return Judgement(tuple(names), ok, (), None, (), 0.0)
+
+    class Stub:
+        names = ("a", "b")
+
+        def judge(self, names, first=None):
+            return judgement(names, True)  # every proper subset passes
+
+    joint = judgement(("a", "b"), False)
+    verdicts, notes = locate.tensors(Stub(), joint)
+    assert verdicts["a"].ok is False and verdicts["b"].ok is False
+    assert any("neither half" in n for n in notes)

@@ -22,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 HARNESS = ROOT / "tests" / "mutants" / "run.py"
 CLASSES = {"formulas", "second-order", "fd", "verdicts", "localisation", "baselines", "memory", "files", "per-sample",
-           "security"}
+           "security", "certify", "health", "joint-probes", "inconclusive", "hostile"}
 
 
 def harness(*args, env=None, **kw):

@@ -352,3 +352,29 @@ def test_probe_modes_rtol_is_relative_to_the_gradients_size_and_holds_at_its_bou
     bound = abs(probe["value"] - probe["reference"]) / size
     assert check(*args, "--seed", seed, "--rtol", repr(bound / 1.01))[0] == 1
     assert check(*args, "--seed", seed, "--rtol", repr(bound / 0.99))[0] == 0
+
+
+# --- fd that could not judge (compare.judged): inconclusive, never ok, never hiding a mismatch -----------------
+
+def _fd_against(reference, value, kinks):
+    from gradcli.core.compare import compare, judged
+
+    kinks = np.asarray(kinks)
+    return judged(compare("fd", np.asarray(value, float), np.asarray(reference, float), 1e-8, 1e-6, seconds=0.0,
+                          top=3, kinks=kinks), kinks)
+
+
+def test_entries_fd_flags_where_it_agrees_are_judged():
+    """Three of four entries flagged non-smooth, but fd's value there equals the reference (a zero
+    gradient on a relu's zeros): judged, and ok."""
+    c = _fd_against([0.0, 0.0, 0.0, 2.0], [0.0, 0.0, 0.0, 2.0], [True, True, True, False])
+    assert c.ok is True and c.inconclusive is None
+
+
+def test_most_entries_unjudged_is_inconclusive_but_a_mismatch_elsewhere_stands():
+    """Three of four entries flagged and off the reference: fd could not judge them (inconclusive);
+    with the fourth, unflagged, entry off by 1 as well, the check fails: a mismatch is never hidden."""
+    unjudged = _fd_against([1.0, 1.0, 1.0, 2.0], [0.5, 0.5, 0.5, 2.0], [True, True, True, False])
+    assert unjudged.ok is None and "could not judge 75%" in unjudged.inconclusive
+    wrong = _fd_against([1.0, 1.0, 1.0, 2.0], [0.5, 0.5, 0.5, 3.0], [True, True, True, False])
+    assert wrong.ok is False and wrong.inconclusive is None

@@ -129,3 +129,27 @@ class LinearNoAutocast(Linear):
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
         return grad @ w.mT, x.mT @ grad  # the bug: grad is bfloat16 under autocast, x and w float32
+
+
+class WrongJvp(_Sine):
+    """A right backward, a jvp off by a factor of 1.5 (a forward-mode formula typo)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.x = inputs[0]  # (forward mode reads it: jvp runs before any saved tensor could be unpacked)
+
+    @staticmethod
+    def jvp(ctx, tangent):
+        return 1.5 * tangent * torch.cos(ctx.x)  # the bug: cos(x) u is right
+
+
+class RefusesZeroGrad(_Sine):
+    """Raises in backward on an all-zero grad_output (a normalisation that asserts)."""
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not bool(grad.any()):
+            raise ValueError("grad_output is all zeros")  # the bug: a zero grad_output is a valid one
+        (x,) = ctx.saved_tensors
+        return grad * torch.cos(x)
