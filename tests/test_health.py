@@ -29,7 +29,7 @@ from gradcli.render.json import dumps
 
 CASES = Path(__file__).parent / "health_cases"
 MODELS, FAULTS = CASES / "models.py", CASES / "faults.py"
-CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent", "xavier"]
+CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent", "xavier", "tied_lm"]
 TOL = exact_tol(np.float32)  # the models compute in float32, their own dtype
 
 
@@ -218,6 +218,22 @@ def test_dead_and_saturated_fractions_count_units_and_entries():
 # --- clean models raise nothing ---------------------------------------------------------------
 
 
+def test_a_decoder_tied_to_an_embedding_is_not_held_to_a_linear_init_gain():
+    """Its weight is the embedding's, N(0, 1): it passes back ~√32 of its gradient, above 10/√3 (what
+    a Linear at torch's init would have to exceed), and that is not a fault."""
+    x, t = batch_of()
+    model = fresh(MODELS, "tied_lm")
+    seen = {}
+    model.decode.register_forward_pre_hook(lambda m, a: seen.update(inp=a[0]) or a[0].retain_grad())
+    model.decode.register_forward_hook(lambda m, a, out: seen.update(out=out) or out.retain_grad())
+    model(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(t)).backward()
+    gain = float(seen["inp"].grad.norm() / seen["out"].grad.norm())
+    assert gain > 10 / math.sqrt(3)
+    report = health(f"{MODELS}:tied_lm", input=x, target=t)
+    assert next(m for m in report.modules if m.name == "decode").gain == pytest.approx(gain, rel=1e-4)
+    assert report.flags == ()
+
+
 @pytest.mark.parametrize("name", CLEAN)
 def test_clean_models_raise_no_flag(name):
     x, t = batch_of()
@@ -231,8 +247,11 @@ def test_clean_models_raise_no_flag(name):
 
 @pytest.mark.parametrize("case, op", [("sqrt_forward", "aten.sqrt"), ("log_forward", "aten.log"),
                                       ("div_forward", "aten.div"), ("exp_forward", "aten.exp"),
-                                      ("softmax_forward", "aten._softmax")])
+                                      ("softmax_forward", "aten._softmax"), ("exp_then_divide", "aten.exp"),
+                                      ("log_then_multiply", "aten.log")])
 def test_a_nan_made_in_the_forward_is_traced_to_its_module_op_and_line(case, op):
+    """An inf computed from finite numbers (exp overflowing, log(0)) is the origin even when a later op
+    of the module turns it into the NaN it returns; an inf written on purpose (masked_fill) is not."""
     x, t = batch_of()
     report = health(f"{FAULTS}:{case}", input=x, target=t)
     o = report.origin

@@ -49,6 +49,11 @@ def _floats(torch, tree) -> list:
             if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
 
 
+def _nonfinite_number(torch, tree) -> bool:
+    """A Python number among an op's arguments that is NaN or inf: the value it was told to write."""
+    return any(isinstance(a, float) and not math.isfinite(a) for a in torch.utils._pytree.tree_flatten(tree)[0])
+
+
 def _has_nan(torch, tensors) -> bool:
     return any(bool(torch.isnan(t).any()) for t in tensors)
 
@@ -57,14 +62,16 @@ def _has_nan(torch, tensors) -> bool:
 class Made:
     """An op that made a non-finite value: ``fresh``, from finite inputs (inf from ``exp``,
     ``log(0)``, ``x / 0``; NaN from ``sqrt(-1)``, ``0 / 0``); ``nan``, a NaN from inputs with
-    none (a softmax over a row of -inf, ``inf - inf``). ``stack``: the Python stack when it
-    ran; ``calls``: the module calls open then."""
+    none (a softmax over a row of -inf, ``inf - inf``); ``deliberate``, fresh but given a
+    non-finite number to write (``masked_fill(mask, -inf)``, ``torch.full(..., -inf)``).
+    ``stack``: the Python stack when it ran; ``calls``: the module calls open then."""
 
     op: str
     stack: list
     calls: tuple
     fresh: bool
     nan: bool
+    deliberate: bool = False
 
 
 def _nonfinite_mode(torch, stack: list):
@@ -89,7 +96,9 @@ def _nonfinite_mode(torch, stack: list):
             if outs and not _finite(torch, outs):
                 nan = not nan_in and _has_nan(torch, outs)
                 if finite_in or nan:
-                    self.found.append(Made(str(func), traceback.extract_stack()[:-1], tuple(stack), finite_in, nan))
+                    deliberate = finite_in and _nonfinite_number(torch, (args, kwargs))
+                    self.found.append(Made(str(func), traceback.extract_stack()[:-1], tuple(stack), finite_in, nan,
+                                           deliberate))
             return out
 
     return Nonfinite()
@@ -166,20 +175,27 @@ def trace_forward(run, modules) -> Origin:
     during = [m for m in mode.found if key in m.calls]
     own = [m for m in during if m.calls[-1] == key]
     candidates = own or during or mode.found
-    # Its output holds NaN: the op that made the NaN (an inf made before it, by exp or log(0), is named
-    # beside it: masking with -inf is deliberate, overflowing is not); else the first to make an inf.
+    # The first op to make an inf from finite numbers (exp overflowing, log(0), rsqrt(0)) is where
+    # it went wrong, even when a later op turned that inf into the NaN the output holds. An inf
+    # the code wrote on purpose (masked_fill(mask, -inf)) is not: then the op that made the NaN
+    # (a softmax over a row of -inf), with the inf named beside it.
     made = next((m for m in candidates if m.nan), None) if nan else None
     first = next((m for m in candidates if m.fresh), None)
-    op = made or first
+    arithmetic = first is not None and not first.deliberate and (
+        made is None or candidates.index(first) <= candidates.index(made))
+    op = first if arithmetic else made or first
     frame = user_frame(op.stack) if op else None
     name, number = key
     where = f"{name or 'the model'} ({type(module).__name__})"
     detail = f"{where} received finite inputs and returned {'NaN' if nan else 'infinite'} values"
     detail += f"; {op.op} made {'the first NaN' if op is made else 'the first of them'}" if op else \
         "; no single op made them"
-    if op is made and first is not None and first is not made:
+    if op is made and first is not None and first is not made:  # a deliberate inf before the NaN
         before = user_frame(first.stack)
         detail += f", after {first.op} made an inf" + (f" at {before.at}: {before.code}" if before else "")
+    elif op is first and made is not None and made is not first:
+        after = user_frame(made.stack)
+        detail += f" (an inf), which {made.op} turned into NaN" + (f" at {after.at}" if after else "")
     return Origin(Phase.FORWARD, name, type(module).__name__, number, forward_location(module),
                   op.op if op else None, frame.at if frame else None, frame.code if frame else None, None, detail)
 

@@ -61,6 +61,10 @@ def survey(roots) -> tuple[Watched, ...]:
     import torch
 
     LINEAR_MAPS = _linear_maps()
+    # A Linear whose weight another kind of module holds too (a decoder tied to an nn.Embedding)
+    # has that module's init, not a Linear's: its gain has no 1/√3 reference (see .flags).
+    foreign: set[int] = {id(p) for _, root in roots for module in root.modules()
+                         if not isinstance(module, LINEAR_MAPS) for p in module.parameters(recurse=False)}
     seen: set[int] = set()
     found = []
     for prefix, root in roots:
@@ -69,8 +73,10 @@ def survey(roots) -> tuple[Watched, ...]:
                 continue
             seen.add(id(module))
             params = list(module.parameters())
+            linear = isinstance(module, LINEAR_MAPS) and not any(id(p) in foreign for p in
+                                                                 module.parameters(recurse=False))
             found.append(Watched(name, module, _output_kind(module), forward_location(module),
-                                 frozenset(id(p) for p in params), isinstance(module, LINEAR_MAPS)))
+                                 frozenset(id(p) for p in params), linear))
     return tuple(found)
 
 

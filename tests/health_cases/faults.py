@@ -83,6 +83,23 @@ class MaskedSoftmax(nn.Module):
         return torch.softmax(scores, dim=-1)  # FAULT softmax_forward
 
 
+class SoftmaxByHand(nn.Module):
+    """exp overflows to inf, and the normalisation then makes inf / inf = NaN: the exp is the fault."""
+
+    def forward(self, x):
+        e = torch.exp(x * 1000.0)  # FAULT exp_then_divide
+        return e / e.sum(1, keepdim=True)
+
+
+class Entropy(nn.Module):
+    """p log p with p = 0: log(0) = -inf, then 0 * -inf = NaN: the log is the fault (xlogy is not)."""
+
+    def forward(self, x):
+        p = torch.relu(x)
+        logp = torch.log(p)  # FAULT log_then_multiply
+        return x + p * logp
+
+
 class Angle(nn.Module):
     """The angle between a sample and itself: acos(1) = 0, whose derivative is infinite."""
 
@@ -104,6 +121,8 @@ custom_backward = seeded(lambda: Head(body(CustomOp())))
 exp_forward = seeded(lambda: Head(body(ExpOverflow())))
 softmax_forward = seeded(lambda: Head(body(MaskedSoftmax())))
 acos_backward = seeded(lambda: Head(body(Angle())))
+exp_then_divide = seeded(lambda: Head(body(SoftmaxByHand())))
+log_then_multiply = seeded(lambda: Head(body(Entropy())))
 
 
 class Scaled(nn.Module):

@@ -133,6 +133,24 @@ class Xavier(nn.Module):
         return F.cross_entropy(self.layers(x), target)
 
 
+class TiedLM(nn.Module):
+    """A language model whose decoder is tied to its nn.Embedding (N(0, 1) entries, not a Linear's init)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(50, 32)
+        self.rnn = nn.GRU(32, 32, batch_first=True)
+        self.norm = nn.LayerNorm(32)
+        self.decode = nn.Linear(32, 50, bias=False)
+        self.decode.weight = self.embed.weight
+
+    def forward(self, x, target):
+        tokens = (x.abs() * 10).long().clamp(max=49)  # (16, 8) token ids made from the batch
+        h, _ = self.rnn(self.embed(tokens))
+        logits = self.decode(self.norm(h))
+        return F.cross_entropy(logits[:, :-1].reshape(-1, 50), tokens[:, 1:].reshape(-1))
+
+
 tanh_mlp = seeded(TanhMLP)
 xavier = seeded(Xavier)
 residual = seeded(Residual)
@@ -141,4 +159,5 @@ shared = seeded(Shared)
 convnet = seeded(ConvNet)
 attention = seeded(Attention)
 recurrent = seeded(Recurrent)
+tied_lm = seeded(TiedLM)
 CLEAN = ["tanh_mlp", "residual", "inplace", "shared", "convnet", "attention", "recurrent", "xavier"]
