@@ -212,6 +212,19 @@ def test_eig_from_blocks_is_exact(backend):
     assert res.spectrum.method.startswith("exact") and res.spectrum.residual is None
 
 
+def test_eig_of_a_small_argument_without_blocks_is_exact_and_its_note_says_so():
+    """12 entries: H formed from 12 hvps (no Lanczos), and the note said 'by Lanczos on hvp'."""
+    rng = np.random.default_rng(6)
+    arrays = {"input": rng.standard_normal((8, 4)), "weight": rng.standard_normal((3, 4)), "target": rng.integers(0, 3, 8)}
+    res = gradcli.hessian("linear,cross_entropy", **arrays, wrt="weight", eig=2, backend="autograd")
+    low, high = _eig_expected(ref.full_hessian("linear,cross_entropy", arrays, {}, "weight"), 12, 2)
+    assert_close(res.spectrum.smallest, low, 1e-10)
+    assert_close(res.spectrum.largest, high, 1e-10)
+    assert res.spectrum.method.startswith("exact")
+    eig_notes = [n for n in res.notes if n.startswith("--eig")]
+    assert eig_notes and "exact" in eig_notes[0] and "Lanczos" not in eig_notes[0], res.notes
+
+
 @pytest.mark.parametrize("backend", ["analytic", "autograd"])
 def test_eig_by_lanczos_without_blocks(backend):
     rng = np.random.default_rng(5)

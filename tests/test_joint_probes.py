@@ -424,6 +424,70 @@ def test_a_given_tolerance_is_kept_whatever_the_working_precision(tmp_path):
     assert report.ok is False
 
 
+BFLOAT16_UNITS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    SCALE = {scale}  # 1.0: right; else the bfloat16 tanh's backward is off by that factor
+
+
+    class Tanh(torch.autograd.Function):
+        generate_vmap_rule = True
+
+        @staticmethod
+        def forward(h):
+            return torch.tanh(h)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (1 - y * y) * SCALE
+
+        @staticmethod
+        def jvp(ctx, t):  # right: forward mode is the independent check of the backward
+            (y,) = ctx.saved_tensors
+            return t * (1 - y * y)
+
+
+    class Net(nn.Module):
+        """Each output a sum of a few bfloat16 units: no output sums enough of them to smooth their grid."""
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = nn.Linear(5, 4)
+
+        def forward(self, x):
+            h = Tanh.apply(self.lin(x).to(torch.bfloat16)).to(x.dtype)
+            return (h ** 2).sum(-1)
+
+
+    net = Net()
+''')
+
+
+@pytest.mark.parametrize("mode", ["full", "probe"])
+def test_a_few_bfloat16_units_per_output_pass_when_right_and_fail_when_wrong(tmp_path, mode):
+    """Every rung of the precision ladder below ~1e-2 saw each bfloat16 unit move by whole grid steps or
+    not at all, so no two rungs agreed and the precision was the first rung that moved (1.5e-5, far
+    below bfloat16's 2^-8): forward mode against autograd (each rounding in bfloat16 its own way)
+    and fd then failed a right model. Right: passes; its backward 25% off: fails."""
+    x = np.random.default_rng(1).standard_normal((4, 5))
+    eps = float(torch.finfo(torch.bfloat16).eps)
+    for scale, right in ((1.0, True), (1.25, False)):
+        (tmp_path / f"units{right}.py").write_text(BFLOAT16_UNITS.format(scale=scale))
+        report = gradcli.check(f"{tmp_path}/units{right}.py:net", input=x, wrt="input,param:*", mode=mode,
+                               locate=False, backends=["autograd", "forward", "fd"])
+        assert report.ok is right, (scale, [c.rtol for c in report.results])
+        # widened for bfloat16's rounding, and no further than 16 of its units (2^-8 each)
+        assert all(eps / 16 <= c.rtol <= 8 * eps for c in report.results), [c.rtol for c in report.results]
+
+
 def test_a_group_that_fails_while_neither_half_does_is_reported_failing_together():
     """Group testing (locate.tensors) on a prober whose joint probes fail over a and b while each
     alone passes (errors that cancel, or a difference at the tolerance): neither is cleared."""

@@ -77,6 +77,25 @@ def with_dataclass(x):
     return Out(loss=(x ** 2).sum(), extra=x * 3)
 
 
+def loss_logits(x, labels=None):
+    """(loss, logits, count) as many training steps return it: the loss is None without labels."""
+    logits = x * 2
+    loss = None if labels is None else ((logits - labels) ** 2).mean()
+    return loss, logits, 3
+
+
+class Scaled(nn.Module):
+    """A forward with a required keyword-only argument."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(4)
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x, *, scale, shift=None):
+        return self.lin(x) * scale + (0 if shift is None else shift)
+
+
 class CNN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -218,6 +237,19 @@ def test_select_refusals_name_the_fix(arrays):
     refused(run("jacobian", arrays / "nets.py:CNN", "-x", "randn:1,1,6,6", "--select", "logits"),
             "returns one tensor [1, 2]", "drop --select")
     refused(run("jacobian", "softmax", "-x", "randn:2,3", "--select", "logits"), "--select: only user code")
+
+
+def test_select_of_a_none_or_a_number_names_the_select_and_the_tensors(arrays):
+    """A loss that is None without labels, or a count, is what --select picked, not what the code returned."""
+    for sel, kind in (("0", "picks None"), ("2", "picks an int")):
+        refused(run("jacobian", arrays / "nets.py:loss_logits", "-x", "randn:2,3", "--select", sel),
+                f"--select {sel}:", kind, "--select 1 ([2, 3])")
+    x, labels = np.random.default_rng(5).standard_normal((2, 2, 3))
+    doc = run_json("grad", arrays / "nets.py:loss_logits", "-x", json.dumps(x.tolist()), "--arg",
+                   f"labels={json.dumps(labels.tolist())}", "--select", "0")
+    xt = torch.tensor(x, requires_grad=True)
+    (expected,) = torch.autograd.grad(((2 * xt - torch.tensor(labels)) ** 2).mean(), xt)
+    np.testing.assert_allclose(doc["value"], expected.numpy(), rtol=1e-12)
 
 
 # --- 2. --weights ----------------------------------------------------------------------
@@ -370,6 +402,17 @@ def test_labels_by_keyword_give_a_hugging_face_loss_and_its_gradient(arrays):
     assert doc["wrt"] == "input"
     refused(run("grad", arrays / "hf.py:vit", "-x", arrays / "images.npy", "--arg", f"labels={labels}", "--select",
                 "loss", "--wrt", "labels"), "--wrt labels", "integers")
+
+
+def test_a_required_keyword_only_argument_not_given_is_exit_2_naming_arg(arrays):
+    """forward(self, x, *, scale): without --arg scale the code's TypeError was exit 3."""
+    refused(run("jacobian", arrays / "nets.py:Scaled", "-x", "randn:4,3"), "--arg scale=ARRAY", "missing")
+    x, scale = (np.random.default_rng(6).standard_normal(shape) for shape in ((4, 3), (4, 2)))
+    doc = run_json("jacobian", arrays / "nets.py:Scaled", "-x", json.dumps(x.tolist()), "--arg",
+                   f"scale={json.dumps(scale.tolist())}", "--wrt", "scale", "--layout", "full")
+    model = load(arrays, "nets.py:Scaled").double()
+    expected = torch.autograd.functional.jacobian(lambda s: model(torch.tensor(x), scale=s), torch.tensor(scale))
+    np.testing.assert_allclose(doc["value"], expected.numpy(), rtol=1e-12, atol=1e-15)
 
 
 def test_wrt_a_parameter_named_weight(arrays):

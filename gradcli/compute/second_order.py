@@ -91,9 +91,14 @@ def solve_second(
             spectrum, output = lanczos(view, engine, eig)
             got = None
             value = np.concatenate([spectrum.smallest, spectrum.largest])
-            notes = ("--eig: the Hessian is not formed (it has no row blocks here, or they would not fit --max-memory): "
-                     "value holds the K smallest then the K largest eigenvalues by Lanczos on hvp (give --layout full "
-                     "or blocks to see H as well, when it fits)",)
+            if spectrum.method.startswith("exact"):  # a small argument: H formed from n hvps, cheaper than Lanczos
+                notes = ("--eig: value holds the K smallest then the K largest eigenvalues, exact from H formed from "
+                         "hvps and not kept (it has no row blocks here, or they would not fit --max-memory; give "
+                         "--layout full or blocks to see H as well, when it fits)",)
+            else:
+                notes = ("--eig: the Hessian is not formed (it has no row blocks here, or they would not fit "
+                         "--max-memory): value holds the K smallest then the K largest eigenvalues by Lanczos on hvp "
+                         "(give --layout full or blocks to see H as well, when it fits)",)
         else:
             got = engine.hessian(view, plan.layout)
             value = got.value

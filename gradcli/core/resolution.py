@@ -18,6 +18,9 @@ RESOLUTION_LADDER = tuple(2.0 ** -k for k in range(46, 3, -3))  # 1.4e-14 (64 ep
 RESOLVED_SLOPES = 0.25  # a difference quotient within 25% of the reference one: its change is resolved
 EXACT_SLOPES = 0.05  # the first rung's quotient within 5% of the reference: the code computes to eps
 LINEAR = 0.1  # the reference rung: the even part of the change at most 10% of the odd part
+# bfloat16's unit roundoff, the coarsest grid torch computes in (float8 aside): a measure above it is a few units'
+# grid steps not yet averaged out, and would widen a tolerance past what that code resolves
+COARSEST = 2.0 ** -8
 
 
 def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> float:
@@ -43,7 +46,11 @@ def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> flo
     near its minimum, rounds the first rung's change more). Where no rung is linear
     (a function flat along ``d``, a kink, a grid coarse at every rung), code
     that the first rung does not change at all while a larger one does
-    rounds to at least that larger ``s``; otherwise nothing is learned. This
+    rounds to at least that larger ``s`` — and where a larger rung is linear
+    (a few bfloat16 units, each moving by whole grid steps or not at all, agree
+    at no two rungs), the same search runs from the largest linear rung; the
+    answer is never coarser than bfloat16's 2^-8 (``COARSEST``). Otherwise
+    nothing is learned. This
     is the idea of estimating computational noise from function values along
     a direction (More and Wild, "Estimating computational noise", SIAM J.
     Sci. Comput. 33 (2011)), reduced to the one question fd needs. A function
@@ -79,10 +86,18 @@ def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> flo
             RESOLVED_SLOPES * np.linalg.norm(quotient(k))
 
     # (a rung alone can look linear by chance: sin(1000 x) at 32 aliased at a change of 1e-3)
-    top = next((k for k in reversed(range(1, len(rungs))) if consistent(k)), None)
+    top, floor = next((k for k in reversed(range(1, len(rungs))) if consistent(k)), None), eps
     if top is None:
         moved = [k for k in range(len(rungs)) if at(k) is not None and np.linalg.norm(at(k)[0]) > 0]
-        return eps if not moved or moved[0] == 0 or at(0) is None else max(eps, rungs[moved[0]])
+        if not moved or moved[0] == 0 or at(0) is None:
+            return eps
+        # Changes below rungs[moved[0]] are lost whole (the code rounds inside) and no two rungs agree: a grid
+        # coarse at nearly every rung (bfloat16 inside, each entry on its own 2^-8 grid). The largest linear
+        # rung is then the reference, and the answer at least the rung that first moved.
+        floor = max(eps, rungs[moved[0]])
+        top = next((k for k in reversed(range(moved[0], len(rungs))) if linear(k)), None)
+        if top is None:
+            return floor
     reference = quotient(top)
     size_g = np.linalg.norm(reference)
 
@@ -96,5 +111,5 @@ def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> flo
     while first > 0 and agrees(first - 1):
         first -= 1
     if first == 0 or rungs[first - 1] * size_g < 16 * eps * (size + size_g):  # explained by rounding in eps
-        return eps
-    return max(eps, rungs[first] / 4)
+        return floor
+    return min(max(floor, rungs[first] / 4), COARSEST)

@@ -34,6 +34,11 @@ def select(out: Any, path: str, where: str) -> Any:
             raise UsageError(f"--select {path}: the {type(current).__name__}{at} returned by {where} has no "
                              f"{step!r}; {_choices(out)}") from None
         done.append(step)
+    import torch
+
+    if not isinstance(current, torch.Tensor):  # None (a loss without labels), a number, or a container
+        raise UsageError(f"--select {path}: picks {_kind(current)} in what {where} returned, not a tensor; "
+                         f"{_choices(out)}")
     return current
 
 
@@ -95,11 +100,18 @@ def _choices(out: Any) -> str:
 def refuse_several(out: Any, where: str) -> UsageError:
     """The refusal of a return that is not one tensor, naming every tensor inside and its ``--select``."""
     found = tensors_inside(out)
-    kind = type(out).__name__
-    kind = f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
+    kind = _kind(out)
     if not found:
         return UsageError(f"FUNCTION: {where} returned {kind}, which holds no tensor; return the tensor to "
                           "differentiate")
     count = f"{len(found)} tensors" if len(found) > 1 else "1 tensor"
     listed = ", ".join(f"--select {sel} ({describe(t)})" for sel, t in found)
     return UsageError(f"FUNCTION: {where} returned {kind} holding {count}, not one tensor; pick one with {listed}")
+
+
+def _kind(obj: Any) -> str:
+    """``None``, or the type's name with its article: ``an int``, ``a tuple``."""
+    if obj is None:
+        return "None"
+    kind = type(obj).__name__
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"

@@ -46,6 +46,7 @@ class Signature:
     known: bool = True
     text: str = "(input, target=None)"
     required: int = 1  # leading positional parameters without a default
+    needed: tuple[str, ...] = ()  # parameters past the second without a default, given only by --arg NAME
 
     @property
     def takes_target(self) -> bool:
@@ -69,7 +70,11 @@ class Signature:
 
     def check_given(self, given) -> None:
         """Two options filling one parameter (``-t`` and ``--arg NAME`` for the second positional
-        one) are refused, and so is a required second positional parameter given by neither."""
+        one) are refused, and so is a required parameter given by none (not the code's TypeError, exit 3)."""
+        missing = [n for n in self.needed if n not in given]
+        if missing:
+            raise UsageError(f"--arg {missing[0]}: missing; {self.text} needs {', '.join(missing)}: give "
+                             + ", ".join(f"--arg {n}=ARRAY" for n in missing))
         second = self.positional[1] if self.known and len(self.positional) >= 2 else None
         if second is None or second == "target":  # (named target: -t fills it, and only -t)
             return
@@ -139,9 +144,10 @@ def read_signature(obj) -> Signature:
         # TorchScript's forward reads as (*args, **kwargs) or nothing: take the positional convention.
         return Signature(("input", "target"), (), known=False, text=str(sig))
     required = sum(1 for p in params if p.name in positional and p.default is p.empty)
+    needed = tuple(n for n in names if n not in positional[:2] and sig.parameters[n].default is inspect.Parameter.empty)
     return Signature(positional, names, open=any(p.kind is p.VAR_KEYWORD for p in params),
                      more_positional=any(p.kind is p.VAR_POSITIONAL for p in params), text=str(sig),
-                     required=required)
+                     required=required, needed=needed)
 
 
 def parse_arg_options(values: list[str] | None, taken: set[str]) -> dict[str, str]:
