@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import UsageError
+from ..core.resolution import relative_direction, resolution
 from ..core.parallel import run_chunks
 from ..problem.problem import Problem
 from ..core.options import BackendName, FdDType
@@ -131,15 +132,12 @@ def _may_round_inside(function) -> bool:
 
 
 def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, ...]]:
-    """The precision user code computes in (``fd_steps.resolution``), probed
+    """The precision user code computes in (``core.resolution.resolution``), probed
     along one seeded sign direction scaled to each entry, and a note when it
     is coarser than ``eps``: fd then differences as in that precision (its
     steps, targets and error bars), as ``--fd-dtype same`` does for a float32
     problem. ``forward`` takes points stacked on a leading axis."""
-    signs = np.random.default_rng(0).integers(0, 2, x0.shape) * 2 - 1
-    rms = float(np.sqrt(np.mean(np.square(x0, dtype=np.float64)))) if x0.size else 0.0
-    # each entry moved relative to itself (an entry of 1e-8 beside one of 1e8 is probed at its own scale)
-    direction = (np.where(x0 != 0, np.abs(x0), rms if rms > 0 else 1.0) * signs).astype(x0.dtype)
+    direction = relative_direction(x0)
     with np.errstate(all="ignore"):
         f0 = forward(x0[None])[0]
 
@@ -147,7 +145,7 @@ def working_eps(forward, x0: np.ndarray, eps: float) -> tuple[float, tuple[str, 
             values = forward(np.stack([x0 + s * direction, x0 - s * direction]))
             return values[0] - f0, values[1] - f0
 
-        found = fd_steps.resolution(change, eps, float(np.linalg.norm(np.nan_to_num(f0))))
+        found = resolution(change, eps, float(np.linalg.norm(np.nan_to_num(f0))))
     if found <= eps:
         return eps, ()
     return found, (f"fd: your code resolves relative changes of its input only down to about {found:.1e} (it "

@@ -48,10 +48,6 @@ MAX_MOVES = 40  # window moves per column: steps from 2^-40 to 2^+40 times the f
 NOISE_SAMPLE = 3.0 / 130.7
 
 
-# How finely the code resolves a change of its input (its working precision): :mod:`gradcli.core.resolution`,
-# shared with user code's own checks (the per-sample interaction tests) below this layer.
-from ..core.resolution import resolution  # noqa: E402,F401  (fd.working_eps and probe.working_eps call it here)
-
 
 @dataclass
 class Candidate:

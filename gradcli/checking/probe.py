@@ -440,10 +440,10 @@ def fd_values(fn: TorchFunction, probes: Probes, fd_step: float | None = None,
 
 
 def working_eps(fn: TorchFunction, phi, eps: float, names: Sequence[str] | None = None) -> float:
-    """The precision ``φ`` is computed in (``fd_steps.resolution``), probed along
+    """The precision ``φ`` is computed in (``core.resolution.resolution``), probed along
     one seeded sign direction over the arguments ``names``, scaled to each
     entry: more than ``eps`` where the code rounds inside (a ``.float()`` cast)."""
-    from ..backends import fd_steps
+    from ..core.resolution import resolution
 
     rng = np.random.default_rng(0)
     direction = {}
@@ -456,7 +456,7 @@ def working_eps(fn: TorchFunction, phi, eps: float, names: Sequence[str] | None 
     def change(s: float):
         return tuple(fn.along(phi, sign * s, direction) - phi0 for sign in (1.0, -1.0))
 
-    return fd_steps.resolution(change, eps, abs(phi0))
+    return resolution(change, eps, abs(phi0))
 
 
 def problem_precision(problem: Problem, names: Sequence[str], device: str = "cpu") -> float:

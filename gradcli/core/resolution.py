@@ -113,3 +113,13 @@ def resolution(change, eps: float, size: float, ladder=RESOLUTION_LADDER) -> flo
     if first == 0 or rungs[first - 1] * size_g < 16 * eps * (size + size_g):  # explained by rounding in eps
         return floor
     return min(max(floor, rungs[first] / 4), COARSEST)
+
+
+def relative_direction(a: np.ndarray) -> np.ndarray:
+    """The direction ``resolution`` is probed along at ``a``: seeded signs (seed 0), each
+    entry moved relative to itself (``|a|``; a zero entry by the entries' root mean square,
+    or 1 when every entry is 0), in ``a``'s dtype. An entry of 1e-8 beside one of 1e8 is
+    probed at its own scale."""
+    signs = np.random.default_rng(0).integers(0, 2, a.shape) * 2 - 1
+    rms = float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
+    return (np.where(a != 0, np.abs(a), rms if rms > 0 else 1.0) * signs).astype(a.dtype)

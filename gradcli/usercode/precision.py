@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.resolution import resolution
+from ..core.resolution import relative_direction, resolution
 
 PARAMETERS = "param:*"  # move every parameter of the module: where the input holds integer ids
 
@@ -34,11 +34,7 @@ def working_eps(function, tensors: dict, dtype, along: str = "input") -> float:
         x0 = torch.from_numpy(function.parameter_array("*").astype(dtype))
     else:
         x0 = tensors[along]
-    a = x0.detach().cpu().numpy()
-    signs = np.random.default_rng(0).integers(0, 2, a.shape) * 2 - 1
-    rms = float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
-    # each entry moved relative to itself (a zero entry by the entries' typical size)
-    direction = torch.from_numpy((np.where(a != 0, np.abs(a), rms if rms > 0 else 1.0) * signs).astype(a.dtype))
+    direction = torch.from_numpy(relative_direction(x0.detach().cpu().numpy()))
 
     def at(x) -> np.ndarray:
         with torch.no_grad():
