@@ -97,16 +97,13 @@ def bind(function, *, input, target=None, arrays: dict | None = None, wrt: str =
     import torch
 
     from ..compute.solve import checked_vector
-    from ..catalogue import Function
-    from ..problem.function import lookup, user_function
+    from ..problem.function import resolve, user_function
     from ..problem.problem import build_problem
 
     arrays = dict(arrays or {})
     if device != "cpu" and not torch.cuda.is_available():
         raise BackendError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
-    if not isinstance(function, (str, Function)):
-        user_function(function)  # (refuses a module or function object, naming what to give instead)
-    fn = lookup(function) if isinstance(function, str) else function
+    fn = resolve(function)
     if not hasattr(fn, "configure"):  # (not user code)
         raise UsageError(f"FUNCTION: health runs your model; {fn.name!r} is a built-in; give PATH.py:NAME naming "
                          "a torch.nn.Module (or a function calling one)")

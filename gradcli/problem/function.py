@@ -57,19 +57,24 @@ def lookup(name: str) -> Function:
     raise UsageError(f"FUNCTION: unknown function {name!r}; {hint}`gradcli functions` lists them all")
 
 
+def resolve(name) -> Function:
+    """``name`` looked up, or a Function as it is. A module or function object is refused:
+    gradcli loads your code itself (fresh, in the working dtype, seeded)."""
+    if isinstance(name, str):
+        return lookup(name)
+    if isinstance(name, Function):
+        return name
+    raise UsageError(f"function: {type(name).__name__} object given; name it instead: a built-in "
+                     "('cross_entropy'), 'expr:...', or your code as 'PATH.py:NAME' (the file that defines it)")
+
+
 def user_function(name: str, seed: int = 0, arg_names: tuple[str, ...] = (), *, select: str | None = None,
                   weights: str | None = None, weights_prefix: str | None = None, strict_weights: bool = True,
                   max_memory: int = 2**31):
     """``name`` looked up; user code learns the run's ``--seed``, ``--arg`` names and
     ``--select``, and gets ``--weights`` loaded (bounded by ``max_memory``). These
     options on a built-in are refused."""
-    if isinstance(name, str):
-        function = lookup(name)
-    elif isinstance(name, Function):
-        function = name
-    else:  # a module or function object: gradcli loads your code itself (fresh, in the working dtype, seeded)
-        raise UsageError(f"function: {type(name).__name__} object given; name it instead: a built-in "
-                         "('cross_entropy'), 'expr:...', or your code as 'PATH.py:NAME' (the file that defines it)")
+    function = resolve(name)
     if not hasattr(function, "configure"):
         user_only = {f"--arg {arg_names[0]}" if arg_names else "--arg": bool(arg_names), "--select": select,
                      "--weights": weights, "--weights-prefix": weights_prefix}
