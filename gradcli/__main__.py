@@ -45,7 +45,7 @@ def _click_command(typer, app, args: list[str]):
     import copy
 
     first = args[0] if args else ""
-    named = [c for c in app.registered_commands if c.name == first and not first.startswith("-")]
+    named = [c for c in app.registered_commands if c.name == first]
     if len(named) == 1:
         app = copy.copy(app)  # (the app's callback keeps it a group: `gradcli NAME ...` parses as before)
         app.registered_commands = named

@@ -197,3 +197,16 @@ def test_functions_command():
     (entry,) = doc["functions"]
     assert entry["name"] == "cross_entropy" and any("softmax(z) - onehot(y)" in f for f in entry["formulas"])
     assert runner.invoke(app, ["functions", "nosuch"]).exit_code == 2
+
+
+def test_a_run_builds_only_the_command_it_names_and_help_sees_them_all():
+    """Start-up converts only the named command's parameters; `--help`, a bare `gradcli` and
+    a name that is not a command get the whole group (whose error lists the commands)."""
+    import typer
+
+    from gradcli.__main__ import _click_command
+
+    every = set(typer.main.get_command(app).commands)
+    assert set(_click_command(typer, app, ["grad", "softplus"]).commands) == {"grad"}
+    for args in (["--help"], [], ["grads"], ["--version"]):
+        assert set(_click_command(typer, app, args).commands) == every, args
